@@ -1,0 +1,21 @@
+//! zamba2c's intermediate representation: the Zamba2 config, checkpoint reading, the typed
+//! graph with its ops, lowering from a config, the verifier, and the plan format.
+
+pub mod config;
+pub mod graph;
+pub mod lower;
+pub mod op;
+pub mod verify;
+
+pub use config::{ConfigError, LayerType, Zamba2Config};
+pub use graph::{DType, Dim, Graph, Module, Node, Phase, Shape, StateSpec, WeightSpec};
+pub use lower::lower;
+pub use op::{Op, OpKind, StateId};
+pub use verify::{verify_module, VerifyError};
+pub mod plan;
+pub mod serial;
+pub mod tensor;
+pub mod weights;
+
+pub use plan::{Manifest, Plan, PlanError, PlanInfo, PlanWriter, WeightsSource};
+pub use weights::WeightStore;

@@ -1,0 +1,142 @@
+//! The module's on-disk form (`module.json` in a plan): graphs as node lists in topological
+//! order with operand ids, so the file is deterministic and readable.
+
+use std::collections::BTreeMap;
+
+use petgraph::stable_graph::NodeIndex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Zamba2Config;
+use crate::graph::{DType, Graph, Module, Node, Phase, StateSpec, WeightSpec};
+
+/// One node of a serialized graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeFile {
+    pub id: usize,
+    #[serde(flatten)]
+    pub node: Node,
+    pub inputs: Vec<usize>,
+}
+
+/// A serialized graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphFile {
+    pub phase: Phase,
+    pub nodes: Vec<NodeFile>,
+    pub outputs: Vec<usize>,
+}
+
+/// A serialized module.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleFile {
+    pub config: Zamba2Config,
+    pub dtype: DType,
+    pub weights: BTreeMap<String, WeightSpec>,
+    pub states: Vec<StateSpec>,
+    pub prompt: GraphFile,
+    pub decode: GraphFile,
+}
+
+impl From<&Graph> for GraphFile {
+    fn from(g: &Graph) -> Self {
+        let order = g.topo_order();
+        let id: BTreeMap<NodeIndex, usize> =
+            order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        GraphFile {
+            phase: g.phase,
+            nodes: order
+                .iter()
+                .map(|&n| NodeFile {
+                    id: id[&n],
+                    node: g.g[n].clone(),
+                    inputs: g.inputs(n).iter().map(|i| id[i]).collect(),
+                })
+                .collect(),
+            outputs: g.outputs.iter().map(|o| id[o]).collect(),
+        }
+    }
+}
+
+impl GraphFile {
+    /// Rebuilds the graph; fails on ids that are out of order or out of range (untrusted input).
+    pub fn to_graph(&self) -> Result<Graph, String> {
+        let mut g = Graph::new(self.phase);
+        let mut idx: Vec<NodeIndex> = Vec::with_capacity(self.nodes.len());
+        for (pos, n) in self.nodes.iter().enumerate() {
+            if n.id != pos {
+                return Err(format!(
+                    "node ids must be 0,1,2,... in order; found {} at position {pos}",
+                    n.id
+                ));
+            }
+            let mut ins = Vec::with_capacity(n.inputs.len());
+            for &i in &n.inputs {
+                if i >= pos {
+                    return Err(format!(
+                        "node {pos} reads node {i}, which does not come before it"
+                    ));
+                }
+                ins.push(idx[i]);
+            }
+            idx.push(g.add(
+                n.node.op.clone(),
+                &ins,
+                n.node.shape.clone(),
+                n.node.dtype,
+                n.node.label.clone(),
+            ));
+        }
+        for &o in &self.outputs {
+            g.outputs.push(
+                *idx.get(o)
+                    .ok_or_else(|| format!("output {o} is not a node"))?,
+            );
+        }
+        Ok(g)
+    }
+}
+
+impl From<&Module> for ModuleFile {
+    fn from(m: &Module) -> Self {
+        ModuleFile {
+            config: m.config.clone(),
+            dtype: m.dtype,
+            weights: m.weights.clone(),
+            states: m.states.clone(),
+            prompt: (&m.prompt).into(),
+            decode: (&m.decode).into(),
+        }
+    }
+}
+
+impl ModuleFile {
+    /// Rebuilds the module (not yet verified: call [`crate::verify_module`]).
+    pub fn to_module(&self) -> Result<Module, String> {
+        let prompt = self
+            .prompt
+            .to_graph()
+            .map_err(|e| format!("prompt graph: {e}"))?;
+        let decode = self
+            .decode
+            .to_graph()
+            .map_err(|e| format!("decode graph: {e}"))?;
+        if prompt.phase != Phase::Prompt || decode.phase != Phase::Decode {
+            return Err("graph phases are swapped".into());
+        }
+        Ok(Module {
+            config: self.config.clone(),
+            dtype: self.dtype,
+            weights: self.weights.clone(),
+            states: self.states.clone(),
+            prompt,
+            decode,
+        })
+    }
+}
+
+impl Module {
+    /// The module as pretty JSON (deterministic).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&ModuleFile::from(self)).expect("module serializes")
+    }
+}
