@@ -262,6 +262,27 @@ def main():
         tok = AutoTokenizer.from_pretrained(tmp)
         assert tok.is_fast, "expected a fast tokenizer"
         tok.save_pretrained(out)
+    # transformers 5.24 drops `legacy`, `add_bos_token` and `add_eos_token` from the saved tokenizer_config.json.
+    # Without `legacy: true` a reload defaults to legacy=False and silently rewrites the Metaspace pre-tokenizer
+    # from prepend_scheme "always" (what tokenizer.json says) to "first", so AutoTokenizer and tokenizer.json would
+    # disagree on text that follows a special token ("<s>hello"). Put the keys back so both agree.
+    cfg_path = os.path.join(out, "tokenizer_config.json")
+    with open(cfg_path) as fh:
+        saved_cfg = json.load(fh)
+    dropped = [k for k in ("legacy", "add_bos_token", "add_eos_token") if k not in saved_cfg]
+    for k in ("legacy", "add_bos_token", "add_eos_token"):
+        saved_cfg[k] = TOKENIZER_CONFIG[k]
+    for k in ("is_local", "local_files_only"):  # machine-local bookkeeping, not tokenizer semantics
+        saved_cfg.pop(k, None)
+    with open(cfg_path, "w") as fh:
+        json.dump(saved_cfg, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    if dropped:
+        print(f"note: transformers did not save {dropped} in tokenizer_config.json; restored them")
+    with open(os.path.join(out, "tokenizer.json")) as fh:
+        tj = json.load(fh)
+    assert tj["pre_tokenizer"] == {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                                   "split": False}, tj["pre_tokenizer"]
     kept = sorted(os.listdir(out))
     for f in kept:
         if f not in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -272,6 +293,7 @@ def main():
     tok = AutoTokenizer.from_pretrained(out)
     raw = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
     assert tok.is_fast
+    assert json.loads(tok.backend_tokenizer.to_str())["pre_tokenizer"]["prepend_scheme"] == "always"
     assert len(tok) == 32000 and raw.get_vocab_size(with_added_tokens=True) == 32000, len(tok)
     assert tok.bos_token_id == 1 and tok.eos_token_id == 2 and tok.unk_token_id == 0
     assert tok.convert_ids_to_tokens([0, 1, 2]) == ["<unk>", "<s>", "</s>"]

@@ -1,1 +1,34 @@
-//! placeholder crate root
+//! zamba2c's runtime: loads a compiled plan and runs prompt processing and decoding, on the
+//! CPU interpreter (the reference meaning of every op) or on an NVIDIA GPU.
+
+pub mod cpu;
+pub mod cuda;
+pub mod tensor;
+
+pub use tensor::Tensor;
+
+/// A runtime error: names the plan file, op or kernel involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Plan(#[from] zamba2c_ir::PlanError),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Device(String),
+}
+
+/// One sequence's inference on some backend (batch 1 at the CLI; the plan keeps `B`).
+pub trait Engine {
+    /// Runs the prompt graph over `tokens` from the current state (empty or cached) and
+    /// returns the logits at every position, `[T, vocab]` row-major.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError>;
+    /// Runs the decode graph for one token and returns its logits, `[vocab]`.
+    fn decode_step(&mut self, token: u32) -> Result<Vec<f32>, RuntimeError>;
+    /// Clears all recurrent state and KV caches.
+    fn reset(&mut self);
+    /// Tokens processed since the last reset.
+    fn position(&self) -> usize;
+    /// The vocabulary size (width of a logits row).
+    fn vocab_size(&self) -> usize;
+}

@@ -1,0 +1,1 @@
+//! The CPU interpreter of the IR: the reference meaning of every op.

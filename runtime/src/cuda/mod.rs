@@ -1,0 +1,1 @@
+//! The CUDA backend: runs a plan's generated kernels through cudarc.
