@@ -139,6 +139,8 @@ VARIANTS = [
     dict(
         name="consecutive_hybrids_1block",
         features=["num_mem_blocks=1 with 3 hybrids incl. consecutive hybrids [H,H,m,H]",
+                  "duplicate shared_transformer copies on disk under every hybrid layer (HF 5.24 does not tie "
+                  "the blocks when tie_word_embeddings=false; copies are equal to the source block)",
                   "use_shared_attention_adapter (3 adapter slots in one block)", "use_mem_rope",
                   "untied lm_head", "mamba_expand=1", "chunk 4, T 15 (4 chunks)"],
         cfg=dict(vocab_size=64, hidden_size=32, layers_block_type=[HY, HY, M, HY], num_mem_blocks=1,
@@ -293,6 +295,20 @@ def build_variant(v, out_root):
     torch.manual_seed(v["seed"])
     model = Zamba2ForCausalLM(cfg).float().eval()
     randomise(model, v["seed"] + 1, v.get("dt_bias_override"))
+    hyb, nmb = cfg.hybrid_layer_ids, cfg.num_mem_blocks
+    layers = model.model.layers
+    blocks_shared = all(
+        layers[hyb[k]].shared_transformer.self_attn.q_proj.weight.data_ptr()
+        == layers[hyb[k % nmb]].shared_transformer.self_attn.q_proj.weight.data_ptr() for k in range(len(hyb)))
+    # transformers 5.24 quirk: with tie_word_embeddings=False it ALSO skips tying the shared transformer blocks,
+    # so every hybrid layer gets its own independent copy (randomised independently above) and save_pretrained
+    # writes all copies. Make the copies equal to their source block (hyb[k % nmb]) so the checkpoint keeps the
+    # real Zamba2 semantics (ABAB sharing) while containing duplicate copies on disk (spec section 5.1, rule 2).
+    duplicate_copies = not blocks_shared
+    if duplicate_copies:
+        assert not cfg.tie_word_embeddings
+        for k in range(nmb, len(hyb)):
+            layers[hyb[k]].shared_transformer.load_state_dict(layers[hyb[k % nmb]].shared_transformer.state_dict())
     unique_params = sum(p.numel() for p in model.parameters())
 
     save_kwargs = {}
@@ -327,6 +343,8 @@ def build_variant(v, out_root):
     assert ("lm_head.weight" in on_disk) == (not cfg.tie_word_embeddings), f"{name}: lm_head.weight presence"
     if v.get("bf16"):
         assert all(dt == torch.bfloat16 for dt in on_disk.values())
+    shared_layers_on_disk = sorted({int(k.split(".")[2]) for k in on_disk if ".shared_transformer." in k})
+    assert shared_layers_on_disk == (hyb if duplicate_copies else hyb[:nmb]), (name, shared_layers_on_disk)
 
     # ---- prompt tokens + references
     V, T, K, N, P = cfg.vocab_size, v["T"], v["K"], v["N"], v["P"]
@@ -369,9 +387,7 @@ def build_variant(v, out_root):
         "decode_logits": dec,
         "greedy_prompt": prompt.to(torch.int64).contiguous(),
         "greedy_tokens": gtoks.to(torch.int64).contiguous(),
-    }, os.path.join(d, "reference.safetensors"), metadata={"generator": "scripts/make_fixtures.py",
-                                                          "transformers": transformers.__version__,
-                                                          "torch": torch.__version__})
+    }, os.path.join(d, "reference.safetensors"))  # no metadata: its key order is random -> non-reproducible bytes
 
     c = model.config
     meta = {
@@ -388,6 +404,8 @@ def build_variant(v, out_root):
         "files": files + ["reference.safetensors", "meta.json"],
         "num_tensors_on_disk": len(on_disk),
         "lm_head_saved": "lm_head.weight" in on_disk,
+        "shared_transformer_layers_on_disk": shared_layers_on_disk,
+        "duplicate_shared_block_copies_on_disk": duplicate_copies,
         "unique_params": unique_params,
         "config": {
             "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
@@ -420,6 +438,13 @@ def build_variant(v, out_root):
                         "no processor modifies the scores; greedy_tokens is exactly N argmax tokens and may contain "
                         "the model's eos id 2.",
     }
+    if duplicate_copies:
+        meta["notes_duplicates"] = (
+            "transformers 5.24 does not tie the shared transformer blocks when tie_word_embeddings=false, so "
+            "save_pretrained wrote a full shared_transformer copy under EVERY hybrid layer "
+            f"{shared_layers_on_disk}. The script made each copy equal to its source block "
+            "model.layers.{hyb[k % num_mem_blocks]}.shared_transformer (incl. adapters), so the reference follows the "
+            "normal ABAB sharing; a loader may ignore the copies or check they equal the source.")
     if clamp_variant:
         meta["notes"] = (
             "dt clamp stress variant: HF 5.24 clamps dt = max(softplus(dtr + dt_bias), time_step_min) on the "
