@@ -150,6 +150,19 @@ VARIANTS = [
         T=15, K=6, N=8, P=4, seed=808,
     ),
     dict(
+        name="untied_independent_blocks",
+        features=["untied lm_head with 3 hybrids over 2 blocks: transformers 5.24 then does NOT tie the shared "
+                  "blocks, so layer hyb[2] runs its OWN independently random shared_transformer copy (kept as is; "
+                  "zamba2c must follow transformers, not the ABAB sharing of the spec)",
+                  "no adapter, rope", "chunk 8, T 17"],
+        cfg=dict(vocab_size=96, hidden_size=32, layers_block_type=[M, HY, HY, M, HY], num_mem_blocks=2,
+                 num_attention_heads=2, n_mamba_heads=4, mamba_d_state=8, adapter_rank=4,
+                 intermediate_size=64, use_shared_attention_adapter=False, use_mem_rope=True, chunk_size=8,
+                 tie_word_embeddings=False),
+        keep_independent_copies=True,
+        T=17, K=9, N=8, P=5, seed=1010,
+    ),
+    dict(
         name="two_blocks_gqa_mha_mix",
         features=["num_mem_blocks=2 with 4 hybrids A,B,A,B", "GQA 4:1 (num_key_value_heads 1)", "mamba_ngroups=4",
                   "no adapter, no rope", "chunk 8, T 30", "7 layers"],
@@ -305,7 +318,7 @@ def build_variant(v, out_root):
     # writes all copies. Make the copies equal to their source block (hyb[k % nmb]) so the checkpoint keeps the
     # real Zamba2 semantics (ABAB sharing) while containing duplicate copies on disk (spec section 5.1, rule 2).
     duplicate_copies = not blocks_shared
-    if duplicate_copies:
+    if duplicate_copies and not v.get("keep_independent_copies"):
         assert not cfg.tie_word_embeddings
         for k in range(nmb, len(hyb)):
             layers[hyb[k]].shared_transformer.load_state_dict(layers[hyb[k % nmb]].shared_transformer.state_dict())

@@ -22,6 +22,7 @@ pub fn lower(config: &Zamba2Config, dtype: DType) -> Module {
         states,
         prompt,
         decode,
+        memory: None,
     }
 }
 
@@ -51,6 +52,21 @@ fn state_table(c: &Zamba2Config, dtype: DType) -> Vec<StateSpec> {
         }
     }
     s
+}
+
+/// The layer under which hybrid ordinal `k` finds its shared block's weights.
+///
+/// transformers ties the shared blocks (and the lm_head) only when `tie_word_embeddings` is
+/// true: `get_expanded_tied_weights_keys` returns no tying at all otherwise, so an untied model
+/// runs every hybrid layer with its own copy of `shared_transformer.*` (transformers wins over
+/// spec §2.3 here). Tied: the block is stored under the first hybrid layer that uses it (§5.1).
+pub fn shared_block_store(c: &Zamba2Config, k: usize) -> usize {
+    let hybrid = c.hybrid_layer_ids();
+    if c.tie_word_embeddings {
+        hybrid[k % c.num_mem_blocks]
+    } else {
+        hybrid[k]
+    }
 }
 
 /// Position of each layer's states in the state table (see [`state_table`]).
@@ -201,7 +217,7 @@ impl<'a> Lowering<'a> {
                         .iter()
                         .position(|&l| l == i)
                         .expect("hybrid layer is in the list");
-                    self.hybrid_layer(x, e, i, k, hybrid[k % c.num_mem_blocks], kv, &ids)
+                    self.hybrid_layer(x, e, i, k, shared_block_store(c, k), kv, &ids)
                 }
             };
         }
