@@ -317,6 +317,34 @@ fn op_attrs(op: &Op) -> String {
         }
         Op::GatedRmsNorm { groups, eps, .. } => parts.push(format!("groups={groups},eps={eps:e}")),
         Op::CausalConv1d { state, .. } => parts.push(format!("state={state}")),
+        Op::NormLinear { norm, projs } | Op::SplitNormLinear { norm, projs, .. } => {
+            parts.push(format!("eps={:e}", norm.eps));
+            parts.push(format!("projs={}", projs.len()));
+        }
+        Op::EmbedHalfProj { hidden, .. } => parts.push(format!("cols={hidden}..{}", 2 * hidden)),
+        Op::GatedMlp { inter, post, .. } => {
+            parts.push(format!("inter={inter}"));
+            if post.is_some() {
+                parts.push("post".into());
+            }
+        }
+        Op::MambaMixer {
+            heads,
+            head_dim,
+            d_state,
+            groups,
+            dt_min,
+            conv_state,
+            ssm_state,
+            ..
+        } => {
+            parts.push(format!(
+                "heads={heads},p={head_dim},n={d_state},g={groups},conv={conv_state},ssm={ssm_state}"
+            ));
+            if let Some(m) = dt_min {
+                parts.push(format!("dt_min={m:e}"));
+            }
+        }
         Op::Attention {
             heads,
             kv_heads,
@@ -422,6 +450,8 @@ pub struct Module {
     pub states: Vec<StateSpec>,
     pub prompt: Graph,
     pub decode: Graph,
+    /// Where every buffer lives, once the `plan-memory` pass has run.
+    pub memory: Option<crate::memory::MemoryPlan>,
 }
 
 impl Module {

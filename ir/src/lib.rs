@@ -1,12 +1,16 @@
 //! zamba2c's intermediate representation: the Zamba2 config, checkpoint reading, the typed
 //! graph with its ops, lowering from a config, the verifier, and the plan format.
 
+pub mod checkpoint;
 pub mod config;
+pub mod fused;
+pub mod memory;
 pub mod graph;
 pub mod lower;
 pub mod op;
 pub mod verify;
 
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{ConfigError, LayerType, Zamba2Config};
 pub use graph::{DType, Dim, Graph, Module, Node, Phase, Shape, StateSpec, WeightSpec};
 pub use lower::lower;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{proj_weights, Adapter, Norm, Proj};
+
 /// Index of a recurrent-state or cache region in [`crate::Module::states`].
 pub type StateId = usize;
 
@@ -70,6 +72,61 @@ pub enum Op {
         rope_theta: Option<f32>,
         cache: StateId,
     },
+
+    // ---- Fused ops: made only by passes, each meaning its `decompose()` (fused.rs). ----
+    /// `x·Wᵀ + (x·Aᵀ)·Bᵀ`: a base projection with its per-invocation adapter (fuse-lora). The
+    /// base weight stays shared.
+    LinearLora { weight: String, adapter: Adapter },
+    /// `RMSNorm(x)` feeding one or more projections; their outputs concatenated in order
+    /// (fuse-norm-linear).
+    NormLinear { norm: Norm, projs: Vec<Proj> },
+    /// The embedding half of a shared block's input projections (specialise-shared-concat,
+    /// spec §2.3): operand `e [B,T,H]`, output `concat_j W_j[:, H..2H]·RMSNorm_H(e; g[H..2H])`.
+    /// The same at every invocation of a block, so computed once per block per forward.
+    EmbedHalfProj {
+        norm: Norm,
+        weights: Vec<String>,
+        hidden: usize,
+    },
+    /// `concat_j proj_j(RMSNorm_2H([h, e]))` without materialising the concat
+    /// (specialise-shared-concat). Operands `h, e` and optionally the block's
+    /// [`Op::EmbedHalfProj`] `E`; then the base projections are
+    /// `(W_j[:, ..H]·(g_h⊙h) + rms(e)·E_j) / rms([h,e])` and only the h-half columns of each
+    /// base weight are read. Adapters (per invocation) read all `2H` columns.
+    SplitNormLinear {
+        norm: Norm,
+        projs: Vec<Proj>,
+        hidden: usize,
+    },
+    /// `(GELU(gu[..I]) ⊙ gu[I..])·W_downᵀ (·W_postᵀ)` with `gu = proj(RMSNorm?(x))` (fuse-mlp,
+    /// spec §2.5; `post` is the hybrid layer's own `linear`).
+    GatedMlp {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        norm: Option<Norm>,
+        gate_up: Proj,
+        down: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        post: Option<String>,
+        inter: usize,
+    },
+    /// The Mamba2 mixer between `in_proj` and `out_proj` (fuse-mixer, spec §3.2): operand
+    /// `zxbcdt [B,T,DIP]`; split, causal conv + SiLU, SSM scan/step with D skip, gated RMSNorm.
+    /// Output `[B,T,Din]`.
+    MambaMixer {
+        conv_weight: String,
+        conv_bias: String,
+        conv_state: StateId,
+        dt_bias: String,
+        a_log: String,
+        d: String,
+        heads: usize,
+        head_dim: usize,
+        d_state: usize,
+        groups: usize,
+        dt_min: Option<f32>,
+        ssm_state: StateId,
+        norm: Norm,
+    },
 }
 
 /// The discriminant of [`Op`], for pattern matching in passes and for counting.
@@ -89,6 +146,12 @@ pub enum OpKind {
     SsmScan,
     GatedRmsNorm,
     Attention,
+    LinearLora,
+    NormLinear,
+    EmbedHalfProj,
+    SplitNormLinear,
+    GatedMlp,
+    MambaMixer,
 }
 
 impl Op {
@@ -109,6 +172,12 @@ impl Op {
             Op::SsmScan { .. } => OpKind::SsmScan,
             Op::GatedRmsNorm { .. } => OpKind::GatedRmsNorm,
             Op::Attention { .. } => OpKind::Attention,
+            Op::LinearLora { .. } => OpKind::LinearLora,
+            Op::NormLinear { .. } => OpKind::NormLinear,
+            Op::EmbedHalfProj { .. } => OpKind::EmbedHalfProj,
+            Op::SplitNormLinear { .. } => OpKind::SplitNormLinear,
+            Op::GatedMlp { .. } => OpKind::GatedMlp,
+            Op::MambaMixer { .. } => OpKind::MambaMixer,
         }
     }
 
@@ -129,6 +198,12 @@ impl Op {
             OpKind::SsmScan => "ssm_scan",
             OpKind::GatedRmsNorm => "gated_rms_norm",
             OpKind::Attention => "attention",
+            OpKind::LinearLora => "linear_lora",
+            OpKind::NormLinear => "norm_linear",
+            OpKind::EmbedHalfProj => "embed_half_proj",
+            OpKind::SplitNormLinear => "split_norm_linear",
+            OpKind::GatedMlp => "gated_mlp",
+            OpKind::MambaMixer => "mamba_mixer",
         }
     }
 
@@ -143,6 +218,39 @@ impl Op {
             Op::SsmScan {
                 dt_bias, a_log, d, ..
             } => vec![dt_bias, a_log, d],
+            Op::LinearLora { weight, adapter } => vec![weight, &adapter.a, &adapter.b],
+            Op::NormLinear { norm, projs } | Op::SplitNormLinear { norm, projs, .. } => {
+                let mut w = vec![norm.weight.as_str()];
+                w.extend(proj_weights(projs));
+                w
+            }
+            Op::EmbedHalfProj { norm, weights, .. } => {
+                let mut w = vec![norm.weight.as_str()];
+                w.extend(weights.iter().map(String::as_str));
+                w
+            }
+            Op::GatedMlp {
+                norm,
+                gate_up,
+                down,
+                post,
+                ..
+            } => {
+                let mut w: Vec<&str> = norm.iter().map(|n| n.weight.as_str()).collect();
+                w.extend(proj_weights(std::slice::from_ref(gate_up)));
+                w.push(down);
+                w.extend(post.as_deref());
+                w
+            }
+            Op::MambaMixer {
+                conv_weight,
+                conv_bias,
+                dt_bias,
+                a_log,
+                d,
+                norm,
+                ..
+            } => vec![conv_weight, conv_bias, dt_bias, a_log, d, &norm.weight],
             _ => vec![],
         }
     }
@@ -155,16 +263,29 @@ impl Op {
             OpKind::Attention => Some(3),
             OpKind::SsmScan => Some(4),
             OpKind::Concat => None,
+            // h, e and, when the block's embedding half is shared, that half.
+            OpKind::SplitNormLinear => None,
             _ => Some(1),
         }
     }
 
-    /// The state region the op reads and writes, if any.
+    /// The state region the op reads and writes, if any (for [`Op::MambaMixer`], which has
+    /// two, the conv state; see [`Op::states`]).
     pub fn state(&self) -> Option<StateId> {
+        self.states().first().copied()
+    }
+
+    /// Every state region the op reads and writes.
+    pub fn states(&self) -> Vec<StateId> {
         match self {
-            Op::CausalConv1d { state, .. } | Op::SsmScan { state, .. } => Some(*state),
-            Op::Attention { cache, .. } => Some(*cache),
-            _ => None,
+            Op::CausalConv1d { state, .. } | Op::SsmScan { state, .. } => vec![*state],
+            Op::Attention { cache, .. } => vec![*cache],
+            Op::MambaMixer {
+                conv_state,
+                ssm_state,
+                ..
+            } => vec![*conv_state, *ssm_state],
+            _ => vec![],
         }
     }
 }

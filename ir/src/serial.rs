@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Zamba2Config;
 use crate::graph::{DType, Graph, Module, Node, Phase, StateSpec, WeightSpec};
+use crate::memory::MemoryPlan;
 
 /// One node of a serialized graph.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ pub struct ModuleFile {
     pub states: Vec<StateSpec>,
     pub prompt: GraphFile,
     pub decode: GraphFile,
+    /// The memory plan (absent at `-O0` and in plans made before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryPlan>,
 }
 
 impl From<&Graph> for GraphFile {
@@ -105,6 +109,7 @@ impl From<&Module> for ModuleFile {
             states: m.states.clone(),
             prompt: (&m.prompt).into(),
             decode: (&m.decode).into(),
+            memory: m.memory.clone(),
         }
     }
 }
@@ -130,6 +135,7 @@ impl ModuleFile {
             states: self.states.clone(),
             prompt,
             decode,
+            memory: self.memory.clone(),
         })
     }
 }

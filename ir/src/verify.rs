@@ -75,7 +75,7 @@ fn verify_graph<'m>(
             }
             used.insert(w);
         }
-        if let Some(s) = node.op.state() {
+        for s in node.op.states() {
             if s >= m.states.len() {
                 return Err(fail(format!("state {s} does not exist")));
             }
@@ -136,8 +136,63 @@ fn same_prefix(a: &Shape, b: &Shape) -> bool {
     a.len() == b.len() && a[..a.len() - 1] == b[..b.len() - 1]
 }
 
-fn weight_shape<'m>(m: &'m Module, w: &str) -> &'m [usize] {
-    &m.weights[w].shape
+/// The shape of weight `w` (a table entry, or a [`crate::fused::weight_view`] of one); empty
+/// when there is no such weight.
+fn weight_shape(m: &Module, w: &str) -> Vec<usize> {
+    if let Some(spec) = m.weights.get(w) {
+        return spec.shape.clone();
+    }
+    match crate::fused::parse_weight_view(w) {
+        Some((base, start, len)) => match m.weights.get(base) {
+            Some(spec) if spec.shape.last().is_some_and(|&n| start + len <= n) => {
+                let mut s = spec.shape.clone();
+                if let Some(l) = s.last_mut() {
+                    *l = len;
+                }
+                s
+            }
+            _ => vec![],
+        },
+        None => vec![],
+    }
+}
+
+/// Shape of a fused op: that of its decomposition's last step, each step checked in turn.
+fn infer_decomposed(
+    m: &Module,
+    phase: Phase,
+    steps: &[crate::fused::Step],
+    ins: &[&Shape],
+) -> Result<Shape, String> {
+    let mut outs: Vec<Shape> = Vec::with_capacity(steps.len());
+    for (i, st) in steps.iter().enumerate() {
+        for w in st.op.weights() {
+            if weight_shape(m, w).is_empty() {
+                return Err(format!(
+                    "decomposition reads weight {w}, which does not exist"
+                ));
+            }
+        }
+        let args = st
+            .operands
+            .iter()
+            .map(|o| match *o {
+                crate::fused::Operand::Input(j) => ins
+                    .get(j)
+                    .map(|s| (*s).clone())
+                    .ok_or_else(|| format!("decomposition step {i} reads missing operand {j}")),
+                crate::fused::Operand::Step(j) if j < i => Ok(outs[j].clone()),
+                crate::fused::Operand::Step(j) => {
+                    Err(format!("decomposition step {i} reads later step {j}"))
+                }
+            })
+            .collect::<Result<Vec<Shape>, String>>()?;
+        let refs: Vec<&Shape> = args.iter().collect();
+        let out = infer_shape(m, phase, &st.op, &refs)
+            .map_err(|e| format!("decomposition step {i} ({}): {e}", st.op.name()))?;
+        outs.push(out);
+    }
+    outs.pop().ok_or_else(|| "empty decomposition".into())
 }
 
 /// The output shape an op produces from operands of the given shapes.
@@ -149,6 +204,42 @@ pub fn infer_shape(m: &Module, phase: Phase, op: &Op, ins: &[&Shape]) -> Result<
         }
         Ok(())
     };
+    for w in op.weights() {
+        if weight_shape(m, w).is_empty() {
+            return Err(format!("reads weight {w}, which does not exist"));
+        }
+    }
+    if let Some(steps) = op.decompose() {
+        if let Op::SplitNormLinear {
+            projs,
+            hidden,
+            norm,
+        } = op
+        {
+            if !(2..=3).contains(&ins.len()) {
+                return Err(format!("takes 2 or 3 operands, has {}", ins.len()));
+            }
+            expect_width(ins[0], *hidden, "h")?;
+            expect_width(ins[1], *hidden, "e")?;
+            if ins.len() == 3 {
+                // The shared embedding half covers every base projection.
+                let half = Op::EmbedHalfProj {
+                    norm: norm.clone(),
+                    weights: projs.iter().map(|p| p.weight.clone()).collect(),
+                    hidden: *hidden,
+                };
+                let want = infer_shape(m, phase, &half, &[ins[1]])?;
+                if *ins[2] != want {
+                    return Err(format!(
+                        "embedding half is {}, the base projections give {}",
+                        shape_str(ins[2]),
+                        shape_str(&want)
+                    ));
+                }
+            }
+        }
+        return infer_decomposed(m, phase, &steps, ins);
+    }
     match op {
         Op::Tokens => Ok(vec![Dim::Batch, seq_dim(phase)]),
         Op::Embedding { weight } => {
@@ -161,7 +252,11 @@ pub fn infer_shape(m: &Module, phase: Phase, op: &Op, ins: &[&Shape]) -> Result<
             Ok(s)
         }
         Op::RmsNorm { weight, .. } => {
-            expect_width(ins[0], weight_shape(m, weight)[0], "input")?;
+            let w = weight_shape(m, weight);
+            if w.len() != 1 {
+                return Err(format!("norm weight {weight} is not 1-D"));
+            }
+            expect_width(ins[0], w[0], "input")?;
             Ok(ins[0].clone())
         }
         Op::Linear { weight } => {
@@ -289,6 +384,12 @@ pub fn infer_shape(m: &Module, phase: Phase, op: &Op, ins: &[&Shape]) -> Result<
             }
             Ok(ins[0].clone())
         }
+        Op::LinearLora { .. }
+        | Op::NormLinear { .. }
+        | Op::EmbedHalfProj { .. }
+        | Op::SplitNormLinear { .. }
+        | Op::GatedMlp { .. }
+        | Op::MambaMixer { .. } => unreachable!("fused ops are inferred from their decomposition"),
     }
 }
 

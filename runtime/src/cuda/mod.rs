@@ -1,1 +1,17 @@
-//! The CUDA backend: runs a plan's generated kernels through cudarc.
+//! The CUDA backend: runs a plan's generated kernels through cudarc's driver API. All cudarc
+//! code of the runtime lives in this module.
+//!
+//! - [`engine`]: [`CudaEngine`] loads a plan (weights uploaded once, one buffer per activation,
+//!   state regions and KV caches of a fixed capacity) and runs the prompt and decode graphs
+//!   with no allocation inside a step.
+//! - [`validate`]: runs the same tokens on the CPU interpreter and the GPU and names the first
+//!   node whose output differs beyond tolerance.
+//! - [`bench`]: time to first token, decode ms/token (CUDA events), GPU memory.
+
+pub mod bench;
+pub mod engine;
+pub mod validate;
+
+pub use bench::{bench, BenchReport};
+pub use engine::{CudaEngine, CudaOptions};
+pub use validate::{validate, validate_engines, ValidateReport};

@@ -1,0 +1,577 @@
+//! Kernel families: for each base op, the template, its context (every size and stride computed
+//! here, in Rust), the parameter list with the argument bound to each parameter, and the grid.
+
+use serde_json::{json, Map, Value as Json};
+use zamba2c_ir::{DType, Op, Phase, StateSpec};
+
+use crate::program::{Arg, CType, Extent, NodeCtx, Operand, Param};
+use crate::CodegenError;
+
+/// Warps per block of the GEMV kernel (one output feature per warp).
+const GEMV_WARPS: usize = 4;
+/// Rows the GEMV kernel accumulates per pass over the weight.
+const GEMV_ROWS: usize = 4;
+/// Output tile of the GEMM kernel (square).
+const GEMM_TILE: usize = 64;
+/// Threads per block of elementwise-style kernels.
+const EW_BLOCK: usize = 256;
+/// Warps of the SSM scan and attention blocks.
+const SCAN_WARPS: usize = 4;
+const ATTN_WARPS: usize = 4;
+
+/// One kernel to render and launch.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    /// Template (and family) name: `templates/<family>.cu`.
+    pub family: &'static str,
+    /// The template context, serialized: also the deduplication key.
+    pub context: String,
+    pub params: Vec<Param>,
+    pub args: Vec<Arg>,
+    pub grid: [Extent; 3],
+    pub block: u32,
+}
+
+/// Builds a [`KernelSpec`]: parameters and their arguments are added together, so the list
+/// that renders the signature is the list the runtime launches with.
+struct Builder {
+    family: &'static str,
+    ctx: Map<String, Json>,
+    params: Vec<Param>,
+    args: Vec<Arg>,
+}
+
+impl Builder {
+    fn new(family: &'static str, act: DType) -> Self {
+        let mut ctx = Map::new();
+        ctx.insert("family".into(), json!(family));
+        ctx.insert("act".into(), json!(CType::elem(act)));
+        Builder {
+            family,
+            ctx,
+            params: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+    fn set(mut self, k: &str, v: impl Into<Json>) -> Self {
+        self.ctx.insert(k.into(), v.into());
+        self
+    }
+    fn param(mut self, name: &'static str, ty: CType, arg: Arg) -> Self {
+        self.params.push(Param { name, ty });
+        self.args.push(arg);
+        self
+    }
+    fn input(self, name: &'static str, o: &Operand) -> Self {
+        self.param(name, CType::ConstPtr(o.dtype), o.arg())
+    }
+    fn output(self, o: &Operand) -> Self {
+        self.param("out", CType::Ptr(o.dtype), o.arg())
+    }
+    /// A weight parameter; `w` may be a column view (`zamba2c_ir::fused::weight_view`),
+    /// passed as its table weight plus an offset. [`specs`] has checked that it resolves.
+    fn weight(self, name: &'static str, ctx: &NodeCtx, w: &str) -> Self {
+        let (d, arg) = match weight_ref(ctx, w) {
+            Some(r) => (
+                r.dtype,
+                Arg::Weight {
+                    name: r.base,
+                    offset: r.offset,
+                },
+            ),
+            None => (
+                ctx.module.dtype,
+                Arg::Weight {
+                    name: w.to_string(),
+                    offset: 0,
+                },
+            ),
+        };
+        self.param(name, CType::ConstPtr(d), arg)
+    }
+    fn scalar(self, name: &'static str, arg: Arg) -> Self {
+        self.param(name, CType::I32, arg)
+    }
+    fn finish(mut self, grid: [Extent; 3], block: usize) -> KernelSpec {
+        self.ctx.insert("block".into(), json!(block));
+        let decls: Vec<Json> = self
+            .params
+            .iter()
+            .map(|p| json!({ "decl": p.ty.decl(p.name) }))
+            .collect();
+        self.ctx.insert("params".into(), Json::Array(decls));
+        KernelSpec {
+            family: self.family,
+            context: Json::Object(self.ctx).to_string(),
+            params: self.params,
+            args: self.args,
+            grid,
+            block: block as u32,
+        }
+    }
+}
+
+/// A weight as kernels read it: table weight `base`, from element `offset` of each row.
+pub struct WeightRef {
+    pub base: String,
+    pub offset: usize,
+    pub dtype: DType,
+    /// The view's shape: the table shape with the last axis cut to the view.
+    pub shape: Vec<usize>,
+    /// Elements between rows of the table weight (its last axis).
+    pub row_stride: usize,
+}
+
+/// Resolves weight name `w` (a table name or a column view of one).
+pub fn weight_ref(ctx: &NodeCtx, w: &str) -> Option<WeightRef> {
+    let (base, start, len) = match zamba2c_ir::fused::parse_weight_view(w) {
+        Some((b, s, l)) => (b, s, Some(l)),
+        None => (w, 0, None),
+    };
+    let spec = ctx.module.weights.get(base)?;
+    let last = *spec.shape.last()?;
+    let len = len.unwrap_or(last);
+    if start + len > last {
+        return None;
+    }
+    let mut shape = spec.shape.clone();
+    *shape.last_mut()? = len;
+    Some(WeightRef {
+        base: base.to_string(),
+        offset: start,
+        dtype: spec.dtype,
+        shape,
+        row_stride: last,
+    })
+}
+
+/// A C float literal that reads back as exactly `x`.
+pub fn flit(x: f32) -> String {
+    if x.is_finite() {
+        format!("{x:e}f")
+    } else if x.is_nan() {
+        "__int_as_float(0x7fc00000)".into()
+    } else if x > 0.0 {
+        "INFINITY".into()
+    } else {
+        "(-INFINITY)".into()
+    }
+}
+
+/// RoPE inverse frequencies as HF computes them in f32: `1 / theta^(2j/d)` (spec §2.4).
+pub fn rope_inv_freq(theta: f32, d: usize) -> Vec<f32> {
+    (0..d / 2)
+        .map(|j| 1.0 / theta.powf((2 * j) as f32 / d as f32))
+        .collect()
+}
+
+fn rows_grid(per_row: usize, block: usize) -> [Extent; 3] {
+    [
+        Extent::Rows {
+            mul: per_row,
+            div: block,
+        },
+        Extent::Const(1),
+        Extent::Const(1),
+    ]
+}
+
+fn one_per_row() -> Extent {
+    Extent::Rows { mul: 1, div: 1 }
+}
+
+/// Elements a 16-byte load holds for `d`, when every access of width `k` starting at the
+/// given offsets and strides stays 16-byte aligned; 1 otherwise.
+fn vec_width(d: DType, k: usize, offsets: &[usize]) -> usize {
+    let v = match d {
+        DType::F32 => 4,
+        DType::BF16 => 8,
+        _ => 1,
+    };
+    if k.is_multiple_of(v) && offsets.iter().all(|o| o.is_multiple_of(v)) {
+        v
+    } else {
+        1
+    }
+}
+
+/// The kernels of one node, in launch order.
+pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError> {
+    let act = ctx.out.dtype;
+    let ins = &ctx.inputs;
+    let arity = ctx.op.arity();
+    if let Some(a) = arity {
+        if ins.len() != a {
+            return Err(ctx.err(pos, format!("{} operands, the op takes {a}", ins.len())));
+        }
+    }
+    for name in ctx.op.weights() {
+        if weight_ref(ctx, name).is_none() {
+            return Err(ctx.err(pos, format!("weight {name} is not in the weight table")));
+        }
+    }
+    let out = ctx.out;
+    let w = out.width;
+    Ok(match ctx.op {
+        Op::Embedding { weight } => {
+            let emb = weight_ref(ctx, weight)
+                .ok_or_else(|| ctx.err(pos, format!("weight {weight} is not in the table")))?;
+            if emb.offset != 0 || emb.row_stride != w {
+                return Err(ctx.err(pos, "an embedding must read whole rows of its table"));
+            }
+            let vocab = emb.shape[0];
+            vec![Builder::new("embedding", act)
+                .set("width", w)
+                .set("vocab", vocab)
+                .input("ids", &ins[0])
+                .weight("weight", ctx, weight)
+                .output(&out)
+                .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)]
+        }
+        Op::RmsNorm { weight, eps } => vec![Builder::new("rms_norm", act)
+            .set("width", w)
+            .set("x_stride", ins[0].stride)
+            .set("eps", flit(*eps))
+            .input("x", &ins[0])
+            .weight("weight", ctx, weight)
+            .output(&out)
+            .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)],
+        Op::Linear { weight } => vec![linear(ctx, pos, weight)?],
+        Op::Add | Op::Mul | Op::Gelu | Op::Silu => {
+            let (op, expr) = match ctx.op {
+                Op::Add => ("add", "a + b"),
+                Op::Mul => ("mul", "a * b"),
+                Op::Gelu => ("gelu", "gelu_f(a)"),
+                _ => ("silu", "silu_f(a)"),
+            };
+            let mut b = Builder::new("elementwise", act)
+                .set("op", op)
+                .set("expr", expr)
+                .set("width", w)
+                .set("nin", ins.len())
+                .set("stride0", ins[0].stride)
+                .input("in0", &ins[0]);
+            if let Some(i1) = ins.get(1) {
+                b = b.set("stride1", i1.stride).input("in1", i1);
+            }
+            vec![b
+                .output(&out)
+                .scalar("rows", Arg::Rows)
+                .finish(rows_grid(w, EW_BLOCK), EW_BLOCK)]
+        }
+        Op::Concat => {
+            const NAMES: [&str; 8] = ["in0", "in1", "in2", "in3", "in4", "in5", "in6", "in7"];
+            if ins.is_empty() || ins.len() > NAMES.len() {
+                return Err(ctx.err(pos, format!("concat of {} operands", ins.len())));
+            }
+            let mut parts = Vec::new();
+            let mut start = 0;
+            for i in ins {
+                parts.push(json!({ "start": start, "end": start + i.width, "stride": i.stride }));
+                start += i.width;
+            }
+            if start != w {
+                return Err(ctx.err(pos, format!("operands sum to width {start}, not {w}")));
+            }
+            let mut b = Builder::new("concat", act)
+                .set("width", w)
+                .set("parts", parts);
+            for (i, o) in ins.iter().enumerate() {
+                b = b.input(NAMES[i], o);
+            }
+            vec![b
+                .output(&out)
+                .scalar("rows", Arg::Rows)
+                .finish(rows_grid(w, EW_BLOCK), EW_BLOCK)]
+        }
+        Op::CausalConv1d {
+            weight,
+            bias,
+            state,
+        } => {
+            let (channels, k, sd) = match ctx.module.states.get(*state) {
+                Some(StateSpec::Conv {
+                    channels,
+                    kernel,
+                    dtype,
+                    ..
+                }) => (*channels, *kernel, *dtype),
+                _ => return Err(ctx.err(pos, format!("state {state} is not a conv state"))),
+            };
+            if channels != w || ins[0].width != w {
+                return Err(ctx.err(pos, format!("conv of {channels} channels on width {w}")));
+            }
+            const BLOCK: usize = 128;
+            vec![Builder::new("causal_conv1d", act)
+                .set("channels", channels)
+                .set("k", k)
+                .set("x_stride", ins[0].stride)
+                .set("state_t", CType::elem(sd))
+                .input("x", &ins[0])
+                .weight("weight", ctx, weight)
+                .weight("bias", ctx, bias)
+                .param("state", CType::Ptr(sd), Arg::State { id: *state, part: 0 })
+                .output(&out)
+                .scalar("seq", Arg::Seq)
+                .finish(
+                    [
+                        Extent::Const(channels.div_ceil(BLOCK) as u32),
+                        Extent::Batch,
+                        Extent::Const(1),
+                    ],
+                    BLOCK,
+                )]
+        }
+        Op::SsmScan {
+            dt_bias,
+            a_log,
+            d,
+            heads,
+            head_dim,
+            d_state,
+            groups,
+            dt_min,
+            state,
+        } => {
+            if *groups == 0 || !heads.is_multiple_of(*groups) {
+                return Err(ctx.err(pos, format!("{heads} heads in {groups} groups")));
+            }
+            let mut b = Builder::new("ssm_scan", act)
+                .set("heads", *heads)
+                .set("head_dim", *head_dim)
+                .set("d_state", *d_state)
+                .set("pn", head_dim * d_state)
+                .set("out_width", heads * head_dim)
+                .set("heads_per_group", heads / groups)
+                .set("nw", SCAN_WARPS)
+                .set("pp", head_dim.div_ceil(SCAN_WARPS))
+                .set("nn", d_state.div_ceil(32))
+                .set("x_stride", ins[0].stride)
+                .set("dt_stride", ins[1].stride)
+                .set("b_stride", ins[2].stride)
+                .set("c_stride", ins[3].stride)
+                .set("clamp", dt_min.is_some());
+            if let Some(m) = dt_min {
+                b = b.set("dt_min", flit(*m));
+            }
+            vec![b
+                .input("x", &ins[0])
+                .input("dt", &ins[1])
+                .input("bm", &ins[2])
+                .input("cm", &ins[3])
+                .weight("dt_bias", ctx, dt_bias)
+                .weight("a_log", ctx, a_log)
+                .weight("d_skip", ctx, d)
+                .param(
+                    "state",
+                    CType::Ptr(DType::F32),
+                    Arg::State { id: *state, part: 0 },
+                )
+                .output(&out)
+                .scalar("seq", Arg::Seq)
+                .finish(
+                    [Extent::Const(*heads as u32), Extent::Batch, Extent::Const(1)],
+                    32 * SCAN_WARPS,
+                )]
+        }
+        Op::GatedRmsNorm {
+            weight,
+            groups,
+            eps,
+        } => {
+            if *groups == 0 || !w.is_multiple_of(*groups) {
+                return Err(ctx.err(pos, format!("width {w} in {groups} groups")));
+            }
+            vec![Builder::new("gated_rms_norm", act)
+                .set("width", w)
+                .set("group", w / groups)
+                .set("eps", flit(*eps))
+                .set("y_stride", ins[0].stride)
+                .set("z_stride", ins[1].stride)
+                .input("y", &ins[0])
+                .input("z", &ins[1])
+                .weight("weight", ctx, weight)
+                .output(&out)
+                .finish(
+                    [one_per_row(), Extent::Const(*groups as u32), Extent::Const(1)],
+                    256,
+                )]
+        }
+        Op::Attention {
+            heads,
+            kv_heads,
+            head_dim,
+            scale,
+            rope_theta,
+            cache,
+        } => attention(
+            ctx,
+            pos,
+            (*heads, *kv_heads, *head_dim, *scale),
+            *rope_theta,
+            *cache,
+        )?,
+        Op::Tokens | Op::Slice { .. } => Vec::new(),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(ctx.err(
+                pos,
+                format!(
+                    "no CUDA kernel for op {}: emit it through its decomposition",
+                    other.name()
+                ),
+            ))
+        }
+    })
+}
+
+/// `x · Wᵀ`: a GEMV for the decode graph (weights streamed once), a tiled GEMM for prompts.
+fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, CodegenError> {
+    let x = &ctx.inputs[0];
+    let out = &ctx.out;
+    let spec = weight_ref(ctx, weight)
+        .ok_or_else(|| ctx.err(pos, format!("weight {weight} is not in the table")))?;
+    let (n, k) = match spec.shape[..] {
+        [n, k] => (n, k),
+        _ => return Err(ctx.err(pos, format!("weight {weight} is not a matrix"))),
+    };
+    if n != out.width || k != x.width {
+        return Err(ctx.err(
+            pos,
+            format!("weight [{n}, {k}] for input width {} and output width {}", x.width, out.width),
+        ));
+    }
+    let b = Builder::new("", out.dtype)
+        .set("n", n)
+        .set("k", k)
+        .set("x_stride", x.stride)
+        .set("w_stride", spec.row_stride);
+    Ok(match ctx.phase {
+        Phase::Decode => {
+            let vec = if x.dtype == spec.dtype {
+                vec_width(spec.dtype, k, &[x.stride, x.offset, spec.row_stride, spec.offset])
+            } else {
+                1
+            };
+            let mut b = b
+                .set("vec", vec)
+                .set("warps", GEMV_WARPS)
+                .set("mr", GEMV_ROWS);
+            b.family = "linear_gemv";
+            b.ctx.insert("family".into(), json!("linear_gemv"));
+            b.input("x", x)
+                .weight("weight", ctx, weight)
+                .output(out)
+                .scalar("rows", Arg::Rows)
+                .finish(
+                    [
+                        Extent::Const(n.div_ceil(GEMV_WARPS) as u32),
+                        Extent::Const(1),
+                        Extent::Const(1),
+                    ],
+                    32 * GEMV_WARPS,
+                )
+        }
+        Phase::Prompt => {
+            let mut b = b;
+            b.family = "linear_gemm";
+            b.ctx.insert("family".into(), json!("linear_gemm"));
+            b.input("x", x)
+                .weight("weight", ctx, weight)
+                .output(out)
+                .scalar("rows", Arg::Rows)
+                .finish(
+                    [
+                        Extent::Const(n.div_ceil(GEMM_TILE) as u32),
+                        Extent::Rows {
+                            mul: 1,
+                            div: GEMM_TILE,
+                        },
+                        Extent::Const(1),
+                    ],
+                    256,
+                )
+        }
+    })
+}
+
+/// KV-cache append (with RoPE on k) and causal attention over the cache: two kernels.
+fn attention(
+    ctx: &NodeCtx,
+    pos: usize,
+    (heads, kv_heads, d, scale): (usize, usize, usize, f32),
+    rope_theta: Option<f32>,
+    cache: usize,
+) -> Result<Vec<KernelSpec>, CodegenError> {
+    let act = ctx.out.dtype;
+    let (q, k, v) = (&ctx.inputs[0], &ctx.inputs[1], &ctx.inputs[2]);
+    let cd = match ctx.module.states.get(cache) {
+        Some(StateSpec::Kv {
+            kv_heads: kh,
+            head_dim,
+            dtype,
+            ..
+        }) if *kh == kv_heads && *head_dim == d => *dtype,
+        _ => return Err(ctx.err(pos, format!("state {cache} is not a matching KV cache"))),
+    };
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || (rope_theta.is_some() && !d.is_multiple_of(2)) {
+        return Err(ctx.err(pos, format!("{heads} heads, {kv_heads} kv heads, d = {d}")));
+    }
+    let inv_freq = rope_theta
+        .map(|t| {
+            rope_inv_freq(t, d)
+                .into_iter()
+                .map(flit)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let common = |family: &'static str| {
+        Builder::new(family, act)
+            .set("d", d)
+            .set("half", d / 2)
+            .set("kv_heads", kv_heads)
+            .set("rope", rope_theta.is_some())
+            .set("inv_freq", inv_freq.clone())
+    };
+    let kcache = |ty| ("kcache", ty, Arg::State { id: cache, part: 0 });
+    let vcache = |ty| ("vcache", ty, Arg::State { id: cache, part: 1 });
+    let (kn, kt, ka) = kcache(CType::Ptr(cd));
+    let (vn, vt, va) = vcache(CType::Ptr(cd));
+    let append = common("kv_append")
+        .set("k_stride", k.stride)
+        .set("v_stride", v.stride)
+        .input("k", k)
+        .input("v", v)
+        .param(kn, kt, ka)
+        .param(vn, vt, va)
+        .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
+        .scalar("seq", Arg::Seq)
+        .scalar("cap", Arg::Capacity)
+        .finish(
+            [one_per_row(), Extent::Const(kv_heads as u32), Extent::Const(1)],
+            128,
+        );
+    let (kn, kt, ka) = kcache(CType::ConstPtr(cd));
+    let (vn, vt, va) = vcache(CType::ConstPtr(cd));
+    let attend = common("attention")
+        .set("heads", heads)
+        .set("group", heads / kv_heads)
+        .set("scale", flit(scale))
+        .set("nw", ATTN_WARPS)
+        .set("dd", d.div_ceil(32))
+        .set("q_stride", q.stride)
+        .set("out_width", heads * d)
+        .input("q", q)
+        .param(kn, kt, ka)
+        .param(vn, vt, va)
+        .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
+        .output(&ctx.out)
+        .scalar("seq", Arg::Seq)
+        .scalar("cap", Arg::Capacity)
+        .finish(
+            [Extent::Const(heads as u32), one_per_row(), Extent::Const(1)],
+            32 * ATTN_WARPS,
+        );
+    Ok(vec![append, attend])
+}

@@ -1,0 +1,512 @@
+//! The kernel program of a module: kernels (deduplicated, by name), and per graph the values
+//! (activation buffers and views) and the launches in execution order.
+
+use std::collections::BTreeMap;
+
+use petgraph::stable_graph::NodeIndex;
+use serde::Serialize;
+use zamba2c_ir::fused::Operand as FusedOperand;
+use zamba2c_ir::{DType, Dim, Graph, Module, Op, Phase, StateId};
+
+use crate::families::{self, KernelSpec};
+use crate::render::Renderer;
+use crate::CodegenError;
+
+/// The C type of a kernel parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CType {
+    /// `const T* __restrict__`: read-only device memory of this element type.
+    ConstPtr(DType),
+    /// `T* __restrict__`: device memory the kernel writes.
+    Ptr(DType),
+    /// `int` (`i32`).
+    I32,
+}
+
+impl CType {
+    /// The C spelling of an element type.
+    pub fn elem(d: DType) -> &'static str {
+        match d {
+            DType::F32 => "float",
+            DType::BF16 => "bf16_t",
+            DType::F16 => "half_t",
+            DType::I32 => "i32",
+        }
+    }
+    /// The declaration of a parameter named `name` of this type.
+    pub fn decl(self, name: &str) -> String {
+        match self {
+            CType::ConstPtr(d) => format!("const {}* __restrict__ {name}", Self::elem(d)),
+            CType::Ptr(d) => format!("{}* __restrict__ {name}", Self::elem(d)),
+            CType::I32 => format!("i32 {name}"),
+        }
+    }
+    /// True for pointers.
+    pub fn is_ptr(self) -> bool {
+        !matches!(self, CType::I32)
+    }
+}
+
+/// One kernel parameter: its name in the C source and its type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Param {
+    pub name: &'static str,
+    pub ty: CType,
+}
+
+/// What the runtime passes for one parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Arg {
+    /// The storage of value `value` of this graph, `offset` elements in (a column offset for
+    /// views).
+    Value { value: usize, offset: usize },
+    /// Weight `name` (a table name, never a view), `offset` elements in.
+    Weight { name: String, offset: usize },
+    /// State region `id`; `part` 0 is the region itself (conv, SSM, K cache), 1 the V cache.
+    State { id: StateId, part: usize },
+    /// `i32` device array of per-call facts: `[0]` = tokens already cached (`T0`).
+    Meta,
+    /// `B · T` as `i32`.
+    Rows,
+    /// `T` as `i32`.
+    Seq,
+    /// The KV caches' capacity in tokens (`max_context`), as `i32`.
+    Capacity,
+}
+
+/// A grid extent as a function of the call's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Extent {
+    Const(u32),
+    /// `ceil(B·T·mul / div)`.
+    Rows { mul: usize, div: usize },
+    /// `B`.
+    Batch,
+}
+
+impl Extent {
+    /// The extent for batch `b` and `t` tokens.
+    pub fn resolve(self, b: usize, t: usize) -> u32 {
+        match self {
+            Extent::Const(n) => n,
+            Extent::Rows { mul, div } => (b * t * mul).div_ceil(div.max(1)) as u32,
+            Extent::Batch => b as u32,
+        }
+    }
+}
+
+/// A generated kernel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kernel {
+    pub name: String,
+    pub family: &'static str,
+    pub params: Vec<Param>,
+    pub source: String,
+}
+
+/// One kernel launch: for graph node `node` (topological position), kernel `kernel` with
+/// `args[i]` bound to the kernel's `params[i]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Launch {
+    pub kernel: String,
+    pub node: usize,
+    pub args: Vec<Arg>,
+    pub grid: [Extent; 3],
+    pub block: u32,
+}
+
+impl Launch {
+    /// Grid dimensions for batch `b` and `t` tokens.
+    pub fn grid(&self, b: usize, t: usize) -> (u32, u32, u32) {
+        (
+            self.grid[0].resolve(b, t),
+            self.grid[1].resolve(b, t),
+            self.grid[2].resolve(b, t),
+        )
+    }
+}
+
+/// Where a value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Storage {
+    /// Its own buffer of `rows × width` elements.
+    Own,
+    /// Columns `offset ..` of value `of`'s buffer (a slice costs no copy).
+    View { of: usize, offset: usize },
+}
+
+/// An activation `[B·T, width]` of one graph: a node's output, or a temporary of a fused op's
+/// decomposition (`node: None`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Value {
+    pub node: Option<usize>,
+    pub width: usize,
+    pub dtype: DType,
+    pub storage: Storage,
+    /// Elements between consecutive rows of the storage.
+    pub row_stride: usize,
+}
+
+/// The launches of one graph.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GraphProgram {
+    pub phase: Phase,
+    /// Graph node of each topological position.
+    #[serde(skip)]
+    pub nodes: Vec<NodeIndex>,
+    /// The value of each topological position (`node_values[pos]`).
+    pub node_values: Vec<usize>,
+    pub values: Vec<Value>,
+    /// The value holding the token ids (`i32`, width 1).
+    pub tokens: usize,
+    pub outputs: Vec<usize>,
+    pub launches: Vec<Launch>,
+}
+
+/// Every kernel of a module and the launches of both graphs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Program {
+    pub kernels: BTreeMap<String, Kernel>,
+    pub prompt: GraphProgram,
+    pub decode: GraphProgram,
+}
+
+impl Program {
+    /// The graph program of `phase`.
+    pub fn graph(&self, phase: Phase) -> &GraphProgram {
+        match phase {
+            Phase::Prompt => &self.prompt,
+            Phase::Decode => &self.decode,
+        }
+    }
+}
+
+/// A value as a kernel operand: its root storage, column offset and row stride.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operand {
+    pub value: usize,
+    pub root: usize,
+    pub offset: usize,
+    pub stride: usize,
+    pub width: usize,
+    pub dtype: DType,
+}
+
+impl Operand {
+    /// The argument that passes this operand.
+    pub fn arg(&self) -> Arg {
+        Arg::Value {
+            value: self.root,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Builds the program of `module`: both graphs, kernels deduplicated across them.
+pub fn build_program(module: &Module) -> Result<Program, CodegenError> {
+    let renderer = Renderer::new()?;
+    let mut kernels = Kernels {
+        by_key: BTreeMap::new(),
+        kernels: BTreeMap::new(),
+        renderer,
+    };
+    let prompt = build_graph(module, &module.prompt, &mut kernels)?;
+    let decode = build_graph(module, &module.decode, &mut kernels)?;
+    Ok(Program {
+        kernels: kernels.kernels,
+        prompt,
+        decode,
+    })
+}
+
+/// Kernels generated so far, deduplicated by family and context.
+struct Kernels {
+    by_key: BTreeMap<String, String>,
+    kernels: BTreeMap<String, Kernel>,
+    renderer: Renderer,
+}
+
+impl Kernels {
+    /// The name of the kernel for `spec`, rendering it if it is new.
+    fn get(&mut self, spec: &KernelSpec, tag: &str) -> Result<String, CodegenError> {
+        let key = format!("{}:{}", spec.family, spec.context);
+        if let Some(name) = self.by_key.get(&key) {
+            return Ok(name.clone());
+        }
+        let mut name = format!("z2c_{}_{tag}", spec.family);
+        let mut n = 1;
+        while self.kernels.contains_key(&name) {
+            name = format!("z2c_{}_{tag}_{n}", spec.family);
+            n += 1;
+        }
+        let source = self.renderer.render(spec, &name)?;
+        self.by_key.insert(key, name.clone());
+        self.kernels.insert(
+            name.clone(),
+            Kernel {
+                name: name.clone(),
+                family: spec.family,
+                params: spec.params.clone(),
+                source,
+            },
+        );
+        Ok(name)
+    }
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Prompt => "prompt",
+        Phase::Decode => "decode",
+    }
+}
+
+fn width_of(shape: &[zamba2c_ir::Dim]) -> usize {
+    match shape.last() {
+        Some(zamba2c_ir::Dim::Fixed(n)) => *n,
+        _ => 1,
+    }
+}
+
+/// Everything a family needs to build the kernel of one node.
+pub struct NodeCtx<'a> {
+    pub module: &'a Module,
+    pub phase: Phase,
+    pub op: &'a Op,
+    pub inputs: Vec<Operand>,
+    pub out: Operand,
+    pub label: &'a str,
+}
+
+impl NodeCtx<'_> {
+    /// An error about this node.
+    pub fn err(&self, pos: usize, msg: impl Into<String>) -> CodegenError {
+        CodegenError::Node {
+            phase: phase_name(self.phase),
+            node: pos,
+            label: self.label.to_string(),
+            msg: msg.into(),
+        }
+    }
+}
+
+fn build_graph(
+    module: &Module,
+    graph: &Graph,
+    kernels: &mut Kernels,
+) -> Result<GraphProgram, CodegenError> {
+    let order = graph.topo_order();
+    let pos_of: BTreeMap<NodeIndex, usize> =
+        order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut b = GraphBuilder {
+        module,
+        phase: graph.phase,
+        tag: match graph.phase {
+            Phase::Prompt => 'p',
+            Phase::Decode => 'd',
+        },
+        values: Vec::with_capacity(order.len()),
+        launches: Vec::new(),
+        kernels,
+    };
+    let mut node_values = Vec::with_capacity(order.len());
+    let mut tokens = None;
+    for (pos, &n) in order.iter().enumerate() {
+        let node = &graph.g[n];
+        let v = if let Op::Tokens = node.op {
+            tokens = Some(b.values.len());
+            b.push_value(Some(pos), 1, DType::I32)
+        } else {
+            let ins: Vec<Operand> = graph
+                .inputs(n)
+                .iter()
+                .map(|i| b.operand(node_values[pos_of[i]]))
+                .collect();
+            let at = At {
+                pos,
+                label: &node.label,
+                step: None,
+            };
+            b.emit(&node.op, ins, width_of(&node.shape), node.dtype, &at)?
+        };
+        if b.values[v].node.is_none() {
+            b.values[v].node = Some(pos);
+        }
+        node_values.push(v);
+    }
+    let outputs = graph
+        .outputs
+        .iter()
+        .map(|o| node_values[pos_of[o]])
+        .collect();
+    let tokens = tokens.ok_or_else(|| CodegenError::Node {
+        phase: phase_name(graph.phase),
+        node: 0,
+        label: String::new(),
+        msg: "the graph has no Tokens input".into(),
+    })?;
+    Ok(GraphProgram {
+        phase: graph.phase,
+        nodes: order,
+        node_values,
+        values: b.values,
+        tokens,
+        outputs,
+        launches: b.launches,
+    })
+}
+
+/// Where an op being emitted sits: its graph node, and its step when it is part of a fused
+/// op's decomposition.
+struct At<'a> {
+    pos: usize,
+    label: &'a str,
+    step: Option<usize>,
+}
+
+struct GraphBuilder<'a> {
+    module: &'a Module,
+    phase: Phase,
+    tag: char,
+    values: Vec<Value>,
+    launches: Vec<Launch>,
+    kernels: &'a mut Kernels,
+}
+
+impl GraphBuilder<'_> {
+    fn push_value(&mut self, node: Option<usize>, width: usize, dtype: DType) -> usize {
+        self.values.push(Value {
+            node,
+            width,
+            dtype,
+            storage: Storage::Own,
+            row_stride: width,
+        });
+        self.values.len() - 1
+    }
+
+    fn operand(&self, v: usize) -> Operand {
+        let val = &self.values[v];
+        let (root, offset) = match val.storage {
+            Storage::Own => (v, 0),
+            Storage::View { of, offset } => (of, offset),
+        };
+        Operand {
+            value: v,
+            root,
+            offset,
+            stride: val.row_stride,
+            width: val.width,
+            dtype: val.dtype,
+        }
+    }
+
+    fn err(&self, at: &At, msg: impl Into<String>) -> CodegenError {
+        let msg = msg.into();
+        CodegenError::Node {
+            phase: phase_name(self.phase),
+            node: at.pos,
+            label: at.label.to_string(),
+            msg: match at.step {
+                Some(s) => format!("step {s} of its decomposition: {msg}"),
+                None => msg,
+            },
+        }
+    }
+
+    /// Emits `op` on `ins` and returns the value holding its output: a view for a slice, the
+    /// last step's value for a fused op (emitted through `op.decompose()`, one base kernel
+    /// per step), else a new buffer written by the op's kernels.
+    fn emit(
+        &mut self,
+        op: &Op,
+        ins: Vec<Operand>,
+        width: usize,
+        dtype: DType,
+        at: &At,
+    ) -> Result<usize, CodegenError> {
+        if let Op::Slice { start, len } = op {
+            let src = *ins.first().ok_or_else(|| self.err(at, "slice without an operand"))?;
+            if start + len > src.width {
+                return Err(self.err(at, format!("slice {start}..{} of width {}", start + len, src.width)));
+            }
+            self.values.push(Value {
+                node: None,
+                width: *len,
+                dtype: src.dtype,
+                storage: Storage::View {
+                    of: src.root,
+                    offset: src.offset + start,
+                },
+                row_stride: src.stride,
+            });
+            return Ok(self.values.len() - 1);
+        }
+        if let Some(steps) = op.decompose() {
+            let seq = zamba2c_ir::verify::seq_dim(self.phase);
+            let mut outs: Vec<usize> = Vec::with_capacity(steps.len());
+            for (i, s) in steps.iter().enumerate() {
+                let step_at = At {
+                    pos: at.pos,
+                    label: at.label,
+                    step: Some(i),
+                };
+                let mut sins = Vec::with_capacity(s.operands.len());
+                for o in &s.operands {
+                    let v = match *o {
+                        FusedOperand::Input(j) => ins
+                            .get(j)
+                            .map(|x| x.value)
+                            .ok_or_else(|| self.err(&step_at, format!("reads missing input {j}")))?,
+                        FusedOperand::Step(j) if j < i => outs[j],
+                        FusedOperand::Step(j) => {
+                            return Err(self.err(&step_at, format!("reads step {j}, not earlier")))
+                        }
+                    };
+                    sins.push(self.operand(v));
+                }
+                let shapes: Vec<zamba2c_ir::Shape> = sins
+                    .iter()
+                    .map(|x| vec![Dim::Batch, seq, Dim::Fixed(x.width)])
+                    .collect();
+                let refs: Vec<&zamba2c_ir::Shape> = shapes.iter().collect();
+                let shape = zamba2c_ir::verify::infer_shape(self.module, self.phase, &s.op, &refs)
+                    .map_err(|e| self.err(&step_at, e))?;
+                let v = self.emit(&s.op, sins, width_of(&shape), dtype, &step_at)?;
+                outs.push(v);
+            }
+            return outs
+                .last()
+                .copied()
+                .ok_or_else(|| self.err(at, "empty decomposition"));
+        }
+        let v = self.push_value(None, width, dtype);
+        let out = self.operand(v);
+        let ctx = NodeCtx {
+            module: self.module,
+            phase: self.phase,
+            op,
+            inputs: ins,
+            out,
+            label: at.label,
+        };
+        let tag = match at.step {
+            None => format!("{}{}", self.tag, at.pos),
+            Some(s) => format!("{}{}_{s}", self.tag, at.pos),
+        };
+        for spec in families::specs(&ctx, at.pos).map_err(|e| match e {
+            CodegenError::Node { msg, .. } => self.err(at, msg),
+            e => e,
+        })? {
+            let name = self.kernels.get(&spec, &tag)?;
+            self.launches.push(Launch {
+                kernel: name,
+                node: at.pos,
+                args: spec.args,
+                grid: spec.grid,
+                block: spec.block,
+            });
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,71 @@
+//! Rendering: the tera templates of `templates/`, embedded at build time so a compiled zamba2c
+//! generates kernels anywhere. One template per family, the shared device header inlined.
+
+use tera::{Context, Tera};
+
+use crate::families::KernelSpec;
+use crate::CodegenError;
+
+/// Every template, by name (`<family>.cu`, plus the prelude and the shared header).
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("z2c_common.cuh", include_str!("../../templates/z2c_common.cuh")),
+    ("prelude.cu", include_str!("../../templates/prelude.cu")),
+    ("embedding.cu", include_str!("../../templates/embedding.cu")),
+    ("rms_norm.cu", include_str!("../../templates/rms_norm.cu")),
+    ("elementwise.cu", include_str!("../../templates/elementwise.cu")),
+    ("concat.cu", include_str!("../../templates/concat.cu")),
+    ("linear_gemv.cu", include_str!("../../templates/linear_gemv.cu")),
+    ("linear_gemm.cu", include_str!("../../templates/linear_gemm.cu")),
+    ("causal_conv1d.cu", include_str!("../../templates/causal_conv1d.cu")),
+    ("ssm_scan.cu", include_str!("../../templates/ssm_scan.cu")),
+    ("gated_rms_norm.cu", include_str!("../../templates/gated_rms_norm.cu")),
+    ("kv_append.cu", include_str!("../../templates/kv_append.cu")),
+    ("attention.cu", include_str!("../../templates/attention.cu")),
+];
+
+/// The loaded templates.
+pub struct Renderer {
+    tera: Tera,
+}
+
+impl Renderer {
+    /// Parses every template.
+    pub fn new() -> Result<Self, CodegenError> {
+        let mut tera = Tera::default();
+        tera.autoescape_on(vec![]);
+        tera.add_raw_templates(TEMPLATES.iter().copied())
+            .map_err(|e| CodegenError::Template {
+                template: "(all)".into(),
+                msg: error_chain(&e),
+            })?;
+        Ok(Renderer { tera })
+    }
+
+    /// Renders `spec` as kernel `name`.
+    pub fn render(&self, spec: &KernelSpec, name: &str) -> Result<String, CodegenError> {
+        let template = format!("{}.cu", spec.family);
+        let err = |msg: String| CodegenError::Template {
+            template: format!("templates/{template}"),
+            msg,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&spec.context).map_err(|e| err(e.to_string()))?;
+        let mut ctx = Context::from_value(value).map_err(|e| err(error_chain(&e)))?;
+        ctx.insert("name", name);
+        self.tera
+            .render(&template, &ctx)
+            .map_err(|e| err(error_chain(&e)))
+    }
+}
+
+/// A tera error with its causes (tera puts the useful part in the source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

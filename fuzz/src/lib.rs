@@ -1,0 +1,464 @@
+//! The fuzz harnesses of zamba2c's untrusted-input paths, shared by the libFuzzer targets
+//! (`fuzz/fuzz_targets/*.rs`, nightly via `RUSTC_BOOTSTRAP=1`) and by the stable regression test
+//! `tests/fuzz_regressions.rs`, which includes this file with `#[path]` and runs every committed
+//! corpus seed and crash reproducer through the same functions.
+//!
+//! Each `fuzz_*` function must return normally for every input: a panic (including a failed
+//! `assert!` of an invariant below), an abort on allocation failure, or a hang is a finding.
+//!
+//! * [`fuzz_config`]: bytes as `config.json` -> `Zamba2Config::from_value` and `from_file`; a
+//!   config that validates must lower to a module that verifies.
+//! * [`fuzz_checkpoint`]: bytes as `model.safetensors`, or as `model.safetensors.index.json` +
+//!   one shard, beside a tiny valid config -> `Checkpoint::open`, `check`, `tensor_f32` of every
+//!   weight of the lowered module, and `write_plan_weights` when the checkpoint passes.
+//! * [`fuzz_plan`]: bytes replace one file of a tiny compiled plan (the manifest as is; the module
+//!   or the weights with the manifest's checksums updated, as a deliberate editor would) ->
+//!   `Plan::open`, and when it opens, the CPU engine runs a prompt and a decode step.
+//! * [`fuzz_tokens`]: bytes as a `--tokens` string -> the CLI's `parse_tokens` (the very source
+//!   file, `src/cli/tokens.rs`), then the ids through a tiny CPU engine whose context is 8 tokens.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::Value;
+use zamba2c_ir::checkpoint::Checkpoint;
+use zamba2c_ir::{
+    lower, verify_module, DType, Module, Plan, PlanInfo, PlanWriter, WeightsSource, Zamba2Config,
+};
+use zamba2c_runtime::cpu::CpuEngine;
+use zamba2c_runtime::Engine;
+
+#[path = "../../src/cli/tokens.rs"]
+#[allow(dead_code)]
+mod tokens;
+
+/// A tiny Zamba2 config (1 Mamba layer + 1 hybrid layer, hidden 8, vocab 16, context 8): its
+/// checkpoint is ~9 KB, so the fuzzer's inputs stay small.
+pub const TINY_CONFIG: &str = r#"{
+  "model_type": "zamba2",
+  "vocab_size": 16,
+  "hidden_size": 8,
+  "num_hidden_layers": 2,
+  "layers_block_type": ["mamba", "hybrid"],
+  "mamba_d_state": 4,
+  "mamba_d_conv": 2,
+  "mamba_expand": 2,
+  "mamba_ngroups": 1,
+  "n_mamba_heads": 2,
+  "chunk_size": 4,
+  "intermediate_size": 16,
+  "num_attention_heads": 2,
+  "num_mem_blocks": 1,
+  "use_shared_attention_adapter": false,
+  "use_mem_rope": true,
+  "max_position_embeddings": 8,
+  "tie_word_embeddings": true
+}"#;
+
+/// Inputs larger than this are ignored (libFuzzer's -max_len keeps them far smaller anyway).
+const MAX_INPUT: usize = 1 << 20;
+
+/// Parses [`TINY_CONFIG`].
+pub fn tiny_config() -> Zamba2Config {
+    let v: Value = serde_json::from_str(TINY_CONFIG).expect("TINY_CONFIG is JSON");
+    Zamba2Config::from_value(Path::new("config.json"), &v).expect("TINY_CONFIG is valid")
+}
+
+/// The tiny config lowered (f32, no passes): the weight table a checkpoint is checked against.
+fn tiny_module() -> &'static Module {
+    static M: OnceLock<Module> = OnceLock::new();
+    M.get_or_init(|| lower(&tiny_config(), DType::F32))
+}
+
+/// A valid `model.safetensors` for [`TINY_CONFIG`]: every weight the model needs, F32, with
+/// small deterministic values (norm weights near 1).
+pub fn tiny_checkpoint_bytes() -> Vec<u8> {
+    let m = tiny_module();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = m
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(k, (name, spec))| {
+            let n: usize = spec.shape.iter().product();
+            let vals: Vec<u8> = (0..n)
+                .flat_map(|i| {
+                    let x = ((i * 7 + k * 13) % 17) as f32 / 17.0 - 0.5;
+                    let x = if name.ends_with("norm.weight") { 1.0 + 0.1 * x } else { 0.3 * x };
+                    x.to_le_bytes()
+                })
+                .collect();
+            (name.clone(), spec.shape.clone(), vals)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .expect("consistent view");
+            (name.clone(), v)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialize")
+}
+
+/// The shard name the sharded checkpoint input uses.
+pub const SHARD_NAME: &str = "model-00001-of-00001.safetensors";
+
+/// A valid sharded-mode input for [`fuzz_checkpoint`]: mode byte 1, the index's length (u16
+/// LE), the index JSON, then the shard.
+pub fn tiny_sharded_input() -> Vec<u8> {
+    let weight_map: serde_json::Map<String, Value> = tiny_module()
+        .weights
+        .keys()
+        .map(|k| (k.clone(), Value::String(SHARD_NAME.into())))
+        .collect();
+    let index = serde_json::to_vec(&serde_json::json!({"metadata": {}, "weight_map": weight_map}))
+        .expect("index");
+    let mut v = vec![1u8];
+    v.extend_from_slice(&(index.len() as u16).to_le_bytes());
+    v.extend_from_slice(&index);
+    v.extend_from_slice(&tiny_checkpoint_bytes());
+    v
+}
+
+/// A scratch directory for this process (the fuzzer runs one input at a time).
+fn scratch() -> &'static Path {
+    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
+    D.get_or_init(|| tempfile::Builder::new().prefix("zamba2c-fuzz-").tempdir().expect("tempdir"))
+        .path()
+}
+
+/// Serialises harness calls that share the scratch directory (the regression test runs them
+/// from several threads).
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    L.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every error the loaders return is shown to the user as one line.
+fn one_line(what: &str, msg: &str) {
+    assert!(!msg.contains('\n'), "{what}: the error message has several lines: {msg:?}");
+    assert!(!msg.is_empty(), "{what}: empty error message");
+}
+
+// ---------------------------------------------------------------------------------------------
+// config.json
+
+/// Bytes as config.json.
+pub fn fuzz_config(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let _g = lock();
+    let path = scratch().join("config-fuzz.json");
+    std::fs::write(&path, data).expect("write scratch config");
+    let from_file = Zamba2Config::from_file(&path);
+    if let Err(e) = &from_file {
+        one_line("config from_file", &e.to_string());
+        assert!(e.to_string().starts_with(&path.display().to_string()), "the error does not name the file: {e}");
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        assert!(from_file.is_err(), "from_file accepted bytes that are not JSON");
+        return;
+    };
+    let c = match Zamba2Config::from_value(Path::new("config.json"), &v) {
+        Ok(c) => c,
+        Err(e) => {
+            one_line("config", &e.to_string());
+            assert!(e.to_string().starts_with("config.json: "), "{e}");
+            return;
+        }
+    };
+    if let Ok(cf) = &from_file {
+        assert_eq!(cf, &c, "from_file and from_value disagree");
+    }
+    // Invariants every validated config keeps.
+    assert_eq!(c.layers_block_type.len(), c.num_hidden_layers);
+    assert_eq!(c.mamba_headdim * c.n_mamba_heads, c.d_inner());
+    assert_eq!(c.n_mamba_heads % c.mamba_ngroups, 0);
+    assert_eq!(c.num_attention_heads % c.num_key_value_heads, 0);
+    assert!(c.in_proj_dim() > c.conv_dim());
+    // A plan stores the config: it must round-trip through serde.
+    let back: Zamba2Config = serde_json::from_str(&serde_json::to_string(&c).expect("serializes"))
+        .expect("a serialized config reads back");
+    assert_eq!(back, c);
+    // Lowering and the verifier must accept every config the parser accepts. (Lowering is linear
+    // in the layer count; the cap keeps each run fast.)
+    if c.num_hidden_layers <= 32 {
+        let m = lower(&c, DType::F32);
+        if let Err(e) = verify_module(&m) {
+            panic!("a config that validates lowers to a module the verifier rejects: {e}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// checkpoints
+
+/// Writes the checkpoint files for one input into `dir` (beside the tiny config.json).
+/// Mode (low bit of byte 0): 0 = the rest is model.safetensors; 1 = u16 LE index length, the
+/// index JSON, then the one shard [`SHARD_NAME`].
+fn write_checkpoint_input(dir: &Path, data: &[u8]) -> bool {
+    let Some((&mode, rest)) = data.split_first() else {
+        return false;
+    };
+    for f in ["model.safetensors", "model.safetensors.index.json", SHARD_NAME] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    if mode & 1 == 0 {
+        std::fs::write(dir.join("model.safetensors"), rest).expect("write");
+    } else {
+        if rest.len() < 2 {
+            return false;
+        }
+        let n = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+        let rest = &rest[2..];
+        let n = n.min(rest.len());
+        std::fs::write(dir.join("model.safetensors.index.json"), &rest[..n]).expect("write");
+        std::fs::write(dir.join(SHARD_NAME), &rest[n..]).expect("write");
+    }
+    true
+}
+
+/// Bytes as a checkpoint (see [`write_checkpoint_input`]) beside the tiny config.
+pub fn fuzz_checkpoint(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let _g = lock();
+    let dir = scratch().join("checkpoint");
+    if !dir.join("config.json").exists() {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("config.json"), TINY_CONFIG).expect("write config");
+    }
+    if !write_checkpoint_input(&dir, data) {
+        return;
+    }
+    let dir_s = dir.display().to_string();
+    let ck = match Checkpoint::open(&dir) {
+        Ok(ck) => ck,
+        Err(e) => {
+            let s = e.to_string();
+            one_line("Checkpoint::open", &s);
+            assert!(s.starts_with(&dir_s), "the error does not name a file of the checkpoint: {s}");
+            return;
+        }
+    };
+    let m = tiny_module();
+    let checked = ck.check(m);
+    if let Err(e) = &checked {
+        one_line("Checkpoint::check", &e.to_string());
+    }
+    for (name, spec) in &m.weights {
+        match ck.tensor_f32(name, spec) {
+            Ok(v) => {
+                assert!(checked.is_ok() || !v.is_empty() || spec.numel() == 0);
+                assert_eq!(v.len(), spec.numel(), "tensor_f32({name}) returned a wrong length");
+                assert!(v.iter().all(|x| x.is_finite()), "tensor_f32({name}) returned a non-finite value");
+            }
+            Err(e) => one_line("tensor_f32", &e.to_string()),
+        }
+    }
+    if checked.is_ok() {
+        let out = scratch().join("weights-out.safetensors");
+        match ck.write_plan_weights(m, &out, &mut |_, _| {}) {
+            Ok(()) => {
+                let bytes = std::fs::read(&out).expect("read the written weights");
+                let st = safetensors::SafeTensors::deserialize(&bytes).expect("the written weights are valid safetensors");
+                assert_eq!(st.len(), m.weights.len());
+            }
+            Err(e) => {
+                one_line("write_plan_weights", &e.to_string());
+                assert!(!out.exists(), "a failed write_plan_weights left its output behind");
+            }
+        }
+        let _ = std::fs::remove_file(&out);
+        let partial = scratch().join("weights-out.safetensors.partial");
+        assert!(!partial.exists(), "write_plan_weights left a .partial file behind");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// plans
+
+/// The files of the tiny compiled plan (f32, -O1, real weights from [`tiny_checkpoint_bytes`]).
+pub fn tiny_plan_files() -> &'static BTreeMap<String, Vec<u8>> {
+    static F: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
+    F.get_or_init(|| {
+        let root = tempfile::tempdir().expect("tempdir");
+        let model = root.path().join("model");
+        std::fs::create_dir(&model).expect("mkdir");
+        std::fs::write(model.join("config.json"), TINY_CONFIG).expect("write");
+        std::fs::write(model.join("model.safetensors"), tiny_checkpoint_bytes()).expect("write");
+        let ck = Checkpoint::open(&model).expect("the tiny checkpoint opens");
+        let mut module = lower(ck.config(), DType::F32);
+        let passes = zamba2c_passes::run_pipeline(&mut module, 1, None).expect("passes");
+        ck.check(&module).expect("the tiny checkpoint checks");
+        let out = root.path().join("plan");
+        let mut w = PlanWriter::create(&out).expect("plan writer");
+        w.write("module.json", module.to_json().as_bytes()).expect("write module");
+        let wp = w.file_path("weights.safetensors").expect("path");
+        ck.write_plan_weights(&module, &wp, &mut |_, _| {}).expect("weights");
+        w.finish(PlanInfo {
+            created_by: "zamba2c-fuzz".into(),
+            dtype: DType::F32,
+            weights: WeightsSource::File("weights.safetensors".into()),
+            tokenizer: None,
+            opt_level: 1,
+            passes,
+            arch: None,
+        })
+        .expect("finish");
+        ["manifest.json", "module.json", "weights.safetensors"]
+            .iter()
+            .map(|f| (f.to_string(), std::fs::read(out.join(f)).expect("read plan file")))
+            .collect()
+    })
+}
+
+/// The plan file an input of [`fuzz_plan`] replaces, by byte 0 mod 3.
+pub const PLAN_FILES: [&str; 3] = ["manifest.json", "module.json", "weights.safetensors"];
+
+/// Bytes replace one plan file (byte 0 picks which, see [`PLAN_FILES`]); for the module and
+/// the weights the manifest's size and checksum of that file are updated.
+pub fn fuzz_plan(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let files = tiny_plan_files();
+    let _g = lock();
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let target = PLAN_FILES[sel as usize % 3];
+    let dir = scratch().join("plan");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+    std::fs::write(dir.join(target), body).expect("write");
+    if target != "manifest.json" {
+        let mut man: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+        let e = zamba2c_ir::plan::hash_file(&dir.join(target)).expect("hash");
+        man["files"][target] = serde_json::to_value(e).expect("entry");
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&man).expect("json")).expect("write");
+    }
+    let plan = match Plan::open(&dir) {
+        Ok(p) => p,
+        Err(e) => {
+            let s = e.to_string();
+            one_line("Plan::open", &s);
+            assert!(s.starts_with(&dir.display().to_string()), "the error does not name a plan file: {s}");
+            return;
+        }
+    };
+    // The plan opened: run it, unless it asks for more memory than a fuzz run should give
+    // (a hostile but consistent plan may describe a big model; that is refused elsewhere).
+    let c = &plan.module.config;
+    let weight_bytes: usize = plan.module.weights.values().map(|w| w.bytes()).sum();
+    let state_elems = c.num_hidden_layers
+        * (c.conv_dim() * c.mamba_d_conv + c.n_mamba_heads * c.mamba_headdim * c.mamba_d_state);
+    if weight_bytes > (64 << 20) || state_elems > (16 << 20) || c.vocab_size > 4096 {
+        return;
+    }
+    let mut engine = match CpuEngine::new(&plan) {
+        Ok(e) => e,
+        Err(e) => {
+            one_line("CpuEngine::new", &e.to_string());
+            return;
+        }
+    };
+    engine.set_max_context(8);
+    let v = c.vocab_size as u32;
+    match engine.prefill(&[1 % v, 2 % v]) {
+        Ok(l) => {
+            assert_eq!(l.len(), 2 * c.vocab_size, "prefill returned a wrong number of logits");
+            if let Ok(l) = engine.decode_step(3 % v) {
+                assert_eq!(l.len(), c.vocab_size, "decode_step returned a wrong number of logits");
+            }
+        }
+        Err(e) => one_line("prefill", &e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// prompts
+
+/// A CPU engine over the tiny plan (context 8 tokens).
+fn tiny_engine() -> &'static Mutex<CpuEngine> {
+    static E: OnceLock<Mutex<CpuEngine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let files = tiny_plan_files();
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).expect("write");
+        }
+        let plan = Plan::open(dir.path()).expect("the tiny plan opens");
+        Mutex::new(CpuEngine::new(&plan).expect("engine"))
+    })
+}
+
+/// Bytes as a `--tokens` string; byte 0 picks the vocabulary size (0 = the tiny model's 16, whose
+/// ids then run through the engine; otherwise 1..=255).
+pub fn fuzz_tokens(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Some((&v, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(s) = std::str::from_utf8(rest) else {
+        return; // the shell hands the CLI a String; clap refuses non-UTF-8 before parse_tokens
+    };
+    let vocab = if v == 0 { 16 } else { v as usize };
+    let ids = match tokens::parse_tokens(s, vocab) {
+        Ok(ids) => ids,
+        Err(e) => {
+            let m = format!("{e:#}");
+            one_line("parse_tokens", &m);
+            assert!(m.starts_with("--tokens: "), "{m}");
+            return;
+        }
+    };
+    assert!(!ids.is_empty());
+    assert!(ids.iter().all(|&i| (i as usize) < vocab), "an id at or above vocab_size was accepted");
+    if v != 0 || ids.len() > 64 {
+        return;
+    }
+    let mut e = tiny_engine().lock().unwrap_or_else(|e| e.into_inner());
+    e.reset();
+    match e.prefill(&ids) {
+        Ok(l) => {
+            assert!(ids.len() <= 8, "a prompt longer than the context was accepted");
+            assert_eq!(l.len(), ids.len() * 16);
+            // Decode until the context is full, then one more must be refused.
+            let mut pos = ids.len();
+            while pos < 8 {
+                e.decode_step(ids[0]).expect("decode within the context");
+                pos += 1;
+            }
+            let r = e.decode_step(ids[0]);
+            assert!(r.is_err(), "a decode step past the context was accepted");
+        }
+        Err(err) => {
+            assert!(ids.len() > 8, "a prompt within the context was refused: {err}");
+            one_line("prefill", &err.to_string());
+        }
+    }
+}
+
+/// The directories of the committed seed corpora and crash reproducers of `target`.
+pub fn committed_inputs(fuzz_dir: &Path, target: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for sub in ["corpus", "artifacts"] {
+        if let Ok(rd) = std::fs::read_dir(fuzz_dir.join(sub).join(target)) {
+            v.extend(rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()));
+        }
+    }
+    v.sort();
+    v
+}

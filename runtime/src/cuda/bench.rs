@@ -1,0 +1,97 @@
+//! `zamba2c bench --device cuda`: time to first token, decode ms/token (median of steps timed
+//! with CUDA events), and GPU memory, on random token ids.
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use zamba2c_ir::Plan;
+
+use super::engine::{CudaEngine, CudaOptions};
+use crate::{Engine, RuntimeError};
+
+/// What `bench` measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub prompt_len: usize,
+    pub gen_len: usize,
+    /// Prefill of the prompt through the logits on the host, wall clock, after a warm-up.
+    pub ttft_ms: f64,
+    /// Median decode step (CUDA events around the step's launches and logits copy).
+    pub decode_ms_per_token: f64,
+    pub decode_ms_min: f64,
+    pub decode_ms_max: f64,
+    /// Bytes the engine allocated (weights, states, activations).
+    pub engine_bytes: usize,
+    /// Largest device memory in use (total - free) seen during the run.
+    pub peak_gpu_bytes: usize,
+}
+
+fn dev(e: cudarc::driver::DriverError) -> RuntimeError {
+    RuntimeError::Device(format!("CUDA driver: {e:?}"))
+}
+
+/// Loads `plan` with room for `prompt_len + gen_len` tokens, runs one warm-up round, then
+/// measures a prefill of `prompt_len` random tokens and `gen_len` decode steps.
+pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchReport, RuntimeError> {
+    if prompt_len == 0 {
+        return Err(RuntimeError::Input("--prompt-len must be at least 1".into()));
+    }
+    let ctx_len = prompt_len + gen_len;
+    let mut e = CudaEngine::with_options(plan, CudaOptions::new(ctx_len))?;
+    let cu = e.context().clone();
+    let device = cu.name().unwrap_or_else(|_| "CUDA device".into());
+    let total = cu.total_mem().map_err(dev)?;
+    let mut peak = 0usize;
+    let sample = |peak: &mut usize| {
+        if let Ok((free, _)) = cu.mem_get_info() {
+            *peak = (*peak).max(total.saturating_sub(free));
+        }
+    };
+    let vocab = e.vocab_size() as u32;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..vocab)).collect();
+    let steps: Vec<u32> = (0..gen_len).map(|_| rng.random_range(0..vocab)).collect();
+
+    // Warm-up: first launches load modules lazily and touch every buffer.
+    e.prefill(&prompt)?;
+    if let Some(&t) = steps.first() {
+        e.decode_step(t)?;
+    }
+    e.reset();
+    sample(&mut peak);
+
+    let t0 = std::time::Instant::now();
+    e.prefill(&prompt)?;
+    let ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
+    sample(&mut peak);
+
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let start = cu.new_event(flags).map_err(dev)?;
+    let end = cu.new_event(flags).map_err(dev)?;
+    let mut times = Vec::with_capacity(gen_len);
+    for &t in &steps {
+        start.record(e.stream()).map_err(dev)?;
+        e.decode_step(t)?;
+        end.record(e.stream()).map_err(dev)?;
+        end.synchronize().map_err(dev)?;
+        times.push(start.elapsed_ms(&end).map_err(dev)? as f64);
+    }
+    sample(&mut peak);
+    times.sort_by(f64::total_cmp);
+    let median = if times.is_empty() {
+        0.0
+    } else {
+        times[times.len() / 2]
+    };
+    Ok(BenchReport {
+        device,
+        prompt_len,
+        gen_len,
+        ttft_ms,
+        decode_ms_per_token: median,
+        decode_ms_min: times.first().copied().unwrap_or(0.0),
+        decode_ms_max: times.last().copied().unwrap_or(0.0),
+        engine_bytes: e.allocated_bytes(),
+        peak_gpu_bytes: peak,
+    })
+}

@@ -1,0 +1,119 @@
+//! `zamba2c compile MODEL_DIR -o PLAN_DIR`: checkpoint -> IR -> passes -> plan directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use zamba2c_ir::checkpoint::Checkpoint;
+use zamba2c_ir::{lower, verify_module, DType, PlanInfo, PlanWriter, WeightsSource, Zamba2Config};
+
+/// Compile a Hugging Face Zamba2 checkpoint directory into a self-contained plan.
+///
+/// Examples:
+///   zamba2c compile ./Zamba2-2.7B -o plans/z27 --dtype bf16
+///   zamba2c compile ./config-only -o plans/bench --dummy-weights --dtype bf16
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct CompileArgs {
+    /// Checkpoint directory: config.json, model.safetensors (or a sharded index), tokenizer.json.
+    pub model_dir: PathBuf,
+    /// Output plan directory (replaced atomically if it exists).
+    #[arg(short = 'o', long = "out")]
+    pub out: PathBuf,
+    /// Weight and activation dtype of the plan: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Random weights (the directory needs only config.json); the plan records the seed.
+    #[arg(long)]
+    pub dummy_weights: bool,
+    /// Seed of --dummy-weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Optimisation level: 0 skips the optimising passes.
+    #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub opt_level: u8,
+    /// Write the IR after each pass (text and Graphviz DOT) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dump_ir: Option<PathBuf>,
+}
+
+pub fn main(a: CompileArgs) -> Result<()> {
+    let dtype = DType::parse_float(&a.dtype).with_context(|| format!("--dtype: {:?} is not one of f32, bf16, f16", a.dtype))?;
+    if !a.model_dir.is_dir() {
+        bail!("{}: not a checkpoint directory (does not exist or is not a directory)", a.model_dir.display());
+    }
+    let (config, checkpoint) = if a.dummy_weights {
+        (Zamba2Config::from_file(&a.model_dir.join("config.json"))?, None)
+    } else {
+        let ck = Checkpoint::open(&a.model_dir)?;
+        (ck.config().clone(), Some(ck))
+    };
+    let mut module = lower(&config, dtype);
+    verify_module(&module).context("after lowering")?;
+    let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
+    if let Some(ck) = &checkpoint {
+        ck.check(&module)?;
+    }
+
+    let mut w = PlanWriter::create(&a.out)?;
+    w.write("module.json", module.to_json().as_bytes())?;
+    let weights = match &checkpoint {
+        Some(ck) => {
+            let path = w.file_path("weights.safetensors")?;
+            let bar = progress_bar(module.weights.len() as u64, "converting weights");
+            ck.write_plan_weights(&module, &path, &mut |done, _| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            WeightsSource::File("weights.safetensors".into())
+        }
+        None => WeightsSource::Dummy { seed: a.seed },
+    };
+    let tokenizer = copy_tokenizer(&a.model_dir, &mut w)?;
+    let manifest = w.finish(PlanInfo {
+        created_by: format!("zamba2c {}", env!("CARGO_PKG_VERSION")),
+        dtype,
+        weights,
+        tokenizer,
+        opt_level: a.opt_level,
+        passes,
+        arch: None,
+    })?;
+    eprintln!(
+        "compiled {} -> {} ({} weights, {} prompt nodes, {} decode nodes, {} files)",
+        a.model_dir.display(),
+        a.out.display(),
+        module.weights.len(),
+        module.prompt.len(),
+        module.decode.len(),
+        manifest.files.len() + 1
+    );
+    Ok(())
+}
+
+/// Copies the checkpoint's tokenizer files into the plan, so `run` needs only the plan.
+fn copy_tokenizer(model_dir: &Path, w: &mut PlanWriter) -> Result<Option<String>> {
+    let mut main = None;
+    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+        let src = model_dir.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
+            w.write(name, &bytes)?;
+            if name == "tokenizer.json" {
+                main = Some(name.to_string());
+            }
+        }
+    }
+    Ok(main)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}

@@ -1,0 +1,45 @@
+//! Subcommands of the `zamba2c` CLI and the helpers they share.
+
+mod compile;
+mod engine;
+mod inspect;
+mod logits;
+mod run;
+mod sampling;
+mod text;
+mod tokens;
+
+use clap::{Parser, Subcommand};
+
+/// zamba2c: an ahead-of-time compiler for Zamba2 language models.
+#[derive(Parser, Debug)]
+#[command(name = "zamba2c", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Compile(compile::CompileArgs),
+    Inspect(inspect::InspectArgs),
+    Logits(logits::LogitsArgs),
+    Run(run::RunArgs),
+}
+
+/// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs one subcommand.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Compile(a) => compile::main(a),
+        Command::Inspect(a) => inspect::main(a),
+        Command::Logits(a) => logits::main(a),
+        Command::Run(a) => run::main(a),
+    }
+}

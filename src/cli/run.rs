@@ -1,0 +1,469 @@
+//! `zamba2c run PLAN`: continue a prompt (text or token ids) with the model, streaming the text.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use zamba2c_ir::Plan;
+use zamba2c_runtime::Engine;
+
+use super::engine::{open_engine, Device};
+use super::sampling::{sample, SamplingParams};
+use super::text::{read_prompt_file, strip_one_newline, StopFilter, StreamDecoder, TextTokenizer};
+use super::tokens::parse_tokens;
+
+/// Continue a prompt with the model, printing the text as it is generated.
+///
+/// The prompt is text (--prompt, --prompt-file, or standard input when no prompt flag is given),
+/// tokenized with the plan's tokenizer.json (BOS added), or token ids (--tokens). Generation stops
+/// at the end-of-sequence token (from generation_config.json, else config.json), after
+/// --max-new-tokens tokens, or at a --stop string. The default is greedy decoding
+/// (--temperature 0). A timing summary goes to stderr.
+///
+/// Examples:
+///   zamba2c run plans/demo --prompt "Hello, my name is" --max-new-tokens 16
+///   echo "Once upon a time" | zamba2c run plans/demo --temperature 0.8 --top-p 0.95 --seed 7
+///   zamba2c run plans/demo --prompt-file prompt.txt --stop "\n\n" --json
+///   zamba2c run plans/demo --prompts-file prompts.txt --max-new-tokens 32 > results.jsonl
+///   zamba2c run plans/demo --tokens 1,415,2936 --max-new-tokens 16
+///   zamba2c run plans/demo --tokens 1,415 --max-new-tokens 8 --json
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+#[command(group(clap::ArgGroup::new("input").args(["tokens", "prompt", "prompt_file", "prompts_file"])))]
+pub struct RunArgs {
+    /// The plan directory (from `zamba2c compile`).
+    pub plan: PathBuf,
+    /// Comma-separated prompt token ids (works without a tokenizer; prints ids then).
+    #[arg(long, value_name = "IDS")]
+    pub tokens: Option<String>,
+    /// The prompt text.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Read the prompt text from FILE (one trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Run every line of FILE as its own prompt; prints one JSON object per prompt.
+    #[arg(long, value_name = "FILE")]
+    pub prompts_file: Option<PathBuf>,
+    /// The most tokens to generate (EOS included).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy (argmax).
+    #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
+    pub temperature: f32,
+    /// Sample among the K most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Sample from the smallest set of tokens whose probability adds up to P (1: all).
+    #[arg(long, default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0: off).
+    #[arg(long, default_value_t = 0.0, value_name = "P", allow_negative_numbers = true)]
+    pub min_p: f32,
+    /// Penalise tokens already seen, prompt included (Hugging Face semantics; 1: off).
+    #[arg(long, default_value_t = 1.0, value_name = "R", allow_negative_numbers = true)]
+    pub repetition_penalty: f32,
+    /// Random seed for sampling: the same seed gives the same output on the same device.
+    /// Without it a random seed is used (printed with --json and in the logs).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Stop when the generated text contains STRING (not printed); repeatable.
+    #[arg(long, value_name = "STRING")]
+    pub stop: Vec<String>,
+    /// Do not stop at the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print the prompt text before the generated text.
+    #[arg(long)]
+    pub echo: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+    /// Print one JSON object as the last line of stdout (prompt_tokens, generated_tokens, text,
+    /// timings).
+    #[arg(long)]
+    pub json: bool,
+    /// No timing summary on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// One prompt to run.
+struct Job {
+    /// Where it came from, for error messages (`--prompt`, `--prompts-file F:3`, ...).
+    source: String,
+    text: Option<String>,
+    ids: Vec<u32>,
+}
+
+/// Everything fixed across prompts.
+struct Settings {
+    params: SamplingParams,
+    seed: u64,
+    max_new_tokens: usize,
+    max_context: usize,
+    eos: Vec<u32>,
+    ignore_eos: bool,
+    stops: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Eos,
+    Length,
+    Stop,
+    Context,
+    /// stdout was closed (e.g. piped into `head`).
+    Closed,
+}
+
+impl StopReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::Length => "length",
+            StopReason::Stop => "stop",
+            StopReason::Context => "context",
+            StopReason::Closed => "closed",
+        }
+    }
+}
+
+struct Outcome {
+    generated: Vec<u32>,
+    text: Option<String>,
+    reason: StopReason,
+    prompt_s: f64,
+    decode_s: f64,
+}
+
+/// stdout that remembers when the reader went away instead of failing.
+struct Sink {
+    out: std::io::Stdout,
+    closed: bool,
+}
+
+impl Sink {
+    fn write(&mut self, s: &str) -> Result<()> {
+        if self.closed || s.is_empty() {
+            return Ok(());
+        }
+        let mut lock = self.out.lock();
+        match lock.write_all(s.as_bytes()).and_then(|_| lock.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(anyhow!("stdout: {e}")),
+        }
+    }
+}
+
+pub fn main(a: RunArgs) -> Result<()> {
+    if a.max_new_tokens == 0 {
+        bail!("--max-new-tokens: must be at least 1");
+    }
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+    };
+    params.validate().map_err(anyhow::Error::msg)?;
+    if a.stop.iter().any(String::is_empty) {
+        bail!("--stop: the stop string is empty");
+    }
+    let plan = Plan::open(&a.plan)?;
+    let vocab = plan.module.config.vocab_size;
+    let max_context = plan.module.config.max_position_embeddings;
+
+    // The tokenizer: required for text prompts; optional with --tokens (ids are printed then).
+    let tok = if a.tokens.is_some() {
+        match TextTokenizer::from_plan_optional(&plan) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("{e:#}; printing token ids only");
+                None
+            }
+        }
+    } else {
+        Some(TextTokenizer::from_plan(&plan)?)
+    };
+    if let Some(t) = &tok {
+        tracing::info!(path = %t.path().display(), vocab = t.vocab_size(), "tokenizer loaded");
+    }
+    if !a.stop.is_empty() && tok.is_none() {
+        bail!("--stop: needs the plan's tokenizer.json to see text, and this plan has none");
+    }
+
+    let jobs = collect_jobs(&a, tok.as_ref(), vocab, max_context)?;
+    let multi = a.prompts_file.is_some();
+    let eos = eos_ids(&plan)?;
+    tracing::info!(?eos, "end-of-sequence ids");
+    let seed = a.seed.unwrap_or_else(rand::random);
+    if !params.is_greedy() {
+        tracing::info!(seed, "sampling");
+    }
+    let settings = Settings {
+        params,
+        seed,
+        max_new_tokens: a.max_new_tokens,
+        max_context,
+        eos,
+        ignore_eos: a.ignore_eos,
+        stops: a.stop.clone(),
+    };
+
+    let mut engine = open_engine(&plan, a.device)?;
+    let mut sink = Sink { out: std::io::stdout(), closed: false };
+    let (mut total_prompt, mut total_gen, mut total_prompt_s, mut total_decode_s) = (0usize, 0usize, 0.0, 0.0);
+    for (index, job) in jobs.iter().enumerate() {
+        engine.reset();
+        let stream = !multi && tok.is_some();
+        if stream && a.echo {
+            if let Some(t) = &job.text {
+                sink.write(t)?;
+            }
+        }
+        let o = generate(engine.as_mut(), job, &settings, tok.as_ref(), stream.then_some(&mut sink))?;
+        total_prompt += job.ids.len();
+        total_gen += o.generated.len();
+        total_prompt_s += o.prompt_s;
+        total_decode_s += o.decode_s;
+        if o.reason == StopReason::Context {
+            tracing::warn!(
+                "{}: stopped after {} tokens: the context is full ({max_context} tokens, the plan's max_position_embeddings)",
+                job.source,
+                o.generated.len()
+            );
+        }
+        if multi {
+            let mut obj = result_json(job, &o, &settings);
+            obj["index"] = json!(index);
+            obj["prompt"] = json!(job.text);
+            sink.write(&format!("{obj}\n"))?;
+        } else if a.json {
+            if stream {
+                sink.write("\n")?;
+            }
+            sink.write(&format!("{}\n", result_json(job, &o, &settings)))?;
+        } else if stream {
+            sink.write("\n")?;
+        } else {
+            let s: Vec<String> = o.generated.iter().map(u32::to_string).collect();
+            sink.write(&format!("{}\n", s.join(",")))?;
+        }
+        if sink.closed {
+            break;
+        }
+    }
+    if !a.quiet {
+        eprintln!(
+            "{}prompt: {total_prompt} tokens in {} ({}) | generated: {total_gen} tokens in {} ({})",
+            if multi { format!("{} prompts | ", jobs.len()) } else { String::new() },
+            fmt_ms(total_prompt_s),
+            fmt_rate(total_prompt, total_prompt_s),
+            fmt_ms(total_decode_s),
+            fmt_rate(total_gen, total_decode_s),
+        );
+    }
+    Ok(())
+}
+
+/// The prompts to run, tokenized and checked against the plan.
+fn collect_jobs(a: &RunArgs, tok: Option<&TextTokenizer>, vocab: usize, max_context: usize) -> Result<Vec<Job>> {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    if let Some(s) = &a.tokens {
+        let ids = parse_tokens(s, vocab)?;
+        check_len("--tokens", ids.len(), max_context)?;
+        return Ok(vec![Job { source: "--tokens".into(), text: None, ids }]);
+    } else if let Some(p) = &a.prompt {
+        texts.push(("--prompt".into(), p.clone()));
+    } else if let Some(f) = &a.prompt_file {
+        let s = read_prompt_file("--prompt-file", f)?;
+        texts.push((format!("--prompt-file {}", f.display()), strip_one_newline(&s).to_string()));
+    } else if let Some(f) = &a.prompts_file {
+        let s = read_prompt_file("--prompts-file", f)?;
+        for (i, line) in s.lines().enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            texts.push((format!("--prompts-file {}: line {}", f.display(), i + 1), line.to_string()));
+        }
+        if texts.is_empty() {
+            bail!("--prompts-file {}: has no prompts (one prompt per line)", f.display());
+        }
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("reading the prompt from stdin (end it with Ctrl-D; or give --prompt TEXT)");
+        }
+        let mut bytes = Vec::new();
+        stdin.lock().read_to_end(&mut bytes).context("stdin: cannot read the prompt")?;
+        let s = String::from_utf8(bytes).map_err(|e| anyhow!("stdin: the prompt is not UTF-8 text: {e}"))?;
+        texts.push(("stdin".into(), strip_one_newline(&s).to_string()));
+    }
+    let tok = tok.context("a text prompt needs the plan's tokenizer")?;
+    let mut jobs = Vec::new();
+    for (source, text) in texts {
+        if text.is_empty() {
+            if source == "stdin" {
+                bail!("stdin: the prompt is empty (give --prompt TEXT, --prompt-file FILE or --tokens IDS, or pipe text in)");
+            }
+            bail!("{source}: the prompt is empty");
+        }
+        let ids = tok.encode(&text).with_context(|| source.clone())?;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            bail!(
+                "{}: token id {bad} of {source} is outside the plan's vocab_size {vocab}: the tokenizer does not belong to this model",
+                tok.path().display()
+            );
+        }
+        check_len(&source, ids.len(), max_context)?;
+        jobs.push(Job { source, text: Some(text), ids });
+    }
+    Ok(jobs)
+}
+
+fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
+    if n > max_context {
+        bail!(
+            "{source}: the prompt is {n} tokens, longer than the plan allows ({max_context} tokens: the model's max_position_embeddings)"
+        );
+    }
+    Ok(())
+}
+
+/// The end-of-sequence ids: `eos_token_id` of the plan's generation_config.json (a number or
+/// a list) when it has one, else the model config's.
+fn eos_ids(plan: &Plan) -> Result<Vec<u32>> {
+    let path = plan.dir.join("generation_config.json");
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?;
+        let bad = || anyhow!("{}: eos_token_id: expected a token id or a list of token ids", path.display());
+        match v.get("eos_token_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                return items.iter().map(|x| x.as_u64().map(|i| i as u32).ok_or_else(bad)).collect();
+            }
+            Some(x) => return Ok(vec![x.as_u64().ok_or_else(bad)? as u32]),
+        }
+    }
+    Ok(plan.module.config.eos_token_id.filter(|&i| i >= 0).map(|i| vec![i as u32]).unwrap_or_default())
+}
+
+/// Runs one prompt: prefill, then sample and decode until a stop. Streams text to `sink`.
+fn generate(
+    engine: &mut dyn Engine,
+    job: &Job,
+    s: &Settings,
+    tok: Option<&TextTokenizer>,
+    mut sink: Option<&mut Sink>,
+) -> Result<Outcome> {
+    let vocab = engine.vocab_size();
+    let mut rng = StdRng::seed_from_u64(s.seed);
+    let mut seen = job.ids.clone();
+    let mut decoder = tok.map(|t| StreamDecoder::new(t, &job.ids));
+    let mut filter = StopFilter::new(&s.stops);
+
+    let t0 = Instant::now();
+    let logits = engine
+        .prefill(&job.ids)
+        .with_context(|| format!("{}: running the prompt ({} tokens)", job.source, job.ids.len()))?;
+    if logits.len() < vocab {
+        bail!("the engine returned {} logits for a vocabulary of {vocab}", logits.len());
+    }
+    let mut next = sample(&logits[logits.len() - vocab..], &seen, &s.params, &mut rng);
+    let prompt_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut generated = Vec::new();
+    let reason = loop {
+        generated.push(next);
+        seen.push(next);
+        tracing::debug!(token = next, "generated");
+        let is_eos = !s.ignore_eos && s.eos.contains(&next);
+        // The EOS token counts as generated (as in HF generate) but is never shown as text.
+        if let (Some(d), false) = (decoder.as_mut(), is_eos) {
+            let shown = filter.push(&d.push(next)?);
+            if let Some(out) = sink.as_deref_mut() {
+                out.write(&shown)?;
+                if out.closed {
+                    break StopReason::Closed;
+                }
+            }
+            if filter.stopped() {
+                break StopReason::Stop;
+            }
+        }
+        if is_eos {
+            break StopReason::Eos;
+        }
+        if generated.len() >= s.max_new_tokens {
+            break StopReason::Length;
+        }
+        if engine.position() >= s.max_context {
+            break StopReason::Context;
+        }
+        let row = engine
+            .decode_step(next)
+            .with_context(|| format!("{}: decoding token {} (position {})", job.source, generated.len(), engine.position()))?;
+        if row.len() < vocab {
+            bail!("the engine returned {} logits for a vocabulary of {vocab}", row.len());
+        }
+        next = sample(&row[row.len() - vocab..], &seen, &s.params, &mut rng);
+    };
+    // The tail held back by the detokenizer (an incomplete character) or the stop filter.
+    if let Some(d) = decoder.as_mut() {
+        if !filter.stopped() {
+            let mut shown = filter.push(&d.finish()?);
+            if !filter.stopped() {
+                shown += &filter.finish();
+            }
+            if let Some(out) = sink {
+                out.write(&shown)?;
+            }
+        }
+    }
+    let reason = if filter.stopped() { StopReason::Stop } else { reason };
+    Ok(Outcome {
+        generated,
+        text: decoder.map(|_| filter.text().to_string()),
+        reason,
+        prompt_s,
+        decode_s: t1.elapsed().as_secs_f64(),
+    })
+}
+
+fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
+    let rate = |n: usize, secs: f64| if secs > 0.0 { json!(n as f64 / secs) } else { Value::Null };
+    json!({
+        "prompt_tokens": job.ids,
+        "generated_tokens": o.generated,
+        "text": o.text,
+        "stop_reason": o.reason.as_str(),
+        "seed": if s.params.is_greedy() { Value::Null } else { json!(s.seed) },
+        "prompt_ms": o.prompt_s * 1e3,
+        "decode_ms": o.decode_s * 1e3,
+        "total_ms": (o.prompt_s + o.decode_s) * 1e3,
+        "prompt_tokens_per_s": rate(job.ids.len(), o.prompt_s),
+        "generated_tokens_per_s": rate(o.generated.len(), o.decode_s),
+    })
+}
+
+fn fmt_ms(secs: f64) -> String {
+    format!("{:.1} ms", secs * 1e3)
+}
+
+fn fmt_rate(n: usize, secs: f64) -> String {
+    if secs > 0.0 {
+        format!("{:.1} tok/s", n as f64 / secs)
+    } else {
+        "- tok/s".into()
+    }
+}

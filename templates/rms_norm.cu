@@ -1,0 +1,17 @@
+{% include "prelude.cu" %}
+{
+  // w ⊙ cast(x / sqrt(mean(x²) + eps)), statistics in f32 (ZAMBA2.md §2.6, §6.1b).
+  __shared__ float scratch[32];
+  const long r = blockIdx.x;
+  const long xo = r * {{ x_stride }};
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < {{ width }}; c += blockDim.x) {
+    const float v = to_f(x[xo + c]);
+    ss += v * v;
+  }
+  ss = block_sum(ss, scratch);
+  const float inv = 1.f / sqrtf(ss / {{ width }}.f + {{ eps }});
+  act_t* o = out + r * {{ width }};
+  for (int c = threadIdx.x; c < {{ width }}; c += blockDim.x)
+    o[c] = from_f<act_t>(to_f(weight[c]) * rnd<act_t>(to_f(x[xo + c]) * inv));
+}

@@ -1,0 +1,82 @@
+// z2c_common.cuh: device helpers shared by every zamba2c kernel (inlined into each .cu at
+// render time, so a generated file compiles on its own with NVRTC and needs no include path).
+// Numerics follow ZAMBA2.md §6: f32 math and accumulation, rounding to the activation dtype
+// where transformers rounds.
+
+typedef int i32;
+
+// NVRTC compiles without the C headers: define what the kernels use from <math.h>.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+// bfloat16 as its bit pattern: no cuda_bf16.h needed (NVRTC without headers compiles this).
+struct __align__(2) bf16_t { unsigned short bits; };
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16_t x) { return __uint_as_float(((unsigned)x.bits) << 16); }
+
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+// Round to nearest even, as torch's .to(bfloat16) and the half crate do; NaN stays NaN.
+template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float x) {
+  unsigned u = __float_as_uint(x);
+  bf16_t r;
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    r.bits = (unsigned short)((u >> 16) | 0x40u);
+    return r;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);
+  r.bits = (unsigned short)(u >> 16);
+  return r;
+}
+
+// x rounded to T and back: where transformers materialises a tensor in the model dtype.
+template <typename T> __device__ __forceinline__ float rnd(float x) { return to_f(from_f<T>(x)); }
+
+// Vector loads of VEC consecutive elements (16 bytes when VEC > 1; the caller guarantees the
+// alignment, which codegen checks from the shapes and offsets).
+__device__ __forceinline__ void loadv(const float* p, float (&o)[1]) { o[0] = p[0]; }
+__device__ __forceinline__ void loadv(const bf16_t* p, float (&o)[1]) { o[0] = to_f(p[0]); }
+__device__ __forceinline__ void loadv(const float* p, float (&o)[4]) {
+  float4 v = *reinterpret_cast<const float4*>(p);
+  o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+}
+__device__ __forceinline__ void unpack2(unsigned w, float* o) {
+  o[0] = __uint_as_float(w << 16);
+  o[1] = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void loadv(const bf16_t* p, float (&o)[8]) {
+  uint4 v = *reinterpret_cast<const uint4*>(p);
+  unpack2(v.x, o); unpack2(v.y, o + 2); unpack2(v.z, o + 4); unpack2(v.w, o + 6);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block; every thread gets the result. `scratch` holds one float per warp.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int i = 0; i < nw; ++i) t += scratch[i];
+  return t;
+}
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+// Exact erf GELU (ZAMBA2.md §6.11).
+__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
+// PyTorch's softplus: x itself above the threshold 20 (§6.8).
+__device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }

@@ -1,0 +1,79 @@
+//! Shared helpers of the integration tests: fixture paths, running the CLI, reading tensors.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The fixtures directory: `$ZAMBA2C_FIXTURES` (set on the GPU machine), else the repository's.
+pub fn fixtures() -> PathBuf {
+    match std::env::var_os("ZAMBA2C_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
+}
+
+/// Every fixture model directory (those holding a reference.safetensors), sorted.
+pub fn fixture_models() -> Vec<PathBuf> {
+    let dir = fixtures().join("models");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("reference.safetensors").is_file())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no fixture models under {}", dir.display());
+    v
+}
+
+/// Runs the zamba2c binary with `args`.
+pub fn zamba2c(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zamba2c")).args(args).output().expect("spawn zamba2c")
+}
+
+/// Runs zamba2c and panics with its stderr unless it succeeds.
+pub fn zamba2c_ok(args: &[&str]) -> String {
+    let out = zamba2c(args);
+    assert!(
+        out.status.success(),
+        "zamba2c {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tensor read from a safetensors file, as f64 values plus its shape.
+pub struct Loaded {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+/// Reads tensor `name` of `path` (F32, F64, I64 or I32) as f64.
+pub fn read_tensor(path: &Path, name: &str) -> Loaded {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+    let d = t.data();
+    let data = match t.dtype() {
+        safetensors::Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        safetensors::Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        safetensors::Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        safetensors::Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        other => panic!("{name}: unexpected dtype {other:?}"),
+    };
+    Loaded { shape: t.shape().to_vec(), data }
+}
+
+/// Relative error as the issues define it: max |ours - ref| / max |ref|.
+pub fn rel_err(ours: &[f64], reference: &[f64]) -> f64 {
+    assert_eq!(ours.len(), reference.len(), "length mismatch");
+    let num = ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let den = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    num / den
+}
+
+/// Comma-separated ids.
+pub fn ids_arg(ids: &[f64]) -> String {
+    ids.iter().map(|v| (*v as i64).to_string()).collect::<Vec<_>>().join(",")
+}
