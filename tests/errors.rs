@@ -36,22 +36,47 @@ fn scratch() -> PathBuf {
 
 /// A fresh temporary directory under the scratch directory.
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("case-").tempdir_in(scratch()).unwrap()
+    tempfile::Builder::new()
+        .prefix("case-")
+        .tempdir_in(scratch())
+        .unwrap()
 }
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Copies the fixture checkpoint (or any directory of plain files) into `dst`.
+/// Copies a directory tree (a checkpoint or a plan) into `dst`.
 fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for e in std::fs::read_dir(src).unwrap() {
         let e = e.unwrap();
-        if e.path().is_file() {
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst.join(e.file_name()));
+        } else {
             std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// Every file under `dir` by relative path, with its content.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// A copy of the fixture checkpoint under `tmp`.
@@ -83,7 +108,12 @@ fn read_tensors(path: &Path) -> BTreeMap<String, Raw> {
 fn write_tensors(path: &Path, t: &BTreeMap<String, Raw>) {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = t
         .iter()
-        .map(|(n, (d, s, b))| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
@@ -108,14 +138,29 @@ fn poke_f32(t: &mut BTreeMap<String, Raw>, name: &str, i: usize, x: f32) {
 fn fails(args: &[&str], must_contain: &[&str]) -> String {
     let out = common::zamba2c(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "zamba2c {args:?} panicked: {stderr}");
-    assert_eq!(out.status.code(), Some(1), "zamba2c {args:?}: exit status {:?}, stderr: {stderr}", out.status);
+    assert!(
+        !stderr.contains("panicked"),
+        "zamba2c {args:?} panicked: {stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "zamba2c {args:?}: exit status {:?}, stderr: {stderr}",
+        out.status
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "zamba2c {args:?}: expected exactly one line on stderr, got: {stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "zamba2c {args:?}: expected exactly one line on stderr, got: {stderr}"
+    );
     let line = lines[0];
     assert!(line.starts_with("error: "), "zamba2c {args:?}: {line}");
     for m in must_contain {
-        assert!(line.contains(m), "zamba2c {args:?}: the error does not mention {m:?}: {line}");
+        assert!(
+            line.contains(m),
+            "zamba2c {args:?}: the error does not mention {m:?}: {line}"
+        );
     }
     eprintln!("{line}");
     line.to_string()
@@ -126,7 +171,11 @@ fn fails(args: &[&str], must_contain: &[&str]) -> String {
 fn compile_fails(model: &Path, must_contain: &[&str]) -> String {
     let plan = model.parent().unwrap().join("plan");
     let line = fails(&["compile", s(model), "-o", s(&plan)], must_contain);
-    assert!(!plan.exists(), "a failed compile created {}", plan.display());
+    assert!(
+        !plan.exists(),
+        "a failed compile created {}",
+        plan.display()
+    );
     assert_no_temp_left(model.parent().unwrap());
     line
 }
@@ -205,7 +254,10 @@ fn missing_weights_file() {
     let t = tempdir();
     let m = model_copy(t.path());
     std::fs::remove_file(m.join("model.safetensors")).unwrap();
-    compile_fails(&m, &[s(&m), "model.safetensors", "model.safetensors.index.json"]);
+    compile_fails(
+        &m,
+        &[s(&m), "model.safetensors", "model.safetensors.index.json"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -242,7 +294,14 @@ fn wrong_field_type() {
     edit_config(&m, |c| {
         c.insert("hidden_size".into(), Value::String("48".into()));
     });
-    compile_fails(&m, &[s(&m.join("config.json")), "hidden_size", "expected a non-negative integer"]);
+    compile_fails(
+        &m,
+        &[
+            s(&m.join("config.json")),
+            "hidden_size",
+            "expected a non-negative integer",
+        ],
+    );
 }
 
 #[test]
@@ -263,7 +322,10 @@ fn absurd_size() {
     edit_config(&m, |c| {
         c.insert("vocab_size".into(), Value::from(1u64 << 40));
     });
-    compile_fails(&m, &[s(&m.join("config.json")), "vocab_size", "out of range"]);
+    compile_fails(
+        &m,
+        &[s(&m.join("config.json")), "vocab_size", "out of range"],
+    );
 }
 
 #[test]
@@ -273,7 +335,10 @@ fn inconsistent_derived_field() {
     edit_config(&m, |c| {
         c.insert("mamba_headdim".into(), Value::from(32));
     });
-    compile_fails(&m, &[s(&m.join("config.json")), "mamba_headdim", "inconsistent"]);
+    compile_fails(
+        &m,
+        &[s(&m.join("config.json")), "mamba_headdim", "inconsistent"],
+    );
 }
 
 #[test]
@@ -283,7 +348,14 @@ fn inconsistent_hybrid_layer_ids() {
     edit_config(&m, |c| {
         c.insert("hybrid_layer_ids".into(), serde_json::json!([1, 3]));
     });
-    compile_fails(&m, &[s(&m.join("config.json")), "hybrid_layer_ids", "inconsistent"]);
+    compile_fails(
+        &m,
+        &[
+            s(&m.join("config.json")),
+            "hybrid_layer_ids",
+            "inconsistent",
+        ],
+    );
 }
 
 #[test]
@@ -293,7 +365,14 @@ fn unknown_layer_type() {
     edit_config(&m, |c| {
         c["layers_block_type"][2] = Value::String("moe".into());
     });
-    compile_fails(&m, &[s(&m.join("config.json")), "layers_block_type[2]", "unknown layer type"]);
+    compile_fails(
+        &m,
+        &[
+            s(&m.join("config.json")),
+            "layers_block_type[2]",
+            "unknown layer type",
+        ],
+    );
 }
 
 #[test]
@@ -303,7 +382,14 @@ fn layer_count_mismatch() {
     edit_config(&m, |c| {
         c.insert("num_hidden_layers".into(), Value::from(8));
     });
-    compile_fails(&m, &[s(&m.join("config.json")), "layers_block_type", "num_hidden_layers"]);
+    compile_fails(
+        &m,
+        &[
+            s(&m.join("config.json")),
+            "layers_block_type",
+            "num_hidden_layers",
+        ],
+    );
 }
 
 #[test]
@@ -334,9 +420,19 @@ fn extra_unknown_tensor() {
     let t = tempdir();
     let m = model_copy(t.path());
     edit_tensors(&m, |t| {
-        t.insert("model.layers.0.mamba.mystery.weight".into(), (safetensors::Dtype::F32, vec![2], vec![0; 8]));
+        t.insert(
+            "model.layers.0.mamba.mystery.weight".into(),
+            (safetensors::Dtype::F32, vec![2], vec![0; 8]),
+        );
     });
-    compile_fails(&m, &[s(&m.join("model.safetensors")), "model.layers.0.mamba.mystery.weight", "unknown"]);
+    compile_fails(
+        &m,
+        &[
+            s(&m.join("model.safetensors")),
+            "model.layers.0.mamba.mystery.weight",
+            "unknown",
+        ],
+    );
 }
 
 #[test]
@@ -370,7 +466,10 @@ fn nan_in_weights() {
     let t = tempdir();
     let m = model_copy(t.path());
     edit_tensors(&m, |t| poke_f32(t, NORM, 5, f32::NAN));
-    compile_fails(&m, &[s(&m.join("model.safetensors")), NORM, "element 5", "NaN"]);
+    compile_fails(
+        &m,
+        &[s(&m.join("model.safetensors")), NORM, "element 5", "NaN"],
+    );
 }
 
 #[test]
@@ -378,7 +477,10 @@ fn inf_in_weights() {
     let t = tempdir();
     let m = model_copy(t.path());
     edit_tensors(&m, |t| poke_f32(t, IN_PROJ, 7, f32::NEG_INFINITY));
-    compile_fails(&m, &[s(&m.join("model.safetensors")), IN_PROJ, "element 7", "inf"]);
+    compile_fails(
+        &m,
+        &[s(&m.join("model.safetensors")), IN_PROJ, "element 7", "inf"],
+    );
 }
 
 #[test]
@@ -388,7 +490,10 @@ fn overflow_in_f16_plan() {
     let m = model_copy(t.path());
     edit_tensors(&m, |t| poke_f32(t, IN_PROJ, 3, 1e6));
     let plan = t.path().join("plan");
-    fails(&["compile", s(&m), "-o", s(&plan), "--dtype", "f16"], &[s(&m.join("model.safetensors")), IN_PROJ, "overflows"]);
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--dtype", "f16"],
+        &[s(&m.join("model.safetensors")), IN_PROJ, "overflows"],
+    );
     assert!(!plan.exists());
     assert_no_temp_left(t.path());
 }
@@ -456,13 +561,17 @@ fn tensor_data_out_of_range() {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     let end = header[NORM]["data_offsets"][1].as_u64().unwrap();
-    header[NORM]["data_offsets"] = serde_json::json!([end + (1u64 << 40), end + (1u64 << 40) + 192]);
+    header[NORM]["data_offsets"] =
+        serde_json::json!([end + (1u64 << 40), end + (1u64 << 40) + 192]);
     let h = serde_json::to_vec(&header).unwrap();
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&h);
     out.extend_from_slice(&bytes[8 + n..]);
     std::fs::write(&p, &out).unwrap();
-    compile_fails(&m, &[s(&p), "not a valid safetensors file"]);
+    compile_fails(
+        &m,
+        &[s(&p), "not a valid safetensors file", NORM, "past the end"],
+    );
 }
 
 #[test]
@@ -482,7 +591,10 @@ fn tensor_data_overlaps_another() {
     out.extend_from_slice(&h);
     out.extend_from_slice(&bytes[8 + n..]);
     std::fs::write(&p, &out).unwrap();
-    compile_fails(&m, &[s(&p), "not a valid safetensors file"]);
+    compile_fails(
+        &m,
+        &[s(&p), "not a valid safetensors file", NORM, "overlap"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,7 +612,14 @@ fn index_names_a_missing_shard() {
     let m = sharded_copy(t.path());
     let shard = "model-00002-of-00003.safetensors";
     std::fs::remove_file(m.join(shard)).unwrap();
-    compile_fails(&m, &[s(&m.join("model.safetensors.index.json")), shard, "does not exist"]);
+    compile_fails(
+        &m,
+        &[
+            s(&m.join("model.safetensors.index.json")),
+            shard,
+            "does not exist",
+        ],
+    );
 }
 
 #[test]
@@ -509,7 +628,13 @@ fn index_names_a_path_outside() {
     let m = sharded_copy(t.path());
     let p = m.join("model.safetensors.index.json");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    let first = v["weight_map"].as_object().unwrap().keys().next().unwrap().clone();
+    let first = v["weight_map"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
     v["weight_map"][&first] = Value::String("../../etc/passwd".into());
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
     compile_fails(&m, &[s(&p), "../../etc/passwd", "not a plain file name"]);
@@ -540,11 +665,26 @@ fn index_assigns_a_tensor_to_the_wrong_shard() {
     let p = m.join("model.safetensors.index.json");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     let wm = v["weight_map"].as_object_mut().unwrap();
-    let (name, shard) = wm.iter().find(|(_, s)| s.as_str() != Some("model-00001-of-00003.safetensors")).map(|(a, b)| (a.clone(), b.clone())).unwrap();
+    let (name, shard) = wm
+        .iter()
+        .find(|(_, s)| s.as_str() != Some("model-00001-of-00003.safetensors"))
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .unwrap();
     assert_ne!(shard, "model-00001-of-00003.safetensors");
-    wm.insert(name.clone(), Value::String("model-00001-of-00003.safetensors".into()));
+    wm.insert(
+        name.clone(),
+        Value::String("model-00001-of-00003.safetensors".into()),
+    );
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-    compile_fails(&m, &[s(&p), "model-00001-of-00003.safetensors", &name, "does not contain"]);
+    compile_fails(
+        &m,
+        &[
+            s(&p),
+            "model-00001-of-00003.safetensors",
+            &name,
+            "does not contain",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,7 +695,10 @@ fn plan_missing() {
     let t = tempdir();
     let p = t.path().join("no-plan");
     let out = t.path().join("l.safetensors");
-    fails(&["logits", s(&p), "--tokens", "1,2", "--out", s(&out)], &[s(&p), "not a plan directory"]);
+    fails(
+        &["logits", s(&p), "--tokens", "1,2", "--out", s(&out)],
+        &[s(&p), "not a plan directory"],
+    );
     fails(&["inspect", s(&p)], &[s(&p), "not a plan directory"]);
 }
 
@@ -567,7 +710,10 @@ fn plan_of_another_format_version() {
     let mut v: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
     v["format_version"] = Value::from(999);
     std::fs::write(&mp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    fails(&["inspect", s(&p)], &[s(&mp), "format_version", "999", "recompile"]);
+    fails(
+        &["inspect", s(&p)],
+        &[s(&mp), "format_version", "999", "recompile"],
+    );
 }
 
 #[test]
@@ -576,7 +722,10 @@ fn plan_not_a_plan() {
     let p = plan_copy(t.path());
     let mp = p.join("manifest.json");
     std::fs::write(&mp, b"{\"format\": \"something-else\"}").unwrap();
-    fails(&["inspect", s(&p)], &[s(&mp), "format", "not a zamba2c plan"]);
+    fails(
+        &["inspect", s(&p)],
+        &[s(&mp), "format", "\"something-else\"", "not a zamba2c plan"],
+    );
 }
 
 #[test]
@@ -606,7 +755,10 @@ fn plan_module_edited_after_compile() {
     let edited = text.replacen("\"vocab_size\": 128", "\"vocab_size\": 129", 1);
     assert_ne!(edited, text);
     std::fs::write(&f, edited).unwrap();
-    fails(&["inspect", s(&p)], &[s(&f), "checksum mismatch", "edited after compile"]);
+    fails(
+        &["inspect", s(&p)],
+        &[s(&f), "checksum mismatch", "edited after compile"],
+    );
 }
 
 #[test]
@@ -617,7 +769,10 @@ fn plan_weights_truncated() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let out = t.path().join("l.safetensors");
-    fails(&["logits", s(&p), "--tokens", "1,2", "--out", s(&out)], &[s(&f), "bytes", "truncated"]);
+    fails(
+        &["logits", s(&p), "--tokens", "1,2", "--out", s(&out)],
+        &[s(&f), "bytes", "truncated"],
+    );
 }
 
 #[test]
@@ -637,7 +792,15 @@ fn plan_manifest_path_escape() {
     let mut v: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
     v["files"]["../../etc/passwd"] = serde_json::json!({"bytes": 1, "blake3": "00"});
     std::fs::write(&mp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    fails(&["inspect", s(&p)], &[s(&mp), "files", "../../etc/passwd", "not a path inside the plan"]);
+    fails(
+        &["inspect", s(&p)],
+        &[
+            s(&mp),
+            "files",
+            "../../etc/passwd",
+            "not a path inside the plan",
+        ],
+    );
 }
 
 /// Re-hashes `rel` into the plan's manifest: an edit made by someone who also fixed the
@@ -685,8 +848,28 @@ fn plan_module_malformed_rehashed() {
 fn token_id_out_of_range() {
     let t = tempdir();
     let out = t.path().join("l.safetensors");
-    fails(&["logits", s(good_plan()), "--tokens", "1,128", "--out", s(&out)], &["--tokens", "128", "vocab_size is 128"]);
-    fails(&["run", s(good_plan()), "--tokens", "1,99999999999", "--max-new-tokens", "1"], &["--tokens", "99999999999"]);
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,128",
+            "--out",
+            s(&out),
+        ],
+        &["--tokens", "128", "vocab_size is 128"],
+    );
+    fails(
+        &[
+            "run",
+            s(good_plan()),
+            "--tokens",
+            "1,99999999999",
+            "--max-new-tokens",
+            "1",
+        ],
+        &["--tokens", "99999999999"],
+    );
     assert!(!out.exists());
 }
 
@@ -694,10 +877,43 @@ fn token_id_out_of_range() {
 fn non_numeric_token() {
     let t = tempdir();
     let out = t.path().join("l.safetensors");
-    fails(&["logits", s(good_plan()), "--tokens", "1,abc", "--out", s(&out)], &["--tokens", "\"abc\""]);
-    fails(&["logits", s(good_plan()), "--tokens", "1,-2", "--out", s(&out)], &["--tokens", "\"-2\""]);
-    fails(&["logits", s(good_plan()), "--tokens", "", "--out", s(&out)], &["--tokens"]);
-    fails(&["run", s(good_plan()), "--tokens", "1,,2", "--max-new-tokens", "1"], &["--tokens"]);
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,abc",
+            "--out",
+            s(&out),
+        ],
+        &["--tokens", "\"abc\""],
+    );
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,-2",
+            "--out",
+            s(&out),
+        ],
+        &["--tokens", "\"-2\""],
+    );
+    fails(
+        &["logits", s(good_plan()), "--tokens", "", "--out", s(&out)],
+        &["--tokens"],
+    );
+    fails(
+        &[
+            "run",
+            s(good_plan()),
+            "--tokens",
+            "1,,2",
+            "--max-new-tokens",
+            "1",
+        ],
+        &["--tokens"],
+    );
 }
 
 #[test]
@@ -705,30 +921,94 @@ fn prompt_longer_than_the_plan_allows() {
     // The fixture's max_position_embeddings is 512.
     let long: Vec<String> = (0..513).map(|i| (3 + i % 100).to_string()).collect();
     let long = long.join(",");
-    fails(&["run", s(good_plan()), "--tokens", &long, "--max-new-tokens", "1"], &["513 tokens", "512"]);
+    fails(
+        &[
+            "run",
+            s(good_plan()),
+            "--tokens",
+            &long,
+            "--max-new-tokens",
+            "1",
+        ],
+        &["513 tokens", "512"],
+    );
     let t = tempdir();
     let out = t.path().join("l.safetensors");
-    fails(&["logits", s(good_plan()), "--tokens", &long, "--out", s(&out)], &["513", "512"]);
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            &long,
+            "--out",
+            s(&out),
+        ],
+        &["--tokens", "513", "512"],
+    );
     assert!(!out.exists());
 }
 
 #[test]
 fn max_new_tokens_zero() {
-    fails(&["run", s(good_plan()), "--tokens", "1,2", "--max-new-tokens", "0"], &["--max-new-tokens"]);
+    fails(
+        &[
+            "run",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--max-new-tokens",
+            "0",
+        ],
+        &["--max-new-tokens"],
+    );
 }
 
 #[test]
 fn decode_from_out_of_range() {
     let t = tempdir();
     let out = t.path().join("l.safetensors");
-    fails(&["logits", s(good_plan()), "--tokens", "1,2", "--decode-from", "3", "--out", s(&out)], &["--decode-from"]);
-    fails(&["logits", s(good_plan()), "--tokens", "1,2", "--decode-from", "0", "--out", s(&out)], &["--decode-from"]);
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--decode-from",
+            "3",
+            "--out",
+            s(&out),
+        ],
+        &["--decode-from"],
+    );
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--decode-from",
+            "0",
+            "--out",
+            s(&out),
+        ],
+        &["--decode-from"],
+    );
 }
 
 #[test]
 fn bad_dtype_option() {
     let t = tempdir();
-    fails(&["compile", s(&fixture()), "-o", s(&t.path().join("plan")), "--dtype", "f64"], &["--dtype", "f64"]);
+    fails(
+        &[
+            "compile",
+            s(&fixture()),
+            "-o",
+            s(&t.path().join("plan")),
+            "--dtype",
+            "f64",
+        ],
+        &["--dtype", "f64"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -742,14 +1022,27 @@ fn logits_out_under_a_regular_file() {
     let file = t.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let out = file.join("y.safetensors");
-    fails(&["logits", s(good_plan()), "--tokens", "1,2", "--out", s(&out)], &[s(&out)]);
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--out",
+            s(&out),
+        ],
+        &["--out", s(&out), "is not a directory"],
+    );
     assert_no_temp_left(t.path());
 }
 
 #[test]
 fn logits_out_in_proc() {
     let out = "/proc/zamba2c-no-such/y.safetensors";
-    fails(&["logits", s(good_plan()), "--tokens", "1,2", "--out", out], &[out]);
+    fails(
+        &["logits", s(good_plan()), "--tokens", "1,2", "--out", out],
+        &[out],
+    );
 }
 
 #[test]
@@ -760,7 +1053,17 @@ fn logits_out_is_a_directory() {
     let out = t.path().join("outdir");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep"), b"keep").unwrap();
-    fails(&["logits", s(good_plan()), "--tokens", "1,2", "--out", s(&out)], &[s(&out)]);
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--out",
+            s(&out),
+        ],
+        &[s(&out)],
+    );
     assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"keep");
     assert_no_temp_left(t.path());
 }
@@ -782,8 +1085,14 @@ fn compile_refuses_a_non_plan_directory() {
     let out = t.path().join("important");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("thesis.tex"), b"years of work").unwrap();
-    fails(&["compile", s(&fixture()), "-o", s(&out)], &[s(&out), "not a zamba2c plan"]);
-    assert_eq!(std::fs::read(out.join("thesis.tex")).unwrap(), b"years of work");
+    fails(
+        &["compile", s(&fixture()), "-o", s(&out)],
+        &[s(&out), "not a zamba2c plan"],
+    );
+    assert_eq!(
+        std::fs::read(out.join("thesis.tex")).unwrap(),
+        b"years of work"
+    );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     assert_no_temp_left(t.path());
 }
@@ -805,25 +1114,17 @@ fn failed_compile_keeps_the_old_plan() {
     let t = tempdir();
     let plan = t.path().join("plan");
     common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&plan)]);
-    let before: BTreeMap<String, Vec<u8>> = std::fs::read_dir(&plan)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap())
-        })
-        .collect();
+    let before = snapshot(&plan);
     let m = model_copy(t.path());
     // The last weight in name order, so the conversion fails late, with most of the file written.
-    let last = read_tensors(&m.join("model.safetensors")).keys().last().unwrap().clone();
+    let last = read_tensors(&m.join("model.safetensors"))
+        .keys()
+        .last()
+        .unwrap()
+        .clone();
     edit_tensors(&m, |t| poke_f32(t, &last, 0, f32::NAN));
     fails(&["compile", s(&m), "-o", s(&plan)], &[&last, "NaN"]);
-    let after: BTreeMap<String, Vec<u8>> = std::fs::read_dir(&plan)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap())
-        })
-        .collect();
+    let after = snapshot(&plan);
     assert!(before == after, "the old plan changed");
     assert_no_temp_left(t.path());
     let out = t.path().join("l.safetensors");
@@ -839,7 +1140,8 @@ fn recompile_replaces_the_old_plan() {
     let plan = t.path().join("plan");
     common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&plan)]);
     common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&plan), "--dtype", "bf16"]);
-    let m: Value = serde_json::from_slice(&std::fs::read(plan.join("manifest.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(plan.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["dtype"], "bf16");
     assert_no_temp_left(t.path());
 }

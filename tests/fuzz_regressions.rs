@@ -18,7 +18,10 @@ fn fuzz_dir() -> PathBuf {
 
 fn replay(target: &str, f: fn(&[u8])) {
     let inputs = harness::committed_inputs(&fuzz_dir(), target);
-    assert!(!inputs.is_empty(), "no committed inputs for fuzz target {target}");
+    assert!(
+        !inputs.is_empty(),
+        "no committed inputs for fuzz target {target}"
+    );
     for p in &inputs {
         let data = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         eprintln!("{target}: {}", p.display());
@@ -51,7 +54,11 @@ fn tokens_inputs() {
 fn tiny_checkpoint_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), harness::TINY_CONFIG).unwrap();
-    std::fs::write(dir.path().join("model.safetensors"), harness::tiny_checkpoint_bytes()).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        harness::tiny_checkpoint_bytes(),
+    )
+    .unwrap();
     let ck = zamba2c_ir::Checkpoint::open(dir.path()).unwrap();
     let m = zamba2c_ir::lower(ck.config(), zamba2c_ir::DType::F32);
     ck.check(&m).unwrap();
@@ -76,14 +83,28 @@ fn write_seed_corpora() {
     for e in std::fs::read_dir(&models).unwrap() {
         let p = e.unwrap().path().join("config.json");
         if p.is_file() {
-            let name = p.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+            let name = p
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
             // Compact the JSON: smaller inputs mutate faster.
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            put("config", &name, serde_json::to_string(&v).unwrap().as_bytes());
+            put(
+                "config",
+                &name,
+                serde_json::to_string(&v).unwrap().as_bytes(),
+            );
         }
     }
     let tiny: serde_json::Value = serde_json::from_str(harness::TINY_CONFIG).unwrap();
-    put("config", "tiny", serde_json::to_string(&tiny).unwrap().as_bytes());
+    put(
+        "config",
+        "tiny",
+        serde_json::to_string(&tiny).unwrap().as_bytes(),
+    );
     put("config", "empty-object", b"{}");
     put("config", "legacy", br#"{"num_hidden_layers":2,"layers_block_type":["m","g"],"hidden_size":8,"n_mamba_heads":2,"num_attention_heads":2,"mamba_d_state":4,"vocab_size":8}"#);
 

@@ -2,8 +2,14 @@
 //! KV cache (which grows by design), and the last step's logits must still match a fresh prompt
 //! pass over the same 10,001 tokens (the recurrent state does not drift).
 //!
-//! The model: a tiny config (hidden 16, 1 Mamba + 1 hybrid layer, vocab 32, context 16384)
-//! compiled by the CLI with `--dummy-weights`, loaded through the runtime API.
+//! The models: a tiny config (hidden 16, 1 Mamba + 1 hybrid layer, vocab 32, context 16384)
+//! compiled by the CLI with `--dummy-weights`, and (ignored by default, > 60 s) the fixture
+//! `two_blocks_aba_chunked` with its context raised; both loaded through the runtime API.
+//!
+//! Recorded (2 shared cores, release): tiny: 10,000 steps in 2.5 s, RSS +3.3 MB (KV cache
+//! 2.6 MB, allowed 12.5 MB), prompt pass 2.3 s, decode vs prompt rel err 0 (the interpreter's
+//! recurrent and chunked paths agree to the bit here). Fixture: 32.7 s, RSS +24.4 MB (KV cache
+//! 23.0 MB, allowed 78.5 MB), prompt pass 29.8 s, rel err 6.5e-7.
 
 mod common;
 
@@ -15,7 +21,6 @@ use zamba2c_runtime::cpu::CpuEngine;
 use zamba2c_runtime::Engine;
 
 const STEPS: usize = 10_000;
-const VOCAB: usize = 32;
 
 const CONFIG: &str = r#"{
   "model_type": "zamba2",
@@ -71,28 +76,73 @@ fn kv_len_bytes(e: &CpuEngine) -> usize {
 }
 
 /// A fixed pseudo-random token sequence.
-fn tokens(n: usize) -> Vec<u32> {
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((x >> 33) % VOCAB as u64) as u32
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % vocab as u64) as u32
         })
         .collect()
 }
 
+/// The tiny dummy-weights model: ~5 s in release, part of the normal suite.
 #[test]
 fn ten_thousand_decode_steps() {
+    long_run(false);
+}
+
+/// The fixture `two_blocks_aba_chunked` (real random weights from transformers, hidden 48, 7
+/// layers, 3 hybrid) with max_position_embeddings raised to 16384: ~65 s in release on 2 cores,
+/// so ignored by default (`cargo test --release --test long_run -- --ignored`).
+#[test]
+#[ignore]
+fn ten_thousand_decode_steps_fixture() {
+    long_run(true);
+}
+
+fn long_run(fixture: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     std::fs::create_dir(&model).unwrap();
-    std::fs::write(model.join("config.json"), CONFIG).unwrap();
     let plan_dir = tmp.path().join("plan");
-    common::zamba2c_ok(&["compile", model.to_str().unwrap(), "-o", plan_dir.to_str().unwrap(), "--dummy-weights", "--seed", "7"]);
+    if fixture {
+        let src = common::fixtures().join("models/two_blocks_aba_chunked");
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), model.join(f)).unwrap();
+        }
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+        v["max_position_embeddings"] = 16384.into();
+        std::fs::write(model.join("config.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+        common::zamba2c_ok(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            plan_dir.to_str().unwrap(),
+        ]);
+    } else {
+        std::fs::write(model.join("config.json"), CONFIG).unwrap();
+        common::zamba2c_ok(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            plan_dir.to_str().unwrap(),
+            "--dummy-weights",
+            "--seed",
+            "7",
+        ]);
+    }
     let plan = zamba2c_ir::Plan::open(Path::new(&plan_dir)).unwrap();
     let c = plan.module.config.clone();
-    assert!(c.max_position_embeddings > STEPS, "the plan's context must hold {STEPS}+1 tokens");
-    let toks = tokens(STEPS + 1);
+    assert!(
+        c.max_position_embeddings > STEPS,
+        "the plan's context must hold {STEPS}+1 tokens"
+    );
+    let vocab = c.vocab_size;
+    let toks = tokens(STEPS + 1, vocab);
 
     let mut e = CpuEngine::new(&plan).unwrap();
     let start = Instant::now();
@@ -107,7 +157,11 @@ fn ten_thousand_decode_steps() {
     let mut rss_mid = 0;
     for (i, &t) in toks[WARM + 1..].iter().enumerate() {
         last = e.decode_step(t).unwrap();
-        assert!(last.iter().all(|v| v.is_finite()), "non-finite logits at step {}", WARM + 1 + i);
+        assert!(
+            last.iter().all(|v| v.is_finite()),
+            "non-finite logits at step {}",
+            WARM + 1 + i
+        );
         if i == (STEPS - WARM) / 2 {
             rss_mid = rss_bytes();
         }
@@ -142,11 +196,31 @@ fn ten_thousand_decode_steps() {
     let mut fresh = CpuEngine::new(&plan).unwrap();
     let all = fresh.prefill(&toks).unwrap();
     let prompt_s = start.elapsed().as_secs_f64();
-    let row = &all[STEPS * VOCAB..];
-    let num = row.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let row = &all[STEPS * vocab..];
+    let num = row
+        .iter()
+        .zip(&last)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let den = row.iter().map(|v| v.abs()).fold(0f32, f32::max);
     let rel = num / den;
     eprintln!("prompt pass over {} tokens in {prompt_s:.1} s; last-position rel err decode vs prompt {rel:.2e} (max |logit| {den:.3})", STEPS + 1);
-    assert!(den > 0.0);
-    assert!(rel <= 1e-4, "after {STEPS} decode steps the logits drifted from the prompt pass: rel err {rel:.3e}");
+    // The check means something only if the logits depend on the tokens: the last two rows of
+    // the prompt pass must differ by far more than the tolerance.
+    let prev = &all[(STEPS - 1) * vocab..STEPS * vocab];
+    let spread = row
+        .iter()
+        .zip(prev)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / den;
+    eprintln!("last two positions differ by {spread:.2e} relative");
+    assert!(
+        den > 0.0 && spread > 1e-2,
+        "the logits barely depend on the tokens ({spread:.2e}); the drift check is meaningless"
+    );
+    assert!(
+        rel <= 1e-4,
+        "after {STEPS} decode steps the logits drifted from the prompt pass: rel err {rel:.3e}"
+    );
 }

@@ -30,14 +30,21 @@ fn compile(model_dir: &Path, name: &str) -> PathBuf {
     let dir = scratch();
     std::fs::create_dir_all(&dir).unwrap();
     let plan = dir.join(name);
-    common::zamba2c_ok(&["compile", model_dir.to_str().unwrap(), "-o", plan.to_str().unwrap()]);
+    common::zamba2c_ok(&[
+        "compile",
+        model_dir.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
     plan
 }
 
 /// The demo model's plan, compiled once per test process.
 fn demo_plan() -> &'static str {
     static PLAN: OnceLock<PathBuf> = OnceLock::new();
-    PLAN.get_or_init(|| compile(&demo_model(), "demo-plan")).to_str().unwrap()
+    PLAN.get_or_init(|| compile(&demo_model(), "demo-plan"))
+        .to_str()
+        .unwrap()
 }
 
 /// A copy of the demo checkpoint changed by `edit`, compiled into a plan.
@@ -64,20 +71,27 @@ fn run_ok(args: &[&str]) -> String {
 
 /// Runs zamba2c with `stdin` piped in.
 fn run_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zamba2c"))
+    let mut child = Command::new(common::zamba2c_bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn zamba2c");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 /// Splits `--json` output into the streamed text (before the last line) and the JSON object.
 fn split_json(stdout: &str) -> (String, Value) {
-    let body = stdout.strip_suffix('\n').expect("output ends with a newline");
+    let body = stdout
+        .strip_suffix('\n')
+        .expect("output ends with a newline");
     let (streamed, last) = match body.rfind('\n') {
         Some(i) => (&body[..i], &body[i + 1..]),
         None => ("", body),
@@ -87,16 +101,26 @@ fn split_json(stdout: &str) -> (String, Value) {
 }
 
 fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().expect("an array of ids").iter().map(|x| x.as_u64().unwrap()).collect()
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
 }
 
 /// Asserts a failed run with one line of stderr containing every one of `needles`.
 fn assert_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected a failure, got success; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success; stderr: {err}"
+    );
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {err}"));
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
     for n in needles {
         assert!(line.contains(n), "{line:?} should mention {n:?}");
     }
@@ -105,15 +129,31 @@ fn assert_error(out: &Output, needles: &[&str]) {
 #[test]
 fn prompt_json_greedy_matches_transformers() {
     let plan = demo_plan();
-    let out = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "8", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ]);
     let (streamed, v) = split_json(&out);
     assert_eq!(ids(&v["prompt_tokens"]), PROMPT_IDS);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS, "{v}");
     let text = v["text"].as_str().expect("text");
     assert_eq!(text.trim_start(), "aircraft end Makгорowed Пи Ozвал");
-    assert_eq!(streamed, text, "the streamed text differs from the JSON text");
+    assert_eq!(
+        streamed, text,
+        "the streamed text differs from the JSON text"
+    );
     assert_eq!(v["stop_reason"], "length");
-    for k in ["prompt_ms", "decode_ms", "prompt_tokens_per_s", "generated_tokens_per_s"] {
+    for k in [
+        "prompt_ms",
+        "decode_ms",
+        "prompt_tokens_per_s",
+        "generated_tokens_per_s",
+    ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
 }
@@ -121,7 +161,15 @@ fn prompt_json_greedy_matches_transformers() {
 #[test]
 fn plain_output_streams_the_same_text() {
     let plan = demo_plan();
-    let json = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "12", "--json"]);
+    let json = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "12",
+        "--json",
+    ]);
     let (_, v) = split_json(&json);
     let out = run(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "12"]);
     assert!(out.status.success());
@@ -129,16 +177,38 @@ fn plain_output_streams_the_same_text() {
     assert_eq!(stdout, format!("{}\n", v["text"].as_str().unwrap()));
     // The timing summary goes to stderr.
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tok/s") && err.contains("prompt:") && err.contains("generated:"), "{err}");
+    assert!(
+        err.contains("tok/s") && err.contains("prompt:") && err.contains("generated:"),
+        "{err}"
+    );
     // --echo prints the prompt first.
-    let echoed = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "12", "--echo", "-q"]);
+    let echoed = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "12",
+        "--echo",
+        "-q",
+    ]);
     assert_eq!(echoed, format!("{PROMPT}{stdout}"));
 }
 
 #[test]
 fn tokens_contract_is_kept() {
     let plan = demo_plan();
-    let out = run_ok(&["run", plan, "--tokens", "1,22557,28725,586,1141,349", "--max-new-tokens", "8", "--temperature", "0", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--tokens",
+        "1,22557,28725,586,1141,349",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
     let (_, v) = split_json(&out);
     assert_eq!(ids(&v["prompt_tokens"]), PROMPT_IDS);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS);
@@ -149,8 +219,22 @@ fn seed_reproduces_and_sampling_differs() {
     let plan = demo_plan();
     let go = |seed: &str| {
         let out = run_ok(&[
-            "run", plan, "--prompt", PROMPT, "--max-new-tokens", "16", "--temperature", "1.0", "--top-k", "100",
-            "--top-p", "0.95", "--seed", seed, "--json", "-q",
+            "run",
+            plan,
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "16",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "100",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--json",
+            "-q",
         ]);
         let (streamed, v) = split_json(&out);
         assert_eq!(streamed, v["text"].as_str().unwrap());
@@ -160,28 +244,69 @@ fn seed_reproduces_and_sampling_differs() {
     let a = go("7");
     assert_eq!(a.len(), 16);
     assert_eq!(a, go("7"), "the same seed gave different tokens");
-    assert_ne!(a, go("8"), "different seeds gave the same 16 sampled tokens");
+    assert_ne!(
+        a,
+        go("8"),
+        "different seeds gave the same 16 sampled tokens"
+    );
     assert_ne!(a, GREEDY_IDS[..].to_vec());
     // --top-k 1 samples greedily.
-    let out = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "8", "--temperature", "0.7", "--top-k", "1", "--seed", "3", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "1",
+        "--seed",
+        "3",
+        "--json",
+    ]);
     assert_eq!(ids(&split_json(&out).1["generated_tokens"]), GREEDY_IDS);
 }
 
 #[test]
 fn stop_string_ends_and_is_trimmed() {
     let plan = demo_plan();
-    let out = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "8", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ]);
     let (_, full) = split_json(&out);
     let full_text = full["text"].as_str().unwrap().to_string();
     // Stop at the third word ("Mak..."): the text before it is kept.
     let at = full_text.find("Mak").expect("the greedy text has Mak");
-    let out = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "8", "--stop", "Mak", "--stop", "never-there", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--stop",
+        "Mak",
+        "--stop",
+        "never-there",
+        "--json",
+    ]);
     let (streamed, v) = split_json(&out);
     assert_eq!(v["text"].as_str().unwrap(), &full_text[..at]);
     assert_eq!(streamed, &full_text[..at]);
     assert_eq!(v["stop_reason"], "stop");
     let gen = ids(&v["generated_tokens"]);
-    assert!(gen.len() < 8 && gen[..] == GREEDY_IDS[..gen.len()], "{gen:?}");
+    assert!(
+        gen.len() < 8 && gen[..] == GREEDY_IDS[..gen.len()],
+        "{gen:?}"
+    );
 }
 
 #[test]
@@ -194,23 +319,62 @@ fn eos_stops_and_is_not_printed_unless_ignored() {
         std::fs::write(&p, g.to_string()).unwrap();
     });
     let plan = plan.to_str().unwrap();
-    let out = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "8", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ]);
     let (streamed, v) = split_json(&out);
-    assert_eq!(ids(&v["generated_tokens"]), [GREEDY_IDS[0]], "EOS is included in the tokens");
+    assert_eq!(
+        ids(&v["generated_tokens"]),
+        [GREEDY_IDS[0]],
+        "EOS is included in the tokens"
+    );
     assert_eq!(v["text"], "");
     assert_eq!(streamed, "");
     assert_eq!(v["stop_reason"], "eos");
-    let out = run_ok(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "8", "--ignore-eos", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--ignore-eos",
+        "--json",
+    ]);
     let (_, v) = split_json(&out);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS);
     assert_eq!(v["stop_reason"], "length");
+    // Ids in, ids out (--tokens) generates exactly --max-new-tokens tokens, EOS or not.
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--tokens",
+        "1,22557,28725,586,1141,349",
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(ids(&split_json(&out).1["generated_tokens"]), GREEDY_IDS);
 }
 
 #[test]
 fn stdin_and_prompt_file_are_prompts() {
     let plan = demo_plan();
-    let out = run_stdin(&["run", plan, "--max-new-tokens", "4", "--json"], &format!("{PROMPT}\n"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_stdin(
+        &["run", plan, "--max-new-tokens", "4", "--json"],
+        &format!("{PROMPT}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, v) = split_json(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(ids(&v["prompt_tokens"]), PROMPT_IDS);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS[..4]);
@@ -218,7 +382,15 @@ fn stdin_and_prompt_file_are_prompts() {
     let f = scratch().join("prompt.txt");
     std::fs::create_dir_all(f.parent().unwrap()).unwrap();
     std::fs::write(&f, format!("{PROMPT}\n")).unwrap();
-    let out = run_ok(&["run", plan, "--prompt-file", f.to_str().unwrap(), "--max-new-tokens", "4", "--json"]);
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompt-file",
+        f.to_str().unwrap(),
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ]);
     assert_eq!(ids(&split_json(&out).1["prompt_tokens"]), PROMPT_IDS);
 }
 
@@ -227,9 +399,23 @@ fn prompts_file_gives_one_json_line_each() {
     let plan = demo_plan();
     let f = scratch().join("prompts.txt");
     std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-    std::fs::write(&f, format!("{PROMPT}\nThe capital of France is\n{PROMPT}\n")).unwrap();
-    let out = run_ok(&["run", plan, "--prompts-file", f.to_str().unwrap(), "--max-new-tokens", "8"]);
-    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    std::fs::write(
+        &f,
+        format!("{PROMPT}\nThe capital of France is\n{PROMPT}\n"),
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "run",
+        plan,
+        "--prompts-file",
+        f.to_str().unwrap(),
+        "--max-new-tokens",
+        "8",
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     assert_eq!(lines.len(), 3, "{out}");
     for (i, v) in lines.iter().enumerate() {
         assert_eq!(v["index"], i);
@@ -246,17 +432,38 @@ fn prompts_file_gives_one_json_line_each() {
 #[test]
 fn user_errors_are_one_clear_line() {
     let plan = demo_plan();
-    assert_error(&run(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "0"]), &["--max-new-tokens"]);
+    assert_error(
+        &run(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "0"]),
+        &["--max-new-tokens"],
+    );
     assert_error(&run(&["run", plan, "--prompt", ""]), &["--prompt", "empty"]);
     assert_error(&run_stdin(&["run", plan], ""), &["stdin", "empty"]);
-    assert_error(&run(&["run", plan, "--prompt-file", "/nonexistent/prompt.txt"]), &["--prompt-file", "/nonexistent/prompt.txt"]);
-    assert_error(&run(&["run", plan, "--prompt", PROMPT, "--top-p", "1.5"]), &["--top-p"]);
-    assert_error(&run(&["run", plan, "--prompt", PROMPT, "--temperature", "-1"]), &["--temperature"]);
-    assert_error(&run(&["run", plan, "--prompt", PROMPT, "--repetition-penalty", "0"]), &["--repetition-penalty"]);
-    assert_error(&run(&["run", plan, "--tokens", "1,99999"]), &["--tokens", "99999"]);
+    assert_error(
+        &run(&["run", plan, "--prompt-file", "/nonexistent/prompt.txt"]),
+        &["--prompt-file", "/nonexistent/prompt.txt"],
+    );
+    assert_error(
+        &run(&["run", plan, "--prompt", PROMPT, "--top-p", "1.5"]),
+        &["--top-p"],
+    );
+    assert_error(
+        &run(&["run", plan, "--prompt", PROMPT, "--temperature", "-1"]),
+        &["--temperature"],
+    );
+    assert_error(
+        &run(&["run", plan, "--prompt", PROMPT, "--repetition-penalty", "0"]),
+        &["--repetition-penalty"],
+    );
+    assert_error(
+        &run(&["run", plan, "--tokens", "1,99999"]),
+        &["--tokens", "99999"],
+    );
     // Longer than max_position_embeddings (4096).
     let long = "a ".repeat(5000);
-    assert_error(&run(&["run", plan, "--prompt", &long]), &["--prompt", "4096", "longer than the plan allows"]);
+    assert_error(
+        &run(&["run", plan, "--prompt", &long]),
+        &["--prompt", "4096", "longer than the plan allows"],
+    );
     // Two prompt sources at once: clap's usage error (exit 2).
     let out = run(&["run", plan, "--prompt", PROMPT, "--tokens", "1,2"]);
     assert_eq!(out.status.code(), Some(2));
@@ -265,33 +472,104 @@ fn user_errors_are_one_clear_line() {
 #[test]
 fn tokenizer_problems_name_the_plan_file() {
     // No tokenizer.json: text prompts fail, token ids still run and print ids.
-    let plan = variant_plan("notok", |dir| std::fs::remove_file(dir.join("tokenizer.json")).unwrap());
+    let plan = variant_plan("notok", |dir| {
+        std::fs::remove_file(dir.join("tokenizer.json")).unwrap()
+    });
     let p = plan.to_str().unwrap();
     let out = run(&["run", p, "--prompt", PROMPT]);
-    assert_error(&out, &[&plan.join("tokenizer.json").display().to_string(), "--tokens"]);
-    let out = run_ok(&["run", p, "--tokens", "1,22557,28725,586,1141,349", "--max-new-tokens", "3"]);
-    assert_eq!(out, format!("{}\n", GREEDY_IDS[..3].iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
-    let out = run_ok(&["run", p, "--tokens", "1,22557,28725,586,1141,349", "--max-new-tokens", "3", "--json"]);
+    assert_error(
+        &out,
+        &[
+            &plan.join("tokenizer.json").display().to_string(),
+            "--tokens",
+        ],
+    );
+    let out = run_ok(&[
+        "run",
+        p,
+        "--tokens",
+        "1,22557,28725,586,1141,349",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert_eq!(
+        out,
+        format!(
+            "{}\n",
+            GREEDY_IDS[..3]
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    );
+    let out = run_ok(&[
+        "run",
+        p,
+        "--tokens",
+        "1,22557,28725,586,1141,349",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]);
     let (streamed, v) = split_json(&out);
     assert_eq!(streamed, "");
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS[..3]);
     assert!(v["text"].is_null());
-    assert_error(&run(&["run", p, "--tokens", "1,2", "--stop", "x"]), &["--stop"]);
+    assert_error(
+        &run(&["run", p, "--tokens", "1,2", "--stop", "x"]),
+        &["--stop"],
+    );
 
     // A malformed tokenizer.json.
-    let plan = variant_plan("badtok", |dir| std::fs::write(dir.join("tokenizer.json"), "{\"not\": \"a tokenizer\"").unwrap());
+    let plan = variant_plan("badtok", |dir| {
+        std::fs::write(dir.join("tokenizer.json"), "{\"not\": \"a tokenizer\"").unwrap()
+    });
     let out = run(&["run", plan.to_str().unwrap(), "--prompt", PROMPT]);
     assert_error(&out, &[&plan.join("tokenizer.json").display().to_string()]);
 }
 
 #[test]
 fn help_has_examples() {
-    for sub in ["run", "compile", "inspect", "logits"] {
+    // Every subcommand `zamba2c --help` lists (but `help`).
+    let top = run_ok(&["--help"]);
+    let subs: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|s| s != "help")
+        .collect();
+    for want in ["compile", "inspect", "logits", "run"] {
+        assert!(
+            subs.iter().any(|s| s == want),
+            "{want} is not in zamba2c --help: {subs:?}"
+        );
+    }
+    for sub in &subs {
+        let sub = sub.as_str();
         let out = run_ok(&[sub, "--help"]);
-        assert!(out.contains("Examples:"), "zamba2c {sub} --help has no examples:\n{out}");
+        assert!(
+            out.contains("Examples:"),
+            "zamba2c {sub} --help has no examples:\n{out}"
+        );
     }
     let out = run_ok(&["run", "--help"]);
-    for flag in ["--prompt", "--prompt-file", "--prompts-file", "--top-k", "--top-p", "--min-p", "--repetition-penalty", "--seed", "--stop", "--ignore-eos", "--json"] {
+    for flag in [
+        "--prompt",
+        "--prompt-file",
+        "--prompts-file",
+        "--top-k",
+        "--top-p",
+        "--min-p",
+        "--repetition-penalty",
+        "--seed",
+        "--stop",
+        "--ignore-eos",
+        "--json",
+    ] {
         assert!(out.contains(flag), "run --help lacks {flag}");
     }
 }

@@ -27,11 +27,17 @@ fn cases() -> Vec<Case> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
             Case {
                 line: i + 1,
                 text: v["text"].as_str().expect("text").to_string(),
-                ids: v["ids"].as_array().expect("ids").iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+                ids: v["ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect(),
                 decoded: v["decoded"].as_str().expect("decoded").to_string(),
             }
         })
@@ -57,10 +63,22 @@ fn encoding_equals_transformers() {
     for c in &all {
         let enc = t.encode(c.text.as_str(), true).expect("encode");
         if enc.get_ids() != c.ids.as_slice() {
-            bad.push(format!("line {}: {:?}: got {:?}, transformers {:?}", c.line, c.text, enc.get_ids(), c.ids));
+            bad.push(format!(
+                "line {}: {:?}: got {:?}, transformers {:?}",
+                c.line,
+                c.text,
+                enc.get_ids(),
+                c.ids
+            ));
         }
     }
-    assert!(bad.is_empty(), "{} of {} cases differ:\n{}", bad.len(), all.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} cases differ:\n{}",
+        bad.len(),
+        all.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -93,8 +111,17 @@ fn decoding_round_trips() {
         assert_eq!(c.ids.first(), Some(&1), "line {}: no BOS", c.line);
         let got = t.decode(&c.ids[1..], false).expect("decode");
         if got != c.decoded {
-            bad.push(format!("line {}: {:?}: got {:?}, transformers {:?}", c.line, c.ids, got, c.decoded));
+            bad.push(format!(
+                "line {}: {:?}: got {:?}, transformers {:?}",
+                c.line, c.ids, got, c.decoded
+            ));
         }
     }
-    assert!(bad.is_empty(), "{} of {} cases differ:\n{}", bad.len(), all.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} cases differ:\n{}",
+        bad.len(),
+        all.len(),
+        bad.join("\n")
+    );
 }

@@ -310,7 +310,14 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
                 .input("x", &ins[0])
                 .weight("weight", ctx, weight)
                 .weight("bias", ctx, bias)
-                .param("state", CType::Ptr(sd), Arg::State { id: *state, part: 0 })
+                .param(
+                    "state",
+                    CType::Ptr(sd),
+                    Arg::State {
+                        id: *state,
+                        part: 0,
+                    },
+                )
                 .output(&out)
                 .scalar("seq", Arg::Seq)
                 .finish(
@@ -365,12 +372,19 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
                 .param(
                     "state",
                     CType::Ptr(DType::F32),
-                    Arg::State { id: *state, part: 0 },
+                    Arg::State {
+                        id: *state,
+                        part: 0,
+                    },
                 )
                 .output(&out)
                 .scalar("seq", Arg::Seq)
                 .finish(
-                    [Extent::Const(*heads as u32), Extent::Batch, Extent::Const(1)],
+                    [
+                        Extent::Const(*heads as u32),
+                        Extent::Batch,
+                        Extent::Const(1),
+                    ],
                     32 * SCAN_WARPS,
                 )]
         }
@@ -393,7 +407,11 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
                 .weight("weight", ctx, weight)
                 .output(&out)
                 .finish(
-                    [one_per_row(), Extent::Const(*groups as u32), Extent::Const(1)],
+                    [
+                        one_per_row(),
+                        Extent::Const(*groups as u32),
+                        Extent::Const(1),
+                    ],
                     256,
                 )]
         }
@@ -438,7 +456,10 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
     if n != out.width || k != x.width {
         return Err(ctx.err(
             pos,
-            format!("weight [{n}, {k}] for input width {} and output width {}", x.width, out.width),
+            format!(
+                "weight [{n}, {k}] for input width {} and output width {}",
+                x.width, out.width
+            ),
         ));
     }
     let b = Builder::new("", out.dtype)
@@ -449,7 +470,11 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
     Ok(match ctx.phase {
         Phase::Decode => {
             let vec = if x.dtype == spec.dtype {
-                vec_width(spec.dtype, k, &[x.stride, x.offset, spec.row_stride, spec.offset])
+                vec_width(
+                    spec.dtype,
+                    k,
+                    &[x.stride, x.offset, spec.row_stride, spec.offset],
+                )
             } else {
                 1
             };
@@ -514,7 +539,10 @@ fn attention(
         }) if *kh == kv_heads && *head_dim == d => *dtype,
         _ => return Err(ctx.err(pos, format!("state {cache} is not a matching KV cache"))),
     };
-    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || (rope_theta.is_some() && !d.is_multiple_of(2)) {
+    if kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+        || (rope_theta.is_some() && !d.is_multiple_of(2))
+    {
         return Err(ctx.err(pos, format!("{heads} heads, {kv_heads} kv heads, d = {d}")));
     }
     let inv_freq = rope_theta
@@ -549,7 +577,11 @@ fn attention(
         .scalar("seq", Arg::Seq)
         .scalar("cap", Arg::Capacity)
         .finish(
-            [one_per_row(), Extent::Const(kv_heads as u32), Extent::Const(1)],
+            [
+                one_per_row(),
+                Extent::Const(kv_heads as u32),
+                Extent::Const(1),
+            ],
             128,
         );
     let (kn, kt, ka) = kcache(CType::ConstPtr(cd));

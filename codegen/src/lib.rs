@@ -17,8 +17,7 @@ pub mod render;
 
 pub use nvrtc::{NvrtcError, NvrtcInfo};
 pub use program::{
-    build_program, Arg, CType, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage,
-    Value,
+    build_program, Arg, CType, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage, Value,
 };
 
 use zamba2c_ir::{Module, PlanError, PlanWriter};

@@ -86,7 +86,10 @@ pub fn compile(kernel: &str, source: &str, path: &str, arch: &str) -> Result<Str
 
 /// Compiles `(kernel, source, path)` jobs on all cores; results in job order, or the first
 /// error in job order.
-pub fn compile_many(jobs: &[(String, String, String)], arch: &str) -> Result<Vec<String>, NvrtcError> {
+pub fn compile_many(
+    jobs: &[(String, String, String)],
+    arch: &str,
+) -> Result<Vec<String>, NvrtcError> {
     compile_many_with(jobs, |(k, s, p)| compile(k, s, p, arch))
 }
 

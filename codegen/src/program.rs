@@ -79,7 +79,10 @@ pub enum Arg {
 pub enum Extent {
     Const(u32),
     /// `ceil(B·T·mul / div)`.
-    Rows { mul: usize, div: usize },
+    Rows {
+        mul: usize,
+        div: usize,
+    },
     /// `B`.
     Batch,
 }
@@ -426,9 +429,14 @@ impl GraphBuilder<'_> {
         at: &At,
     ) -> Result<usize, CodegenError> {
         if let Op::Slice { start, len } = op {
-            let src = *ins.first().ok_or_else(|| self.err(at, "slice without an operand"))?;
+            let src = *ins
+                .first()
+                .ok_or_else(|| self.err(at, "slice without an operand"))?;
             if start + len > src.width {
-                return Err(self.err(at, format!("slice {start}..{} of width {}", start + len, src.width)));
+                return Err(self.err(
+                    at,
+                    format!("slice {start}..{} of width {}", start + len, src.width),
+                ));
             }
             self.values.push(Value {
                 node: None,
@@ -454,10 +462,9 @@ impl GraphBuilder<'_> {
                 let mut sins = Vec::with_capacity(s.operands.len());
                 for o in &s.operands {
                     let v = match *o {
-                        FusedOperand::Input(j) => ins
-                            .get(j)
-                            .map(|x| x.value)
-                            .ok_or_else(|| self.err(&step_at, format!("reads missing input {j}")))?,
+                        FusedOperand::Input(j) => ins.get(j).map(|x| x.value).ok_or_else(|| {
+                            self.err(&step_at, format!("reads missing input {j}"))
+                        })?,
                         FusedOperand::Step(j) if j < i => outs[j],
                         FusedOperand::Step(j) => {
                             return Err(self.err(&step_at, format!("reads step {j}, not earlier")))

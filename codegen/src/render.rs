@@ -8,17 +8,35 @@ use crate::CodegenError;
 
 /// Every template, by name (`<family>.cu`, plus the prelude and the shared header).
 pub const TEMPLATES: &[(&str, &str)] = &[
-    ("z2c_common.cuh", include_str!("../../templates/z2c_common.cuh")),
+    (
+        "z2c_common.cuh",
+        include_str!("../../templates/z2c_common.cuh"),
+    ),
     ("prelude.cu", include_str!("../../templates/prelude.cu")),
     ("embedding.cu", include_str!("../../templates/embedding.cu")),
     ("rms_norm.cu", include_str!("../../templates/rms_norm.cu")),
-    ("elementwise.cu", include_str!("../../templates/elementwise.cu")),
+    (
+        "elementwise.cu",
+        include_str!("../../templates/elementwise.cu"),
+    ),
     ("concat.cu", include_str!("../../templates/concat.cu")),
-    ("linear_gemv.cu", include_str!("../../templates/linear_gemv.cu")),
-    ("linear_gemm.cu", include_str!("../../templates/linear_gemm.cu")),
-    ("causal_conv1d.cu", include_str!("../../templates/causal_conv1d.cu")),
+    (
+        "linear_gemv.cu",
+        include_str!("../../templates/linear_gemv.cu"),
+    ),
+    (
+        "linear_gemm.cu",
+        include_str!("../../templates/linear_gemm.cu"),
+    ),
+    (
+        "causal_conv1d.cu",
+        include_str!("../../templates/causal_conv1d.cu"),
+    ),
     ("ssm_scan.cu", include_str!("../../templates/ssm_scan.cu")),
-    ("gated_rms_norm.cu", include_str!("../../templates/gated_rms_norm.cu")),
+    (
+        "gated_rms_norm.cu",
+        include_str!("../../templates/gated_rms_norm.cu"),
+    ),
     ("kv_append.cu", include_str!("../../templates/kv_append.cu")),
     ("attention.cu", include_str!("../../templates/attention.cu")),
 ];

@@ -28,9 +28,21 @@ fn config(extra: serde_json::Value) -> Zamba2Config {
 fn modules() -> Vec<(String, Module)> {
     let cases = [
         ("mha_norope_f32", json!({}), DType::F32),
-        ("gqa_rope_ngroups2_bf16", json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}), DType::BF16),
-        ("adapters_rope_f32", json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}), DType::F32),
-        ("wide_bf16", json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1}), DType::BF16),
+        (
+            "gqa_rope_ngroups2_bf16",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+            DType::BF16,
+        ),
+        (
+            "adapters_rope_f32",
+            json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}),
+            DType::F32,
+        ),
+        (
+            "wide_bf16",
+            json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1}),
+            DType::BF16,
+        ),
     ];
     let mut out = Vec::new();
     for (name, extra, dtype) in cases {
@@ -41,7 +53,12 @@ fn modules() -> Vec<(String, Module)> {
         zamba2c_passes::fuse::fuse_mlp(&mut f);
         zamba2c_passes::fuse::fuse_mixer(&mut f);
         zamba2c_passes::fuse::eliminate_dead_nodes(&mut f);
-        let fused = f.prompt.g.node_weights().filter(|n| n.op.is_fused()).count();
+        let fused = f
+            .prompt
+            .g
+            .node_weights()
+            .filter(|n| n.op.is_fused())
+            .count();
         assert!(fused > 0, "{name}: the passes fused nothing");
         out.push((name.to_string(), m));
         out.push((format!("{name}_fused"), f));
@@ -60,13 +77,22 @@ fn emit_is_deterministic_and_named() {
             assert!(k.name.starts_with("z2c_"), "{}", k.name);
             assert!(k.source.contains("void __launch_bounds__"), "{}", k.name);
             assert!(k.source.contains(&k.name));
-            assert!(!k.source.contains("{{") && !k.source.contains("{%"), "{}: unrendered template", k.name);
+            assert!(
+                !k.source.contains("{{") && !k.source.contains("{%"),
+                "{}: unrendered template",
+                k.name
+            );
         }
         let p = build_program(&m).expect("program");
         for g in [&p.prompt, &p.decode] {
             for l in &g.launches {
                 let k = &p.kernels[&l.kernel];
-                assert_eq!(k.params.len(), l.args.len(), "{}: params and args differ", k.name);
+                assert_eq!(
+                    k.params.len(),
+                    l.args.len(),
+                    "{}: params and args differ",
+                    k.name
+                );
             }
         }
     }
@@ -76,7 +102,10 @@ fn emit_is_deterministic_and_named() {
 fn every_kernel_compiles_with_nvrtc_for_sm_90() {
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
-            panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded (LD_LIBRARY_PATH={:?})", std::env::var("LD_LIBRARY_PATH"));
+            panic!(
+                "ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded (LD_LIBRARY_PATH={:?})",
+                std::env::var("LD_LIBRARY_PATH")
+            );
         }
         eprintln!("note: NVRTC not found, skipping the NVRTC compile test (set ZAMBA2C_REQUIRE_NVRTC=1 to make this a failure)");
         return;
@@ -89,9 +118,22 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90() {
         for k in &ks {
             let (arch, ptx) = k.ptx.as_ref().expect("compiled");
             assert_eq!(arch, "sm_90");
-            assert!(ptx.contains(".target sm_90"), "{}: PTX does not target sm_90", k.name);
-            assert!(ptx.contains(".version 9.0"), "{}: PTX ISA is not 9.0:\n{}", k.name, &ptx[..ptx.len().min(400)]);
-            assert!(ptx.contains(&format!(".entry {}(", k.name)), "{}: entry point missing", k.name);
+            assert!(
+                ptx.contains(".target sm_90"),
+                "{}: PTX does not target sm_90",
+                k.name
+            );
+            assert!(
+                ptx.contains(".version 9.0"),
+                "{}: PTX ISA is not 9.0:\n{}",
+                k.name,
+                &ptx[..ptx.len().min(400)]
+            );
+            assert!(
+                ptx.contains(&format!(".entry {}(", k.name)),
+                "{}: entry point missing",
+                k.name
+            );
         }
         total += ks.len();
     }

@@ -86,7 +86,11 @@ pub fn tiny_checkpoint_bytes() -> Vec<u8> {
             let vals: Vec<u8> = (0..n)
                 .flat_map(|i| {
                     let x = ((i * 7 + k * 13) % 17) as f32 / 17.0 - 0.5;
-                    let x = if name.ends_with("norm.weight") { 1.0 + 0.1 * x } else { 0.3 * x };
+                    let x = if name.ends_with("norm.weight") {
+                        1.0 + 0.1 * x
+                    } else {
+                        0.3 * x
+                    };
                     x.to_le_bytes()
                 })
                 .collect();
@@ -96,8 +100,9 @@ pub fn tiny_checkpoint_bytes() -> Vec<u8> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
         .map(|(name, shape, bytes)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("consistent view");
+            let v =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("consistent view");
             (name.clone(), v)
         })
         .collect();
@@ -127,8 +132,13 @@ pub fn tiny_sharded_input() -> Vec<u8> {
 /// A scratch directory for this process (the fuzzer runs one input at a time).
 fn scratch() -> &'static Path {
     static D: OnceLock<tempfile::TempDir> = OnceLock::new();
-    D.get_or_init(|| tempfile::Builder::new().prefix("zamba2c-fuzz-").tempdir().expect("tempdir"))
-        .path()
+    D.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("zamba2c-fuzz-")
+            .tempdir()
+            .expect("tempdir")
+    })
+    .path()
 }
 
 /// Serialises harness calls that share the scratch directory (the regression test runs them
@@ -140,7 +150,10 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// Every error the loaders return is shown to the user as one line.
 fn one_line(what: &str, msg: &str) {
-    assert!(!msg.contains('\n'), "{what}: the error message has several lines: {msg:?}");
+    assert!(
+        !msg.contains('\n'),
+        "{what}: the error message has several lines: {msg:?}"
+    );
     assert!(!msg.is_empty(), "{what}: empty error message");
 }
 
@@ -158,10 +171,16 @@ pub fn fuzz_config(data: &[u8]) {
     let from_file = Zamba2Config::from_file(&path);
     if let Err(e) = &from_file {
         one_line("config from_file", &e.to_string());
-        assert!(e.to_string().starts_with(&path.display().to_string()), "the error does not name the file: {e}");
+        assert!(
+            e.to_string().starts_with(&path.display().to_string()),
+            "the error does not name the file: {e}"
+        );
     }
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
-        assert!(from_file.is_err(), "from_file accepted bytes that are not JSON");
+        assert!(
+            from_file.is_err(),
+            "from_file accepted bytes that are not JSON"
+        );
         return;
     };
     let c = match Zamba2Config::from_value(Path::new("config.json"), &v) {
@@ -205,7 +224,11 @@ fn write_checkpoint_input(dir: &Path, data: &[u8]) -> bool {
     let Some((&mode, rest)) = data.split_first() else {
         return false;
     };
-    for f in ["model.safetensors", "model.safetensors.index.json", SHARD_NAME] {
+    for f in [
+        "model.safetensors",
+        "model.safetensors.index.json",
+        SHARD_NAME,
+    ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     if mode & 1 == 0 {
@@ -243,7 +266,10 @@ pub fn fuzz_checkpoint(data: &[u8]) {
         Err(e) => {
             let s = e.to_string();
             one_line("Checkpoint::open", &s);
-            assert!(s.starts_with(&dir_s), "the error does not name a file of the checkpoint: {s}");
+            assert!(
+                s.starts_with(&dir_s),
+                "the error does not name a file of the checkpoint: {s}"
+            );
             return;
         }
     };
@@ -256,8 +282,15 @@ pub fn fuzz_checkpoint(data: &[u8]) {
         match ck.tensor_f32(name, spec) {
             Ok(v) => {
                 assert!(checked.is_ok() || !v.is_empty() || spec.numel() == 0);
-                assert_eq!(v.len(), spec.numel(), "tensor_f32({name}) returned a wrong length");
-                assert!(v.iter().all(|x| x.is_finite()), "tensor_f32({name}) returned a non-finite value");
+                assert_eq!(
+                    v.len(),
+                    spec.numel(),
+                    "tensor_f32({name}) returned a wrong length"
+                );
+                assert!(
+                    v.iter().all(|x| x.is_finite()),
+                    "tensor_f32({name}) returned a non-finite value"
+                );
             }
             Err(e) => one_line("tensor_f32", &e.to_string()),
         }
@@ -267,17 +300,24 @@ pub fn fuzz_checkpoint(data: &[u8]) {
         match ck.write_plan_weights(m, &out, &mut |_, _| {}) {
             Ok(()) => {
                 let bytes = std::fs::read(&out).expect("read the written weights");
-                let st = safetensors::SafeTensors::deserialize(&bytes).expect("the written weights are valid safetensors");
+                let st = safetensors::SafeTensors::deserialize(&bytes)
+                    .expect("the written weights are valid safetensors");
                 assert_eq!(st.len(), m.weights.len());
             }
             Err(e) => {
                 one_line("write_plan_weights", &e.to_string());
-                assert!(!out.exists(), "a failed write_plan_weights left its output behind");
+                assert!(
+                    !out.exists(),
+                    "a failed write_plan_weights left its output behind"
+                );
             }
         }
         let _ = std::fs::remove_file(&out);
         let partial = scratch().join("weights-out.safetensors.partial");
-        assert!(!partial.exists(), "write_plan_weights left a .partial file behind");
+        assert!(
+            !partial.exists(),
+            "write_plan_weights left a .partial file behind"
+        );
     }
 }
 
@@ -299,9 +339,11 @@ pub fn tiny_plan_files() -> &'static BTreeMap<String, Vec<u8>> {
         ck.check(&module).expect("the tiny checkpoint checks");
         let out = root.path().join("plan");
         let mut w = PlanWriter::create(&out).expect("plan writer");
-        w.write("module.json", module.to_json().as_bytes()).expect("write module");
+        w.write("module.json", module.to_json().as_bytes())
+            .expect("write module");
         let wp = w.file_path("weights.safetensors").expect("path");
-        ck.write_plan_weights(&module, &wp, &mut |_, _| {}).expect("weights");
+        ck.write_plan_weights(&module, &wp, &mut |_, _| {})
+            .expect("weights");
         w.finish(PlanInfo {
             created_by: "zamba2c-fuzz".into(),
             dtype: DType::F32,
@@ -314,7 +356,12 @@ pub fn tiny_plan_files() -> &'static BTreeMap<String, Vec<u8>> {
         .expect("finish");
         ["manifest.json", "module.json", "weights.safetensors"]
             .iter()
-            .map(|f| (f.to_string(), std::fs::read(out.join(f)).expect("read plan file")))
+            .map(|f| {
+                (
+                    f.to_string(),
+                    std::fs::read(out.join(f)).expect("read plan file"),
+                )
+            })
             .collect()
     })
 }
@@ -345,14 +392,21 @@ pub fn fuzz_plan(data: &[u8]) {
         let mut man: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
         let e = zamba2c_ir::plan::hash_file(&dir.join(target)).expect("hash");
         man["files"][target] = serde_json::to_value(e).expect("entry");
-        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&man).expect("json")).expect("write");
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(&man).expect("json"),
+        )
+        .expect("write");
     }
     let plan = match Plan::open(&dir) {
         Ok(p) => p,
         Err(e) => {
             let s = e.to_string();
             one_line("Plan::open", &s);
-            assert!(s.starts_with(&dir.display().to_string()), "the error does not name a plan file: {s}");
+            assert!(
+                s.starts_with(&dir.display().to_string()),
+                "the error does not name a plan file: {s}"
+            );
             return;
         }
     };
@@ -376,9 +430,17 @@ pub fn fuzz_plan(data: &[u8]) {
     let v = c.vocab_size as u32;
     match engine.prefill(&[1 % v, 2 % v]) {
         Ok(l) => {
-            assert_eq!(l.len(), 2 * c.vocab_size, "prefill returned a wrong number of logits");
+            assert_eq!(
+                l.len(),
+                2 * c.vocab_size,
+                "prefill returned a wrong number of logits"
+            );
             if let Ok(l) = engine.decode_step(3 % v) {
-                assert_eq!(l.len(), c.vocab_size, "decode_step returned a wrong number of logits");
+                assert_eq!(
+                    l.len(),
+                    c.vocab_size,
+                    "decode_step returned a wrong number of logits"
+                );
             }
         }
         Err(e) => one_line("prefill", &e.to_string()),
@@ -425,7 +487,10 @@ pub fn fuzz_tokens(data: &[u8]) {
         }
     };
     assert!(!ids.is_empty());
-    assert!(ids.iter().all(|&i| (i as usize) < vocab), "an id at or above vocab_size was accepted");
+    assert!(
+        ids.iter().all(|&i| (i as usize) < vocab),
+        "an id at or above vocab_size was accepted"
+    );
     if v != 0 || ids.len() > 64 {
         return;
     }
@@ -433,7 +498,10 @@ pub fn fuzz_tokens(data: &[u8]) {
     e.reset();
     match e.prefill(&ids) {
         Ok(l) => {
-            assert!(ids.len() <= 8, "a prompt longer than the context was accepted");
+            assert!(
+                ids.len() <= 8,
+                "a prompt longer than the context was accepted"
+            );
             assert_eq!(l.len(), ids.len() * 16);
             // Decode until the context is full, then one more must be refused.
             let mut pos = ids.len();
@@ -445,7 +513,10 @@ pub fn fuzz_tokens(data: &[u8]) {
             assert!(r.is_err(), "a decode step past the context was accepted");
         }
         Err(err) => {
-            assert!(ids.len() > 8, "a prompt within the context was refused: {err}");
+            assert!(
+                ids.len() > 8,
+                "a prompt within the context was refused: {err}"
+            );
             one_line("prefill", &err.to_string());
         }
     }
@@ -456,7 +527,10 @@ pub fn committed_inputs(fuzz_dir: &Path, target: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for sub in ["corpus", "artifacts"] {
         if let Ok(rd) = std::fs::read_dir(fuzz_dir.join(sub).join(target)) {
-            v.extend(rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()));
+            v.extend(
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file()),
+            );
         }
     }
     v.sort();

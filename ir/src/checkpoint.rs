@@ -315,7 +315,10 @@ impl Checkpoint {
     fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
         self.tensors
             .get(name)
-            .or_else(|| self.tensors.get(&untied_block_fallback(&self.config, name)?))
+            .or_else(|| {
+                self.tensors
+                    .get(&untied_block_fallback(&self.config, name)?)
+            })
             .ok_or_else(|| CheckpointError::Missing {
                 path: self.source.clone(),
                 tensor: name.to_string(),
@@ -603,13 +606,11 @@ fn ignorable(c: &Zamba2Config, name: &str) -> bool {
             .and_then(|r| r.split_once('.'))
             .is_some_and(|(slot, tail)| {
                 matches!(tail, "0.weight" | "1.weight")
-                    && slot
-                        .parse::<usize>()
-                        .is_ok_and(|s| {
-                            // Slots of other blocks (rule 3); in an untied model's per-layer
-                            // copy, every slot but the layer's own ordinal is unused too.
-                            s < hyb.len() && (s % nmb != block || (!c.tie_word_embeddings && s != k))
-                        })
+                    && slot.parse::<usize>().is_ok_and(|s| {
+                        // Slots of other blocks (rule 3); in an untied model's per-layer
+                        // copy, every slot but the layer's own ordinal is unused too.
+                        s < hyb.len() && (s % nmb != block || (!c.tie_word_embeddings && s != k))
+                    })
             })
     })
 }
@@ -668,11 +669,16 @@ fn open_shard(path: &Path) -> Result<(Shard, Vec<(String, Entry)>), CheckpointEr
     // modified or truncated while zamba2c runs; as with any mmap, a concurrent writer would
     // be a user error (truncation would raise SIGBUS, not read out of bounds).
     let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(path, format!("mmap failed: {e}")))?;
+    let header_len = n as usize;
     let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
         let why = match e {
             safetensors::SafeTensorError::MetadataIncompleteBuffer => {
                 "the tensors' data does not end exactly at the end of the file (truncated or padded)"
                     .to_string()
+            }
+            safetensors::SafeTensorError::InvalidOffset(_) => {
+                diagnose_offsets(&map[8..8 + header_len], map.len() - 8 - header_len)
+                    .unwrap_or_else(|| e.to_string())
             }
             e => e.to_string(),
         };
@@ -702,4 +708,38 @@ fn open_shard(path: &Path) -> Result<(Shard, Vec<(String, Entry)>), CheckpointEr
         },
         entries,
     ))
+}
+
+/// Names the tensor whose `data_offsets` break a safetensors file's layout. The safetensors
+/// crate reports the tensor where it noticed the break (the one after a gap), which is often
+/// not the one that is wrong; this looks at every tensor's offsets against the data's size and
+/// against each other. `None` when it finds nothing more specific.
+fn diagnose_offsets(header: &[u8], data_len: usize) -> Option<String> {
+    let v: Value = serde_json::from_slice(header).ok()?;
+    let mut spans = Vec::new();
+    for (name, t) in v.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let o = t.get("data_offsets")?.as_array()?;
+        let (s, e) = (o.first()?.as_u64()?, o.get(1)?.as_u64()?);
+        if e < s {
+            return Some(format!(
+                "tensor {name}: data_offsets [{s}, {e}] end before they start"
+            ));
+        }
+        if e > data_len as u64 {
+            return Some(format!(
+                "tensor {name}: data_offsets [{s}, {e}] reach past the end of the data ({data_len} bytes)"
+            ));
+        }
+        spans.push((s, e, name));
+    }
+    spans.sort();
+    spans.windows(2).find(|w| w[1].0 < w[0].1).map(|w| {
+        format!(
+            "tensors {} [{}, {}] and {} [{}, {}]: data_offsets overlap",
+            w[0].2, w[0].0, w[0].1, w[1].2, w[1].0, w[1].1
+        )
+    })
 }

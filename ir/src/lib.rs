@@ -4,9 +4,9 @@
 pub mod checkpoint;
 pub mod config;
 pub mod fused;
-pub mod memory;
 pub mod graph;
 pub mod lower;
+pub mod memory;
 pub mod op;
 pub mod verify;
 

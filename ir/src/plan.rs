@@ -149,7 +149,7 @@ impl PlanWriter {
         if !parent.is_dir() {
             return Err(PlanError::new(
                 target,
-                "the parent directory does not exist",
+                format!("cannot write: {} is not a directory", parent.display()),
             ));
         }
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -283,18 +283,23 @@ impl Plan {
         }
         let mp = dir.join("manifest.json");
         let raw: serde_json::Value = read_json_file(&mp)?;
-        let fmt = raw.get("format").and_then(|v| v.as_str());
-        if fmt != Some(FORMAT) {
+        let shown =
+            |v: Option<&serde_json::Value>| v.map_or("missing".to_string(), |v| v.to_string());
+        let fmt = raw.get("format");
+        if fmt.and_then(|v| v.as_str()) != Some(FORMAT) {
             return Err(PlanError::new(
                 &mp,
-                format!("format: {fmt:?} is not a zamba2c plan"),
+                format!(
+                    "format: {} is not {FORMAT:?}: not a zamba2c plan",
+                    shown(fmt)
+                ),
             ));
         }
-        let ver = raw.get("format_version").and_then(|v| v.as_u64());
-        if ver != Some(FORMAT_VERSION as u64) {
+        let ver = raw.get("format_version");
+        if ver.and_then(|v| v.as_u64()) != Some(FORMAT_VERSION as u64) {
             return Err(PlanError::new(
                 &mp,
-                format!("format_version: plan has {ver:?}, this zamba2c reads version {FORMAT_VERSION}; recompile the plan"),
+                format!("format_version: the plan has {}, this zamba2c reads version {FORMAT_VERSION}; recompile the plan", shown(ver)),
             ));
         }
         let manifest: Manifest = serde_json::from_value(raw)

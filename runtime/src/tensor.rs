@@ -11,7 +11,10 @@ impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        Tensor { shape, data: vec![0.0; n] }
+        Tensor {
+            shape,
+            data: vec![0.0; n],
+        }
     }
     /// Wraps data; `data.len()` must equal the product of `shape`.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {

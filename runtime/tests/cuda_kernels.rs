@@ -52,9 +52,15 @@ fn check(name: &str, m: &Module, tokens: &[u32], steps: usize) {
     gpu.reset();
     let b = gpu.prefill(tokens).expect("prefill after reset");
     let scale = b.iter().fold(0f32, |s, x| s.max(x.abs())).max(1e-6);
-    let diff = a.iter().zip(&b).fold(0f32, |s, (x, y)| s.max((x - y).abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |s, (x, y)| s.max((x - y).abs()));
     let tol = if m.dtype == DType::F32 { 1e-4 } else { 5e-2 };
-    assert!(diff / scale <= tol, "{name}: chunked prefill differs by {diff} (scale {scale})");
+    assert!(
+        diff / scale <= tol,
+        "{name}: chunked prefill differs by {diff} (scale {scale})"
+    );
 }
 
 fn tokens(n: usize, vocab: usize) -> Vec<u32> {
@@ -66,11 +72,31 @@ fn kernels_match_cpu_on_tiny_modules() {
     let cases = [
         ("mha_norope_f32", json!({}), DType::F32),
         ("mha_norope_bf16", json!({}), DType::BF16),
-        ("gqa_rope_ngroups2_f32", json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}), DType::F32),
-        ("gqa_rope_ngroups2_bf16", json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}), DType::BF16),
-        ("adapters_rope_f32", json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}), DType::F32),
-        ("wide_f32", json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 136}), DType::F32),
-        ("wide_bf16", json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 136}), DType::BF16),
+        (
+            "gqa_rope_ngroups2_f32",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+            DType::F32,
+        ),
+        (
+            "gqa_rope_ngroups2_bf16",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+            DType::BF16,
+        ),
+        (
+            "adapters_rope_f32",
+            json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}),
+            DType::F32,
+        ),
+        (
+            "wide_f32",
+            json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 136}),
+            DType::F32,
+        ),
+        (
+            "wide_bf16",
+            json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 136}),
+            DType::BF16,
+        ),
     ];
     for (name, extra, dtype) in cases {
         let m = lower(&config(extra), dtype);
@@ -93,10 +119,17 @@ fn kernels_match_cpu_on_fixture_configs() {
         .filter(|p| p.join("config.json").is_file())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no fixture models under {}", models.display());
+    assert!(
+        !dirs.is_empty(),
+        "no fixture models under {}",
+        models.display()
+    );
     for d in dirs {
         let c = Zamba2Config::from_file(&d.join("config.json")).expect("fixture config");
-        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for dtype in [DType::F32, DType::BF16] {
             let m = lower(&c, dtype);
             check(&format!("{name}_{dtype}"), &m, &tokens(13, c.vocab_size), 3);

@@ -36,15 +36,26 @@ pub struct CompileArgs {
     /// Write the IR after each pass (text and Graphviz DOT) into this directory.
     #[arg(long, value_name = "DIR")]
     pub dump_ir: Option<PathBuf>,
+    /// Also compile every kernel with NVRTC for this GPU architecture (e.g. sm_90) and store
+    /// the PTX in the plan; needs libnvrtc.so.13 (no GPU).
+    #[arg(long)]
+    pub arch: Option<String>,
 }
 
 pub fn main(a: CompileArgs) -> Result<()> {
-    let dtype = DType::parse_float(&a.dtype).with_context(|| format!("--dtype: {:?} is not one of f32, bf16, f16", a.dtype))?;
+    let dtype = DType::parse_float(&a.dtype)
+        .with_context(|| format!("--dtype: {:?} is not one of f32, bf16, f16", a.dtype))?;
     if !a.model_dir.is_dir() {
-        bail!("{}: not a checkpoint directory (does not exist or is not a directory)", a.model_dir.display());
+        bail!(
+            "{}: not a checkpoint directory (does not exist or is not a directory)",
+            a.model_dir.display()
+        );
     }
     let (config, checkpoint) = if a.dummy_weights {
-        (Zamba2Config::from_file(&a.model_dir.join("config.json"))?, None)
+        (
+            Zamba2Config::from_file(&a.model_dir.join("config.json"))?,
+            None,
+        )
     } else {
         let ck = Checkpoint::open(&a.model_dir)?;
         (ck.config().clone(), Some(ck))
@@ -69,6 +80,13 @@ pub fn main(a: CompileArgs) -> Result<()> {
         None => WeightsSource::Dummy { seed: a.seed },
     };
     let tokenizer = copy_tokenizer(&a.model_dir, &mut w)?;
+    if let Some(arch) = &a.arch {
+        if !arch.starts_with("sm_") || arch[3..].parse::<u32>().is_err() {
+            bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
+        }
+    }
+    let kernels = zamba2c_codegen::emit(&module, a.arch.as_deref())?;
+    zamba2c_codegen::write_kernels(&mut w, &kernels)?;
     let manifest = w.finish(PlanInfo {
         created_by: format!("zamba2c {}", env!("CARGO_PKG_VERSION")),
         dtype,
@@ -76,15 +94,20 @@ pub fn main(a: CompileArgs) -> Result<()> {
         tokenizer,
         opt_level: a.opt_level,
         passes,
-        arch: None,
+        arch: a.arch.clone(),
     })?;
     eprintln!(
-        "compiled {} -> {} ({} weights, {} prompt nodes, {} decode nodes, {} files)",
+        "compiled {} -> {} ({} weights, {} prompt nodes, {} decode nodes, {} kernels{}, {} files)",
         a.model_dir.display(),
         a.out.display(),
         module.weights.len(),
         module.prompt.len(),
         module.decode.len(),
+        kernels.len(),
+        a.arch
+            .as_deref()
+            .map(|x| format!(" compiled for {x}"))
+            .unwrap_or_default(),
         manifest.files.len() + 1
     );
     Ok(())
@@ -93,10 +116,16 @@ pub fn main(a: CompileArgs) -> Result<()> {
 /// Copies the checkpoint's tokenizer files into the plan, so `run` needs only the plan.
 fn copy_tokenizer(model_dir: &Path, w: &mut PlanWriter) -> Result<Option<String>> {
     let mut main = None;
-    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
         let src = model_dir.join(name);
         if src.is_file() {
-            let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
             w.write(name, &bytes)?;
             if name == "tokenizer.json" {
                 main = Some(name.to_string());

@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use zamba2c_ir::Plan;
 use zamba2c_runtime::cpu::CpuEngine;
+use zamba2c_runtime::cuda::CudaEngine;
 use zamba2c_runtime::Engine;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -14,23 +15,28 @@ pub enum Device {
     Cuda,
 }
 
-/// Loads `plan` onto `device`.
+/// Loads `plan` onto `device`, with KV room for the model's `max_position_embeddings`.
 pub fn open_engine(plan: &Plan, device: Device) -> Result<Box<dyn Engine>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuEngine::new(plan)?)),
-        Device::Cuda => bail!("--device cuda: this build has no CUDA backend yet"),
+        Device::Cuda => {
+            let ctx = plan.module.config.max_position_embeddings;
+            Ok(Box::new(
+                CudaEngine::new(plan, ctx).context("--device cuda")?,
+            ))
+        }
     }
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it and a rename, so a failed or
 /// interrupted write leaves the old file or none.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let (dir, name) = check_out_path(path)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = write(&tmp).and_then(|_| {
         std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
     });
@@ -38,4 +44,28 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Checks that a file can be created at `path` (its directory exists, and `path` is not a
+/// directory), so a command fails before its work rather than after; returns the directory and
+/// the file name.
+pub fn check_out_path(path: &Path) -> Result<(std::path::PathBuf, std::ffi::OsString)> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{}: cannot write: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        anyhow::bail!("{}: cannot write: is a directory", path.display());
+    }
+    Ok((dir, name.to_os_string()))
 }

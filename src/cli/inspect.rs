@@ -32,10 +32,19 @@ pub fn main(a: InspectArgs) -> Result<()> {
     let m = &plan.module;
     match a.format {
         Format::Text => {
-            println!("plan {} (format {}, {}, dtype {})", a.plan.display(), plan.manifest.format_version, plan.manifest.created_by, m.dtype);
+            println!(
+                "plan {} (format {}, {}, dtype {})",
+                a.plan.display(),
+                plan.manifest.format_version,
+                plan.manifest.created_by,
+                m.dtype
+            );
             println!("passes:");
             for p in &plan.manifest.passes {
-                println!("  {:<32} prompt {:>6} nodes   decode {:>6} nodes", p.name, p.prompt_nodes, p.decode_nodes);
+                println!(
+                    "  {:<32} prompt {:>6} nodes   decode {:>6} nodes",
+                    p.name, p.prompt_nodes, p.decode_nodes
+                );
             }
             let wbytes: usize = m.weights.values().map(|w| w.bytes()).sum();
             println!("weights: {} tensors, {} bytes", m.weights.len(), wbytes);

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use zamba2c_ir::Plan;
 
-use super::engine::{open_engine, write_atomic, Device};
+use super::engine::{check_out_path, open_engine, write_atomic, Device};
 use super::tokens::parse_tokens;
 
 /// Write the logits at every position of a token sequence to a safetensors file
@@ -37,9 +37,20 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     let plan = Plan::open(&a.plan)?;
     let vocab = plan.module.config.vocab_size;
     let tokens = parse_tokens(&a.tokens, vocab)?;
+    let max = plan.module.config.max_position_embeddings;
+    if tokens.len() > max {
+        bail!(
+            "--tokens: {} tokens, more than the plan allows ({max} tokens: the model's max_position_embeddings)",
+            tokens.len()
+        );
+    }
+    check_out_path(&a.out).context("--out")?;
     let k = a.decode_from.unwrap_or(tokens.len());
     if k == 0 || k > tokens.len() {
-        bail!("--decode-from: {k} must be between 1 and the number of tokens ({})", tokens.len());
+        bail!(
+            "--decode-from: {k} must be between 1 and the number of tokens ({})",
+            tokens.len()
+        );
     }
     let mut engine = open_engine(&plan, a.device)?;
     let mut logits = engine.prefill(&tokens[..k])?;
@@ -47,10 +58,14 @@ pub fn main(a: LogitsArgs) -> Result<()> {
         logits.extend(engine.decode_step(t)?);
     }
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![tokens.len(), vocab], &bytes)
-        .context("logits tensor")?;
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![tokens.len(), vocab],
+        &bytes,
+    )
+    .context("logits tensor")?;
     write_atomic(&a.out, |tmp| {
         safetensors::serialize_to_file([("logits", view)], None, tmp)
-            .with_context(|| format!("{}: cannot write", a.out.display()))
+            .map_err(|e| anyhow!("{}: cannot write: {e}", a.out.display()))
     })
 }

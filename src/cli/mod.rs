@@ -1,5 +1,6 @@
 //! Subcommands of the `zamba2c` CLI and the helpers they share.
 
+mod bench;
 mod compile;
 mod engine;
 mod inspect;
@@ -25,13 +26,17 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     Logits(logits::LogitsArgs),
     Run(run::RunArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs one subcommand.
@@ -41,5 +46,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::main(a),
         Command::Logits(a) => logits::main(a),
         Command::Run(a) => run::main(a),
+        Command::Bench(a) => bench::main(a),
     }
 }

@@ -19,16 +19,17 @@ use super::tokens::parse_tokens;
 
 /// Continue a prompt with the model, printing the text as it is generated.
 ///
-/// The prompt is text (--prompt, --prompt-file, or standard input when no prompt flag is given),
-/// tokenized with the plan's tokenizer.json (BOS added), or token ids (--tokens). Generation stops
-/// at the end-of-sequence token (from generation_config.json, else config.json), after
-/// --max-new-tokens tokens, or at a --stop string. The default is greedy decoding
-/// (--temperature 0). A timing summary goes to stderr.
+/// The prompt is text (--prompt, --prompt-file, or standard input when no prompt flag is
+/// given), tokenized with the plan's tokenizer.json (BOS added), or token ids (--tokens).
+/// Generation stops at the end-of-sequence token (from generation_config.json, else
+/// config.json, included in the output, as transformers' generate does; not with --ignore-eos), after --max-new-tokens tokens, or at a
+/// --stop string. The default is greedy decoding (--temperature 0). A timing summary goes to
+/// stderr; logs too (RUST_LOG=info).
 ///
 /// Examples:
 ///   zamba2c run plans/demo --prompt "Hello, my name is" --max-new-tokens 16
 ///   echo "Once upon a time" | zamba2c run plans/demo --temperature 0.8 --top-p 0.95 --seed 7
-///   zamba2c run plans/demo --prompt-file prompt.txt --stop "\n\n" --json
+///   zamba2c run plans/demo --prompt-file prompt.txt --stop $'\n\n' --json
 ///   zamba2c run plans/demo --prompts-file prompts.txt --max-new-tokens 32 > results.jsonl
 ///   zamba2c run plans/demo --tokens 1,415,2936 --max-new-tokens 16
 ///   zamba2c run plans/demo --tokens 1,415 --max-new-tokens 8 --json
@@ -38,7 +39,8 @@ use super::tokens::parse_tokens;
 pub struct RunArgs {
     /// The plan directory (from `zamba2c compile`).
     pub plan: PathBuf,
-    /// Comma-separated prompt token ids (works without a tokenizer; prints ids then).
+    /// Comma-separated prompt token ids (works without a tokenizer; prints ids then). Generates
+    /// exactly --max-new-tokens tokens: EOS does not stop an ids-in run.
     #[arg(long, value_name = "IDS")]
     pub tokens: Option<String>,
     /// The prompt text.
@@ -54,19 +56,39 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy (argmax).
-    #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "T",
+        allow_negative_numbers = true
+    )]
     pub temperature: f32,
     /// Sample among the K most likely tokens only (0: all).
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub top_k: usize,
     /// Sample from the smallest set of tokens whose probability adds up to P (1: all).
-    #[arg(long, default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "P",
+        allow_negative_numbers = true
+    )]
     pub top_p: f32,
     /// Drop tokens less likely than P times the most likely one (0: off).
-    #[arg(long, default_value_t = 0.0, value_name = "P", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "P",
+        allow_negative_numbers = true
+    )]
     pub min_p: f32,
     /// Penalise tokens already seen, prompt included (Hugging Face semantics; 1: off).
-    #[arg(long, default_value_t = 1.0, value_name = "R", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "R",
+        allow_negative_numbers = true
+    )]
     pub repetition_penalty: f32,
     /// Random seed for sampling: the same seed gives the same output on the same device.
     /// Without it a random seed is used (printed with --json and in the logs).
@@ -81,10 +103,12 @@ pub struct RunArgs {
     /// Print the prompt text before the generated text.
     #[arg(long)]
     pub echo: bool,
+    /// Where to run the plan.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
-    /// Print one JSON object as the last line of stdout (prompt_tokens, generated_tokens, text,
-    /// timings).
+    /// Print one JSON object as the last line of stdout: prompt_tokens, generated_tokens, text,
+    /// stop_reason, seed, and timings (prompt_ms, decode_ms, prompt_tokens_per_s,
+    /// generated_tokens_per_s).
     #[arg(long)]
     pub json: bool,
     /// No timing summary on stderr.
@@ -217,13 +241,19 @@ pub fn main(a: RunArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         max_context,
         eos,
+        // Ids in, ids out (--tokens) keeps its contract: exactly --max-new-tokens tokens, as the
+        // fidelity references are made (transformers' generate with EOS disabled).
         ignore_eos: a.ignore_eos,
         stops: a.stop.clone(),
     };
 
     let mut engine = open_engine(&plan, a.device)?;
-    let mut sink = Sink { out: std::io::stdout(), closed: false };
-    let (mut total_prompt, mut total_gen, mut total_prompt_s, mut total_decode_s) = (0usize, 0usize, 0.0, 0.0);
+    let mut sink = Sink {
+        out: std::io::stdout(),
+        closed: false,
+    };
+    let (mut total_prompt, mut total_gen, mut total_prompt_s, mut total_decode_s) =
+        (0usize, 0usize, 0.0, 0.0);
     for (index, job) in jobs.iter().enumerate() {
         engine.reset();
         let stream = !multi && tok.is_some();
@@ -232,7 +262,13 @@ pub fn main(a: RunArgs) -> Result<()> {
                 sink.write(t)?;
             }
         }
-        let o = generate(engine.as_mut(), job, &settings, tok.as_ref(), stream.then_some(&mut sink))?;
+        let o = generate(
+            engine.as_mut(),
+            job,
+            &settings,
+            tok.as_ref(),
+            stream.then_some(&mut sink),
+        )?;
         total_prompt += job.ids.len();
         total_gen += o.generated.len();
         total_prompt_s += o.prompt_s;
@@ -265,7 +301,10 @@ pub fn main(a: RunArgs) -> Result<()> {
         }
     }
     if !a.quiet {
-        eprintln!(
+        // Not eprintln!: a closed stderr is no reason to panic.
+        let _ =
+            writeln!(
+            std::io::stderr(),
             "{}prompt: {total_prompt} tokens in {} ({}) | generated: {total_gen} tokens in {} ({})",
             if multi { format!("{} prompts | ", jobs.len()) } else { String::new() },
             fmt_ms(total_prompt_s),
@@ -278,25 +317,43 @@ pub fn main(a: RunArgs) -> Result<()> {
 }
 
 /// The prompts to run, tokenized and checked against the plan.
-fn collect_jobs(a: &RunArgs, tok: Option<&TextTokenizer>, vocab: usize, max_context: usize) -> Result<Vec<Job>> {
+fn collect_jobs(
+    a: &RunArgs,
+    tok: Option<&TextTokenizer>,
+    vocab: usize,
+    max_context: usize,
+) -> Result<Vec<Job>> {
     let mut texts: Vec<(String, String)> = Vec::new();
     if let Some(s) = &a.tokens {
         let ids = parse_tokens(s, vocab)?;
         check_len("--tokens", ids.len(), max_context)?;
-        return Ok(vec![Job { source: "--tokens".into(), text: None, ids }]);
+        return Ok(vec![Job {
+            source: "--tokens".into(),
+            text: None,
+            ids,
+        }]);
     } else if let Some(p) = &a.prompt {
         texts.push(("--prompt".into(), p.clone()));
     } else if let Some(f) = &a.prompt_file {
         let s = read_prompt_file("--prompt-file", f)?;
-        texts.push((format!("--prompt-file {}", f.display()), strip_one_newline(&s).to_string()));
+        texts.push((
+            format!("--prompt-file {}", f.display()),
+            strip_one_newline(&s).to_string(),
+        ));
     } else if let Some(f) = &a.prompts_file {
         let s = read_prompt_file("--prompts-file", f)?;
         for (i, line) in s.lines().enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
-            texts.push((format!("--prompts-file {}: line {}", f.display(), i + 1), line.to_string()));
+            texts.push((
+                format!("--prompts-file {}: line {}", f.display(), i + 1),
+                line.to_string(),
+            ));
         }
         if texts.is_empty() {
-            bail!("--prompts-file {}: has no prompts (one prompt per line)", f.display());
+            bail!(
+                "--prompts-file {}: has no prompts (one prompt per line)",
+                f.display()
+            );
         }
     } else {
         let stdin = std::io::stdin();
@@ -304,8 +361,12 @@ fn collect_jobs(a: &RunArgs, tok: Option<&TextTokenizer>, vocab: usize, max_cont
             eprintln!("reading the prompt from stdin (end it with Ctrl-D; or give --prompt TEXT)");
         }
         let mut bytes = Vec::new();
-        stdin.lock().read_to_end(&mut bytes).context("stdin: cannot read the prompt")?;
-        let s = String::from_utf8(bytes).map_err(|e| anyhow!("stdin: the prompt is not UTF-8 text: {e}"))?;
+        stdin
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("stdin: cannot read the prompt")?;
+        let s = String::from_utf8(bytes)
+            .map_err(|e| anyhow!("stdin: the prompt is not UTF-8 text: {e}"))?;
         texts.push(("stdin".into(), strip_one_newline(&s).to_string()));
     }
     let tok = tok.context("a text prompt needs the plan's tokenizer")?;
@@ -325,7 +386,11 @@ fn collect_jobs(a: &RunArgs, tok: Option<&TextTokenizer>, vocab: usize, max_cont
             );
         }
         check_len(&source, ids.len(), max_context)?;
-        jobs.push(Job { source, text: Some(text), ids });
+        jobs.push(Job {
+            source,
+            text: Some(text),
+            ids,
+        });
     }
     Ok(jobs)
 }
@@ -344,18 +409,34 @@ fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
 fn eos_ids(plan: &Plan) -> Result<Vec<u32>> {
     let path = plan.dir.join("generation_config.json");
     if path.is_file() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?;
-        let bad = || anyhow!("{}: eos_token_id: expected a token id or a list of token ids", path.display());
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?;
+        let bad = || {
+            anyhow!(
+                "{}: eos_token_id: expected a token id or a list of token ids",
+                path.display()
+            )
+        };
         match v.get("eos_token_id") {
             None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
-                return items.iter().map(|x| x.as_u64().map(|i| i as u32).ok_or_else(bad)).collect();
+                return items
+                    .iter()
+                    .map(|x| x.as_u64().map(|i| i as u32).ok_or_else(bad))
+                    .collect();
             }
             Some(x) => return Ok(vec![x.as_u64().ok_or_else(bad)? as u32]),
         }
     }
-    Ok(plan.module.config.eos_token_id.filter(|&i| i >= 0).map(|i| vec![i as u32]).unwrap_or_default())
+    Ok(plan
+        .module
+        .config
+        .eos_token_id
+        .filter(|&i| i >= 0)
+        .map(|i| vec![i as u32])
+        .unwrap_or_default())
 }
 
 /// Runs one prompt: prefill, then sample and decode until a stop. Streams text to `sink`.
@@ -373,11 +454,18 @@ fn generate(
     let mut filter = StopFilter::new(&s.stops);
 
     let t0 = Instant::now();
-    let logits = engine
-        .prefill(&job.ids)
-        .with_context(|| format!("{}: running the prompt ({} tokens)", job.source, job.ids.len()))?;
+    let logits = engine.prefill(&job.ids).with_context(|| {
+        format!(
+            "{}: running the prompt ({} tokens)",
+            job.source,
+            job.ids.len()
+        )
+    })?;
     if logits.len() < vocab {
-        bail!("the engine returned {} logits for a vocabulary of {vocab}", logits.len());
+        bail!(
+            "the engine returned {} logits for a vocabulary of {vocab}",
+            logits.len()
+        );
     }
     let mut next = sample(&logits[logits.len() - vocab..], &seen, &s.params, &mut rng);
     let prompt_s = t0.elapsed().as_secs_f64();
@@ -410,11 +498,19 @@ fn generate(
         if engine.position() >= s.max_context {
             break StopReason::Context;
         }
-        let row = engine
-            .decode_step(next)
-            .with_context(|| format!("{}: decoding token {} (position {})", job.source, generated.len(), engine.position()))?;
+        let row = engine.decode_step(next).with_context(|| {
+            format!(
+                "{}: decoding token {} (position {})",
+                job.source,
+                generated.len(),
+                engine.position()
+            )
+        })?;
         if row.len() < vocab {
-            bail!("the engine returned {} logits for a vocabulary of {vocab}", row.len());
+            bail!(
+                "the engine returned {} logits for a vocabulary of {vocab}",
+                row.len()
+            );
         }
         next = sample(&row[row.len() - vocab..], &seen, &s.params, &mut rng);
     };
@@ -430,7 +526,11 @@ fn generate(
             }
         }
     }
-    let reason = if filter.stopped() { StopReason::Stop } else { reason };
+    let reason = if filter.stopped() {
+        StopReason::Stop
+    } else {
+        reason
+    };
     Ok(Outcome {
         generated,
         text: decoder.map(|_| filter.text().to_string()),
@@ -441,7 +541,13 @@ fn generate(
 }
 
 fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
-    let rate = |n: usize, secs: f64| if secs > 0.0 { json!(n as f64 / secs) } else { Value::Null };
+    let rate = |n: usize, secs: f64| {
+        if secs > 0.0 {
+            json!(n as f64 / secs)
+        } else {
+            Value::Null
+        }
+    };
     json!({
         "prompt_tokens": job.ids,
         "generated_tokens": o.generated,

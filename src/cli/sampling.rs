@@ -42,19 +42,27 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<(), String> {
         let t = self.temperature;
         if !t.is_finite() || t < 0.0 {
-            return Err(format!("--temperature: must be a finite number >= 0 (0 is greedy), got {t}"));
+            return Err(format!(
+                "--temperature: must be a finite number >= 0 (0 is greedy), got {t}"
+            ));
         }
         let p = self.top_p;
         if !(p > 0.0 && p <= 1.0) {
-            return Err(format!("--top-p: must be in (0, 1] (1 turns it off), got {p}"));
+            return Err(format!(
+                "--top-p: must be in (0, 1] (1 turns it off), got {p}"
+            ));
         }
         let m = self.min_p;
         if !(0.0..=1.0).contains(&m) {
-            return Err(format!("--min-p: must be in [0, 1] (0 turns it off), got {m}"));
+            return Err(format!(
+                "--min-p: must be in [0, 1] (0 turns it off), got {m}"
+            ));
         }
         let r = self.repetition_penalty;
         if !r.is_finite() || r <= 0.0 {
-            return Err(format!("--repetition-penalty: must be a finite number > 0 (1 turns it off), got {r}"));
+            return Err(format!(
+                "--repetition-penalty: must be a finite number > 0 (1 turns it off), got {r}"
+            ));
         }
         Ok(())
     }
@@ -104,7 +112,13 @@ pub fn filtered_probs(logits: &[f32], p: &SamplingParams) -> Vec<f64> {
     let t = p.temperature as f64;
     let scaled: Vec<f64> = logits
         .iter()
-        .map(|&v| if v.is_nan() { f64::NEG_INFINITY } else { v as f64 / t })
+        .map(|&v| {
+            if v.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                v as f64 / t
+            }
+        })
         .collect();
     let mut keep: Vec<bool> = scaled.iter().map(|v| *v > f64::NEG_INFINITY).collect();
     // Indices by descending scaled logit; ties by ascending index (a stable order).
@@ -126,9 +140,19 @@ pub fn filtered_probs(logits: &[f32], p: &SamplingParams) -> Vec<f64> {
         }
     }
     let softmax = |keep: &[bool]| -> Vec<f64> {
-        let max = (0..n).filter(|&i| keep[i]).map(|i| scaled[i]).fold(f64::NEG_INFINITY, f64::max);
-        let mut probs: Vec<f64> =
-            (0..n).map(|i| if keep[i] { (scaled[i] - max).exp() } else { 0.0 }).collect();
+        let max = (0..n)
+            .filter(|&i| keep[i])
+            .map(|i| scaled[i])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut probs: Vec<f64> = (0..n)
+            .map(|i| {
+                if keep[i] {
+                    (scaled[i] - max).exp()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let sum: f64 = probs.iter().sum();
         if sum > 0.0 && sum.is_finite() {
             probs.iter_mut().for_each(|q| *q /= sum);
@@ -176,7 +200,12 @@ pub fn filtered_probs(logits: &[f32], p: &SamplingParams) -> Vec<f64> {
 /// Picks the next token: applies the repetition penalty over `seen` (prompt and generated so
 /// far), then argmax when `temperature` is 0, else draws from [`filtered_probs`] with `rng`
 /// (exactly one `f64` is drawn per sampled token).
-pub fn sample<R: Rng + ?Sized>(logits: &[f32], seen: &[u32], p: &SamplingParams, rng: &mut R) -> u32 {
+pub fn sample<R: Rng + ?Sized>(
+    logits: &[f32],
+    seen: &[u32],
+    p: &SamplingParams,
+    rng: &mut R,
+) -> u32 {
     let penalized;
     let row: &[f32] = if p.repetition_penalty != 1.0 {
         let mut v = logits.to_vec();
@@ -213,7 +242,10 @@ mod tests {
     use rand::SeedableRng;
 
     fn params(temperature: f32) -> SamplingParams {
-        SamplingParams { temperature, ..Default::default() }
+        SamplingParams {
+            temperature,
+            ..Default::default()
+        }
     }
 
     /// A row of `n` distinct logits in a scrambled order.
@@ -247,7 +279,12 @@ mod tests {
         for seed in 0..20 {
             let l = row(100, seed);
             let mut rng = StdRng::seed_from_u64(seed);
-            let p = SamplingParams { top_k: 5, top_p: 0.5, min_p: 0.1, ..params(0.0) };
+            let p = SamplingParams {
+                top_k: 5,
+                top_p: 0.5,
+                min_p: 0.1,
+                ..params(0.0)
+            };
             assert_eq!(sample(&l, &[], &p, &mut rng), argmax(&l));
         }
         // Ties: the first index.
@@ -259,7 +296,10 @@ mod tests {
     fn greedy_uses_the_repetition_penalty() {
         let l = [2.0, 1.9, -1.0];
         let mut rng = StdRng::seed_from_u64(0);
-        let p = SamplingParams { repetition_penalty: 1.5, ..params(0.0) };
+        let p = SamplingParams {
+            repetition_penalty: 1.5,
+            ..params(0.0)
+        };
         assert_eq!(sample(&l, &[], &p, &mut rng), 0);
         assert_eq!(sample(&l, &[0], &p, &mut rng), 1);
     }
@@ -281,10 +321,16 @@ mod tests {
     #[test]
     fn same_seed_same_tokens() {
         let l = row(1000, 7);
-        let p = SamplingParams { top_k: 50, top_p: 0.9, ..params(0.8) };
+        let p = SamplingParams {
+            top_k: 50,
+            top_p: 0.9,
+            ..params(0.8)
+        };
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..200).map(|_| sample(&l, &[], &p, &mut rng)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| sample(&l, &[], &p, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
         assert_ne!(draw(42), draw(43));
@@ -295,7 +341,10 @@ mod tests {
         for seed in 0..10 {
             let l = row(500, seed);
             let top: Vec<usize> = ranked(&l)[..7].to_vec();
-            let p = SamplingParams { top_k: 7, ..params(5.0) };
+            let p = SamplingParams {
+                top_k: 7,
+                ..params(5.0)
+            };
             let mut rng = StdRng::seed_from_u64(seed);
             let mut hit = std::collections::BTreeSet::new();
             for _ in 0..2000 {
@@ -309,7 +358,10 @@ mod tests {
         // top-k 1 is greedy.
         let l = row(300, 99);
         let mut rng = StdRng::seed_from_u64(1);
-        let p = SamplingParams { top_k: 1, ..params(1.0) };
+        let p = SamplingParams {
+            top_k: 1,
+            ..params(1.0)
+        };
         for _ in 0..100 {
             assert_eq!(sample(&l, &[], &p, &mut rng), argmax(&l));
         }
@@ -317,7 +369,13 @@ mod tests {
 
     #[test]
     fn top_k_keeps_ties_with_the_kth() {
-        let probs = filtered_probs(&[3.0, 2.0, 2.0, 1.0], &SamplingParams { top_k: 2, ..params(1.0) });
+        let probs = filtered_probs(
+            &[3.0, 2.0, 2.0, 1.0],
+            &SamplingParams {
+                top_k: 2,
+                ..params(1.0)
+            },
+        );
         assert!(probs[0] > 0.0 && probs[1] > 0.0 && probs[2] > 0.0);
         assert_eq!(probs[3], 0.0);
     }
@@ -338,7 +396,10 @@ mod tests {
                     break;
                 }
             }
-            let p = SamplingParams { top_p: 0.6, ..params(1.0) };
+            let p = SamplingParams {
+                top_p: 0.6,
+                ..params(1.0)
+            };
             let f = filtered_probs(&l, &p);
             let kept: Vec<usize> = (0..l.len()).filter(|&i| f[i] > 0.0).collect();
             let mut sorted_nucleus = nucleus.clone();
@@ -352,7 +413,13 @@ mod tests {
         }
         // A tiny top_p keeps exactly the most likely token.
         let l = row(50, 5);
-        let f = filtered_probs(&l, &SamplingParams { top_p: 1e-6, ..params(1.0) });
+        let f = filtered_probs(
+            &l,
+            &SamplingParams {
+                top_p: 1e-6,
+                ..params(1.0)
+            },
+        );
         assert_eq!(f[argmax(&l) as usize], 1.0);
     }
 
@@ -360,7 +427,13 @@ mod tests {
     fn min_p_drops_the_unlikely() {
         // probs ~ [0.665, 0.245, 0.090] at T=1: min_p 0.3 -> threshold 0.1995 drops token 2.
         let l = [2.0, 1.0, 0.0];
-        let f = filtered_probs(&l, &SamplingParams { min_p: 0.3, ..params(1.0) });
+        let f = filtered_probs(
+            &l,
+            &SamplingParams {
+                min_p: 0.3,
+                ..params(1.0)
+            },
+        );
         assert!(f[0] > 0.0 && f[1] > 0.0);
         assert_eq!(f[2], 0.0);
         assert!((f[0] + f[1] - 1.0).abs() < 1e-12);
@@ -369,7 +442,10 @@ mod tests {
             let l = row(300, seed + 200);
             let probs = softmax(&l, 0.7);
             let top = probs.iter().cloned().fold(0.0, f64::max);
-            let p = SamplingParams { min_p: 0.2, ..params(0.7) };
+            let p = SamplingParams {
+                min_p: 0.2,
+                ..params(0.7)
+            };
             let mut rng = StdRng::seed_from_u64(seed);
             for _ in 0..2000 {
                 let t = sample(&l, &[], &p, &mut rng) as usize;
@@ -393,17 +469,26 @@ mod tests {
             let got = counts[i] as f64 / n as f64;
             // ~5 standard deviations of a binomial frequency.
             let sd = (want[i] * (1.0 - want[i]) / n as f64).sqrt();
-            assert!((got - want[i]).abs() < 5.0 * sd, "token {i}: {got} vs {}", want[i]);
+            assert!(
+                (got - want[i]).abs() < 5.0 * sd,
+                "token {i}: {got} vs {}",
+                want[i]
+            );
         }
     }
 
     #[test]
     fn repetition_penalty_shifts_the_distribution() {
         let l = [1.0f32, 1.0];
-        let p = SamplingParams { repetition_penalty: 3.0, ..params(1.0) };
+        let p = SamplingParams {
+            repetition_penalty: 3.0,
+            ..params(1.0)
+        };
         let mut rng = StdRng::seed_from_u64(5);
         let n = 20_000;
-        let zeros = (0..n).filter(|_| sample(&l, &[0], &p, &mut rng) == 0).count();
+        let zeros = (0..n)
+            .filter(|_| sample(&l, &[0], &p, &mut rng) == 0)
+            .count();
         // logit 1/3 vs 1: p0 = 1 / (1 + e^(2/3)) ~ 0.339.
         let want = 1.0 / (1.0 + (2.0f64 / 3.0).exp());
         let got = zeros as f64 / n as f64;
@@ -424,12 +509,48 @@ mod tests {
     fn validate_names_the_flag() {
         assert!(SamplingParams::default().validate().is_ok());
         let bad = [
-            (SamplingParams { temperature: -1.0, ..Default::default() }, "--temperature"),
-            (SamplingParams { temperature: f32::NAN, ..Default::default() }, "--temperature"),
-            (SamplingParams { top_p: 0.0, ..Default::default() }, "--top-p"),
-            (SamplingParams { top_p: 1.5, ..Default::default() }, "--top-p"),
-            (SamplingParams { min_p: -0.1, ..Default::default() }, "--min-p"),
-            (SamplingParams { repetition_penalty: 0.0, ..Default::default() }, "--repetition-penalty"),
+            (
+                SamplingParams {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "--temperature",
+            ),
+            (
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "--temperature",
+            ),
+            (
+                SamplingParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "--top-p",
+            ),
+            (
+                SamplingParams {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+                "--top-p",
+            ),
+            (
+                SamplingParams {
+                    min_p: -0.1,
+                    ..Default::default()
+                },
+                "--min-p",
+            ),
+            (
+                SamplingParams {
+                    repetition_penalty: 0.0,
+                    ..Default::default()
+                },
+                "--repetition-penalty",
+            ),
         ];
         for (p, flag) in bad {
             assert!(p.validate().unwrap_err().starts_with(flag), "{p:?}");

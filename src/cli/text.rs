@@ -29,13 +29,21 @@ impl TextTokenizer {
                 special[id as usize] = true;
             }
         }
-        Ok(TextTokenizer { inner, path: path.to_path_buf(), special })
+        Ok(TextTokenizer {
+            inner,
+            path: path.to_path_buf(),
+            special,
+        })
     }
 
     /// The plan's tokenizer: the file the manifest names (`tokenizer.json`), which the compile
     /// copied from the checkpoint. An error names `PLAN/tokenizer.json` and says what to do.
     pub fn from_plan(plan: &Plan) -> Result<Self> {
-        let rel = plan.manifest.tokenizer.as_deref().unwrap_or("tokenizer.json");
+        let rel = plan
+            .manifest
+            .tokenizer
+            .as_deref()
+            .unwrap_or("tokenizer.json");
         let path = plan.dir.join(rel);
         if plan.manifest.tokenizer.is_none() || !path.is_file() {
             bail!(
@@ -124,9 +132,18 @@ pub struct StreamDecoder<'a> {
 impl<'a> StreamDecoder<'a> {
     /// A decoder whose text starts after `prompt` (which is not returned).
     pub fn new(tok: &'a TextTokenizer, prompt: &[u32]) -> Self {
-        let ids: Vec<u32> = prompt.iter().copied().filter(|&i| !tok.is_special(i)).collect();
+        let ids: Vec<u32> = prompt
+            .iter()
+            .copied()
+            .filter(|&i| !tok.is_special(i))
+            .collect();
         let n = ids.len();
-        StreamDecoder { tok, ids, prefix_offset: 0, read_offset: n }
+        StreamDecoder {
+            tok,
+            ids,
+            prefix_offset: 0,
+            read_offset: n,
+        }
     }
 
     /// Adds `id`; returns the text that is now complete (possibly empty).
@@ -135,7 +152,9 @@ impl<'a> StreamDecoder<'a> {
             return Ok(String::new());
         }
         self.ids.push(id);
-        let prefix = self.tok.decode_raw(&self.ids[self.prefix_offset..self.read_offset])?;
+        let prefix = self
+            .tok
+            .decode_raw(&self.ids[self.prefix_offset..self.read_offset])?;
         let full = self.tok.decode_raw(&self.ids[self.prefix_offset..])?;
         if full.len() > prefix.len() && full.starts_with(&prefix) && !full.ends_with('\u{FFFD}') {
             let new = full[prefix.len()..].to_string();
@@ -151,7 +170,9 @@ impl<'a> StreamDecoder<'a> {
         if self.read_offset >= self.ids.len() {
             return Ok(String::new());
         }
-        let prefix = self.tok.decode_raw(&self.ids[self.prefix_offset..self.read_offset])?;
+        let prefix = self
+            .tok
+            .decode_raw(&self.ids[self.prefix_offset..self.read_offset])?;
         let full = self.tok.decode_raw(&self.ids[self.prefix_offset..])?;
         self.prefix_offset = self.read_offset;
         self.read_offset = self.ids.len();
@@ -198,7 +219,11 @@ impl StopFilter {
         let tail = &self.text[self.released..];
         // The earliest match among all stop strings (a match cannot start in released text:
         // any tail that could begin one is held back).
-        let hit = self.stops.iter().filter_map(|s| tail.find(s.as_str())).min();
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| tail.find(s.as_str()))
+            .min();
         if let Some(pos) = hit {
             let cut = self.released + pos;
             self.text.truncate(cut);
@@ -242,13 +267,16 @@ impl StopFilter {
 
 /// Reads a prompt file (UTF-8); errors name the flag and the file.
 pub fn read_prompt_file(flag: &str, path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
     String::from_utf8(bytes).map_err(|e| anyhow!("{flag} {}: not UTF-8 text: {e}", path.display()))
 }
 
 /// Removes one trailing line break (`\n` or `\r\n`), as a shell's `echo` or an editor adds.
 pub fn strip_one_newline(s: &str) -> &str {
-    s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(s)
+    s.strip_suffix("\r\n")
+        .or_else(|| s.strip_suffix('\n'))
+        .unwrap_or(s)
 }
 
 #[cfg(test)]
@@ -256,7 +284,10 @@ mod tests {
     use super::*;
 
     fn fixture_tokenizer() -> TextTokenizer {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json");
+        let fixtures = std::env::var_os("ZAMBA2C_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+        let p = fixtures.join("tokenizer/tokenizer.json");
         TextTokenizer::from_file(&p).unwrap()
     }
 
@@ -295,7 +326,11 @@ mod tests {
                 if tok.decode(p).unwrap().ends_with('\u{FFFD}') {
                     continue; // a prompt never ends inside a character
                 }
-                assert_eq!(stream(&tok, p, g), expected(&tok, p, g), "{text:?} split at {split}");
+                assert_eq!(
+                    stream(&tok, p, g),
+                    expected(&tok, p, g),
+                    "{text:?} split at {split}"
+                );
             }
         }
     }

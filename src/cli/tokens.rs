@@ -29,8 +29,14 @@ mod tests {
     #[test]
     fn parses_and_checks_range() {
         assert_eq!(parse_tokens("5, 17,3", 32).unwrap(), vec![5, 17, 3]);
-        assert!(parse_tokens("5,x", 32).unwrap_err().to_string().contains("\"x\""));
-        assert!(parse_tokens("32", 32).unwrap_err().to_string().contains("vocab_size is 32"));
+        assert!(parse_tokens("5,x", 32)
+            .unwrap_err()
+            .to_string()
+            .contains("\"x\""));
+        assert!(parse_tokens("32", 32)
+            .unwrap_err()
+            .to_string()
+            .contains("vocab_size is 32"));
         assert!(parse_tokens("-1", 32).is_err());
         assert!(parse_tokens("", 32).is_err());
     }

@@ -26,9 +26,20 @@ pub fn fixture_models() -> Vec<PathBuf> {
     v
 }
 
+/// The zamba2c binary: `$ZAMBA2C_BIN` (on the GPU machine, where this build's absolute paths
+/// do not exist), else the one cargo built for this test.
+pub fn zamba2c_bin() -> PathBuf {
+    std::env::var_os("ZAMBA2C_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_zamba2c")))
+}
+
 /// Runs the zamba2c binary with `args`.
 pub fn zamba2c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zamba2c")).args(args).output().expect("spawn zamba2c")
+    Command::new(zamba2c_bin())
+        .args(args)
+        .output()
+        .expect("spawn zamba2c")
 }
 
 /// Runs zamba2c and panics with its stderr unless it succeeds.
@@ -53,27 +64,51 @@ pub struct Loaded {
 pub fn read_tensor(path: &Path, name: &str) -> Loaded {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
     let d = t.data();
     let data = match t.dtype() {
-        safetensors::Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-        safetensors::Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        safetensors::Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        safetensors::Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        safetensors::Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        safetensors::Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
         other => panic!("{name}: unexpected dtype {other:?}"),
     };
-    Loaded { shape: t.shape().to_vec(), data }
+    Loaded {
+        shape: t.shape().to_vec(),
+        data,
+    }
 }
 
 /// Relative error as the issues define it: max |ours - ref| / max |ref|.
 pub fn rel_err(ours: &[f64], reference: &[f64]) -> f64 {
     assert_eq!(ours.len(), reference.len(), "length mismatch");
-    let num = ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let num = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     let den = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
     num / den
 }
 
 /// Comma-separated ids.
 pub fn ids_arg(ids: &[f64]) -> String {
-    ids.iter().map(|v| (*v as i64).to_string()).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(|v| (*v as i64).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

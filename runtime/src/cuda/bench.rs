@@ -34,7 +34,9 @@ fn dev(e: cudarc::driver::DriverError) -> RuntimeError {
 /// measures a prefill of `prompt_len` random tokens and `gen_len` decode steps.
 pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchReport, RuntimeError> {
     if prompt_len == 0 {
-        return Err(RuntimeError::Input("--prompt-len must be at least 1".into()));
+        return Err(RuntimeError::Input(
+            "--prompt-len must be at least 1".into(),
+        ));
     }
     let ctx_len = prompt_len + gen_len;
     let mut e = CudaEngine::with_options(plan, CudaOptions::new(ctx_len))?;
@@ -49,7 +51,9 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
     };
     let vocab = e.vocab_size() as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..vocab)).collect();
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|_| rng.random_range(0..vocab))
+        .collect();
     let steps: Vec<u32> = (0..gen_len).map(|_| rng.random_range(0..vocab)).collect();
 
     // Warm-up: first launches load modules lazily and touch every buffer.

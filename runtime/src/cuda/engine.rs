@@ -92,7 +92,13 @@ impl CudaEngine {
             .map_err(|e| RuntimeError::Device(format!("codegen: {e}")))?;
         check_plan_sources(&plan.dir, &program)?;
         let arch_ptx = plan.manifest.arch.clone();
-        Self::load(&plan.module, &plan.weights, program, Some((&plan.dir, arch_ptx)), options)
+        Self::load(
+            &plan.module,
+            &plan.weights,
+            program,
+            Some((&plan.dir, arch_ptx)),
+            options,
+        )
     }
 
     /// Loads a module with the given weights (tests, tools): no plan directory.
@@ -182,7 +188,12 @@ impl CudaEngine {
             states.push(buf);
         }
         let meta = stream.alloc_zeros::<i32>(4).map_err(dev)?;
-        let prompt = alloc_graph(&stream, &program.prompt, batch * options.prompt_chunk, &mut allocated)?;
+        let prompt = alloc_graph(
+            &stream,
+            &program.prompt,
+            batch * options.prompt_chunk,
+            &mut allocated,
+        )?;
         let decode = alloc_graph(&stream, &program.decode, batch, &mut allocated)?;
         stream.synchronize().map_err(dev)?;
         Ok(CudaEngine {
@@ -283,7 +294,9 @@ impl CudaEngine {
                 .map_err(dev)?;
         }
         let meta = [self.position as i32, 0, 0, 0];
-        self.stream.memcpy_htod(&meta[..], &mut self.meta).map_err(dev)?;
+        self.stream
+            .memcpy_htod(&meta[..], &mut self.meta)
+            .map_err(dev)?;
         let gp = self.program.graph(phase);
         let (b, t_) = (self.batch, t);
         match observer {
@@ -406,7 +419,10 @@ impl CudaEngine {
             )
         }
         .map_err(|e| {
-            RuntimeError::Device(format!("launching {} (node %{}): {e:?}", kernel.name, launch.node))
+            RuntimeError::Device(format!(
+                "launching {} (node %{}): {e:?}",
+                kernel.name, launch.node
+            ))
         })
     }
 
@@ -430,9 +446,10 @@ impl CudaEngine {
                 ArgValue::Ptr(base + (offset * es) as u64)
             }
             Arg::State { id, part } => {
-                let a = self.state_addr.get(*id).ok_or_else(|| {
-                    RuntimeError::Device(format!("state {id} is not allocated"))
-                })?;
+                let a = self
+                    .state_addr
+                    .get(*id)
+                    .ok_or_else(|| RuntimeError::Device(format!("state {id} is not allocated")))?;
                 ArgValue::Ptr(a[(*part).min(1)])
             }
             Arg::Meta => ArgValue::Ptr(addr(&self.meta, &self.stream)),

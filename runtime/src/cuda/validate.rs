@@ -46,9 +46,7 @@ impl ValidateReport {
     }
     /// The largest relative difference.
     pub fn worst(&self) -> Option<&NodeDiff> {
-        self.nodes
-            .iter()
-            .max_by(|a, b| a.rel.total_cmp(&b.rel))
+        self.nodes.iter().max_by(|a, b| a.rel.total_cmp(&b.rel))
     }
 }
 
@@ -127,7 +125,11 @@ pub fn validate_engines(
     };
     let mut input = tokens.to_vec();
     for step in 0..=decode_steps {
-        let phase = if step == 0 { Phase::Prompt } else { Phase::Decode };
+        let phase = if step == 0 {
+            Phase::Prompt
+        } else {
+            Phase::Decode
+        };
         let mut reference: BTreeMap<NodeIndex, Tensor> = BTreeMap::new();
         let logits = cpu.run_phase(phase, &[input.clone()], &mut |n, t| {
             reference.insert(n, t.clone());

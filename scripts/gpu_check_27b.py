@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""On the GPU machine: zamba2c vs transformers at the exact Zamba2-2.7B shape, random weights.
+
+    python3 scripts/gpu_check_27b.py [--zamba2c .gpu/bin/zamba2c] [--out $OUT] [--tokens 256]
+
+1. Builds Zamba2-2.7B (n_mamba_heads 80, num_mem_blocks 2, no rope, no attention adapters) with
+   transformers' own random initialisation on the GPU, rounds it to bfloat16 and saves it.
+2. Reference: transformers in float32 over those bf16 weights, logits at every position of a
+   random prompt (prompt path), and the same tokens with the first K as a prompt and the rest
+   decoded one at a time through the cache (decode path).
+3. zamba2c compiles f32 and bf16 plans (kernels compiled ahead of time for sm_90), runs
+   `logits --device cuda` on the prompt path and with --decode-from K, and reports
+   rel = max|ours - ref| / max|ref| and the teacher-forced top-1 agreement.
+4. `zamba2c bench` on the bf16 plan.
+Writes gpu_27b.json (figures) into --out.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+import transformers
+from transformers import Zamba2Config, Zamba2ForCausalLM
+
+
+def sh(cmd):
+    t = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.time() - t
+    print(f"$ {' '.join(cmd)}  ({dt:.1f}s, rc={r.returncode})", flush=True)
+    if r.returncode != 0:
+        print(r.stdout[-4000:], r.stderr[-4000:], flush=True)
+        raise SystemExit(f"command failed: {cmd}")
+    return r.stdout, dt
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zamba2c", default=".gpu/bin/zamba2c")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    ap.add_argument("--work", default="/tmp/z27")
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--decode-from", type=int, default=192)
+    args = ap.parse_args()
+    res = {"transformers": transformers.__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}
+    torch.manual_seed(0)
+    cfg = Zamba2Config(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
+                       use_mem_rope=False, vocab_size=32000)
+    t = time.time()
+    with torch.device("cuda"):
+        model = Zamba2ForCausalLM(cfg)
+    model = model.to(torch.bfloat16).eval()
+    ck = os.path.join(args.work, "ckpt")
+    model.save_pretrained(ck)
+    res["params"] = sum(p.numel() for p in model.parameters())
+    res["make_checkpoint_s"] = time.time() - t
+    model = model.float()
+    T, K = args.tokens, args.decode_from
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, cfg.vocab_size, (1, T), generator=g).cuda()
+    with torch.no_grad():
+        ref = model(ids, use_cache=False).logits[0].float().cpu().numpy()
+        out = model(ids[:, :K], use_cache=True)
+        rows = [out.logits[0].float().cpu().numpy()]
+        cache = getattr(out, "past_key_values", None)
+        for t_ in range(K, T):
+            o = model(ids[:, t_:t_ + 1], past_key_values=cache, use_cache=True)
+            cache = o.past_key_values
+            rows.append(o.logits[0].float().cpu().numpy())
+        ref_dec = np.concatenate(rows, 0)
+    res["hf_decode_vs_prompt_rel"] = rel(ref_dec, ref)
+    del model
+    torch.cuda.empty_cache()
+    toks = ",".join(str(int(x)) for x in ids[0].tolist())
+    z = args.zamba2c
+    for dtype in ["f32", "bf16"]:
+        plan = os.path.join(args.work, f"plan-{dtype}")
+        _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--arch", "sm_90"])
+        r = {"compile_s": dt}
+        lo = os.path.join(args.work, f"logits-{dtype}.safetensors")
+        _, dt = sh([z, "logits", plan, "--tokens", toks, "--out", lo, "--device", "cuda"])
+        ours = load_file(lo)["logits"]
+        r["prompt_rel"] = rel(ours, ref)
+        r["prompt_top1_agree"] = float((ours.argmax(-1) == ref.argmax(-1)).mean())
+        r["logits_cmd_s"] = dt
+        sh([z, "logits", plan, "--tokens", toks, "--out", lo, "--device", "cuda", "--decode-from", str(K)])
+        ours = load_file(lo)["logits"]
+        r["decode_rel"] = rel(ours, ref_dec)
+        r["decode_top1_agree"] = float((ours.argmax(-1) == ref_dec.argmax(-1)).mean())
+        res[dtype] = r
+        print(dtype, json.dumps(r), flush=True)
+        if dtype == "bf16":
+            for pl, gl in [(512, 128), (2048, 32)]:
+                o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
+                res[f"bench_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
+                print(json.dumps(res[f"bench_{pl}_{gl}"]), flush=True)
+        if dtype == "f32":
+            import shutil
+            shutil.rmtree(plan, ignore_errors=True)
+    with open(os.path.join(args.out, "gpu_27b.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
