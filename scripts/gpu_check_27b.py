@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+import shutil
+
 import numpy as np
 import torch
 from safetensors.numpy import load_file
@@ -43,6 +45,23 @@ def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def long_run(z, plan, work, n, vocab):
+    """n decode steps after a 1-token prompt vs one prompt pass over the same n+1 tokens: the
+    recurrent state must not drift (issue 6). Compares the last 64 positions."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, vocab, (n + 1,), generator=g).tolist()
+    tf = os.path.join(work, "long_tokens.txt")
+    toks = ",".join(map(str, ids))
+    a, b = os.path.join(work, "long_dec.safetensors"), os.path.join(work, "long_pre.safetensors")
+    _, t_dec = sh([z, "logits", plan, "--tokens", toks, "--out", a, "--device", "cuda", "--decode-from", "1"])
+    _, t_pre = sh([z, "logits", plan, "--tokens", toks, "--out", b, "--device", "cuda"])
+    da, db = load_file(a)["logits"][-64:], load_file(b)["logits"][-64:]
+    os.remove(a)
+    os.remove(b)
+    return {"decode_steps": n, "decode_cmd_s": t_dec, "prompt_cmd_s": t_pre, "rel_last64": rel(da, db),
+            "top1_agree_last64": float((da.argmax(-1) == db.argmax(-1)).mean())}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--zamba2c", default=".gpu/bin/zamba2c")
@@ -50,6 +69,8 @@ def main():
     ap.add_argument("--work", default="/tmp/z27")
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--decode-from", type=int, default=192)
+    ap.add_argument("--long-run", type=int, default=0, help="decode steps of the drift check (0: skip)")
+    ap.add_argument("--tokenizer", default="tests/fixtures/tokenizer/tokenizer.json")
     args = ap.parse_args()
     res = {"transformers": transformers.__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}
     torch.manual_seed(0)
@@ -61,6 +82,8 @@ def main():
     model = model.to(torch.bfloat16).eval()
     ck = os.path.join(args.work, "ckpt")
     model.save_pretrained(ck)
+    import shutil
+    shutil.copy(args.tokenizer, os.path.join(ck, "tokenizer.json"))
     res["params"] = sum(p.numel() for p in model.parameters())
     res["make_checkpoint_s"] = time.time() - t
     model = model.float()
@@ -78,15 +101,22 @@ def main():
             rows.append(o.logits[0].float().cpu().numpy())
         ref_dec = np.concatenate(rows, 0)
     res["hf_decode_vs_prompt_rel"] = rel(ref_dec, ref)
+    # transformers' own bf16 run against its f32 run: what "bf16 activations" costs there.
+    model = model.to(torch.bfloat16)
+    with torch.no_grad():
+        hf16 = model(ids, use_cache=False).logits[0].float().cpu().numpy()
+    res["hf_bf16_vs_f32"] = {"rel": rel(hf16, ref), "top1_agree": float((hf16.argmax(-1) == ref.argmax(-1)).mean())}
+    print("hf bf16 vs f32", res["hf_bf16_vs_f32"], flush=True)
     del model
     torch.cuda.empty_cache()
     toks = ",".join(str(int(x)) for x in ids[0].tolist())
     z = args.zamba2c
-    for dtype in ["f32", "bf16"]:
-        plan = os.path.join(args.work, f"plan-{dtype}")
-        _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--arch", "sm_90"])
+    for dtype, act in [("f32", "f32"), ("bf16", "bf16"), ("bf16", "f32")]:
+        key = dtype if dtype == act else f"{dtype}_act_{act}"
+        plan = os.path.join(args.work, f"plan-{key}")
+        _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"])
         r = {"compile_s": dt}
-        lo = os.path.join(args.work, f"logits-{dtype}.safetensors")
+        lo = os.path.join(args.work, f"logits-{key}.safetensors")
         _, dt = sh([z, "logits", plan, "--tokens", toks, "--out", lo, "--device", "cuda"])
         ours = load_file(lo)["logits"]
         r["prompt_rel"] = rel(ours, ref)
@@ -96,15 +126,21 @@ def main():
         ours = load_file(lo)["logits"]
         r["decode_rel"] = rel(ours, ref_dec)
         r["decode_top1_agree"] = float((ours.argmax(-1) == ref_dec.argmax(-1)).mean())
-        res[dtype] = r
-        print(dtype, json.dumps(r), flush=True)
+        res[key] = r
+        print(key, json.dumps(r), flush=True)
         if dtype == "bf16":
             for pl, gl in [(512, 128), (2048, 32)]:
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
-                res[f"bench_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
-                print(json.dumps(res[f"bench_{pl}_{gl}"]), flush=True)
+                res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
+                print(json.dumps(res[f"bench_{key}_{pl}_{gl}"]), flush=True)
+        if dtype == "bf16" and act == "f32":
+            o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
+                       "--device", "cuda", "--json"])
+            res["run_prompt_cuda"] = json.loads(o.strip().splitlines()[-1])
+            if args.long_run:
+                res["long_run"] = long_run(z, plan, args.work, args.long_run, cfg.vocab_size)
+                print("long run", json.dumps(res["long_run"]), flush=True)
         if dtype == "f32":
-            import shutil
             shutil.rmtree(plan, ignore_errors=True)
     with open(os.path.join(args.out, "gpu_27b.json"), "w") as f:
         json.dump(res, f, indent=1)

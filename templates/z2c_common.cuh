@@ -42,6 +42,11 @@ __device__ __forceinline__ void loadv(const float* p, float (&o)[4]) {
   float4 v = *reinterpret_cast<const float4*>(p);
   o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
 }
+// Eight f32 activations beside eight bf16 weights (bf16 weights, f32 activations).
+__device__ __forceinline__ void loadv(const float* p, float (&o)[8]) {
+  float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w; o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+}
 __device__ __forceinline__ void unpack2(unsigned w, float* o) {
   o[0] = __uint_as_float(w << 16);
   o[1] = __uint_as_float(w & 0xffff0000u);

@@ -469,14 +469,20 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
         .set("w_stride", spec.row_stride);
     Ok(match ctx.phase {
         Phase::Decode => {
-            let vec = if x.dtype == spec.dtype {
-                vec_width(
+            let vec = match (x.dtype, spec.dtype) {
+                (a, w) if a == w => vec_width(
                     spec.dtype,
                     k,
                     &[x.stride, x.offset, spec.row_stride, spec.offset],
-                )
-            } else {
-                1
+                ),
+                // f32 activations beside bf16 weights: 8 weights (16 B) and two float4 loads.
+                (DType::F32, DType::BF16)
+                    if vec_width(DType::F32, k, &[x.stride, x.offset]) == 4
+                        && vec_width(DType::BF16, k, &[spec.row_stride, spec.offset]) == 8 =>
+                {
+                    8
+                }
+                _ => 1,
             };
             let mut b = b
                 .set("vec", vec)

@@ -522,15 +522,17 @@ pub fn fuzz_tokens(data: &[u8]) {
     }
 }
 
-/// The directories of the committed seed corpora and crash reproducers of `target`.
+/// The committed inputs of `target`: the seeds (`corpus/TARGET/seed-*`; the units a local fuzz
+/// run adds beside them are not committed) and every crash reproducer (`artifacts/TARGET/*`).
 pub fn committed_inputs(fuzz_dir: &Path, target: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    for sub in ["corpus", "artifacts"] {
+    for (sub, prefix) in [("corpus", "seed-"), ("artifacts", "")] {
         if let Ok(rd) = std::fs::read_dir(fuzz_dir.join(sub).join(target)) {
-            v.extend(
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file()),
-            );
+            v.extend(rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            }));
         }
     }
     v.sort();

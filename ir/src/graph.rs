@@ -444,8 +444,10 @@ impl StateSpec {
 #[derive(Debug, Clone)]
 pub struct Module {
     pub config: Zamba2Config,
-    /// Activation and (matrix) weight dtype of the plan.
+    /// Weight dtype of the plan (SSM parameters are always f32).
     pub dtype: DType,
+    /// Activation dtype: every node's output, the residual stream, the conv state, the KV cache.
+    pub act_dtype: DType,
     pub weights: BTreeMap<String, WeightSpec>,
     pub states: Vec<StateSpec>,
     pub prompt: Graph,

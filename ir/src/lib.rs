@@ -13,7 +13,7 @@ pub mod verify;
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{ConfigError, LayerType, Zamba2Config};
 pub use graph::{DType, Dim, Graph, Module, Node, Phase, Shape, StateSpec, WeightSpec};
-pub use lower::lower;
+pub use lower::{lower, lower_mixed};
 pub use op::{Op, OpKind, StateId};
 pub use verify::{verify_module, VerifyError};
 pub mod plan;

@@ -9,15 +9,24 @@ use crate::config::{LayerType, Zamba2Config};
 use crate::graph::{DType, Dim, Graph, Module, Phase, Shape, StateSpec, WeightSpec};
 use crate::op::Op;
 
-/// Builds the module for `config` with matrix weights and activations in `dtype`.
+/// Builds the module for `config` with weights and activations in `dtype`.
 pub fn lower(config: &Zamba2Config, dtype: DType) -> Module {
+    lower_mixed(config, dtype, dtype)
+}
+
+/// Builds the module with weights in `dtype` and activations, including the residual stream,
+/// the conv state and the KV cache, in `act_dtype`. bf16 weights with f32 activations read
+/// the same weight bytes per decoded token as an all-bf16 plan but keep the residual stream
+/// exact, which random-weight 2.7B models need to agree with an f32 reference (GPU.md log).
+pub fn lower_mixed(config: &Zamba2Config, dtype: DType, act_dtype: DType) -> Module {
     let mut weights = BTreeMap::new();
-    let states = state_table(config, dtype);
-    let prompt = Lowering::new(config, dtype, Phase::Prompt, &mut weights).run();
-    let decode = Lowering::new(config, dtype, Phase::Decode, &mut weights).run();
+    let states = state_table(config, act_dtype);
+    let prompt = Lowering::new(config, dtype, act_dtype, Phase::Prompt, &mut weights).run();
+    let decode = Lowering::new(config, dtype, act_dtype, Phase::Decode, &mut weights).run();
     Module {
         config: config.clone(),
         dtype,
+        act_dtype,
         weights,
         states,
         prompt,
@@ -27,14 +36,14 @@ pub fn lower(config: &Zamba2Config, dtype: DType) -> Module {
 }
 
 /// State ids are assigned layer by layer: conv, ssm, then (hybrid layers) the KV cache.
-fn state_table(c: &Zamba2Config, dtype: DType) -> Vec<StateSpec> {
+fn state_table(c: &Zamba2Config, act_dtype: DType) -> Vec<StateSpec> {
     let mut s = Vec::new();
     for (layer, t) in c.layers_block_type.iter().enumerate() {
         s.push(StateSpec::Conv {
             layer,
             channels: c.conv_dim(),
             kernel: c.mamba_d_conv,
-            dtype,
+            dtype: act_dtype,
         });
         s.push(StateSpec::Ssm {
             layer,
@@ -47,7 +56,7 @@ fn state_table(c: &Zamba2Config, dtype: DType) -> Vec<StateSpec> {
                 layer,
                 kv_heads: c.num_key_value_heads,
                 head_dim: c.attention_head_dim,
-                dtype,
+                dtype: act_dtype,
             });
         }
     }
@@ -78,7 +87,10 @@ struct StateIds {
 
 struct Lowering<'a> {
     c: &'a Zamba2Config,
+    /// Weight dtype.
     dtype: DType,
+    /// Activation dtype.
+    act_dtype: DType,
     g: Graph,
     weights: &'a mut BTreeMap<String, WeightSpec>,
     seq: Dim,
@@ -88,6 +100,7 @@ impl<'a> Lowering<'a> {
     fn new(
         c: &'a Zamba2Config,
         dtype: DType,
+        act_dtype: DType,
         phase: Phase,
         weights: &'a mut BTreeMap<String, WeightSpec>,
     ) -> Self {
@@ -98,6 +111,7 @@ impl<'a> Lowering<'a> {
         Lowering {
             c,
             dtype,
+            act_dtype,
             g: Graph::new(phase),
             weights,
             seq,
@@ -118,7 +132,7 @@ impl<'a> Lowering<'a> {
 
     fn node(&mut self, op: Op, inputs: &[NodeIndex], width: usize, label: &str) -> NodeIndex {
         let shape = self.act(width);
-        self.g.add(op, inputs, shape, self.dtype, label)
+        self.g.add(op, inputs, shape, self.act_dtype, label)
     }
 
     fn rms_norm(&mut self, x: NodeIndex, weight: String, width: usize, label: &str) -> NodeIndex {

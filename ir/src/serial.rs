@@ -32,6 +32,7 @@ pub struct GraphFile {
 pub struct ModuleFile {
     pub config: Zamba2Config,
     pub dtype: DType,
+    pub act_dtype: DType,
     pub weights: BTreeMap<String, WeightSpec>,
     pub states: Vec<StateSpec>,
     pub prompt: GraphFile,
@@ -105,6 +106,7 @@ impl From<&Module> for ModuleFile {
         ModuleFile {
             config: m.config.clone(),
             dtype: m.dtype,
+            act_dtype: m.act_dtype,
             weights: m.weights.clone(),
             states: m.states.clone(),
             prompt: (&m.prompt).into(),
@@ -131,6 +133,7 @@ impl ModuleFile {
         Ok(Module {
             config: self.config.clone(),
             dtype: self.dtype,
+            act_dtype: self.act_dtype,
             weights: self.weights.clone(),
             states: self.states.clone(),
             prompt,

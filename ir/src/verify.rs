@@ -95,7 +95,7 @@ fn verify_graph<'m>(
         let want_dtype = if matches!(node.op, Op::Tokens) {
             DType::I32
         } else {
-            m.dtype
+            m.act_dtype
         };
         if node.dtype != want_dtype {
             return Err(fail(format!(

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use zamba2c_ir::{lower, DType, Module, WeightStore, Zamba2Config};
+use zamba2c_ir::{lower, lower_mixed, DType, Module, WeightStore, Zamba2Config};
 use zamba2c_runtime::cpu::{CpuEngine, CpuWeights};
 use zamba2c_runtime::cuda::{validate_engines, CudaEngine, CudaOptions};
 use zamba2c_runtime::Engine;
@@ -56,7 +56,11 @@ fn check(name: &str, m: &Module, tokens: &[u32], steps: usize) {
         .iter()
         .zip(&b)
         .fold(0f32, |s, (x, y)| s.max((x - y).abs()));
-    let tol = if m.dtype == DType::F32 { 1e-4 } else { 5e-2 };
+    let tol = if m.act_dtype == DType::F32 {
+        1e-4
+    } else {
+        5e-2
+    };
     assert!(
         diff / scale <= tol,
         "{name}: chunked prefill differs by {diff} (scale {scale})"
@@ -130,9 +134,18 @@ fn kernels_match_cpu_on_fixture_configs() {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for dtype in [DType::F32, DType::BF16] {
-            let m = lower(&c, dtype);
-            check(&format!("{name}_{dtype}"), &m, &tokens(13, c.vocab_size), 3);
+        for (dtype, act) in [
+            (DType::F32, DType::F32),
+            (DType::BF16, DType::BF16),
+            (DType::BF16, DType::F32),
+        ] {
+            let m = lower_mixed(&c, dtype, act);
+            check(
+                &format!("{name}_{dtype}_act_{act}"),
+                &m,
+                &tokens(13, c.vocab_size),
+                3,
+            );
         }
     }
 }

@@ -17,14 +17,26 @@ pub enum Device {
 
 /// Loads `plan` onto `device`, with KV room for the model's `max_position_embeddings`.
 pub fn open_engine(plan: &Plan, device: Device) -> Result<Box<dyn Engine>> {
+    open_engine_with_context(plan, device, 0)
+}
+
+/// Loads `plan` onto `device` with KV room for at least `tokens` tokens (and at least the
+/// model's `max_position_embeddings`): `logits` knows its sequence length up front.
+pub fn open_engine_with_context(
+    plan: &Plan,
+    device: Device,
+    tokens: usize,
+) -> Result<Box<dyn Engine>> {
+    let ctx = plan.module.config.max_position_embeddings.max(tokens);
     match device {
-        Device::Cpu => Ok(Box::new(CpuEngine::new(plan)?)),
-        Device::Cuda => {
-            let ctx = plan.module.config.max_position_embeddings;
-            Ok(Box::new(
-                CudaEngine::new(plan, ctx).context("--device cuda")?,
-            ))
+        Device::Cpu => {
+            let mut e = CpuEngine::new(plan)?;
+            e.set_max_context(ctx);
+            Ok(Box::new(e))
         }
+        Device::Cuda => Ok(Box::new(
+            CudaEngine::new(plan, ctx).context("--device cuda")?,
+        )),
     }
 }
 

@@ -33,11 +33,12 @@ pub fn main(a: InspectArgs) -> Result<()> {
     match a.format {
         Format::Text => {
             println!(
-                "plan {} (format {}, {}, dtype {})",
+                "plan {} (format {}, {}, weights {}, activations {})",
                 a.plan.display(),
                 plan.manifest.format_version,
                 plan.manifest.created_by,
-                m.dtype
+                m.dtype,
+                m.act_dtype
             );
             println!("passes:");
             for p in &plan.manifest.passes {

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use zamba2c_ir::Plan;
 
-use super::engine::{check_out_path, open_engine, write_atomic, Device};
+use super::engine::{check_out_path, open_engine_with_context, write_atomic, Device};
 use super::tokens::parse_tokens;
 
 /// Write the logits at every position of a token sequence to a safetensors file
@@ -52,7 +52,7 @@ pub fn main(a: LogitsArgs) -> Result<()> {
             tokens.len()
         );
     }
-    let mut engine = open_engine(&plan, a.device)?;
+    let mut engine = open_engine_with_context(&plan, a.device, tokens.len())?;
     let mut logits = engine.prefill(&tokens[..k])?;
     for &t in &tokens[k..] {
         logits.extend(engine.decode_step(t)?);

@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// generated_tokens_per_s).
     #[arg(long)]
     pub json: bool,
+    /// With --device cuda: run every kernel on the GPU and the CPU interpreter side by side
+    /// over the prompt and --max-new-tokens greedy steps, and name the first op whose output
+    /// differs beyond tolerance.
+    #[arg(long)]
+    pub validate: bool,
     /// No timing summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -241,12 +246,13 @@ pub fn main(a: RunArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         max_context,
         eos,
-        // Ids in, ids out (--tokens) keeps its contract: exactly --max-new-tokens tokens, as the
-        // fidelity references are made (transformers' generate with EOS disabled).
         ignore_eos: a.ignore_eos,
         stops: a.stop.clone(),
     };
 
+    if a.validate {
+        return validate(&plan, &a, &jobs);
+    }
     let mut engine = open_engine(&plan, a.device)?;
     let mut sink = Sink {
         out: std::io::stdout(),
@@ -317,6 +323,22 @@ pub fn main(a: RunArgs) -> Result<()> {
 }
 
 /// The prompts to run, tokenized and checked against the plan.
+/// `--validate`: GPU kernels against the CPU interpreter, node by node (issue 4).
+fn validate(plan: &Plan, a: &RunArgs, jobs: &[Job]) -> Result<()> {
+    if a.device != Device::Cuda {
+        bail!("--validate: compares the GPU with the CPU interpreter; add --device cuda");
+    }
+    for job in jobs {
+        let report = zamba2c_runtime::cuda::validate(plan, &job.ids, a.max_new_tokens, None)
+            .with_context(|| format!("--validate ({})", job.source))?;
+        if !report.passed() {
+            bail!("--validate ({}): {report}", job.source);
+        }
+        println!("{}: {report}", job.source);
+    }
+    Ok(())
+}
+
 fn collect_jobs(
     a: &RunArgs,
     tok: Option<&TextTokenizer>,

@@ -76,12 +76,14 @@ impl fmt::Display for ValidateReport {
     }
 }
 
-/// The default tolerance for a plan dtype (spec §6.1: ~1e-5 for f32 kernels; bf16 rounding
-/// points differ between the interpreter and the GPU).
-pub fn default_tolerance(d: DType) -> f32 {
-    match d {
+/// The default per-node tolerance for an activation dtype (spec §6.1: ~1e-5 for f32 kernels).
+/// With bf16 activations the GPU rounds every node output while the interpreter computes in
+/// f32, and the difference compounds through the layers: 6.0e-2 was measured on a node of the
+/// dt_clamp fixture (2026-11-28), so 1e-1 — a broken kernel is off by O(1).
+pub fn default_tolerance(act: DType) -> f32 {
+    match act {
         DType::F32 => 1e-3,
-        _ => 6e-2,
+        _ => 1e-1,
     }
 }
 
@@ -118,7 +120,7 @@ pub fn validate_engines(
     decode_steps: usize,
     tolerance: Option<f32>,
 ) -> Result<ValidateReport, RuntimeError> {
-    let tol = tolerance.unwrap_or_else(|| default_tolerance(cpu.module.dtype));
+    let tol = tolerance.unwrap_or_else(|| default_tolerance(cpu.module.act_dtype));
     let mut report = ValidateReport {
         tolerance: tol,
         nodes: Vec::new(),
