@@ -53,8 +53,8 @@ def long_run(z, plan, work, n, vocab):
     tf = os.path.join(work, "long_tokens.txt")
     toks = ",".join(map(str, ids))
     a, b = os.path.join(work, "long_dec.safetensors"), os.path.join(work, "long_pre.safetensors")
-    _, t_dec = sh([z, "logits", plan, "--tokens", toks, "--out", a, "--device", "cuda", "--decode-from", "1"])
-    _, t_pre = sh([z, "logits", plan, "--tokens", toks, "--out", b, "--device", "cuda"])
+    _, t_dec = sh([z, "logits", plan, "--tokens", toks, "--out", a, "--device", "cuda", "--decode-from", "1", "--max-context", str(n + 1)])
+    _, t_pre = sh([z, "logits", plan, "--tokens", toks, "--out", b, "--device", "cuda", "--max-context", str(n + 1)])
     da, db = load_file(a)["logits"][-64:], load_file(b)["logits"][-64:]
     os.remove(a)
     os.remove(b)

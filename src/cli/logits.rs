@@ -31,17 +31,28 @@ pub struct LogitsArgs {
     /// decode graph.
     #[arg(long, value_name = "K")]
     pub decode_from: Option<usize>,
+    /// KV cache capacity in tokens (default: the model's max_position_embeddings). Zamba2
+    /// without RoPE (2.7B) has no position limit of its own; this allows longer sequences.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_context: Option<u32>,
 }
 
 pub fn main(a: LogitsArgs) -> Result<()> {
     let plan = Plan::open(&a.plan)?;
     let vocab = plan.module.config.vocab_size;
     let tokens = parse_tokens(&a.tokens, vocab)?;
-    let max = plan.module.config.max_position_embeddings;
+    let max = a
+        .max_context
+        .map_or(plan.module.config.max_position_embeddings, |m| m as usize);
     if tokens.len() > max {
         bail!(
-            "--tokens: {} tokens, more than the plan allows ({max} tokens: the model's max_position_embeddings)",
-            tokens.len()
+            "--tokens: {} tokens, more than the plan allows ({max} tokens: {})",
+            tokens.len(),
+            if a.max_context.is_some() {
+                "--max-context"
+            } else {
+                "the model's max_position_embeddings; --max-context raises it"
+            }
         );
     }
     check_out_path(&a.out).context("--out")?;
@@ -52,7 +63,7 @@ pub fn main(a: LogitsArgs) -> Result<()> {
             tokens.len()
         );
     }
-    let mut engine = open_engine_with_context(&plan, a.device, tokens.len())?;
+    let mut engine = open_engine_with_context(&plan, a.device, max)?;
     let mut logits = engine.prefill(&tokens[..k])?;
     for &t in &tokens[k..] {
         logits.extend(engine.decode_step(t)?);
