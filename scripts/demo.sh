@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 ./target/release/zamba2c compile examples/demo-model -o target/demo-plan
-./target/release/zamba2c inspect target/demo-plan | head -n 12
-./target/release/zamba2c run target/demo-plan --tokens 1,415,5565,302,4843,349 --max-new-tokens 16 --json
+./target/release/zamba2c inspect target/demo-plan > target/demo-plan.txt
+head -n 24 target/demo-plan.txt
+./target/release/zamba2c run target/demo-plan --prompt "Hello, my name is" --max-new-tokens 16 --json
