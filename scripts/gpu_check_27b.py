@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--decode-from", type=int, default=192)
     ap.add_argument("--long-run", type=int, default=0, help="decode steps of the drift check (0: skip)")
+    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32",
+                    help="weight:activation dtypes of the plans to check")
     ap.add_argument("--tokenizer", default="tests/fixtures/tokenizer/tokenizer.json")
     args = ap.parse_args()
     res = {"transformers": transformers.__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}
@@ -111,7 +113,7 @@ def main():
     torch.cuda.empty_cache()
     toks = ",".join(str(int(x)) for x in ids[0].tolist())
     z = args.zamba2c
-    for dtype, act in [("f32", "f32"), ("bf16", "bf16"), ("bf16", "f32")]:
+    for dtype, act in [p.split(":") for p in args.plans.split(",")]:
         key = dtype if dtype == act else f"{dtype}_act_{act}"
         plan = os.path.join(args.work, f"plan-{key}")
         _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"])
@@ -133,6 +135,11 @@ def main():
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
                 res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
                 print(json.dumps(res[f"bench_{key}_{pl}_{gl}"]), flush=True)
+            # The same decode without CUDA graphs, to measure what capture buys.
+            os.environ["ZAMBA2C_NO_CUDA_GRAPH"] = "1"
+            o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
+            del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
+            res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().splitlines()[-1])
         if dtype == "bf16" and act == "f32":
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])

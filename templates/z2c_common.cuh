@@ -85,3 +85,31 @@ __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); 
 __device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
 // PyTorch's softplus: x itself above the threshold 20 (§6.8).
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+// Tensor cores (the prompt-path GEMM, templates/linear_mma.cu). Packs two bf16 bit patterns into
+// one 32-bit register, the first element in the low half (the order mma fragments use).
+__device__ __forceinline__ unsigned pack_bf16x2(bf16_t a, bf16_t b) {
+  return (unsigned)a.bits | ((unsigned)b.bits << 16);
+}
+// Splits two f32 values as x = hi + lo with hi = bf16(x), lo = bf16(x - hi) (x - hi is exact in
+// f32): ~16 bits of mantissa survive. A non-finite x keeps lo = 0, so inf stays inf.
+__device__ __forceinline__ void split_bf16x2(float x0, float x1, unsigned& hi, unsigned& lo) {
+  const bf16_t h0 = from_f<bf16_t>(x0), h1 = from_f<bf16_t>(x1);
+  float r0 = x0 - to_f(h0), r1 = x1 - to_f(h1);
+  if (!(r0 == r0)) r0 = 0.f;
+  if (!(r1 == r1)) r1 = 0.f;
+  hi = pack_bf16x2(h0, h1);
+  lo = pack_bf16x2(from_f<bf16_t>(r0), from_f<bf16_t>(r1));
+}
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+// d += a · b for one m16n8k16 tile: bf16 inputs, f32 accumulation (PTX mma.sync, sm_80+).
+// (Braces spaced from '%': the header is a tera template.)
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                               unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 { %0, %1, %2, %3 }, "
+      "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif

@@ -350,8 +350,9 @@ fn eos_stops_and_is_not_printed_unless_ignored() {
     let (_, v) = split_json(&out);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS);
     assert_eq!(v["stop_reason"], "length");
-    // Ids in, ids out (--tokens) generates exactly --max-new-tokens tokens, EOS or not.
-    let out = run_ok(&[
+    // Ids in, ids out (--tokens) stops at EOS too, as transformers' generate does; EOS is the
+    // last generated id. --ignore-eos gives exactly --max-new-tokens tokens.
+    let toks = [
         "run",
         plan,
         "--tokens",
@@ -359,7 +360,13 @@ fn eos_stops_and_is_not_printed_unless_ignored() {
         "--max-new-tokens",
         "8",
         "--json",
-    ]);
+    ];
+    let out = run_ok(&toks);
+    assert_eq!(
+        ids(&split_json(&out).1["generated_tokens"]),
+        [GREEDY_IDS[0]]
+    );
+    let out = run_ok(&[&toks[..], &["--ignore-eos"]].concat());
     assert_eq!(ids(&split_json(&out).1["generated_tokens"]), GREEDY_IDS);
 }
 

@@ -13,6 +13,9 @@ const GEMV_WARPS: usize = 4;
 const GEMV_ROWS: usize = 4;
 /// Output tile of the GEMM kernel (square).
 const GEMM_TILE: usize = 64;
+/// Output tile of the tensor-core GEMM (square; fixed in templates/linear_mma.cu) and its warps.
+const MMA_TILE: usize = 128;
+const MMA_WARPS: usize = 8;
 /// Threads per block of elementwise-style kernels.
 const EW_BLOCK: usize = 256;
 /// Warps of the SSM scan and attention blocks.
@@ -503,6 +506,26 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                     32 * GEMV_WARPS,
                 )
         }
+        Phase::Prompt if mma_eligible(x, &spec, k) => {
+            let mut b = b.set("split", x.dtype == DType::F32);
+            b.family = "linear_mma";
+            b.ctx.insert("family".into(), json!("linear_mma"));
+            b.input("x", x)
+                .weight("weight", ctx, weight)
+                .output(out)
+                .scalar("rows", Arg::Rows)
+                .finish(
+                    [
+                        Extent::Const(n.div_ceil(MMA_TILE) as u32),
+                        Extent::Rows {
+                            mul: 1,
+                            div: MMA_TILE,
+                        },
+                        Extent::Const(1),
+                    ],
+                    32 * MMA_WARPS,
+                )
+        }
         Phase::Prompt => {
             let mut b = b;
             b.family = "linear_gemm";
@@ -524,6 +547,19 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 )
         }
     })
+}
+
+/// Whether the prompt-path linear can use the tensor-core kernel (`templates/linear_mma.cu`):
+/// bf16 weights, f32 or bf16 activations, and K, both row strides and both column offsets
+/// multiples of 8 elements, so every global load is a whole, 16-byte aligned 8-element k chunk
+/// (buffers themselves are allocated aligned). Anything else takes the FMA GEMM.
+fn mma_eligible(x: &Operand, w: &WeightRef, k: usize) -> bool {
+    w.dtype == DType::BF16
+        && matches!(x.dtype, DType::F32 | DType::BF16)
+        && k > 0
+        && [k, x.stride, x.offset, w.row_stride, w.offset]
+            .iter()
+            .all(|v| v.is_multiple_of(8))
 }
 
 /// KV-cache append (with RoPE on k) and causal attention over the cache: two kernels.

@@ -29,6 +29,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/linear_gemm.cu"),
     ),
     (
+        "linear_mma.cu",
+        include_str!("../../templates/linear_mma.cu"),
+    ),
+    (
         "causal_conv1d.cu",
         include_str!("../../templates/causal_conv1d.cu"),
     ),

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 use zamba2c_codegen::{build_program, emit, nvrtc};
-use zamba2c_ir::{lower, DType, Module, Zamba2Config};
+use zamba2c_ir::{lower, lower_mixed, DType, Module, Zamba2Config};
 
 /// A tiny config with odd sizes; `extra` overrides fields.
 fn config(extra: serde_json::Value) -> Zamba2Config {
@@ -45,8 +45,17 @@ fn modules() -> Vec<(String, Module)> {
         ),
     ];
     let mut out = Vec::new();
-    for (name, extra, dtype) in cases {
-        let m = lower(&config(extra), dtype);
+    let mixed = [(
+        "adapters_rope_bf16_act_f32",
+        json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}),
+    )];
+    let cases = cases.into_iter().map(|(n, e, d)| (n, e, d, d)).chain(
+        mixed
+            .into_iter()
+            .map(|(n, e)| (n, e, DType::BF16, DType::F32)),
+    );
+    for (name, extra, dtype, act) in cases {
+        let m = lower_mixed(&config(extra), dtype, act);
         let mut f = m.clone();
         zamba2c_passes::fuse::fuse_lora(&mut f);
         zamba2c_passes::fuse::fuse_norm_linear(&mut f);
@@ -158,4 +167,64 @@ fn zamba2_2p7b_shape_dedupes_kernels() {
         p.decode.launches.len()
     );
     assert!(p.kernels.len() < 80, "{} kernels", p.kernels.len());
+}
+
+/// The families the prompt graph's linears use, by kernel name.
+fn prompt_linear_families(m: &Module) -> Vec<&'static str> {
+    let p = build_program(m).expect("program");
+    p.prompt
+        .launches
+        .iter()
+        .map(|l| p.kernels[&l.kernel].family)
+        .filter(|f| f.starts_with("linear_"))
+        .collect()
+}
+
+/// Prompt linears with bf16 weights and 8-aligned shapes take the tensor-core GEMM; f32
+/// weights and odd widths keep the FMA GEMM; decode keeps the GEMV.
+#[test]
+fn prompt_linears_pick_tensor_cores_when_aligned() {
+    let big = config(json!({
+        "vocab_size": 32000, "hidden_size": 2560, "num_hidden_layers": 54,
+        "layers_block_type": serde_json::Value::Null, "mamba_d_state": 64, "n_mamba_heads": 80,
+        "intermediate_size": 10240, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "num_mem_blocks": 2, "adapter_rank": 128, "max_position_embeddings": 4096,
+        "use_shared_attention_adapter": true, "use_mem_rope": true
+    }));
+    for act in [DType::F32, DType::BF16] {
+        let m = lower_mixed(&big, DType::BF16, act);
+        let fams = prompt_linear_families(&m);
+        assert!(!fams.is_empty());
+        assert!(
+            fams.iter().all(|f| *f == "linear_mma"),
+            "2.7B, act {act}: {fams:?}"
+        );
+        let p = build_program(&m).expect("program");
+        let split = act == DType::F32;
+        for k in p.kernels.values().filter(|k| k.family == "linear_mma") {
+            assert_eq!(
+                k.source.contains("split as x = hi + lo"),
+                split,
+                "{}",
+                k.name
+            );
+        }
+        assert!(p
+            .decode
+            .launches
+            .iter()
+            .all(|l| p.kernels[&l.kernel].family != "linear_mma"));
+    }
+    let f32 = lower(&big, DType::F32);
+    assert!(prompt_linear_families(&f32)
+        .iter()
+        .all(|f| *f == "linear_gemm"));
+    // Tiny odd shapes: hidden 24 is 8-aligned, adapter rank 3 is not (K = 3 falls back).
+    let tiny = lower(
+        &config(json!({"use_shared_attention_adapter": true, "num_mem_blocks": 1})),
+        DType::BF16,
+    );
+    let fams = prompt_linear_families(&tiny);
+    assert!(fams.contains(&"linear_mma"), "{fams:?}");
+    assert!(fams.contains(&"linear_gemm"), "{fams:?}");
 }

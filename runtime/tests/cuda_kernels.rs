@@ -1,7 +1,8 @@
 //! GPU tests (feature `gpu-tests`; without a GPU they fail, never skip): every kernel family
 //! against the CPU interpreter, node by node, on tiny modules with odd sizes (rope on/off,
 //! GQA, ngroups > 1, adapters, f32 and bf16), over a prompt and several decode steps, and on
-//! the fixture configs under $ZAMBA2C_FIXTURES (default: tests/fixtures of the repository).
+//! the fixture configs under $ZAMBA2C_FIXTURES (default: tests/fixtures of the repository);
+//! decode replayed from a CUDA graph against eager decode, bitwise.
 #![cfg(feature = "gpu-tests")]
 
 use std::path::PathBuf;
@@ -148,4 +149,118 @@ fn kernels_match_cpu_on_fixture_configs() {
             );
         }
     }
+}
+
+/// Resets `gpu`, prefills `prompt` and decodes `steps`, returning each step's logits.
+fn decode_run(gpu: &mut CudaEngine, prompt: &[u32], steps: &[u32]) -> Vec<Vec<f32>> {
+    gpu.reset();
+    gpu.prefill(prompt).expect("prefill");
+    steps
+        .iter()
+        .map(|&t| gpu.decode_step(t).expect("decode step"))
+        .collect()
+}
+
+/// Fails unless `a` and `b` are the same bits, naming the first step and logit that differ.
+fn assert_bitwise(name: &str, what: &str, a: &[Vec<f32>], b: &[Vec<f32>]) {
+    assert_eq!(a.len(), b.len(), "{name}: {what}: step counts");
+    for (s, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.len(), y.len(), "{name}: {what}: step {s}: logit counts");
+        if let Some(i) = (0..x.len()).find(|&i| x[i].to_bits() != y[i].to_bits()) {
+            panic!(
+                "{name}: {what}: step {s}, logit {i}: {} vs {} (not bitwise equal)",
+                x[i], y[i]
+            );
+        }
+    }
+}
+
+/// Decode logits replayed from the captured CUDA graph are bitwise equal to eager launches
+/// (same kernels, same order, same arguments), over 12 steps, also after a reset (the graph is
+/// kept, not captured again).
+#[test]
+fn decode_cuda_graph_matches_eager_bitwise() {
+    let cases = [
+        (
+            "gqa_rope_ngroups2_bf16",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+            DType::BF16,
+        ),
+        ("mha_norope_f32", json!({}), DType::F32),
+    ];
+    for (name, extra, dtype) in cases {
+        let m = lower(&config(extra), dtype);
+        let prompt = tokens(13, 67);
+        let steps: Vec<u32> = (0..12).map(|i| ((i * 53 + 5) % 67) as u32).collect();
+        let n = steps.len() as u64;
+        let store = WeightStore::dummy(SEED, &m);
+        let mut opts = CudaOptions::new(prompt.len() + steps.len() + 1);
+        opts.cuda_graph = false;
+        let mut gpu = CudaEngine::from_module(&m, &store, opts).expect("load");
+        assert!(!gpu.cuda_graph_enabled(), "{name}: cuda_graph = false");
+
+        let eager = decode_run(&mut gpu, &prompt, &steps);
+        let eager2 = decode_run(&mut gpu, &prompt, &steps);
+        assert_bitwise(
+            name,
+            "eager vs eager (kernels not deterministic?)",
+            &eager,
+            &eager2,
+        );
+        assert_eq!(gpu.cuda_graph_captures(), 0, "{name}: captured while off");
+
+        gpu.set_cuda_graph(true);
+        let graphed = decode_run(&mut gpu, &prompt, &steps);
+        assert_eq!(gpu.cuda_graph_failure(), None, "{name}: capture failed");
+        assert!(gpu.cuda_graph_enabled(), "{name}: graphs turned off");
+        assert_eq!(gpu.cuda_graph_captures(), 1, "{name}: one capture");
+        // Step 0 is the eager warm-up; step 1 is captured and launched; the rest replay.
+        assert_eq!(gpu.cuda_graph_replays(), n - 1, "{name}: replays");
+        assert_bitwise(name, "graph vs eager", &eager, &graphed);
+
+        let again = decode_run(&mut gpu, &prompt, &steps);
+        assert_eq!(
+            gpu.cuda_graph_captures(),
+            1,
+            "{name}: captured again after reset"
+        );
+        assert_eq!(
+            gpu.cuda_graph_replays(),
+            2 * n - 1,
+            "{name}: replays after reset"
+        );
+        assert_bitwise(name, "graph after reset vs eager", &eager, &again);
+
+        // Back to eager on the same engine: the same logits again.
+        gpu.set_cuda_graph(false);
+        let off = decode_run(&mut gpu, &prompt, &steps);
+        assert_eq!(
+            gpu.cuda_graph_replays(),
+            2 * n - 1,
+            "{name}: replayed while off"
+        );
+        assert_bitwise(name, "eager after graphs vs eager", &eager, &off);
+    }
+}
+
+/// `CudaOptions::new` turns graphs on unless ZAMBA2C_NO_CUDA_GRAPH says otherwise, and the
+/// default engine replays from its third decode step on.
+#[test]
+fn decode_cuda_graph_is_the_default() {
+    let m = lower(&config(json!({})), DType::BF16);
+    let store = WeightStore::dummy(SEED, &m);
+    let mut gpu = CudaEngine::from_module(&m, &store, CudaOptions::new(8)).expect("load");
+    let env_off = zamba2c_runtime::cuda::graph::disabled_by_env();
+    assert_eq!(gpu.cuda_graph_enabled(), !env_off);
+    gpu.prefill(&tokens(2, 67)).expect("prefill");
+    for t in 0..4 {
+        gpu.decode_step(t).expect("decode step");
+    }
+    let want = if env_off { 0 } else { 3 };
+    assert_eq!(
+        gpu.cuda_graph_replays(),
+        want,
+        "{:?}",
+        gpu.cuda_graph_failure()
+    );
 }

@@ -1,5 +1,6 @@
 //! `zamba2c bench --device cuda`: time to first token, decode ms/token (median of steps timed
-//! with CUDA events), and GPU memory, on random token ids.
+//! with CUDA events), and GPU memory, on random token ids; whether decode replayed a CUDA graph
+//! (`ZAMBA2C_NO_CUDA_GRAPH=1` measures the eager launches instead).
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -24,6 +25,14 @@ pub struct BenchReport {
     pub engine_bytes: usize,
     /// Largest device memory in use (total - free) seen during the run.
     pub peak_gpu_bytes: usize,
+    /// Whether every timed decode step replayed a captured CUDA graph (false with
+    /// `ZAMBA2C_NO_CUDA_GRAPH=1` or when capture failed: then every step ran eagerly).
+    pub cuda_graph: bool,
+    /// Timed decode steps that replayed a CUDA graph (of `gen_len`).
+    pub cuda_graph_replays: u64,
+    /// Why capture was turned off, when a capture failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_graph_failure: Option<String>,
 }
 
 fn dev(e: cudarc::driver::DriverError) -> RuntimeError {
@@ -56,9 +65,10 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
         .collect();
     let steps: Vec<u32> = (0..gen_len).map(|_| rng.random_range(0..vocab)).collect();
 
-    // Warm-up: first launches load modules lazily and touch every buffer.
+    // Warm-up: first launches load modules lazily and touch every buffer; the second decode
+    // step captures the decode CUDA graph (reset keeps it), so no timed step pays for capture.
     e.prefill(&prompt)?;
-    if let Some(&t) = steps.first() {
+    for &t in steps.iter().take(2) {
         e.decode_step(t)?;
     }
     e.reset();
@@ -73,6 +83,7 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
     let start = cu.new_event(flags).map_err(dev)?;
     let end = cu.new_event(flags).map_err(dev)?;
     let mut times = Vec::with_capacity(gen_len);
+    let replays_before = e.cuda_graph_replays();
     for &t in &steps {
         start.record(e.stream()).map_err(dev)?;
         e.decode_step(t)?;
@@ -81,6 +92,7 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
         times.push(start.elapsed_ms(&end).map_err(dev)? as f64);
     }
     sample(&mut peak);
+    let cuda_graph_replays = e.cuda_graph_replays() - replays_before;
     times.sort_by(f64::total_cmp);
     let median = if times.is_empty() {
         0.0
@@ -97,5 +109,8 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
         decode_ms_max: times.last().copied().unwrap_or(0.0),
         engine_bytes: e.allocated_bytes(),
         peak_gpu_bytes: peak,
+        cuda_graph: gen_len > 0 && cuda_graph_replays == gen_len as u64,
+        cuda_graph_replays,
+        cuda_graph_failure: e.cuda_graph_failure().map(str::to_owned),
     })
 }

@@ -2,7 +2,8 @@
 //! (and checked against the plan's `kernels/*.cu`), compiled with NVRTC unless the plan or the
 //! PTX cache has them, weights are uploaded once, and every activation, state region and KV
 //! cache is allocated. A step only copies the token ids and one `i32` in, launches, and copies
-//! the logits out.
+//! the logits out. From the second decode step on, the decode launches are captured once as a
+//! CUDA graph and replayed (see [`super::graph`]; `ZAMBA2C_NO_CUDA_GRAPH=1` turns it off).
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -14,9 +15,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
-use zamba2c_codegen::{build_program, nvrtc, Arg, CType, GraphProgram, Program, Storage};
+use zamba2c_codegen::{build_program, nvrtc, Arg, CType, GraphProgram, Program, Storage, Value};
 use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
+use super::graph::{DecodeGraphs, StepMode};
 use crate::{Engine, RuntimeError, Tensor};
 
 /// Called with every node's output during an observed run.
@@ -32,6 +34,10 @@ pub struct CudaOptions {
     pub prompt_chunk: usize,
     /// CUDA device ordinal.
     pub device: usize,
+    /// Capture the decode step as a CUDA graph after one eager warm-up step and replay it
+    /// (default true; `ZAMBA2C_NO_CUDA_GRAPH=1` in the environment overrides it to false at
+    /// load).
+    pub cuda_graph: bool,
 }
 
 impl CudaOptions {
@@ -41,6 +47,7 @@ impl CudaOptions {
             max_context,
             prompt_chunk: max_context.clamp(1, 512),
             device: 0,
+            cuda_graph: true,
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct CudaEngine {
     /// Device address of each state region's parts (part 1: the V cache).
     state_addr: Vec<[u64; 2]>,
     meta: CudaSlice<i32>,
+    /// Device address of `meta` (taken once: no cudarc call while a graph is being captured).
+    meta_addr: u64,
     prompt: GraphBufs,
     decode: GraphBufs,
     module_dtype: DType,
@@ -78,6 +87,10 @@ pub struct CudaEngine {
     options: CudaOptions,
     position: usize,
     allocated: usize,
+    /// Captured decode steps. Dropped after the buffers (field order): destroying a graph does
+    /// not touch the memory its nodes use, and an in-flight launch completes before the driver
+    /// frees its exec; the buffers are freed stream-ordered after it.
+    graphs: DecodeGraphs,
 }
 
 impl CudaEngine {
@@ -139,10 +152,13 @@ impl CudaEngine {
         // SAFETY: called before any allocation or stream use of this context; everything runs
         // on one stream, in order, so cudarc's per-buffer events are not needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own, not the legacy NULL stream: stream capture (CUDA graphs) is not
+        // allowed on the NULL stream. Every allocation, copy and launch of this engine uses it.
+        let stream = ctx.new_stream().map_err(dev)?;
         let (maj, min) = ctx.compute_capability().map_err(dev)?;
         let arch = format!("sm_{maj}{min}");
         let functions = load_kernels(&ctx, &program, &arch, plan_dir)?;
+        check_fits(&ctx, module, &program, &options)?;
         let mut allocated = 0usize;
 
         // Weights: uploaded once, in the plan's stored dtype.
@@ -158,7 +174,9 @@ impl CudaEngine {
                     spec.shape
                 )));
             }
-            let buf = stream.clone_htod(&bytes[..]).map_err(dev)?;
+            let buf = stream
+                .clone_htod(&bytes[..])
+                .map_err(|e| alloc_err(&format!("weight {name}"), bytes.len(), allocated, e))?;
             allocated += bytes.len();
             weight_addr.insert(name.clone(), (addr(&buf, &stream), spec.dtype.size()));
             wbufs.insert(name.clone(), buf);
@@ -169,25 +187,29 @@ impl CudaEngine {
         let mut states = Vec::new();
         let mut state_addr = Vec::new();
         for s in &module.states {
-            let (bytes, part1) = match s {
-                StateSpec::Kv {
-                    kv_heads,
-                    head_dim,
-                    dtype,
-                    ..
-                } => {
-                    let half = batch * kv_heads * options.max_context * head_dim * dtype.size();
-                    (2 * half, half)
-                }
-                other => (batch * other.numel_per_seq() * other.dtype().size(), 0),
+            // batch 1: the CLI's engines run one sequence (the plan keeps B).
+            let bytes = batch * state_bytes(s, options.max_context);
+            // A KV region holds K then V, each half of it.
+            let part1 = if matches!(s, StateSpec::Kv { .. }) {
+                bytes / 2
+            } else {
+                0
             };
-            let buf = stream.alloc_zeros::<u8>(bytes.max(1)).map_err(dev)?;
+            let buf = stream.alloc_zeros::<u8>(bytes.max(1)).map_err(|e| {
+                alloc_err(
+                    &format!("state region {}", states.len()),
+                    bytes,
+                    allocated,
+                    e,
+                )
+            })?;
             allocated += bytes;
             let a = addr(&buf, &stream);
             state_addr.push([a, a + part1 as u64]);
             states.push(buf);
         }
         let meta = stream.alloc_zeros::<i32>(4).map_err(dev)?;
+        let meta_addr = addr(&meta, &stream);
         let prompt = alloc_graph(
             &stream,
             &program.prompt,
@@ -195,6 +217,7 @@ impl CudaEngine {
             &mut allocated,
         )?;
         let decode = alloc_graph(&stream, &program.decode, batch, &mut allocated)?;
+        let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
         Ok(CudaEngine {
             ctx,
@@ -206,6 +229,7 @@ impl CudaEngine {
             states,
             state_addr,
             meta,
+            meta_addr,
             prompt,
             decode,
             module_dtype: module.dtype,
@@ -214,6 +238,7 @@ impl CudaEngine {
             options,
             position: 0,
             allocated,
+            graphs,
         })
     }
 
@@ -240,6 +265,33 @@ impl CudaEngine {
     /// The plan's activation dtype.
     pub fn dtype(&self) -> DType {
         self.module_dtype
+    }
+
+    /// Whether decode steps are captured and replayed as CUDA graphs (the option, unless
+    /// `ZAMBA2C_NO_CUDA_GRAPH` or a failed capture turned it off).
+    pub fn cuda_graph_enabled(&self) -> bool {
+        self.graphs.enabled()
+    }
+
+    /// Turns decode-step graphs on or off from now on (overrides the option and the
+    /// environment variable). Off drops the captured graphs; on warms up and captures again.
+    pub fn set_cuda_graph(&mut self, on: bool) {
+        self.graphs.set_enabled(on);
+    }
+
+    /// Decode-step graphs captured so far (one per batch size and token count).
+    pub fn cuda_graph_captures(&self) -> u64 {
+        self.graphs.captures()
+    }
+
+    /// Decode steps run by replaying a captured graph.
+    pub fn cuda_graph_replays(&self) -> u64 {
+        self.graphs.replays()
+    }
+
+    /// Why capture was turned off, if a capture failed (steps then run eagerly).
+    pub fn cuda_graph_failure(&self) -> Option<&str> {
+        self.graphs.failure()
     }
 
     fn bufs(&self, phase: Phase) -> &GraphBufs {
@@ -297,9 +349,14 @@ impl CudaEngine {
         self.stream
             .memcpy_htod(&meta[..], &mut self.meta)
             .map_err(dev)?;
-        let gp = self.program.graph(phase);
         let (b, t_) = (self.batch, t);
+        if observer.is_none() && phase == Phase::Decode {
+            // Eager, or captured and replayed as a CUDA graph.
+            self.run_decode_launches(b, t_)?;
+        }
+        let gp = self.program.graph(phase);
         match observer {
+            None if phase == Phase::Decode => {} // launched above
             None => {
                 for l in 0..gp.launches.len() {
                     self.launch(phase, l, b, t_)?;
@@ -367,6 +424,47 @@ impl CudaEngine {
         Ok(Tensor::new(shape, data))
     }
 
+    /// The decode graph's launches for batch `b`, `t` tokens: eagerly, or captured into a CUDA
+    /// graph and launched, or by replaying that graph. The token ids and `meta` are already
+    /// copied (stream-ordered before whatever this issues); the logits are read after.
+    fn run_decode_launches(&mut self, b: usize, t: usize) -> Result<(), RuntimeError> {
+        let key = (b, t);
+        let n = self.program.decode.launches.len();
+        match self.graphs.mode(key) {
+            StepMode::Replay => {
+                return self.graphs.replay(key).map_err(RuntimeError::Device);
+            }
+            StepMode::Capture => match self.capture_decode(key, n) {
+                Ok(()) => {
+                    // The capture recorded the work without running it: run it now.
+                    return self.graphs.replay(key).map_err(RuntimeError::Device);
+                }
+                // Nothing of this step ran; fall through to the eager launches.
+                Err(why) => self.graphs.fail(why),
+            },
+            StepMode::Eager => {}
+        }
+        for l in 0..n {
+            self.launch(Phase::Decode, l, b, t)?;
+        }
+        self.graphs.ran_eager(key);
+        Ok(())
+    }
+
+    /// Captures the `n` decode launches for `key` into a graph (nothing runs). On error the
+    /// stream is out of capture mode again and no graph is stored.
+    fn capture_decode(&mut self, key: (usize, usize), n: usize) -> Result<(), String> {
+        let (b, t) = key;
+        DecodeGraphs::begin(&self.stream).map_err(|e| format!("beginning the capture: {e:?}"))?;
+        for l in 0..n {
+            if let Err(e) = self.launch(Phase::Decode, l, b, t) {
+                DecodeGraphs::abandon(&self.stream);
+                return Err(format!("capturing launch {l}: {e}"));
+            }
+        }
+        self.graphs.finish(&self.stream, key)
+    }
+
     /// Launches launch `l` of graph `phase` for batch `b`, `t` tokens.
     fn launch(&self, phase: Phase, l: usize, b: usize, t: usize) -> Result<(), RuntimeError> {
         let gp = self.program.graph(phase);
@@ -407,7 +505,9 @@ impl CudaEngine {
         // parameter list (the same list rendered its C signature), each to a live u64 device
         // address or i32 of the matching C type; every address points into a buffer this
         // engine owns, sized by codegen's value table for at most `rows_cap` rows (checked in
-        // `run_phase`); the stream belongs to this engine's context.
+        // `run_phase`); the stream belongs to this engine's context. While the stream is being
+        // captured, the driver copies the parameter values into the graph node, so the same
+        // holds at every replay (none of these addresses changes for the engine's lifetime).
         unsafe {
             cu::launch_kernel(
                 f.cu_function(),
@@ -452,7 +552,7 @@ impl CudaEngine {
                     .ok_or_else(|| RuntimeError::Device(format!("state {id} is not allocated")))?;
                 ArgValue::Ptr(a[(*part).min(1)])
             }
-            Arg::Meta => ArgValue::Ptr(addr(&self.meta, &self.stream)),
+            Arg::Meta => ArgValue::Ptr(self.meta_addr),
             Arg::Rows => ArgValue::Int((b * t) as i32),
             Arg::Seq => ArgValue::Int(t as i32),
             Arg::Capacity => ArgValue::Int(self.options.max_context as i32),
@@ -472,6 +572,65 @@ fn addr<T>(buf: &CudaSlice<T>, stream: &Arc<CudaStream>) -> u64 {
 }
 
 /// One buffer per value that owns storage, for `rows_cap` rows.
+/// Device bytes of one owned activation value for `rows_cap` rows.
+fn value_bytes(rows_cap: usize, v: &Value) -> usize {
+    (rows_cap * v.width * v.dtype.size()).max(16)
+}
+
+/// Device bytes of a state region for batch 1 and `max_context` cached tokens.
+fn state_bytes(s: &StateSpec, max_context: usize) -> usize {
+    match s {
+        StateSpec::Kv {
+            kv_heads,
+            head_dim,
+            dtype,
+            ..
+        } => 2 * kv_heads * max_context * head_dim * dtype.size(),
+        other => other.numel_per_seq() * other.dtype().size(),
+    }
+}
+
+/// Refuses, before allocating anything, a plan that cannot fit: names what it needs
+/// (weights, states for `max_context`, activations for `prompt_chunk` rows) and what is free
+/// (issue 6: out of memory says what did not fit and how big it was).
+fn check_fits(
+    ctx: &Arc<CudaContext>,
+    module: &Module,
+    program: &Program,
+    o: &CudaOptions,
+) -> Result<(), RuntimeError> {
+    let weights: usize = module.weights.values().map(|w| w.bytes()).sum();
+    let states: usize = module
+        .states
+        .iter()
+        .map(|s| state_bytes(s, o.max_context))
+        .sum();
+    let acts = |gp: &GraphProgram, rows: usize| -> usize {
+        gp.values
+            .iter()
+            .filter(|v| matches!(v.storage, Storage::Own))
+            .map(|v| value_bytes(rows, v))
+            .sum()
+    };
+    let activations = acts(&program.prompt, o.prompt_chunk) + acts(&program.decode, 1);
+    let need = weights + states + activations;
+    let (free, total) = ctx.mem_get_info().map_err(dev)?;
+    if need > free {
+        return Err(RuntimeError::Device(format!(
+            "out of GPU memory: the plan needs {need} bytes (weights {weights}, state and KV cache for {} tokens {states}, activations for {}-token prompt chunks {activations}) but the GPU has {free} of {total} bytes free; lower the context or the prompt chunk",
+            o.max_context, o.prompt_chunk
+        )));
+    }
+    Ok(())
+}
+
+/// A failed device allocation, naming what was being allocated and how big it was.
+fn alloc_err(what: &str, bytes: usize, allocated: usize, e: DriverError) -> RuntimeError {
+    RuntimeError::Device(format!(
+        "allocating {what} ({bytes} bytes, after {allocated} bytes already allocated): {e:?}"
+    ))
+}
+
 fn alloc_graph(
     stream: &Arc<CudaStream>,
     gp: &GraphProgram,
@@ -483,8 +642,10 @@ fn alloc_graph(
     for (i, v) in gp.values.iter().enumerate() {
         match v.storage {
             Storage::Own => {
-                let bytes = (rows_cap * v.width * v.dtype.size()).max(16);
-                let b = stream.alloc_zeros::<u8>(bytes).map_err(dev)?;
+                let bytes = value_bytes(rows_cap, v);
+                let b = stream.alloc_zeros::<u8>(bytes).map_err(|e| {
+                    alloc_err(&format!("activation value {i}"), bytes, *allocated, e)
+                })?;
                 *allocated += bytes;
                 addrs[i] = addr(&b, stream);
                 bufs.push(Some(b));
@@ -590,6 +751,8 @@ impl Engine for CudaEngine {
     }
 
     fn reset(&mut self) {
+        // The captured decode graphs stay valid: the state buffers are zeroed in place, no
+        // address changes.
         for s in &mut self.states {
             if let Err(e) = self.stream.memset_zeros(s) {
                 tracing::error!("resetting GPU state: {e:?}");

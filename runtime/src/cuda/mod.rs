@@ -4,12 +4,15 @@
 //! - [`engine`]: [`CudaEngine`] loads a plan (weights uploaded once, one buffer per activation,
 //!   state regions and KV caches of a fixed capacity) and runs the prompt and decode graphs
 //!   with no allocation inside a step.
+//! - [`graph`]: the decode step captured once as a CUDA graph and replayed
+//!   (`ZAMBA2C_NO_CUDA_GRAPH=1` keeps it eager).
 //! - [`validate`]: runs the same tokens on the CPU interpreter and the GPU and names the first
 //!   node whose output differs beyond tolerance.
 //! - [`bench`]: time to first token, decode ms/token (CUDA events), GPU memory.
 
 pub mod bench;
 pub mod engine;
+pub mod graph;
 pub mod validate;
 
 pub use bench::{bench, BenchReport};
