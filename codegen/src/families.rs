@@ -61,7 +61,10 @@ impl Builder {
         self
     }
     fn param(mut self, name: &'static str, ty: CType, arg: Arg) -> Self {
-        self.params.push(Param { name, ty });
+        self.params.push(Param {
+            name: name.to_string(),
+            ty,
+        });
         self.args.push(arg);
         self
     }
@@ -100,7 +103,7 @@ impl Builder {
         let decls: Vec<Json> = self
             .params
             .iter()
-            .map(|p| json!({ "decl": p.ty.decl(p.name) }))
+            .map(|p| json!({ "decl": p.ty.decl(&p.name) }))
             .collect();
         self.ctx.insert("params".into(), Json::Array(decls));
         KernelSpec {

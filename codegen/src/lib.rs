@@ -11,14 +11,13 @@
 //! node = position in the graph's topological order, as in `module.json`).
 
 pub mod families;
-pub mod nvrtc;
 pub mod program;
 pub mod render;
 
-pub use nvrtc::{NvrtcError, NvrtcInfo};
 pub use program::{
     build_program, Arg, CType, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage, Value,
 };
+pub use zamba2c_ir::kernel::{ptx_path, source_path, PROGRAM_PATH};
 
 use zamba2c_ir::{Module, PlanError, PlanWriter};
 
@@ -34,71 +33,31 @@ pub enum CodegenError {
     },
     #[error("template {template}: {msg}")]
     Template { template: String, msg: String },
-    #[error(transparent)]
-    Nvrtc(#[from] NvrtcError),
 }
 
-/// One generated kernel source as it goes into a plan: `kernels/<name>.cu`, and its PTX
-/// (`kernels/<name>.<arch>.ptx`) when it was compiled ahead of time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KernelSource {
-    pub name: String,
-    pub source: String,
-    /// The architecture and PTX, when compiled with NVRTC.
-    pub ptx: Option<(String, String)>,
+/// Generates the program of `module`: every kernel's CUDA source and the launch table.
+/// (Compiling the sources to PTX is the runtime's NVRTC wrapper's job, so that every CUDA
+/// library call lives in `zamba2c_runtime::cuda`.)
+pub fn emit(module: &Module) -> Result<Program, CodegenError> {
+    build_program(module)
 }
 
-impl KernelSource {
-    /// Path of the source inside the plan directory.
-    pub fn source_path(&self) -> String {
-        source_path(&self.name)
+/// Writes the program into a plan being written: `kernels/<name>.cu` for every kernel,
+/// `kernels/program.json` (the launch table the runtime executes), and, when given,
+/// `kernels/<name>.<arch>.ptx` for each kernel in `program.kernels` order.
+pub fn write_kernels(
+    writer: &mut PlanWriter,
+    program: &Program,
+    ptx: Option<(&str, &[String])>,
+) -> Result<(), PlanError> {
+    for k in program.kernels.values() {
+        writer.write(&source_path(&k.name), k.source.as_bytes())?;
     }
-}
-
-/// Path of kernel `name`'s source inside a plan directory.
-pub fn source_path(name: &str) -> String {
-    format!("kernels/{name}.cu")
-}
-
-/// Path of kernel `name`'s PTX for `arch` inside a plan directory.
-pub fn ptx_path(name: &str, arch: &str) -> String {
-    format!("kernels/{name}.{arch}.ptx")
-}
-
-/// Generates the CUDA sources of every kernel of `module`, sorted by name. With `arch`
-/// (e.g. `sm_90`) every kernel is also compiled with NVRTC (which must then be loadable); a
-/// kernel that does not compile fails with the NVRTC log and the kernel's plan path.
-pub fn emit(module: &Module, arch: Option<&str>) -> Result<Vec<KernelSource>, CodegenError> {
-    let program = build_program(module)?;
-    let mut out: Vec<KernelSource> = program
-        .kernels
-        .values()
-        .map(|k| KernelSource {
-            name: k.name.clone(),
-            source: k.source.clone(),
-            ptx: None,
-        })
-        .collect();
-    if let Some(arch) = arch {
-        let jobs: Vec<(String, String, String)> = out
-            .iter()
-            .map(|k| (k.name.clone(), k.source.clone(), k.source_path()))
-            .collect();
-        let ptx = nvrtc::compile_many(&jobs, arch)?;
-        for (k, p) in out.iter_mut().zip(ptx) {
-            k.ptx = Some((arch.to_string(), p));
+    if let Some((arch, ptx)) = ptx {
+        for (k, p) in program.kernels.values().zip(ptx) {
+            writer.write(&ptx_path(&k.name, arch), p.as_bytes())?;
         }
     }
-    Ok(out)
-}
-
-/// Writes the kernels into a plan being written (`kernels/*.cu`, and `*.ptx` when compiled).
-pub fn write_kernels(writer: &mut PlanWriter, kernels: &[KernelSource]) -> Result<(), PlanError> {
-    for k in kernels {
-        writer.write(&k.source_path(), k.source.as_bytes())?;
-        if let Some((arch, ptx)) = &k.ptx {
-            writer.write(&ptx_path(&k.name, arch), ptx.as_bytes())?;
-        }
-    }
-    Ok(())
+    let json = serde_json::to_string(program).expect("the program serializes");
+    writer.write(PROGRAM_PATH, json.as_bytes())
 }

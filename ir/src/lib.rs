@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fused;
 pub mod graph;
+pub mod kernel;
 pub mod lower;
 pub mod memory;
 pub mod op;

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use serde_json::json;
+use zamba2c_codegen::build_program;
 use zamba2c_ir::{lower, lower_mixed, DType, Module, WeightStore, Zamba2Config};
 use zamba2c_runtime::cpu::{CpuEngine, CpuWeights};
 use zamba2c_runtime::cuda::{validate_engines, CudaEngine, CudaOptions};
@@ -38,8 +39,13 @@ fn check(name: &str, m: &Module, tokens: &[u32], steps: usize) {
     let mut cpu = CpuEngine::from_parts(m.clone(), CpuWeights::dummy(m, SEED));
     cpu.set_max_context(ctx);
     let store = WeightStore::dummy(SEED, m);
-    let mut gpu = CudaEngine::from_module(m, &store, CudaOptions::new(ctx).prompt_all())
-        .unwrap_or_else(|e| panic!("{name}: loading on the GPU: {e}"));
+    let mut gpu = CudaEngine::from_program(
+        m,
+        &store,
+        build_program(m).expect("program"),
+        CudaOptions::new(ctx).prompt_all(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: loading on the GPU: {e}"));
     let report = validate_engines(&mut cpu, &mut gpu, tokens, steps, None)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     eprintln!("{name}: {report}");
@@ -48,7 +54,8 @@ fn check(name: &str, m: &Module, tokens: &[u32], steps: usize) {
     // The same prompt in chunks of 3 tokens (prompt graph continuing from cached state).
     let mut opts = CudaOptions::new(ctx);
     opts.prompt_chunk = 3;
-    let mut chunked = CudaEngine::from_module(m, &store, opts).expect("load");
+    let mut chunked = CudaEngine::from_program(m, &store, build_program(m).expect("program"), opts)
+        .expect("load");
     let a = chunked.prefill(tokens).expect("chunked prefill");
     gpu.reset();
     let b = gpu.prefill(tokens).expect("prefill after reset");
@@ -196,7 +203,9 @@ fn decode_cuda_graph_matches_eager_bitwise() {
         let store = WeightStore::dummy(SEED, &m);
         let mut opts = CudaOptions::new(prompt.len() + steps.len() + 1);
         opts.cuda_graph = false;
-        let mut gpu = CudaEngine::from_module(&m, &store, opts).expect("load");
+        let mut gpu =
+            CudaEngine::from_program(&m, &store, build_program(&m).expect("program"), opts)
+                .expect("load");
         assert!(!gpu.cuda_graph_enabled(), "{name}: cuda_graph = false");
 
         let eager = decode_run(&mut gpu, &prompt, &steps);
@@ -249,7 +258,13 @@ fn decode_cuda_graph_matches_eager_bitwise() {
 fn decode_cuda_graph_is_the_default() {
     let m = lower(&config(json!({})), DType::BF16);
     let store = WeightStore::dummy(SEED, &m);
-    let mut gpu = CudaEngine::from_module(&m, &store, CudaOptions::new(8)).expect("load");
+    let mut gpu = CudaEngine::from_program(
+        &m,
+        &store,
+        build_program(&m).expect("program"),
+        CudaOptions::new(8),
+    )
+    .expect("load");
     let env_off = zamba2c_runtime::cuda::graph::disabled_by_env();
     assert_eq!(gpu.cuda_graph_enabled(), !env_off);
     gpu.prefill(&tokens(2, 67)).expect("prefill");

@@ -98,8 +98,35 @@ pub fn main(a: CompileArgs) -> Result<()> {
             bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
         }
     }
-    let kernels = zamba2c_codegen::emit(&module, a.arch.as_deref())?;
-    zamba2c_codegen::write_kernels(&mut w, &kernels)?;
+    let program = zamba2c_codegen::emit(&module)?;
+    let ptx = match &a.arch {
+        Some(arch) => {
+            let jobs: Vec<(String, String, String)> = program
+                .kernels
+                .values()
+                .map(|k| {
+                    let path = a.out.join(zamba2c_codegen::source_path(&k.name));
+                    (k.name.clone(), k.source.clone(), path.display().to_string())
+                })
+                .collect();
+            // NVRTC compiles the kernels on all cores in one batch: a spinner, not a count.
+            let bar = ProgressBar::new_spinner();
+            bar.set_message(format!(
+                "compiling {} kernels with NVRTC for {arch}",
+                jobs.len()
+            ));
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            let ptx = zamba2c_runtime::cuda::nvrtc::compile_many(&jobs, arch)?;
+            bar.finish_and_clear();
+            Some((arch.as_str(), ptx))
+        }
+        None => None,
+    };
+    zamba2c_codegen::write_kernels(
+        &mut w,
+        &program,
+        ptx.as_ref().map(|(arch, p)| (*arch, &p[..])),
+    )?;
     let manifest = w.finish(PlanInfo {
         created_by: format!("zamba2c {}", env!("CARGO_PKG_VERSION")),
         dtype,
@@ -116,7 +143,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         module.weights.len(),
         module.prompt.len(),
         module.decode.len(),
-        kernels.len(),
+        program.kernels.len(),
         a.arch
             .as_deref()
             .map(|x| format!(" compiled for {x}"))

@@ -15,7 +15,11 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
-use zamba2c_codegen::{build_program, nvrtc, Arg, CType, GraphProgram, Program, Storage, Value};
+use zamba2c_ir::kernel::{
+    ptx_path, source_path, Arg, CType, GraphProgram, Program, Storage, Value, PROGRAM_PATH,
+};
+
+use super::nvrtc;
 use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
 use super::graph::{DecodeGraphs, StepMode};
@@ -99,11 +103,11 @@ impl CudaEngine {
         Self::with_options(plan, CudaOptions::new(max_context))
     }
 
-    /// Loads `plan` with explicit options.
+    /// Loads `plan` with explicit options: the launch table from `kernels/program.json`, the
+    /// kernel sources from `kernels/*.cu` (both checksummed by the manifest), PTX from the
+    /// plan when it was compiled for this GPU, else from NVRTC and the on-disk cache.
     pub fn with_options(plan: &Plan, options: CudaOptions) -> Result<Self, RuntimeError> {
-        let program = build_program(&plan.module)
-            .map_err(|e| RuntimeError::Device(format!("codegen: {e}")))?;
-        check_plan_sources(&plan.dir, &program)?;
+        let program = read_program(plan)?;
         let arch_ptx = plan.manifest.arch.clone();
         Self::load(
             &plan.module,
@@ -114,14 +118,15 @@ impl CudaEngine {
         )
     }
 
-    /// Loads a module with the given weights (tests, tools): no plan directory.
-    pub fn from_module(
+    /// Loads a module with the given weights and launch table (tests, tools): no plan
+    /// directory. `program` is what `zamba2c_codegen::build_program(module)` makes.
+    pub fn from_program(
         module: &Module,
         weights: &WeightStore,
+        mut program: Program,
         options: CudaOptions,
     ) -> Result<Self, RuntimeError> {
-        let program =
-            build_program(module).map_err(|e| RuntimeError::Device(format!("codegen: {e}")))?;
+        attach_nodes(module, &mut program);
         Self::load(module, weights, program, None, options)
     }
 
@@ -663,21 +668,61 @@ fn alloc_graph(
     })
 }
 
-/// Fails when the plan's `kernels/*.cu` differ from what this build generates (the launch
-/// table comes from this build's codegen, so they must agree).
-fn check_plan_sources(dir: &Path, program: &Program) -> Result<(), RuntimeError> {
-    for k in program.kernels.values() {
-        let p = dir.join(zamba2c_codegen::source_path(&k.name));
-        if let Ok(src) = std::fs::read_to_string(&p) {
-            if src != k.source {
-                return Err(RuntimeError::Input(format!(
-                    "{}: differs from the kernel this zamba2c generates; recompile the plan",
-                    p.display()
-                )));
-            }
+/// Reads a plan's launch table and kernel sources. Untrusted input: a kernel named outside the
+/// plan's `kernels/` directory, a missing source, or launches that do not match the module's
+/// graphs are refused with the file named.
+pub fn read_program(plan: &Plan) -> Result<Program, RuntimeError> {
+    let path = plan.dir.join(PROGRAM_PATH);
+    if !plan.manifest.files.contains_key(PROGRAM_PATH) {
+        return Err(RuntimeError::Input(format!(
+            "{}: missing; this plan has no CUDA kernels (recompile it with this zamba2c)",
+            path.display()
+        )));
+    }
+    let mut program: Program = zamba2c_ir::plan::read_json_file(&path)?;
+    for k in program.kernels.values_mut() {
+        if !k
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(RuntimeError::Input(format!(
+                "{}: kernel name {:?} is not an identifier",
+                path.display(),
+                k.name
+            )));
+        }
+        let src = plan.dir.join(source_path(&k.name));
+        k.source = std::fs::read_to_string(&src)
+            .map_err(|e| RuntimeError::Input(format!("{}: {e}", src.display())))?;
+    }
+    for (phase, gp) in [
+        (Phase::Prompt, &program.prompt),
+        (Phase::Decode, &program.decode),
+    ] {
+        let n = plan.module.graph(phase).len();
+        if gp.phase != phase
+            || gp.node_values.len() != n
+            || gp
+                .launches
+                .iter()
+                .any(|l| !program.kernels.contains_key(&l.kernel))
+        {
+            return Err(RuntimeError::Input(format!(
+                "{}: the {phase:?} launch table does not match module.json",
+                path.display()
+            )));
         }
     }
-    Ok(())
+    attach_nodes(&plan.module, &mut program);
+    Ok(program)
+}
+
+/// Fills each graph program's position -> node map (not serialized): positions are the
+/// graphs' deterministic topological order, the order codegen numbered them in.
+fn attach_nodes(module: &Module, program: &mut Program) {
+    program.prompt.nodes = module.prompt.topo_order();
+    program.decode.nodes = module.decode.topo_order();
 }
 
 /// Compiles (or reads from the plan or the PTX cache) and loads every kernel.
@@ -691,7 +736,7 @@ fn load_kernels(
     if let Some((dir, Some(plan_arch))) = &plan {
         if plan_arch == arch {
             for name in program.kernels.keys() {
-                let p = dir.join(zamba2c_codegen::ptx_path(name, arch));
+                let p = dir.join(ptx_path(name, arch));
                 if let Ok(s) = std::fs::read_to_string(&p) {
                     ptx.insert(name.clone(), s);
                 }
@@ -704,11 +749,8 @@ fn load_kernels(
         .filter(|k| !ptx.contains_key(&k.name))
         .map(|k| {
             let path = match &plan {
-                Some((dir, _)) => dir
-                    .join(zamba2c_codegen::source_path(&k.name))
-                    .display()
-                    .to_string(),
-                None => zamba2c_codegen::source_path(&k.name),
+                Some((dir, _)) => dir.join(source_path(&k.name)).display().to_string(),
+                None => source_path(&k.name),
             };
             (k.name.clone(), k.source.clone(), path)
         })

@@ -6,6 +6,8 @@
 //!   with no allocation inside a step.
 //! - [`graph`]: the decode step captured once as a CUDA graph and replayed
 //!   (`ZAMBA2C_NO_CUDA_GRAPH=1` keeps it eager).
+//! - [`nvrtc`]: kernel sources to PTX (ahead of time for `compile --arch`, or at load), with
+//!   an on-disk cache keyed by source, options, arch and NVRTC version.
 //! - [`validate`]: runs the same tokens on the CPU interpreter and the GPU and names the first
 //!   node whose output differs beyond tolerance.
 //! - [`bench`]: time to first token, decode ms/token (CUDA events), GPU memory.
@@ -13,6 +15,7 @@
 pub mod bench;
 pub mod engine;
 pub mod graph;
+pub mod nvrtc;
 pub mod validate;
 
 pub use bench::{bench, BenchReport};

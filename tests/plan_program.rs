@@ -1,0 +1,59 @@
+//! The runtime executes the launch table the plan carries (`kernels/program.json` + `*.cu`),
+//! not one it regenerates: what it reads back must be exactly what codegen made at compile.
+
+mod common;
+
+use common::*;
+use zamba2c_ir::Plan;
+
+#[test]
+fn the_plan_carries_the_program_codegen_made() {
+    for model in fixture_models() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan_dir = tmp.path().join("plan");
+        for dtype in ["f32", "bf16"] {
+            zamba2c_ok(&[
+                "compile",
+                model.to_str().unwrap(),
+                "-o",
+                plan_dir.to_str().unwrap(),
+                "--dtype",
+                dtype,
+            ]);
+            let plan = Plan::open(&plan_dir).expect("plan opens");
+            let read =
+                zamba2c_runtime::cuda::engine::read_program(&plan).expect("program reads back");
+            let mut made = zamba2c_codegen::build_program(&plan.module).expect("codegen");
+            made.prompt.nodes = plan.module.prompt.topo_order();
+            made.decode.nodes = plan.module.decode.topo_order();
+            assert_eq!(read, made, "{}: {dtype}", model.display());
+        }
+    }
+}
+
+#[test]
+fn an_edited_kernel_source_is_refused_by_the_checksums() {
+    let model = &fixture_models()[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let plan_dir = tmp.path().join("plan");
+    zamba2c_ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        plan_dir.to_str().unwrap(),
+    ]);
+    let cu = std::fs::read_dir(plan_dir.join("kernels"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "cu"))
+        .expect("a kernel source");
+    let mut src = std::fs::read_to_string(&cu).unwrap();
+    src.push_str("\n// edited\n");
+    std::fs::write(&cu, src).unwrap();
+    let err = Plan::open(&plan_dir).err().expect("refused").to_string();
+    assert!(
+        err.contains(&cu.file_name().unwrap().to_string_lossy().to_string())
+            && err.contains("edited after compile"),
+        "{err}"
+    );
+}
