@@ -473,6 +473,18 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
         .set("k", k)
         .set("x_stride", x.stride)
         .set("w_stride", spec.row_stride);
+    // The three GEMM/GEMV families share one parameter list (x, weight, out, rows); they differ
+    // in template, grid and block.
+    let kernel = |mut b: Builder, family: &'static str, grid: [Extent; 3], block: usize| {
+        b.family = family;
+        b.ctx.insert("family".into(), json!(family));
+        b.input("x", x)
+            .weight("weight", ctx, weight)
+            .output(out)
+            .scalar("rows", Arg::Rows)
+            .finish(grid, block)
+    };
+    let row_tiles = |tile: usize| Extent::Rows { mul: 1, div: tile };
     Ok(match ctx.phase {
         Phase::Decode => {
             let vec = match (x.dtype, spec.dtype) {
@@ -490,64 +502,33 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 }
                 _ => 1,
             };
-            let mut b = b
+            let b = b
                 .set("vec", vec)
                 .set("warps", GEMV_WARPS)
                 .set("mr", GEMV_ROWS);
-            b.family = "linear_gemv";
-            b.ctx.insert("family".into(), json!("linear_gemv"));
-            b.input("x", x)
-                .weight("weight", ctx, weight)
-                .output(out)
-                .scalar("rows", Arg::Rows)
-                .finish(
-                    [
-                        Extent::Const(n.div_ceil(GEMV_WARPS) as u32),
-                        Extent::Const(1),
-                        Extent::Const(1),
-                    ],
-                    32 * GEMV_WARPS,
-                )
+            let grid = [
+                Extent::Const(n.div_ceil(GEMV_WARPS) as u32),
+                Extent::Const(1),
+                Extent::Const(1),
+            ];
+            kernel(b, "linear_gemv", grid, 32 * GEMV_WARPS)
         }
         Phase::Prompt if mma_eligible(x, &spec, k) => {
-            let mut b = b.set("split", x.dtype == DType::F32);
-            b.family = "linear_mma";
-            b.ctx.insert("family".into(), json!("linear_mma"));
-            b.input("x", x)
-                .weight("weight", ctx, weight)
-                .output(out)
-                .scalar("rows", Arg::Rows)
-                .finish(
-                    [
-                        Extent::Const(n.div_ceil(MMA_TILE) as u32),
-                        Extent::Rows {
-                            mul: 1,
-                            div: MMA_TILE,
-                        },
-                        Extent::Const(1),
-                    ],
-                    32 * MMA_WARPS,
-                )
+            let b = b.set("split", x.dtype == DType::F32);
+            let grid = [
+                Extent::Const(n.div_ceil(MMA_TILE) as u32),
+                row_tiles(MMA_TILE),
+                Extent::Const(1),
+            ];
+            kernel(b, "linear_mma", grid, 32 * MMA_WARPS)
         }
         Phase::Prompt => {
-            let mut b = b;
-            b.family = "linear_gemm";
-            b.ctx.insert("family".into(), json!("linear_gemm"));
-            b.input("x", x)
-                .weight("weight", ctx, weight)
-                .output(out)
-                .scalar("rows", Arg::Rows)
-                .finish(
-                    [
-                        Extent::Const(n.div_ceil(GEMM_TILE) as u32),
-                        Extent::Rows {
-                            mul: 1,
-                            div: GEMM_TILE,
-                        },
-                        Extent::Const(1),
-                    ],
-                    256,
-                )
+            let grid = [
+                Extent::Const(n.div_ceil(GEMM_TILE) as u32),
+                row_tiles(GEMM_TILE),
+                Extent::Const(1),
+            ];
+            kernel(b, "linear_gemm", grid, 256)
         }
     })
 }

@@ -3,27 +3,13 @@
 //! Needs `libnvrtc.so.13` on the loader path; with ZAMBA2C_REQUIRE_NVRTC=1 a missing NVRTC is
 //! a failure, otherwise the NVRTC part is skipped with a note.
 
+mod common;
+
+use common::config;
 use serde_json::json;
 use zamba2c_codegen::{build_program, Kernel};
-use zamba2c_ir::{lower, lower_mixed, DType, Module, Zamba2Config};
+use zamba2c_ir::{lower, lower_mixed, DType, Module};
 use zamba2c_runtime::cuda::nvrtc;
-
-/// A tiny config with odd sizes; `extra` overrides fields.
-fn config(extra: serde_json::Value) -> Zamba2Config {
-    let mut v = json!({
-        "vocab_size": 67, "hidden_size": 24, "num_hidden_layers": 4,
-        "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"],
-        "mamba_d_state": 12, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_ngroups": 1,
-        "n_mamba_heads": 6, "intermediate_size": 40, "num_attention_heads": 4,
-        "num_key_value_heads": 4, "num_mem_blocks": 2, "adapter_rank": 3,
-        "use_mem_rope": false, "use_shared_attention_adapter": false,
-        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "time_step_min": 0.001
-    });
-    for (k, x) in extra.as_object().expect("object") {
-        v[k] = x.clone();
-    }
-    Zamba2Config::from_value(std::path::Path::new("(test)"), &v).expect("valid config")
-}
 
 /// The tiny modules: base graphs and the same after the fusion passes.
 fn modules() -> Vec<(String, Module)> {
