@@ -40,6 +40,16 @@ pub fn main(a: BenchArgs) -> Result<()> {
         bail!("--prompt-len: must be at least 1");
     }
     let plan = Plan::open(&a.plan)?;
+    // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!(
+        "benchmarking {} on {:?}: prompt {} tokens, {} decode steps",
+        a.plan.display(),
+        a.device,
+        a.prompt_len,
+        a.gen_len
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let report = match a.device {
         Device::Cuda => serde_json::to_value(
             zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len)
@@ -47,6 +57,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         )?,
         Device::Cpu => cpu_bench(&plan, a.prompt_len, a.gen_len)?,
     };
+    spinner.finish_and_clear();
     let text = serde_json::to_string(&report)?;
     if let Some(out) = &a.out {
         write_atomic(out, |tmp| {
