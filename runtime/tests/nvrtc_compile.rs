@@ -240,3 +240,34 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
     assert!(fams.iter().any(|f| f == "linear_mma"), "{fams:?}");
     assert!(fams.iter().any(|f| f == "linear_gemm"), "{fams:?}");
 }
+
+/// A kernel that does not compile fails with the NVRTC log and the kernel's source path
+/// (issue 6: a failed NVRTC compile shows the log and the source path).
+#[test]
+fn a_broken_kernel_reports_the_log_and_the_source_path() {
+    if !nvrtc::available() {
+        assert!(
+            std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded"
+        );
+        eprintln!("note: NVRTC not found, skipping");
+        return;
+    }
+    let src = "extern \"C\" __global__ void z2c_broken_d0(float* out) { out[0] = not_declared; }";
+    let err = nvrtc::compile(
+        "z2c_broken_d0",
+        src,
+        "plans/x/kernels/z2c_broken_d0.cu",
+        "sm_90",
+    )
+    .expect_err("must not compile")
+    .to_string();
+    assert!(
+        err.contains("z2c_broken_d0") && err.contains("plans/x/kernels/z2c_broken_d0.cu"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not_declared"),
+        "the NVRTC log is missing: {err}"
+    );
+}
