@@ -282,6 +282,12 @@ impl Plan {
             ));
         }
         let mp = dir.join("manifest.json");
+        if !mp.is_file() {
+            return Err(PlanError::new(
+                &mp,
+                "missing: this directory is not a zamba2c plan (make one with `zamba2c compile`)",
+            ));
+        }
         let raw: serde_json::Value = read_json_file(&mp)?;
         let shown =
             |v: Option<&serde_json::Value>| v.map_or("missing".to_string(), |v| v.to_string());
