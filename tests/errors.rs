@@ -59,26 +59,6 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-/// Every file under `dir` by relative path, with its content.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
-
 /// A copy of the fixture checkpoint under `tmp`.
 fn model_copy(tmp: &Path) -> PathBuf {
     let d = tmp.join("model");
@@ -1114,7 +1094,7 @@ fn failed_compile_keeps_the_old_plan() {
     let t = tempdir();
     let plan = t.path().join("plan");
     common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&plan)]);
-    let before = snapshot(&plan);
+    let before = common::snapshot(&plan);
     let m = model_copy(t.path());
     // The last weight in name order, so the conversion fails late, with most of the file written.
     let last = read_tensors(&m.join("model.safetensors"))
@@ -1124,7 +1104,7 @@ fn failed_compile_keeps_the_old_plan() {
         .clone();
     edit_tensors(&m, |t| poke_f32(t, &last, 0, f32::NAN));
     fails(&["compile", s(&m), "-o", s(&plan)], &[&last, "NaN"]);
-    let after = snapshot(&plan);
+    let after = common::snapshot(&plan);
     assert!(before == after, "the old plan changed");
     assert_no_temp_left(t.path());
     let out = t.path().join("l.safetensors");

@@ -64,23 +64,6 @@ fn an_edited_kernel_source_is_refused_by_the_checksums() {
 fn compiling_twice_gives_identical_plans_and_dumps() {
     let model = fixture_models().pop().expect("a fixture");
     let tmp = tempfile::tempdir().unwrap();
-    let files = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    let rel = p.strip_prefix(dir).unwrap().to_string_lossy().to_string();
-                    v.push((rel, std::fs::read(&p).unwrap()));
-                }
-            }
-        }
-        v.sort();
-        v
-    };
     let mut runs = Vec::new();
     for i in 0..2 {
         let plan = tmp.path().join(format!("plan{i}"));
@@ -95,7 +78,7 @@ fn compiling_twice_gives_identical_plans_and_dumps() {
             "--dump-ir",
             dump.to_str().unwrap(),
         ]);
-        runs.push((files(&plan), files(&dump)));
+        runs.push((snapshot(&plan), snapshot(&dump)));
     }
     assert!(!runs[0].0.is_empty() && !runs[0].1.is_empty());
     assert!(

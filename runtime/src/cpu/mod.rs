@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use petgraph::stable_graph::NodeIndex;
-use zamba2c_ir::{Module, Phase, Plan};
+use zamba2c_ir::{Module, Phase, Plan, WeightSpec};
 
 pub use interp::{eval_node, eval_steps, run_graph};
 pub use state::InferenceState;
@@ -42,14 +42,7 @@ impl CpuWeights {
             let data = values
                 .remove(name)
                 .ok_or_else(|| RuntimeError::Input(format!("weight {name} is missing")))?;
-            if data.len() != spec.numel() {
-                return Err(RuntimeError::Input(format!(
-                    "weight {name} has {} values, the IR wants {:?}",
-                    data.len(),
-                    spec.shape
-                )));
-            }
-            tensors.insert(name.clone(), Tensor::new(spec.shape.clone(), data));
+            tensors.insert(name.clone(), weight_tensor(name, spec, data)?);
         }
         Ok(CpuWeights { tensors })
     }
@@ -61,14 +54,7 @@ impl CpuWeights {
         for (name, spec) in &plan.module.weights {
             let (dtype, bytes) = plan.weights.raw(name)?;
             let data = zamba2c_ir::tensor::to_f32(&bytes, dtype);
-            if data.len() != spec.numel() {
-                return Err(RuntimeError::Input(format!(
-                    "weight {name} has {} values, the IR wants {:?}",
-                    data.len(),
-                    spec.shape
-                )));
-            }
-            tensors.insert(name.clone(), Tensor::new(spec.shape.clone(), data));
+            tensors.insert(name.clone(), weight_tensor(name, spec, data)?);
         }
         Ok(CpuWeights { tensors })
     }
@@ -194,4 +180,16 @@ impl Engine for CpuEngine {
     fn vocab_size(&self) -> usize {
         self.module.config.vocab_size
     }
+}
+
+/// Wraps one weight's values as a tensor of its IR shape, refusing a wrong element count.
+fn weight_tensor(name: &str, spec: &WeightSpec, data: Vec<f32>) -> Result<Tensor, RuntimeError> {
+    if data.len() != spec.numel() {
+        return Err(RuntimeError::Input(format!(
+            "weight {name} has {} values, the IR wants {:?}",
+            data.len(),
+            spec.shape
+        )));
+    }
+    Ok(Tensor::new(spec.shape.clone(), data))
 }
