@@ -6,7 +6,7 @@
   __shared__ float qs[{{ d }}];
   __shared__ float sm[{{ nw }}], sl[{{ nw }}];
   __shared__ float sacc[{{ nw }}][{{ d }}];
-  const int h = blockIdx.x;
+  const int h = tile;
   const long r = blockIdx.y;
   const int b = (int)(r / seq), t = (int)(r % seq);
   const int pos = meta[0] + t;

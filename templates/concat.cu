@@ -1,7 +1,7 @@
 {% include "prelude.cu" %}
 {
   // Concatenation along the last axis (ZAMBA2.md §2.3: [current hidden, embeddings]).
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long i = (long)tile * blockDim.x + threadIdx.x;
   if (i >= (long)rows * {{ width }}) return;
   const long r = i / {{ width }};
   const int c = (int)(i - r * {{ width }});

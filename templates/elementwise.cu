@@ -1,7 +1,7 @@
 {% include "prelude.cu" %}
 {
   // {{ op }} over [rows, {{ width }}], computed in f32 and rounded once.
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long i = (long)tile * blockDim.x + threadIdx.x;
   if (i >= (long)rows * {{ width }}) return;
   const long r = i / {{ width }};
   const int c = (int)(i - r * {{ width }});

@@ -1,7 +1,7 @@
 {% include "prelude.cu" %}
 {
   // weight[ids] (ZAMBA2.md §2.1); an id outside the vocabulary gives a zero row.
-  const long r = blockIdx.x;
+  const long r = tile;
   const i32 id = ids[r];
   act_t* o = out + r * {{ width }};
   if (id < 0 || id >= {{ vocab }}) {

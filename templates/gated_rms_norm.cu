@@ -3,7 +3,7 @@
   // w ⊙ groupnorm(y ⊙ silu(z)), gate before norm, f32 math (ZAMBA2.md §3.2, §6.7).
   // One block per (row, group of {{ group }} channels).
   __shared__ float scratch[32];
-  const long r = blockIdx.x;
+  const long r = tile;
   const int c0 = blockIdx.y * {{ group }};
   const long yo = r * {{ y_stride }} + c0, zo = r * {{ z_stride }} + c0;
   float ss = 0.f;

@@ -2,7 +2,7 @@
 {
   // Appends k (after RoPE when enabled) and v of every new token to the KV cache
   // [B, {{ kv_heads }}, cap, {{ d }}] at absolute position meta[0] + t (ZAMBA2.md §2.4, §4).
-  const long r = blockIdx.x;
+  const long r = tile;
   const int kh = blockIdx.y;
   const int b = (int)(r / seq), t = (int)(r % seq);
   const int pos = meta[0] + t;

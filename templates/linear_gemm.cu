@@ -6,7 +6,7 @@
   __shared__ float Bs[16][64 + 4];
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
   const long m0 = (long)blockIdx.y * 64;
-  const int n0 = blockIdx.x * 64;
+  const int n0 = tile * 64;
   float acc[4][4];
 #pragma unroll
   for (int i = 0; i < 4; ++i)

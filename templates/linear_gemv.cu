@@ -3,7 +3,7 @@
   // out[m, n] = Σ_k x[m, k] · W[n, k] for few rows (decode): one warp per output feature,
   // the weight row streamed once with {{ vec }}-element loads, f32 accumulation.
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = blockIdx.x * {{ warps }} + warp;
+  const int n = tile * {{ warps }} + warp;
   if (n >= {{ n }}) return;
   const long wo = (long)n * {{ w_stride }};
   for (int m0 = 0; m0 < rows; m0 += {{ mr }}) {

@@ -15,7 +15,7 @@
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
   const long m0 = (long)blockIdx.y * BM;
-  const int n0 = blockIdx.x * BN;
+  const int n0 = tile * BN;
 
   // Global → registers: W (and bf16 x) as 2 chunks of 8 bf16 per thread, f32 x as 4 float4.
   uint4 wr[2];

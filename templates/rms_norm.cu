@@ -2,7 +2,7 @@
 {
   // w ⊙ cast(x / sqrt(mean(x²) + eps)), statistics in f32 (ZAMBA2.md §2.6, §6.1b).
   __shared__ float scratch[32];
-  const long r = blockIdx.x;
+  const long r = tile;
   const long xo = r * {{ x_stride }};
   float ss = 0.f;
   for (int c = threadIdx.x; c < {{ width }}; c += blockDim.x) {

@@ -3,7 +3,7 @@
   // Mamba2 SSM recurrence, sequential over time (ZAMBA2.md §3.2, §3.5), f32 state and math.
   // One block per (head, sequence); warp w owns head rows p = w, w+{{ nw }}, ...; lane l owns
   // state columns n = l, l+32, ... The state [B, {{ heads }}, {{ head_dim }}, {{ d_state }}] lives in registers.
-  const int h = blockIdx.x, b = blockIdx.y;
+  const int h = tile, b = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = h / {{ heads_per_group }};
   const float A = -expf(to_f(a_log[h]));

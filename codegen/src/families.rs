@@ -37,7 +37,7 @@ pub struct KernelSpec {
 
 /// Builds a [`KernelSpec`]: parameters and their arguments are added together, so the list
 /// that renders the signature is the list the runtime launches with.
-struct Builder {
+pub(crate) struct Builder {
     family: &'static str,
     ctx: Map<String, Json>,
     params: Vec<Param>,
@@ -45,7 +45,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(family: &'static str, act: DType) -> Self {
+    pub(crate) fn new(family: &'static str, act: DType) -> Self {
         let mut ctx = Map::new();
         ctx.insert("family".into(), json!(family));
         ctx.insert("act".into(), json!(CType::elem(act)));
@@ -56,11 +56,11 @@ impl Builder {
             args: Vec::new(),
         }
     }
-    fn set(mut self, k: &str, v: impl Into<Json>) -> Self {
+    pub(crate) fn set(mut self, k: &str, v: impl Into<Json>) -> Self {
         self.ctx.insert(k.into(), v.into());
         self
     }
-    fn param(mut self, name: &'static str, ty: CType, arg: Arg) -> Self {
+    pub(crate) fn param(mut self, name: &'static str, ty: CType, arg: Arg) -> Self {
         self.params.push(Param {
             name: name.to_string(),
             ty,
@@ -68,15 +68,15 @@ impl Builder {
         self.args.push(arg);
         self
     }
-    fn input(self, name: &'static str, o: &Operand) -> Self {
+    pub(crate) fn input(self, name: &'static str, o: &Operand) -> Self {
         self.param(name, CType::ConstPtr(o.dtype), o.arg())
     }
-    fn output(self, o: &Operand) -> Self {
+    pub(crate) fn output(self, o: &Operand) -> Self {
         self.param("out", CType::Ptr(o.dtype), o.arg())
     }
     /// A weight parameter; `w` may be a column view (`zamba2c_ir::fused::weight_view`),
     /// passed as its table weight plus an offset. [`specs`] has checked that it resolves.
-    fn weight(self, name: &'static str, ctx: &NodeCtx, w: &str) -> Self {
+    pub(crate) fn weight(self, name: &'static str, ctx: &NodeCtx, w: &str) -> Self {
         let (d, arg) = match weight_ref(ctx, w) {
             Some(r) => (
                 r.dtype,
@@ -95,15 +95,15 @@ impl Builder {
         };
         self.param(name, CType::ConstPtr(d), arg)
     }
-    fn scalar(self, name: &'static str, arg: Arg) -> Self {
+    pub(crate) fn scalar(self, name: &'static str, arg: Arg) -> Self {
         self.param(name, CType::I32, arg)
     }
-    fn finish(mut self, grid: [Extent; 3], block: usize) -> KernelSpec {
+    pub(crate) fn finish(mut self, grid: [Extent; 3], block: usize) -> KernelSpec {
         self.ctx.insert("block".into(), json!(block));
         let decls: Vec<Json> = self
             .params
             .iter()
-            .map(|p| json!({ "decl": p.ty.decl(&p.name) }))
+            .map(|p| json!({ "decl": p.ty.decl(&p.name), "name": p.name }))
             .collect();
         self.ctx.insert("params".into(), Json::Array(decls));
         KernelSpec {
@@ -324,6 +324,7 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
                         part: 0,
                     },
                 )
+                .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
                 .output(&out)
                 .scalar("seq", Arg::Seq)
                 .finish(

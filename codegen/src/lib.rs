@@ -11,11 +11,13 @@
 //! node = position in the graph's topological order, as in `module.json`).
 
 pub mod families;
+pub mod fused;
 pub mod program;
 pub mod render;
 
 pub use program::{
-    build_program, Arg, CType, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage, Value,
+    build_program, Arg, CType, Decomposed, Extent, GraphProgram, Kernel, Launch, Param, Program,
+    Storage, Value,
 };
 pub use zamba2c_ir::kernel::{ptx_path, source_path, PROGRAM_PATH};
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::fused::Operand as FusedOperand;
 pub use zamba2c_ir::kernel::{
-    Arg, CType, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage, Value,
+    Arg, CType, Decomposed, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage, Value,
 };
 use zamba2c_ir::{DType, Dim, Graph, Module, Op, Phase};
 
@@ -140,6 +140,7 @@ fn build_graph(
         },
         values: Vec::with_capacity(order.len()),
         launches: Vec::new(),
+        decomposed: Vec::new(),
         kernels,
     };
     let mut node_values = Vec::with_capacity(order.len());
@@ -186,6 +187,7 @@ fn build_graph(
         tokens,
         outputs,
         launches: b.launches,
+        decomposed: b.decomposed,
     })
 }
 
@@ -203,6 +205,7 @@ struct GraphBuilder<'a> {
     tag: char,
     values: Vec<Value>,
     launches: Vec<Launch>,
+    decomposed: Vec<Decomposed>,
     kernels: &'a mut Kernels,
 }
 
@@ -280,6 +283,20 @@ impl GraphBuilder<'_> {
             });
             return Ok(self.values.len() - 1);
         }
+        // A decode-graph Linear takes the same streaming kernel as the fused projections.
+        let plain_decode_linear = matches!(op, Op::Linear { .. }) && self.phase == Phase::Decode;
+        if (op.is_fused() || plain_decode_linear) && at.step.is_none() {
+            match self.emit_fused(op, &ins, width, dtype, at)? {
+                Ok(v) => return Ok(v),
+                Err(_) if plain_decode_linear => {}
+                Err(reason) => self.decomposed.push(Decomposed {
+                    node: at.pos,
+                    label: at.label.to_string(),
+                    op: op.name().to_string(),
+                    reason,
+                }),
+            }
+        }
         if let Some(steps) = op.decompose() {
             let seq = zamba2c_ir::verify::seq_dim(self.phase);
             let mut outs: Vec<usize> = Vec::with_capacity(steps.len());
@@ -319,6 +336,12 @@ impl GraphBuilder<'_> {
         }
         let v = self.push_value(None, width, dtype);
         let out = self.operand(v);
+        if let (Op::Attention { .. }, Phase::Decode) = (op, self.phase) {
+            if let Some(spec) = self.attention_decode(op, &ins, out)? {
+                self.push_launches(vec![spec], at)?;
+                return Ok(v);
+            }
+        }
         let ctx = NodeCtx {
             module: self.module,
             phase: self.phase,
@@ -327,14 +350,21 @@ impl GraphBuilder<'_> {
             out,
             label: at.label,
         };
+        let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
+            CodegenError::Node { msg, .. } => self.err(at, msg),
+            e => e,
+        })?;
+        self.push_launches(specs, at)?;
+        Ok(v)
+    }
+
+    /// Renders (or reuses) each spec's kernel and appends its launch for the node at `at`.
+    fn push_launches(&mut self, specs: Vec<KernelSpec>, at: &At) -> Result<(), CodegenError> {
         let tag = match at.step {
             None => format!("{}{}", self.tag, at.pos),
             Some(s) => format!("{}{}_{s}", self.tag, at.pos),
         };
-        for spec in families::specs(&ctx, at.pos).map_err(|e| match e {
-            CodegenError::Node { msg, .. } => self.err(at, msg),
-            e => e,
-        })? {
+        for spec in specs {
             let name = self.kernels.get(&spec, &tag)?;
             self.launches.push(Launch {
                 kernel: name,
@@ -344,6 +374,139 @@ impl GraphBuilder<'_> {
                 block: spec.block,
             });
         }
-        Ok(v)
+        Ok(())
+    }
+
+    /// A kernel-internal temporary `[rows, width]` (not an IR value).
+    fn temp(&mut self, width: usize, dtype: DType) -> Operand {
+        let v = self.push_value(None, width, dtype);
+        self.operand(v)
+    }
+
+    /// A fused op through its kernel family (crate::fused): the output value, or why the family
+    /// cannot serve it (then the caller decomposes it). Temporaries a failed attempt allocated
+    /// are dropped again.
+    fn emit_fused(
+        &mut self,
+        op: &Op,
+        ins: &[Operand],
+        width: usize,
+        dtype: DType,
+        at: &At,
+    ) -> Result<Result<usize, String>, CodegenError> {
+        let mark = self.values.len();
+        let v = self.push_value(None, width, dtype);
+        let out = self.operand(v);
+        let module = self.module;
+        let phase = self.phase;
+        let mut temps: Vec<(usize, DType)> = Vec::new();
+        let result = {
+            let ctx = NodeCtx {
+                module,
+                phase,
+                op,
+                inputs: ins.to_vec(),
+                out,
+                label: at.label,
+            };
+            // Temporaries are numbered after the output; their values are pushed below.
+            let mut alloc = |w: usize, d: DType| {
+                temps.push((w, d));
+                let idx = mark + temps.len();
+                Operand {
+                    value: idx,
+                    root: idx,
+                    offset: 0,
+                    stride: w,
+                    width: w,
+                    dtype: d,
+                }
+            };
+            crate::fused::fused_specs(&ctx, &mut alloc)
+        };
+        match result {
+            Ok(specs) => {
+                for (w, d) in temps {
+                    self.push_value(None, w, d);
+                }
+                self.push_launches(specs, at)?;
+                Ok(Ok(v))
+            }
+            Err(reason) => {
+                self.values.truncate(mark);
+                Ok(Err(reason))
+            }
+        }
+    }
+
+    /// Decode attention through `attention_decode` (split over the cache, append folded in),
+    /// with its workspace and counters; `None` when that family does not fit the shape.
+    fn attention_decode(
+        &mut self,
+        op: &Op,
+        ins: &[Operand],
+        out: Operand,
+    ) -> Result<Option<KernelSpec>, CodegenError> {
+        let Op::Attention {
+            heads,
+            kv_heads,
+            head_dim,
+            scale,
+            rope_theta,
+            cache,
+        } = *op
+        else {
+            return Ok(None);
+        };
+        let cache_dtype = match self.module.states.get(cache) {
+            Some(zamba2c_ir::StateSpec::Kv {
+                kv_heads: k,
+                head_dim: d,
+                dtype,
+                ..
+            }) if *k == kv_heads && *d == head_dim => *dtype,
+            _ => return Ok(None),
+        };
+        if ins.len() != 3
+            || kv_heads == 0
+            || !heads.is_multiple_of(kv_heads)
+            || (rope_theta.is_some() && !head_dim.is_multiple_of(2))
+        {
+            return Ok(None);
+        }
+        let rope = rope_theta.map(|t| {
+            families::rope_inv_freq(t, head_dim)
+                .into_iter()
+                .map(families::flit)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let mark = self.values.len();
+        let ws = self.temp(
+            heads * crate::fused::ATTN_SPLITS * (head_dim + 2),
+            DType::F32,
+        );
+        let counters = self.temp(heads, DType::I32);
+        let ctx = NodeCtx {
+            module: self.module,
+            phase: self.phase,
+            op,
+            inputs: ins.to_vec(),
+            out,
+            label: "",
+        };
+        let spec = crate::fused::attention_decode(
+            &ctx,
+            (heads, kv_heads, head_dim, scale),
+            rope,
+            cache,
+            cache_dtype,
+            ws,
+            counters,
+        );
+        if spec.is_none() {
+            self.values.truncate(mark);
+        }
+        Ok(spec)
     }
 }

@@ -43,6 +43,16 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("kv_append.cu", include_str!("../../templates/kv_append.cu")),
     ("attention.cu", include_str!("../../templates/attention.cu")),
+    (
+        "attention_decode.cu",
+        include_str!("../../templates/attention_decode.cu"),
+    ),
+    ("proj_gemv.cu", include_str!("../../templates/proj_gemv.cu")),
+    (
+        "mamba_step.cu",
+        include_str!("../../templates/mamba_step.cu"),
+    ),
+    ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
 ];
 
 /// The loaded templates.
@@ -74,9 +84,15 @@ impl Renderer {
             serde_json::from_str(&spec.context).map_err(|e| err(e.to_string()))?;
         let mut ctx = Context::from_value(value).map_err(|e| err(error_chain(&e)))?;
         ctx.insert("name", name);
-        self.tera
+        let body = self
+            .tera
             .render(&template, &ctx)
-            .map_err(|e| err(error_chain(&e)))
+            .map_err(|e| err(error_chain(&e)))?;
+        let wrapper = self
+            .tera
+            .render("wrapper.cu", &ctx)
+            .map_err(|e| err(error_chain(&e)))?;
+        Ok(body + &wrapper)
     }
 }
 

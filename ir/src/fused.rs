@@ -207,6 +207,7 @@ impl Op {
                 dt_min,
                 ssm_state,
                 norm,
+                out_proj,
             } => {
                 let din = heads * head_dim;
                 let gn = groups * d_state;
@@ -242,7 +243,34 @@ impl Op {
                     groups: *groups,
                     eps: norm.eps,
                 };
-                s.push(gated, &[y, z]);
+                let yn = s.push(gated, &[y, z]);
+                if let Some(w) = out_proj {
+                    s.linear(w, yn);
+                }
+            }
+            // The inner op (through its own decomposition when fused), then `r + y`.
+            Op::Residual { inner } => {
+                let n = inner.arity()?;
+                let ins: Vec<Operand> = (0..n).map(Input).collect();
+                let y = match inner.decompose() {
+                    Some(steps) => {
+                        let base = s.0.len();
+                        for st in steps {
+                            let operands: Vec<Operand> = st
+                                .operands
+                                .iter()
+                                .map(|o| match *o {
+                                    Operand::Step(j) => Operand::Step(base + j),
+                                    i => i,
+                                })
+                                .collect();
+                            s.push(st.op, &operands);
+                        }
+                        Operand::Step(s.0.len() - 1)
+                    }
+                    None => s.push((**inner).clone(), &ins),
+                };
+                s.push(Op::Add, &[Input(n), y]);
             }
             _ => return None,
         }

@@ -336,6 +336,7 @@ fn op_attrs(op: &Op) -> String {
             dt_min,
             conv_state,
             ssm_state,
+            out_proj,
             ..
         } => {
             parts.push(format!(
@@ -344,7 +345,11 @@ fn op_attrs(op: &Op) -> String {
             if let Some(m) = dt_min {
                 parts.push(format!("dt_min={m:e}"));
             }
+            if out_proj.is_some() {
+                parts.push("out_proj".into());
+            }
         }
+        Op::Residual { inner } => parts.push(format!("inner={}", inner.name())),
         Op::Attention {
             heads,
             kv_heads,

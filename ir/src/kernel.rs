@@ -163,6 +163,17 @@ pub struct Value {
     pub row_stride: usize,
 }
 
+/// A fused op emitted through its decomposition (one base kernel per step) because no fused
+/// kernel family serves it here; `inspect` lists these by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decomposed {
+    /// Topological position of the node.
+    pub node: usize,
+    pub label: String,
+    pub op: String,
+    pub reason: String,
+}
+
 /// The launches of one graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphProgram {
@@ -178,6 +189,9 @@ pub struct GraphProgram {
     pub tokens: usize,
     pub outputs: Vec<usize>,
     pub launches: Vec<Launch>,
+    /// Fused ops of this graph emitted through their decomposition, and why.
+    #[serde(default)]
+    pub decomposed: Vec<Decomposed>,
 }
 
 /// Every kernel of a module and the launches of both graphs.

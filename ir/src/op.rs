@@ -126,7 +126,14 @@ pub enum Op {
         dt_min: Option<f32>,
         ssm_state: StateId,
         norm: Norm,
+        /// The layer's `out_proj` applied to the normalised output, when fuse-mixer took it in
+        /// (then the output is `[B,T,H]`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out_proj: Option<String>,
     },
+    /// `r + inner(operands)`: a residual add taken into the op that produces its other
+    /// operand (fuse-residual). Operands: `inner`'s, then `r`.
+    Residual { inner: Box<Op> },
 }
 
 /// The discriminant of [`Op`], for pattern matching in passes and for counting.
@@ -152,6 +159,7 @@ pub enum OpKind {
     SplitNormLinear,
     GatedMlp,
     MambaMixer,
+    Residual,
 }
 
 impl Op {
@@ -178,6 +186,7 @@ impl Op {
             Op::SplitNormLinear { .. } => OpKind::SplitNormLinear,
             Op::GatedMlp { .. } => OpKind::GatedMlp,
             Op::MambaMixer { .. } => OpKind::MambaMixer,
+            Op::Residual { .. } => OpKind::Residual,
         }
     }
 
@@ -204,6 +213,7 @@ impl Op {
             OpKind::SplitNormLinear => "split_norm_linear",
             OpKind::GatedMlp => "gated_mlp",
             OpKind::MambaMixer => "mamba_mixer",
+            OpKind::Residual => "residual",
         }
     }
 
@@ -249,14 +259,30 @@ impl Op {
                 a_log,
                 d,
                 norm,
+                out_proj,
                 ..
-            } => vec![conv_weight, conv_bias, dt_bias, a_log, d, &norm.weight],
+            } => {
+                let mut w = vec![
+                    conv_weight.as_str(),
+                    conv_bias,
+                    dt_bias,
+                    a_log,
+                    d,
+                    &norm.weight,
+                ];
+                w.extend(out_proj.as_deref());
+                w
+            }
+            Op::Residual { inner } => inner.weights(),
             _ => vec![],
         }
     }
 
     /// Number of operands the op takes (`None`: variadic).
     pub fn arity(&self) -> Option<usize> {
+        if let Op::Residual { inner } = self {
+            return inner.arity().map(|a| a + 1);
+        }
         match self.kind() {
             OpKind::Tokens => Some(0),
             OpKind::Add | OpKind::Mul | OpKind::GatedRmsNorm => Some(2),
@@ -285,6 +311,7 @@ impl Op {
                 ssm_state,
                 ..
             } => vec![*conv_state, *ssm_state],
+            Op::Residual { inner } => inner.states(),
             _ => vec![],
         }
     }

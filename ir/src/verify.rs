@@ -390,6 +390,11 @@ pub fn infer_shape(m: &Module, phase: Phase, op: &Op, ins: &[&Shape]) -> Result<
         | Op::SplitNormLinear { .. }
         | Op::GatedMlp { .. }
         | Op::MambaMixer { .. } => unreachable!("fused ops are inferred from their decomposition"),
+        // A residual has a decomposition whenever its inner op has a fixed arity.
+        Op::Residual { inner } => Err(format!(
+            "a residual around {}, which takes a variable number of operands",
+            inner.name()
+        )),
     }
 }
 

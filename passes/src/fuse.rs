@@ -236,9 +236,21 @@ pub fn fuse_mixer(m: &mut Module) {
                 .filter(|&n| matches!(g.g[n].op, Op::SsmScan { .. }))
                 .collect();
         for s in scans {
-            let Some((zx, gn, op)) = match_mixer(g, s) else {
+            let Some((zx, gn, mut op)) = match_mixer(g, s) else {
                 continue;
             };
+            // The out_proj reading the normalised output joins the mixer: its kernel applies
+            // the gated norm in the projection's prologue (codegen/src/fused.rs).
+            let mut last = gn;
+            if let [user] = g.users(gn)[..] {
+                if let (Op::Linear { weight }, false) = (&g.g[user].op, g.outputs.contains(&gn)) {
+                    if let Op::MambaMixer { out_proj, .. } = &mut op {
+                        *out_proj = Some(weight.clone());
+                    }
+                    last = user;
+                }
+            }
+            let gn = last;
             let shape = g.g[gn].shape.clone();
             let label = g.g[s]
                 .label
@@ -335,8 +347,41 @@ fn match_mixer(g: &Graph, s: NodeIndex) -> Option<(NodeIndex, NodeIndex, Op)> {
         dt_min,
         ssm_state,
         norm: Norm { weight: nw, eps },
+        out_proj: None,
     };
     Some((zx, gnorm, op))
+}
+
+/// fuse-residual: `Add(r, y)` where `y` is a projection, gated MLP or mixer read by nothing
+/// else -> `Residual { y's op }` on `y`'s operands and `r`: the add happens in the epilogue of
+/// the kernel that writes `y` (spec §2.2: every layer ends in a residual add).
+pub fn fuse_residual(m: &mut Module) {
+    each_graph(m, |g| {
+        let adds: Vec<NodeIndex> =
+            g.g.node_indices()
+                .filter(|&n| matches!(g.g[n].op, Op::Add))
+                .collect();
+        for n in adds {
+            let [r, y] = g.inputs(n)[..] else {
+                continue;
+            };
+            let takes = matches!(
+                g.g[y].op,
+                Op::Linear { .. } | Op::GatedMlp { .. } | Op::MambaMixer { .. }
+            );
+            if !takes || r == y || !only_user(g, y, n) || g.outputs.contains(&y) {
+                continue;
+            }
+            let mut ins = g.inputs(y);
+            ins.push(r);
+            let op = Op::Residual {
+                inner: Box::new(g.g[y].op.clone()),
+            };
+            let (shape, label) = (g.g[n].shape.clone(), g.g[y].label.clone());
+            replace(g, n, op, &ins, shape, label);
+        }
+        sweep(g);
+    });
 }
 
 /// eliminate-dead-nodes: removes every node no output depends on.

@@ -27,8 +27,10 @@ pub const PASSES: &[Pass] = &[
     Pass { name: "fuse-norm-linear", min_level: 1, run: fuse::fuse_norm_linear },
     // gate_up (+adapter) -> GELU(gate)⊙up -> down -> the layer's linear: one GatedMlp (§2.5).
     Pass { name: "fuse-mlp", min_level: 1, run: fuse::fuse_mlp },
-    // split -> conv+SiLU -> split -> SSM scan/step (softplus dt, D skip) -> gated norm: MambaMixer.
+    // split -> conv+SiLU -> split -> SSM scan/step (softplus dt, D skip) -> gated norm (-> out_proj): MambaMixer.
     Pass { name: "fuse-mixer", min_level: 1, run: fuse::fuse_mixer },
+    // r + y where y is a projection, MLP or mixer: the add moves into y's kernel epilogue.
+    Pass { name: "fuse-residual", min_level: 1, run: fuse::fuse_residual },
     // Drop every node no output depends on (each rewrite above also sweeps what it replaced).
     Pass { name: "eliminate-dead-nodes", min_level: 1, run: fuse::eliminate_dead_nodes },
     // One activation arena per graph reused by liveness; weights, recurrent state, KV apart.

@@ -166,3 +166,13 @@ fn embedding_half_identity_holds() {
         .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
     assert!(diff / scale < 1e-5, "relative error {:e}", diff / scale);
 }
+
+#[test]
+fn fuse_residual_keeps_logits() {
+    for (name, m) in check_passes_keep_logits(upto("fuse-residual")) {
+        // Every layer ends in a residual add; each one moves into its producer's kernel.
+        assert_eq!(count(&m, OpKind::Add), 0, "{name}: a residual add is left");
+        let layers = m.config.num_hidden_layers;
+        assert!(count(&m, OpKind::Residual) >= 2 * layers, "{name}");
+    }
+}

@@ -44,11 +44,7 @@ fn modules() -> Vec<(String, Module)> {
     for (name, extra, dtype, act) in cases {
         let m = lower_mixed(&config(extra), dtype, act);
         let mut f = m.clone();
-        zamba2c_passes::fuse::fuse_lora(&mut f);
-        zamba2c_passes::fuse::fuse_norm_linear(&mut f);
-        zamba2c_passes::fuse::fuse_mlp(&mut f);
-        zamba2c_passes::fuse::fuse_mixer(&mut f);
-        zamba2c_passes::fuse::eliminate_dead_nodes(&mut f);
+        zamba2c_passes::pipeline::run_pipeline(&mut f, 1, None).expect("the passes run");
         let fused = f
             .prompt
             .g

@@ -1,0 +1,127 @@
+{% include "prelude.cu" %}
+{
+  // Decode attention, split over the cached positions (flash-decoding; ZAMBA2.md §2.4, §6.3;
+  // docs/KERNELS.md "attention_decode"). Block (tile = query head h, blockIdx.y = split s of
+  // {{ splits }}, blockIdx.z = sequence). The new token's k (RoPE applied) and v are taken from
+  // the projections, not from the cache, and split 0 appends them to the cache: no block reads
+  // the slot being written. Inside a block, groups of {{ lpk }} lanes take one key each
+  // ({{ dpl }} dims per lane), with an f32 online softmax per group, merged across groups and
+  // warps; the splits' partial (max, sum, acc) go to a workspace and the last block of the head
+  // to finish (an atomic counter, reset for the next step) merges them.
+  constexpr int D = {{ d }}, NW = {{ nw }}, LPK = {{ lpk }}, DPL = {{ dpl }}, KPW = 32 / LPK;
+  __shared__ float qs[D], kn[D], vn[D];
+  __shared__ float wm[NW * KPW], wl[NW * KPW];
+  __shared__ float wacc[NW * KPW][D];
+  __shared__ bool last;
+  const int h = tile, s = blockIdx.y, b = blockIdx.z;
+  const int kh = h / {{ group }};
+  const int pos = meta[0];
+  const long row = b;
+  const long qo = row * {{ q_stride }} + h * D, ko = row * {{ k_stride }} + kh * D,
+             vo = row * {{ v_stride }} + kh * D;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+{% if rope %}    if (c < {{ half }}) {
+      const float ang = (float)pos * inv_freq[c];
+      const float cs_ = rnd<act_t>(cosf(ang)), sn = rnd<act_t>(sinf(ang));
+      float x1 = to_f(q[qo + c]), x2 = to_f(q[qo + c + {{ half }}]);
+      qs[c] = rnd<act_t>(x1 * cs_ - x2 * sn);
+      qs[c + {{ half }}] = rnd<act_t>(x2 * cs_ + x1 * sn);
+      x1 = to_f(k[ko + c]); x2 = to_f(k[ko + c + {{ half }}]);
+      kn[c] = rnd<act_t>(x1 * cs_ - x2 * sn);
+      kn[c + {{ half }}] = rnd<act_t>(x2 * cs_ + x1 * sn);
+    }
+{% else %}    qs[c] = to_f(q[qo + c]);
+    kn[c] = to_f(k[ko + c]);
+{% endif %}    vn[c] = to_f(v[vo + c]);
+  }
+  __syncthreads();
+  const long kvo = ((long)b * {{ kv_heads }} + kh) * cap * D;
+  if (s == 0 && pos < cap && h % {{ group }} == 0) {
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+      kcache[kvo + (long)pos * D + c] = from_f<cache_t>(kn[c]);
+      vcache[kvo + (long)pos * D + c] = from_f<cache_t>(vn[c]);
+    }
+  }
+  const int nk = min(pos + 1, cap);
+  const int chunk = (nk + {{ splits }} - 1) / {{ splits }};
+  const int j0 = s * chunk, j1 = min(nk, j0 + chunk);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int grp = lane / LPK, sub = lane % LPK;
+  float qv[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) qv[i] = qs[sub * DPL + i];
+  float m = -INFINITY, l = 0.f, acc[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) acc[i] = 0.f;
+  // The loop bound is uniform over the warp (every lane takes part in the shuffles); a group
+  // whose key is past the range contributes nothing.
+  for (int jb = j0 + warp * KPW; jb < j1; jb += NW * KPW) {
+    const int j = jb + grp;
+    const bool valid = j < j1, fresh = (j == pos);
+    const long jo = kvo + (long)(valid ? j : j0) * D + sub * DPL;
+    float kv[DPL], vv[DPL];
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      kv[i] = fresh ? kn[sub * DPL + i] : to_f(kcache[jo + i]);
+      vv[i] = fresh ? vn[sub * DPL + i] : to_f(vcache[jo + i]);
+    }
+    float sc = 0.f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) sc += qv[i] * kv[i];
+#pragma unroll
+    for (int o = LPK / 2; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o, LPK);
+    if (valid) {
+      sc *= {{ scale }};
+      const float mn = fmaxf(m, sc);
+      const float corr = expf(m - mn), pr = expf(sc - mn);
+      l = l * corr + pr;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) acc[i] = acc[i] * corr + pr * vv[i];
+      m = mn;
+    }
+  }
+  // Per key group (max, sum, acc) -> shared memory; one merge over the block's groups.
+  const int slot = warp * KPW + grp;
+  if (sub == 0) { wm[slot] = m; wl[slot] = l; }
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) wacc[slot][sub * DPL + i] = acc[i];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < NW * KPW; ++w) M = fmaxf(M, wm[w]);
+  float L = 0.f;
+  for (int w = 0; w < NW * KPW; ++w) if (wm[w] != -INFINITY) L += wl[w] * expf(wm[w] - M);
+  float* part = workspace + ((long)b * {{ heads }} + h) * {{ splits }} * (D + 2) + (long)s * (D + 2);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    float o = 0.f;
+    for (int w = 0; w < NW * KPW; ++w) if (wm[w] != -INFINITY) o += wacc[w][c] * expf(wm[w] - M);
+    part[c] = o;
+  }
+  if (threadIdx.x == 0) { part[D] = M; part[D + 1] = L; }
+  // The last split of this (sequence, head) to finish merges every split.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* ctr = counters + (long)b * {{ heads }} + h;
+    last = atomicAdd(ctr, 1) == {{ splits }} - 1;
+    if (last) *ctr = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const float* parts = workspace + ((long)b * {{ heads }} + h) * {{ splits }} * (D + 2);
+  float GM = -INFINITY;
+  for (int t = 0; t < {{ splits }}; ++t) GM = fmaxf(GM, __ldcg(&parts[t * (D + 2) + D]));
+  float GL = 0.f;
+  for (int t = 0; t < {{ splits }}; ++t) {
+    const float mt = __ldcg(&parts[t * (D + 2) + D]);
+    if (mt != -INFINITY) GL += __ldcg(&parts[t * (D + 2) + D + 1]) * expf(mt - GM);
+  }
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    float o = 0.f;
+    for (int t = 0; t < {{ splits }}; ++t) {
+      const float mt = __ldcg(&parts[t * (D + 2) + D]);
+      if (mt != -INFINITY) o += __ldcg(&parts[t * (D + 2) + c]) * expf(mt - GM);
+    }
+    out[row * {{ out_width }} + h * D + c] = from_f<act_t>(o / GL);
+  }
+}

@@ -1,0 +1,72 @@
+{% include "prelude.cu" %}
+{
+  // One decode step of a Mamba2 mixer between in_proj and out_proj (ZAMBA2.md §3.2, §4;
+  // docs/KERNELS.md "mamba_step"): causal conv + SiLU of the channels this block needs, the SSM
+  // update of {{ pb }} rows of head h (f32 state), the D skip and the gate y·silu(z). The gated
+  // output goes to an f32 buffer; out_proj's kernel applies the group norm in its prologue.
+  // Block (tile = h·{{ psplit }} + part, blockIdx.y = sequence). The conv state is a ring of the
+  // last {{ k }} inputs: position q lives in slot q mod {{ k }}, so this step reads only slots of
+  // older positions and writes only the slot of the current one: blocks sharing the B/C
+  // channels never race, and exactly one block per group writes those channels' slot.
+  __shared__ float xs[{{ pb }}], bs[{{ n }}], cs[{{ n }}];
+  const int h = tile / {{ psplit }}, part = tile % {{ psplit }};
+  const int b = blockIdx.y;
+  const int g = h / {{ heads_per_group }};
+  const int p0 = part * {{ pb }};
+  const int pos = meta[0];
+  const act_t* zx = zxbcdt + (long)b * {{ zx_stride }};
+  act_t* cst = conv_state + (long)b * {{ channels }} * {{ k }};
+  const bool writes_bc = (h % {{ heads_per_group }} == 0) && part == 0;
+  for (int i = threadIdx.x; i < {{ pb }} + 2 * {{ n }}; i += blockDim.x) {
+    // Channel of xBC: this block's x rows, then its group's B, then its group's C.
+    int c;
+    if (i < {{ pb }}) c = h * {{ head_dim }} + p0 + i;
+    else if (i < {{ pb }} + {{ n }}) c = {{ din }} + g * {{ n }} + (i - {{ pb }});
+    else c = {{ din }} + {{ gn }} + g * {{ n }} + (i - {{ pb }} - {{ n }});
+    const float cur = to_f(zx[{{ din }} + c]);
+    float acc = to_f(conv_bias[c]);
+#pragma unroll
+    for (int j = 0; j + 1 < {{ k }}; ++j) {
+      const int q = pos - ({{ k }} - 1) + j;  // older positions, oldest first
+      acc += to_f(conv_weight[c * {{ k }} + j]) * to_f(cst[(long)c * {{ k }} + ((q % {{ k }}) + {{ k }}) % {{ k }}]);
+    }
+    acc += to_f(conv_weight[c * {{ k }} + {{ k }} - 1]) * cur;
+    const float v = rnd<act_t>(silu_f(rnd<act_t>(acc)));
+    if (i < {{ pb }}) xs[i] = v;
+    else if (i < {{ pb }} + {{ n }}) bs[i - {{ pb }}] = v;
+    else cs[i - {{ pb }} - {{ n }}] = v;
+    if (i < {{ pb }} || writes_bc) cst[(long)c * {{ k }} + pos % {{ k }}] = from_f<act_t>(cur);
+  }
+  __syncthreads();
+  const float A = -expf(to_f(a_log[h]));
+  float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + h]) + to_f(dt_bias[h]));
+  const float dA = expf(dtv * A);
+  // Thread t updates row p0 + t / {{ tpr }}, state columns t % {{ tpr }} + {{ tpr }}·j.
+  const int t = threadIdx.x;
+  const int pr = t / {{ tpr }}, q = t % {{ tpr }};
+  const bool active = pr < {{ pb }};
+  const int p = p0 + (active ? pr : 0);
+  float* st = ssm_state + (((long)b * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }};
+  const float xv = active ? xs[pr] : 0.f;
+  const float dx = dtv * xv;
+  float y = 0.f;
+  if (active) {
+#pragma unroll
+    for (int j = 0; j < {{ npt }}; ++j) {
+      const int nn = q + {{ tpr }} * j;
+      if (nn < {{ n }}) {
+        const float s = st[nn] * dA + dx * bs[nn];
+        st[nn] = s;
+        y += s * cs[nn];
+      }
+    }
+  }
+  // Rows are {{ tpr }} aligned lanes of one warp: every lane takes part in the shuffles.
+#pragma unroll
+  for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+  if (active && q == 0) {
+    const float yv = rnd<act_t>(y + to_f(d_skip[h]) * xv);
+    const float z = to_f(zx[h * {{ head_dim }} + p]);
+    out[(long)b * {{ din }} + h * {{ head_dim }} + p] = yv * silu_f(z);
+  }
+}

@@ -1,0 +1,98 @@
+{% include "prelude.cu" %}
+{
+  // Fused projection for few rows (decode), docs/KERNELS.md "proj_gemv": each warp owns {{ rpw }}
+  // consecutive output features and streams their weight rows once with 16-byte loads, several
+  // loads in flight per lane. The input is read in {{ segs | length }} segment(s); when the op
+  // normalises its input (RMSNorm, the gated norm's group norm, the shared block's split norm),
+  // the warp accumulates Σx² per norm group on the same pass and applies the 1/rms scale after
+  // the reduction: out = Σ_g inv_g · Σ_{k∈g} W[n,k]·γ[k]·x[k] (f32 throughout).
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int o0 = (tile * {{ warps }} + warp) * {{ rpw }};
+  if (o0 >= {{ nout }}) return;
+  // Weight rows this warp reads: output feature o reads row o{% if gelu_mul %} (gate) and row o + {{ inter }} (up){% endif %}.
+  const w_t* wrow[{{ wr }}];
+#pragma unroll
+  for (int i = 0; i < {{ wr }}; ++i) {
+    const int n = {% if gelu_mul %}(i < {{ rpw }}) ? o0 + i : o0 + (i - {{ rpw }}) + {{ inter }}{% else %}o0 + i{% endif %};
+    wrow[i] = nullptr;
+{% for p in projs %}    {% if not loop.first %}else {% endif %}if (n < {{ p.end }}) wrow[i] = {{ p.w }} + (long)(n - {{ p.start }}) * {{ p.w_stride }};
+{% endfor %}  }
+  for (int m = 0; m < rows; ++m) {
+    float acc[{{ wr }}][{{ ng }}];
+    float ss[{{ nss }}];
+#pragma unroll
+    for (int i = 0; i < {{ wr }}; ++i)
+#pragma unroll
+      for (int g = 0; g < {{ ng }}; ++g) acc[i][g] = 0.f;
+#pragma unroll
+    for (int g = 0; g < {{ nss }}; ++g) ss[g] = 0.f;
+{% for s in segs %}    {
+      // segment {{ loop.index0 }}: {{ s.len }} inputs of {{ s.x }} from column {{ s.xoff }}{% if s.read_w %}, weight columns {{ s.wcol }}..{% endif %}{% if norm != "none" %}, norm group {{ s.grp }}{% endif %}
+      const x_t* xs = {{ s.x }} + (long)m * {{ s.x_stride }} + {{ s.xoff }};
+#pragma unroll {{ s.unroll }}
+      for (int c = lane; c < {{ s.len }} / {{ vec }}; c += 32) {
+        const int k = c * {{ vec }};
+        float xv[{{ vec }}];
+        loadv(xs + k, xv);
+{% if norm != "none" %}        float gv[{{ vec }}];
+        loadv(gamma + {{ s.goff }} + k, gv);
+#pragma unroll
+        for (int j = 0; j < {{ vec }}; ++j) {
+          ss[{{ s.ss }}] += xv[j] * xv[j];
+          xv[j] *= gv[j];
+        }
+{% endif %}{% if s.read_w %}#pragma unroll
+        for (int i = 0; i < {{ wr }}; ++i) {
+          float wv[{{ vec }}];
+          loadv(wrow[i] + {{ s.wcol }} + k, wv);
+#pragma unroll
+          for (int j = 0; j < {{ vec }}; ++j) acc[i][{{ s.grp }}] += wv[j] * xv[j];
+        }
+{% endif %}      }
+    }
+{% endfor %}{% if norm != "none" %}#pragma unroll
+    for (int g = 0; g < {{ nss }}; ++g) ss[g] = warp_sum(ss[g]);
+{% endif %}{% if norm == "rms" %}    float inv[{{ ng }}];
+{% for s in gsize %}    inv[{{ loop.index0 }}] = 1.f / sqrtf(ss[{{ loop.index0 }}] / {{ s }}.f + {{ eps }});
+{% endfor %}{% elif norm == "split" %}    // RMS over [h, e] (2·{{ half }} values); the embedding half E was normalised by its own RMS
+    // (embed_half_proj), so it is rescaled by rms(e) / rms([h, e]) (ir/src/op.rs SplitNormLinear).
+    const float inv_he = 1.f / sqrtf((ss[0] + ss[1]) / {{ full }}.f + {{ eps }});
+    const float rms_e = sqrtf(ss[1] / {{ half }}.f + {{ eps }});
+{% endif %}    float y[{{ wr }}];
+#pragma unroll
+    for (int i = 0; i < {{ wr }}; ++i) {
+{% if norm == "rms" %}      float v = 0.f;
+#pragma unroll
+      for (int g = 0; g < {{ ng }}; ++g) v += warp_sum(acc[i][g]) * inv[g];
+      y[i] = v;
+{% elif norm == "split" %}      y[i] = warp_sum(acc[i][0]) * inv_he;
+{% else %}      y[i] = warp_sum(acc[i][0]);
+{% endif %}    }
+{% if split_e %}#pragma unroll
+    for (int i = 0; i < {{ wr }}; ++i) y[i] += inv_he * rms_e * to_f(emb_half[(long)m * {{ e_stride }} + o0 + i]);
+{% endif %}{% if adapter %}    // LoRA: y += B[n, :]·a with a = A·x̂ from the previous launch ({{ rank }} values per projection).
+#pragma unroll
+    for (int i = 0; i < {{ wr }}; ++i) {
+      const int n = {% if gelu_mul %}(i < {{ rpw }}) ? o0 + i : o0 + (i - {{ rpw }}) + {{ inter }}{% else %}o0 + i{% endif %};
+      const w_t* brow = nullptr;
+      int aoff = 0;
+{% for p in projs %}{% if p.b %}      {% if not loop.first %}else {% endif %}if (n >= {{ p.start }} && n < {{ p.end }}) { brow = {{ p.b }} + (long)(n - {{ p.start }}) * {{ rank }}; aoff = {{ p.aoff }}; }
+{% endif %}{% endfor %}      float l = 0.f;
+      if (brow != nullptr)
+        for (int r = lane; r < {{ rank }}; r += 32) l += to_f(brow[r]) * lora_a[(long)m * {{ a_stride }} + aoff + r];
+      l = warp_sum(l);
+      if (brow != nullptr) y[i] = rnd<act_t>(rnd<act_t>(y[i]) + rnd<act_t>(l));
+    }
+{% endif %}    if (lane < {{ rpw }}) {
+      // Lane i stores output feature o0 + i (register arrays indexed by constants only).
+#pragma unroll
+      for (int i = 0; i < {{ rpw }}; ++i) {
+        if (lane != i || o0 + i >= {{ nout }}) continue;
+{% if gelu_mul %}        float v = rnd<act_t>(rnd<act_t>(gelu_f(rnd<act_t>(y[i]))) * rnd<act_t>(y[i + {{ rpw }}]));
+{% else %}        float v = rnd<act_t>(y[i]);
+{% endif %}{% if residual %}        v = to_f(res[(long)m * {{ res_stride }} + o0 + i]) + v;
+{% endif %}        out[(long)m * {{ out_stride }} + o0 + i] = from_f<out_t>(v);
+      }
+    }
+  }
+}
