@@ -16,6 +16,27 @@
   const int pos = meta[0];
   const act_t* zx = zxbcdt + (long)b * {{ zx_stride }};
   act_t* cst = conv_state + (long)b * {{ channels }} * {{ k }};
+  // Thread t updates row p0 + t / {{ tpr }}, state columns {{ npt }}·(t % {{ tpr }}) + j. Its state
+  // is loaded first: those loads do not wait for the conv below.
+  const int t = threadIdx.x;
+  const int pr = t / {{ tpr }}, q = t % {{ tpr }};
+  const bool active = pr < {{ pb }};
+  const int p = p0 + (active ? pr : 0);
+  float* st = ssm_state + (((long)b * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }} + q * {{ npt }};
+  float sv[{{ npt }}];
+{% if vec4 %}  if (active) {
+#pragma unroll
+    for (int j = 0; j < {{ npt }}; j += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(st + j);
+      sv[j] = v.x; sv[j + 1] = v.y; sv[j + 2] = v.z; sv[j + 3] = v.w;
+    }
+  }
+{% else %}#pragma unroll
+  for (int j = 0; j < {{ npt }}; ++j) sv[j] = (active && q * {{ npt }} + j < {{ n }}) ? st[j] : 0.f;
+{% endif %}  const float A = -expf(to_f(a_log[h]));
+  const float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + h]) + to_f(dt_bias[h]));
+  const float Dh = to_f(d_skip[h]);
+  const float zv = to_f(zx[h * {{ head_dim }} + p]);
   const bool writes_bc = (h % {{ heads_per_group }} == 0) && part == 0;
   for (int i = threadIdx.x; i < {{ pb }} + 2 * {{ n }}; i += blockDim.x) {
     // Channel of xBC: this block's x rows, then its group's B, then its group's C.
@@ -27,8 +48,8 @@
     float acc = to_f(conv_bias[c]);
 #pragma unroll
     for (int j = 0; j + 1 < {{ k }}; ++j) {
-      const int q = pos - ({{ k }} - 1) + j;  // older positions, oldest first
-      acc += to_f(conv_weight[c * {{ k }} + j]) * to_f(cst[(long)c * {{ k }} + ((q % {{ k }}) + {{ k }}) % {{ k }}]);
+      const int qq = pos - ({{ k }} - 1) + j;  // older positions, oldest first
+      acc += to_f(conv_weight[c * {{ k }} + j]) * to_f(cst[(long)c * {{ k }} + ((qq % {{ k }}) + {{ k }}) % {{ k }}]);
     }
     acc += to_f(conv_weight[c * {{ k }} + {{ k }} - 1]) * cur;
     const float v = rnd<act_t>(silu_f(rnd<act_t>(acc)));
@@ -38,35 +59,31 @@
     if (i < {{ pb }} || writes_bc) cst[(long)c * {{ k }} + pos % {{ k }}] = from_f<act_t>(cur);
   }
   __syncthreads();
-  const float A = -expf(to_f(a_log[h]));
-  float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + h]) + to_f(dt_bias[h]));
   const float dA = expf(dtv * A);
-  // Thread t updates row p0 + t / {{ tpr }}, state columns t % {{ tpr }} + {{ tpr }}·j.
-  const int t = threadIdx.x;
-  const int pr = t / {{ tpr }}, q = t % {{ tpr }};
-  const bool active = pr < {{ pb }};
-  const int p = p0 + (active ? pr : 0);
-  float* st = ssm_state + (((long)b * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }};
   const float xv = active ? xs[pr] : 0.f;
   const float dx = dtv * xv;
   float y = 0.f;
-  if (active) {
 #pragma unroll
-    for (int j = 0; j < {{ npt }}; ++j) {
-      const int nn = q + {{ tpr }} * j;
-      if (nn < {{ n }}) {
-        const float s = st[nn] * dA + dx * bs[nn];
-        st[nn] = s;
-        y += s * cs[nn];
-      }
+  for (int j = 0; j < {{ npt }}; ++j) {
+    const int nn = q * {{ npt }} + j;
+    if (nn < {{ n }}) {
+      sv[j] = sv[j] * dA + dx * bs[nn];
+      y += sv[j] * cs[nn];
     }
   }
+  if (active) {
+{% if vec4 %}#pragma unroll
+    for (int j = 0; j < {{ npt }}; j += 4)
+      *reinterpret_cast<float4*>(st + j) = make_float4(sv[j], sv[j + 1], sv[j + 2], sv[j + 3]);
+{% else %}#pragma unroll
+    for (int j = 0; j < {{ npt }}; ++j)
+      if (q * {{ npt }} + j < {{ n }}) st[j] = sv[j];
+{% endif %}  }
   // Rows are {{ tpr }} aligned lanes of one warp: every lane takes part in the shuffles.
 #pragma unroll
   for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
   if (active && q == 0) {
-    const float yv = rnd<act_t>(y + to_f(d_skip[h]) * xv);
-    const float z = to_f(zx[h * {{ head_dim }} + p]);
-    out[(long)b * {{ din }} + h * {{ head_dim }} + p] = yv * silu_f(z);
+    const float yv = rnd<act_t>(y + Dh * xv);
+    out[(long)b * {{ din }} + h * {{ head_dim }} + p] = yv * silu_f(zv);
   }
 }

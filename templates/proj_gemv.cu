@@ -6,15 +6,23 @@
   // normalises its input (RMSNorm, the gated norm's group norm, the shared block's split norm),
   // the warp accumulates Σx² per norm group on the same pass and applies the 1/rms scale after
   // the reduction: out = Σ_g inv_g · Σ_{k∈g} W[n,k]·γ[k]·x[k] (f32 throughout).
+  // {{ ks }} warps split the input of one row group (interleaved 16-byte chunks) and combine
+  // their partial sums through shared memory, so narrow outputs still fill the GPU.
+  constexpr int KS = {{ ks }}, GROUPS = {{ warps }} / KS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int o0 = (tile * {{ warps }} + warp) * {{ rpw }};
-  if (o0 >= {{ nout }}) return;
+  const int rg = warp / KS, kp = warp % KS;
+  const int o0 = (tile * GROUPS + rg) * {{ rpw }};
+{% if ks > 1 %}  __shared__ float red[{{ warps }}][{{ wr }} * {{ ng }} + {{ nss }}];
+{% else %}  if (o0 >= {{ nout }}) return;
+{% endif %}
   // Weight rows this warp reads: output feature o reads row o{% if gelu_mul %} (gate) and row o + {{ inter }} (up){% endif %}.
   const w_t* wrow[{{ wr }}];
 #pragma unroll
   for (int i = 0; i < {{ wr }}; ++i) {
-    const int n = {% if gelu_mul %}(i < {{ rpw }}) ? o0 + i : o0 + (i - {{ rpw }}) + {{ inter }}{% else %}o0 + i{% endif %};
-    wrow[i] = nullptr;
+    // Rows past the output (the last warp of an odd width) read row 0 and are never stored.
+    const int oi = o0 + (i % {{ rpw }}) < {{ nout }} ? o0 + (i % {{ rpw }}) : 0;
+    const int n = {% if gelu_mul %}(i < {{ rpw }}) ? oi : oi + {{ inter }}{% else %}oi{% endif %};
+    wrow[i] = {{ projs[0].w }};
 {% for p in projs %}    {% if not loop.first %}else {% endif %}if (n < {{ p.end }}) wrow[i] = {{ p.w }} + (long)(n - {{ p.start }}) * {{ p.w_stride }};
 {% endfor %}  }
   for (int m = 0; m < rows; ++m) {
@@ -30,7 +38,7 @@
       // segment {{ loop.index0 }}: {{ s.len }} inputs of {{ s.x }} from column {{ s.xoff }}{% if s.read_w %}, weight columns {{ s.wcol }}..{% endif %}{% if norm != "none" %}, norm group {{ s.grp }}{% endif %}
       const x_t* xs = {{ s.x }} + (long)m * {{ s.x_stride }} + {{ s.xoff }};
 #pragma unroll {{ s.unroll }}
-      for (int c = lane; c < {{ s.len }} / {{ vec }}; c += 32) {
+      for (int c = lane + 32 * kp; c < {{ s.len }} / {{ vec }}; c += 32 * KS) {
         const int k = c * {{ vec }};
         float xv[{{ vec }}];
         loadv(xs + k, xv);
@@ -52,6 +60,39 @@
     }
 {% endfor %}{% if norm != "none" %}#pragma unroll
     for (int g = 0; g < {{ nss }}; ++g) ss[g] = warp_sum(ss[g]);
+{% endif %}#pragma unroll
+    for (int i = 0; i < {{ wr }}; ++i)
+#pragma unroll
+      for (int g = 0; g < {{ ng }}; ++g) acc[i][g] = warp_sum(acc[i][g]);
+{% if ks > 1 %}    // Combine the {{ ks }} warps of this row group; the first of them finishes the rows.
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < {{ wr }}; ++i)
+#pragma unroll
+        for (int g = 0; g < {{ ng }}; ++g) red[warp][i * {{ ng }} + g] = acc[i][g];
+#pragma unroll
+      for (int g = 0; g < {{ nss }}; ++g) red[warp][{{ wr }} * {{ ng }} + g] = ss[g];
+    }
+    __syncthreads();
+    const bool finisher = kp == 0 && o0 < {{ nout }};
+    if (finisher) {
+#pragma unroll
+      for (int i = 0; i < {{ wr }}; ++i)
+#pragma unroll
+        for (int g = 0; g < {{ ng }}; ++g) {
+          float v = 0.f;
+          for (int w = 0; w < KS; ++w) v += red[rg * KS + w][i * {{ ng }} + g];
+          acc[i][g] = v;
+        }
+#pragma unroll
+      for (int g = 0; g < {{ nss }}; ++g) {
+        float v = 0.f;
+        for (int w = 0; w < KS; ++w) v += red[rg * KS + w][{{ wr }} * {{ ng }} + g];
+        ss[g] = v;
+      }
+    }
+    __syncthreads();  // red is reused by the next row
+    if (!finisher) continue;
 {% endif %}{% if norm == "rms" %}    float inv[{{ ng }}];
 {% for s in gsize %}    inv[{{ loop.index0 }}] = 1.f / sqrtf(ss[{{ loop.index0 }}] / {{ s }}.f + {{ eps }});
 {% endfor %}{% elif norm == "split" %}    // RMS over [h, e] (2·{{ half }} values); the embedding half E was normalised by its own RMS
@@ -63,17 +104,19 @@
     for (int i = 0; i < {{ wr }}; ++i) {
 {% if norm == "rms" %}      float v = 0.f;
 #pragma unroll
-      for (int g = 0; g < {{ ng }}; ++g) v += warp_sum(acc[i][g]) * inv[g];
+      for (int g = 0; g < {{ ng }}; ++g) v += acc[i][g] * inv[g];
       y[i] = v;
-{% elif norm == "split" %}      y[i] = warp_sum(acc[i][0]) * inv_he;
-{% else %}      y[i] = warp_sum(acc[i][0]);
+{% elif norm == "split" %}      y[i] = acc[i][0] * inv_he;
+{% else %}      y[i] = acc[i][0];
 {% endif %}    }
 {% if split_e %}#pragma unroll
-    for (int i = 0; i < {{ wr }}; ++i) y[i] += inv_he * rms_e * to_f(emb_half[(long)m * {{ e_stride }} + o0 + i]);
+    for (int i = 0; i < {{ rpw }}; ++i)
+      if (o0 + i < {{ nout }}) y[i] += inv_he * rms_e * to_f(emb_half[(long)m * {{ e_stride }} + o0 + i]);
 {% endif %}{% if adapter %}    // LoRA: y += B[n, :]·a with a = A·x̂ from the previous launch ({{ rank }} values per projection).
 #pragma unroll
     for (int i = 0; i < {{ wr }}; ++i) {
-      const int n = {% if gelu_mul %}(i < {{ rpw }}) ? o0 + i : o0 + (i - {{ rpw }}) + {{ inter }}{% else %}o0 + i{% endif %};
+      const int oi = o0 + (i % {{ rpw }}) < {{ nout }} ? o0 + (i % {{ rpw }}) : 0;
+      const int n = {% if gelu_mul %}(i < {{ rpw }}) ? oi : oi + {{ inter }}{% else %}oi{% endif %};
       const w_t* brow = nullptr;
       int aoff = 0;
 {% for p in projs %}{% if p.b %}      {% if not loop.first %}else {% endif %}if (n >= {{ p.start }} && n < {{ p.end }}) { brow = {{ p.b }} + (long)(n - {{ p.start }}) * {{ rank }}; aoff = {{ p.aoff }}; }

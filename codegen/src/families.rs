@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value as Json};
 use zamba2c_ir::{DType, Op, Phase, StateSpec};
 
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand, Param};
+use zamba2c_ir::kernel::LaunchCost;
 use crate::CodegenError;
 
 /// Warps per block of the GEMV kernel (one output feature per warp).
@@ -33,6 +34,7 @@ pub struct KernelSpec {
     pub args: Vec<Arg>,
     pub grid: [Extent; 3],
     pub block: u32,
+    pub cost: LaunchCost,
 }
 
 /// Builds a [`KernelSpec`]: parameters and their arguments are added together, so the list
@@ -42,6 +44,7 @@ pub(crate) struct Builder {
     ctx: Map<String, Json>,
     params: Vec<Param>,
     args: Vec<Arg>,
+    cost: LaunchCost,
 }
 
 impl Builder {
@@ -54,7 +57,13 @@ impl Builder {
             ctx,
             params: Vec::new(),
             args: Vec::new(),
+            cost: LaunchCost::default(),
         }
+    }
+    /// What the launch moves and computes (zamba2c_ir::kernel::LaunchCost).
+    pub(crate) fn cost(mut self, cost: LaunchCost) -> Self {
+        self.cost = cost;
+        self
     }
     pub(crate) fn set(mut self, k: &str, v: impl Into<Json>) -> Self {
         self.ctx.insert(k.into(), v.into());
@@ -113,6 +122,7 @@ impl Builder {
             args: self.args,
             grid,
             block: block as u32,
+            cost: self.cost,
         }
     }
 }
@@ -218,6 +228,21 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
     }
     let out = ctx.out;
     let w = out.width;
+    let mut specs = base_specs(ctx, pos, act, out, w)?;
+    for (s, c) in specs.iter_mut().zip(crate::cost::base_costs(ctx)) {
+        s.cost = c;
+    }
+    Ok(specs)
+}
+
+fn base_specs(
+    ctx: &NodeCtx,
+    pos: usize,
+    act: DType,
+    out: Operand,
+    w: usize,
+) -> Result<Vec<KernelSpec>, CodegenError> {
+    let ins = &ctx.inputs;
     Ok(match ctx.op {
         Op::Embedding { weight } => {
             let emb = weight_ref(ctx, weight)

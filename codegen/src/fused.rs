@@ -11,12 +11,15 @@ use crate::families::{flit, weight_ref, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
 /// Warps per block and output features per warp of `proj_gemv` (docs/KERNELS.md).
-pub const GEMV_WARPS: usize = 4;
+pub const GEMV_WARPS: usize = 8;
 pub const GEMV_ROWS_PER_WARP: usize = 2;
+/// Warps a `proj_gemv` launch should have at least (about 32 per SM on the H200's 132 SMs) for
+/// enough 16-byte loads in flight; narrower outputs split the input across up to 8 warps.
+const GEMV_MIN_WARPS: usize = 4096;
 /// Most projections (and adapters) one `proj_gemv` launch reads.
 const MAX_PROJS: usize = 4;
 /// Rows of an SSM head one `mamba_step` block updates, and its threads.
-const STEP_ROWS: usize = 32;
+const STEP_ROWS: usize = 16;
 const STEP_THREADS: usize = 128;
 /// Splits of the cached positions per head in `attention_decode`, its warps and lanes per key.
 pub const ATTN_SPLITS: usize = 16;
@@ -604,7 +607,47 @@ fn gemv(
     if let Some(r) = epi.residual {
         b = b.set("res_stride", r.stride).input("res", &r);
     }
-    let per_block = GEMV_WARPS * rpw;
+    // K-split: warps per row group, a power of two up to the block, while the launch is short
+    // of GEMV_MIN_WARPS and each warp keeps at least one 32-lane pass over its input.
+    let chunks = k_read / vec;
+    let mut ks = 1;
+    while ks < GEMV_WARPS && nout.div_ceil(rpw) * ks < GEMV_MIN_WARPS && chunks >= 64 * ks {
+        ks *= 2;
+    }
+    // Bytes: each weight row's columns read once, the norm weight, the adapters' B; per row the
+    // input segments, the output and what the epilogue reads.
+    let wsz = w_dtype.size() as u64;
+    let xsz = x_dtype.size() as u64;
+    let mut weight_bytes = wrows as u64 * k_read as u64 * wsz;
+    if norm.is_some() {
+        weight_bytes += input.segs.iter().map(|s| s.len as u64).sum::<u64>() * wsz;
+    }
+    let adapted_rows: u64 = projs
+        .iter()
+        .zip(&wrefs)
+        .filter(|(p, _)| p.adapter.is_some() && lora.is_some())
+        .map(|(_, w)| w.shape[0] as u64)
+        .sum();
+    weight_bytes += adapted_rows * rank as u64 * wsz;
+    let mut per_row = input.segs.iter().map(|s| s.len as u64).sum::<u64>() * xsz
+        + (nout * out.dtype.size()) as u64;
+    if let Some((a, _)) = &lora {
+        per_row += (a.width * 4) as u64;
+    }
+    if let Some((e, _)) = input.split {
+        per_row += (nout * e.dtype.size()) as u64;
+    }
+    if let Some(r) = epi.residual {
+        per_row += (nout * r.dtype.size()) as u64;
+    }
+    let cost = zamba2c_ir::kernel::LaunchCost {
+        weight_bytes,
+        bytes_per_row: per_row,
+        flops_per_row: 2 * wrows as u64 * k_read as u64 + 2 * adapted_rows * rank as u64,
+        ..Default::default()
+    };
+    let b = b.set("ks", ks).cost(cost);
+    let per_block = GEMV_WARPS / ks * rpw;
     Ok(b.output(&out).scalar("rows", Arg::Rows).finish(
         [
             Extent::Const(nout.div_ceil(per_block) as u32),
@@ -670,11 +713,26 @@ fn mamba_step(ctx: &NodeCtx, op: &Op, zx: Operand, gated: Operand) -> Result<Ker
     while tpr > 1 && pb * tpr > STEP_THREADS {
         tpr /= 2;
     }
+    let wsz = |w: &str| {
+        weight_ref(ctx, w).map_or(0, |r| (r.shape.iter().product::<usize>() * r.dtype.size()) as u64)
+    };
+    let csz = cdt.size() as u64;
+    let cost = zamba2c_ir::kernel::LaunchCost {
+        weight_bytes: wsz(conv_weight) + wsz(conv_bias) + wsz(dt_bias) + wsz(a_log) + wsz(d),
+        // in_proj's output read, the gated output written (f32).
+        bytes_per_row: zx.width as u64 * zx.dtype.size() as u64 + din as u64 * 4,
+        // The f32 SSM state read and written; the conv ring: K-1 older inputs read, one written.
+        bytes_per_seq: 2 * (din * d_state * 4) as u64 + channels as u64 * k as u64 * csz,
+        flops_per_row: (6 * din * d_state + 2 * channels * k) as u64,
+        ..Default::default()
+    };
     Ok(Builder::new("mamba_step", zx.dtype)
+        .cost(cost)
         .set("pb", pb)
         .set("psplit", psplit)
         .set("tpr", tpr)
         .set("npt", d_state.div_ceil(tpr))
+        .set("vec4", d_state.is_multiple_of(4 * tpr))
         .set("n", *d_state)
         .set("k", k)
         .set("din", din)
@@ -734,7 +792,18 @@ pub fn attention_decode(
         .into_iter()
         .find(|l| d.is_multiple_of(*l) && d / l <= 32)?;
     let (q, k, v) = (&ctx.inputs[0], &ctx.inputs[1], &ctx.inputs[2]);
+    let kv_row = 2 * (kv_heads * d * cache_dtype.size()) as u64;
+    let cost = zamba2c_ir::kernel::LaunchCost {
+        bytes_per_row: ((q.width + k.width + v.width) * q.dtype.size()) as u64
+            + (ctx.out.width * ctx.out.dtype.size()) as u64
+            + kv_row
+            + (workspace.width * 4 * 2) as u64,
+        bytes_per_cached_token: kv_row,
+        flops_per_cached_token: 4 * (heads * d) as u64,
+        ..Default::default()
+    };
     let mut b = Builder::new("attention_decode", ctx.out.dtype)
+        .cost(cost)
         .set("d", d)
         .set("half", d / 2)
         .set("heads", heads)

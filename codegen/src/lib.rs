@@ -10,6 +10,7 @@
 //! node that uses them: `z2c_<family>_<p|d><node>` (`p`: prompt graph, `d`: decode graph,
 //! node = position in the graph's topological order, as in `module.json`).
 
+pub mod cost;
 pub mod families;
 pub mod fused;
 pub mod program;

@@ -372,6 +372,7 @@ impl GraphBuilder<'_> {
                 args: spec.args,
                 grid: spec.grid,
                 block: spec.block,
+                cost: spec.cost,
             });
         }
         Ok(())

@@ -20,6 +20,12 @@ pub fn ptx_path(name: &str, arch: &str) -> String {
     format!("kernels/{name}.{arch}.ptx")
 }
 
+/// Device-to-device copy bandwidth measured on the H200 (bytes read + written per second):
+/// the floor of memory-bound kernels (docs/PERFORMANCE.md).
+pub const H200_COPY_BYTES_PER_S: f64 = 4.28e12;
+/// bf16 matmul rate measured on the H200 through torch (8192³): the floor of compute-bound ones.
+pub const H200_BF16_FLOPS: f64 = 7.98e14;
+
 /// Path of the launch table inside a plan directory.
 pub const PROGRAM_PATH: &str = "kernels/program.json";
 
@@ -120,6 +126,67 @@ pub struct Kernel {
     pub source: String,
 }
 
+/// What one launch reads and writes and computes, as codegen accounts for its family (the
+/// emitted program's cost report and the profiler's byte floors, docs/KERNELS.md). For `b`
+/// sequences of `t` new tokens each after `cached` tokens:
+/// bytes = weight_bytes + b·t·(bytes_per_row + cached·bytes_per_cached_token) + b·bytes_per_seq.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchCost {
+    /// Weights read once per launch.
+    pub weight_bytes: u64,
+    /// Activations read and written per row (token).
+    pub bytes_per_row: u64,
+    /// Recurrent state read and written per sequence.
+    pub bytes_per_seq: u64,
+    /// KV cache read per row for each cached token (attention).
+    pub bytes_per_cached_token: u64,
+    pub flops_per_row: u64,
+    pub flops_per_cached_token: u64,
+}
+
+impl LaunchCost {
+    /// Bytes moved for `b` sequences of `t` tokens after `cached` tokens.
+    pub fn bytes(&self, b: usize, t: usize, cached: usize) -> f64 {
+        let rows = (b * t) as f64;
+        self.weight_bytes as f64
+            + rows * (self.bytes_per_row as f64 + cached as f64 * self.bytes_per_cached_token as f64)
+            + b as f64 * self.bytes_per_seq as f64
+    }
+    /// FLOPs for `b` sequences of `t` tokens after `cached` tokens.
+    pub fn flops(&self, b: usize, t: usize, cached: usize) -> f64 {
+        (b * t) as f64
+            * (self.flops_per_row as f64 + cached as f64 * self.flops_per_cached_token as f64)
+    }
+}
+
+/// The emitted program's totals: what runs, not what the IR says (inspect's `program`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramCost {
+    pub prompt: PromptCost,
+    pub decode: DecodeCost,
+}
+
+/// One prompt chunk of `tokens` tokens from an empty state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromptCost {
+    pub launches: usize,
+    pub tokens: usize,
+    pub bytes: f64,
+    pub flops: f64,
+    /// Fused ops emitted through their decomposition.
+    pub decomposed: usize,
+}
+
+/// One decode step of one sequence at empty context, and what each cached token adds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecodeCost {
+    pub launches: usize,
+    pub bytes_per_token: f64,
+    pub flops_per_token: f64,
+    pub bytes_per_cached_token: f64,
+    pub decomposed: usize,
+}
+
 /// One kernel launch: for graph node `node` (topological position), kernel `kernel` with
 /// `args[i]` bound to the kernel's `params[i]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +196,8 @@ pub struct Launch {
     pub args: Vec<Arg>,
     pub grid: [Extent; 3],
     pub block: u32,
+    #[serde(default)]
+    pub cost: LaunchCost,
 }
 
 impl Launch {
@@ -203,6 +272,34 @@ pub struct Program {
 }
 
 impl Program {
+    /// The cost of what runs: a prompt chunk of `prompt_tokens` tokens and a decode step.
+    pub fn cost(&self, prompt_tokens: usize) -> ProgramCost {
+        let sum = |gp: &GraphProgram, t: usize, cached: usize| -> (f64, f64) {
+            gp.launches.iter().fold((0.0, 0.0), |(b, f), l| {
+                (b + l.cost.bytes(1, t, cached), f + l.cost.flops(1, t, cached))
+            })
+        };
+        let (pb, pf) = sum(&self.prompt, prompt_tokens, 0);
+        let (db, df) = sum(&self.decode, 1, 0);
+        let (db1, _) = sum(&self.decode, 1, 1);
+        ProgramCost {
+            prompt: PromptCost {
+                launches: self.prompt.launches.len(),
+                tokens: prompt_tokens,
+                bytes: pb,
+                flops: pf,
+                decomposed: self.prompt.decomposed.len(),
+            },
+            decode: DecodeCost {
+                launches: self.decode.launches.len(),
+                bytes_per_token: db,
+                flops_per_token: df,
+                bytes_per_cached_token: db1 - db,
+                decomposed: self.decode.decomposed.len(),
+            },
+        }
+    }
+
     /// The graph program of `phase`.
     pub fn graph(&self, phase: Phase) -> &GraphProgram {
         match phase {

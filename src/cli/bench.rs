@@ -16,6 +16,7 @@ use super::engine::{open_engine, write_atomic, Device};
 ///
 /// Examples:
 ///   zamba2c bench plans/z27 --device cuda --prompt-len 512 --gen-len 128 --json
+///   zamba2c bench plans/z27 --device cuda --profile
 ///   zamba2c bench plans/demo --device cpu --prompt-len 16 --gen-len 16
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -30,6 +31,10 @@ pub struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Time every kernel of a decode step and of a prompt chunk (CUDA events, eager), beside
+    /// the bytes and FLOPs each moves: per node, per kernel family, and the launch gap.
+    #[arg(long)]
+    pub profile: bool,
     /// Also write the JSON report to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -50,6 +55,27 @@ pub fn main(a: BenchArgs) -> Result<()> {
         a.gen_len
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    if a.profile && !matches!(a.device, Device::Cuda) {
+        bail!("--profile: only with --device cuda (it times GPU kernels)");
+    }
+    if a.profile {
+        let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len, a.gen_len)
+            .context("bench --profile")?;
+        spinner.finish_and_clear();
+        let text = serde_json::to_string(&p)?;
+        if let Some(out) = &a.out {
+            write_atomic(out, |tmp| {
+                std::fs::write(tmp, &text)
+                    .with_context(|| format!("{}: cannot write", out.display()))
+            })?;
+        }
+        if a.json {
+            println!("{text}");
+        } else {
+            print!("{}", p.to_text());
+        }
+        return Ok(());
+    }
     let report = match a.device {
         Device::Cuda => serde_json::to_value(
             zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len)

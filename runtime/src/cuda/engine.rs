@@ -252,6 +252,11 @@ impl CudaEngine {
         self.allocated
     }
 
+    /// Most tokens one prompt launch takes (longer prompts run in chunks).
+    pub fn prompt_chunk(&self) -> usize {
+        self.options.prompt_chunk
+    }
+
     /// The CUDA context (for events and memory queries).
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
@@ -315,6 +320,50 @@ impl CudaEngine {
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
     ) -> Result<Vec<f32>, RuntimeError> {
+        let t = self.begin_phase(phase, tokens)?;
+        let (b, t_) = (self.batch, t);
+        if observer.is_none() && phase == Phase::Decode {
+            // Eager, or captured and replayed as a CUDA graph.
+            self.run_decode_launches(b, t_)?;
+        }
+        let gp = self.program.graph(phase);
+        match observer {
+            None if phase == Phase::Decode => {} // launched above
+            None => {
+                for l in 0..gp.launches.len() {
+                    self.launch(phase, l, b, t_)?;
+                }
+            }
+            Some(obs) => {
+                let mut next = 0;
+                for pos in 0..gp.nodes.len() {
+                    while next < gp.launches.len() && gp.launches[next].node == pos {
+                        self.launch(phase, next, b, t_)?;
+                        next += 1;
+                    }
+                    let v = gp.node_values[pos];
+                    let tensor = self.read_value(phase, v, t_)?;
+                    obs(gp.nodes[pos], &tensor);
+                }
+                if next != gp.launches.len() {
+                    return Err(RuntimeError::Device(
+                        "launches are not in node order".into(),
+                    ));
+                }
+            }
+        }
+        let out = *gp
+            .outputs
+            .first()
+            .ok_or_else(|| RuntimeError::Device("the graph has no output".into()))?;
+        let logits = self.read_value(phase, out, t_)?;
+        self.position += t;
+        Ok(logits.data)
+    }
+
+    /// Checks `tokens` for a `phase` call and copies them and the per-call facts (`meta`) to
+    /// the device, stream-ordered before whatever is launched next. Returns `T`.
+    fn begin_phase(&mut self, phase: Phase, tokens: &[u32]) -> Result<usize, RuntimeError> {
         let t = tokens.len();
         let cap = self.bufs(phase).rows_cap / self.batch;
         if t == 0 || t > cap {
@@ -354,44 +403,32 @@ impl CudaEngine {
         self.stream
             .memcpy_htod(&meta[..], &mut self.meta)
             .map_err(dev)?;
-        let (b, t_) = (self.batch, t);
-        if observer.is_none() && phase == Phase::Decode {
-            // Eager, or captured and replayed as a CUDA graph.
-            self.run_decode_launches(b, t_)?;
+        Ok(t)
+    }
+
+    /// Runs graph `phase` on `tokens` eagerly with a CUDA event before and after every launch
+    /// (the profiler, `bench --profile`): returns each launch's milliseconds, in launch order.
+    /// The state advances as in a normal call; the logits are left on the device.
+    pub fn profile_phase(&mut self, phase: Phase, tokens: &[u32]) -> Result<Vec<f64>, RuntimeError> {
+        let t = self.begin_phase(phase, tokens)?;
+        let n = self.program.graph(phase).launches.len();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let events = (0..=n)
+            .map(|_| self.ctx.new_event(flags))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(dev)?;
+        for l in 0..n {
+            events[l].record(&self.stream).map_err(dev)?;
+            self.launch(phase, l, self.batch, t)?;
         }
-        let gp = self.program.graph(phase);
-        match observer {
-            None if phase == Phase::Decode => {} // launched above
-            None => {
-                for l in 0..gp.launches.len() {
-                    self.launch(phase, l, b, t_)?;
-                }
-            }
-            Some(obs) => {
-                let mut next = 0;
-                for pos in 0..gp.nodes.len() {
-                    while next < gp.launches.len() && gp.launches[next].node == pos {
-                        self.launch(phase, next, b, t_)?;
-                        next += 1;
-                    }
-                    let v = gp.node_values[pos];
-                    let tensor = self.read_value(phase, v, t_)?;
-                    obs(gp.nodes[pos], &tensor);
-                }
-                if next != gp.launches.len() {
-                    return Err(RuntimeError::Device(
-                        "launches are not in node order".into(),
-                    ));
-                }
-            }
+        events[n].record(&self.stream).map_err(dev)?;
+        events[n].synchronize().map_err(dev)?;
+        let mut ms = Vec::with_capacity(n);
+        for l in 0..n {
+            ms.push(events[l].elapsed_ms(&events[l + 1]).map_err(dev)? as f64);
         }
-        let out = *gp
-            .outputs
-            .first()
-            .ok_or_else(|| RuntimeError::Device("the graph has no output".into()))?;
-        let logits = self.read_value(phase, out, t_)?;
         self.position += t;
-        Ok(logits.data)
+        Ok(ms)
     }
 
     /// Downloads value `v` of graph `phase` for `t` tokens as an f32 tensor `[B, T, W]`

@@ -1,0 +1,283 @@
+//! `zamba2c bench --profile`: every launch of a decode step (and of a prompt chunk) timed with
+//! CUDA events in eager mode, set beside what the launch moves and computes (the plan's
+//! [`LaunchCost`](zamba2c_ir::kernel::LaunchCost)): achieved bandwidth, the fraction of its own
+//! floor on the H200 (bytes at the measured copy bandwidth, FLOPs at the bf16 matmul peak), per
+//! node and per kernel family; and the launch gap, the graph-replayed step minus the kernels'
+//! sum. Every speed change is judged with it (docs/PERFORMANCE.md).
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use zamba2c_ir::kernel::{H200_BF16_FLOPS, H200_COPY_BYTES_PER_S};
+use zamba2c_ir::{Phase, Plan};
+
+use super::bench::{bench, BenchReport};
+use super::engine::{CudaEngine, CudaOptions};
+use crate::{Engine, RuntimeError};
+
+/// One node's launches.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeProfile {
+    pub node: usize,
+    pub label: String,
+    pub op: String,
+    pub kernels: Vec<String>,
+    pub launches: usize,
+    pub ms: f64,
+    pub bytes: f64,
+    pub flops: f64,
+    pub gb_per_s: f64,
+    /// The node's floor (max of bytes at the copy bandwidth and FLOPs at the bf16 peak) over
+    /// its measured time.
+    pub floor_frac: f64,
+    /// Share of the phase's kernel time.
+    pub frac: f64,
+}
+
+/// One kernel family's launches.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyProfile {
+    pub family: String,
+    pub launches: usize,
+    pub ms: f64,
+    pub bytes: f64,
+    pub gb_per_s: f64,
+    pub floor_frac: f64,
+    pub frac: f64,
+}
+
+/// One phase: a decode step at `context` cached tokens, or a prompt chunk of `tokens`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseProfile {
+    pub phase: String,
+    pub tokens: usize,
+    pub context: usize,
+    pub launches: usize,
+    /// Sum of the launches' median times.
+    pub kernels_ms: f64,
+    pub bytes: f64,
+    pub floor_ms: f64,
+    pub families: Vec<FamilyProfile>,
+    pub nodes: Vec<NodeProfile>,
+}
+
+/// The whole profile, with the plain bench it was run beside.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileReport {
+    pub bench: BenchReport,
+    pub decode: PhaseProfile,
+    /// Graph-replayed decode step (the bench's median) minus the kernels' sum.
+    pub launch_gap_ms: f64,
+    pub prompt: PhaseProfile,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn floor_ms(bytes: f64, flops: f64) -> f64 {
+    (bytes / H200_COPY_BYTES_PER_S).max(flops / H200_BF16_FLOPS) * 1e3
+}
+
+/// Per-launch median times of `runs` -> the phase's table.
+fn summarise(
+    plan: &Plan,
+    e: &CudaEngine,
+    phase: Phase,
+    runs: &[Vec<f64>],
+    tokens: usize,
+    context: usize,
+) -> PhaseProfile {
+    let gp = e.program().graph(phase);
+    let order = plan.module.graph(phase).topo_order();
+    let n = gp.launches.len();
+    let ms: Vec<f64> = (0..n)
+        .map(|l| median(runs.iter().filter_map(|r| r.get(l).copied()).collect()))
+        .collect();
+    let total: f64 = ms.iter().sum();
+    let mut nodes: BTreeMap<usize, NodeProfile> = BTreeMap::new();
+    let mut fams: BTreeMap<String, FamilyProfile> = BTreeMap::new();
+    let (mut all_bytes, mut all_floor) = (0.0, 0.0);
+    for (l, launch) in gp.launches.iter().enumerate() {
+        let bytes = launch.cost.bytes(1, tokens, context);
+        let flops = launch.cost.flops(1, tokens, context);
+        all_bytes += bytes;
+        all_floor += floor_ms(bytes, flops);
+        let family = e
+            .program()
+            .kernels
+            .get(&launch.kernel)
+            .map_or_else(|| launch.kernel.clone(), |k| k.family.clone());
+        let node = nodes.entry(launch.node).or_insert_with(|| {
+            let (label, op) = order
+                .get(launch.node)
+                .map(|&i| {
+                    let nd = &plan.module.graph(phase).g[i];
+                    (nd.label.clone(), nd.op.name().to_string())
+                })
+                .unwrap_or_default();
+            NodeProfile {
+                node: launch.node,
+                label,
+                op,
+                kernels: vec![],
+                launches: 0,
+                ms: 0.0,
+                bytes: 0.0,
+                flops: 0.0,
+                gb_per_s: 0.0,
+                floor_frac: 0.0,
+                frac: 0.0,
+            }
+        });
+        node.kernels.push(launch.kernel.clone());
+        node.launches += 1;
+        node.ms += ms[l];
+        node.bytes += bytes;
+        node.flops += flops;
+        let f = fams.entry(family.clone()).or_insert_with(|| FamilyProfile {
+            family,
+            launches: 0,
+            ms: 0.0,
+            bytes: 0.0,
+            gb_per_s: 0.0,
+            floor_frac: 0.0,
+            frac: 0.0,
+        });
+        f.launches += 1;
+        f.ms += ms[l];
+        f.bytes += bytes;
+        f.floor_frac += floor_ms(bytes, flops); // floor ms for now; a fraction below
+    }
+    let mut nodes: Vec<NodeProfile> = nodes.into_values().collect();
+    for nd in &mut nodes {
+        nd.gb_per_s = nd.bytes / (nd.ms * 1e6).max(1e-9);
+        nd.floor_frac = floor_ms(nd.bytes, nd.flops) / nd.ms.max(1e-9);
+        nd.frac = nd.ms / total.max(1e-9);
+    }
+    let mut families: Vec<FamilyProfile> = fams.into_values().collect();
+    for f in &mut families {
+        f.gb_per_s = f.bytes / (f.ms * 1e6).max(1e-9);
+        f.floor_frac /= f.ms.max(1e-9);
+        f.frac = f.ms / total.max(1e-9);
+    }
+    families.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    PhaseProfile {
+        phase: format!("{phase:?}").to_lowercase(),
+        tokens,
+        context,
+        launches: n,
+        kernels_ms: total,
+        bytes: all_bytes,
+        floor_ms: all_floor,
+        families,
+        nodes,
+    }
+}
+
+/// Runs the plain bench, then profiles `steps` eager decode steps after a `prompt_len`-token
+/// prompt (per-launch medians) and one prompt chunk of up to `prompt_len` tokens.
+pub fn profile(
+    plan: &Plan,
+    prompt_len: usize,
+    gen_len: usize,
+) -> Result<ProfileReport, RuntimeError> {
+    let report = bench(plan, prompt_len, gen_len)?;
+    const STEPS: usize = 8;
+    let ctx_len = prompt_len + STEPS + 1;
+    let mut e = CudaEngine::with_options(plan, CudaOptions::new(ctx_len))?;
+    e.set_cuda_graph(false);
+    let vocab = e.vocab_size() as u32;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e0f);
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|_| rng.random_range(0..vocab))
+        .collect();
+    // Warm-up (module loading, first touches), then the decode steps.
+    e.prefill(&prompt)?;
+    e.decode_step(1)?;
+    e.reset();
+    e.prefill(&prompt)?;
+    let mut runs = Vec::with_capacity(STEPS);
+    for _ in 0..STEPS {
+        let tok = rng.random_range(0..vocab);
+        runs.push(e.profile_phase(Phase::Decode, &[tok])?);
+    }
+    let decode = summarise(plan, &e, Phase::Decode, &runs, 1, prompt_len);
+    // A prompt chunk from an empty state, as long as one launch of the prompt graph takes.
+    let chunk = prompt_len.min(e.prompt_chunk());
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        e.reset();
+        runs.push(e.profile_phase(Phase::Prompt, &prompt[..chunk])?);
+    }
+    let prompt_p = summarise(plan, &e, Phase::Prompt, &runs, chunk, 0);
+    let launch_gap_ms = report.decode_ms_per_token - decode.kernels_ms;
+    Ok(ProfileReport {
+        bench: report,
+        decode,
+        launch_gap_ms,
+        prompt: prompt_p,
+    })
+}
+
+impl ProfileReport {
+    /// The human table: per family for both phases, then the decode step's slowest nodes.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        for p in [&self.decode, &self.prompt] {
+            let _ = writeln!(
+                s,
+                "{} ({} tokens, context {}): {} launches, kernels {:.3} ms, {:.3e} bytes, floor {:.3} ms ({:.0}% of floor)",
+                p.phase,
+                p.tokens,
+                p.context,
+                p.launches,
+                p.kernels_ms,
+                p.bytes,
+                p.floor_ms,
+                100.0 * p.floor_ms / p.kernels_ms.max(1e-9)
+            );
+            let _ = writeln!(
+                s,
+                "  {:<20} {:>8} {:>10} {:>7} {:>10} {:>8}",
+                "family", "launches", "ms", "share", "GB/s", "floor%"
+            );
+            for f in &p.families {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {:>8} {:>10.4} {:>6.1}% {:>10.1} {:>7.1}%",
+                    f.family,
+                    f.launches,
+                    f.ms,
+                    100.0 * f.frac,
+                    f.gb_per_s,
+                    100.0 * f.floor_frac
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "decode step with CUDA graph {:.3} ms; kernels {:.3} ms; launch gap {:.3} ms",
+            self.bench.decode_ms_per_token, self.decode.kernels_ms, self.launch_gap_ms
+        );
+        let mut slow: Vec<&NodeProfile> = self.decode.nodes.iter().collect();
+        slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        let _ = writeln!(s, "slowest decode nodes:");
+        for n in slow.iter().take(12) {
+            let _ = writeln!(
+                s,
+                "  %{:<4} {:<44} {:<18} {:>8.4} ms {:>8.1} GB/s {:>6.1}% of floor",
+                n.node,
+                n.label,
+                n.op,
+                n.ms,
+                n.gb_per_s,
+                100.0 * n.floor_frac
+            );
+        }
+        s
+    }
+}

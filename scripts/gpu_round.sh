@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One GPU round on the lent H200 (docs/PERFORMANCE.md says how each figure was made):
+#   bash scripts/gpu_round.sh            (after ../shared/tools/gpu-stage; carry .gpu)
+# 1. the CUDA kernel tests (every kernel family against the CPU interpreter, node by node);
+# 2. the 2.7B shape against transformers (default plan and f32 plan) and `bench` at 512, 2048
+#    and 4096 tokens of context (scripts/gpu_check_27b.py);
+# 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
+# Logs and JSON go to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+Z=$PWD/.gpu/bin/zamba2c
+rc=0
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  for t in .gpu/tests/cuda_kernels-*; do
+    ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 2>&1 | tail -40 > "$OUT/kernels.log" || rc=1
+    tail -5 "$OUT/kernels.log"
+  done
+fi
+timeout 420 python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
+tail -25 "$OUT/check27b.log"
+P=/tmp/z27/plan-bf16_act_f32
+if [ -d "$P" ] && command -v ncu >/dev/null; then
+  ZAMBA2C_NO_CUDA_GRAPH=1 timeout 240 ncu --clock-control none \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \
+    "$Z" logits "$P" --tokens 5,6 --decode-from 1 --max-context 600 --out /tmp/ncu_logits.safetensors --device cuda \
+    > "$OUT/ncu_decode.csv" 2>/dev/null || rc=1
+  python3 scripts/ncu_summary.py "$OUT/ncu_decode.csv" | tee "$OUT/ncu_summary.txt"
+fi
+exit $rc
