@@ -21,6 +21,13 @@ fi
 timeout 420 python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
 tail -25 "$OUT/check27b.log"
 P=/tmp/z27/plan-bf16_act_f32
+if [ -d "$P" ]; then
+  for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
+    timeout 120 "$Z" bench "$P" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
+      --out "$OUT/profile_$ctx.json" > "$OUT/profile_$ctx.txt" 2>&1 || rc=1
+    head -40 "$OUT/profile_$ctx.txt"
+  done
+fi
 if [ -d "$P" ] && command -v ncu >/dev/null; then
   ZAMBA2C_NO_CUDA_GRAPH=1 timeout 240 ncu --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \

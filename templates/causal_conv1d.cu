@@ -24,7 +24,9 @@
     float acc = bc;
 #pragma unroll
     for (int j = 0; j < {{ k }}; ++j) acc += w[j] * win[j];
-    out[row * {{ channels }} + c] = from_f<act_t>(acc);
+{% if silu %}    out[row * {{ channels }} + c] = from_f<act_t>(silu_f(rnd<act_t>(acc)));  // the conv's SiLU
+{% else %}    out[row * {{ channels }} + c] = from_f<act_t>(acc);
+{% endif %}
   }
 #pragma unroll
   for (int j = 0; j < {{ k }}; ++j) state[so + (meta[0] + seq + j) % {{ k }}] = from_f<{{ state_t }}>(win[j]);

@@ -40,7 +40,11 @@
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + tx * 4 + j;
-      if (m < rows && n < {{ n }}) out[m * {{ n }} + n] = from_f<act_t>(acc[i][j]);
+      if (m < rows && n < {{ n }}) {
+        const long row = m, o = row * {{ out_stride }} + n;
+        float v = acc[i][j];
+{% include "linear_epilogue.cu" %}        out[o] = from_f<act_t>(v);
+      }
     }
   }
 }

@@ -26,7 +26,11 @@
 #pragma unroll
     for (int m = 0; m < {{ mr }}; ++m) {
       const float s = warp_sum(acc[m]);
-      if (lane == 0 && m0 + m < rows) out[(long)(m0 + m) * {{ n }} + n] = from_f<act_t>(s);
+      if (lane == 0 && m0 + m < rows) {
+        const long row = m0 + m, o = row * {{ out_stride }} + n;
+        float v = s;
+{% include "linear_epilogue.cu" %}        out[o] = from_f<act_t>(v);
+      }
     }
   }
 }

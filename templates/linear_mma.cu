@@ -128,7 +128,11 @@
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int n = n0 + wn + j * 8 + 2 * t + e;
-          if (n < {{ n }}) out[m * {{ n }} + n] = from_f<act_t>(acc[i][j][2 * h + e]);
+          if (n < {{ n }}) {
+            const long row = m, o = row * {{ out_stride }} + n;
+            float v = acc[i][j][2 * h + e];
+{% include "linear_epilogue.cu" %}            out[o] = from_f<act_t>(v);
+          }
         }
     }
 }

@@ -13,8 +13,16 @@ typedef int i32;
 // bfloat16 as its bit pattern: no cuda_bf16.h needed (NVRTC without headers compiles this).
 struct __align__(2) bf16_t { unsigned short bits; };
 
+// IEEE half as its bit pattern, converted with the PTX cvt instructions (no cuda_fp16.h).
+struct __align__(2) half_t { unsigned short bits; };
+
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(bf16_t x) { return __uint_as_float(((unsigned)x.bits) << 16); }
+__device__ __forceinline__ float to_f(half_t x) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
+  return f;
+}
 
 template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
@@ -31,6 +39,13 @@ template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float x) {
   return r;
 }
 
+// Round to nearest even, as torch's .to(float16); overflow gives inf.
+template <> __device__ __forceinline__ half_t from_f<half_t>(float x) {
+  half_t r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+  return r;
+}
+
 // x rounded to T and back: where transformers materialises a tensor in the model dtype.
 template <typename T> __device__ __forceinline__ float rnd(float x) { return to_f(from_f<T>(x)); }
 
@@ -38,6 +53,7 @@ template <typename T> __device__ __forceinline__ float rnd(float x) { return to_
 // alignment, which codegen checks from the shapes and offsets).
 __device__ __forceinline__ void loadv(const float* p, float (&o)[1]) { o[0] = p[0]; }
 __device__ __forceinline__ void loadv(const bf16_t* p, float (&o)[1]) { o[0] = to_f(p[0]); }
+__device__ __forceinline__ void loadv(const half_t* p, float (&o)[1]) { o[0] = to_f(p[0]); }
 __device__ __forceinline__ void loadv(const float* p, float (&o)[4]) {
   float4 v = *reinterpret_cast<const float4*>(p);
   o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;

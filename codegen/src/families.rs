@@ -4,9 +4,9 @@
 use serde_json::{json, Map, Value as Json};
 use zamba2c_ir::{DType, Op, Phase, StateSpec};
 
-use crate::program::{Arg, CType, Extent, NodeCtx, Operand, Param};
-use zamba2c_ir::kernel::LaunchCost;
+use crate::program::{Arg, CType, Epilogue, Extent, NodeCtx, Operand, Param};
 use crate::CodegenError;
+use zamba2c_ir::kernel::LaunchCost;
 
 /// Warps per block of the GEMV kernel (one output feature per warp).
 const GEMV_WARPS: usize = 4;
@@ -334,6 +334,7 @@ fn base_specs(
             }
             const BLOCK: usize = 128;
             vec![Builder::new("causal_conv1d", act)
+                .set("silu", ctx.epilogue == Epilogue::Silu)
                 .set("channels", channels)
                 .set("k", k)
                 .set("x_stride", ins[0].stride)
@@ -494,21 +495,32 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             ),
         ));
     }
-    let b = Builder::new("", out.dtype)
+    let mut b = Builder::new("", out.dtype)
         .set("n", n)
         .set("k", k)
         .set("x_stride", x.stride)
+        .set("out_stride", out.stride)
         .set("w_stride", spec.row_stride);
+    let mut res = None;
+    match ctx.epilogue {
+        Epilogue::None => b = b.set("epi", "none"),
+        Epilogue::Residual(r) => {
+            b = b.set("epi", "residual").set("res_stride", r.stride);
+            res = Some(r);
+        }
+        Epilogue::Accumulate => b = b.set("epi", "accumulate"),
+        Epilogue::Silu => return Err(ctx.err(pos, "a linear has no SiLU epilogue")),
+    }
     // The three GEMM/GEMV families share one parameter list (x, weight, out, rows); they differ
     // in template, grid and block.
     let kernel = |mut b: Builder, family: &'static str, grid: [Extent; 3], block: usize| {
         b.family = family;
         b.ctx.insert("family".into(), json!(family));
-        b.input("x", x)
-            .weight("weight", ctx, weight)
-            .output(out)
-            .scalar("rows", Arg::Rows)
-            .finish(grid, block)
+        b = b.input("x", x).weight("weight", ctx, weight);
+        if let Some(r) = &res {
+            b = b.input("res", r);
+        }
+        b.output(out).scalar("rows", Arg::Rows).finish(grid, block)
     };
     let row_tiles = |tile: usize| Extent::Rows { mul: 1, div: tile };
     Ok(match ctx.phase {

@@ -109,6 +109,21 @@ pub struct NodeCtx<'a> {
     pub inputs: Vec<Operand>,
     pub out: Operand,
     pub label: &'a str,
+    /// What a fused op's kernel adds after the base op (crate::fused's prompt path).
+    pub epilogue: Epilogue,
+}
+
+/// Work a base kernel does after its op, for fused ops built from base kernels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Epilogue {
+    #[default]
+    None,
+    /// `out = r + y` (a linear's residual add, rounded as the Add it replaces).
+    Residual(Operand),
+    /// `out = out + y` (a LoRA adapter's product added to the base projection already in `out`).
+    Accumulate,
+    /// `out = silu(y)` (the conv's SiLU).
+    Silu,
 }
 
 impl NodeCtx<'_> {
@@ -349,6 +364,7 @@ impl GraphBuilder<'_> {
             inputs: ins,
             out,
             label: at.label,
+            epilogue: Epilogue::None,
         };
         let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
             CodegenError::Node { msg, .. } => self.err(at, msg),
@@ -409,6 +425,7 @@ impl GraphBuilder<'_> {
                 inputs: ins.to_vec(),
                 out,
                 label: at.label,
+                epilogue: Epilogue::None,
             };
             // Temporaries are numbered after the output; their values are pushed below.
             let mut alloc = |w: usize, d: DType| {
@@ -495,6 +512,7 @@ impl GraphBuilder<'_> {
             inputs: ins.to_vec(),
             out,
             label: "",
+            epilogue: Epilogue::None,
         };
         let spec = crate::fused::attention_decode(
             &ctx,

@@ -53,6 +53,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/mamba_step.cu"),
     ),
     ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
+    (
+        "linear_epilogue.cu",
+        include_str!("../../templates/linear_epilogue.cu"),
+    ),
 ];
 
 /// The loaded templates.

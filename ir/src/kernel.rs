@@ -149,7 +149,8 @@ impl LaunchCost {
     pub fn bytes(&self, b: usize, t: usize, cached: usize) -> f64 {
         let rows = (b * t) as f64;
         self.weight_bytes as f64
-            + rows * (self.bytes_per_row as f64 + cached as f64 * self.bytes_per_cached_token as f64)
+            + rows
+                * (self.bytes_per_row as f64 + cached as f64 * self.bytes_per_cached_token as f64)
             + b as f64 * self.bytes_per_seq as f64
     }
     /// FLOPs for `b` sequences of `t` tokens after `cached` tokens.
@@ -276,7 +277,10 @@ impl Program {
     pub fn cost(&self, prompt_tokens: usize) -> ProgramCost {
         let sum = |gp: &GraphProgram, t: usize, cached: usize| -> (f64, f64) {
             gp.launches.iter().fold((0.0, 0.0), |(b, f), l| {
-                (b + l.cost.bytes(1, t, cached), f + l.cost.flops(1, t, cached))
+                (
+                    b + l.cost.bytes(1, t, cached),
+                    f + l.cost.flops(1, t, cached),
+                )
             })
         };
         let (pb, pf) = sum(&self.prompt, prompt_tokens, 0);
@@ -306,5 +310,162 @@ impl Program {
             Phase::Prompt => &self.prompt,
             Phase::Decode => &self.decode,
         }
+    }
+}
+
+/// Largest grid extent or per-launch constant a launch table may ask for (CUDA's own limit on
+/// grid x is 2³¹−1; this bound keeps `Extent::Rows` arithmetic far from overflow).
+const MAX_EXTENT: u64 = 1 << 30;
+
+impl Program {
+    /// Checks a launch table read from disk against its module before anything reaches a
+    /// kernel: every launch names a kernel, binds one argument per parameter of the matching
+    /// kind, reads values that exist (views after their storage, inside its row), weights of
+    /// the table with offsets inside them, and state regions that exist; grids and blocks are
+    /// in range; each graph's tokens, node values and outputs exist. Returns the first problem.
+    pub fn validate(&self, module: &crate::Module) -> Result<(), String> {
+        for (phase, gp) in [(Phase::Prompt, &self.prompt), (Phase::Decode, &self.decode)] {
+            let n_nodes = module.graph(phase).len();
+            let ctx = |msg: String| format!("{phase:?} graph: {msg}");
+            if gp.phase != phase {
+                return Err(ctx("the graph is stored under the other phase".into()));
+            }
+            if gp.node_values.len() != n_nodes {
+                return Err(ctx(format!(
+                    "{} node values for {n_nodes} nodes",
+                    gp.node_values.len()
+                )));
+            }
+            let nv = gp.values.len();
+            for (i, v) in gp.values.iter().enumerate() {
+                if v.width == 0 || v.row_stride < v.width || v.row_stride as u64 > MAX_EXTENT {
+                    return Err(ctx(format!(
+                        "value {i}: width {} in rows of {}",
+                        v.width, v.row_stride
+                    )));
+                }
+                if let Storage::View { of, offset } = v.storage {
+                    let root = gp.values.get(of).filter(|_| of < i);
+                    match root {
+                        Some(r) if matches!(r.storage, Storage::Own) => {
+                            if r.row_stride != v.row_stride
+                                || offset + v.width > r.width
+                                || r.dtype != v.dtype
+                            {
+                                return Err(ctx(format!(
+                                    "value {i}: view of columns {offset}..{} of value {of} (width {})",
+                                    offset + v.width,
+                                    r.width
+                                )));
+                            }
+                        }
+                        _ => {
+                            return Err(ctx(format!(
+                                "value {i}: a view of value {of}, which is not an earlier buffer"
+                            )))
+                        }
+                    }
+                } else if v.row_stride != v.width {
+                    return Err(ctx(format!("value {i}: a buffer with padded rows")));
+                }
+            }
+            if gp.tokens >= nv || gp.values[gp.tokens].dtype != DType::I32 {
+                return Err(ctx(format!(
+                    "token value {} is not an i32 value",
+                    gp.tokens
+                )));
+            }
+            if let Some(&v) = gp.node_values.iter().chain(&gp.outputs).find(|&&v| v >= nv) {
+                return Err(ctx(format!("names value {v} of {nv}")));
+            }
+            if gp.outputs.is_empty() {
+                return Err(ctx("no output".into()));
+            }
+            for (li, l) in gp.launches.iter().enumerate() {
+                let lctx = |msg: String| ctx(format!("launch {li} ({}): {msg}", l.kernel));
+                let k = self
+                    .kernels
+                    .get(&l.kernel)
+                    .ok_or_else(|| lctx("no such kernel".into()))?;
+                if l.node >= n_nodes {
+                    return Err(lctx(format!("node {} of {n_nodes}", l.node)));
+                }
+                if l.args.len() != k.params.len() {
+                    return Err(lctx(format!(
+                        "{} arguments for {} parameters",
+                        l.args.len(),
+                        k.params.len()
+                    )));
+                }
+                if l.block == 0 || l.block > 1024 {
+                    return Err(lctx(format!("block of {} threads", l.block)));
+                }
+                for e in l.grid {
+                    let bad = match e {
+                        Extent::Const(c) => c == 0 || u64::from(c) > MAX_EXTENT,
+                        Extent::Rows { mul, div } => {
+                            mul == 0 || div == 0 || mul as u64 > MAX_EXTENT
+                        }
+                        Extent::Batch => false,
+                    };
+                    if bad {
+                        return Err(lctx(format!("grid extent {e:?}")));
+                    }
+                }
+                for (p, a) in k.params.iter().zip(&l.args) {
+                    let pctx = |msg: String| lctx(format!("parameter {}: {msg}", p.name));
+                    match (p.ty, a) {
+                        (CType::I32, Arg::Rows | Arg::Seq | Arg::Capacity) => {}
+                        (CType::ConstPtr(DType::I32), Arg::Meta) => {}
+                        (CType::ConstPtr(d) | CType::Ptr(d), Arg::Value { value, offset }) => {
+                            let v = gp
+                                .values
+                                .get(*value)
+                                .ok_or_else(|| pctx(format!("value {value} of {nv}")))?;
+                            if !matches!(v.storage, Storage::Own) || v.dtype != d {
+                                return Err(pctx(format!("value {value} is not a {d} buffer")));
+                            }
+                            if *offset >= v.width {
+                                return Err(pctx(format!(
+                                    "column {offset} of a value of width {}",
+                                    v.width
+                                )));
+                            }
+                        }
+                        (CType::ConstPtr(d), Arg::Weight { name, offset }) => {
+                            let w = module.weights.get(name).ok_or_else(|| {
+                                pctx(format!("weight {name} is not in the table"))
+                            })?;
+                            if w.dtype != d || *offset >= w.numel().max(1) {
+                                return Err(pctx(format!(
+                                    "weight {name} ({} {:?}) at element {offset}",
+                                    w.dtype, w.shape
+                                )));
+                            }
+                        }
+                        (CType::ConstPtr(d) | CType::Ptr(d), Arg::State { id, part }) => {
+                            let s = module
+                                .states
+                                .get(*id)
+                                .ok_or_else(|| pctx(format!("state region {id} does not exist")))?;
+                            let parts = if matches!(s, crate::StateSpec::Kv { .. }) {
+                                2
+                            } else {
+                                1
+                            };
+                            if *part >= parts || s.dtype() != d {
+                                return Err(pctx(format!(
+                                    "part {part} of state region {id} as {d}"
+                                )));
+                            }
+                        }
+                        (ty, a) => {
+                            return Err(pctx(format!("{a:?} does not fit a {ty:?} parameter")))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

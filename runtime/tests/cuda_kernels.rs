@@ -87,6 +87,11 @@ fn kernels_match_cpu_on_tiny_modules() {
             DType::F32,
         ),
         (
+            "gqa_rope_ngroups2_adapters_f16",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2, "use_shared_attention_adapter": true}),
+            DType::F16,
+        ),
+        (
             "wide_f32",
             json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 136}),
             DType::F32,

@@ -26,6 +26,11 @@ fn modules() -> Vec<(String, Module)> {
             DType::F32,
         ),
         (
+            "gqa_rope_ngroups2_f16",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2, "use_shared_attention_adapter": true}),
+            DType::F16,
+        ),
+        (
             "wide_bf16",
             json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1}),
             DType::BF16,
@@ -266,4 +271,102 @@ fn a_broken_kernel_reports_the_log_and_the_source_path() {
         err.contains("not_declared"),
         "the NVRTC log is missing: {err}"
     );
+}
+
+/// The 2.7B config (spec §1.4) as `compile` sees it.
+fn config_2p7b() -> zamba2c_ir::Zamba2Config {
+    config(json!({
+        "vocab_size": 32000, "hidden_size": 2560, "num_hidden_layers": 54,
+        "layers_block_type": serde_json::Value::Null, "mamba_d_state": 64, "n_mamba_heads": 80,
+        "intermediate_size": 10240, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "num_mem_blocks": 2, "adapter_rank": 128, "max_position_embeddings": 4096
+    }))
+}
+
+/// Issue 15's budget for what runs: the default 2.7B plan (bf16 weights, f32 activations)
+/// decodes in at most 300 launches and 7.40e9 bytes per token (the IR's own figure is 7.31e9),
+/// with no fused op of the decode graph left to its decomposition; and -O1 never launches more
+/// than -O0, in either graph.
+#[test]
+fn zamba2_2p7b_program_meets_the_fused_budget() {
+    let base = lower_mixed(&config_2p7b(), DType::BF16, DType::F32);
+    let mut fused = base.clone();
+    zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
+    let p1 = build_program(&fused).expect("program");
+    let p0 = build_program(&base).expect("program at -O0");
+    let c1 = p1.cost(512);
+    let c0 = p0.cost(512);
+    eprintln!(
+        "-O1: decode {} launches, {:.4e} B/token; prompt {} launches. -O0: decode {}, prompt {}",
+        c1.decode.launches,
+        c1.decode.bytes_per_token,
+        c1.prompt.launches,
+        c0.decode.launches,
+        c0.prompt.launches
+    );
+    assert!(c1.decode.launches <= 300, "{} launches", c1.decode.launches);
+    assert!(
+        c1.decode.bytes_per_token <= 7.40e9,
+        "{:e} bytes per token",
+        c1.decode.bytes_per_token
+    );
+    assert_eq!(c1.decode.decomposed, 0, "{:?}", p1.decode.decomposed);
+    assert!(c1.decode.launches <= c0.decode.launches);
+    assert!(
+        c1.prompt.launches <= c0.prompt.launches,
+        "prompt: -O1 {} launches, -O0 {}",
+        c1.prompt.launches,
+        c0.prompt.launches
+    );
+    assert_eq!(p1.validate(&fused), Ok(()));
+}
+
+/// A launch table that does not fit its module is refused naming what is wrong, before any
+/// kernel could read a null or stray pointer (issue 15: `Program::validate`).
+#[test]
+fn a_crafted_launch_table_is_refused() {
+    let m = lower(&config(json!({})), DType::F32);
+    let good = build_program(&m).expect("program");
+    assert_eq!(good.validate(&m), Ok(()));
+    let mutate = |f: &dyn Fn(&mut zamba2c_codegen::Program)| {
+        let mut p = good.clone();
+        f(&mut p);
+        p.validate(&m).expect_err("a crafted table must be refused")
+    };
+    let e = mutate(&|p| {
+        p.decode.launches[0].args.pop();
+    });
+    assert!(e.contains("arguments for"), "{e}");
+    let e = mutate(&|p| {
+        for a in &mut p.decode.launches[1].args {
+            if let zamba2c_codegen::Arg::Value { value, .. } = a {
+                *value = 1_000_000;
+            }
+        }
+    });
+    assert!(e.contains("value 1000000"), "{e}");
+    let e = mutate(&|p| {
+        p.prompt.launches[0].kernel = "z2c_nope".into();
+    });
+    assert!(e.contains("no such kernel"), "{e}");
+    let e = mutate(&|p| {
+        let n = p.decode.values.len();
+        p.decode.values[1].storage = zamba2c_codegen::Storage::View {
+            of: n - 1,
+            offset: 0,
+        };
+    });
+    assert!(e.contains("not an earlier buffer"), "{e}");
+    let e = mutate(&|p| {
+        p.decode.launches[0].grid[0] = zamba2c_codegen::Extent::Const(0);
+    });
+    assert!(e.contains("grid extent"), "{e}");
+    let e = mutate(&|p| {
+        for a in &mut p.decode.launches.iter_mut().flat_map(|l| l.args.iter_mut()) {
+            if let zamba2c_codegen::Arg::Weight { name, .. } = a {
+                *name = "../../etc/passwd".into();
+            }
+        }
+    });
+    assert!(e.contains("not in the table"), "{e}");
 }

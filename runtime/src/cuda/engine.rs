@@ -126,6 +126,9 @@ impl CudaEngine {
         mut program: Program,
         options: CudaOptions,
     ) -> Result<Self, RuntimeError> {
+        program
+            .validate(module)
+            .map_err(|e| RuntimeError::Input(format!("launch table: {e}")))?;
         attach_nodes(module, &mut program);
         Self::load(module, weights, program, None, options)
     }
@@ -409,7 +412,11 @@ impl CudaEngine {
     /// Runs graph `phase` on `tokens` eagerly with a CUDA event before and after every launch
     /// (the profiler, `bench --profile`): returns each launch's milliseconds, in launch order.
     /// The state advances as in a normal call; the logits are left on the device.
-    pub fn profile_phase(&mut self, phase: Phase, tokens: &[u32]) -> Result<Vec<f64>, RuntimeError> {
+    pub fn profile_phase(
+        &mut self,
+        phase: Phase,
+        tokens: &[u32],
+    ) -> Result<Vec<f64>, RuntimeError> {
         let t = self.begin_phase(phase, tokens)?;
         let n = self.program.graph(phase).launches.len();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
@@ -417,16 +424,16 @@ impl CudaEngine {
             .map(|_| self.ctx.new_event(flags))
             .collect::<Result<Vec<_>, _>>()
             .map_err(dev)?;
-        for l in 0..n {
-            events[l].record(&self.stream).map_err(dev)?;
+        for (l, ev) in events.iter().take(n).enumerate() {
+            ev.record(&self.stream).map_err(dev)?;
             self.launch(phase, l, self.batch, t)?;
         }
         events[n].record(&self.stream).map_err(dev)?;
         events[n].synchronize().map_err(dev)?;
-        let mut ms = Vec::with_capacity(n);
-        for l in 0..n {
-            ms.push(events[l].elapsed_ms(&events[l + 1]).map_err(dev)? as f64);
-        }
+        let ms = events
+            .windows(2)
+            .map(|w| w[0].elapsed_ms(&w[1]).map(f64::from).map_err(dev))
+            .collect::<Result<Vec<f64>, _>>()?;
         self.position += t;
         Ok(ms)
     }
@@ -751,6 +758,9 @@ pub fn read_program(plan: &Plan) -> Result<Program, RuntimeError> {
             )));
         }
     }
+    program
+        .validate(&plan.module)
+        .map_err(|e| RuntimeError::Input(format!("{}: {e}", path.display())))?;
     attach_nodes(&plan.module, &mut program);
     Ok(program)
 }

@@ -8,6 +8,8 @@ use zamba2c_ir::fused::{Norm, Proj};
 use zamba2c_ir::{DType, Op, Phase, StateSpec};
 
 use crate::families::{flit, weight_ref, Builder, KernelSpec};
+
+mod prompt;
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
 /// Warps per block and output features per warp of `proj_gemv` (docs/KERNELS.md).
@@ -16,11 +18,24 @@ pub const GEMV_ROWS_PER_WARP: usize = 2;
 /// Warps a `proj_gemv` launch should have at least (about 32 per SM on the H200's 132 SMs) for
 /// enough 16-byte loads in flight; narrower outputs split the input across up to 8 warps.
 const GEMV_MIN_WARPS: usize = 4096;
+/// 16-byte weight loads in flight per lane (unrolled chunk loop × weight rows per warp).
+const GEMV_LOADS_IN_FLIGHT: usize = 16;
+
+/// A tuning knob of the decode kernels: `ZAMBA2C_TUNE_<NAME>` from the environment when set
+/// (developer sweeps on the GPU, docs/KERNELS.md), else the default. Plans record what they
+/// were generated with in their kernel sources, so a plan is still reproducible.
+fn tune(name: &str, default: usize) -> usize {
+    std::env::var(format!("ZAMBA2C_TUNE_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
 /// Most projections (and adapters) one `proj_gemv` launch reads.
 const MAX_PROJS: usize = 4;
 /// Rows of an SSM head one `mamba_step` block updates, and its threads.
 const STEP_ROWS: usize = 16;
-const STEP_THREADS: usize = 128;
+const STEP_THREADS: usize = 256;
 /// Splits of the cached positions per head in `attention_decode`, its warps and lanes per key.
 pub const ATTN_SPLITS: usize = 16;
 const ATTN_WARPS: usize = 4;
@@ -38,7 +53,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
         op => (op, None),
     };
     if ctx.phase != Phase::Decode {
-        return Err("prompt path: decomposed until the prefill kernels exist (issue 10)".into());
+        return prompt::prompt_specs(ctx, temp, op, residual);
     }
     let ins = &ctx.inputs;
     let x = |i: usize| ins.get(i).copied().ok_or(format!("operand {i} missing"));
@@ -544,10 +559,11 @@ fn gemv(
         .iter()
         .map(|s| {
             let trip = (s.len / vec).div_ceil(32);
+            let unroll = (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr).max(1);
             json!({
                 "x": s.param, "x_stride": s.op.stride, "xoff": s.xoff, "len": s.len,
                 "wcol": s.wcol, "goff": s.goff, "grp": if norm_kind == "rms" { s.grp } else { 0 },
-                "ss": s.ss, "read_w": s.read_w, "unroll": trip.clamp(1, 8),
+                "ss": s.ss, "read_w": s.read_w, "unroll": trip.clamp(1, unroll),
             })
         })
         .collect();
@@ -611,7 +627,8 @@ fn gemv(
     // of GEMV_MIN_WARPS and each warp keeps at least one 32-lane pass over its input.
     let chunks = k_read / vec;
     let mut ks = 1;
-    while ks < GEMV_WARPS && nout.div_ceil(rpw) * ks < GEMV_MIN_WARPS && chunks >= 64 * ks {
+    let min_warps = tune("GEMV_MIN_WARPS", GEMV_MIN_WARPS);
+    while ks < GEMV_WARPS && nout.div_ceil(rpw) * ks < min_warps && chunks >= 64 * ks {
         ks *= 2;
     }
     // Bytes: each weight row's columns read once, the norm weight, the adapters' B; per row the
@@ -714,7 +731,9 @@ fn mamba_step(ctx: &NodeCtx, op: &Op, zx: Operand, gated: Operand) -> Result<Ker
         tpr /= 2;
     }
     let wsz = |w: &str| {
-        weight_ref(ctx, w).map_or(0, |r| (r.shape.iter().product::<usize>() * r.dtype.size()) as u64)
+        weight_ref(ctx, w).map_or(0, |r| {
+            (r.shape.iter().product::<usize>() * r.dtype.size()) as u64
+        })
     };
     let csz = cdt.size() as u64;
     let cost = zamba2c_ir::kernel::LaunchCost {

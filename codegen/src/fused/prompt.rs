@@ -1,0 +1,276 @@
+//! The prompt path of the fused ops, built from the base families' kernels (tensor-core GEMMs,
+//! norms, the conv, the scan) with what fusing buys there today: projections write straight
+//! into their slice of the fused output (no concat), an adapter's product is added in its GEMM's
+//! epilogue, the residual add happens in the last GEMM's epilogue, the conv applies its SiLU.
+//! The prefill issue (10) replaces these with chunked-scan and flash-attention kernels.
+
+use zamba2c_ir::fused::{weight_view, Norm, Proj};
+use zamba2c_ir::{DType, Op};
+
+use super::Temp;
+use crate::families::{self, KernelSpec};
+use crate::program::{Epilogue, NodeCtx, Operand};
+
+/// Columns `start..start+len` of `o`, as an operand (a view costs no copy).
+fn cols(o: Operand, start: usize, len: usize) -> Operand {
+    Operand {
+        value: o.root,
+        root: o.root,
+        offset: o.offset + start,
+        stride: o.stride,
+        width: len,
+        dtype: o.dtype,
+    }
+}
+
+struct Emit<'c, 'a, 't> {
+    ctx: &'c NodeCtx<'a>,
+    temp: &'c mut Temp<'t>,
+    specs: Vec<KernelSpec>,
+}
+
+impl Emit<'_, '_, '_> {
+    /// The kernels of base op `op` on `inputs` into `out`, with `epilogue`.
+    fn base(
+        &mut self,
+        op: Op,
+        inputs: Vec<Operand>,
+        out: Operand,
+        epilogue: Epilogue,
+    ) -> Result<(), String> {
+        let sub = NodeCtx {
+            module: self.ctx.module,
+            phase: self.ctx.phase,
+            op: &op,
+            inputs,
+            out,
+            label: self.ctx.label,
+            epilogue,
+        };
+        let specs = families::specs(&sub, 0).map_err(|e| e.to_string())?;
+        self.specs.extend(specs);
+        Ok(())
+    }
+
+    fn act(&self) -> DType {
+        self.ctx.out.dtype
+    }
+
+    fn new_temp(&mut self, width: usize) -> Operand {
+        let d = self.act();
+        (self.temp)(width, d)
+    }
+
+    /// `RMSNorm(x)` into a temporary.
+    fn norm(&mut self, x: Operand, n: &Norm) -> Result<Operand, String> {
+        let out = self.new_temp(x.width);
+        let op = Op::RmsNorm {
+            weight: n.weight.clone(),
+            eps: n.eps,
+        };
+        self.base(op, vec![x], out, Epilogue::None)?;
+        Ok(out)
+    }
+
+    /// Each projection of `x` into its slice of `out` (in order), with its adapter's product
+    /// added in the B GEMM's epilogue and `residual` (sliced alike) in the base GEMM's.
+    fn project(
+        &mut self,
+        x: Operand,
+        projs: &[Proj],
+        out: Operand,
+        residual: Option<Operand>,
+    ) -> Result<(), String> {
+        let mut col = 0;
+        for p in projs {
+            let n = families::weight_ref(self.ctx, &p.weight)
+                .and_then(|w| w.shape.first().copied())
+                .ok_or(format!("weight {} is not in the table", p.weight))?;
+            let slice = cols(out, col, n);
+            let epi = match (residual, &p.adapter) {
+                (None, _) => Epilogue::None,
+                (Some(r), None) => Epilogue::Residual(cols(r, col, n)),
+                (Some(_), Some(_)) => {
+                    return Err("a residual after an adapted projection".into());
+                }
+            };
+            let lin = |w: &str| Op::Linear {
+                weight: w.to_string(),
+            };
+            self.base(lin(&p.weight), vec![x], slice, epi)?;
+            if let Some(ad) = &p.adapter {
+                let r = families::weight_ref(self.ctx, &ad.a)
+                    .and_then(|w| w.shape.first().copied())
+                    .ok_or(format!("adapter {} is not in the table", ad.a))?;
+                let a = self.new_temp(r);
+                self.base(lin(&ad.a), vec![x], a, Epilogue::None)?;
+                self.base(lin(&ad.b), vec![a], slice, Epilogue::Accumulate)?;
+            }
+            col += n;
+        }
+        if col != out.width {
+            return Err(format!(
+                "projections give {col} columns, the op {}",
+                out.width
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The prompt kernels of fused op `op` (`residual`: the `Residual` wrapper's operand).
+pub fn prompt_specs(
+    ctx: &NodeCtx,
+    temp: &mut Temp,
+    op: &Op,
+    residual: Option<Operand>,
+) -> Result<Vec<KernelSpec>, String> {
+    let ins = &ctx.inputs;
+    let x = |i: usize| ins.get(i).copied().ok_or(format!("operand {i} missing"));
+    let out = ctx.out;
+    let mut e = Emit {
+        ctx,
+        temp,
+        specs: Vec::new(),
+    };
+    let plain = |w: &str| Proj {
+        weight: w.to_string(),
+        adapter: None,
+    };
+    match op {
+        Op::Linear { weight } => e.project(x(0)?, &[plain(weight)], out, residual)?,
+        Op::LinearLora { weight, adapter } => {
+            let p = Proj {
+                weight: weight.clone(),
+                adapter: Some(adapter.clone()),
+            };
+            e.project(x(0)?, &[p], out, residual)?
+        }
+        Op::NormLinear { norm, projs } => {
+            let xn = e.norm(x(0)?, norm)?;
+            e.project(xn, projs, out, residual)?
+        }
+        Op::EmbedHalfProj {
+            norm,
+            weights,
+            hidden,
+        } => {
+            let half = Norm {
+                weight: weight_view(&norm.weight, *hidden, *hidden),
+                eps: norm.eps,
+            };
+            let en = e.norm(x(0)?, &half)?;
+            let projs: Vec<Proj> = weights
+                .iter()
+                .map(|w| plain(&weight_view(w, *hidden, *hidden)))
+                .collect();
+            e.project(en, &projs, out, residual)?
+        }
+        // The embedding half is the decode path's saving; a prompt normalises the concat.
+        Op::SplitNormLinear {
+            norm,
+            projs,
+            hidden,
+        } => {
+            let cat = e.new_temp(2 * hidden);
+            e.base(Op::Concat, vec![x(0)?, x(1)?], cat, Epilogue::None)?;
+            let xn = e.norm(cat, norm)?;
+            e.project(xn, projs, out, residual)?
+        }
+        Op::GatedMlp {
+            norm,
+            gate_up,
+            down,
+            post,
+            inter,
+        } => {
+            let xin = match norm {
+                Some(n) => e.norm(x(0)?, n)?,
+                None => x(0)?,
+            };
+            let gu = e.new_temp(2 * inter);
+            e.project(xin, std::slice::from_ref(gate_up), gu, None)?;
+            let g = e.new_temp(*inter);
+            e.base(Op::Gelu, vec![cols(gu, 0, *inter)], g, Epilogue::None)?;
+            let f = e.new_temp(*inter);
+            e.base(
+                Op::Mul,
+                vec![g, cols(gu, *inter, *inter)],
+                f,
+                Epilogue::None,
+            )?;
+            match post {
+                None => e.project(f, &[plain(down)], out, residual)?,
+                Some(pw) => {
+                    let d = e.new_temp(out.width);
+                    e.project(f, &[plain(down)], d, None)?;
+                    e.project(d, &[plain(pw)], out, residual)?
+                }
+            }
+        }
+        Op::MambaMixer {
+            conv_weight,
+            conv_bias,
+            conv_state,
+            dt_bias,
+            a_log,
+            d,
+            heads,
+            head_dim,
+            d_state,
+            groups,
+            dt_min,
+            ssm_state,
+            norm,
+            out_proj,
+        } => {
+            let zx = x(0)?;
+            let (din, gn) = (heads * head_dim, groups * d_state);
+            let cd = din + 2 * gn;
+            let xc = e.new_temp(cd);
+            let conv = Op::CausalConv1d {
+                weight: conv_weight.clone(),
+                bias: conv_bias.clone(),
+                state: *conv_state,
+            };
+            e.base(conv, vec![cols(zx, din, cd)], xc, Epilogue::Silu)?;
+            let y = e.new_temp(din);
+            let scan = Op::SsmScan {
+                dt_bias: dt_bias.clone(),
+                a_log: a_log.clone(),
+                d: d.clone(),
+                heads: *heads,
+                head_dim: *head_dim,
+                d_state: *d_state,
+                groups: *groups,
+                dt_min: *dt_min,
+                state: *ssm_state,
+            };
+            let scan_in = vec![
+                cols(xc, 0, din),
+                cols(zx, din + cd, *heads),
+                cols(xc, din, gn),
+                cols(xc, din + gn, gn),
+            ];
+            e.base(scan, scan_in, y, Epilogue::None)?;
+            let gated = Op::GatedRmsNorm {
+                weight: norm.weight.clone(),
+                groups: *groups,
+                eps: norm.eps,
+            };
+            match out_proj {
+                Some(w) => {
+                    let yn = e.new_temp(din);
+                    e.base(gated, vec![y, cols(zx, 0, din)], yn, Epilogue::None)?;
+                    e.project(yn, &[plain(w)], out, residual)?
+                }
+                None if residual.is_none() => {
+                    e.base(gated, vec![y, cols(zx, 0, din)], out, Epilogue::None)?
+                }
+                None => return Err("a residual after a mixer without out_proj".into()),
+            }
+        }
+        other => return Err(format!("no prompt kernels for {}", other.name())),
+    }
+    Ok(e.specs)
+}
