@@ -28,7 +28,20 @@ if [ -d "$P" ]; then
     head -40 "$OUT/profile_$ctx.txt"
   done
 fi
-if [ -d "$P" ] && command -v ncu >/dev/null; then
+if [ "${SWEEP:-0}" = 1 ] && [ -d /tmp/z27/ckpt ]; then
+  # Decode-kernel tuning knobs (codegen/src/fused/mod.rs `tune`): one plan per setting.
+  for loads in ${SWEEP_LOADS:-8 16 32}; do
+    for mw in ${SWEEP_MIN_WARPS:-2048 4096 8192}; do
+      d=/tmp/sweep-$loads-$mw
+      ZAMBA2C_TUNE_GEMV_LOADS=$loads ZAMBA2C_TUNE_GEMV_MIN_WARPS=$mw "$Z" compile /tmp/z27/ckpt -o "$d" \
+        --dtype bf16 --dummy-weights --arch sm_90 > /dev/null 2>&1 || { echo "sweep compile $loads $mw failed"; continue; }
+      ms=$(timeout 60 "$Z" bench "$d" --device cuda --prompt-len 512 --gen-len 64 --json 2>/dev/null \
+        | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read().strip().splitlines()[-1])["decode_ms_per_token"], 4))')
+      echo "sweep loads=$loads min_warps=$mw decode_ms=$ms" | tee -a "$OUT/sweep.txt"
+    done
+  done
+fi
+if [ "${NCU:-1}" = 1 ] && [ -d "$P" ] && command -v ncu >/dev/null; then
   ZAMBA2C_NO_CUDA_GRAPH=1 timeout 240 ncu --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \
     "$Z" logits "$P" --tokens 5,6 --decode-from 1 --max-context 600 --out /tmp/ncu_logits.safetensors --device cuda \

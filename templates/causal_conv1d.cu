@@ -1,22 +1,27 @@
 {% include "prelude.cu" %}
 {
-  // Depthwise causal conv over time with the conv state as left context (ZAMBA2.md §3.2, §4):
-  // one thread per (channel, sequence), a register window of the {{ k }} newest inputs. The state
-  // [B, {{ channels }}, {{ k }}] is a ring of the last {{ k }} pre-conv inputs: position q in slot
-  // q mod {{ k }} (the layout templates/mamba_step.cu reads and writes; meta[0] = position of
-  // the first token of this call).
+  // Depthwise causal conv over time with the conv state as left context (ZAMBA2.md §3.2, §4),
+  // {% if silu %}followed by the mixer's SiLU, {% endif %}in parallel over channels (x) and chunks of {{ tch }} tokens (y),
+  // sequence blockIdx.z. A thread keeps a register window of the {{ k }} newest inputs; its chunk's
+  // first window comes from x where the positions are in this call, else from the state: a ring
+  // of the last {{ k }} pre-conv inputs, position q in slot q mod {{ k }} (the layout
+  // templates/mamba_step.cu uses; meta[0] = position of this call's first token). The ring is
+  // updated afterwards by templates/conv_state_update.cu, so no chunk reads a slot being written.
   const int c = tile * blockDim.x + threadIdx.x;
-  const int b = blockIdx.y;
-  if (c >= {{ channels }}) return;
+  const int t0 = blockIdx.y * {{ tch }}, b = blockIdx.z;
+  if (c >= {{ channels }} || t0 >= seq) return;
+  const int t1 = min(seq, t0 + {{ tch }});
   float w[{{ k }}], win[{{ k }}];
   const long so = ((long)b * {{ channels }} + c) * {{ k }};
 #pragma unroll
   for (int j = 0; j < {{ k }}; ++j) {
     w[j] = to_f(weight[c * {{ k }} + j]);
-    win[j] = to_f(state[so + (meta[0] + j) % {{ k }}]);  // position meta[0] - {{ k }} + j
+    const int q = t0 - {{ k }} + j;  // relative to this call's first token
+    win[j] = q >= 0 ? to_f(x[((long)b * seq + q) * {{ x_stride }} + c])
+                    : to_f(state[so + ((meta[0] + q) % {{ k }} + {{ k }}) % {{ k }}]);
   }
   const float bc = to_f(bias[c]);
-  for (int t = 0; t < seq; ++t) {
+  for (int t = t0; t < t1; ++t) {
     const long row = (long)b * seq + t;
 #pragma unroll
     for (int j = 0; j + 1 < {{ k }}; ++j) win[j] = win[j + 1];
@@ -26,8 +31,5 @@
     for (int j = 0; j < {{ k }}; ++j) acc += w[j] * win[j];
 {% if silu %}    out[row * {{ channels }} + c] = from_f<act_t>(silu_f(rnd<act_t>(acc)));  // the conv's SiLU
 {% else %}    out[row * {{ channels }} + c] = from_f<act_t>(acc);
-{% endif %}
-  }
-#pragma unroll
-  for (int j = 0; j < {{ k }}; ++j) state[so + (meta[0] + seq + j) % {{ k }}] = from_f<{{ state_t }}>(win[j]);
+{% endif %}  }
 }

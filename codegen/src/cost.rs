@@ -59,13 +59,20 @@ pub fn base_costs(ctx: &NodeCtx) -> Vec<LaunchCost> {
                 Some(StateSpec::Conv { kernel, .. }) => *kernel as u64,
                 _ => 0,
             };
-            vec![LaunchCost {
-                weight_bytes: wbytes(ctx, weight) + wbytes(ctx, bias),
-                bytes_per_row: all_in + osz,
-                bytes_per_seq: 2 * sb,
-                flops_per_row: 2 * k * w,
-                ..Default::default()
-            }]
+            vec![
+                LaunchCost {
+                    weight_bytes: wbytes(ctx, weight) + wbytes(ctx, bias),
+                    bytes_per_row: all_in + osz,
+                    bytes_per_seq: sb,
+                    flops_per_row: 2 * k * w,
+                    ..Default::default()
+                },
+                // The ring update: the last K inputs read, the state written.
+                LaunchCost {
+                    bytes_per_seq: 2 * sb,
+                    ..Default::default()
+                },
+            ]
         }
         Op::SsmScan {
             dt_bias,

@@ -333,25 +333,52 @@ fn base_specs(
                 return Err(ctx.err(pos, format!("conv of {channels} channels on width {w}")));
             }
             const BLOCK: usize = 128;
-            vec![Builder::new("causal_conv1d", act)
-                .set("silu", ctx.epilogue == Epilogue::Silu)
-                .set("channels", channels)
-                .set("k", k)
-                .set("x_stride", ins[0].stride)
-                .set("state_t", CType::elem(sd))
-                .input("x", &ins[0])
-                .weight("weight", ctx, weight)
-                .weight("bias", ctx, bias)
-                .param(
+            // Tokens per thread of the conv: enough chunks to fill the GPU on a prompt.
+            const CONV_CHUNK: usize = 32;
+            let state_arg = |ty| {
+                (
                     "state",
-                    CType::Ptr(sd),
+                    ty,
                     Arg::State {
                         id: *state,
                         part: 0,
                     },
                 )
+            };
+            let (sn, st, sa) = state_arg(CType::ConstPtr(sd));
+            let conv = Builder::new("causal_conv1d", act)
+                .set("silu", ctx.epilogue == Epilogue::Silu)
+                .set("channels", channels)
+                .set("k", k)
+                .set("tch", CONV_CHUNK)
+                .set("x_stride", ins[0].stride)
+                .input("x", &ins[0])
+                .weight("weight", ctx, weight)
+                .weight("bias", ctx, bias)
+                .param(sn, st, sa)
                 .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
                 .output(&out)
+                .scalar("seq", Arg::Seq)
+                .finish(
+                    [
+                        Extent::Const(channels.div_ceil(BLOCK) as u32),
+                        Extent::Rows {
+                            mul: 1,
+                            div: CONV_CHUNK,
+                        },
+                        Extent::Batch,
+                    ],
+                    BLOCK,
+                );
+            let (sn, st, sa) = state_arg(CType::Ptr(sd));
+            let update = Builder::new("conv_state_update", act)
+                .set("channels", channels)
+                .set("k", k)
+                .set("x_stride", ins[0].stride)
+                .set("state_t", CType::elem(sd))
+                .input("x", &ins[0])
+                .param(sn, st, sa)
+                .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
                 .scalar("seq", Arg::Seq)
                 .finish(
                     [
@@ -360,7 +387,8 @@ fn base_specs(
                         Extent::Const(1),
                     ],
                     BLOCK,
-                )]
+                );
+            vec![conv, update]
         }
         Op::SsmScan {
             dt_bias,

@@ -54,6 +54,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
     (
+        "conv_state_update.cu",
+        include_str!("../../templates/conv_state_update.cu"),
+    ),
+    (
         "linear_epilogue.cu",
         include_str!("../../templates/linear_epilogue.cu"),
     ),
