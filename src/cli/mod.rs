@@ -6,7 +6,7 @@ mod engine;
 mod inspect;
 mod logits;
 mod run;
-mod sampling;
+mod run_batch;
 mod text;
 mod tokens;
 
