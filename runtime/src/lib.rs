@@ -21,6 +21,10 @@ pub enum RuntimeError {
     /// A tokenizer file that cannot be read or used; the message names the file.
     #[error("{0}")]
     Tokenizer(String),
+    /// A chat template that cannot be read, compiled or rendered (or that refused the
+    /// conversation through `raise_exception`).
+    #[error("{0}")]
+    ChatTemplate(String),
     /// A sequence was offered to a batch engine whose slots are all taken.
     #[error("all {max_batch} sequence slots are in use")]
     NoFreeSlot { max_batch: usize },

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use zamba2c_ir::Plan;
 use zamba2c_runtime::generate::sampling::SamplingParams;
-use zamba2c_runtime::generate::{generate, Outcome, Settings, StopReason, TextSink};
+use zamba2c_runtime::generate::{eos_ids, generate, Outcome, Settings, StopReason, TextSink};
 
 use super::engine::{open_engine, Device, MAX_BATCH};
 use super::text::{read_prompt_file, strip_one_newline, TextTokenizer};
@@ -403,41 +403,6 @@ fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The end-of-sequence ids: `eos_token_id` of the plan's generation_config.json (a number or
-/// a list) when it has one, else the model config's.
-fn eos_ids(plan: &Plan) -> Result<Vec<u32>> {
-    let path = plan.dir.join("generation_config.json");
-    if path.is_file() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?;
-        let bad = || {
-            anyhow!(
-                "{}: eos_token_id: expected a token id or a list of token ids",
-                path.display()
-            )
-        };
-        match v.get("eos_token_id") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                return items
-                    .iter()
-                    .map(|x| x.as_u64().map(|i| i as u32).ok_or_else(bad))
-                    .collect();
-            }
-            Some(x) => return Ok(vec![x.as_u64().ok_or_else(bad)? as u32]),
-        }
-    }
-    Ok(plan
-        .module
-        .config
-        .eos_token_id
-        .filter(|&i| i >= 0)
-        .map(|i| vec![i as u32])
-        .unwrap_or_default())
 }
 
 pub(super) fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {

@@ -3,10 +3,13 @@
 //! ([`Continuation`]), and the one-sequence loop over an [`Engine`] ([`generate`]). The batched
 //! loop is [`crate::batch::Batcher`] feeding one [`Continuation`] per sequence.
 
+pub mod chat;
 pub mod sampling;
 pub mod text;
 
 use std::time::Instant;
+
+use zamba2c_ir::Plan;
 
 use crate::{Engine, RuntimeError};
 use sampling::{Sampler, SamplingParams};
@@ -232,4 +235,40 @@ fn short_logits(got: usize, vocab: usize) -> RuntimeError {
     RuntimeError::Input(format!(
         "the engine returned {got} logits for a vocabulary of {vocab}"
     ))
+}
+
+/// The end-of-sequence ids: `eos_token_id` of the plan's generation_config.json (a number or
+/// a list) when it has one, else the model config's. (Moved from the CLI.)
+pub fn eos_ids(plan: &Plan) -> Result<Vec<u32>, RuntimeError> {
+    use serde_json::Value;
+    let path = plan.dir.join("generation_config.json");
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| RuntimeError::Input(format!("{}: cannot read: {e}", path.display())))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| RuntimeError::Input(format!("{}: malformed JSON: {e}", path.display())))?;
+        let bad = || {
+            RuntimeError::Input(format!(
+                "{}: eos_token_id: expected a token id or a list of token ids",
+                path.display()
+            ))
+        };
+        match v.get("eos_token_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                return items
+                    .iter()
+                    .map(|x| x.as_u64().map(|i| i as u32).ok_or_else(bad))
+                    .collect();
+            }
+            Some(x) => return Ok(vec![x.as_u64().ok_or_else(bad)? as u32]),
+        }
+    }
+    Ok(plan
+        .module
+        .config
+        .eos_token_id
+        .filter(|&i| i >= 0)
+        .map(|i| vec![i as u32])
+        .unwrap_or_default())
 }
