@@ -409,14 +409,23 @@ fn chat_renders_the_template_as_transformers_does() {
 /// Starts a long streamed generation and returns its connection once its first chunk came,
 /// so the sequence is known to hold a slot.
 fn occupy_a_slot(server: &Server) -> TcpStream {
+    occupy(server, true)
+}
+
+/// A long generation holding a slot (streamed or not), and its connection.
+fn occupy(server: &Server, stream: bool) -> TcpStream {
     let mut s = server.connect();
-    let body = json!({"prompt": PROMPT, "max_tokens": 4000, "ignore_eos": true, "stream": true});
+    let body = json!({"prompt": PROMPT, "max_tokens": 4000, "ignore_eos": true, "stream": stream});
     send(
         &mut s,
         "POST",
         "/v1/completions",
         body.to_string().as_bytes(),
     );
+    if !stream {
+        server.wait_metric("zamba2c_active_slots", 1.0);
+        return s;
+    }
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("data: {") {
@@ -457,8 +466,8 @@ fn overload_gives_429_and_the_server_keeps_serving() {
 #[test]
 fn a_client_that_disconnects_frees_its_slot() {
     let server = Server::start(demo_plan(), &["--max-batch", "1"]);
-    for _ in 0..2 {
-        let hog = occupy_a_slot(&server);
+    for stream in [true, false] {
+        let hog = occupy(&server, stream);
         assert_eq!(server.metric("zamba2c_active_slots"), 1.0);
         drop(hog);
         // The next request gets the only slot (it would wait ~4000 tokens otherwise).
@@ -636,4 +645,17 @@ fn sigterm_drains_in_flight_requests() {
     };
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(&server.addr).is_err());
+}
+
+#[test]
+fn without_a_queue_free_slots_still_take_requests() {
+    let server = Server::start(demo_plan(), &["--max-batch", "1", "--max-queue", "0"]);
+    let want = server.ok("/v1/completions", &completion(PROMPT));
+    let hog = occupy_a_slot(&server);
+    let (status, _) = server.post("/v1/completions", &completion(PROMPT));
+    assert_eq!(status, 429);
+    drop(hog);
+    server.wait_metric("zamba2c_active_slots", 0.0);
+    let again = server.ok("/v1/completions", &completion(PROMPT));
+    assert_eq!(again["choices"], want["choices"]);
 }

@@ -113,7 +113,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
     };
     let vocab = plan.module.config.vocab_size;
     let metrics = Arc::new(Metrics::new(a.max_batch));
-    let scheduler = Arc::new(Scheduler::new(a.max_queue, metrics.clone()));
+    let scheduler = Arc::new(Scheduler::new(a.max_queue, a.max_batch, metrics.clone()));
 
     // The engine lives on the scheduler thread; it reports whether it loaded.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();

@@ -5,6 +5,7 @@
 //! the runtime's; this only schedules.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -76,12 +77,15 @@ pub struct Scheduler {
     queue: Mutex<Queue>,
     wake: Condvar,
     capacity: usize,
+    /// Slots free after the scheduler's last admission: sequences that will get one at once
+    /// do not count against the queue.
+    free_slots: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
 impl Scheduler {
-    /// A queue of at most `capacity` waiting sequences.
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+    /// A queue of at most `capacity` sequences waiting for one of `slots` slots.
+    pub fn new(capacity: usize, slots: usize, metrics: Arc<Metrics>) -> Self {
         Scheduler {
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
@@ -89,6 +93,7 @@ impl Scheduler {
             }),
             wake: Condvar::new(),
             capacity,
+            free_slots: AtomicUsize::new(slots),
             metrics,
         }
     }
@@ -97,13 +102,15 @@ impl Scheduler {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues all of `seqs` or none.
+    /// Queues all of `seqs` or none: refused when more would wait than the free slots and
+    /// the queue's capacity hold.
     pub fn submit(&self, seqs: Vec<Sequence>) -> Result<(), Refused> {
         let mut q = self.lock();
         if q.closed {
             return Err(Refused::Closed);
         }
-        if q.waiting.len() + seqs.len() > self.capacity {
+        let room = self.capacity + self.free_slots.load(Ordering::SeqCst);
+        if q.waiting.len() + seqs.len() > room {
             return Err(Refused::QueueFull);
         }
         q.waiting.extend(seqs);
@@ -111,6 +118,12 @@ impl Scheduler {
         drop(q);
         self.wake.notify_all();
         Ok(())
+    }
+
+    /// Records how many slots are free now.
+    fn set_free(&self, batch: &Batcher) {
+        self.free_slots
+            .store(batch.max_batch() - batch.active(), Ordering::SeqCst);
     }
 
     /// Refuses new work; the thread finishes what is queued and running, then returns.
@@ -159,6 +172,7 @@ impl Scheduler {
                         }
                     }
                     self.metrics.set_queue_depth(q.waiting.len());
+                    self.set_free(&batch);
                     if !running.is_empty() {
                         break;
                     }
@@ -179,6 +193,7 @@ impl Scheduler {
                 running.remove(&slot);
                 self.metrics.disconnect();
             }
+            self.set_free(&batch);
             self.metrics.set_active_slots(batch.active());
             if running.is_empty() {
                 continue;
@@ -224,11 +239,14 @@ impl Scheduler {
                 });
                 if let Some(reason) = stop {
                     batch.release(s.slot);
+                    // Before the client hears it is done (it may send its next request at once).
+                    self.set_free(&batch);
                     if let Some(r) = running.remove(&s.slot) {
                         r.finish(reason);
                     }
                 }
             }
+            self.set_free(&batch);
             self.metrics.set_active_slots(batch.active());
         }
     }
