@@ -1,6 +1,7 @@
 //! The `zamba2c` command line: compile a Zamba2 checkpoint into a plan, inspect it, and run it.
 
 mod cli;
+mod serve;
 
 use std::process::ExitCode;
 

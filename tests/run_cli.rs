@@ -436,6 +436,141 @@ fn prompts_file_gives_one_json_line_each() {
     assert_eq!(lines[0]["text"], lines[2]["text"]);
 }
 
+/// A `--prompts-file` result without its wall-clock fields.
+fn without_timings(mut v: Value) -> Value {
+    for k in [
+        "prompt_ms",
+        "decode_ms",
+        "total_ms",
+        "prompt_tokens_per_s",
+        "generated_tokens_per_s",
+    ] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    v
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn batched_prompts_equal_each_prompt_alone() {
+    let plan = demo_plan();
+    let prompts = [
+        PROMPT,
+        "The capital of France is",
+        "a",
+        "Once upon a time, in a land far away, there lived a",
+        "1 2 3",
+        "Hello",
+        "naïve café 😀",
+    ];
+    let f = scratch().join("batch-prompts.txt");
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(&f, prompts.join("\n")).unwrap();
+    let base = [
+        "run",
+        plan,
+        "--prompts-file",
+        f.to_str().unwrap(),
+        "--max-new-tokens",
+        "10",
+        "-q",
+    ];
+    // Greedy; greedy with a stop string (sequences leave the batch at different steps, and
+    // waiting prompts join mid-run); sampling with a seed (each prompt's generator is its own).
+    let variants: [&[&str]; 3] = [
+        &[],
+        &["--stop", "e"],
+        &["--temperature", "0.9", "--seed", "5"],
+    ];
+    for extra in variants {
+        let one_by_one = json_lines(&run_ok(&[&base[..], extra].concat()));
+        let batched = json_lines(&run_ok(&[&base[..], extra, &["--max-batch", "3"]].concat()));
+        assert_eq!(one_by_one.len(), prompts.len());
+        assert_eq!(batched.len(), prompts.len());
+        for (i, (a, b)) in one_by_one.into_iter().zip(batched).enumerate() {
+            assert_eq!(b["index"], i, "input order");
+            assert_eq!(
+                without_timings(a),
+                without_timings(b),
+                "{extra:?}: prompt {i}"
+            );
+        }
+    }
+    // And one of them against a plain single-prompt run.
+    let batched = json_lines(&run_ok(&[&base[..], &["--max-batch", "4"]].concat()));
+    let (_, alone) = split_json(&run_ok(&[
+        "run",
+        plan,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "10",
+        "--json",
+    ]));
+    assert_eq!(
+        ids(&batched[0]["generated_tokens"]),
+        ids(&alone["generated_tokens"])
+    );
+    assert_eq!(ids(&batched[0]["generated_tokens"])[..8], GREEDY_IDS);
+    assert_eq!(batched[0]["text"], alone["text"]);
+    assert_eq!(batched[0]["stop_reason"], alone["stop_reason"]);
+    // Flags that cannot work say so in one line.
+    assert_error(
+        &run(&[&base[..], &["--max-batch", "0"]].concat()),
+        &["--max-batch", "1..="],
+    );
+    assert_error(
+        &run(&[&base[..], &["--max-batch", "2", "--device", "cuda"]].concat()),
+        &["batched decoding on CUDA is not built yet"],
+    );
+}
+
+#[test]
+fn bench_batch_reports_throughput_on_the_cpu() {
+    let plan = demo_plan();
+    let out = run_ok(&[
+        "bench",
+        plan,
+        "--device",
+        "cpu",
+        "--batch",
+        "3",
+        "--prompt-len",
+        "5",
+        "--gen-len",
+        "4",
+        "--prefill-chunk",
+        "4",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["batch"], 3);
+    assert_eq!(v["generated_tokens"], 12);
+    assert_eq!(v["device"], "cpu");
+    // 15 prompt tokens at 4 a step: 4 steps of prompt, then the decode steps.
+    assert!(v["steps"].as_u64().unwrap() >= 4 + 3, "{v}");
+    for k in [
+        "generated_tokens_per_s",
+        "ms_per_step",
+        "ttft_ms_median",
+        "ttft_ms_max",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    assert!(v["ttft_ms_max"].as_f64() >= v["ttft_ms_median"].as_f64());
+    let out = run(&["bench", plan, "--device", "cuda", "--batch", "2"]);
+    assert_error(&out, &["batched decoding on CUDA is not built yet"]);
+    assert_error(
+        &run(&["bench", plan, "--device", "cpu", "--batch", "0"]),
+        &["--batch"],
+    );
+}
+
 #[test]
 fn user_errors_are_one_clear_line() {
     let plan = demo_plan();

@@ -1,8 +1,10 @@
 //! zamba2c's runtime: loads a compiled plan and runs prompt processing and decoding, on the
 //! CPU interpreter (the reference meaning of every op) or on an NVIDIA GPU.
 
+pub mod batch;
 pub mod cpu;
 pub mod cuda;
+pub mod generate;
 pub mod tensor;
 
 pub use tensor::Tensor;
@@ -16,6 +18,38 @@ pub enum RuntimeError {
     Input(String),
     #[error("{0}")]
     Device(String),
+    /// A tokenizer file that cannot be read or used; the message names the file.
+    #[error("{0}")]
+    Tokenizer(String),
+    /// A chat template that cannot be read, compiled or rendered (or that refused the
+    /// conversation through `raise_exception`).
+    #[error("{0}")]
+    ChatTemplate(String),
+    /// A sequence was offered to a batch engine whose slots are all taken.
+    #[error("all {max_batch} sequence slots are in use")]
+    NoFreeSlot { max_batch: usize },
+    /// A slot index outside the batch engine.
+    #[error("sequence slot {slot} does not exist (the engine has {max_batch})")]
+    NoSuchSlot { slot: usize, max_batch: usize },
+    /// Something this backend cannot do yet (the message says what, and what works instead).
+    #[error("{0}")]
+    Unsupported(String),
+    /// An error with what was being done when it happened (e.g. which prompt).
+    #[error("{context}: {inner}")]
+    Context {
+        context: String,
+        inner: Box<RuntimeError>,
+    },
+}
+
+impl RuntimeError {
+    /// This error with `context` (what was being done) in front.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        RuntimeError::Context {
+            context: context.into(),
+            inner: Box::new(self),
+        }
+    }
 }
 
 /// One sequence's inference on some backend (batch 1 at the CLI; the plan keeps `B`).

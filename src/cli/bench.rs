@@ -1,4 +1,5 @@
-//! `zamba2c bench PLAN --device cuda`: time to first token, decode ms/token, peak memory.
+//! `zamba2c bench PLAN --device cuda`: time to first token, decode ms/token, peak memory; with
+//! `--batch B`, B sequences at once: generated tokens/s, ms per step, TTFT under load.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,17 +8,23 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use zamba2c_ir::Plan;
 
-use super::engine::{open_engine, write_atomic, Device};
+use zamba2c_runtime::batch::DEFAULT_PREFILL_CHUNK;
+
+use super::engine::{open_batch_engine, open_engine, write_atomic, Device, MAX_BATCH};
 
 /// Measure prompt processing and decoding on random token ids.
 ///
 /// On CUDA, decode ms/token is the median over steps timed with CUDA events; on the CPU it is
-/// the median of wall-clock steps.
+/// the median of wall-clock steps. With --batch B, B prompts arrive together and each
+/// generates --gen-len tokens through the batched engine (prompts chunked between decode
+/// steps); the report has generated tokens/s (prompts included), ms per decode step, and the
+/// time to first token of the sequences under that load (wall clock).
 ///
 /// Examples:
 ///   zamba2c bench plans/z27 --device cuda --prompt-len 512 --gen-len 128 --json
 ///   zamba2c bench plans/z27 --device cuda --profile
 ///   zamba2c bench plans/demo --device cpu --prompt-len 16 --gen-len 16
+///   zamba2c bench plans/demo --device cpu --batch 8 --prompt-len 16 --gen-len 16
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
@@ -28,6 +35,12 @@ pub struct BenchArgs {
     pub prompt_len: usize,
     #[arg(long, default_value_t = 128)]
     pub gen_len: usize,
+    /// Sequences run at once (1: the one-sequence engine).
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    /// With --batch: prompt tokens run per step, between decode steps.
+    #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK, value_name = "N")]
+    pub prefill_chunk: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -44,13 +57,23 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.prompt_len == 0 {
         bail!("--prompt-len: must be at least 1");
     }
+    if a.batch == 0 || a.batch > MAX_BATCH {
+        bail!("--batch: must be in 1..={MAX_BATCH}, got {}", a.batch);
+    }
+    if a.batch > 1 && a.gen_len == 0 {
+        bail!("--gen-len: must be at least 1 with --batch");
+    }
+    if a.prefill_chunk == 0 {
+        bail!("--prefill-chunk: must be at least 1");
+    }
     let plan = Plan::open(&a.plan)?;
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
-        "benchmarking {} on {:?}: prompt {} tokens, {} decode steps",
+        "benchmarking {} on {:?}: {} x prompt {} tokens, {} decode steps",
         a.plan.display(),
         a.device,
+        a.batch,
         a.prompt_len,
         a.gen_len
     ));
@@ -77,6 +100,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let report = match a.device {
+        _ if a.batch > 1 => batch_bench(&plan, &a)?,
         Device::Cuda => serde_json::to_value(
             zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len)
                 .context("bench --device cuda")?,
@@ -98,6 +122,18 @@ pub fn main(a: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--batch B`: B sequences through the batched engine (see `zamba2c_runtime::batch::bench`).
+fn batch_bench(plan: &Plan, a: &BenchArgs) -> Result<serde_json::Value> {
+    let ctx = a.prompt_len + a.gen_len;
+    let engine = open_batch_engine(plan, a.device, a.batch, ctx)?;
+    let report =
+        zamba2c_runtime::batch::bench(engine, a.batch, a.prompt_len, a.gen_len, a.prefill_chunk)
+            .context("bench --batch")?;
+    let mut v = serde_json::to_value(report)?;
+    v["device"] = serde_json::json!(format!("{:?}", a.device).to_lowercase());
+    Ok(v)
 }
 
 /// Wall-clock bench on the CPU interpreter (a reference point, not a target).

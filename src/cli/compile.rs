@@ -161,6 +161,7 @@ fn copy_tokenizer(model_dir: &Path, w: &mut PlanWriter) -> Result<Option<String>
         "tokenizer_config.json",
         "special_tokens_map.json",
         "generation_config.json",
+        "chat_template.jinja",
     ] {
         let src = model_dir.join(name);
         if src.is_file() {

@@ -1,13 +1,19 @@
-//! Choosing the backend (`--device cpu|cuda`) and writing output files atomically.
+//! Choosing the backend (`--device cpu|cuda`), one sequence or a batch of slots, and writing
+//! output files atomically.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use zamba2c_ir::Plan;
-use zamba2c_runtime::cpu::CpuEngine;
+use zamba2c_runtime::batch::{BatchEngine, SingleSlot};
+use zamba2c_runtime::cpu::{CpuBatchEngine, CpuEngine};
 use zamba2c_runtime::cuda::CudaEngine;
-use zamba2c_runtime::Engine;
+use zamba2c_runtime::{Engine, RuntimeError};
+
+/// The largest `--max-batch` / `--batch` accepted (slots are allocated as sequences arrive,
+/// but the slot table is sized up front).
+pub const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
@@ -37,6 +43,29 @@ pub fn open_engine_with_context(
         Device::Cuda => Ok(Box::new(
             CudaEngine::new(plan, ctx).context("--device cuda")?,
         )),
+    }
+}
+
+/// Loads `plan` onto `device` with `max_batch` sequence slots of `max_context` tokens each.
+/// On CUDA only one slot exists for now: the one-sequence engine serves `--max-batch 1`, and
+/// more is refused in one line.
+pub fn open_batch_engine(
+    plan: &Plan,
+    device: Device,
+    max_batch: usize,
+    max_context: usize,
+) -> Result<Box<dyn BatchEngine>> {
+    match device {
+        Device::Cpu => Ok(Box::new(CpuBatchEngine::new(plan, max_batch, max_context)?)),
+        Device::Cuda if max_batch == 1 => Ok(Box::new(SingleSlot::new(
+            CudaEngine::new(plan, max_context).context("--device cuda")?,
+            max_context,
+        ))),
+        Device::Cuda => Err(RuntimeError::Unsupported(format!(
+            "--max-batch {max_batch} --device cuda: batched decoding on CUDA is not built yet \
+             (use --max-batch 1, or --device cpu)"
+        ))
+        .into()),
     }
 }
 

@@ -2,11 +2,11 @@
 
 mod bench;
 mod compile;
-mod engine;
+pub(crate) mod engine;
 mod inspect;
 mod logits;
 mod run;
-mod sampling;
+mod run_batch;
 mod text;
 mod tokens;
 
@@ -27,12 +27,14 @@ pub enum Command {
     Logits(logits::LogitsArgs),
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
+    Serve(crate::serve::ServeArgs),
 }
 
-/// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings).
+/// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings, and the
+/// server's request log).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,zamba2c::serve=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -47,5 +49,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(a) => logits::main(a),
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Serve(a) => crate::serve::main(a),
     }
 }

@@ -2,19 +2,16 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde_json::{json, Value};
 use zamba2c_ir::Plan;
-use zamba2c_runtime::Engine;
+use zamba2c_runtime::generate::sampling::SamplingParams;
+use zamba2c_runtime::generate::{eos_ids, generate, Outcome, Settings, StopReason, TextSink};
 
-use super::engine::{open_engine, Device};
-use super::sampling::{sample, SamplingParams};
-use super::text::{read_prompt_file, strip_one_newline, StopFilter, StreamDecoder, TextTokenizer};
+use super::engine::{open_engine, Device, MAX_BATCH};
+use super::text::{read_prompt_file, strip_one_newline, TextTokenizer};
 use super::tokens::parse_tokens;
 
 /// Continue a prompt with the model, printing the text as it is generated.
@@ -31,6 +28,7 @@ use super::tokens::parse_tokens;
 ///   echo "Once upon a time" | zamba2c run plans/demo --temperature 0.8 --top-p 0.95 --seed 7
 ///   zamba2c run plans/demo --prompt-file prompt.txt --stop $'\n\n' --json
 ///   zamba2c run plans/demo --prompts-file prompts.txt --max-new-tokens 32 > results.jsonl
+///   zamba2c run plans/demo --prompts-file prompts.txt --max-batch 8 > results.jsonl
 ///   zamba2c run plans/demo --tokens 1,415,2936 --max-new-tokens 16
 ///   zamba2c run plans/demo --tokens 1,415 --max-new-tokens 8 --json
 #[derive(Args, Debug)]
@@ -52,6 +50,10 @@ pub struct RunArgs {
     /// Run every line of FILE as its own prompt; prints one JSON object per prompt.
     #[arg(long, value_name = "FILE")]
     pub prompts_file: Option<PathBuf>,
+    /// With --prompts-file: run up to B prompts at once as one batch (each prompt's output is
+    /// the same as run alone; the objects are printed in input order).
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub max_batch: usize,
     /// The most tokens to generate (EOS included).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_new_tokens: usize,
@@ -122,62 +124,26 @@ pub struct RunArgs {
 }
 
 /// One prompt to run.
-struct Job {
+pub(super) struct Job {
     /// Where it came from, for error messages (`--prompt`, `--prompts-file F:3`, ...).
-    source: String,
-    text: Option<String>,
-    ids: Vec<u32>,
-}
-
-/// Everything fixed across prompts.
-struct Settings {
-    params: SamplingParams,
-    seed: u64,
-    max_new_tokens: usize,
-    max_context: usize,
-    eos: Vec<u32>,
-    ignore_eos: bool,
-    stops: Vec<String>,
-}
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Eos,
-    Length,
-    Stop,
-    Context,
-    /// stdout was closed (e.g. piped into `head`).
-    Closed,
-}
-
-impl StopReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Eos => "eos",
-            StopReason::Length => "length",
-            StopReason::Stop => "stop",
-            StopReason::Context => "context",
-            StopReason::Closed => "closed",
-        }
-    }
-}
-
-struct Outcome {
-    generated: Vec<u32>,
-    text: Option<String>,
-    reason: StopReason,
-    prompt_s: f64,
-    decode_s: f64,
+    pub(super) source: String,
+    pub(super) text: Option<String>,
+    pub(super) ids: Vec<u32>,
 }
 
 /// stdout that remembers when the reader went away instead of failing.
-struct Sink {
-    out: std::io::Stdout,
-    closed: bool,
+pub(super) struct Sink {
+    pub(super) out: std::io::Stdout,
+    pub(super) closed: bool,
 }
 
-impl Sink {
+impl TextSink for Sink {
+    type Error = anyhow::Error;
+
+    fn closed(&self) -> bool {
+        self.closed
+    }
+
     fn write(&mut self, s: &str) -> Result<()> {
         if self.closed || s.is_empty() {
             return Ok(());
@@ -208,6 +174,15 @@ pub fn main(a: RunArgs) -> Result<()> {
     params.validate().map_err(anyhow::Error::msg)?;
     if a.stop.iter().any(String::is_empty) {
         bail!("--stop: the stop string is empty");
+    }
+    if a.max_batch == 0 || a.max_batch > MAX_BATCH {
+        bail!(
+            "--max-batch: must be in 1..={MAX_BATCH}, got {}",
+            a.max_batch
+        );
+    }
+    if a.max_batch > 1 && a.prompts_file.is_none() {
+        tracing::warn!("--max-batch has no effect on one prompt (it batches --prompts-file)");
     }
     let plan = Plan::open(&a.plan)?;
     let vocab = plan.module.config.vocab_size;
@@ -253,6 +228,9 @@ pub fn main(a: RunArgs) -> Result<()> {
     if a.validate {
         return validate(&plan, &a, &jobs);
     }
+    if multi && a.max_batch > 1 {
+        return super::run_batch::run_batched(&plan, &a, &jobs, &settings, tok.as_ref());
+    }
     let mut engine = open_engine(&plan, a.device)?;
     let mut sink = Sink {
         out: std::io::stdout(),
@@ -270,7 +248,8 @@ pub fn main(a: RunArgs) -> Result<()> {
         }
         let o = generate(
             engine.as_mut(),
-            job,
+            &job.source,
+            &job.ids,
             &settings,
             tok.as_ref(),
             stream.then_some(&mut sink),
@@ -426,143 +405,7 @@ fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
     Ok(())
 }
 
-/// The end-of-sequence ids: `eos_token_id` of the plan's generation_config.json (a number or
-/// a list) when it has one, else the model config's.
-fn eos_ids(plan: &Plan) -> Result<Vec<u32>> {
-    let path = plan.dir.join("generation_config.json");
-    if path.is_file() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?;
-        let bad = || {
-            anyhow!(
-                "{}: eos_token_id: expected a token id or a list of token ids",
-                path.display()
-            )
-        };
-        match v.get("eos_token_id") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                return items
-                    .iter()
-                    .map(|x| x.as_u64().map(|i| i as u32).ok_or_else(bad))
-                    .collect();
-            }
-            Some(x) => return Ok(vec![x.as_u64().ok_or_else(bad)? as u32]),
-        }
-    }
-    Ok(plan
-        .module
-        .config
-        .eos_token_id
-        .filter(|&i| i >= 0)
-        .map(|i| vec![i as u32])
-        .unwrap_or_default())
-}
-
-/// Runs one prompt: prefill, then sample and decode until a stop. Streams text to `sink`.
-fn generate(
-    engine: &mut dyn Engine,
-    job: &Job,
-    s: &Settings,
-    tok: Option<&TextTokenizer>,
-    mut sink: Option<&mut Sink>,
-) -> Result<Outcome> {
-    let vocab = engine.vocab_size();
-    let mut rng = StdRng::seed_from_u64(s.seed);
-    let mut seen = job.ids.clone();
-    let mut decoder = tok.map(|t| StreamDecoder::new(t, &job.ids));
-    let mut filter = StopFilter::new(&s.stops);
-
-    let t0 = Instant::now();
-    let logits = engine.prefill(&job.ids).with_context(|| {
-        format!(
-            "{}: running the prompt ({} tokens)",
-            job.source,
-            job.ids.len()
-        )
-    })?;
-    if logits.len() < vocab {
-        bail!(
-            "the engine returned {} logits for a vocabulary of {vocab}",
-            logits.len()
-        );
-    }
-    let mut next = sample(&logits[logits.len() - vocab..], &seen, &s.params, &mut rng);
-    let prompt_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let mut generated = Vec::new();
-    let reason = loop {
-        generated.push(next);
-        seen.push(next);
-        tracing::debug!(token = next, "generated");
-        let is_eos = !s.ignore_eos && s.eos.contains(&next);
-        // The EOS token counts as generated (as in HF generate) but is never shown as text.
-        if let (Some(d), false) = (decoder.as_mut(), is_eos) {
-            let shown = filter.push(&d.push(next)?);
-            if let Some(out) = sink.as_deref_mut() {
-                out.write(&shown)?;
-                if out.closed {
-                    break StopReason::Closed;
-                }
-            }
-            if filter.stopped() {
-                break StopReason::Stop;
-            }
-        }
-        if is_eos {
-            break StopReason::Eos;
-        }
-        if generated.len() >= s.max_new_tokens {
-            break StopReason::Length;
-        }
-        if engine.position() >= s.max_context {
-            break StopReason::Context;
-        }
-        let row = engine.decode_step(next).with_context(|| {
-            format!(
-                "{}: decoding token {} (position {})",
-                job.source,
-                generated.len(),
-                engine.position()
-            )
-        })?;
-        if row.len() < vocab {
-            bail!(
-                "the engine returned {} logits for a vocabulary of {vocab}",
-                row.len()
-            );
-        }
-        next = sample(&row[row.len() - vocab..], &seen, &s.params, &mut rng);
-    };
-    // The tail held back by the detokenizer (an incomplete character) or the stop filter.
-    if let Some(d) = decoder.as_mut() {
-        if !filter.stopped() {
-            let mut shown = filter.push(&d.finish()?);
-            if !filter.stopped() {
-                shown += &filter.finish();
-            }
-            if let Some(out) = sink {
-                out.write(&shown)?;
-            }
-        }
-    }
-    let reason = if filter.stopped() {
-        StopReason::Stop
-    } else {
-        reason
-    };
-    Ok(Outcome {
-        generated,
-        text: decoder.map(|_| filter.text().to_string()),
-        reason,
-        prompt_s,
-        decode_s: t1.elapsed().as_secs_f64(),
-    })
-}
-
-fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
+pub(super) fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
     let rate = |n: usize, secs: f64| {
         if secs > 0.0 {
             json!(n as f64 / secs)
@@ -584,11 +427,11 @@ fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
     })
 }
 
-fn fmt_ms(secs: f64) -> String {
+pub(super) fn fmt_ms(secs: f64) -> String {
     format!("{:.1} ms", secs * 1e3)
 }
 
-fn fmt_rate(n: usize, secs: f64) -> String {
+pub(super) fn fmt_rate(n: usize, secs: f64) -> String {
     if secs > 0.0 {
         format!("{:.1} tok/s", n as f64 / secs)
     } else {

@@ -160,7 +160,7 @@ fn graph_vocab(graph: &Graph, weights: &CpuWeights) -> Result<Option<usize>, Run
 }
 
 /// Checks a batch of token rows: at least one row, all of the same nonzero length `T`, every id
-/// below the vocabulary size, and room for `T` more tokens in the state's context.
+/// below the vocabulary size, and room for `T` more tokens in every row's context.
 fn check_tokens(
     graph: &Graph,
     tokens: &[Vec<u32>],
@@ -197,10 +197,27 @@ fn check_tokens(
             )));
         }
     }
-    if state.position + t > state.max_context {
+    if state.positions.len() != state.batch {
         return Err(RuntimeError::Input(format!(
-            "{t} more tokens after {} would exceed the maximum context of {} tokens",
-            state.position, state.max_context
+            "the state has {} row positions for a batch of {}",
+            state.positions.len(),
+            state.batch
+        )));
+    }
+    if let Some((r, &pos)) = state
+        .positions
+        .iter()
+        .enumerate()
+        .find(|(_, &p)| p + t > state.max_context)
+    {
+        let row = if state.batch > 1 {
+            format!(" (batch row {r})")
+        } else {
+            String::new()
+        };
+        return Err(RuntimeError::Input(format!(
+            "{t} more tokens after {pos}{row} would exceed the maximum context of {} tokens",
+            state.max_context
         )));
     }
     Ok(t)
@@ -209,7 +226,7 @@ fn check_tokens(
 /// Runs `graph` over `tokens` (B rows of T ids) from the current `state`: evaluates the nodes in
 /// `graph.topo_order()`, calls `observer` on every node's output (the `Tokens` node's output is
 /// the ids as f32, `[B,T]`), frees each intermediate once its last user has run, advances
-/// `state.position` by T, and returns the graph outputs (the logits `[B,T,V]`).
+/// every row's position by T, and returns the graph outputs (the logits `[B,T,V]`).
 ///
 /// Inputs are checked before any state is touched; an error afterwards means the graph and
 /// the weights are inconsistent, and leaves the state partly updated.
@@ -265,7 +282,7 @@ pub fn run_graph(
             values.insert(n, out);
         }
     }
-    state.position += t;
+    state.positions.iter_mut().for_each(|p| *p += t);
     graph
         .outputs
         .iter()

@@ -2,6 +2,7 @@
 //! accumulation, plus [`CpuEngine`], the [`Engine`] that runs a plan's graphs with it.
 
 pub mod attention;
+pub mod batch;
 pub mod interp;
 pub mod mamba;
 pub mod math;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::{Module, Phase, Plan, WeightSpec};
 
+pub use batch::CpuBatchEngine;
 pub use interp::{eval_node, eval_steps, run_graph};
 pub use state::InferenceState;
 
@@ -137,7 +139,7 @@ impl CpuEngine {
         tokens: &[Vec<u32>],
         observer: &mut dyn FnMut(NodeIndex, &Tensor),
     ) -> Result<Tensor, RuntimeError> {
-        if !tokens.is_empty() && tokens.len() != self.state.batch && self.state.position == 0 {
+        if !tokens.is_empty() && tokens.len() != self.state.batch && self.state.is_fresh() {
             self.state =
                 InferenceState::new(&self.module.states, tokens.len(), self.state.max_context);
         }
@@ -174,7 +176,7 @@ impl Engine for CpuEngine {
     }
 
     fn position(&self) -> usize {
-        self.state.position
+        self.state.positions.first().copied().unwrap_or(0)
     }
 
     fn vocab_size(&self) -> usize {

@@ -42,15 +42,17 @@ pub enum StateRegion {
     Kv(KvCache),
 }
 
-/// All state of `batch` sequences processed in lockstep.
-#[derive(Debug, Clone, PartialEq)]
+/// All state of `batch` sequences processed together: one call runs T tokens of every row,
+/// and each row may be at its own position (a batch of sequences that joined at different
+/// times, see [`InferenceState::stack`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InferenceState {
     /// `B`, the number of sequences.
     pub batch: usize,
     /// Tokens each KV cache may hold; a call that would exceed it is refused.
     pub max_context: usize,
-    /// Tokens processed since creation or the last reset.
-    pub position: usize,
+    /// Tokens each row processed since creation or the last reset (`B` entries).
+    pub positions: Vec<usize>,
     /// Indexed by [`StateId`], as `module.states`.
     pub regions: Vec<StateRegion>,
 }
@@ -93,9 +95,68 @@ impl InferenceState {
         InferenceState {
             batch,
             max_context,
-            position: 0,
+            positions: vec![0; batch],
             regions,
         }
+    }
+
+    /// Whether no row has processed a token yet.
+    pub fn is_fresh(&self) -> bool {
+        self.positions.iter().all(|&p| p == 0)
+    }
+
+    /// One state of `parts.len()` rows: row `i` is `parts[i]`'s only row. Every part must have
+    /// batch 1 and the same regions (states of one module); the result takes the smallest
+    /// `max_context`. [`InferenceState::split`] undoes it. This is how several sequences that
+    /// joined at different times run one batched step.
+    pub fn stack(parts: Vec<InferenceState>) -> Result<Self, RuntimeError> {
+        let Some(first) = parts.first() else {
+            return Err(RuntimeError::Input("no states to stack".into()));
+        };
+        let mut out = InferenceState {
+            batch: parts.len(),
+            max_context: parts.iter().map(|p| p.max_context).min().unwrap_or(0),
+            positions: Vec::with_capacity(parts.len()),
+            regions: first.regions.iter().map(StateRegion::empty_like).collect(),
+        };
+        for (i, part) in parts.into_iter().enumerate() {
+            if part.batch != 1 || part.regions.len() != out.regions.len() {
+                return Err(RuntimeError::Input(format!(
+                    "state {i} to stack has batch {} and {} regions, expected batch 1 and {}",
+                    part.batch,
+                    part.regions.len(),
+                    out.regions.len()
+                )));
+            }
+            out.positions.extend(part.positions);
+            for (id, (dst, src)) in out.regions.iter_mut().zip(part.regions).enumerate() {
+                dst.append_row(src)
+                    .map_err(|e| RuntimeError::Input(format!("state {i}, region {id}: {e}")))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rows of this state as `batch` states of one row each, in order (the inverse of
+    /// [`InferenceState::stack`]); each keeps this state's `max_context`.
+    pub fn split(self) -> Vec<InferenceState> {
+        let b = self.batch;
+        let mut rows: Vec<InferenceState> = self
+            .positions
+            .iter()
+            .map(|&p| InferenceState {
+                batch: 1,
+                max_context: self.max_context,
+                positions: vec![p],
+                regions: Vec::with_capacity(self.regions.len()),
+            })
+            .collect();
+        for region in self.regions {
+            for (row, r) in rows.iter_mut().zip(region.into_rows(b)) {
+                row.regions.push(r);
+            }
+        }
+        rows
     }
 
     /// Clears every region and the position (keeps the batch size and max context).
@@ -111,7 +172,7 @@ impl InferenceState {
                 }
             }
         }
-        self.position = 0;
+        self.positions.fill(0);
     }
 
     fn region(&mut self, id: StateId) -> Result<&mut StateRegion, RuntimeError> {
@@ -144,6 +205,95 @@ impl InferenceState {
         match self.region(id)? {
             StateRegion::Kv(kv) => Ok(kv),
             _ => Err(wrong_kind(id, "KV cache")),
+        }
+    }
+}
+
+impl StateRegion {
+    /// A region of the same kind and sizes with no rows.
+    fn empty_like(&self) -> Self {
+        match self {
+            StateRegion::Conv(c) => StateRegion::Conv(ConvState {
+                data: Vec::new(),
+                ..*c
+            }),
+            StateRegion::Ssm(s) => StateRegion::Ssm(SsmState {
+                data: Vec::new(),
+                ..*s
+            }),
+            StateRegion::Kv(kv) => StateRegion::Kv(KvCache {
+                kv_heads: kv.kv_heads,
+                head_dim: kv.head_dim,
+                k: Vec::new(),
+                v: Vec::new(),
+                len: Vec::new(),
+            }),
+        }
+    }
+
+    /// Appends the rows of `other` (a region of the same kind and sizes) after this one's.
+    fn append_row(&mut self, other: StateRegion) -> Result<(), String> {
+        match (self, other) {
+            (StateRegion::Conv(a), StateRegion::Conv(b))
+                if (a.channels, a.kernel) == (b.channels, b.kernel) =>
+            {
+                a.data.extend_from_slice(&b.data)
+            }
+            (StateRegion::Ssm(a), StateRegion::Ssm(b))
+                if (a.heads, a.head_dim, a.d_state) == (b.heads, b.head_dim, b.d_state) =>
+            {
+                a.data.extend_from_slice(&b.data)
+            }
+            (StateRegion::Kv(a), StateRegion::Kv(b))
+                if (a.kv_heads, a.head_dim) == (b.kv_heads, b.head_dim) =>
+            {
+                a.k.extend(b.k);
+                a.v.extend(b.v);
+                a.len.extend(b.len);
+            }
+            _ => return Err("the regions differ in kind or size".into()),
+        }
+        Ok(())
+    }
+
+    /// This region of `b` rows as `b` regions of one row each.
+    fn into_rows(self, b: usize) -> Vec<StateRegion> {
+        let row = |data: &[f32], i: usize| {
+            let n = data.len() / b.max(1);
+            data[i * n..(i + 1) * n].to_vec()
+        };
+        match self {
+            StateRegion::Conv(c) => (0..b)
+                .map(|i| {
+                    StateRegion::Conv(ConvState {
+                        data: row(&c.data, i),
+                        ..c
+                    })
+                })
+                .collect(),
+            StateRegion::Ssm(s) => (0..b)
+                .map(|i| {
+                    StateRegion::Ssm(SsmState {
+                        data: row(&s.data, i),
+                        ..s
+                    })
+                })
+                .collect(),
+            StateRegion::Kv(kv) => {
+                kv.k.into_iter()
+                    .zip(kv.v)
+                    .zip(kv.len)
+                    .map(|((k, v), len)| {
+                        StateRegion::Kv(KvCache {
+                            kv_heads: kv.kv_heads,
+                            head_dim: kv.head_dim,
+                            k: vec![k],
+                            v: vec![v],
+                            len: vec![len],
+                        })
+                    })
+                    .collect()
+            }
         }
     }
 }

@@ -4,9 +4,11 @@
 //! The order is the one `generate` uses: the repetition penalty changes the raw logits (it also
 //! applies to greedy decoding), then temperature, top-k, top-p and min-p filter, and one token
 //! is drawn from the softmax of what is left. [`sample`] is a pure function of the logits, the
-//! tokens seen so far, the parameters, and the random generator's state.
+//! tokens seen so far, the parameters, and the random generator's state; [`Sampler`] carries
+//! those for one sequence. (Moved from the CLI, so the server uses the same code.)
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Sampling parameters; [`SamplingParams::default`] is greedy decoding with no penalty.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -235,11 +237,36 @@ pub fn sample<R: Rng + ?Sized>(
     last.map(|i| i as u32).unwrap_or_else(|| argmax(row))
 }
 
+/// One sequence's sampling: its parameters, its random generator (seeded once), and every
+/// token seen so far (the prompt, then each token it chose) for the repetition penalty.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: StdRng,
+    seen: Vec<u32>,
+}
+
+impl Sampler {
+    /// A sampler for a sequence that starts with `prompt`.
+    pub fn new(params: SamplingParams, seed: u64, prompt: &[u32]) -> Self {
+        Sampler {
+            params,
+            rng: StdRng::seed_from_u64(seed),
+            seen: prompt.to_vec(),
+        }
+    }
+
+    /// Chooses the next token from `logits` ([`sample`]) and remembers it as seen.
+    pub fn next(&mut self, logits: &[f32]) -> u32 {
+        let t = sample(logits, &self.seen, &self.params, &mut self.rng);
+        self.seen.push(t);
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::StdRng;
-    use rand::SeedableRng;
 
     fn params(temperature: f32) -> SamplingParams {
         SamplingParams {
@@ -265,6 +292,25 @@ mod tests {
         let e: Vec<f64> = logits.iter().map(|&v| ((v as f64 - m) / t).exp()).collect();
         let s: f64 = e.iter().sum();
         e.iter().map(|v| v / s).collect()
+    }
+
+    #[test]
+    fn sampler_is_sample_over_the_tokens_seen() {
+        let p = SamplingParams {
+            repetition_penalty: 1.3,
+            top_k: 20,
+            ..params(0.9)
+        };
+        let prompt = [3u32, 8, 8];
+        let mut sampler = Sampler::new(p, 11, &prompt);
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut seen = prompt.to_vec();
+        for i in 0..50 {
+            let l = row(64, i);
+            let want = sample(&l, &seen, &p, &mut rng);
+            seen.push(want);
+            assert_eq!(sampler.next(&l), want, "token {i}");
+        }
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! Many sequences at once (issue 12): [`BatchEngine`], the slots API a backend implements
+//! (each slot one sequence's conv/SSM state and KV cache; one decode step over any set of
+//! slots, whatever each one's position), and [`Batcher`], the loop a scheduler drives on top
+//! of it (admit a prompt, step, read each sequence's logits and sampled token, release).
+//!
+//! The CPU interpreter implements the slots API ([`crate::cpu::CpuBatchEngine`]); any
+//! one-sequence [`Engine`] serves as a batch of one through [`SingleSlot`], which is how the
+//! CUDA engine runs until it has batched kernels.
+
+mod batcher;
+mod bench;
+
+pub use batcher::{Batcher, Sampled, DEFAULT_PREFILL_CHUNK};
+pub use bench::{bench, BatchBenchReport};
+
+use crate::{Engine, RuntimeError};
+
+/// A slot index, `0 .. max_batch`.
+pub type SlotId = usize;
+
+/// A backend that holds up to [`BatchEngine::max_batch`] sequences, one per slot, each with its
+/// own recurrent state and KV cache. Slots are independent: what one slot computes never
+/// depends on which other slots run in the same call.
+pub trait BatchEngine {
+    /// The number of slots.
+    fn max_batch(&self) -> usize;
+    /// The vocabulary size (width of a logits row).
+    fn vocab_size(&self) -> usize;
+    /// Tokens each slot's state may hold.
+    fn max_context(&self) -> usize;
+    /// Tokens processed by `slot` since its last reset.
+    fn position(&self, slot: SlotId) -> usize;
+    /// Runs `tokens` (a prompt, or the next chunk of one) through the prompt graph from
+    /// `slot`'s state and returns the logits of the last token, `[vocab]`.
+    fn prefill(&mut self, slot: SlotId, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError>;
+    /// One decode step for every `(slot, token)` pair (distinct slots, each at its own
+    /// position), run together; returns the logits `[n, vocab]` in the order given.
+    fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError>;
+    /// Clears `slot`'s state for a new sequence.
+    fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError>;
+}
+
+/// A one-sequence [`Engine`] as a [`BatchEngine`] of one slot.
+pub struct SingleSlot<E> {
+    engine: E,
+    max_context: usize,
+}
+
+impl<E: Engine> SingleSlot<E> {
+    /// Wraps `engine`, whose KV room is `max_context` tokens.
+    pub fn new(engine: E, max_context: usize) -> Self {
+        SingleSlot {
+            engine,
+            max_context,
+        }
+    }
+
+    fn check(&self, slot: SlotId) -> Result<(), RuntimeError> {
+        if slot == 0 {
+            Ok(())
+        } else {
+            Err(RuntimeError::NoSuchSlot { slot, max_batch: 1 })
+        }
+    }
+}
+
+impl<E: Engine> BatchEngine for SingleSlot<E> {
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.engine.vocab_size()
+    }
+
+    fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    fn position(&self, _slot: SlotId) -> usize {
+        self.engine.position()
+    }
+
+    fn prefill(&mut self, slot: SlotId, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        self.check(slot)?;
+        let vocab = self.engine.vocab_size();
+        let mut logits = self.engine.prefill(tokens)?;
+        if logits.len() < vocab {
+            return Err(RuntimeError::Input(format!(
+                "the engine returned {} logits for a vocabulary of {vocab}",
+                logits.len()
+            )));
+        }
+        Ok(logits.split_off(logits.len() - vocab))
+    }
+
+    fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError> {
+        match batch {
+            [] => Ok(Vec::new()),
+            &[(slot, token)] => {
+                self.check(slot)?;
+                self.engine.decode_step(token)
+            }
+            _ => Err(RuntimeError::Input(format!(
+                "{} sequences in one decode step for an engine of one slot",
+                batch.len()
+            ))),
+        }
+    }
+
+    fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError> {
+        self.check(slot)?;
+        self.engine.reset();
+        Ok(())
+    }
+}
