@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use zamba2c_ir::Plan;
 
-use super::engine::{open_engine, write_atomic, Device};
+use super::engine::{open_engine, Device};
+use super::limits::check_lengths;
+use super::output::{print_stdout, OutputFile};
 
 /// Measure prompt processing and decoding on random token ids.
 ///
@@ -23,14 +25,17 @@ pub struct BenchArgs {
     pub plan: PathBuf,
     #[arg(long, value_enum, default_value = "cuda")]
     pub device: Device,
+    /// Prompt tokens; with --gen-len at most the model's context (max_position_embeddings).
     #[arg(long, default_value_t = 512)]
     pub prompt_len: usize,
+    /// Decode steps after the prompt.
     #[arg(long, default_value_t = 128)]
     pub gen_len: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Also write the JSON report to this file (atomically).
+    /// Also write the JSON report to this file (atomically; a new path or a regular file, not
+    /// inside the plan).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -39,7 +44,18 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.prompt_len == 0 {
         bail!("--prompt-len: must be at least 1");
     }
+    // The output is checked (and its temporary file claimed) before any work.
+    let out = a
+        .out
+        .as_deref()
+        .map(|p| OutputFile::prepare("--out", p, Some(&a.plan)))
+        .transpose()?;
     let plan = Plan::open(&a.plan)?;
+    check_lengths(
+        a.prompt_len,
+        a.gen_len,
+        plan.module.config.max_position_embeddings,
+    )?;
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
@@ -59,17 +75,17 @@ pub fn main(a: BenchArgs) -> Result<()> {
     };
     spinner.finish_and_clear();
     let text = serde_json::to_string(&report)?;
-    if let Some(out) = &a.out {
-        write_atomic(out, |tmp| {
-            std::fs::write(tmp, &text).with_context(|| format!("{}: cannot write", out.display()))
-        })?;
+    if let Some(out) = out {
+        out.commit(text.as_bytes())?;
     }
     if a.json {
-        println!("{text}");
+        print_stdout(&format!("{text}\n"))?;
     } else {
+        let mut lines = String::new();
         for (k, v) in report.as_object().into_iter().flatten() {
-            println!("{k:>22}: {v}");
+            lines += &format!("{k:>22}: {v}\n");
         }
+        print_stdout(&lines)?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use tokenizers::Tokenizer;
 use zamba2c_ir::Plan;
 
@@ -263,13 +263,6 @@ impl StopFilter {
     pub fn text(&self) -> &str {
         &self.text[..self.released]
     }
-}
-
-/// Reads a prompt file (UTF-8); errors name the flag and the file.
-pub fn read_prompt_file(flag: &str, path: &Path) -> Result<String> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
-    String::from_utf8(bytes).map_err(|e| anyhow!("{flag} {}: not UTF-8 text: {e}", path.display()))
 }
 
 /// Removes one trailing line break (`\n` or `\r\n`), as a shell's `echo` or an editor adds.
