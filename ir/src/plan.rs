@@ -268,8 +268,8 @@ pub fn check_replaceable(target: &Path, inputs: &[PathBuf]) -> Result<(), PlanEr
     Ok(())
 }
 
-/// Walks `dir` (the plan directory plus `prefix`): every entry must be a real directory or a
-/// regular file that the manifest lists. Returns the first other entry's relative path.
+/// Walks `dir` (the plan directory plus `prefix`, not following links): every entry must be a
+/// directory or a path the manifest lists. Returns the first other entry's relative path.
 fn only_listed(
     dir: &Path,
     prefix: &str,
@@ -277,9 +277,14 @@ fn only_listed(
     listed: &BTreeSet<&str>,
     seen: &mut usize,
 ) -> Result<(), String> {
-    let rd = fs::read_dir(dir).map_err(|e| format!("{prefix} ({e})"))?;
-    for e in rd {
-        let e = e.map_err(|e| format!("{prefix} ({e})"))?;
+    let mut entries = fs::read_dir(dir)
+        .map_err(|e| format!("{prefix} ({e})"))?
+        .take(MAX_PLAN_FILES + 1)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{prefix} ({e})"))?;
+    // Name order, so the entry an error names does not depend on the file system.
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
         let name = e.file_name();
         let Some(name) = name.to_str() else {
             return Err(format!("{prefix}{}", name.to_string_lossy()));
@@ -292,7 +297,8 @@ fn only_listed(
         let ft = e.file_type().map_err(|e| format!("{rel} ({e})"))?;
         if ft.is_dir() && depth < MAX_PLAN_DEPTH {
             only_listed(&e.path(), &format!("{rel}/"), depth + 1, listed, seen)?;
-        } else if !(ft.is_file() && (rel == "manifest.json" || listed.contains(rel.as_str()))) {
+        } else if !(rel == "manifest.json" || listed.contains(rel.as_str())) {
+            // (A listed path of the wrong kind is named by the checks that open it.)
             return Err(rel);
         }
     }
@@ -556,6 +562,14 @@ impl Plan {
         let raw: Value = read_json_capped(&mp, MAX_MANIFEST_BYTES)?;
         let manifest = check_manifest(&mp, raw)?;
         let bad = |msg: String| PlanError::new(&mp, msg);
+        // Nothing unlisted: a file dropped from the list would escape every check.
+        let listed: BTreeSet<&str> = manifest.files.keys().map(String::as_str).collect();
+        if let Err(rel) = only_listed(dir, "", 0, &listed, &mut 0) {
+            return Err(PlanError::new(
+                dir,
+                format!("holds {rel}, which manifest.json does not list: edited after compile"),
+            ));
+        }
         // Every file's kind and size first (a truncated file fails fast, and a FIFO or
         // device is never opened), then every checksum.
         for (rel, entry) in &manifest.files {
