@@ -1365,6 +1365,41 @@ fn interrupted_compile_leaves_nothing_behind() {
     }
 }
 
+/// A SIGINT that the parent set to be ignored (a shell's background job) stays ignored.
+#[test]
+fn ignored_sigint_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let t = tempdir();
+    let plan = t.path().join("plan");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+    let mut cmd = Command::new(common::zamba2c_bin());
+    cmd.args(["compile", s(&model), "-o", s(&plan)])
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let tmp = t.path().join(format!(".plan.tmp-{}", child.id()));
+    let start = Instant::now();
+    while !tmp.exists() && start.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(tmp.exists(), "the compile did not start its temporary directory");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    common::zamba2c_ok(&["inspect", s(&plan)]);
+    assert_no_temp_left(t.path());
+}
+
 #[test]
 fn stale_temporary_directories_are_swept() {
     let t = tempdir();

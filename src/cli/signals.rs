@@ -6,9 +6,14 @@
 use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// Starts the thread that waits for SIGINT, SIGTERM and SIGHUP.
+/// Starts the thread that waits for SIGINT, SIGTERM and SIGHUP (those not ignored: a shell
+/// starts background jobs with SIGINT ignored, and `nohup` ignores SIGHUP; they stay so).
 pub fn install() {
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter(|&s| !ignored(s))
+        .collect();
+    let mut signals = match Signals::new(&wanted) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot install the signal handler ({e}); an interrupted compile may leave its temporary directory behind");
@@ -24,6 +29,15 @@ pub fn install() {
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start the signal thread ({e})");
+    }
+}
+
+/// Whether `sig` is set to be ignored (as inherited from the parent).
+fn ignored(sig: i32) -> bool {
+    // SAFETY: with a null new action, sigaction only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
