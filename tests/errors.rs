@@ -1317,6 +1317,10 @@ fn errors_come_before_the_work() {
         &["compile", s(&m), "-o", s(&plan), "--act-dtype", "f8"],
         &["--act-dtype"],
     );
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--dump-ir", s(&file)],
+        &["--dump-ir", s(&file), "not a directory"],
+    );
     // logits: an unwritable --out is named, not the missing plan.
     let out = file.join("l.safetensors");
     let missing = t.path().join("no-plan");
@@ -1391,7 +1395,10 @@ fn ignored_sigint_stays_ignored() {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    assert!(tmp.exists(), "the compile did not start its temporary directory");
+    assert!(
+        tmp.exists(),
+        "the compile did not start its temporary directory"
+    );
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();

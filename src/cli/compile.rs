@@ -68,6 +68,11 @@ pub fn main(a: CompileArgs) -> Result<()> {
             bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
         }
     }
+    if let Some(d) = &a.dump_ir {
+        if std::fs::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
+            bail!("--dump-ir: {}: exists and is not a directory", d.display());
+        }
+    }
     if !a.model_dir.is_dir() {
         bail!(
             "{}: not a checkpoint directory (does not exist or is not a directory)",
