@@ -41,6 +41,15 @@ if [ "${SWEEP:-0}" = 1 ] && [ -d /tmp/z27/ckpt ]; then
     done
   done
 fi
+if [ "${SERVE:-0}" = 1 ] && [ -d "$P" ]; then
+  # zamba2c serve on CUDA (one slot), one completion over loopback.
+  "$Z" serve "$P" --device cuda --max-batch 1 --port 8123 > "$OUT/serve.log" 2>&1 &
+  sp=$!
+  for i in $(seq 1 60); do curl -s 127.0.0.1:8123/health > /dev/null && break; sleep 1; done
+  curl -s 127.0.0.1:8123/v1/completions -H 'Content-Type: application/json' \
+    -d '{"prompt": "The capital of France is", "max_tokens": 8}' | tee -a "$OUT/serve.log"; echo
+  kill -TERM $sp; wait $sp
+fi
 if [ "${NCU:-1}" = 1 ] && [ -d "$P" ] && command -v ncu >/dev/null; then
   ZAMBA2C_NO_CUDA_GRAPH=1 timeout 240 ncu --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \

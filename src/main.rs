@@ -3,6 +3,7 @@
 mod cli;
 mod serve;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,12 +11,16 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging();
+    cli::signals::install();
     match cli::dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // `zamba2c inspect PLAN | head -1`: the reader has what it wanted.
+        Err(e) if cli::output::is_stdout_closed(&e) => cli::signals::die_of_sigpipe(),
         Err(e) => {
             // One line: the whole context chain, file and field included, and no backtrace.
+            // Not eprintln!: a closed stderr is no reason to panic.
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             ExitCode::FAILURE
         }
     }

@@ -769,27 +769,35 @@ fn plan_manifest_path_escape() {
     let t = tempdir();
     let p = plan_copy(t.path());
     let mp = p.join("manifest.json");
-    let mut v: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
-    v["files"]["../../etc/passwd"] = serde_json::json!({"bytes": 1, "blake3": "00"});
-    std::fs::write(&mp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    edit_manifest(&p, |v| {
+        v["files"]["../../etc/passwd"] = serde_json::json!({"bytes": 1, "blake3": "00"});
+    });
     fails(
         &["inspect", s(&p)],
         &[
             s(&mp),
             "files",
             "../../etc/passwd",
-            "not a path inside the plan",
+            "not a plain file name inside the plan",
         ],
     );
 }
 
-/// Re-hashes `rel` into the plan's manifest: an edit made by someone who also fixed the
-/// checksums. The loader must still refuse what is inconsistent.
+/// Re-hashes `rel` into the plan's manifest and reseals the manifest: an edit made by someone
+/// who also fixed every checksum. The loader must still refuse what is inconsistent.
 fn rehash(plan: &Path, rel: &str) {
+    edit_manifest(plan, |v| {
+        let bytes = std::fs::read(plan.join(rel)).unwrap();
+        v["files"][rel] = serde_json::json!({"bytes": bytes.len(), "blake3": blake3_hex(&bytes)});
+    });
+}
+
+/// Edits the plan's manifest and recomputes its own checksum (`manifest_blake3`).
+fn edit_manifest(plan: &Path, edit: impl FnOnce(&mut Value)) {
     let mp = plan.join("manifest.json");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
-    let bytes = std::fs::read(plan.join(rel)).unwrap();
-    v["files"][rel] = serde_json::json!({"bytes": bytes.len(), "blake3": blake3_hex(&bytes)});
+    edit(&mut v);
+    v["manifest_blake3"] = Value::String(zamba2c_ir::plan::manifest_digest(&v));
     std::fs::write(&mp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
 
@@ -1124,4 +1132,1090 @@ fn recompile_replaces_the_old_plan() {
         serde_json::from_slice(&std::fs::read(plan.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["dtype"], "bf16");
     assert_no_temp_left(t.path());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input, round two (issue 16): outputs that are not ours, integrity of the manifest,
+// bounds on every size, files that are not regular files, values out of physical range, and
+// no panics on closed pipes.
+
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A plan of the demo model (it has a tokenizer, for text prompts), compiled once.
+fn demo_plan() -> &'static Path {
+    static P: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &P.get_or_init(|| {
+        let t = tempdir();
+        let plan = t.path().join("demo");
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+        common::zamba2c_ok(&["compile", s(&model), "-o", s(&plan)]);
+        (t, plan)
+    })
+    .1
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(s(p)).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Runs zamba2c with `stdin` from `input` and a deadline: a hang is a failure, not a stuck
+/// test. Returns the output as `fails` checks it.
+#[track_caller]
+fn fails_within(args: &[&str], input: Stdio, secs: u64, must_contain: &[&str]) -> String {
+    let mut child = Command::new(common::zamba2c_bin())
+        .args(args)
+        .stdin(input)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("zamba2c {args:?} did not end within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    for m in must_contain {
+        assert!(lines[0].contains(m), "{args:?}: no {m:?} in {}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+// --- outputs: compile -o
+
+#[test]
+fn compile_refuses_to_replace_the_checkpoint() {
+    let t = tempdir();
+    let m = model_copy(t.path());
+    let before = common::snapshot(&m);
+    fails(
+        &["compile", s(&m), "-o", s(&m)],
+        &["-o", s(&m), "is the checkpoint directory", "refusing"],
+    );
+    assert!(common::snapshot(&m) == before, "the checkpoint changed");
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn compile_refuses_a_plan_holding_the_checkpoint() {
+    // A real plan of ours, with the checkpoint being compiled moved inside it: replacing the
+    // plan would delete the input.
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let m = p.join("model");
+    copy_dir(&fixture(), &m);
+    let before = common::snapshot(&p);
+    fails(
+        &["compile", s(&m), "-o", s(&p)],
+        &["-o", s(&p), "an input of this compile", "refusing"],
+    );
+    assert!(common::snapshot(&p) == before, "the plan directory changed");
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn compile_refuses_a_directory_with_a_foreign_manifest() {
+    // The old rule ("has a file named manifest.json") would have deleted data.csv.
+    let t = tempdir();
+    let out = t.path().join("project");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("manifest.json"), br#"{"name": "my-app"}"#).unwrap();
+    std::fs::write(out.join("data.csv"), b"1,2,3").unwrap();
+    let before = common::snapshot(&out);
+    fails(
+        &["compile", s(&fixture()), "-o", s(&out)],
+        &[s(&out), "not a zamba2c plan", "refusing"],
+    );
+    assert!(common::snapshot(&out) == before);
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn compile_refuses_a_plan_with_files_of_the_user() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    std::fs::write(p.join("kernels/my-notes.txt"), b"keep me").unwrap();
+    let before = common::snapshot(&p);
+    fails(
+        &["compile", s(&fixture()), "-o", s(&p)],
+        &[s(&p), "kernels/my-notes.txt", "refusing"],
+    );
+    assert!(common::snapshot(&p) == before);
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn compile_refuses_a_symlink_as_output() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let link = t.path().join("current");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    fails(
+        &["compile", s(&fixture()), "-o", s(&link)],
+        &[s(&link), "symbolic link", "refusing"],
+    );
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn compile_replaces_a_plan_of_an_older_format() {
+    // A plan of ours is replaceable whatever its format version (it is refused at load).
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let mp = p.join("manifest.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
+    v["format_version"] = Value::from(1);
+    v.as_object_mut().unwrap().remove("manifest_blake3");
+    std::fs::write(&mp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    fails(
+        &["inspect", s(&p)],
+        &[s(&mp), "format_version", "recompile"],
+    );
+    common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&p)]);
+    common::zamba2c_ok(&["inspect", s(&p)]);
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn errors_come_before_the_work() {
+    // A checkpoint whose last weight is NaN fails only after the conversion: a bad --arch, a
+    // bad -o and a bad --dtype must be reported instead, so they were checked first.
+    let t = tempdir();
+    let m = model_copy(t.path());
+    let last = read_tensors(&m.join("model.safetensors"))
+        .keys()
+        .last()
+        .unwrap()
+        .clone();
+    edit_tensors(&m, |t| poke_f32(t, &last, 0, f32::NAN));
+    let plan = t.path().join("plan");
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--arch", "bogus"],
+        &["--arch", "bogus"],
+    );
+    let file = t.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    fails(&["compile", s(&m), "-o", s(&file)], &["-o", s(&file)]);
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--act-dtype", "f8"],
+        &["--act-dtype"],
+    );
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--dump-ir", s(&file)],
+        &["--dump-ir", s(&file), "not a directory"],
+    );
+    // logits: an unwritable --out is named, not the missing plan.
+    let out = file.join("l.safetensors");
+    let missing = t.path().join("no-plan");
+    fails(
+        &["logits", s(&missing), "--tokens", "1", "--out", s(&out)],
+        &["--out", s(&out), "is not a directory"],
+    );
+    assert!(!plan.exists());
+    assert_no_temp_left(t.path());
+}
+
+/// An interrupted compile (SIGINT, SIGTERM) removes its temporary directory and ends by the
+/// signal, leaving the old plan as it was.
+#[test]
+fn interrupted_compile_leaves_nothing_behind() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let t = tempdir();
+        let plan = t.path().join("plan");
+        common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&plan)]);
+        let before = common::snapshot(&plan);
+        // The demo model (32000 x 256 embeddings) takes long enough to catch mid-compile.
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+        let mut child = Command::new(common::zamba2c_bin())
+            .args(["compile", s(&model), "-o", s(&plan), "--dtype", "bf16"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let tmp = t.path().join(format!(".plan.tmp-{}", child.id()));
+        let start = Instant::now();
+        while !tmp.exists() && start.elapsed() < Duration::from_secs(20) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(
+            tmp.exists(),
+            "the compile did not start its temporary directory"
+        );
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(sig), "{status:?}");
+        assert_no_temp_left(t.path());
+        assert!(common::snapshot(&plan) == before, "the old plan changed");
+    }
+}
+
+/// A SIGINT that the parent set to be ignored (a shell's background job) stays ignored.
+#[test]
+fn ignored_sigint_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let t = tempdir();
+    let plan = t.path().join("plan");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+    let mut cmd = Command::new(common::zamba2c_bin());
+    cmd.args(["compile", s(&model), "-o", s(&plan)])
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let tmp = t.path().join(format!(".plan.tmp-{}", child.id()));
+    let start = Instant::now();
+    while !tmp.exists() && start.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(
+        tmp.exists(),
+        "the compile did not start its temporary directory"
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    common::zamba2c_ok(&["inspect", s(&plan)]);
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn stale_temporary_directories_are_swept() {
+    let t = tempdir();
+    let plan = t.path().join("plan");
+    // Left by a compile whose process (a pid above the kernel's 2^22 limit) is gone.
+    let stale = t.path().join(".plan.tmp-4194321");
+    std::fs::create_dir_all(stale.join("kernels")).unwrap();
+    std::fs::write(stale.join(".zamba2c-incomplete"), b"").unwrap();
+    std::fs::write(stale.join("weights.safetensors"), vec![0u8; 4096]).unwrap();
+    // Not ours: kept.
+    let foreign = t.path().join(".plan.tmp-4194322");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("thesis.tex"), b"years of work").unwrap();
+    common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&plan)]);
+    assert!(
+        !stale.exists(),
+        "the stale temporary directory is still there"
+    );
+    assert_eq!(
+        std::fs::read(foreign.join("thesis.tex")).unwrap(),
+        b"years of work"
+    );
+}
+
+// --- outputs: --out files
+
+#[test]
+fn out_refuses_a_symlink_and_leaves_its_target() {
+    let t = tempdir();
+    let target = t.path().join("precious.txt");
+    std::fs::write(&target, b"precious").unwrap();
+    let link = t.path().join("l.safetensors");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--out",
+            s(&link),
+        ],
+        &["--out", s(&link), "symbolic link"],
+    );
+    // As root, a link to /dev/null used to turn /dev/null into a regular file.
+    let devnull = t.path().join("null.safetensors");
+    std::os::unix::fs::symlink("/dev/null", &devnull).unwrap();
+    fails(
+        &[
+            "bench",
+            s(good_plan()),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            "2",
+            "--gen-len",
+            "1",
+            "--out",
+            s(&devnull),
+        ],
+        &["--out", s(&devnull), "symbolic link"],
+    );
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn out_refuses_a_fifo_and_a_device() {
+    let t = tempdir();
+    let fifo = t.path().join("fifo");
+    mkfifo(&fifo);
+    fails_within(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--out",
+            s(&fifo),
+        ],
+        Stdio::null(),
+        20,
+        &["--out", s(&fifo), "FIFO"],
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // A character device of our own (1:3 is /dev/null's); tests run as root.
+    let dev = t.path().join("null");
+    let c = std::ffi::CString::new(s(&dev)).unwrap();
+    // SAFETY: a valid path; mknod only creates the node.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "mknod needs root, as the tests have");
+    fails(
+        &[
+            "logits",
+            s(good_plan()),
+            "--tokens",
+            "1,2",
+            "--out",
+            s(&dev),
+        ],
+        &["--out", s(&dev), "character device"],
+    );
+    assert!(std::fs::symlink_metadata(&dev)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn out_refuses_a_path_inside_the_plan() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let before = common::snapshot(&p);
+    let w = p.join("weights.safetensors");
+    fails(
+        &["logits", s(&p), "--tokens", "1,2", "--out", s(&w)],
+        &["--out", s(&w), "inside", "the plan this command reads"],
+    );
+    let k = p.join("kernels/report.json");
+    fails(
+        &["bench", s(&p), "--device", "cpu", "--out", s(&k)],
+        &["--out", s(&k), "inside"],
+    );
+    assert!(common::snapshot(&p) == before);
+    common::zamba2c_ok(&["inspect", s(&p)]);
+}
+
+#[test]
+fn out_replaces_a_regular_file() {
+    let t = tempdir();
+    let out = t.path().join("l.safetensors");
+    std::fs::write(&out, b"old").unwrap();
+    common::zamba2c_ok(&[
+        "logits",
+        s(good_plan()),
+        "--tokens",
+        "1,2",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(common::read_tensor(&out, "logits").shape, vec![2, 128]);
+    let report = t.path().join("bench.json");
+    common::zamba2c_ok(&[
+        "bench",
+        s(good_plan()),
+        "--device",
+        "cpu",
+        "--prompt-len",
+        "2",
+        "--gen-len",
+        "1",
+        "--out",
+        s(&report),
+    ]);
+    let v: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["prompt_len"], 2);
+    assert_no_temp_left(t.path());
+}
+
+// --- integrity of the manifest
+
+#[test]
+fn manifest_edited_without_its_checksum() {
+    // Swapping the real weights for random ones by editing the manifest.
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let mp = p.join("manifest.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
+    v["weights"] = serde_json::json!({"dummy": {"seed": 0}});
+    v["dummy_weights"] = Value::Bool(true);
+    v["files"]
+        .as_object_mut()
+        .unwrap()
+        .remove("weights.safetensors");
+    std::fs::write(&mp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    fails(
+        &["inspect", s(&p)],
+        &[s(&mp), "manifest_blake3", "edited after compile"],
+    );
+}
+
+#[test]
+fn manifest_declares_dummy_weights_it_was_not_compiled_with() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let mp = p.join("manifest.json");
+    edit_manifest(&p, |v| {
+        v["weights"] = serde_json::json!({"dummy": {"seed": 0}})
+    });
+    fails(
+        &["inspect", s(&p)],
+        &[s(&mp), "weights", "dummy", "--dummy-weights"],
+    );
+    // Saying so as well, while the plan still holds its weights file, is refused too.
+    edit_manifest(&p, |v| v["dummy_weights"] = Value::Bool(true));
+    fails(
+        &["inspect", s(&p)],
+        &[s(&mp), "weights.safetensors", "edited after compile"],
+    );
+}
+
+#[test]
+fn dummy_weights_are_shown_as_such() {
+    let t = tempdir();
+    let plan = t.path().join("plan");
+    common::zamba2c_ok(&[
+        "compile",
+        s(&fixture()),
+        "-o",
+        s(&plan),
+        "--dummy-weights",
+        "--seed",
+        "7",
+    ]);
+    let text = common::zamba2c_ok(&["inspect", s(&plan)]);
+    assert!(
+        text.contains("RANDOM (compiled with --dummy-weights, seed 7"),
+        "{}",
+        text.lines().take(12).collect::<Vec<_>>().join("\n")
+    );
+    let json: Value = serde_json::from_str(&common::zamba2c_ok(&[
+        "inspect",
+        s(&plan),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(json["manifest"]["dummy_weights"], true);
+}
+
+#[test]
+fn manifest_points_the_tokenizer_outside_the_plan() {
+    for bad in ["../../../etc/passwd", "/etc/passwd"] {
+        let t = tempdir();
+        let p = plan_copy(t.path());
+        let mp = p.join("manifest.json");
+        edit_manifest(&p, |v| v["tokenizer"] = Value::String(bad.into()));
+        fails(
+            &["inspect", s(&p)],
+            &[s(&mp), "tokenizer", bad, "not listed"],
+        );
+        // Listing it as a plan file is refused as well.
+        edit_manifest(&p, |v| {
+            v["files"][bad] = serde_json::json!({"bytes": 1, "blake3": "00"});
+        });
+        fails(
+            &["inspect", s(&p)],
+            &[s(&mp), "files", bad, "not a plain file name"],
+        );
+    }
+}
+
+#[test]
+fn manifest_drops_a_file_from_its_list() {
+    // An unlisted file is unchecked: the plan is refused rather than half-verified.
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let kernel = edit_first_kernel(&p);
+    edit_manifest(&p, |v| {
+        v["files"].as_object_mut().unwrap().remove(&kernel);
+    });
+    fails(
+        &["inspect", s(&p)],
+        &[s(&p), &kernel, "not list", "edited after compile"],
+    );
+    let mp = p.join("manifest.json");
+    edit_manifest(&p, |v| {
+        v["files"]
+            .as_object_mut()
+            .unwrap()
+            .remove("weights.safetensors");
+    });
+    fails(&["inspect", s(&p)], &[s(&mp), "weights", "not listed"]);
+}
+
+/// Appends a line to the first kernel source of the plan; returns its relative path.
+fn edit_first_kernel(p: &Path) -> String {
+    let mut ks: Vec<_> = std::fs::read_dir(p.join("kernels"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".cu"))
+        .collect();
+    ks.sort();
+    let rel = format!("kernels/{}", ks[0]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.join(&rel))
+        .unwrap();
+    writeln!(f, "// edited").unwrap();
+    rel
+}
+
+#[test]
+fn manifest_arch_is_not_a_path() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    edit_manifest(&p, |v| v["arch"] = Value::String("../../x".into()));
+    fails(
+        &["inspect", s(&p)],
+        &[s(&p.join("manifest.json")), "arch", "../../x"],
+    );
+}
+
+// --- plan and checkpoint files that are not regular files
+
+#[test]
+fn plan_file_replaced_by_a_fifo_or_a_link() {
+    for (rel, kind) in [
+        ("manifest.json", "fifo"),
+        ("module.json", "fifo"),
+        ("weights.safetensors", "fifo"),
+        ("weights.safetensors", "zero"),
+        ("module.json", "link"),
+    ] {
+        let t = tempdir();
+        let p = plan_copy(t.path());
+        let f = p.join(rel);
+        std::fs::remove_file(&f).unwrap();
+        match kind {
+            "fifo" => mkfifo(&f),
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &f).unwrap(),
+            _ => std::os::unix::fs::symlink(good_plan().join(rel), &f).unwrap(),
+        }
+        let want = match kind {
+            "fifo" => "FIFO",
+            _ => "symbolic link",
+        };
+        fails_within(&["inspect", s(&p)], Stdio::null(), 20, &[s(&f), want]);
+    }
+}
+
+#[test]
+fn plan_file_sized_before_it_is_hashed() {
+    // A 64 GiB sparse file in place of the weights: refused by its size at once.
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let f = p.join("weights.safetensors");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let start = Instant::now();
+    fails(
+        &["inspect", s(&p)],
+        &[s(&f), "68719476736 bytes", "the manifest says"],
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn checkpoint_file_that_is_not_a_regular_file() {
+    for (name, kind) in [
+        ("config.json", "fifo"),
+        ("model.safetensors", "fifo"),
+        ("model.safetensors", "zero"),
+        ("config.json", "loop"),
+        ("tokenizer.json", "fifo"),
+    ] {
+        let t = tempdir();
+        let m = model_copy(t.path());
+        let f = m.join(name);
+        let _ = std::fs::remove_file(&f);
+        let want = match kind {
+            "fifo" => "FIFO",
+            "zero" => "character device",
+            _ => "symbolic link loop",
+        };
+        match kind {
+            "fifo" => mkfifo(&f),
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &f).unwrap(),
+            _ => {
+                let other = m.join("other.json");
+                std::os::unix::fs::symlink(&f, &other).unwrap();
+                std::os::unix::fs::symlink(&other, &f).unwrap();
+            }
+        }
+        let plan = t.path().join("plan");
+        fails_within(
+            &["compile", s(&m), "-o", s(&plan)],
+            Stdio::null(),
+            20,
+            &[s(&f), want],
+        );
+        assert!(!plan.exists());
+        assert_no_temp_left(t.path());
+    }
+}
+
+#[test]
+fn checkpoint_symlinks_are_followed() {
+    // The Hugging Face cache links each file of a snapshot into blobs/: that still compiles.
+    let t = tempdir();
+    let blobs = t.path().join("blobs");
+    copy_dir(&fixture(), &blobs);
+    let snap = t.path().join("snapshot");
+    std::fs::create_dir(&snap).unwrap();
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let e = e.unwrap();
+        std::os::unix::fs::symlink(e.path(), snap.join(e.file_name())).unwrap();
+    }
+    let plan = t.path().join("plan");
+    common::zamba2c_ok(&["compile", s(&snap), "-o", s(&plan)]);
+    // ... and -o onto the blobs directory it reads through the links is refused.
+    let before = common::snapshot(&blobs);
+    fails(
+        &["compile", s(&snap), "-o", s(&blobs)],
+        &["-o", s(&blobs), "refusing"],
+    );
+    assert!(common::snapshot(&blobs) == before);
+}
+
+#[test]
+fn config_json_too_large() {
+    // 2 GiB (sparse): refused by its size before it is read.
+    let t = tempdir();
+    let m = model_copy(t.path());
+    let f = m.join("config.json");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let start = Instant::now();
+    compile_fails(&m, &[s(&f), "2147483648 bytes", "limit"]);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+// --- config values out of physical range, and sizes out of bounds
+
+#[test]
+fn config_values_out_of_physical_range() {
+    for (field, value, shown) in [
+        ("rms_norm_eps", serde_json::json!(1e39), "rms_norm_eps"),
+        ("rms_norm_eps", serde_json::json!(-1e-5), "rms_norm_eps"),
+        ("time_step_min", serde_json::json!(-3.0), "time_step_min"),
+    ] {
+        let t = tempdir();
+        let m = model_copy(t.path());
+        edit_config(&m, |c| {
+            c.insert(field.into(), value.clone());
+        });
+        compile_fails(&m, &[s(&m.join("config.json")), shown, "out of range"]);
+    }
+    // rope_theta lives under rope_parameters in HF 5.24 configs.
+    let t = tempdir();
+    let m = model_copy(t.path());
+    edit_config(&m, |c| {
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_theta": 1e-300, "rope_type": "default"}),
+        );
+    });
+    compile_fails(
+        &m,
+        &[s(&m.join("config.json")), "rope_theta", "out of range"],
+    );
+}
+
+/// A config whose sizes are each within bounds but multiply to terabytes of weights.
+fn huge_config(model: &Path, vocab: u64, hidden: u64) {
+    edit_config(model, |c| {
+        for k in [
+            "mamba_headdim",
+            "attention_head_dim",
+            "kv_channels",
+            "attention_hidden_size",
+            "head_dim",
+            "num_query_groups",
+        ] {
+            c.remove(k);
+        }
+        c.insert("hidden_size".into(), Value::from(hidden));
+        c.insert("vocab_size".into(), Value::from(vocab));
+        c.insert("intermediate_size".into(), Value::from(4 * hidden));
+        for k in [
+            "n_mamba_heads",
+            "num_attention_heads",
+            "num_key_value_heads",
+        ] {
+            c.insert(k.into(), Value::from(8));
+        }
+    });
+}
+
+#[test]
+fn config_sizes_that_multiply_to_terabytes() {
+    let t = tempdir();
+    let m = t.path().join("model");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::copy(fixture().join("config.json"), m.join("config.json")).unwrap();
+    huge_config(&m, 4_194_304, 65_536);
+    let plan = t.path().join("plan");
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--dummy-weights"],
+        &[
+            s(&m.join("config.json")),
+            "vocab_size",
+            "parameters, over the",
+        ],
+    );
+    assert!(!plan.exists());
+}
+
+#[test]
+fn plan_larger_than_the_machine_is_refused_at_load() {
+    // 2^35 parameters (137 GB as f32): within the compiler's cap, beyond this machine's memory.
+    let t = tempdir();
+    let m = t.path().join("model");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::copy(fixture().join("config.json"), m.join("config.json")).unwrap();
+    huge_config(&m, 4_194_304, 8192);
+    let plan = t.path().join("plan");
+    common::zamba2c_ok(&["compile", s(&m), "-o", s(&plan), "--dummy-weights"]);
+    let out = t.path().join("l.safetensors");
+    fails(
+        &["logits", s(&plan), "--tokens", "1,2", "--out", s(&out)],
+        &[s(&plan), "the CPU engine needs", "memory available"],
+    );
+    fails(
+        &[
+            "bench",
+            s(&plan),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            "2",
+            "--gen-len",
+            "1",
+        ],
+        &[s(&plan), "the CPU engine needs"],
+    );
+    assert!(!out.exists());
+    assert_no_temp_left(t.path());
+}
+
+#[test]
+fn module_config_is_validated_again_at_load() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let f = p.join("module.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    v["config"]["vocab_size"] = Value::from(0);
+    std::fs::write(&f, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    rehash(&p, "module.json");
+    fails(
+        &["inspect", s(&p)],
+        &[s(&f), "config.vocab_size", "out of range"],
+    );
+    v["config"]["vocab_size"] = Value::from(128);
+    v["config"]["rms_norm_eps"] = Value::from(1e39);
+    std::fs::write(&f, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    rehash(&p, "module.json");
+    fails(&["inspect", s(&p)], &[s(&f), "config.rms_norm_eps"]);
+}
+
+#[test]
+fn module_weight_table_must_match_its_config() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let f = p.join("module.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    v["weights"][NORM]["shape"] = serde_json::json!([1u64 << 40]);
+    std::fs::write(&f, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    rehash(&p, "module.json");
+    fails(&["inspect", s(&p)], &[s(&f), NORM, "the config implies"]);
+}
+
+// --- prompts and lengths
+
+#[test]
+fn prompt_of_nul_bytes_on_stdin_ends_quickly() {
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    fails_within(
+        &["run", s(demo_plan()), "--max-new-tokens", "1"],
+        Stdio::from(zero),
+        20,
+        &["stdin", "NUL byte"],
+    );
+    let t = tempdir();
+    let f = t.path().join("p.txt");
+    std::fs::write(&f, b"Hello\0world").unwrap();
+    fails(
+        &[
+            "run",
+            s(demo_plan()),
+            "--prompt-file",
+            s(&f),
+            "--max-new-tokens",
+            "1",
+        ],
+        &["--prompt-file", s(&f), "NUL byte (at byte 5)"],
+    );
+    fails_within(
+        &[
+            "run",
+            s(demo_plan()),
+            "--prompt-file",
+            "/dev/zero",
+            "--max-new-tokens",
+            "1",
+        ],
+        Stdio::null(),
+        20,
+        &["/dev/zero", "NUL byte"],
+    );
+}
+
+#[test]
+fn endless_prompt_on_stdin_stops_at_the_cap() {
+    // `yes` would never end: the read stops at the cap, one line, quickly.
+    let mut child = Command::new(common::zamba2c_bin())
+        .args(["run", s(demo_plan()), "--max-new-tokens", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let line = [b'y', b'\n'].repeat(32 << 10);
+        // Ends when zamba2c closes its end.
+        while stdin.write_all(&line).is_ok() {}
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("stdin: the prompt is longer than"),
+        "{stderr}"
+    );
+}
+
+/// Peak memory of every child this test process has waited for (ru_maxrss, bytes).
+fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage only fills the struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) },
+        0
+    );
+    ru.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn large_prompt_file_is_refused_before_it_is_read() {
+    // 50 MB of text used to cost 3.8 GB before "too long".
+    let t = tempdir();
+    let f = t.path().join("big.txt");
+    std::fs::write(&f, "word ".repeat(10 << 20)).unwrap();
+    fails(
+        &[
+            "run",
+            s(demo_plan()),
+            "--prompt-file",
+            s(&f),
+            "--max-new-tokens",
+            "1",
+        ],
+        &["--prompt-file", s(&f), "52428800 bytes", "context"],
+    );
+    let lines = t.path().join("many.txt");
+    std::fs::write(&lines, format!("short\n{}\n", "word ".repeat(1 << 20))).unwrap();
+    fails(
+        &[
+            "run",
+            s(demo_plan()),
+            "--prompts-file",
+            s(&lines),
+            "--max-new-tokens",
+            "1",
+        ],
+        &["--prompts-file", "line 2", "bytes"],
+    );
+    // Every child of this test process so far (others' compiles included) stayed small.
+    assert!(
+        children_peak_rss() < 1 << 30,
+        "{} bytes",
+        children_peak_rss()
+    );
+}
+
+#[test]
+fn huge_lengths_are_refused_not_panicked_on() {
+    let max = u64::MAX.to_string();
+    fails(
+        &[
+            "bench",
+            s(good_plan()),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            &max,
+        ],
+        &["--prompt-len", &max, "512"],
+    );
+    fails(
+        &[
+            "bench",
+            s(good_plan()),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            "8",
+            "--gen-len",
+            &max,
+        ],
+        &["--gen-len", &max, "512"],
+    );
+    fails(
+        &[
+            "bench",
+            s(good_plan()),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            "500",
+            "--gen-len",
+            "13",
+        ],
+        &["--gen-len", "13", "512"],
+    );
+}
+
+#[test]
+fn huge_max_new_tokens_stops_at_the_context() {
+    let out = common::zamba2c(&[
+        "run",
+        s(good_plan()),
+        "--tokens",
+        "1,2",
+        "--max-new-tokens",
+        &u64::MAX.to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the context is full"), "{stderr}");
+    // The context (512) holds the 2 prompt tokens and every generated token but the last,
+    // which is sampled from the logits of the 512th.
+    let ids = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(ids.trim().split(',').count(), 512 - 2 + 1, "{ids}");
+}
+
+// --- closed pipes
+
+/// Runs zamba2c with stdout a pipe whose reader is closed at once (`| head -c0`).
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(common::zamba2c_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    for args in [
+        vec!["inspect", s(good_plan())],
+        vec!["inspect", s(good_plan()), "--format", "json"],
+        vec!["inspect", s(good_plan()), "--format", "dot"],
+        vec![
+            "bench",
+            s(good_plan()),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            "4",
+            "--gen-len",
+            "2",
+            "--json",
+        ],
+        vec![
+            "bench",
+            s(good_plan()),
+            "--device",
+            "cpu",
+            "--prompt-len",
+            "4",
+            "--gen-len",
+            "2",
+        ],
+    ] {
+        let out = with_closed_stdout(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?}, stderr: {stderr}",
+            out.status
+        );
+        assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
+    }
 }

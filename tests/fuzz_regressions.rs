@@ -49,6 +49,16 @@ fn tokens_inputs() {
     replay("tokens", harness::fuzz_tokens);
 }
 
+#[test]
+fn manifest_inputs() {
+    replay("manifest", harness::fuzz_manifest);
+}
+
+#[test]
+fn outputs_inputs() {
+    replay("outputs", harness::fuzz_outputs);
+}
+
 /// The seeds are valid inputs: the valid tiny checkpoint must open, check and convert.
 #[test]
 fn tiny_checkpoint_is_valid() {
@@ -120,6 +130,44 @@ fn write_seed_corpora() {
         let mut v = vec![i as u8];
         v.extend_from_slice(&files[*f]);
         put("plan", f, &v);
+    }
+
+    // manifest: the tiny plan's, resealed (mode 0) and as it is (mode 1).
+    for (mode, name) in [(0u8, "sealed"), (1, "raw")] {
+        let mut v = vec![mode];
+        v.extend_from_slice(&files["manifest.json"]);
+        put("manifest", name, &v);
+    }
+
+    // outputs: byte 0 = operation (0: compile -o, 1: --out, 2: compile -o from a file of the
+    // plan), then path components, one byte each, from OUTPUT_NAMES.
+    let name = |n: &str| harness::OUTPUT_NAMES.iter().position(|x| *x == n).unwrap() as u8;
+    for (op, path) in [
+        (0u8, &["new"][..]),
+        (0, &["plan"]),
+        (0, &["model"]),
+        (0, &["empty"]),
+        (0, &["foreign"]),
+        (0, &["link-plan"]),
+        (0, &["link-outside", "new"]),
+        (2, &["plan"]),
+        (2, &["link-plan"]),
+        (1, &["file"]),
+        (1, &["new"]),
+        (1, &["link-file"]),
+        (1, &["fifo"]),
+        (1, &["plan", "x"]),
+        (1, &["link-plan", "kernels", "x"]),
+        (1, &["link-outside", "x"]),
+    ] {
+        let mut v = vec![op];
+        v.extend(path.iter().map(|n| name(n)));
+        let label = format!(
+            "{}-{}",
+            ["plan", "out", "plan-from-plan"][op as usize],
+            path.join("-")
+        );
+        put("outputs", &label, &v);
     }
 
     // tokens: byte 0 = vocab selector (0: the tiny model, run through the engine).

@@ -35,6 +35,10 @@ use zamba2c_runtime::Engine;
 #[allow(dead_code)]
 mod tokens;
 
+#[path = "../../src/cli/output.rs"]
+#[allow(dead_code)]
+mod output;
+
 /// A tiny Zamba2 config (1 Mamba layer + 1 hybrid layer, hidden 8, vocab 16, context 8): its
 /// checkpoint is ~9 KB, so the fuzzer's inputs stay small.
 pub const TINY_CONFIG: &str = r#"{
@@ -366,7 +370,8 @@ pub fn tiny_plan_files() -> &'static BTreeMap<String, Vec<u8>> {
     })
 }
 
-/// The plan file an input of [`fuzz_plan`] replaces, by byte 0 mod 3.
+/// The plan file an input of [`fuzz_plan`] replaces, by byte 0 mod 3. (The manifest replaced
+/// as is must get past its own checksum; [`fuzz_manifest`] reseals it instead.)
 pub const PLAN_FILES: [&str; 3] = ["manifest.json", "module.json", "weights.safetensors"];
 
 /// Bytes replace one plan file (byte 0 picks which, see [`PLAN_FILES`]); for the module and
@@ -392,13 +397,29 @@ pub fn fuzz_plan(data: &[u8]) {
         let mut man: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
         let e = zamba2c_ir::plan::hash_file(&dir.join(target)).expect("hash");
         man["files"][target] = serde_json::to_value(e).expect("entry");
-        std::fs::write(
-            dir.join("manifest.json"),
-            serde_json::to_vec_pretty(&man).expect("json"),
-        )
-        .expect("write");
+        write_sealed(&dir.join("manifest.json"), &mut man);
     }
-    let plan = match Plan::open(&dir) {
+    open_and_run(&dir);
+}
+
+/// Writes a manifest with its own checksum recomputed, as a deliberate editor would.
+fn write_sealed(path: &Path, man: &mut Value) {
+    man["manifest_blake3"] = Value::String(zamba2c_ir::plan::manifest_digest(man));
+    std::fs::write(path, serde_json::to_vec_pretty(man).expect("json")).expect("write");
+}
+
+/// `Plan::open(dir)`; when it opens (and is small), a CPU engine runs a prompt and a step.
+fn open_and_run(dir: &Path) {
+    if let Some(plan) = open_checked(dir) {
+        run_small(&plan);
+    }
+}
+
+/// `Plan::open(dir)`: an error is one line naming the plan or a file in it; a plan that opens
+/// keeps the manifest's invariants (every listed file inside the plan, the weights and the
+/// tokenizer among them, random weights only when declared, a valid arch).
+fn open_checked(dir: &Path) -> Option<Plan> {
+    let plan = match Plan::open(dir) {
         Ok(p) => p,
         Err(e) => {
             let s = e.to_string();
@@ -407,9 +428,39 @@ pub fn fuzz_plan(data: &[u8]) {
                 s.starts_with(&dir.display().to_string()),
                 "the error does not name a plan file: {s}"
             );
-            return;
+            return None;
         }
     };
+    let m = &plan.manifest;
+    let root = std::fs::canonicalize(dir).expect("canonical plan dir");
+    for rel in m.files.keys() {
+        let p = std::fs::canonicalize(dir.join(rel)).expect("a listed file exists");
+        assert!(
+            p.starts_with(&root),
+            "listed file {rel} resolves outside the plan"
+        );
+        assert!(
+            std::fs::symlink_metadata(dir.join(rel)).is_ok_and(|m| m.is_file()),
+            "listed file {rel} is not a regular file"
+        );
+    }
+    if let WeightsSource::File(f) = &m.weights {
+        assert!(m.files.contains_key(f), "weights file {f} is not listed");
+        assert!(!m.dummy_weights);
+    } else {
+        assert!(m.dummy_weights, "random weights without dummy_weights");
+    }
+    if let Some(t) = &m.tokenizer {
+        assert!(m.files.contains_key(t), "tokenizer {t} is not listed");
+    }
+    if let Some(a) = &m.arch {
+        assert!(zamba2c_ir::plan::valid_arch(a), "arch {a:?} accepted");
+    }
+    Some(plan)
+}
+
+/// Runs a plan that opened on the CPU: a 2-token prefill and a decode step.
+fn run_small(plan: &Plan) {
     // The plan opened: run it, unless it asks for more memory than a fuzz run should give
     // (a hostile but consistent plan may describe a big model; that is refused elsewhere).
     let c = &plan.module.config;
@@ -419,7 +470,7 @@ pub fn fuzz_plan(data: &[u8]) {
     if weight_bytes > (64 << 20) || state_elems > (16 << 20) || c.vocab_size > 4096 {
         return;
     }
-    let mut engine = match CpuEngine::new(&plan) {
+    let mut engine = match CpuEngine::new(plan) {
         Ok(e) => e,
         Err(e) => {
             one_line("CpuEngine::new", &e.to_string());
@@ -444,6 +495,299 @@ pub fn fuzz_plan(data: &[u8]) {
             }
         }
         Err(e) => one_line("prefill", &e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// manifests
+
+/// Bytes as the tiny plan's `manifest.json`. Byte 0 even: the rest, if it is a JSON object, is
+/// resealed (its `manifest_blake3` recomputed, as a deliberate editor would), so the fuzzer
+/// reaches every check behind the checksum: paths, weights source, tokenizer, arch, files.
+/// Byte 0 odd: the rest as it is.
+pub fn fuzz_manifest(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let files = tiny_plan_files();
+    let _g = lock();
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let dir = scratch().join("manifest");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    }
+    let mp = dir.join("manifest.json");
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) if mode & 1 == 0 && v.is_object() => write_sealed(&mp, &mut v),
+        _ => std::fs::write(&mp, body).expect("write"),
+    }
+    if let Some(plan) = open_checked(&dir) {
+        run_small(&plan);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// output paths
+
+/// Names the output-path input picks from, one byte each: entries of the sandbox (see
+/// [`output_world`]), names inside them, and new names.
+pub const OUTPUT_NAMES: [&str; 20] = [
+    "model",
+    "plan",
+    "file",
+    "dir",
+    "empty",
+    "fifo",
+    "link-plan",
+    "link-file",
+    "link-dangling",
+    "link-outside",
+    "loop1",
+    "kernels",
+    "module.json",
+    "manifest.json",
+    "config.json",
+    "x",
+    "new",
+    ".",
+    "weights.bin",
+    "foreign",
+];
+
+/// Builds the sandbox an output-path input acts in, under `top`: `top/root` is where paths
+/// start; `top/outside` is a directory that links lead to. Every link points inside `top`.
+fn output_world(top: &Path) -> PathBuf {
+    let root = top.join("root");
+    let outside = top.join("outside");
+    std::fs::create_dir_all(root.join("model")).expect("mkdir");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("x"), b"outside").expect("write");
+    std::fs::write(root.join("model/config.json"), b"{}").expect("write");
+    std::fs::write(root.join("model/weights.bin"), b"w").expect("write");
+    // A real plan of ours.
+    let mut w = PlanWriter::create(&root.join("plan")).expect("plan writer");
+    w.write("module.json", b"{}").expect("write");
+    w.write("kernels/x", b"k").expect("write");
+    w.finish(PlanInfo {
+        created_by: "zamba2c-fuzz".into(),
+        dtype: DType::F32,
+        weights: WeightsSource::Dummy { seed: 0 },
+        tokenizer: None,
+        opt_level: 0,
+        passes: Vec::new(),
+        arch: None,
+    })
+    .expect("plan");
+    std::fs::write(root.join("file"), b"file").expect("write");
+    std::fs::create_dir(root.join("dir")).expect("mkdir");
+    std::fs::write(root.join("dir/x"), b"x").expect("write");
+    std::fs::create_dir(root.join("empty")).expect("mkdir");
+    std::fs::create_dir(root.join("foreign")).expect("mkdir");
+    std::fs::write(
+        root.join("foreign/manifest.json"),
+        br#"{"format":"theirs"}"#,
+    )
+    .expect("write");
+    let fifo = std::ffi::CString::new(root.join("fifo").to_str().expect("utf-8")).expect("c");
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    let link =
+        |to: &Path, name: &str| std::os::unix::fs::symlink(to, root.join(name)).expect("link");
+    link(&root.join("plan"), "link-plan");
+    link(&root.join("file"), "link-file");
+    link(&root.join("nowhere"), "link-dangling");
+    link(&outside, "link-outside");
+    link(&root.join("loop2"), "loop1");
+    link(&root.join("loop1"), "loop2");
+    root
+}
+
+/// What one sandbox entry is, for comparing before and after.
+#[derive(Debug, Clone, PartialEq)]
+enum Entry {
+    Dir,
+    File(Vec<u8>),
+    Link(PathBuf),
+    Other,
+}
+
+/// Every entry under `top` (links not followed), by path.
+fn world_snapshot(top: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![top.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let entry = if m.file_type().is_symlink() {
+                Entry::Link(std::fs::read_link(&p).expect("readlink"))
+            } else if m.is_dir() {
+                todo.push(p.clone());
+                Entry::Dir
+            } else if m.is_file() {
+                Entry::File(std::fs::read(&p).expect("read"))
+            } else {
+                Entry::Other
+            };
+            out.insert(p, entry);
+        }
+    }
+    out
+}
+
+/// Byte 0 picks the operation (even: write a plan with `PlanWriter`, the `compile -o` logic,
+/// with the sandbox's `model/` and its files as the inputs, plus `plan/module.json` when bit 1
+/// is set; odd: write an output file with the
+/// CLI's `OutputFile`, the `--out` logic, reading the sandbox's `plan/`). Each further byte
+/// (at most 4) is one path component from [`OUTPUT_NAMES`]. Whatever happens: no panic,
+/// nothing temporary left, nothing outside the destination changed, and a destination replaced
+/// only if the rules allow it (a plan: absent, empty or a plan of ours holding only its files,
+/// not the inputs; a file: absent or a regular file, not inside the plan read).
+pub fn fuzz_outputs(data: &[u8]) {
+    let Some((&op, names)) = data.split_first() else {
+        return;
+    };
+    if names.is_empty() || names.len() > 4 {
+        return;
+    }
+    let _g = lock();
+    let top = scratch().join("outputs");
+    let _ = std::fs::remove_dir_all(&top);
+    std::fs::create_dir_all(&top).expect("mkdir");
+    let top = std::fs::canonicalize(&top).expect("canonical");
+    let root = output_world(&top);
+    let rel: PathBuf = names
+        .iter()
+        .map(|&b| OUTPUT_NAMES[b as usize % OUTPUT_NAMES.len()])
+        .collect();
+    let target = root.join(&rel);
+    // Where the destination really is: its directory resolved, its own name kept.
+    let real_target = target
+        .parent()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .zip(target.file_name())
+        .map(|(d, n)| d.join(n));
+    let before = world_snapshot(&top);
+    let before_kind = std::fs::symlink_metadata(&target).ok();
+    let model = root.join("model");
+    let mut inputs = vec![
+        model.clone(),
+        model.join("config.json"),
+        model.join("weights.bin"),
+    ];
+    if op & 2 != 0 {
+        // Compiling from a file inside the existing plan (`compile PLAN/sub -o PLAN`).
+        inputs.push(root.join("plan/module.json"));
+    }
+    let result: Result<(), String> = if op & 1 == 0 {
+        PlanWriter::create_with_inputs(&target, &inputs)
+            .and_then(|mut w| {
+                w.write("module.json", b"{\"new\":1}")?;
+                w.finish(PlanInfo {
+                    created_by: "zamba2c-fuzz".into(),
+                    dtype: DType::F32,
+                    weights: WeightsSource::Dummy { seed: 1 },
+                    tokenizer: None,
+                    opt_level: 0,
+                    passes: Vec::new(),
+                    arch: None,
+                })
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else {
+        output::OutputFile::prepare("--out", &target, Some(&root.join("plan")))
+            .and_then(|f| f.commit(b"out"))
+            .map_err(|e| format!("{e:#}"))
+    };
+    let after = world_snapshot(&top);
+    for p in after.keys() {
+        let n = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        assert!(
+            !(n.starts_with('.') && (n.contains(".tmp-") || n.contains(".old-"))),
+            "temporary {} left behind ({rel:?}, {result:?})",
+            p.display()
+        );
+    }
+    let changed: Vec<&PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .collect();
+    match &result {
+        Err(e) => {
+            one_line("output", e);
+            assert!(
+                changed.is_empty(),
+                "a refused {rel:?} changed {changed:?}: {e}"
+            );
+        }
+        Ok(()) => {
+            let real = real_target.expect("an accepted destination has a real directory");
+            for p in &changed {
+                assert!(
+                    p.starts_with(&real),
+                    "{rel:?} changed {} outside its destination {}",
+                    p.display(),
+                    real.display()
+                );
+            }
+            // What was there may be replaced only as the rules say.
+            if let Some(m) = &before_kind {
+                assert!(!m.file_type().is_symlink(), "{rel:?}: a link was replaced");
+                if op & 1 == 0 {
+                    assert!(
+                        m.is_dir(),
+                        "{rel:?}: a non-directory was replaced by a plan"
+                    );
+                    for i in &inputs {
+                        let i = std::fs::canonicalize(i).expect("input");
+                        assert!(!i.starts_with(&real), "{rel:?}: input {i:?} was replaced");
+                    }
+                    // Non-empty: it held a manifest of ours, and nothing but its files.
+                    let inside: Vec<(&PathBuf, &Entry)> = before
+                        .iter()
+                        .filter(|(p, _)| p.starts_with(&real) && **p != real)
+                        .collect();
+                    if !inside.is_empty() {
+                        let ours = matches!(
+                            before.get(&real.join("manifest.json")),
+                            Some(Entry::File(b)) if serde_json::from_slice::<Value>(b)
+                                .is_ok_and(|v| v["format"] == "zamba2c-plan")
+                        );
+                        assert!(ours, "{rel:?}: a directory that is not a plan was replaced");
+                        let foreign = inside.iter().any(|(p, e)| {
+                            !matches!(e, Entry::Dir)
+                                && !["manifest.json", "module.json", "kernels/x"]
+                                    .iter()
+                                    .any(|f| **p == real.join(f))
+                        });
+                        assert!(!foreign, "{rel:?}: a plan with other files was replaced");
+                    }
+                } else {
+                    assert!(m.is_file(), "{rel:?}: a non-file was replaced by --out");
+                }
+            }
+            if op & 1 == 1 {
+                let plan = std::fs::canonicalize(root.join("plan")).expect("plan");
+                assert!(!real.starts_with(&plan), "{rel:?}: written inside the plan");
+                assert_eq!(std::fs::read(&real).expect("written"), b"out");
+            } else {
+                assert!(
+                    real.join("manifest.json").is_file(),
+                    "{rel:?}: no plan written"
+                );
+            }
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use safetensors::{Dtype, SafeTensors, View};
 use serde_json::Value;
 
 use crate::config::{ConfigError, Zamba2Config};
+use crate::fsread::{open_regular, Links};
 use crate::graph::{DType, Module, WeightSpec};
 use crate::tensor::{from_f32, from_safetensors, to_f32, to_safetensors};
 
@@ -617,8 +618,8 @@ fn ignorable(c: &Zamba2Config, name: &str) -> bool {
 
 /// Reads a small JSON file, refusing one over the header cap before reading it.
 fn read_capped(path: &Path) -> Result<String, CheckpointError> {
-    let file = fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    // Only a regular file: a FIFO or /dev/zero would hang the read (issue 16).
+    let (file, len) = open_regular(path, Links::Follow).map_err(|e| io_err(path, e))?;
     if len > MAX_HEADER_BYTES {
         return Err(format_err(
             path,
@@ -635,8 +636,7 @@ fn read_capped(path: &Path) -> Result<String, CheckpointError> {
 
 /// Maps one safetensors file and validates its header; returns its tensors (shard id 0).
 fn open_shard(path: &Path) -> Result<(Shard, Vec<(String, Entry)>), CheckpointError> {
-    let mut file = fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let (mut file, len) = open_regular(path, Links::Follow).map_err(|e| io_err(path, e))?;
     if len < 8 {
         return Err(format_err(
             path,

@@ -18,6 +18,13 @@ const MAX_STATE: usize = 4096;
 const MAX_CONV: usize = 64;
 const MAX_EXPAND: usize = 64;
 const MAX_MEM_BLOCKS: usize = 64;
+/// Parameters a config may imply: 2^36 (68.7 billion, nine times Zamba2-7B). The per-field
+/// bounds alone still allow products of terabytes, which `--dummy-weights` compiled into a
+/// plan that aborted at load (issue 16).
+pub const MAX_PARAMETERS: u128 = 1 << 36;
+/// config.json files larger than this are refused before they are read (a real one is a few
+/// KB; the index of a sharded checkpoint has a 100 MB cap of its own).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// An error in config.json: always names the file and the field.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +89,98 @@ impl Zamba2Config {
             field: field.to_string(),
             msg,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
-        let value: Value = serde_json::from_str(&text)
+        let bytes =
+            crate::fsread::read_capped(path, MAX_CONFIG_BYTES, crate::fsread::Links::Follow)
+                .map_err(|e| err("(file)", e))?;
+        let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| err("(json)", format!("malformed JSON: {e}")))?;
         Self::from_value(path, &value)
+    }
+
+    /// Validates a config that was stored rather than read from config.json (the copy inside
+    /// a plan's module.json): it must be exactly what [`Zamba2Config::from_value`] makes of
+    /// itself, so every bound and cross-field rule applies again. `path` names the file in
+    /// errors; the field is reported as `config.FIELD`.
+    pub fn revalidate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: String| ConfigError {
+            path: path.to_path_buf(),
+            field: format!("config.{field}"),
+            msg,
+        };
+        let value = serde_json::to_value(self).map_err(|e| err("(json)", e.to_string()))?;
+        let again = Self::from_value(path, &value).map_err(|e| err(&e.field, e.msg))?;
+        if &again == self {
+            return Ok(());
+        }
+        // Name the first field that the parser derives differently (e.g. a stored
+        // mamba_headdim that the other fields do not imply).
+        let back = serde_json::to_value(&again).map_err(|e| err("(json)", e.to_string()))?;
+        let field = value
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, v)| back.get(k.as_str()) != Some(v)))
+            .map_or("(json)".to_string(), |(k, _)| k.clone());
+        let implied = back.get(&field).map_or("nothing".into(), |v| v.to_string());
+        Err(err(
+            &field,
+            format!("the other fields imply {implied}; inconsistent config"),
+        ))
+    }
+
+    /// Number of weight elements the model has: exactly the sum over the weight table that
+    /// lowering builds (`crate::lower`; a test compares the two). u128, so no product of
+    /// bounded fields can overflow.
+    pub fn parameter_count(&self) -> u128 {
+        let u = |x: usize| x as u128;
+        let (h, v) = (u(self.hidden_size), u(self.vocab_size));
+        let (din, cd, dip, nh) = (
+            u(self.d_inner()),
+            u(self.conv_dim()),
+            u(self.in_proj_dim()),
+            u(self.n_mamba_heads),
+        );
+        let k = u(self.mamba_d_conv);
+        // One Mamba2 mixer: in_proj, conv weight and bias, dt_bias/A_log/D, gated norm, out_proj.
+        let mixer = dip * h + cd * k + cd + 3 * nh + din + h * din;
+        let layers = u(self.num_hidden_layers);
+        let hybrids = u(self.hybrid_layer_ids().len());
+        // Every layer: one mixer and one hidden-size input norm; every hybrid layer: `linear`.
+        let mut n = layers * (mixer + h) + hybrids * h * h;
+        // The shared transformer block: stored once per block when tied, else per hybrid layer
+        // (lower::shared_block_store).
+        let (ha, hkv, d) = (
+            u(self.num_attention_heads),
+            u(self.num_key_value_heads),
+            u(self.attention_head_dim),
+        );
+        let inter = u(self.intermediate_size);
+        let block = 2 * h                   // input_layernorm over concat(h, e)
+            + (ha * d + 2 * hkv * d) * 2 * h // q, k, v
+            + h * ha * d                     // o_proj
+            + h                              // pre_ff_layernorm
+            + 2 * inter * h                  // gate_up_proj
+            + h * inter; // down_proj
+        let stores = if self.tie_word_embeddings {
+            hybrids.min(u(self.num_mem_blocks))
+        } else {
+            hybrids
+        };
+        n += stores * block;
+        // Per-invocation LoRA adapters, one set per hybrid layer.
+        let r = u(self.adapter_rank);
+        let mut adapters = r * h + 2 * inter * r;
+        if self.use_shared_attention_adapter {
+            adapters += [ha * d, hkv * d, hkv * d]
+                .iter()
+                .map(|&out| r * 2 * h + out * r)
+                .sum::<u128>();
+        }
+        n += hybrids * adapters;
+        // Embeddings, the final norm, and an untied lm_head.
+        n += v * h + h;
+        if !self.tie_word_embeddings {
+            n += v * h;
+        }
+        n
     }
 
     /// Validates an already parsed JSON object; `path` is only used in error messages.
@@ -319,6 +414,14 @@ impl Fields<'_> {
         }
         let headdim = self.derived("mamba_headdim", d_inner / nh)?;
         let time_step_min = self.f64_or("time_step_min", 0.001)?;
+        // The prompt path clamps dt from below with it (spec §3.5): a step in (0, 1] like
+        // Mamba2's init range [1e-3, 1e-1]; 0 disables the clamp.
+        if !(0.0..=1.0).contains(&time_step_min) {
+            return Err(self.err(
+                "time_step_min",
+                format!("{time_step_min} is out of range [0, 1] (a time step)"),
+            ));
+        }
         let chunk_size = self.usize_or("chunk_size", 256, 1 << 20)?;
         let add_bias_linear = self.bool_or("add_bias_linear", false)?;
         if add_bias_linear {
@@ -379,8 +482,13 @@ impl Fields<'_> {
             })?,
             None => self.f64_or("rope_theta", 10000.0)?,
         };
-        if !(rope_theta.is_finite() && rope_theta > 0.0) {
-            return Err(self.err("rope_theta", "must be a positive number"));
+        // inv_freq_i = theta^(-2i/d) must stay in (0, 1]: theta <= 1 makes it grow without
+        // bound (1e-300 gave NaN logits), and theta must be finite in f32, as the plan stores it.
+        if !(rope_theta.is_finite() && rope_theta > 1.0 && rope_theta <= f32::MAX as f64) {
+            return Err(self.err(
+                "rope_theta",
+                format!("{rope_theta} is out of range: must be greater than 1 and finite in f32"),
+            ));
         }
         let use_long_context = self.bool_or("use_long_context", false)?;
         let max_position_embeddings = if use_long_context {
@@ -389,11 +497,19 @@ impl Fields<'_> {
             self.usize_or("max_position_embeddings", 4096, 1 << 24)?
         };
         let rms_norm_eps = self.f64_or("rms_norm_eps", 1e-5)?;
-        if rms_norm_eps <= 0.0 {
-            return Err(self.err("rms_norm_eps", "must be positive"));
+        // A small positive constant added to the mean square (1e-5 in every released model);
+        // the plan stores it as f32, where 1e39 is infinite and 1e-46 is zero.
+        if !(f32::MIN_POSITIVE as f64..=1.0).contains(&rms_norm_eps) {
+            return Err(self.err(
+                "rms_norm_eps",
+                format!(
+                    "{rms_norm_eps} is out of range [{:e}, 1]",
+                    f32::MIN_POSITIVE
+                ),
+            ));
         }
         let tie_word_embeddings = self.bool_or("tie_word_embeddings", true)?;
-        Ok(Zamba2Config {
+        let config = Zamba2Config {
             vocab_size,
             hidden_size: h,
             num_hidden_layers: n_layers,
@@ -425,7 +541,36 @@ impl Fields<'_> {
             pad_token_id: self.token_id("pad_token_id", 0)?,
             bos_token_id: self.token_id("bos_token_id", 1)?,
             eos_token_id: self.token_id("eos_token_id", 2)?,
-        })
+        };
+        let params = config.parameter_count();
+        if params > MAX_PARAMETERS {
+            // Name the field behind the largest term: the embeddings, the layer stack, or the
+            // shared block's MLP.
+            let (v, hh, l, i) = (
+                vocab_size as u128,
+                h as u128,
+                n_layers as u128,
+                intermediate_size as u128,
+            );
+            let terms = [
+                (v * hh, "vocab_size"),
+                (l * config.in_proj_dim() as u128 * hh, "num_hidden_layers"),
+                (3 * i * hh, "intermediate_size"),
+            ];
+            let field = terms
+                .iter()
+                .max_by_key(|t| t.0)
+                .map_or("hidden_size", |t| t.1);
+            return Err(self.err(
+                field,
+                format!(
+                    "the sizes (vocab_size {vocab_size}, hidden_size {h}, num_hidden_layers \
+                     {n_layers}, intermediate_size {intermediate_size}, ...) imply {params} \
+                     parameters, over the {MAX_PARAMETERS} this compiler accepts"
+                ),
+            ));
+        }
+        Ok(config)
     }
 }
 
@@ -483,6 +628,115 @@ mod tests {
                 .unwrap_err()
                 .field,
             "vocab_size"
+        );
+    }
+    /// The analytic parameter count is exactly the lowered weight table's size, for every
+    /// fixture and demo config (tied and untied, adapters on and off, GQA) and the 2.7B layout.
+    #[test]
+    fn parameter_count_matches_lowering() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut configs = vec![(
+            "2.7B defaults".to_string(),
+            parse(serde_json::json!({"n_mamba_heads": 80, "num_mem_blocks": 2})).unwrap(),
+        )];
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures/models"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dirs.push(root.join("examples/demo-model"));
+        for d in dirs {
+            let p = d.join("config.json");
+            if p.is_file() {
+                configs.push((
+                    p.display().to_string(),
+                    Zamba2Config::from_file(&p).unwrap(),
+                ));
+            }
+        }
+        assert!(configs.len() > 5);
+        let mut seen = (false, false, false);
+        for (name, c) in configs {
+            let m = crate::lower(&c, crate::DType::F32);
+            let lowered: u128 = m.weights.values().map(|w| w.numel() as u128).sum();
+            assert_eq!(c.parameter_count(), lowered, "{name}");
+            seen.0 |= !c.tie_word_embeddings;
+            seen.1 |= c.use_shared_attention_adapter;
+            seen.2 |= c.num_key_value_heads != c.num_attention_heads;
+        }
+        assert_eq!(seen, (true, true, true), "the configs cover every term");
+    }
+
+    #[test]
+    fn physical_ranges() {
+        for (field, v) in [
+            ("rms_norm_eps", serde_json::json!(1e39)),
+            ("rms_norm_eps", serde_json::json!(1e-50)),
+            ("rms_norm_eps", serde_json::json!(0.0)),
+            ("rms_norm_eps", serde_json::json!(2.0)),
+            ("rope_theta", serde_json::json!(1e-300)),
+            ("rope_theta", serde_json::json!(1.0)),
+            ("rope_theta", serde_json::json!(1e39)),
+            ("time_step_min", serde_json::json!(-0.1)),
+            ("time_step_min", serde_json::json!(5.0)),
+        ] {
+            let mut obj = serde_json::json!({"n_mamba_heads": 80, "num_mem_blocks": 2});
+            obj[field] = v.clone();
+            let e = parse(obj).expect_err(&format!("{field} = {v} was accepted"));
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.msg.contains("range"), "{e}");
+        }
+        let ok = parse(
+            serde_json::json!({"n_mamba_heads": 80, "rms_norm_eps": 1e-6, "rope_theta": 500000.0}),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn sizes_whose_product_is_absurd_are_refused() {
+        // Every field within its own bound, the product ~ 2^45 parameters.
+        let e = parse(serde_json::json!({
+            "hidden_size": 65536, "vocab_size": 4194304, "n_mamba_heads": 64,
+            "num_attention_heads": 64, "num_hidden_layers": 2,
+            "layers_block_type": ["mamba", "hybrid"]
+        }))
+        .unwrap_err();
+        assert_eq!(e.field, "vocab_size", "{e}");
+        assert!(e.msg.contains("parameters, over the"), "{e}");
+        let e = parse(serde_json::json!({
+            "hidden_size": 8192, "vocab_size": 1000, "n_mamba_heads": 64,
+            "num_attention_heads": 64, "num_hidden_layers": 4096,
+            "layers_block_type": vec!["mamba"; 4096]
+        }))
+        .unwrap_err();
+        assert_eq!(e.field, "num_hidden_layers", "{e}");
+    }
+
+    #[test]
+    fn a_stored_config_is_validated_again() {
+        let good = parse(serde_json::json!({"n_mamba_heads": 80})).unwrap();
+        good.revalidate(Path::new("module.json")).unwrap();
+        let mut c = good.clone();
+        c.vocab_size = 0;
+        let e = c.revalidate(Path::new("module.json")).unwrap_err();
+        assert_eq!(e.field, "config.vocab_size");
+        assert!(e
+            .to_string()
+            .starts_with("module.json: config.vocab_size: 0 is out of range"));
+        let mut c = good.clone();
+        c.mamba_headdim = 7;
+        let e = c.revalidate(Path::new("module.json")).unwrap_err();
+        assert_eq!(e.field, "config.mamba_headdim", "{e}");
+        let mut c = good.clone();
+        c.rms_norm_eps = 1e39;
+        assert_eq!(
+            c.revalidate(Path::new("module.json")).unwrap_err().field,
+            "config.rms_norm_eps"
+        );
+        let mut c = good;
+        c.layers_block_type.pop();
+        assert_eq!(
+            c.revalidate(Path::new("module.json")).unwrap_err().field,
+            "config.layers_block_type"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod fsread;
 pub mod fused;
 pub mod graph;
 pub mod kernel;
@@ -18,6 +19,7 @@ pub use lower::{lower, lower_mixed};
 pub use op::{Op, OpKind, StateId};
 pub use verify::{verify_module, VerifyError};
 pub mod plan;
+pub mod scratch;
 pub mod serial;
 pub mod tensor;
 pub mod weights;

@@ -2,12 +2,14 @@
 //! order with operand ids, so the file is deterministic and readable.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use petgraph::stable_graph::NodeIndex;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Zamba2Config;
 use crate::graph::{DType, Graph, Module, Node, Phase, StateSpec, WeightSpec};
+use crate::lower::lower_mixed;
 use crate::memory::MemoryPlan;
 
 /// One node of a serialized graph.
@@ -117,8 +119,47 @@ impl From<&Module> for ModuleFile {
 }
 
 impl ModuleFile {
-    /// Rebuilds the module (not yet verified: call [`crate::verify_module`]).
+    /// Rebuilds the module (not yet verified: call [`crate::verify_module`]). The file is
+    /// untrusted: its config is validated again as config.json would be, and its weight and
+    /// state tables must be exactly those the config lowers to, so that no size in the file
+    /// escapes the config's bounds (issue 16).
     pub fn to_module(&self) -> Result<Module, String> {
+        self.config
+            .revalidate(Path::new("module.json"))
+            .map_err(|e| format!("{}: {}", e.field, e.msg))?;
+        let float = |d: DType| matches!(d, DType::F32 | DType::BF16 | DType::F16);
+        if !float(self.dtype) || !float(self.act_dtype) {
+            return Err(format!(
+                "dtype {} / act_dtype {}: not float types",
+                self.dtype, self.act_dtype
+            ));
+        }
+        let lowered = lower_mixed(&self.config, self.dtype, self.act_dtype);
+        if let Some((name, spec)) = self
+            .weights
+            .iter()
+            .find(|(n, s)| lowered.weights.get(*n) != Some(*s))
+        {
+            return Err(match lowered.weights.get(name) {
+                None => {
+                    format!("weights: {name} is not a weight of the model the config describes")
+                }
+                Some(want) => format!(
+                    "weights: {name} is {} {:?}, the config implies {} {:?}",
+                    spec.dtype, spec.shape, want.dtype, want.shape
+                ),
+            });
+        }
+        if let Some(name) = lowered
+            .weights
+            .keys()
+            .find(|n| !self.weights.contains_key(*n))
+        {
+            return Err(format!("weights: {name} is missing from the table"));
+        }
+        if self.states != lowered.states {
+            return Err("states: the state table is not the one the config implies".into());
+        }
         let prompt = self
             .prompt
             .to_graph()

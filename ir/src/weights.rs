@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +31,8 @@ impl WeightStore {
     /// Maps `path` and checks that it holds every weight of `module` with the right dtype and
     /// shape.
     pub fn open_file(path: &Path, module: &Module) -> Result<Self, PlanError> {
-        let file = fs::File::open(path).map_err(|e| PlanError::new(path, e.to_string()))?;
+        let (file, _) = crate::fsread::open_regular(path, crate::fsread::Links::Refuse)
+            .map_err(|e| PlanError::new(path, e))?;
         // SAFETY: the plan's files are not modified while it is loaded (their checksums were
         // verified just before); a concurrent writer would be a user error like for any mmap.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| PlanError::new(path, e.to_string()))?;

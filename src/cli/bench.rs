@@ -10,7 +10,9 @@ use zamba2c_ir::Plan;
 
 use zamba2c_runtime::batch::DEFAULT_PREFILL_CHUNK;
 
-use super::engine::{open_batch_engine, open_engine, write_atomic, Device, MAX_BATCH};
+use super::engine::{open_batch_engine, open_engine, Device, MAX_BATCH};
+use super::limits::check_lengths;
+use super::output::{print_stdout, OutputFile};
 
 /// Measure prompt processing and decoding on random token ids.
 ///
@@ -31,8 +33,10 @@ pub struct BenchArgs {
     pub plan: PathBuf,
     #[arg(long, value_enum, default_value = "cuda")]
     pub device: Device,
+    /// Prompt tokens; with --gen-len at most the model's context (max_position_embeddings).
     #[arg(long, default_value_t = 512)]
     pub prompt_len: usize,
+    /// Decode steps after the prompt.
     #[arg(long, default_value_t = 128)]
     pub gen_len: usize,
     /// Sequences run at once (1: the one-sequence engine).
@@ -48,7 +52,8 @@ pub struct BenchArgs {
     /// the bytes and FLOPs each moves: per node, per kernel family, and the launch gap.
     #[arg(long)]
     pub profile: bool,
-    /// Also write the JSON report to this file (atomically).
+    /// Also write the JSON report to this file (atomically; a new path or a regular file, not
+    /// inside the plan).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -66,7 +71,21 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.prefill_chunk == 0 {
         bail!("--prefill-chunk: must be at least 1");
     }
+    if a.profile && !matches!(a.device, Device::Cuda) {
+        bail!("--profile: only with --device cuda (it times GPU kernels)");
+    }
+    // The output is checked (and its temporary file claimed) before any work.
+    let out = a
+        .out
+        .as_deref()
+        .map(|p| OutputFile::prepare("--out", p, Some(&a.plan)))
+        .transpose()?;
     let plan = Plan::open(&a.plan)?;
+    check_lengths(
+        a.prompt_len,
+        a.gen_len,
+        plan.module.config.max_position_embeddings,
+    )?;
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
@@ -78,24 +97,18 @@ pub fn main(a: BenchArgs) -> Result<()> {
         a.gen_len
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    if a.profile && !matches!(a.device, Device::Cuda) {
-        bail!("--profile: only with --device cuda (it times GPU kernels)");
-    }
     if a.profile {
         let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len, a.gen_len)
             .context("bench --profile")?;
         spinner.finish_and_clear();
         let text = serde_json::to_string(&p)?;
-        if let Some(out) = &a.out {
-            write_atomic(out, |tmp| {
-                std::fs::write(tmp, &text)
-                    .with_context(|| format!("{}: cannot write", out.display()))
-            })?;
+        if let Some(out) = out {
+            out.commit(text.as_bytes())?;
         }
         if a.json {
-            println!("{text}");
+            print_stdout(&format!("{text}\n"))?;
         } else {
-            print!("{}", p.to_text());
+            print_stdout(&p.to_text())?;
         }
         return Ok(());
     }
@@ -109,17 +122,17 @@ pub fn main(a: BenchArgs) -> Result<()> {
     };
     spinner.finish_and_clear();
     let text = serde_json::to_string(&report)?;
-    if let Some(out) = &a.out {
-        write_atomic(out, |tmp| {
-            std::fs::write(tmp, &text).with_context(|| format!("{}: cannot write", out.display()))
-        })?;
+    if let Some(out) = out {
+        out.commit(text.as_bytes())?;
     }
     if a.json {
-        println!("{text}");
+        print_stdout(&format!("{text}\n"))?;
     } else {
+        let mut lines = String::new();
         for (k, v) in report.as_object().into_iter().flatten() {
-            println!("{k:>22}: {v}");
+            lines += &format!("{k:>22}: {v}\n");
         }
+        print_stdout(&lines)?;
     }
     Ok(())
 }

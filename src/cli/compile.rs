@@ -1,11 +1,14 @@
 //! `zamba2c compile MODEL_DIR -o PLAN_DIR`: checkpoint -> IR -> passes -> plan directory.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use zamba2c_ir::checkpoint::Checkpoint;
+use zamba2c_ir::fsread::{open_regular, Links};
+use zamba2c_ir::plan::valid_arch;
 use zamba2c_ir::{
     lower_mixed, verify_module, DType, PlanInfo, PlanWriter, WeightsSource, Zamba2Config,
 };
@@ -20,7 +23,8 @@ use zamba2c_ir::{
 pub struct CompileArgs {
     /// Checkpoint directory: config.json, model.safetensors (or a sharded index), tokenizer.json.
     pub model_dir: PathBuf,
-    /// Output plan directory (replaced atomically if it exists).
+    /// Output plan directory. An existing one is replaced atomically, and only if it is empty
+    /// or a zamba2c plan holding nothing but its own files.
     #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
     /// Weight and activation dtype of the plan: f32, bf16 or f16.
@@ -50,14 +54,33 @@ pub struct CompileArgs {
 }
 
 pub fn main(a: CompileArgs) -> Result<()> {
+    // Every flag and the output directory are checked before any work (issue 16).
     let dtype = DType::parse_float(&a.dtype)
         .with_context(|| format!("--dtype: {:?} is not one of f32, bf16, f16", a.dtype))?;
+    let act_dtype = DType::parse_float(&a.act_dtype).with_context(|| {
+        format!(
+            "--act-dtype: {:?} is not one of f32, bf16, f16",
+            a.act_dtype
+        )
+    })?;
+    if let Some(arch) = &a.arch {
+        if !valid_arch(arch) {
+            bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
+        }
+    }
+    if let Some(d) = &a.dump_ir {
+        if std::fs::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
+            bail!("--dump-ir: {}: exists and is not a directory", d.display());
+        }
+    }
     if !a.model_dir.is_dir() {
         bail!(
             "{}: not a checkpoint directory (does not exist or is not a directory)",
             a.model_dir.display()
         );
     }
+    let mut w =
+        PlanWriter::create_with_inputs(&a.out, &checkpoint_inputs(&a.model_dir)).context("-o")?;
     let (config, checkpoint) = if a.dummy_weights {
         (
             Zamba2Config::from_file(&a.model_dir.join("config.json"))?,
@@ -67,12 +90,6 @@ pub fn main(a: CompileArgs) -> Result<()> {
         let ck = Checkpoint::open(&a.model_dir)?;
         (ck.config().clone(), Some(ck))
     };
-    let act_dtype = DType::parse_float(&a.act_dtype).with_context(|| {
-        format!(
-            "--act-dtype: {:?} is not one of f32, bf16, f16",
-            a.act_dtype
-        )
-    })?;
     let mut module = lower_mixed(&config, dtype, act_dtype);
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
@@ -80,7 +97,6 @@ pub fn main(a: CompileArgs) -> Result<()> {
         ck.check(&module)?;
     }
 
-    let mut w = PlanWriter::create(&a.out)?;
     w.write("module.json", module.to_json().as_bytes())?;
     let weights = match &checkpoint {
         Some(ck) => {
@@ -93,11 +109,6 @@ pub fn main(a: CompileArgs) -> Result<()> {
         None => WeightsSource::Dummy { seed: a.seed },
     };
     let tokenizer = copy_tokenizer(&a.model_dir, &mut w)?;
-    if let Some(arch) = &a.arch {
-        if !arch.starts_with("sm_") || arch[3..].parse::<u32>().is_err() {
-            bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
-        }
-    }
     let program = zamba2c_codegen::emit(&module)?;
     let ptx = match &a.arch {
         Some(arch) => {
@@ -136,7 +147,9 @@ pub fn main(a: CompileArgs) -> Result<()> {
         passes,
         arch: a.arch.clone(),
     })?;
-    eprintln!(
+    // Not eprintln!: a closed stderr is no reason to panic.
+    let _ = writeln!(
+        std::io::stderr(),
         "compiled {} -> {} ({} weights, {} prompt nodes, {} decode nodes, {} kernels{}, {} files)",
         a.model_dir.display(),
         a.out.display(),
@@ -153,24 +166,55 @@ pub fn main(a: CompileArgs) -> Result<()> {
     Ok(())
 }
 
-/// Copies the checkpoint's tokenizer files into the plan, so `run` needs only the plan.
+/// What `compile` reads, as paths the output must neither be nor hold: the checkpoint
+/// directory and everything in it, links followed (a Hugging Face cache links each file into
+/// a `blobs/` directory elsewhere).
+fn checkpoint_inputs(model_dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![model_dir.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(model_dir) {
+        v.extend(rd.flatten().map(|e| e.path()));
+    }
+    v
+}
+
+/// The tokenizer files a plan carries, and the most bytes each may have (tokenizer.json files
+/// of large vocabularies are tens of MB).
+const TOKENIZER_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+];
+const MAX_TOKENIZER_FILE_BYTES: u64 = 512 << 20;
+
+/// Copies the checkpoint's tokenizer files into the plan, so `run` needs only the plan: each
+/// must be a regular file (links followed) under the size cap, and is streamed, not read whole.
 fn copy_tokenizer(model_dir: &Path, w: &mut PlanWriter) -> Result<Option<String>> {
     let mut main = None;
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "generation_config.json",
-        "chat_template.jinja",
-    ] {
+    for name in TOKENIZER_FILES {
         let src = model_dir.join(name);
-        if src.is_file() {
-            let bytes =
-                std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
-            w.write(name, &bytes)?;
-            if name == "tokenizer.json" {
-                main = Some(name.to_string());
-            }
+        if std::fs::symlink_metadata(&src).is_err() {
+            continue;
+        }
+        let (file, len) =
+            open_regular(&src, Links::Follow).map_err(|e| anyhow!("{}: {e}", src.display()))?;
+        if len > MAX_TOKENIZER_FILE_BYTES {
+            bail!(
+                "{}: is {len} bytes, over the {MAX_TOKENIZER_FILE_BYTES}-byte limit for a tokenizer file",
+                src.display()
+            );
+        }
+        let dst = w.file_path(name)?;
+        let mut out = std::fs::File::create(&dst)
+            .with_context(|| format!("{}: cannot write", dst.display()))?;
+        let copied = std::io::copy(&mut file.take(len), &mut out)
+            .with_context(|| format!("{}: cannot read", src.display()))?;
+        if copied != len {
+            bail!("{}: changed size while being copied", src.display());
+        }
+        if name == "tokenizer.json" {
+            main = Some(name.to_string());
         }
     }
     Ok(main)

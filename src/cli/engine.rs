@@ -1,7 +1,5 @@
-//! Choosing the backend (`--device cpu|cuda`), one sequence or a batch of slots, and writing
-//! output files atomically.
-
-use std::path::Path;
+//! Choosing the backend (`--device cpu|cuda`), one sequence or a batch of slots; output files
+//! are `output.rs`'s.
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -36,6 +34,7 @@ pub fn open_engine_with_context(
     let ctx = plan.module.config.max_position_embeddings.max(tokens);
     match device {
         Device::Cpu => {
+            super::limits::check_cpu_memory(plan, 0, "")?;
             let mut e = CpuEngine::new(plan)?;
             e.set_max_context(ctx);
             Ok(Box::new(e))
@@ -69,44 +68,3 @@ pub fn open_batch_engine(
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it and a rename, so a failed or
-/// interrupted write leaves the old file or none.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let (dir, name) = check_out_path(path)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = write(&tmp).and_then(|_| {
-        std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Checks that a file can be created at `path` (its directory exists, and `path` is not a
-/// directory), so a command fails before its work rather than after; returns the directory and
-/// the file name.
-pub fn check_out_path(path: &Path) -> Result<(std::path::PathBuf, std::ffi::OsString)> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "{}: cannot write: {} is not a directory",
-            path.display(),
-            dir.display()
-        );
-    }
-    if path.is_dir() {
-        anyhow::bail!("{}: cannot write: is a directory", path.display());
-    }
-    Ok((dir, name.to_os_string()))
-}

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH};
-use zamba2c_ir::Plan;
+use zamba2c_ir::{Manifest, Plan, WeightsSource};
+
+use super::output::print_stdout;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -91,37 +93,40 @@ pub fn main(a: InspectArgs) -> Result<()> {
     let plan = Plan::open(&a.plan)?;
     let m = &plan.module;
     let program = read_program(&plan)?;
-    match a.format {
+    let text = match a.format {
         Format::Text => {
-            println!(
-                "plan {} (format {}, {}, weights {}, activations {})",
+            let mut t = format!(
+                "plan {} (format {}, {}, weights {}, activations {})\n",
                 a.plan.display(),
                 plan.manifest.format_version,
                 plan.manifest.created_by,
                 m.dtype,
                 m.act_dtype
             );
-            println!("passes:");
+            t += "passes:\n";
             for p in &plan.manifest.passes {
-                println!(
-                    "  {:<32} prompt {:>6} nodes   decode {:>6} nodes",
+                t += &format!(
+                    "  {:<32} prompt {:>6} nodes   decode {:>6} nodes\n",
                     p.name, p.prompt_nodes, p.decode_nodes
                 );
             }
-            let wbytes: usize = m.weights.values().map(|w| w.bytes()).sum();
-            println!("weights: {} tensors, {} bytes", m.weights.len(), wbytes);
-            println!("states: {} regions", m.states.len());
-            println!("\n{}", zamba2c_passes::cost::render_text(m));
+            let wbytes: u128 = m.weights.values().map(|w| w.bytes() as u128).sum();
+            t += &format!(
+                "weights: {} tensors, {} bytes, {}\n",
+                m.weights.len(),
+                wbytes,
+                weights_source(&plan.manifest)
+            );
+            t += &format!("states: {} regions\n", m.states.len());
+            t += &format!("\n{}\n", zamba2c_passes::cost::render_text(m));
             if let Some(p) = &program {
-                println!("{}", program_text(m, p));
+                t += &format!("{}\n", program_text(m, p));
             }
-            println!("\n== prompt graph ==\n{}", m.prompt.to_text());
-            println!("== decode graph ==\n{}", m.decode.to_text());
+            t += &format!("\n== prompt graph ==\n{}\n", m.prompt.to_text());
+            t += &format!("== decode graph ==\n{}\n", m.decode.to_text());
+            t
         }
-        Format::Dot => {
-            print!("{}", m.prompt.to_dot("prompt"));
-            print!("{}", m.decode.to_dot("decode"));
-        }
+        Format::Dot => m.prompt.to_dot("prompt") + &m.decode.to_dot("decode"),
         Format::Json => {
             let module: serde_json::Value = serde_json::from_str(&m.to_json())?;
             let mut out = serde_json::json!({
@@ -130,14 +135,26 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 "module": module,
             });
             if let Some(p) = &program {
+                let c = p.cost(PROMPT_COST_TOKENS);
                 out["program"] = serde_json::json!({
-                    "prompt": p.cost(PROMPT_COST_TOKENS).prompt,
-                    "decode": p.cost(PROMPT_COST_TOKENS).decode,
+                    "prompt": c.prompt,
+                    "decode": c.decode,
                     "decomposed": {"prompt": p.prompt.decomposed, "decode": p.decode.decomposed},
                 });
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            serde_json::to_string_pretty(&out)? + "\n"
+        }
+    };
+    // A reader that stops early (`| head -1`) ends the command quietly (output.rs).
+    print_stdout(&text)
+}
+
+/// Where the weights come from, as `inspect` shows it: random weights are said to be random.
+fn weights_source(m: &Manifest) -> String {
+    match &m.weights {
+        WeightsSource::File(f) => format!("from {f}"),
+        WeightsSource::Dummy { seed } => {
+            format!("RANDOM (compiled with --dummy-weights, seed {seed}; not a trained model)")
         }
     }
-    Ok(())
 }

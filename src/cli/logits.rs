@@ -6,7 +6,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use zamba2c_ir::Plan;
 
-use super::engine::{check_out_path, open_engine_with_context, write_atomic, Device};
+use super::engine::{open_engine_with_context, Device};
+use super::limits::check_cpu_memory;
+use super::output::OutputFile;
 use super::tokens::parse_tokens;
 
 /// Write the logits at every position of a token sequence to a safetensors file
@@ -22,7 +24,8 @@ pub struct LogitsArgs {
     /// Comma-separated token ids.
     #[arg(long)]
     pub tokens: String,
-    /// Output safetensors file.
+    /// Output safetensors file: a new path or a regular file (replaced atomically), not inside
+    /// the plan.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -38,6 +41,8 @@ pub struct LogitsArgs {
 }
 
 pub fn main(a: LogitsArgs) -> Result<()> {
+    // The output is checked (and its temporary file claimed) before any work.
+    let out = OutputFile::prepare("--out", &a.out, Some(&a.plan))?;
     let plan = Plan::open(&a.plan)?;
     let vocab = plan.module.config.vocab_size;
     let tokens = parse_tokens(&a.tokens, vocab)?;
@@ -55,7 +60,6 @@ pub fn main(a: LogitsArgs) -> Result<()> {
             }
         );
     }
-    check_out_path(&a.out).context("--out")?;
     let k = a.decode_from.unwrap_or(tokens.len());
     if k == 0 || k > tokens.len() {
         bail!(
@@ -63,20 +67,25 @@ pub fn main(a: LogitsArgs) -> Result<()> {
             tokens.len()
         );
     }
+    // The logits are held three times: as computed, as bytes, and serialized.
+    let logits_bytes = tokens.len() as u128 * vocab as u128 * 4;
+    if a.device == Device::Cpu {
+        check_cpu_memory(&plan, 3 * logits_bytes, "the logits")?;
+    }
     let mut engine = open_engine_with_context(&plan, a.device, max)?;
     let mut logits = engine.prefill(&tokens[..k])?;
     for &t in &tokens[k..] {
         logits.extend(engine.decode_step(t)?);
     }
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    drop(logits);
     let view = safetensors::tensor::TensorView::new(
         safetensors::Dtype::F32,
         vec![tokens.len(), vocab],
         &bytes,
     )
     .context("logits tensor")?;
-    write_atomic(&a.out, |tmp| {
-        safetensors::serialize_to_file([("logits", view)], None, tmp)
-            .map_err(|e| anyhow!("{}: cannot write: {e}", a.out.display()))
-    })
+    let file = safetensors::serialize([("logits", view)], None)
+        .map_err(|e| anyhow!("{}: cannot serialize: {e}", out.path().display()))?;
+    out.commit(&file)
 }

@@ -3,10 +3,14 @@
 mod bench;
 mod compile;
 pub(crate) mod engine;
+mod input;
 mod inspect;
+mod limits;
 mod logits;
+pub mod output;
 mod run;
 mod run_batch;
+pub mod signals;
 mod text;
 mod tokens;
 

@@ -1,6 +1,6 @@
 //! `zamba2c run PLAN`: continue a prompt (text or token ids) with the model, streaming the text.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +11,8 @@ use zamba2c_runtime::generate::sampling::SamplingParams;
 use zamba2c_runtime::generate::{eos_ids, generate, Outcome, Settings, StopReason, TextSink};
 
 use super::engine::{open_engine, Device, MAX_BATCH};
-use super::text::{read_prompt_file, strip_one_newline, TextTokenizer};
+use super::input::{check_prompt_text, prompt_byte_cap, read_prompt, read_prompt_file};
+use super::text::{strip_one_newline, TextTokenizer};
 use super::tokens::parse_tokens;
 
 /// Continue a prompt with the model, printing the text as it is generated.
@@ -325,6 +326,7 @@ fn collect_jobs(
     max_context: usize,
 ) -> Result<Vec<Job>> {
     let mut texts: Vec<(String, String)> = Vec::new();
+    let cap = prompt_byte_cap(max_context);
     if let Some(s) = &a.tokens {
         let ids = parse_tokens(s, vocab)?;
         check_len("--tokens", ids.len(), max_context)?;
@@ -334,21 +336,21 @@ fn collect_jobs(
             ids,
         }]);
     } else if let Some(p) = &a.prompt {
+        check_prompt_text("--prompt", p, cap)?;
         texts.push(("--prompt".into(), p.clone()));
     } else if let Some(f) = &a.prompt_file {
-        let s = read_prompt_file("--prompt-file", f)?;
+        let s = read_prompt_file("--prompt-file", f, cap)?;
         texts.push((
             format!("--prompt-file {}", f.display()),
             strip_one_newline(&s).to_string(),
         ));
     } else if let Some(f) = &a.prompts_file {
-        let s = read_prompt_file("--prompts-file", f)?;
+        let s = read_prompt_file("--prompts-file", f, super::input::prompts_file_byte_cap())?;
         for (i, line) in s.lines().enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
-            texts.push((
-                format!("--prompts-file {}: line {}", f.display(), i + 1),
-                line.to_string(),
-            ));
+            let source = format!("--prompts-file {}: line {}", f.display(), i + 1);
+            check_prompt_text(&source, line, cap)?;
+            texts.push((source, line.to_string()));
         }
         if texts.is_empty() {
             bail!(
@@ -361,13 +363,7 @@ fn collect_jobs(
         if stdin.is_terminal() {
             eprintln!("reading the prompt from stdin (end it with Ctrl-D; or give --prompt TEXT)");
         }
-        let mut bytes = Vec::new();
-        stdin
-            .lock()
-            .read_to_end(&mut bytes)
-            .context("stdin: cannot read the prompt")?;
-        let s = String::from_utf8(bytes)
-            .map_err(|e| anyhow!("stdin: the prompt is not UTF-8 text: {e}"))?;
+        let s = read_prompt("stdin", stdin.lock(), cap)?;
         texts.push(("stdin".into(), strip_one_newline(&s).to_string()));
     }
     let tok = tok.context("a text prompt needs the plan's tokenizer")?;
