@@ -25,7 +25,10 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, Zamba2Config};
 use crate::graph::{DType, Module, WeightSpec};
+use crate::layout::Layout;
 use crate::tensor::{from_f32, from_safetensors, to_f32, to_safetensors};
+
+mod layouts;
 
 /// The single-file checkpoint name.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -140,6 +143,8 @@ pub struct Checkpoint {
     source: PathBuf,
     shards: Vec<Shard>,
     tensors: BTreeMap<String, Entry>,
+    /// The naming scheme of `tensors` (issue 18; see `layouts.rs`).
+    layout: Layout,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -149,6 +154,7 @@ impl std::fmt::Debug for Checkpoint {
             .field("source", &self.source)
             .field("shards", &self.shards.len())
             .field("tensors", &self.tensors.len())
+            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -167,6 +173,7 @@ impl Checkpoint {
             source: single.clone(),
             shards: Vec::new(),
             tensors: BTreeMap::new(),
+            layout: Layout::Layers,
         };
         if single.exists() {
             let (shard, entries) = open_shard(&single)?;
@@ -184,6 +191,7 @@ impl Checkpoint {
                 format!("no {SINGLE_FILE} or {INDEX_FILE} in the checkpoint directory"),
             ));
         }
+        ck.settle_layout();
         Ok(ck)
     }
 
@@ -312,17 +320,9 @@ impl Checkpoint {
         self.tensors.keys().map(String::as_str)
     }
 
-    fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
-        self.tensors
-            .get(name)
-            .or_else(|| {
-                self.tensors
-                    .get(&untied_block_fallback(&self.config, name)?)
-            })
-            .ok_or_else(|| CheckpointError::Missing {
-                path: self.source.clone(),
-                tensor: name.to_string(),
-            })
+    /// The stored tensor IR weight `name` is read from, with its stored name (`layouts.rs`).
+    fn entry(&self, name: &str) -> Result<(String, &Entry), CheckpointError> {
+        self.locate(name)
     }
 
     /// Checks dtype and shape of one stored tensor against the IR's spec, returning the dtype.
@@ -358,26 +358,24 @@ impl Checkpoint {
     /// when each weight is converted.
     pub fn check(&self, module: &Module) -> Result<(), CheckpointError> {
         for (name, spec) in &module.weights {
-            let e = self.entry(name)?;
-            self.check_entry(name, e, spec)?;
+            let (stored, e) = self.entry(name)?;
+            self.check_entry(&stored, e, spec)?;
         }
-        for (name, e) in &self.tensors {
-            if module.weights.contains_key(name) || ignorable(&module.config, name) {
-                continue;
-            }
-            let hint = if name.contains("self_attn.linear_")
-                && name.contains("_adapter_list.")
+        if let Some((name, e, canonical)) = self.first_unknown(module) {
+            let name = name.to_string();
+            let hint = if canonical.contains("self_attn.linear_")
+                && canonical.contains("_adapter_list.")
                 && !module.config.use_shared_attention_adapter
             {
                 " (an attention adapter: should config.json set use_shared_attention_adapter=true?)"
-            } else if name == "lm_head.weight" {
+            } else if canonical == "lm_head.weight" {
                 " (does config.json need tie_word_embeddings=false?)"
             } else {
                 ""
             };
             return Err(CheckpointError::Unknown {
                 path: self.shards[e.shard].path.clone(),
-                tensor: name.clone(),
+                tensor: name,
                 hint: hint.to_string(),
             });
         }
@@ -393,14 +391,14 @@ impl Checkpoint {
     /// logit into NaN at run time, far from its cause. Refusing here, during the conversion
     /// pass that touches every element anyway, costs one comparison per element.
     pub fn tensor_f32(&self, name: &str, spec: &WeightSpec) -> Result<Vec<f32>, CheckpointError> {
-        let e = self.entry(name)?;
-        let dtype = self.check_entry(name, e, spec)?;
+        let (stored, e) = self.entry(name)?;
+        let dtype = self.check_entry(&stored, e, spec)?;
         let shard = &self.shards[e.shard];
         let values = to_f32(&shard.map[e.range.clone()], dtype);
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             return Err(CheckpointError::NonFinite {
                 path: shard.path.clone(),
-                tensor: name.to_string(),
+                tensor: stored,
                 index,
                 value: values[index],
                 msg: "; refusing a checkpoint with non-finite weights".into(),
@@ -419,9 +417,10 @@ impl Checkpoint {
             DType::F32 | DType::I32 => None,
         };
         if let Some(index) = overflow {
+            let (stored, e) = self.entry(name)?;
             return Err(CheckpointError::NonFinite {
-                path: self.shards[self.entry(name)?.shard].path.clone(),
-                tensor: name.to_string(),
+                path: self.shards[e.shard].path.clone(),
+                tensor: stored,
                 index,
                 value: values[index],
                 msg: format!(", which overflows the plan dtype {}", spec.dtype),

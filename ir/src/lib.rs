@@ -6,6 +6,7 @@ pub mod config;
 pub mod fused;
 pub mod graph;
 pub mod kernel;
+pub mod layout;
 pub mod lower;
 pub mod memory;
 pub mod op;

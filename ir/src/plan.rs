@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{DType, Module};
+use crate::layout::Layout;
 use crate::serial::ModuleFile;
 use crate::verify::verify_module;
 use crate::weights::WeightStore;
@@ -85,6 +86,10 @@ pub struct Manifest {
     /// Target GPU architecture when kernels were compiled ahead of time (e.g. `sm_90`).
     #[serde(default)]
     pub arch: Option<String>,
+    /// The naming scheme of the checkpoint the weights were read from (absent for dummy
+    /// weights and for plans made before issue 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_layout: Option<Layout>,
     /// Every other file of the plan, by relative path.
     pub files: BTreeMap<String, FileEntry>,
 }
@@ -132,6 +137,7 @@ pub struct PlanWriter {
     tmp: PathBuf,
     files: Vec<String>,
     done: bool,
+    checkpoint_layout: Option<Layout>,
 }
 
 impl PlanWriter {
@@ -160,6 +166,7 @@ impl PlanWriter {
             tmp,
             files: Vec::new(),
             done: false,
+            checkpoint_layout: None,
         })
     }
 
@@ -173,6 +180,11 @@ impl PlanWriter {
             self.files.push(rel.to_string());
         }
         Ok(p)
+    }
+
+    /// Records in the manifest which checkpoint layout the weights were read from.
+    pub fn record_checkpoint_layout(&mut self, layout: Layout) {
+        self.checkpoint_layout = Some(layout);
     }
 
     /// Writes plan file `rel` with `bytes`.
@@ -201,6 +213,7 @@ impl PlanWriter {
             opt_level: info.opt_level,
             passes: info.passes,
             arch: info.arch,
+            checkpoint_layout: self.checkpoint_layout,
             files,
         };
         let mp = self.tmp.join("manifest.json");

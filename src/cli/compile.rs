@@ -81,6 +81,9 @@ pub fn main(a: CompileArgs) -> Result<()> {
     }
 
     let mut w = PlanWriter::create(&a.out)?;
+    if let Some(ck) = &checkpoint {
+        w.record_checkpoint_layout(ck.layout());
+    }
     w.write("module.json", module.to_json().as_bytes())?;
     let weights = match &checkpoint {
         Some(ck) => {

@@ -40,6 +40,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 m.dtype,
                 m.act_dtype
             );
+            if let Some(layout) = plan.manifest.checkpoint_layout {
+                println!("checkpoint layout: {}", layout.describe());
+            }
             println!("passes:");
             for p in &plan.manifest.passes {
                 println!(
