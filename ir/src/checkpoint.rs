@@ -25,10 +25,13 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, Zamba2Config};
 use crate::graph::{DType, Module, WeightSpec};
-use crate::layout::Layout;
+use crate::layout::{standalone, Layout};
 use crate::tensor::{from_f32, from_safetensors, to_f32, to_safetensors};
 
 mod layouts;
+mod torch;
+
+use layouts::Located;
 
 /// The single-file checkpoint name.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -163,10 +166,26 @@ impl Checkpoint {
     /// Opens MODEL_DIR: config.json (via [`Zamba2Config::from_file`]), then `model.safetensors`
     /// or, when that is absent, a sharded `model.safetensors.index.json` (weight_map name ->
     /// shard file, as transformers prefers); memory-maps the shards and validates their headers.
+    ///
+    /// Without safetensors it reads a `torch.save` state dict (`pytorch_model.bin` or one
+    /// `*.pt`, `torch.rs`); when that holds the original code's names, config.json is read in
+    /// the original's field names too (spec §5.2, `layout::standalone`).
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let config = Zamba2Config::from_file(&dir.join("config.json"))?;
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
+        let torch_file = match single.exists() || index.exists() {
+            true => None,
+            false => torch::find(dir)?,
+        };
+        let torch_tensors = torch_file.as_deref().map(torch::open).transpose()?;
+        let config_path = dir.join("config.json");
+        let config = match &torch_tensors {
+            Some((_, t)) if standalone::is_standalone(t.iter().map(|(n, _)| n.as_str())) => {
+                let json = crate::config::read_json(&config_path)?;
+                standalone::config_from_value(&config_path, &json)?
+            }
+            _ => Zamba2Config::from_file(&config_path)?,
+        };
         let mut ck = Checkpoint {
             dir: dir.to_path_buf(),
             config,
@@ -185,10 +204,17 @@ impl Checkpoint {
         } else if index.exists() {
             ck.source = index;
             ck.open_sharded()?;
+        } else if let (Some(path), Some((shard, entries))) = (torch_file, torch_tensors) {
+            ck.source = path;
+            ck.shards.push(shard);
+            ck.tensors.extend(entries);
         } else {
             return Err(io_err(
                 dir,
-                format!("no {SINGLE_FILE} or {INDEX_FILE} in the checkpoint directory"),
+                format!(
+                    "no {SINGLE_FILE}, {INDEX_FILE}, {} or .pt file in the checkpoint directory",
+                    torch::TORCH_FILE
+                ),
             ));
         }
         ck.settle_layout();
@@ -321,7 +347,7 @@ impl Checkpoint {
     }
 
     /// The stored tensor IR weight `name` is read from, with its stored name (`layouts.rs`).
-    fn entry(&self, name: &str) -> Result<(String, &Entry), CheckpointError> {
+    fn entry(&self, name: &str) -> Result<Located<'_>, CheckpointError> {
         self.locate(name)
     }
 
@@ -358,8 +384,8 @@ impl Checkpoint {
     /// when each weight is converted.
     pub fn check(&self, module: &Module) -> Result<(), CheckpointError> {
         for (name, spec) in &module.weights {
-            let (stored, e) = self.entry(name)?;
-            self.check_entry(&stored, e, spec)?;
+            let at = self.entry(name)?;
+            self.check_entry(&at.name, at.entry, &at.stored_spec(spec))?;
         }
         if let Some((name, e, canonical)) = self.first_unknown(module) {
             let name = name.to_string();
@@ -391,14 +417,14 @@ impl Checkpoint {
     /// logit into NaN at run time, far from its cause. Refusing here, during the conversion
     /// pass that touches every element anyway, costs one comparison per element.
     pub fn tensor_f32(&self, name: &str, spec: &WeightSpec) -> Result<Vec<f32>, CheckpointError> {
-        let (stored, e) = self.entry(name)?;
-        let dtype = self.check_entry(&stored, e, spec)?;
-        let shard = &self.shards[e.shard];
-        let values = to_f32(&shard.map[e.range.clone()], dtype);
+        let at = self.entry(name)?;
+        let dtype = self.check_entry(&at.name, at.entry, &at.stored_spec(spec))?;
+        let shard = &self.shards[at.entry.shard];
+        let values = to_f32(&self.read(&at, spec, dtype), dtype);
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             return Err(CheckpointError::NonFinite {
                 path: shard.path.clone(),
-                tensor: stored,
+                tensor: at.name,
                 index,
                 value: values[index],
                 msg: "; refusing a checkpoint with non-finite weights".into(),
@@ -417,10 +443,10 @@ impl Checkpoint {
             DType::F32 | DType::I32 => None,
         };
         if let Some(index) = overflow {
-            let (stored, e) = self.entry(name)?;
+            let at = self.entry(name)?;
             return Err(CheckpointError::NonFinite {
-                path: self.shards[e.shard].path.clone(),
-                tensor: stored,
+                path: self.shards[at.entry.shard].path.clone(),
+                tensor: at.name,
                 index,
                 value: values[index],
                 msg: format!(", which overflows the plan dtype {}", spec.dtype),

@@ -72,20 +72,21 @@ pub struct Zamba2Config {
     pub pad_token_id: Option<i64>,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
+    /// Whether the prompt (chunked) path clamps `dt >= time_step_min`: transformers 5.24 does
+    /// (spec §3.5); Zyphra's original code does not (§5.2), so a plan compiled from its
+    /// standalone checkpoint sets this false (`layout::standalone`). Not a config.json field.
+    #[serde(default = "clamp_by_default")]
+    pub prompt_dt_clamp: bool,
+}
+
+fn clamp_by_default() -> bool {
+    true
 }
 
 impl Zamba2Config {
     /// Reads and validates `config.json` at `path`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let err = |field: &str, msg: String| ConfigError {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            msg,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| err("(json)", format!("malformed JSON: {e}")))?;
-        Self::from_value(path, &value)
+        Self::from_value(path, &read_json(path)?)
     }
 
     /// Validates an already parsed JSON object; `path` is only used in error messages.
@@ -130,6 +131,17 @@ impl Zamba2Config {
         v.extend([M, M, M, M, H, M, M, M, H, M, M]);
         v
     }
+}
+
+/// Reads a config file as JSON (no validation); errors name the file.
+pub fn read_json(path: &Path) -> Result<Value, ConfigError> {
+    let err = |field: &str, msg: String| ConfigError {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err("(json)", format!("malformed JSON: {e}")))
 }
 
 /// Field-by-field reader over the JSON object; every error names the field.
@@ -425,6 +437,7 @@ impl Fields<'_> {
             pad_token_id: self.token_id("pad_token_id", 0)?,
             bos_token_id: self.token_id("bos_token_id", 1)?,
             eos_token_id: self.token_id("eos_token_id", 2)?,
+            prompt_dt_clamp: true,
         })
     }
 }

@@ -18,6 +18,7 @@ pub use graph::{DType, Dim, Graph, Module, Node, Phase, Shape, StateSpec, Weight
 pub use lower::{lower, lower_mixed};
 pub use op::{Op, OpKind, StateId};
 pub use verify::{verify_module, VerifyError};
+pub mod pickle;
 pub mod plan;
 pub mod serial;
 pub mod tensor;

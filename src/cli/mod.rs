@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod convert;
 mod engine;
 mod inspect;
 mod logits;
@@ -27,6 +28,7 @@ pub enum Command {
     Logits(logits::LogitsArgs),
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
+    Convert(convert::ConvertArgs),
 }
 
 /// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings).
@@ -47,5 +49,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(a) => logits::main(a),
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Convert(a) => convert::main(a),
     }
 }

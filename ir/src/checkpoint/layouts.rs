@@ -3,12 +3,35 @@
 //!
 //! A child module of `checkpoint`, so it works on the reader's private tensor table directly.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use super::{ignorable, untied_block_fallback, Checkpoint, CheckpointError, Entry};
-use crate::graph::Module;
-use crate::layout::{blocks, detect, Layout};
+use crate::graph::{DType, Module, WeightSpec};
+use crate::layout::{blocks, detect, standalone, Layout, RowSelect};
 use crate::tensor::{from_safetensors, to_f32};
+
+/// Where one IR weight is stored.
+pub(super) struct Located<'a> {
+    /// The stored tensor's name (what errors name).
+    pub name: String,
+    pub entry: &'a Entry,
+    /// The rows of the stored tensor that make the weight (the original's fused q/k/v).
+    pub rows: Option<RowSelect>,
+}
+
+impl Located<'_> {
+    /// The shape and dtype the stored tensor must have for IR weight `spec`.
+    pub fn stored_spec<'s>(&self, spec: &'s WeightSpec) -> Cow<'s, WeightSpec> {
+        match (self.rows, spec.shape.as_slice()) {
+            (Some(r), [_, cols]) => Cow::Owned(WeightSpec {
+                shape: vec![r.stored_rows(), *cols],
+                dtype: spec.dtype,
+            }),
+            _ => Cow::Borrowed(spec),
+        }
+    }
+}
 
 impl Checkpoint {
     /// Recognises the layout from the stored names. With both layouts present, the blocks set
@@ -76,33 +99,77 @@ impl Checkpoint {
         &self.shards[e.shard].map[e.range.clone()]
     }
 
+    /// IR weight `name` as stored — its dtype and little-endian bytes, rows selected — after
+    /// the same checks as [`Checkpoint::tensor_f32`] (`zamba2c convert` copies weights without
+    /// rounding them).
+    pub fn tensor_stored(
+        &self,
+        name: &str,
+        spec: &WeightSpec,
+    ) -> Result<(DType, Vec<u8>), CheckpointError> {
+        self.tensor_f32(name, spec)?;
+        let at = self.locate(name)?;
+        let dtype = self.check_entry(&at.name, at.entry, &at.stored_spec(spec))?;
+        Ok((dtype, self.read(&at, spec, dtype).into_owned()))
+    }
+
+    /// The dtype IR weight `name` is stored in (headers only), after the shape and dtype checks.
+    pub fn stored_dtype(&self, name: &str, spec: &WeightSpec) -> Result<DType, CheckpointError> {
+        let at = self.locate(name)?;
+        self.check_entry(&at.name, at.entry, &at.stored_spec(spec))
+    }
+
     /// The layout the tensors were read in.
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
-    /// The stored tensor IR weight `name` is read from, and its name as stored.
-    pub(super) fn locate(&self, name: &str) -> Result<(String, &Entry), CheckpointError> {
-        let stored = match self.layout {
+    /// The stored tensor IR weight `name` is read from.
+    pub(super) fn locate(&self, name: &str) -> Result<Located<'_>, CheckpointError> {
+        let (stored, rows) = match self.layout {
             Layout::Layers | Layout::LayersAndBlocks => {
-                if let Some(e) = self.tensors.get(name) {
-                    return Ok((name.to_string(), e));
+                if let Some(entry) = self.tensors.get(name) {
+                    return Ok(Located {
+                        name: name.to_string(),
+                        entry,
+                        rows: None,
+                    });
                 }
-                untied_block_fallback(&self.config, name)
+                (untied_block_fallback(&self.config, name), None)
             }
-            Layout::Blocks => blocks::from_layers(&self.config, name),
+            Layout::Blocks => (blocks::from_layers(&self.config, name), None),
+            Layout::Standalone => match standalone::source(&self.config, name) {
+                Some((s, rows)) => (Some(s), rows),
+                None => (None, None),
+            },
         };
-        let missing = || CheckpointError::Missing {
+        let missing = |stored: Option<&String>| CheckpointError::Missing {
             path: self.source.clone(),
-            tensor: match self.layout {
-                Layout::Blocks => stored_label(name, self.layout, &self.config),
+            tensor: match (self.layout, stored) {
+                (Layout::Blocks | Layout::Standalone, Some(s)) if s != name => {
+                    format!("{s} (layers layout: {name})")
+                }
                 _ => name.to_string(),
             },
         };
-        let stored = stored.ok_or_else(missing)?;
+        let stored = stored.ok_or_else(|| missing(None))?;
         match self.tensors.get(&stored) {
-            Some(e) => Ok((stored, e)),
-            None => Err(missing()),
+            Some(entry) => Ok(Located {
+                name: stored,
+                entry,
+                rows,
+            }),
+            None => Err(missing(Some(&stored))),
+        }
+    }
+
+    /// The bytes of the weight at `at` (its rows only, for a row selection), in `dtype`, the
+    /// stored dtype; the caller checked the stored shape against `at.stored_spec(spec)`.
+    pub(super) fn read(&self, at: &Located<'_>, spec: &WeightSpec, dtype: DType) -> Cow<'_, [u8]> {
+        let bytes = &self.shards[at.entry.shard].map[at.entry.range.clone()];
+        match (at.rows, spec.shape.as_slice()) {
+            (Some(r), [_, cols]) => Cow::Owned(r.gather(bytes, cols * dtype.size())),
+            _ => Cow::Borrowed(bytes),
         }
     }
 
@@ -116,10 +183,19 @@ impl Checkpoint {
                 .keys()
                 .filter_map(|n| blocks::from_layers(c, n))
                 .collect(),
+            Layout::Standalone => module
+                .weights
+                .keys()
+                .filter_map(|n| standalone::source(c, n).map(|(s, _)| s))
+                .collect(),
             _ => BTreeSet::new(),
         };
         self.tensors.iter().find_map(|(name, e)| {
             let canonical = match self.layout {
+                Layout::Standalone => {
+                    let known = used.contains(name) || standalone::ignorable(c, name);
+                    return (!known).then(|| (name.as_str(), e, name.clone()));
+                }
                 Layout::Blocks => {
                     if used.contains(name) {
                         return None;
@@ -131,17 +207,5 @@ impl Checkpoint {
             let known = module.weights.contains_key(&canonical) || ignorable(c, &canonical);
             (!known).then_some((name.as_str(), e, canonical))
         })
-    }
-}
-
-/// How an error names an IR weight that is missing from a checkpoint of another layout: its
-/// name in that layout, with the layers-layout name beside it.
-fn stored_label(ir_name: &str, layout: Layout, c: &crate::config::Zamba2Config) -> String {
-    match layout {
-        Layout::Blocks => match blocks::from_layers(c, ir_name) {
-            Some(b) if b != ir_name => format!("{b} (layers layout: {ir_name})"),
-            _ => ir_name.to_string(),
-        },
-        _ => ir_name.to_string(),
     }
 }
