@@ -374,12 +374,12 @@ class Transformers:
 # ---------------------------------------------------------------------------------------------------
 def save_safetensors(path, tensors):
     """A safetensors file (the format is a JSON header + raw little-endian data), without the
-    safetensors package, which the GPU machine may lack."""
+    safetensors and numpy packages, which the GPU machine may lack."""
     header, blobs, off = {}, [], 0
     for name, t in tensors.items():
         t = t.contiguous().cpu()
         dt = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
-        b = t.numpy().tobytes()
+        b = bytes(t.flatten().view(torch.uint8).tolist())  # little-endian hosts; no numpy needed
         header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)

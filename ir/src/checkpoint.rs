@@ -1,5 +1,7 @@
 //! Reading a Hugging Face Zamba2 checkpoint directory (spec §1, §5.1): `config.json` plus either
 //! one `model.safetensors` or a sharded `model.safetensors.index.json` with its shards.
+//! Child modules: `layouts.rs` maps IR weights onto the other tensor layouts (blocks, spec §5.3;
+//! the original standalone code, §5.2), `torch.rs` reads a `torch.save` state dict.
 //!
 //! Every shard is memory-mapped; nothing is read into memory until a weight is asked for, and
 //! then only that weight. Every error is one line naming the file and the field or tensor.

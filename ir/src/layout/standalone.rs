@@ -127,8 +127,9 @@ pub fn config_from_value(path: &Path, v: &Value) -> Result<Zamba2Config, ConfigE
         .iter()
         .enumerate()
         .map(|(i, t)| match t.as_str() {
-            Some("m") => Ok("mamba"),
-            Some("g") => Ok("hybrid"),
+            // "m"/"g" as the original reads them; the Hub's later spelling is accepted too.
+            Some("m" | "mamba") => Ok("mamba"),
+            Some("g" | "hybrid") => Ok("hybrid"),
             _ => Err(err(
                 &format!("layers_block_type[{i}]"),
                 format!("{t} is not \"m\" or \"g\""),
