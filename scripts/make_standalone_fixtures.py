@@ -14,7 +14,9 @@ which runs only on a GPU (its Mamba2 scan is Triton). On the GPU machine, from t
   stand-ins first on sys.path, then the original's folder, turns TF32 off (TRITON_F32_DEFAULT=ieee,
   torch.backends.*.allow_tf32 = False) and runs float32 on CUDA. It takes well under a minute.
 
-For development without a GPU, `--backend transformers` makes the same files from the same weights
+Without a GPU, `--backend original --interpret` runs the same original code with Triton's CPU interpreter
+(TRITON_INTERPRET=1: the same kernels, executed with numpy; about 2 minutes here), and
+`--backend transformers` makes the same files from the same weights
 with transformers 5.24 on the CPU: the state dict mapped to the HF layout per §5.2 and run with no dt
 clamp (each mixer's time_step_limit set to (0, inf); the shared tools' README measured this within 7e-6 of the
 original). meta.json's "backend" says which made a fixture; the committed references must come from
@@ -42,6 +44,8 @@ For every variant below the script
 """
 import argparse
 import collections
+import contextlib
+import functools
 import json
 import math
 import os
@@ -50,6 +54,8 @@ import sys
 import types
 
 os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")  # before triton is imported: no TF32 in tl.dot
+if "--interpret" in sys.argv:
+    os.environ["TRITON_INTERPRET"] = "1"  # Triton's CPU interpreter (numpy), read when triton loads
 
 import torch  # noqa: E402
 
@@ -196,10 +202,50 @@ def stub_hub_imports():
             sys.modules[mod] = m
 
 
+def causal_conv1d_fn(x, weight, bias=None, activation=None):
+    """causal_conv1d's causal_conv1d_fn: x [B, D, L], weight [D, W] -> [B, D, L]."""
+    d, w = weight.shape
+    out = torch.nn.functional.conv1d(x, weight.unsqueeze(1), bias, padding=w - 1, groups=d)[..., : x.shape[-1]]
+    return torch.nn.functional.silu(out) if activation in ("silu", "swish") else out
+
+
+def interpret_on_cpu():
+    """Lets the original code run without a GPU through Triton's interpreter (TRITON_INTERPRET=1),
+    which runs the very same Triton kernels with numpy: allocations the original makes on "cuda" go
+    to the CPU, the autotuner takes its first config instead of timing them, and the kernels'
+    libdevice.log1p (which the interpreter lacks) is numpy's log1p. The math is the original's."""
+    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.device = lambda *a, **k: contextlib.nullcontext()
+
+    def on_cpu(f):
+        @functools.wraps(f)
+        def g(*a, **k):
+            if str(k.get("device", "")).startswith("cuda"):
+                k["device"] = "cpu"
+            return f(*a, **k)
+        return g
+
+    for name in ["empty", "zeros", "ones", "full", "arange", "tensor", "empty_strided", "rand", "randn"]:
+        setattr(torch, name, on_cpu(getattr(torch, name)))
+    import triton.runtime.autotuner as autotuner
+    autotuner.Autotuner._bench = lambda self, *a, config, **meta: [1.0, 1.0, 1.0]
+
+
+def interpreter_log1p(x, *args, **kwargs):
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+    return tl.tensor(TensorHandle(np.log1p(x.handle.data), x.handle.dtype), x.type)
+
+
 class Original:
     name = "original"
 
     def __init__(self, args):
+        self.device = "cpu" if args.interpret else "cuda"
+        if args.interpret:
+            interpret_on_cpu()
+            self.name = "original-triton-interpreter-cpu"
         for p in [args.original, args.stand_ins]:  # stand-ins end up first
             sys.path.insert(0, os.path.abspath(p))
         if os.path.isdir(os.path.join(args.original, "site")):
@@ -209,6 +255,18 @@ class Original:
         torch.backends.cudnn.allow_tf32 = False
         from mamba_config import MambaConfig
         from mamba_model import MambaModel
+        import mamba2_layer
+        # The stand-in causal_conv1d package sets causal_conv1d_fn = None, and the original's own
+        # nn.Conv1d fallback (mamba2_layer.py, the cached prompt path) keeps the conv's right padding:
+        # its output is K-1 steps too long and mamba_chunk_scan_combined asserts. So the cached path
+        # gets the package function itself: depthwise causal conv + SiLU, what causal_conv1d_fn
+        # computes (as ../shared/tools/zyphra-original/causal_conv1d_cuda.py does for the fused path).
+        mamba2_layer.causal_conv1d_fn = causal_conv1d_fn
+        if args.interpret:
+            import ops.triton.selective_state_update as ssu
+            import ops.triton.ssd_chunk_state as scs
+            for mod in (ssu, scs):
+                mod.libdevice = types.SimpleNamespace(log1p=interpreter_log1p)
         self.MambaConfig, self.MambaModel = MambaConfig, MambaModel
         self.versions = {"torch": torch.__version__}
         try:
@@ -231,7 +289,7 @@ class Original:
             ffn_hidden_size=j["ffn_hidden_size"], vocab_size=j["vocab_size"],
             num_mem_blocks=j.get("num_mem_blocks", 2), num_query_groups=j["num_query_groups"],
             use_shared_attention_lora=j.get("use_shared_attention_lora", False), use_mem_rope=j["use_mem_rope"])
-        model = self.MambaModel(config=config, max_sequence_length=4096).cuda().float().eval()
+        model = self.MambaModel(config=config, max_sequence_length=4096).to(self.device).float().eval()
         own = set(model.state_dict())
         if own != set(sd):
             raise SystemExit(f"{v['name']}: the original's state dict differs from the script's: "
@@ -240,7 +298,7 @@ class Original:
         return model
 
     def prompt(self, model, tokens):
-        return model(tokens[:, None].cuda())[0].float().cpu()
+        return model(tokens[:, None].to(self.device))[0].float().cpu()
 
     def decode(self, model, tokens, K, ssm_f32=True):
         T = len(tokens)
@@ -249,7 +307,7 @@ class Original:
             for layer in model.decoder.layers:
                 m = layer.mixer
                 ip.key_value_memory_dict_mamba[m.layer_idx] = m.allocate_inference_cache(1, T, dtype=torch.float32)
-        ids = tokens[:, None].cuda()
+        ids = tokens[:, None].to(self.device)
         rows = [model(ids[:K], inference_params=ip)[0].float().cpu()]
         for t in range(K, T):
             ip.sequence_len_offset = t
@@ -394,6 +452,8 @@ def main():
     ap.add_argument("--backend", choices=["original", "transformers"], required=True)
     ap.add_argument("--original", default=".zyphra", help="folder with the original Zyphra/Zamba2 source")
     ap.add_argument("--stand-ins", default="../shared/tools/zyphra-original")
+    ap.add_argument("--interpret", action="store_true",
+                    help="original backend without a GPU: Triton's CPU interpreter (slow; development)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                   "tests", "fixtures", "standalone"))
     ap.add_argument("--only", nargs="*")

@@ -4,8 +4,8 @@
 //! or hostile `torch.save` file is refused with one line.
 //!
 //! The fixtures are tests/fixtures/standalone/<variant>/, made by
-//! scripts/make_standalone_fixtures.py: with `--backend original` (the original code itself on
-//! the GPU machine) for the committed references; meta.json's "backend" says which made them.
+//! scripts/make_standalone_fixtures.py with the original code itself (on the GPU machine, or
+//! through Triton's CPU interpreter); meta.json's "backend" says which (tests/fixtures/README.md).
 //! scripts/check_converted.py runs the converted checkpoints through transformers.
 
 mod common;

@@ -9,7 +9,7 @@
 //! `repugnant-pickle` is a 0.0.1 scraper; `candle-core`'s reader is part of a whole tensor
 //! library. This one is small, every size is bounded by the input's length (each opcode pushes
 //! at most one value, strings are length-checked before they are copied, the memo is a map),
-//! and the `torch_pickle` fuzz target runs it (fuzz/README.md).
+//! and the `torch_checkpoint` fuzz target runs it (fuzz/README.md).
 //!
 //! Format reference: CPython's `Lib/pickletools.py` (opcodes) and PyTorch's
 //! `torch/serialization.py` (`_save`: protocol 2, `persistent_id` returning
