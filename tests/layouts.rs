@@ -254,3 +254,39 @@ fn a_blocks_checkpoint_with_a_missing_or_misshapen_tensor_is_refused_in_one_line
     assert!(err.contains("shape"), "{err}");
     assert!(!plan.exists());
 }
+
+#[test]
+fn convert_writes_a_blocks_checkpoint_in_the_layers_layout() {
+    let model = fixtures().join("models").join("two_blocks_adapter_rope");
+    let c = Zamba2Config::from_file(&model.join("config.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let blocks_dir = tmp.path().join("blocks");
+    write_blocks(
+        &model,
+        &blocks_dir,
+        &convert(&c, &read_checkpoint(&model)).unwrap(),
+    );
+    let hf = tmp.path().join("hf");
+    zamba2c_ok(&[
+        "convert",
+        blocks_dir.to_str().unwrap(),
+        "-o",
+        hf.to_str().unwrap(),
+    ]);
+    let converted = read_checkpoint(&hf);
+    assert!(
+        converted.keys().all(|n| !blocks_layout_name(n)),
+        "blocks names left"
+    );
+    let reference = model.join("reference.safetensors");
+    let tokens = ids_arg(&read_tensor(&reference, "tokens").data);
+    let k = (read_tensor(&reference, "decode_from").data[0] as usize).to_string();
+    let (_, want_p, want_d) = logits_of(&model, tmp.path(), &tokens, &k);
+    let (plan, p, d) = logits_of(&hf, tmp.path(), &tokens, &k);
+    assert_eq!(inspect_layout(&plan), "layers");
+    assert!(rel_err(&p, &want_p) <= TOL && rel_err(&d, &want_d) <= TOL);
+}
+
+fn blocks_layout_name(n: &str) -> bool {
+    zamba2c_ir::layout::blocks::is_blocks_name(n)
+}

@@ -18,7 +18,8 @@ use zamba2c_ir::{
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
-    /// Checkpoint directory: config.json, model.safetensors (or a sharded index), tokenizer.json.
+    /// Checkpoint directory: config.json, model.safetensors (or a sharded index, or a torch.save
+    /// pytorch_model.bin / *.pt), tokenizer.json; any layout the README lists.
     pub model_dir: PathBuf,
     /// Output plan directory (replaced atomically if it exists).
     #[arg(short = 'o', long = "out")]
