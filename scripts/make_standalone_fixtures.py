@@ -451,13 +451,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", choices=["original", "transformers"], required=True)
     ap.add_argument("--original", default=".zyphra", help="folder with the original Zyphra/Zamba2 source")
-    ap.add_argument("--stand-ins", default="../shared/tools/zyphra-original")
+    ap.add_argument("--stand-ins", default=None,
+                    help="the shared tools' zyphra-original folder (default: ../shared/tools/zyphra-original "
+                         "or shared/tools/zyphra-original, whichever exists)")
     ap.add_argument("--interpret", action="store_true",
                     help="original backend without a GPU: Triton's CPU interpreter (slow; development)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                   "tests", "fixtures", "standalone"))
     ap.add_argument("--only", nargs="*")
     args = ap.parse_args()
+    if args.backend == "original":
+        if args.stand_ins is None:
+            found = [p for p in ("../shared/tools/zyphra-original", "shared/tools/zyphra-original")
+                     if os.path.isdir(p)]
+            if not found:
+                raise SystemExit("no stand-ins folder: pass --stand-ins PATH/TO/shared/tools/zyphra-original")
+            args.stand_ins = found[0]
+        for need in (os.path.join(args.original, "mamba_model.py"), os.path.join(args.stand_ins, "transformer_engine")):
+            if not os.path.exists(need):
+                raise SystemExit(f"{need} is missing (see the docstring: scripts/prepare_zyphra_original.sh)")
     backend = Original(args) if args.backend == "original" else Transformers(args)
     for v in VARIANTS:
         if args.only and v["name"] not in args.only:
