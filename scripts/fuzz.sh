@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh TARGET SECONDS [extra libFuzzer flags...]
 #   scripts/fuzz.sh list
 #
-# TARGET: config | checkpoint | plan | manifest | outputs | tokens (see fuzz/README.md). Needs cargo-fuzz
+# TARGET: config | checkpoint | plan | manifest | outputs | tokens | torch_checkpoint (see fuzz/README.md). Needs cargo-fuzz
 # (`cargo install cargo-fuzz`); runs on stable Rust through RUSTC_BOOTSTRAP=1 (cargo-fuzz uses
 # nightly-only -Z flags). Builds with --release, debug assertions and overflow checks on, and
 # AddressSanitizer (libFuzzer's -malloc_limit_mb works through the sanitizer's malloc hooks).
@@ -22,7 +22,7 @@ target=${1:?usage: scripts/fuzz.sh TARGET SECONDS}
 seconds=${2:?usage: scripts/fuzz.sh TARGET SECONDS}
 shift 2
 case "$target" in
-  checkpoint|plan) max_len=65536 ;;
+  checkpoint|plan|torch_checkpoint) max_len=65536 ;;
   outputs) max_len=5 ;;  # an operation byte and at most 4 path components
   *) max_len=8192 ;;
 esac

@@ -163,6 +163,16 @@ VARIANTS = [
         T=17, K=9, N=8, P=5, seed=1010,
     ),
     dict(
+        name="two_blocks_adapter_rope",
+        features=["num_mem_blocks=2 with 4 hybrids A,B,A,B incl. consecutive hybrids", "use_shared_attention_adapter",
+                  "use_mem_rope (default theta 10000)", "tied lm_head", "chunk 8, T 19",
+                  "made for issue 18: every adapter list of both blocks is used, in the layers and blocks layouts"],
+        cfg=dict(vocab_size=72, hidden_size=32, layers_block_type=[M, HY, HY, M, HY, HY], num_mem_blocks=2,
+                 num_attention_heads=4, n_mamba_heads=4, mamba_d_state=8, adapter_rank=4,
+                 intermediate_size=48, use_shared_attention_adapter=True, use_mem_rope=True, chunk_size=8),
+        T=19, K=8, N=8, P=5, seed=1111,
+    ),
+    dict(
         name="two_blocks_gqa_mha_mix",
         features=["num_mem_blocks=2 with 4 hybrids A,B,A,B", "GQA 4:1 (num_key_value_heads 1)", "mamba_ngroups=4",
                   "no adapter, no rope", "chunk 8, T 30", "7 layers"],

@@ -1,4 +1,5 @@
-//! The `zamba2c` command line: compile a Zamba2 checkpoint into a plan, inspect it, and run it.
+//! The `zamba2c` command line: compile a Zamba2 checkpoint into a plan, inspect it, and run it;
+//! convert a checkpoint to the Hugging Face layout.
 
 mod cli;
 mod serve;

@@ -59,6 +59,30 @@ fn outputs_inputs() {
     replay("outputs", harness::fuzz_outputs);
 }
 
+#[test]
+fn torch_checkpoint_inputs() {
+    replay("torch_checkpoint", harness::fuzz_torch_checkpoint);
+}
+
+/// The torch_checkpoint seed is a valid tiny standalone checkpoint: it must open and check.
+#[test]
+fn tiny_torch_checkpoint_is_valid() {
+    let seed = fuzz_dir().join("corpus/torch_checkpoint/seed-standalone");
+    let bytes = std::fs::read(&seed).unwrap();
+    assert_eq!(bytes[0] % 2, 0, "mode byte: a whole file");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        harness::TINY_STANDALONE_CONFIG,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pytorch_model.bin"), &bytes[1..]).unwrap();
+    let ck = zamba2c_ir::Checkpoint::open(dir.path()).unwrap();
+    assert_eq!(ck.layout(), zamba2c_ir::layout::Layout::Standalone);
+    let module = zamba2c_ir::lower(ck.config(), zamba2c_ir::DType::F32);
+    ck.check(&module).unwrap();
+}
+
 /// The seeds are valid inputs: the valid tiny checkpoint must open, check and convert.
 #[test]
 fn tiny_checkpoint_is_valid() {

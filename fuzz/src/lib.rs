@@ -16,6 +16,8 @@
 //!   `Plan::open`, and when it opens, the CPU engine runs a prompt and a decode step.
 //! * [`fuzz_tokens`]: bytes as a `--tokens` string -> the CLI's `parse_tokens` (the very source
 //!   file, `src/cli/tokens.rs`), then the ids through a tiny CPU engine whose context is 8 tokens.
+//! * [`fuzz_torch_checkpoint`]: bytes as a `torch.save` file (`pytorch_model.bin`) beside a tiny
+//!   config of Zyphra's original code, or as a bare state-dict pickle.
 
 #![allow(clippy::missing_panics_doc)]
 
@@ -862,6 +864,76 @@ pub fn fuzz_tokens(data: &[u8]) {
                 "a prompt within the context was refused: {err}"
             );
             one_line("prefill", &err.to_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// torch.save state dicts (issue 14)
+
+/// A tiny config in the field names of Zyphra's original code (spec §5.2): 1 Mamba layer + 1
+/// hybrid layer, hidden 8, vocab 16; its `torch.save` checkpoint (the `torch_checkpoint` seed,
+/// made by `scripts/make_fuzz_torch_seeds.py`) is ~20 KB.
+pub const TINY_STANDALONE_CONFIG: &str = r#"{
+  "num_hidden_layers": 2, "hidden_size": 8, "state_size": 4, "conv_dimension": 2,
+  "expansion_factor": 2, "num_attention_heads": 2, "mamba_headdim": 4,
+  "layers_block_type": ["m", "g"], "add_bias_linear": false, "use_shared_block_lora": true,
+  "lora_rank": 2, "gated_linear_unit": true, "kv_channels": 4, "ffn_hidden_size": 32,
+  "vocab_size": 16, "num_query_groups": 2, "use_mem_rope": true, "num_mem_blocks": 1,
+  "use_shared_attention_lora": true
+}"#;
+
+/// Mode byte even: the rest is `pytorch_model.bin` beside [`TINY_STANDALONE_CONFIG`] ->
+/// `Checkpoint::open`, `check` against the lowered module and `tensor_f32` of every weight.
+/// Mode byte odd: the rest is a bare pickle -> `pickle::read_state_dict`, whose tensors must
+/// then have consistent sizes. Every error must be one line.
+pub fn fuzz_torch_checkpoint(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 1 {
+        match zamba2c_ir::pickle::read_state_dict(rest) {
+            Ok(tensors) => {
+                for (_, t) in tensors {
+                    assert_eq!(t.shape.len(), t.stride.len());
+                }
+            }
+            Err(e) => one_line("pickle", &e.to_string()),
+        }
+        return;
+    }
+    let _g = lock();
+    let dir = scratch().join("torch");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("config.json"), TINY_STANDALONE_CONFIG).expect("write config");
+    let bin = dir.join("pytorch_model.bin");
+    std::fs::write(&bin, rest).expect("write checkpoint");
+    let ck = match Checkpoint::open(&dir) {
+        Ok(ck) => ck,
+        Err(e) => {
+            one_line("torch open", &e.to_string());
+            assert!(
+                e.to_string().contains(&dir.display().to_string()),
+                "the error names no file: {e}"
+            );
+            return;
+        }
+    };
+    let module = lower(ck.config(), DType::F32);
+    if let Err(e) = ck.check(&module) {
+        one_line("torch check", &e.to_string());
+        return;
+    }
+    for (name, spec) in &module.weights {
+        match ck.tensor_f32(name, spec) {
+            Ok(v) => {
+                assert_eq!(v.len(), spec.numel(), "{name}");
+                assert!(v.iter().all(|x| x.is_finite()), "{name}");
+            }
+            Err(e) => one_line("torch tensor_f32", &e.to_string()),
         }
     }
 }

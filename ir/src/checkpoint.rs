@@ -1,5 +1,7 @@
 //! Reading a Hugging Face Zamba2 checkpoint directory (spec §1, §5.1): `config.json` plus either
 //! one `model.safetensors` or a sharded `model.safetensors.index.json` with its shards.
+//! Child modules: `layouts.rs` maps IR weights onto the other tensor layouts (blocks, spec §5.3;
+//! the original standalone code, §5.2), `torch.rs` reads a `torch.save` state dict.
 //!
 //! Every shard is memory-mapped; nothing is read into memory until a weight is asked for, and
 //! then only that weight. Every error is one line naming the file and the field or tensor.
@@ -26,7 +28,13 @@ use serde_json::Value;
 use crate::config::{ConfigError, Zamba2Config};
 use crate::fsread::{open_regular, Links};
 use crate::graph::{DType, Module, WeightSpec};
+use crate::layout::{standalone, Layout};
 use crate::tensor::{from_f32, from_safetensors, to_f32, to_safetensors};
+
+mod layouts;
+mod torch;
+
+use layouts::Located;
 
 /// The single-file checkpoint name.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -141,6 +149,8 @@ pub struct Checkpoint {
     source: PathBuf,
     shards: Vec<Shard>,
     tensors: BTreeMap<String, Entry>,
+    /// The naming scheme of `tensors` (issue 18; see `layouts.rs`).
+    layout: Layout,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -150,6 +160,7 @@ impl std::fmt::Debug for Checkpoint {
             .field("source", &self.source)
             .field("shards", &self.shards.len())
             .field("tensors", &self.tensors.len())
+            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -158,16 +169,33 @@ impl Checkpoint {
     /// Opens MODEL_DIR: config.json (via [`Zamba2Config::from_file`]), then `model.safetensors`
     /// or, when that is absent, a sharded `model.safetensors.index.json` (weight_map name ->
     /// shard file, as transformers prefers); memory-maps the shards and validates their headers.
+    ///
+    /// Without safetensors it reads a `torch.save` state dict (`pytorch_model.bin` or one
+    /// `*.pt`, `torch.rs`); when that holds the original code's names, config.json is read in
+    /// the original's field names too (spec §5.2, `layout::standalone`).
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let config = Zamba2Config::from_file(&dir.join("config.json"))?;
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
+        let torch_file = match single.exists() || index.exists() {
+            true => None,
+            false => torch::find(dir)?,
+        };
+        let torch_tensors = torch_file.as_deref().map(torch::open).transpose()?;
+        let config_path = dir.join("config.json");
+        let config = match &torch_tensors {
+            Some((_, t)) if standalone::is_standalone(t.iter().map(|(n, _)| n.as_str())) => {
+                let json = crate::config::read_json(&config_path)?;
+                standalone::config_from_value(&config_path, &json)?
+            }
+            _ => Zamba2Config::from_file(&config_path)?,
+        };
         let mut ck = Checkpoint {
             dir: dir.to_path_buf(),
             config,
             source: single.clone(),
             shards: Vec::new(),
             tensors: BTreeMap::new(),
+            layout: Layout::Layers,
         };
         if single.exists() {
             let (shard, entries) = open_shard(&single)?;
@@ -179,12 +207,20 @@ impl Checkpoint {
         } else if index.exists() {
             ck.source = index;
             ck.open_sharded()?;
+        } else if let (Some(path), Some((shard, entries))) = (torch_file, torch_tensors) {
+            ck.source = path;
+            ck.shards.push(shard);
+            ck.tensors.extend(entries);
         } else {
             return Err(io_err(
                 dir,
-                format!("no {SINGLE_FILE} or {INDEX_FILE} in the checkpoint directory"),
+                format!(
+                    "no {SINGLE_FILE}, {INDEX_FILE}, {} or .pt file in the checkpoint directory",
+                    torch::TORCH_FILE
+                ),
             ));
         }
+        ck.settle_layout();
         Ok(ck)
     }
 
@@ -313,17 +349,9 @@ impl Checkpoint {
         self.tensors.keys().map(String::as_str)
     }
 
-    fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
-        self.tensors
-            .get(name)
-            .or_else(|| {
-                self.tensors
-                    .get(&untied_block_fallback(&self.config, name)?)
-            })
-            .ok_or_else(|| CheckpointError::Missing {
-                path: self.source.clone(),
-                tensor: name.to_string(),
-            })
+    /// The stored tensor IR weight `name` is read from, with its stored name (`layouts.rs`).
+    fn entry(&self, name: &str) -> Result<Located<'_>, CheckpointError> {
+        self.locate(name)
     }
 
     /// Checks dtype and shape of one stored tensor against the IR's spec, returning the dtype.
@@ -359,26 +387,24 @@ impl Checkpoint {
     /// when each weight is converted.
     pub fn check(&self, module: &Module) -> Result<(), CheckpointError> {
         for (name, spec) in &module.weights {
-            let e = self.entry(name)?;
-            self.check_entry(name, e, spec)?;
+            let at = self.entry(name)?;
+            self.check_entry(&at.name, at.entry, &at.stored_spec(spec))?;
         }
-        for (name, e) in &self.tensors {
-            if module.weights.contains_key(name) || ignorable(&module.config, name) {
-                continue;
-            }
-            let hint = if name.contains("self_attn.linear_")
-                && name.contains("_adapter_list.")
+        if let Some((name, e, canonical)) = self.first_unknown(module) {
+            let name = name.to_string();
+            let hint = if canonical.contains("self_attn.linear_")
+                && canonical.contains("_adapter_list.")
                 && !module.config.use_shared_attention_adapter
             {
                 " (an attention adapter: should config.json set use_shared_attention_adapter=true?)"
-            } else if name == "lm_head.weight" {
+            } else if canonical == "lm_head.weight" {
                 " (does config.json need tie_word_embeddings=false?)"
             } else {
                 ""
             };
             return Err(CheckpointError::Unknown {
                 path: self.shards[e.shard].path.clone(),
-                tensor: name.clone(),
+                tensor: name,
                 hint: hint.to_string(),
             });
         }
@@ -394,14 +420,14 @@ impl Checkpoint {
     /// logit into NaN at run time, far from its cause. Refusing here, during the conversion
     /// pass that touches every element anyway, costs one comparison per element.
     pub fn tensor_f32(&self, name: &str, spec: &WeightSpec) -> Result<Vec<f32>, CheckpointError> {
-        let e = self.entry(name)?;
-        let dtype = self.check_entry(name, e, spec)?;
-        let shard = &self.shards[e.shard];
-        let values = to_f32(&shard.map[e.range.clone()], dtype);
+        let at = self.entry(name)?;
+        let dtype = self.check_entry(&at.name, at.entry, &at.stored_spec(spec))?;
+        let shard = &self.shards[at.entry.shard];
+        let values = to_f32(&self.read(&at, spec, dtype), dtype);
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             return Err(CheckpointError::NonFinite {
                 path: shard.path.clone(),
-                tensor: name.to_string(),
+                tensor: at.name,
                 index,
                 value: values[index],
                 msg: "; refusing a checkpoint with non-finite weights".into(),
@@ -420,9 +446,10 @@ impl Checkpoint {
             DType::F32 | DType::I32 => None,
         };
         if let Some(index) = overflow {
+            let at = self.entry(name)?;
             return Err(CheckpointError::NonFinite {
-                path: self.shards[self.entry(name)?.shard].path.clone(),
-                tensor: name.to_string(),
+                path: self.shards[at.entry.shard].path.clone(),
+                tensor: at.name,
                 index,
                 value: values[index],
                 msg: format!(", which overflows the plan dtype {}", spec.dtype),

@@ -79,6 +79,15 @@ pub struct Zamba2Config {
     pub pad_token_id: Option<i64>,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
+    /// Whether the prompt (chunked) path clamps `dt >= time_step_min`: transformers 5.24 does
+    /// (spec §3.5); Zyphra's original code does not (§5.2), so a plan compiled from its
+    /// standalone checkpoint sets this false (`layout::standalone`). Not a config.json field.
+    #[serde(default = "clamp_by_default")]
+    pub prompt_dt_clamp: bool,
+}
+
+fn clamp_by_default() -> bool {
+    true
 }
 
 impl Zamba2Config {
@@ -225,6 +234,18 @@ impl Zamba2Config {
         v.extend([M, M, M, M, H, M, M, M, H, M, M]);
         v
     }
+}
+
+/// Reads a config file as JSON (no validation); errors name the file.
+pub fn read_json(path: &Path) -> Result<Value, ConfigError> {
+    let err = |field: &str, msg: String| ConfigError {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        msg,
+    };
+    let bytes = crate::fsread::read_capped(path, MAX_CONFIG_BYTES, crate::fsread::Links::Follow)
+        .map_err(|e| err("(file)", e))?;
+    serde_json::from_slice(&bytes).map_err(|e| err("(json)", format!("malformed JSON: {e}")))
 }
 
 /// Field-by-field reader over the JSON object; every error names the field.
@@ -541,6 +562,7 @@ impl Fields<'_> {
             pad_token_id: self.token_id("pad_token_id", 0)?,
             bos_token_id: self.token_id("bos_token_id", 1)?,
             eos_token_id: self.token_id("eos_token_id", 2)?,
+            prompt_dt_clamp: true,
         };
         let params = config.parameter_count();
         if params > MAX_PARAMETERS {

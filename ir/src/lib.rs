@@ -7,6 +7,7 @@ pub mod fsread;
 pub mod fused;
 pub mod graph;
 pub mod kernel;
+pub mod layout;
 pub mod lower;
 pub mod memory;
 pub mod op;
@@ -18,6 +19,7 @@ pub use graph::{DType, Dim, Graph, Module, Node, Phase, Shape, StateSpec, Weight
 pub use lower::{lower, lower_mixed};
 pub use op::{Op, OpKind, StateId};
 pub use verify::{verify_module, VerifyError};
+pub mod pickle;
 pub mod plan;
 pub mod scratch;
 pub mod serial;

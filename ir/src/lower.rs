@@ -400,9 +400,10 @@ impl<'a> Lowering<'a> {
         let b = self.slice(xc, din, gn, &format!("{p}.B"));
         let cc = self.slice(xc, din + gn, gn, &format!("{p}.C"));
         let dt_min = match self.g.phase {
-            // HF 5.24 clamps dt on the chunked (prompt) path only (spec §3.5, option c).
-            Phase::Prompt => Some(c.time_step_min as f32),
-            Phase::Decode => None,
+            // HF 5.24 clamps dt on the chunked (prompt) path only (spec §3.5, option c); the
+            // original code never clamps (§5.2), which the config says (`prompt_dt_clamp`).
+            Phase::Prompt if c.prompt_dt_clamp => Some(c.time_step_min as f32),
+            Phase::Prompt | Phase::Decode => None,
         };
         let scan = Op::SsmScan {
             dt_bias: self.weight(format!("{p}.dt_bias"), vec![nh], DType::F32),

@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::fsread::{kind_of, open_regular, read_capped, Links};
 use crate::graph::{DType, Module};
 use crate::scratch;
+use crate::layout::Layout;
 use crate::serial::ModuleFile;
 use crate::verify::verify_module;
 use crate::weights::WeightStore;
@@ -115,6 +116,10 @@ pub struct Manifest {
     /// Target GPU architecture when kernels were compiled ahead of time (e.g. `sm_90`).
     #[serde(default)]
     pub arch: Option<String>,
+    /// The naming scheme of the checkpoint the weights were read from (absent for dummy
+    /// weights and for plans made before issue 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_layout: Option<Layout>,
     /// Every other file of the plan, by relative path.
     pub files: BTreeMap<String, FileEntry>,
     /// BLAKE3 of this manifest without this field, as compact JSON with sorted keys
@@ -352,6 +357,7 @@ pub struct PlanWriter {
     tmp_id: u64,
     files: Vec<String>,
     done: bool,
+    checkpoint_layout: Option<Layout>,
 }
 
 impl PlanWriter {
@@ -403,6 +409,7 @@ impl PlanWriter {
             tmp_id,
             files: Vec::new(),
             done: false,
+            checkpoint_layout: None,
         };
         fs::write(w.tmp.join(INCOMPLETE_MARKER), b"")
             .map_err(|e| io_err(target, format!("cannot write here: {e}")))?;
@@ -428,6 +435,11 @@ impl PlanWriter {
             self.files.push(rel.to_string());
         }
         Ok(self.tmp.join(relp))
+    }
+
+    /// Records in the manifest which checkpoint layout the weights were read from.
+    pub fn record_checkpoint_layout(&mut self, layout: Layout) {
+        self.checkpoint_layout = Some(layout);
     }
 
     /// Writes plan file `rel` with `bytes`.
@@ -457,6 +469,7 @@ impl PlanWriter {
             opt_level: info.opt_level,
             passes: info.passes,
             arch: info.arch,
+            checkpoint_layout: self.checkpoint_layout,
             files,
             manifest_blake3: String::new(),
         };

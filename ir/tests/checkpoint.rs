@@ -8,6 +8,7 @@ use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value};
+use zamba2c_ir::layout::Layout;
 use zamba2c_ir::tensor::{from_f32, to_f32};
 use zamba2c_ir::{lower, Checkpoint, CheckpointError, DType, Module, WeightStore, Zamba2Config};
 
@@ -665,4 +666,149 @@ fn write_plan_weights_refuses_f16_overflow_and_bad_checkpoints() {
     );
     assert_names(&msg, &file, "model.final_layernorm.weight");
     assert!(!out.exists());
+}
+
+#[path = "../../tests/common/blocks_layout.rs"]
+mod blocks_layout;
+
+/// The blocks-layout form of a stored layers-layout checkpoint (spec §5.3), and for each IR
+/// weight the layers-layout tensor whose values it must read.
+fn to_blocks_stored(fx: &Fixture, st: &Stored) -> Stored {
+    use blocks_layout::{to_blocks, ToBlocks};
+    let mut out = Stored::new();
+    for (n, t) in st {
+        if let ToBlocks::Name(b) = to_blocks(&fx.module.config, n) {
+            if let Some(prev) = out.get(&b) {
+                assert_eq!(prev, t, "{n} and another copy of {b} differ");
+            }
+            out.insert(b, t.clone());
+        }
+    }
+    out
+}
+
+/// The layers-layout tensor an IR weight's values come from once duplicate copies are dropped.
+fn source_name(fx: &Fixture, name: &str) -> String {
+    use blocks_layout::{to_blocks, ToBlocks};
+    match to_blocks(&fx.module.config, name) {
+        ToBlocks::Copy { of } => of,
+        ToBlocks::Name(_) => name.to_string(),
+    }
+}
+
+#[test]
+fn blocks_layout_reads_the_same_weights() {
+    for tied in [true, false] {
+        let fx = Fixture::new(tied);
+        let st = to_blocks_stored(&fx, &fx.stored(Dtype::BF16));
+        assert!(st.contains_key("model.blocks.1.feed_forward.linear_fc1_lora_B_list.1.weight"));
+        assert!(st.contains_key("model.blocks.0.self_attn.linear_v_lora_A_list.2.weight"));
+        assert!(st.contains_key("model.linear_layers.2.weight"));
+        assert!(!st.keys().any(|n| n.starts_with("model.layers.")));
+        write_st(&fx.file("model.safetensors"), &st);
+        let ck = fx.open().unwrap();
+        assert_eq!(ck.layout(), Layout::Blocks);
+        ck.check(&fx.module).unwrap();
+        for (name, spec) in &fx.module.weights {
+            let src = source_name(&fx, name);
+            assert_eq!(
+                ck.tensor_f32(name, spec).unwrap(),
+                values(&src, spec.numel()),
+                "{name} (from {src})"
+            );
+        }
+    }
+}
+
+#[test]
+fn blocks_layout_missing_misshapen_and_unknown_tensors_are_named() {
+    let fx = Fixture::new(true);
+    let file = fx.file("model.safetensors");
+    let base = to_blocks_stored(&fx, &fx.stored(Dtype::BF16));
+
+    for victim in [
+        "model.mamba_layers.3.mamba.D",
+        "model.blocks.1.feed_forward.linear_fc2.weight",
+        "model.blocks.0.self_attn.linear_q_lora_B_list.2.weight",
+        "model.linear_layers.0.weight",
+    ] {
+        let mut st = base.clone();
+        assert!(st.remove(victim).is_some(), "{victim}");
+        write_st(&file, &st);
+        let msg = err_of(fx.open().unwrap().check(&fx.module));
+        assert_names(&msg, &file, victim);
+        assert!(msg.contains("missing"), "{msg}");
+    }
+
+    let victim = "model.blocks.0.feed_forward.linear_fc1.weight";
+    let mut st = base.clone();
+    let e = st.get_mut(victim).unwrap();
+    let want = e.1.clone();
+    e.1 = vec![want[1], want[0]];
+    write_st(&file, &st);
+    let ck = fx.open().unwrap();
+    let msg = err_of(ck.check(&fx.module));
+    assert_names(&msg, &file, victim);
+    assert!(msg.contains(&format!("expected {want:?}")), "{msg}");
+    let ir = "model.layers.1.shared_transformer.feed_forward.gate_up_proj.weight";
+    assert_names(
+        &err_of(ck.tensor_f32(ir, &fx.module.weights[ir])),
+        &file,
+        victim,
+    );
+
+    for unknown in [
+        "model.blocks.0.feed_forward.bogus.weight",
+        "model.blocks.2.input_layernorm.weight",
+        "model.mamba_layers.9.mamba.D",
+        "model.bogus.weight",
+    ] {
+        let mut st = base.clone();
+        st.insert(unknown.into(), (Dtype::BF16, vec![2], vec![0; 4]));
+        write_st(&file, &st);
+        let msg = err_of(fx.open().unwrap().check(&fx.module));
+        assert_names(&msg, &file, unknown);
+        assert!(msg.contains("extra unknown tensor"), "{msg}");
+    }
+
+    // Adapter slots of the other block are kept by the fork in every block: ignored, as in the
+    // layers layout (spec §5.1 rule 3).
+    let mut st = base.clone();
+    st.insert(
+        "model.blocks.1.feed_forward.linear_fc1_lora_A_list.0.weight".into(),
+        (Dtype::BF16, vec![4, 16], vec![0; 128]),
+    );
+    write_st(&file, &st);
+    fx.open().unwrap().check(&fx.module).unwrap();
+}
+
+#[test]
+fn both_layouts_use_the_layers_set() {
+    let fx = Fixture::new(true);
+    let layers = fx.stored(Dtype::BF16);
+    let mut blocks = to_blocks_stored(&fx, &layers);
+    // One blocks tensor disagrees with its layers twin: the layers one is used.
+    let twin = "model.mamba_layers.0.mamba.D";
+    blocks.get_mut(twin).unwrap().2 = encode(&[0.5; 4], Dtype::BF16);
+    // One blocks tensor exists only there: ignored with the rest of the blocks set.
+    blocks.insert(
+        "model.blocks.0.feed_forward.bogus.weight".into(),
+        (Dtype::BF16, vec![2], vec![0; 4]),
+    );
+    let mut both = layers.clone();
+    both.extend(blocks);
+    write_st(&fx.file("model.safetensors"), &both);
+    let ck = fx.open().unwrap();
+    assert_eq!(ck.layout(), Layout::LayersAndBlocks);
+    ck.check(&fx.module).unwrap();
+    assert_values(&ck, &fx.module);
+
+    // A tensor of neither layout is still refused.
+    both.insert(
+        "model.bogus.weight".into(),
+        (Dtype::BF16, vec![2], vec![0; 4]),
+    );
+    write_st(&fx.file("model.safetensors"), &both);
+    let msg = err_of(fx.open().unwrap().check(&fx.module));
+    assert_names(&msg, &fx.file("model.safetensors"), "model.bogus.weight");
 }

@@ -21,7 +21,8 @@ use zamba2c_ir::{
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
-    /// Checkpoint directory: config.json, model.safetensors (or a sharded index), tokenizer.json.
+    /// Checkpoint directory: config.json, model.safetensors (or a sharded index, or a torch.save
+    /// pytorch_model.bin / *.pt), tokenizer.json; any layout the README lists.
     pub model_dir: PathBuf,
     /// Output plan directory. An existing one is replaced atomically, and only if it is empty
     /// or a zamba2c plan holding nothing but its own files.
@@ -97,6 +98,9 @@ pub fn main(a: CompileArgs) -> Result<()> {
         ck.check(&module)?;
     }
 
+    if let Some(ck) = &checkpoint {
+        w.record_checkpoint_layout(ck.layout());
+    }
     w.write("module.json", module.to_json().as_bytes())?;
     let weights = match &checkpoint {
         Some(ck) => {

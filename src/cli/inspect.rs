@@ -103,6 +103,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 m.dtype,
                 m.act_dtype
             );
+            if let Some(layout) = plan.manifest.checkpoint_layout {
+                t += &format!("checkpoint layout: {}\n", layout.describe());
+            }
             t += "passes:\n";
             for p in &plan.manifest.passes {
                 t += &format!(

@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod convert;
 pub(crate) mod engine;
 mod input;
 mod inspect;
@@ -32,6 +33,7 @@ pub enum Command {
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
     Serve(crate::serve::ServeArgs),
+    Convert(convert::ConvertArgs),
 }
 
 /// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings, and the
@@ -54,5 +56,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Serve(a) => crate::serve::main(a),
+        Command::Convert(a) => convert::main(a),
     }
 }
