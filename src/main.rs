@@ -12,7 +12,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging();
-    cli::signals::install();
+    // The server handles SIGTERM and Ctrl-C itself (it drains in-flight requests, then exits);
+    // every other command ends on them after removing its temporaries.
+    if !matches!(args.command, cli::Command::Serve(_)) {
+        cli::signals::install();
+    }
     match cli::dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
         // `zamba2c inspect PLAN | head -1`: the reader has what it wanted.

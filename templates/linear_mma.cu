@@ -8,7 +8,11 @@
   // `rows`, features past N and k past K are zero-filled.
 {% if split %}  // f32 activations are split as x = hi + lo, hi = bf16(x), lo = bf16(x - hi), and both parts
   // are multiplied by the same weight tile: ~16 bits of each activation's mantissa are kept.
-{% endif %}  constexpr int BM = 128, BN = 128, BK = 32, LD = BK + 8;  // +8: conflict-free fragment loads
+{% endif %}  // Tile sizes come from codegen (families.rs MMA_TILE, MMA_BK, MMA_WARPS); the fragment and
+  // load mapping below is written for them.
+  constexpr int BM = {{ tile }}, BN = {{ tile }}, BK = {{ bk }}, LD = BK + 8;  // +8: conflict-free fragment loads
+  constexpr int NT = {{ block }};
+  static_assert(BM == 128 && BK == 32 && NT == 256, "linear_mma's thread mapping");
   __shared__ __align__(16) unsigned short Ah[BM * LD];
 {% if split %}  __shared__ __align__(16) unsigned short Al[BM * LD];
 {% endif %}  __shared__ __align__(16) unsigned short Bs[BN * LD];
@@ -24,7 +28,7 @@
 {% endif %}  auto load = [&](int k0) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int e = tid + i * 256, r = e >> 2, k = k0 + (e & 3) * 8;
+      const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8;
       const int n = n0 + r;
       wr[i] = (n < {{ n }} && k < {{ k }})
                   ? *reinterpret_cast<const uint4*>(weight + (long)n * {{ w_stride }} + k)
@@ -32,7 +36,7 @@
     }
 {% if split %}#pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int e = tid + i * 256, r = e >> 3, k = k0 + (e & 7) * 4;
+      const int e = tid + i * NT, r = e >> 3, k = k0 + (e & 7) * 4;
       const long m = m0 + r;
       xr[i] = (m < rows && k < {{ k }})
                   ? *reinterpret_cast<const float4*>(x + m * {{ x_stride }} + k)
@@ -40,7 +44,7 @@
     }
 {% else %}#pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int e = tid + i * 256, r = e >> 2, k = k0 + (e & 3) * 8;
+      const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8;
       const long m = m0 + r;
       xr[i] = (m < rows && k < {{ k }})
                   ? *reinterpret_cast<const uint4*>(x + m * {{ x_stride }} + k)
@@ -51,12 +55,12 @@
   auto store = [&]() {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int e = tid + i * 256;
+      const int e = tid + i * NT;
       *reinterpret_cast<uint4*>(&Bs[(e >> 2) * LD + (e & 3) * 8]) = wr[i];
     }
 {% if split %}#pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int e = tid + i * 256, o = (e >> 3) * LD + (e & 7) * 4;
+      const int e = tid + i * NT, o = (e >> 3) * LD + (e & 7) * 4;
       unsigned h0, l0, h1, l1;
       split_bf16x2(xr[i].x, xr[i].y, h0, l0);
       split_bf16x2(xr[i].z, xr[i].w, h1, l1);
@@ -65,7 +69,7 @@
     }
 {% else %}#pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int e = tid + i * 256;
+      const int e = tid + i * NT;
       *reinterpret_cast<uint4*>(&Ah[(e >> 2) * LD + (e & 3) * 8]) = xr[i];
     }
 {% endif %}  };

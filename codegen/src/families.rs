@@ -14,9 +14,14 @@ const GEMV_WARPS: usize = 4;
 const GEMV_ROWS: usize = 4;
 /// Output tile of the GEMM kernel (square).
 const GEMM_TILE: usize = 64;
-/// Output tile of the tensor-core GEMM (square; fixed in templates/linear_mma.cu) and its warps.
+/// k step of the GEMM kernel and its threads.
+const GEMM_BK: usize = 16;
+const GEMM_THREADS: usize = 256;
+/// Output tile of the tensor-core GEMM (square; templates/linear_mma.cu is written for it) and its warps.
 const MMA_TILE: usize = 128;
 const MMA_WARPS: usize = 8;
+/// k step of the tensor-core GEMM.
+const MMA_BK: usize = 32;
 /// Threads per block of elementwise-style kernels.
 const EW_BLOCK: usize = 256;
 /// Warps of the SSM scan and attention blocks.
@@ -586,6 +591,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 row_tiles(MMA_TILE),
                 Extent::Const(1),
             ];
+            let b = b.set("tile", MMA_TILE).set("bk", MMA_BK);
             kernel(b, "linear_mma", grid, 32 * MMA_WARPS)
         }
         Phase::Prompt => {
@@ -594,7 +600,8 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 row_tiles(GEMM_TILE),
                 Extent::Const(1),
             ];
-            kernel(b, "linear_gemm", grid, 256)
+            let b = b.set("tile", GEMM_TILE).set("bk", GEMM_BK);
+            kernel(b, "linear_gemm", grid, GEMM_THREADS)
         }
     })
 }

@@ -30,8 +30,8 @@ use serde_json::Value;
 
 use crate::fsread::{kind_of, open_regular, read_capped, Links};
 use crate::graph::{DType, Module};
-use crate::scratch;
 use crate::layout::Layout;
+use crate::scratch;
 use crate::serial::ModuleFile;
 use crate::verify::verify_module;
 use crate::weights::WeightStore;

@@ -67,4 +67,3 @@ pub fn open_batch_engine(
         .into()),
     }
 }
-
