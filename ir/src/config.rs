@@ -117,7 +117,10 @@ impl Zamba2Config {
             msg,
         };
         let value = serde_json::to_value(self).map_err(|e| err("(json)", e.to_string()))?;
-        let again = Self::from_value(path, &value).map_err(|e| err(&e.field, e.msg))?;
+        let mut again = Self::from_value(path, &value).map_err(|e| err(&e.field, e.msg))?;
+        // Not a config.json field: set by the checkpoint layout (standalone: false), so it is
+        // carried over rather than derived.
+        again.prompt_dt_clamp = self.prompt_dt_clamp;
         if &again == self {
             return Ok(());
         }

@@ -209,43 +209,34 @@ pub fn prompt_specs(
             }
         }
         Op::MambaMixer {
-            conv_weight,
-            conv_bias,
-            conv_state,
-            dt_bias,
-            a_log,
-            d,
             heads,
             head_dim,
             d_state,
             groups,
-            dt_min,
-            ssm_state,
-            norm,
             out_proj,
+            ..
         } => {
+            // The conv, scan and gated norm are the ops of the mixer's own decomposition
+            // (ir/src/fused.rs): only their buffers and epilogues differ here.
+            let steps = op.decompose().ok_or("a mixer without a decomposition")?;
+            let find = |kind: zamba2c_ir::OpKind| {
+                steps
+                    .iter()
+                    .find(|s| s.op.kind() == kind)
+                    .map(|s| s.op.clone())
+                    .ok_or(format!("the mixer's decomposition has no {kind:?}"))
+            };
+            let (conv, scan, gated) = (
+                find(zamba2c_ir::OpKind::CausalConv1d)?,
+                find(zamba2c_ir::OpKind::SsmScan)?,
+                find(zamba2c_ir::OpKind::GatedRmsNorm)?,
+            );
             let zx = x(0)?;
             let (din, gn) = (heads * head_dim, groups * d_state);
             let cd = din + 2 * gn;
             let xc = e.new_temp(cd);
-            let conv = Op::CausalConv1d {
-                weight: conv_weight.clone(),
-                bias: conv_bias.clone(),
-                state: *conv_state,
-            };
             e.base(conv, vec![cols(zx, din, cd)], xc, Epilogue::Silu)?;
             let y = e.new_temp(din);
-            let scan = Op::SsmScan {
-                dt_bias: dt_bias.clone(),
-                a_log: a_log.clone(),
-                d: d.clone(),
-                heads: *heads,
-                head_dim: *head_dim,
-                d_state: *d_state,
-                groups: *groups,
-                dt_min: *dt_min,
-                state: *ssm_state,
-            };
             let scan_in = vec![
                 cols(xc, 0, din),
                 cols(zx, din + cd, *heads),
@@ -253,11 +244,6 @@ pub fn prompt_specs(
                 cols(xc, din + gn, gn),
             ];
             e.base(scan, scan_in, y, Epilogue::None)?;
-            let gated = Op::GatedRmsNorm {
-                weight: norm.weight.clone(),
-                groups: *groups,
-                eps: norm.eps,
-            };
             match out_proj {
                 Some(w) => {
                     let yn = e.new_temp(din);
