@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# compute-sanitizer memcheck and racecheck over a prompt and decode steps of small plans
+# (every decode family: proj_gemv with norms/adapters/GELU·up/residual/split norm,
+# mamba_step, attention_decode; the prompt families with their epilogues), on the GPU machine:
+#   bash scripts/gpu_sanitize.sh     (after staging .gpu/bin/zamba2c; carry .gpu)
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+Z=$PWD/.gpu/bin/zamba2c
+rc=0
+for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
+  for dt in f32 bf16; do
+    p=/tmp/san-$m-$dt
+    "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype "$dt" > /dev/null 2>&1 || { echo "compile $m $dt failed"; rc=1; continue; }
+    toks=$(python3 -c 'print(",".join(str((i*37+11)%60) for i in range(40)))')
+    for tool in memcheck racecheck; do
+      ZAMBA2C_NO_CUDA_GRAPH=1 timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
+        "$Z" logits "$p" --tokens "$toks" --decode-from 34 --device cuda --out /tmp/san.safetensors \
+        > "$OUT/san-$m-$dt-$tool.log" 2>&1
+      r=$?
+      echo "$m $dt $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-$m-$dt-$tool.log" | tail -1)"
+      [ $r -eq 0 ] || rc=1
+    done
+  done
+done
+exit $rc
