@@ -22,6 +22,23 @@ pub struct Proj {
     pub adapter: Option<Adapter>,
 }
 
+impl Proj {
+    /// The projection a `Linear` or `LinearLora` op applies, if it is one.
+    pub fn of(op: &Op) -> Option<Proj> {
+        match op {
+            Op::Linear { weight } => Some(Proj {
+                weight: weight.clone(),
+                adapter: None,
+            }),
+            Op::LinearLora { weight, adapter } => Some(Proj {
+                weight: weight.clone(),
+                adapter: Some(adapter.clone()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// An RMSNorm's weight and epsilon (spec §2.6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Norm {

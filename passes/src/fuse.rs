@@ -51,17 +51,7 @@ pub fn fuse_lora(m: &mut Module) {
 
 /// The projection a `Linear` or `LinearLora` node applies, if it is one.
 pub fn proj_of(op: &Op) -> Option<Proj> {
-    match op {
-        Op::Linear { weight } => Some(Proj {
-            weight: weight.clone(),
-            adapter: None,
-        }),
-        Op::LinearLora { weight, adapter } => Some(Proj {
-            weight: weight.clone(),
-            adapter: Some(adapter.clone()),
-        }),
-        _ => None,
-    }
+    Proj::of(op)
 }
 
 /// The readers of `x` when every one is a projection of `x` (and there is at least one), in

@@ -58,26 +58,8 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
     let ins = &ctx.inputs;
     let x = |i: usize| ins.get(i).copied().ok_or(format!("operand {i} missing"));
     match op {
-        Op::Linear { weight } => {
-            let p = Proj {
-                weight: weight.clone(),
-                adapter: None,
-            };
-            projection(
-                ctx,
-                temp,
-                Input::plain(x(0)?),
-                None,
-                &[p],
-                residual,
-                ctx.out,
-            )
-        }
-        Op::LinearLora { weight, adapter } => {
-            let p = Proj {
-                weight: weight.clone(),
-                adapter: Some(adapter.clone()),
-            };
+        Op::Linear { .. } | Op::LinearLora { .. } => {
+            let p = Proj::of(op).ok_or("not a projection")?;
             projection(
                 ctx,
                 temp,

@@ -138,12 +138,8 @@ pub fn prompt_specs(
         adapter: None,
     };
     match op {
-        Op::Linear { weight } => e.project(x(0)?, &[plain(weight)], out, residual)?,
-        Op::LinearLora { weight, adapter } => {
-            let p = Proj {
-                weight: weight.clone(),
-                adapter: Some(adapter.clone()),
-            };
+        Op::Linear { .. } | Op::LinearLora { .. } => {
+            let p = Proj::of(op).ok_or("not a projection")?;
             e.project(x(0)?, &[p], out, residual)?
         }
         Op::NormLinear { norm, projs } => {
