@@ -1,0 +1,136 @@
+//! `mamba_step` (templates/mamba_step.cu): one decode step of a Mamba2 mixer between in_proj
+//! and out_proj; docs/KERNELS.md.
+
+use zamba2c_ir::{DType, Op, StateSpec};
+
+use crate::families::{weight_ref, Builder, KernelSpec};
+use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
+
+/// Rows of an SSM head one `mamba_step` block updates, and its threads.
+const STEP_ROWS: usize = 16;
+const STEP_THREADS: usize = 256;
+
+/// The decode step of a mixer: conv + SiLU + SSM update + D skip + gate
+/// (templates/mamba_step.cu), writing the gated output into `gated` (f32).
+pub(super) fn mamba_step(
+    ctx: &NodeCtx,
+    op: &Op,
+    zx: Operand,
+    gated: Operand,
+) -> Result<KernelSpec, String> {
+    let Op::MambaMixer {
+        conv_weight,
+        conv_bias,
+        conv_state,
+        dt_bias,
+        a_log,
+        d,
+        heads,
+        head_dim,
+        d_state,
+        groups,
+        ssm_state,
+        dt_min,
+        ..
+    } = op
+    else {
+        return Err("not a mixer".into());
+    };
+    if dt_min.is_some() {
+        return Err("the decode step has no dt clamp (spec §3.5)".into());
+    }
+    let (channels, k, cdt) = match ctx.module.states.get(*conv_state) {
+        Some(StateSpec::Conv {
+            channels,
+            kernel,
+            dtype,
+            ..
+        }) => (*channels, *kernel, *dtype),
+        _ => return Err(format!("state {conv_state} is not a conv state")),
+    };
+    let din = heads * head_dim;
+    let gn = groups * d_state;
+    if *groups == 0 || !heads.is_multiple_of(*groups) || channels != din + 2 * gn || k == 0 {
+        return Err(format!(
+            "{heads} heads in {groups} groups, {channels} conv channels"
+        ));
+    }
+    if cdt != zx.dtype || zx.width != din + channels + heads {
+        return Err("conv state dtype or in_proj width does not match".into());
+    }
+    let pb = (*head_dim).min(STEP_ROWS);
+    let psplit = head_dim.div_ceil(pb);
+    if psplit * pb != *head_dim {
+        return Err(format!(
+            "head dim {head_dim} does not split into rows of {pb}"
+        ));
+    }
+    // Threads per state row: a power of two, so a row's threads are aligned lanes of one warp.
+    let mut tpr = 32;
+    while tpr > 1 && pb * tpr > STEP_THREADS {
+        tpr /= 2;
+    }
+    let wsz = |w: &str| {
+        weight_ref(ctx, w).map_or(0, |r| {
+            (r.shape.iter().product::<usize>() * r.dtype.size()) as u64
+        })
+    };
+    let csz = cdt.size() as u64;
+    let cost = zamba2c_ir::kernel::LaunchCost {
+        weight_bytes: wsz(conv_weight) + wsz(conv_bias) + wsz(dt_bias) + wsz(a_log) + wsz(d),
+        // in_proj's output read, the gated output written (f32).
+        bytes_per_row: zx.width as u64 * zx.dtype.size() as u64 + din as u64 * 4,
+        // The f32 SSM state read and written; the conv ring: K-1 older inputs read, one written.
+        bytes_per_seq: 2 * (din * d_state * 4) as u64 + channels as u64 * k as u64 * csz,
+        flops_per_row: (6 * din * d_state + 2 * channels * k) as u64,
+        ..Default::default()
+    };
+    Ok(Builder::new("mamba_step", zx.dtype)
+        .cost(cost)
+        .set("pb", pb)
+        .set("psplit", psplit)
+        .set("tpr", tpr)
+        .set("npt", d_state.div_ceil(tpr))
+        .set("vec4", d_state.is_multiple_of(4 * tpr))
+        .set("n", *d_state)
+        .set("k", k)
+        .set("din", din)
+        .set("gn", gn)
+        .set("channels", channels)
+        .set("heads", *heads)
+        .set("head_dim", *head_dim)
+        .set("heads_per_group", heads / groups)
+        .set("zx_stride", zx.stride)
+        .input("zxbcdt", &zx)
+        .weight("conv_weight", ctx, conv_weight)
+        .weight("conv_bias", ctx, conv_bias)
+        .weight("dt_bias", ctx, dt_bias)
+        .weight("a_log", ctx, a_log)
+        .weight("d_skip", ctx, d)
+        .param(
+            "conv_state",
+            CType::Ptr(cdt),
+            Arg::State {
+                id: *conv_state,
+                part: 0,
+            },
+        )
+        .param(
+            "ssm_state",
+            CType::Ptr(DType::F32),
+            Arg::State {
+                id: *ssm_state,
+                part: 0,
+            },
+        )
+        .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
+        .output(&gated)
+        .finish(
+            [
+                Extent::Const((heads * psplit) as u32),
+                Extent::Batch,
+                Extent::Const(1),
+            ],
+            STEP_THREADS,
+        ))
+}
