@@ -110,7 +110,7 @@ fn write_seed_corpora() {
     let put = |target: &str, name: &str, bytes: &[u8]| {
         let d = corpus.join(target);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(format!("seed-{name}")), bytes).unwrap();
+        std::fs::write(d.join(format!("seed-{}", name.replace('/', "-"))), bytes).unwrap();
     };
     // config: every fixture's config.json, the tiny one, and a few edge shapes.
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");

@@ -347,34 +347,42 @@ pub fn tiny_plan_files() -> &'static BTreeMap<String, Vec<u8>> {
         let mut w = PlanWriter::create(&out).expect("plan writer");
         w.write("module.json", module.to_json().as_bytes())
             .expect("write module");
+        // The launch table and kernel sources, as compile writes them (no PTX).
+        let program = zamba2c_codegen::emit(&module).expect("codegen");
+        zamba2c_codegen::write_kernels(&mut w, &program, None).expect("kernels");
         let wp = w.file_path("weights.safetensors").expect("path");
         ck.write_plan_weights(&module, &wp, &mut |_, _| {})
             .expect("weights");
-        w.finish(PlanInfo {
-            created_by: "zamba2c-fuzz".into(),
-            dtype: DType::F32,
-            weights: WeightsSource::File("weights.safetensors".into()),
-            tokenizer: None,
-            opt_level: 1,
-            passes,
-            arch: None,
-        })
-        .expect("finish");
-        ["manifest.json", "module.json", "weights.safetensors"]
-            .iter()
+        let listed = w
+            .finish(PlanInfo {
+                created_by: "zamba2c-fuzz".into(),
+                dtype: DType::F32,
+                weights: WeightsSource::File("weights.safetensors".into()),
+                tokenizer: None,
+                opt_level: 1,
+                passes,
+                arch: None,
+            })
+            .expect("finish");
+        let manifest = std::iter::once("manifest.json".to_string());
+        manifest
+            .chain(listed.files.keys().cloned())
             .map(|f| {
-                (
-                    f.to_string(),
-                    std::fs::read(out.join(f)).expect("read plan file"),
-                )
+                let bytes = std::fs::read(out.join(&f)).expect("read plan file");
+                (f, bytes)
             })
             .collect()
     })
 }
 
-/// The plan file an input of [`fuzz_plan`] replaces, by byte 0 mod 3. (The manifest replaced
+/// The plan file an input of [`fuzz_plan`] replaces, by byte 0 mod 4. (The manifest replaced
 /// as is must get past its own checksum; [`fuzz_manifest`] reseals it instead.)
-pub const PLAN_FILES: [&str; 3] = ["manifest.json", "module.json", "weights.safetensors"];
+pub const PLAN_FILES: [&str; 4] = [
+    "manifest.json",
+    "module.json",
+    "weights.safetensors",
+    "kernels/program.json",
+];
 
 /// Bytes replace one plan file (byte 0 picks which, see [`PLAN_FILES`]); for the module and
 /// the weights the manifest's size and checksum of that file are updated.
@@ -387,13 +395,11 @@ pub fn fuzz_plan(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let target = PLAN_FILES[sel as usize % 3];
+    let target = PLAN_FILES[sel as usize % PLAN_FILES.len()];
     let dir = scratch().join("plan");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).expect("write");
-    }
+    write_files(&dir, files);
     std::fs::write(dir.join(target), body).expect("write");
     if target != "manifest.json" {
         let mut man: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
@@ -402,6 +408,15 @@ pub fn fuzz_plan(data: &[u8]) {
         write_sealed(&dir.join("manifest.json"), &mut man);
     }
     open_and_run(&dir);
+}
+
+/// Writes the tiny plan's files (some under `kernels/`) into `dir`.
+fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    }
 }
 
 /// Writes a manifest with its own checksum recomputed, as a deliberate editor would.
@@ -413,7 +428,16 @@ fn write_sealed(path: &Path, man: &mut Value) {
 /// `Plan::open(dir)`; when it opens (and is small), a CPU engine runs a prompt and a step.
 fn open_and_run(dir: &Path) {
     if let Some(plan) = open_checked(dir) {
+        check_program(&plan);
         run_small(&plan);
+    }
+}
+
+/// The launch table as the CUDA engine reads it (no GPU needed): refused in one line naming
+/// `kernels/program.json`, or valid against the module (`Program::validate`).
+fn check_program(plan: &Plan) {
+    if let Err(e) = zamba2c_runtime::cuda::engine::read_program(plan) {
+        one_line("read_program", &e.to_string());
     }
 }
 
@@ -802,9 +826,7 @@ fn tiny_engine() -> &'static Mutex<CpuEngine> {
     E.get_or_init(|| {
         let files = tiny_plan_files();
         let dir = tempfile::tempdir().expect("tempdir");
-        for (name, bytes) in files {
-            std::fs::write(dir.path().join(name), bytes).expect("write");
-        }
+        write_files(dir.path(), files);
         let plan = Plan::open(dir.path()).expect("the tiny plan opens");
         Mutex::new(CpuEngine::new(&plan).expect("engine"))
     })
