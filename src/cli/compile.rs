@@ -40,7 +40,7 @@ pub struct CompileArgs {
     #[arg(long)]
     pub dummy_weights: bool,
     /// Seed of --dummy-weights.
-    #[arg(long, default_value_t = 0)]
+    #[arg(short = 's', long, default_value_t = 0)]
     pub seed: u64,
     /// Optimisation level: 0 skips the optimising passes.
     #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]

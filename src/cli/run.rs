@@ -25,13 +25,13 @@ use super::tokens::parse_tokens;
 /// stderr; logs too (RUST_LOG=info).
 ///
 /// Examples:
-///   zamba2c run plans/demo --prompt "Hello, my name is" --max-new-tokens 16
-///   echo "Once upon a time" | zamba2c run plans/demo --temperature 0.8 --top-p 0.95 --seed 7
-///   zamba2c run plans/demo --prompt-file prompt.txt --stop $'\n\n' --json
-///   zamba2c run plans/demo --prompts-file prompts.txt --max-new-tokens 32 > results.jsonl
+///   zamba2c run plans/demo -p "Hello, my name is" -n 16
+///   echo "Once upon a time" | zamba2c run plans/demo -t 0.8 --top-p 0.95 -s 7
+///   zamba2c run plans/demo -f prompt.txt --stop $'\n\n' --json | jq -r .text
+///   zamba2c run plans/demo --prompts-file prompts.txt -n 32 > results.jsonl
 ///   zamba2c run plans/demo --prompts-file prompts.txt --max-batch 8 > results.jsonl
-///   zamba2c run plans/demo --tokens 1,415,2936 --max-new-tokens 16
-///   zamba2c run plans/demo --tokens 1,415 --max-new-tokens 8 --json
+///   zamba2c run plans/demo --tokens 1,415,2936 -n 16
+///   zamba2c run plans/demo --tokens 1,415 -n 8 --json
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 #[command(group(clap::ArgGroup::new("input").args(["tokens", "prompt", "prompt_file", "prompts_file"])))]
@@ -43,10 +43,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "IDS")]
     pub tokens: Option<String>,
     /// The prompt text.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(short = 'p', long, value_name = "TEXT")]
     pub prompt: Option<String>,
     /// Read the prompt text from FILE (one trailing newline is dropped).
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'f', long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
     /// Run every line of FILE as its own prompt; prints one JSON object per prompt.
     #[arg(long, value_name = "FILE")]
@@ -55,11 +55,18 @@ pub struct RunArgs {
     /// the same as run alone; the objects are printed in input order).
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub max_batch: usize,
-    /// The most tokens to generate (EOS included).
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    /// The most tokens to generate (EOS included); --max-tokens is the same (vLLM's name).
+    #[arg(
+        short = 'n',
+        long,
+        visible_alias = "max-tokens",
+        default_value_t = 32,
+        value_name = "N"
+    )]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy (argmax).
     #[arg(
+        short = 't',
         long,
         default_value_t = 0.0,
         value_name = "T",
@@ -95,7 +102,7 @@ pub struct RunArgs {
     pub repetition_penalty: f32,
     /// Random seed for sampling: the same seed gives the same output on the same device.
     /// Without it a random seed is used (printed with --json and in the logs).
-    #[arg(long, value_name = "N")]
+    #[arg(short = 's', long, value_name = "N")]
     pub seed: Option<u64>,
     /// Stop when the generated text contains STRING (not printed); repeatable.
     #[arg(long, value_name = "STRING")]
@@ -109,9 +116,9 @@ pub struct RunArgs {
     /// Where to run the plan.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
-    /// Print one JSON object as the last line of stdout: prompt_tokens, generated_tokens, text,
-    /// stop_reason, seed, and timings (prompt_ms, decode_ms, prompt_tokens_per_s,
-    /// generated_tokens_per_s).
+    /// Print one JSON object per prompt and nothing else on stdout (the text is not streamed;
+    /// `| jq .text` works): prompt_tokens, generated_tokens, text, stop_reason, seed, and timings
+    /// (prompt_ms, decode_ms, prompt_tokens_per_s, generated_tokens_per_s).
     #[arg(long)]
     pub json: bool,
     /// With --device cuda: run every kernel on the GPU and the CPU interpreter side by side
@@ -241,7 +248,8 @@ pub fn main(a: RunArgs) -> Result<()> {
         (0usize, 0usize, 0.0, 0.0);
     for (index, job) in jobs.iter().enumerate() {
         engine.reset();
-        let stream = !multi && tok.is_some();
+        // With --json stdout is JSON only (issue 17): the text is in the object, not streamed.
+        let stream = !multi && !a.json && tok.is_some();
         if stream && a.echo {
             if let Some(t) = &job.text {
                 sink.write(t)?;
@@ -272,9 +280,6 @@ pub fn main(a: RunArgs) -> Result<()> {
             obj["prompt"] = json!(job.text);
             sink.write(&format!("{obj}\n"))?;
         } else if a.json {
-            if stream {
-                sink.write("\n")?;
-            }
             sink.write(&format!("{}\n", result_json(job, &o, &settings)))?;
         } else if stream {
             sink.write("\n")?;
