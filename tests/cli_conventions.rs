@@ -212,3 +212,117 @@ fn json_stdout_is_only_json_lines() {
         }
     }
 }
+
+/// A blank line of a prompts file is no prompt: skipped, and the indices count prompts.
+#[test]
+fn blank_lines_of_a_prompts_file_are_skipped() {
+    let plan = demo_plan();
+    let with_blanks = scratch().join("blanks.txt");
+    std::fs::write(
+        &with_blanks,
+        format!("\n{PROMPT}\n\n  \r\nOnce upon a time\n\n"),
+    )
+    .unwrap();
+    let plain = scratch().join("no-blanks.txt");
+    std::fs::write(&plain, format!("{PROMPT}\nOnce upon a time\n")).unwrap();
+    let go = |f: &Path| -> Vec<(Vec<u64>, Vec<u64>, String, Value)> {
+        common::zamba2c_ok(&[
+            "run",
+            plan,
+            "--prompts-file",
+            f.to_str().unwrap(),
+            "-n",
+            "4",
+            "-q",
+        ])
+        .lines()
+        .map(|l| outcome(&serde_json::from_str(l).unwrap()))
+        .collect()
+    };
+    let got = go(&with_blanks);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got, go(&plain));
+    assert_eq!(got[0].0, PROMPT_IDS);
+    // Only blank lines: no prompts, one clear error.
+    let empty = scratch().join("only-blanks.txt");
+    std::fs::write(&empty, "\n \n\n").unwrap();
+    let out = common::zamba2c(&["run", plan, "--prompts-file", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no prompts"));
+}
+
+/// `--prompt ""` is BOS alone, as transformers' generate starts from BOS: the same as
+/// `--tokens 1` (the Mistral tokenizer's BOS id).
+#[test]
+fn empty_prompt_generates_from_bos() {
+    let plan = demo_plan();
+    let empty = run_json(&["run", plan, "-p", "", "-n", "6", "--json"]);
+    assert_eq!(ids(&empty["prompt_tokens"]), [1]);
+    let bos = run_json(&["run", plan, "--tokens", "1", "-n", "6", "--json"]);
+    assert_eq!(outcome(&empty), outcome(&bos));
+    assert_eq!(ids(&empty["generated_tokens"]).len(), 6);
+}
+
+/// The timing summary says "1 token", and prints no tokens/s over a time too short to mean one.
+#[test]
+fn timing_summary_counts_in_words() {
+    let plan = demo_plan();
+    let out = common::zamba2c(&["run", plan, "-p", "", "-n", "1"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().expect("a summary line");
+    assert!(line.starts_with("prompt: 1 token in "), "{line}");
+    // One token is no rate (the generated one comes from the prompt's logits).
+    assert!(!line.contains("tok/s"), "{line}");
+    let generated = line.split("generated: ").nth(1).expect("generated part");
+    assert!(generated.starts_with("1 token in "), "{line}");
+    assert!(!generated.contains("tok/s"), "{line}");
+    let v = run_json(&["run", plan, "-p", "", "-n", "1", "--json"]);
+    assert!(v["generated_tokens_per_s"].is_null(), "{v}");
+    assert!(v["prompt_tokens_per_s"].is_null(), "{v}");
+    // Longer runs keep their rates.
+    let err =
+        String::from_utf8_lossy(&common::zamba2c(&["run", plan, "-p", PROMPT, "-n", "8"]).stderr)
+            .into_owned();
+    assert_eq!(err.matches("tok/s").count(), 2, "{err}");
+    assert!(!line.contains("1 tokens"), "{line}");
+}
+
+/// `compile` warns (one line) when the checkpoint has no tokenizer.json, and still compiles.
+#[test]
+fn compile_warns_without_a_tokenizer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+    let model = scratch().join("no-tokenizer-model");
+    let _ = std::fs::remove_dir_all(&model);
+    std::fs::create_dir_all(&model).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if !e.file_name().to_string_lossy().starts_with("tokenizer") {
+            std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+        }
+    }
+    let plan = scratch().join("no-tokenizer-plan");
+    let _ = std::fs::remove_dir_all(&plan);
+    let out = common::zamba2c(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("no tokenizer.json"), "{err}");
+    // With the tokenizer, no warning.
+    let plan2 = scratch().join("with-tokenizer-plan");
+    let _ = std::fs::remove_dir_all(&plan2);
+    let out = common::zamba2c(&[
+        "compile",
+        src.to_str().unwrap(),
+        "-o",
+        plan2.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("WARN"));
+}

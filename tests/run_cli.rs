@@ -569,7 +569,6 @@ fn user_errors_are_one_clear_line() {
         &run(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "0"]),
         &["--max-new-tokens"],
     );
-    assert_error(&run(&["run", plan, "--prompt", ""]), &["--prompt", "empty"]);
     assert_error(&run_stdin(&["run", plan], ""), &["stdin", "empty"]);
     assert_error(
         &run(&["run", plan, "--prompt-file", "/nonexistent/prompt.txt"]),

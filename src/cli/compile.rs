@@ -113,6 +113,12 @@ pub fn main(a: CompileArgs) -> Result<()> {
         None => WeightsSource::Dummy { seed: a.seed },
     };
     let tokenizer = copy_tokenizer(&a.model_dir, &mut w)?;
+    if tokenizer.is_none() {
+        tracing::warn!(
+            "{}: no tokenizer.json; the plan runs token ids only (run --tokens), not text prompts",
+            a.model_dir.display()
+        );
+    }
     let program = zamba2c_codegen::emit(&module)?;
     let ptx = match &a.arch {
         Some(arch) => {

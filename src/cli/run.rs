@@ -293,13 +293,18 @@ pub fn main(a: RunArgs) -> Result<()> {
     }
     if !a.quiet {
         // Not eprintln!: a closed stderr is no reason to panic.
-        let _ =
-            writeln!(
+        let _ = writeln!(
             std::io::stderr(),
-            "{}prompt: {total_prompt} tokens in {} ({}) | generated: {total_gen} tokens in {} ({})",
-            if multi { format!("{} prompts | ", jobs.len()) } else { String::new() },
+            "{}prompt: {} in {}{} | generated: {} in {}{}",
+            if multi {
+                format!("{} prompts | ", jobs.len())
+            } else {
+                String::new()
+            },
+            fmt_tokens(total_prompt),
             fmt_ms(total_prompt_s),
             fmt_rate(total_prompt, total_prompt_s),
+            fmt_tokens(total_gen),
             fmt_ms(total_decode_s),
             fmt_rate(total_gen, total_decode_s),
         );
@@ -353,6 +358,10 @@ fn collect_jobs(
         let s = read_prompt_file("--prompts-file", f, super::input::prompts_file_byte_cap())?;
         for (i, line) in s.lines().enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
+            // A blank line (a trailing one, or one between paragraphs) is no prompt.
+            if line.trim().is_empty() {
+                continue;
+            }
             let source = format!("--prompts-file {}: line {}", f.display(), i + 1);
             check_prompt_text(&source, line, cap)?;
             texts.push((source, line.to_string()));
@@ -374,16 +383,21 @@ fn collect_jobs(
     let tok = tok.context("a text prompt needs the plan's tokenizer")?;
     let mut jobs = Vec::new();
     for (source, text) in texts {
-        if text.is_empty() {
-            if source == "stdin" {
-                bail!("stdin: the prompt is empty (give --prompt TEXT, --prompt-file FILE or --tokens IDS, or pipe text in)");
-            }
-            bail!("{source}: the prompt is empty");
+        // An empty --prompt "" (or prompt file) is the tokenizer's special tokens alone: BOS, from
+        // which transformers' generate continues too. Empty stdin is more likely a mistake.
+        if text.is_empty() && source == "stdin" {
+            bail!("stdin: the prompt is empty (give --prompt TEXT, --prompt-file FILE or --tokens IDS, or pipe text in)");
         }
         let ids = tok.encode(&text).with_context(|| source.clone())?;
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             bail!(
                 "{}: token id {bad} of {source} is outside the plan's vocab_size {vocab}: the tokenizer does not belong to this model",
+                tok.path().display()
+            );
+        }
+        if ids.is_empty() {
+            bail!(
+                "{source}: the prompt is empty and {} adds no BOS token to start from; give some text",
                 tok.path().display()
             );
         }
@@ -408,7 +422,7 @@ fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
 
 pub(super) fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
     let rate = |n: usize, secs: f64| {
-        if secs > 0.0 {
+        if has_rate(n, secs) {
             json!(n as f64 / secs)
         } else {
             Value::Null
@@ -432,10 +446,41 @@ pub(super) fn fmt_ms(secs: f64) -> String {
     format!("{:.1} ms", secs * 1e3)
 }
 
+/// "1 token", "5 tokens".
+pub(super) fn fmt_tokens(n: usize) -> String {
+    format!("{n} token{}", if n == 1 { "" } else { "s" })
+}
+
+/// Shortest time a rate is given for: below it tokens/s measures the clock, not the model.
+const MIN_RATE_SECS: f64 = 1e-3;
+
+/// Whether `n` tokens in `secs` make a rate worth printing: one token is no rate (a run's one
+/// generated token comes from the prompt's logits, and its "decode time" is bookkeeping; the
+/// rate was in the thousands of tokens/s), nor is a time too short to measure.
+fn has_rate(n: usize, secs: f64) -> bool {
+    n >= 2 && secs >= MIN_RATE_SECS
+}
+
+/// " (12.3 tok/s)", or nothing when [`has_rate`] says the rate means nothing.
 pub(super) fn fmt_rate(n: usize, secs: f64) -> String {
-    if secs > 0.0 {
-        format!("{:.1} tok/s", n as f64 / secs)
+    if has_rate(n, secs) {
+        format!(" ({:.1} tok/s)", n as f64 / secs)
     } else {
-        "- tok/s".into()
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_words_and_rates() {
+        assert_eq!(fmt_tokens(1), "1 token");
+        assert_eq!(fmt_tokens(0), "0 tokens");
+        assert_eq!(fmt_tokens(2), "2 tokens");
+        assert_eq!(fmt_rate(10, 0.5), " (20.0 tok/s)");
+        assert_eq!(fmt_rate(1, 0.5), "");
+        assert_eq!(fmt_rate(10, 1e-6), "");
     }
 }
