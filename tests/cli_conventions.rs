@@ -326,3 +326,54 @@ fn compile_warns_without_a_tokenizer() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("WARN"));
 }
+
+/// `tokenize` prints the ids `run --prompt` feeds the model (transformers' ids for PROMPT), and
+/// `logits --prompt` computes the same logits as `logits --tokens` with those ids.
+#[test]
+fn tokenize_and_logits_prompt_agree_with_run() {
+    let plan = demo_plan();
+    let want = PROMPT_IDS.map(|i| i.to_string()).join(",");
+    assert_eq!(
+        common::zamba2c_ok(&["tokenize", plan, "-p", PROMPT]),
+        format!("{want}\n")
+    );
+    let v: Value = serde_json::from_str(&common::zamba2c_ok(&[
+        "tokenize", plan, "--prompt", PROMPT, "--json",
+    ]))
+    .unwrap();
+    assert_eq!(ids(&v["ids"]), PROMPT_IDS);
+    assert_eq!(
+        ids(&v["ids"]),
+        ids(&run_json(&["run", plan, "-p", PROMPT, "-n", "1", "--json"])["prompt_tokens"])
+    );
+    assert_eq!(common::zamba2c_ok(&["tokenize", plan, "-p", ""]), "1\n");
+
+    let from_text = scratch().join("logits-text.safetensors");
+    let from_ids = scratch().join("logits-ids.safetensors");
+    common::zamba2c_ok(&[
+        "logits",
+        plan,
+        "-p",
+        PROMPT,
+        "--out",
+        from_text.to_str().unwrap(),
+    ]);
+    common::zamba2c_ok(&[
+        "logits",
+        plan,
+        "--tokens",
+        &want,
+        "--out",
+        from_ids.to_str().unwrap(),
+    ]);
+    let (a, b) = (
+        std::fs::read(&from_text).unwrap(),
+        std::fs::read(&from_ids).unwrap(),
+    );
+    // The same ids through the same deterministic CPU interpreter: the same bytes.
+    assert_eq!(a, b);
+    assert!(a.len() > PROMPT_IDS.len() * 4);
+    // Neither input: clap's usage error.
+    let out = common::zamba2c(&["logits", plan, "--out", from_ids.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -388,19 +388,7 @@ fn collect_jobs(
         if text.is_empty() && source == "stdin" {
             bail!("stdin: the prompt is empty (give --prompt TEXT, --prompt-file FILE or --tokens IDS, or pipe text in)");
         }
-        let ids = tok.encode(&text).with_context(|| source.clone())?;
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            bail!(
-                "{}: token id {bad} of {source} is outside the plan's vocab_size {vocab}: the tokenizer does not belong to this model",
-                tok.path().display()
-            );
-        }
-        if ids.is_empty() {
-            bail!(
-                "{source}: the prompt is empty and {} adds no BOS token to start from; give some text",
-                tok.path().display()
-            );
-        }
+        let ids = encode_prompt(tok, &source, &text, vocab)?;
         check_len(&source, ids.len(), max_context)?;
         jobs.push(Job {
             source,
@@ -409,6 +397,31 @@ fn collect_jobs(
         });
     }
     Ok(jobs)
+}
+
+/// Tokenizes prompt text from `source` as `run` does (BOS added by the tokenizer's
+/// post-processor), checking the ids against the plan's vocabulary; `logits --prompt` and
+/// `tokenize` use it too, so the three agree.
+pub(super) fn encode_prompt(
+    tok: &TextTokenizer,
+    source: &str,
+    text: &str,
+    vocab: usize,
+) -> Result<Vec<u32>> {
+    let ids = tok.encode(text).with_context(|| source.to_string())?;
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+        bail!(
+            "{}: token id {bad} of {source} is outside the plan's vocab_size {vocab}: the tokenizer does not belong to this model",
+            tok.path().display()
+        );
+    }
+    if ids.is_empty() {
+        bail!(
+            "{source}: the prompt is empty and {} adds no BOS token to start from; give some text",
+            tok.path().display()
+        );
+    }
+    Ok(ids)
 }
 
 fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
