@@ -87,17 +87,13 @@ fn run_stdin(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Splits `--json` output into the streamed text (before the last line) and the JSON object.
-fn split_json(stdout: &str) -> (String, Value) {
+/// The JSON object of a one-prompt `--json` run: stdout holds that one line and nothing else.
+fn json_only(stdout: &str) -> Value {
     let body = stdout
         .strip_suffix('\n')
         .expect("output ends with a newline");
-    let (streamed, last) = match body.rfind('\n') {
-        Some(i) => (&body[..i], &body[i + 1..]),
-        None => ("", body),
-    };
-    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?}: {e}"));
-    (streamed.to_string(), v)
+    assert!(!body.contains('\n'), "stdout is not only JSON: {stdout:?}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("stdout {body:?}: {e}"))
 }
 
 fn ids(v: &Value) -> Vec<u64> {
@@ -138,15 +134,11 @@ fn prompt_json_greedy_matches_transformers() {
         "8",
         "--json",
     ]);
-    let (streamed, v) = split_json(&out);
+    let v = json_only(&out);
     assert_eq!(ids(&v["prompt_tokens"]), PROMPT_IDS);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS, "{v}");
     let text = v["text"].as_str().expect("text");
     assert_eq!(text.trim_start(), "aircraft end Makгорowed Пи Ozвал");
-    assert_eq!(
-        streamed, text,
-        "the streamed text differs from the JSON text"
-    );
     assert_eq!(v["stop_reason"], "length");
     for k in [
         "prompt_ms",
@@ -170,7 +162,7 @@ fn plain_output_streams_the_same_text() {
         "12",
         "--json",
     ]);
-    let (_, v) = split_json(&json);
+    let v = json_only(&json);
     let out = run(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "12"]);
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -209,7 +201,7 @@ fn tokens_contract_is_kept() {
         "0",
         "--json",
     ]);
-    let (_, v) = split_json(&out);
+    let v = json_only(&out);
     assert_eq!(ids(&v["prompt_tokens"]), PROMPT_IDS);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS);
 }
@@ -236,8 +228,7 @@ fn seed_reproduces_and_sampling_differs() {
             "--json",
             "-q",
         ]);
-        let (streamed, v) = split_json(&out);
-        assert_eq!(streamed, v["text"].as_str().unwrap());
+        let v = json_only(&out);
         assert_eq!(v["seed"].as_u64(), Some(seed.parse().unwrap()));
         ids(&v["generated_tokens"])
     };
@@ -266,7 +257,7 @@ fn seed_reproduces_and_sampling_differs() {
         "3",
         "--json",
     ]);
-    assert_eq!(ids(&split_json(&out).1["generated_tokens"]), GREEDY_IDS);
+    assert_eq!(ids(&json_only(&out)["generated_tokens"]), GREEDY_IDS);
 }
 
 #[test]
@@ -281,7 +272,7 @@ fn stop_string_ends_and_is_trimmed() {
         "8",
         "--json",
     ]);
-    let (_, full) = split_json(&out);
+    let full = json_only(&out);
     let full_text = full["text"].as_str().unwrap().to_string();
     // Stop at the third word ("Mak..."): the text before it is kept.
     let at = full_text.find("Mak").expect("the greedy text has Mak");
@@ -298,9 +289,11 @@ fn stop_string_ends_and_is_trimmed() {
         "never-there",
         "--json",
     ]);
-    let (streamed, v) = split_json(&out);
+    let v = json_only(&out);
     assert_eq!(v["text"].as_str().unwrap(), &full_text[..at]);
-    assert_eq!(streamed, &full_text[..at]);
+    // Streamed, the text stops at the same place.
+    let plain = run_ok(&["run", plan, "-p", PROMPT, "-n", "8", "--stop", "Mak", "-q"]);
+    assert_eq!(plain, format!("{}\n", &full_text[..at]));
     assert_eq!(v["stop_reason"], "stop");
     let gen = ids(&v["generated_tokens"]);
     assert!(
@@ -328,14 +321,15 @@ fn eos_stops_and_is_not_printed_unless_ignored() {
         "8",
         "--json",
     ]);
-    let (streamed, v) = split_json(&out);
+    let v = json_only(&out);
     assert_eq!(
         ids(&v["generated_tokens"]),
         [GREEDY_IDS[0]],
         "EOS is included in the tokens"
     );
     assert_eq!(v["text"], "");
-    assert_eq!(streamed, "");
+    // Streamed, nothing is printed but the closing newline.
+    assert_eq!(run_ok(&["run", plan, "-p", PROMPT, "-n", "8", "-q"]), "\n");
     assert_eq!(v["stop_reason"], "eos");
     let out = run_ok(&[
         "run",
@@ -347,7 +341,7 @@ fn eos_stops_and_is_not_printed_unless_ignored() {
         "--ignore-eos",
         "--json",
     ]);
-    let (_, v) = split_json(&out);
+    let v = json_only(&out);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS);
     assert_eq!(v["stop_reason"], "length");
     // Ids in, ids out (--tokens) stops at EOS too, as transformers' generate does; EOS is the
@@ -362,12 +356,9 @@ fn eos_stops_and_is_not_printed_unless_ignored() {
         "--json",
     ];
     let out = run_ok(&toks);
-    assert_eq!(
-        ids(&split_json(&out).1["generated_tokens"]),
-        [GREEDY_IDS[0]]
-    );
+    assert_eq!(ids(&json_only(&out)["generated_tokens"]), [GREEDY_IDS[0]]);
     let out = run_ok(&[&toks[..], &["--ignore-eos"]].concat());
-    assert_eq!(ids(&split_json(&out).1["generated_tokens"]), GREEDY_IDS);
+    assert_eq!(ids(&json_only(&out)["generated_tokens"]), GREEDY_IDS);
 }
 
 #[test]
@@ -382,7 +373,7 @@ fn stdin_and_prompt_file_are_prompts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, v) = split_json(&String::from_utf8(out.stdout).unwrap());
+    let v = json_only(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(ids(&v["prompt_tokens"]), PROMPT_IDS);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS[..4]);
 
@@ -398,7 +389,7 @@ fn stdin_and_prompt_file_are_prompts() {
         "4",
         "--json",
     ]);
-    assert_eq!(ids(&split_json(&out).1["prompt_tokens"]), PROMPT_IDS);
+    assert_eq!(ids(&json_only(&out)["prompt_tokens"]), PROMPT_IDS);
 }
 
 #[test]
@@ -503,7 +494,7 @@ fn batched_prompts_equal_each_prompt_alone() {
     }
     // And one of them against a plain single-prompt run.
     let batched = json_lines(&run_ok(&[&base[..], &["--max-batch", "4"]].concat()));
-    let (_, alone) = split_json(&run_ok(&[
+    let alone = json_only(&run_ok(&[
         "run",
         plan,
         "--prompt",
@@ -578,7 +569,6 @@ fn user_errors_are_one_clear_line() {
         &run(&["run", plan, "--prompt", PROMPT, "--max-new-tokens", "0"]),
         &["--max-new-tokens"],
     );
-    assert_error(&run(&["run", plan, "--prompt", ""]), &["--prompt", "empty"]);
     assert_error(&run_stdin(&["run", plan], ""), &["stdin", "empty"]);
     assert_error(
         &run(&["run", plan, "--prompt-file", "/nonexistent/prompt.txt"]),
@@ -654,8 +644,7 @@ fn tokenizer_problems_name_the_plan_file() {
         "3",
         "--json",
     ]);
-    let (streamed, v) = split_json(&out);
-    assert_eq!(streamed, "");
+    let v = json_only(&out);
     assert_eq!(ids(&v["generated_tokens"]), GREEDY_IDS[..3]);
     assert!(v["text"].is_null());
     assert_error(

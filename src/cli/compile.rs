@@ -40,7 +40,7 @@ pub struct CompileArgs {
     #[arg(long)]
     pub dummy_weights: bool,
     /// Seed of --dummy-weights.
-    #[arg(long, default_value_t = 0)]
+    #[arg(short = 's', long, default_value_t = 0)]
     pub seed: u64,
     /// Optimisation level: 0 skips the optimising passes.
     #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
@@ -113,6 +113,12 @@ pub fn main(a: CompileArgs) -> Result<()> {
         None => WeightsSource::Dummy { seed: a.seed },
     };
     let tokenizer = copy_tokenizer(&a.model_dir, &mut w)?;
+    if tokenizer.is_none() {
+        tracing::warn!(
+            "{}: no tokenizer.json; the plan runs token ids only (run --tokens), not text prompts",
+            a.model_dir.display()
+        );
+    }
     let program = zamba2c_codegen::emit(&module)?;
     let ptx = match &a.arch {
         Some(arch) => {

@@ -1,4 +1,5 @@
-//! `zamba2c logits PLAN --tokens ... --out FILE.safetensors`: logits at every position.
+//! `zamba2c logits PLAN --tokens IDS | --prompt TEXT --out FILE.safetensors`: logits at every
+//! position.
 
 use std::path::PathBuf;
 
@@ -7,23 +8,34 @@ use clap::Args;
 use zamba2c_ir::Plan;
 
 use super::engine::{open_engine_with_context, Device};
+use super::input::{check_prompt_text, prompt_byte_cap};
 use super::limits::check_cpu_memory;
 use super::output::OutputFile;
+use super::run::encode_prompt;
+use super::text::TextTokenizer;
 use super::tokens::parse_tokens;
 
 /// Write the logits at every position of a token sequence to a safetensors file
 /// (one F32 tensor `logits`, shape [T, vocab]).
 ///
+/// The input is token ids (--tokens) or text (-p/--prompt), tokenized exactly as `run` does
+/// (BOS added; `zamba2c tokenize` shows the ids).
+///
 /// Examples:
 ///   zamba2c logits plans/demo --tokens 1,415,2936 --out logits.safetensors
+///   zamba2c logits plans/demo -p "Hello, my name is" --out logits.safetensors
 ///   zamba2c logits plans/demo --tokens 1,415,2936,9060 --decode-from 2 --out l.safetensors
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
+#[command(group(clap::ArgGroup::new("input").args(["tokens", "prompt"]).required(true)))]
 pub struct LogitsArgs {
     pub plan: PathBuf,
     /// Comma-separated token ids.
-    #[arg(long)]
-    pub tokens: String,
+    #[arg(long, value_name = "IDS")]
+    pub tokens: Option<String>,
+    /// Prompt text, tokenized with the plan's tokenizer.json as `run --prompt` does.
+    #[arg(short = 'p', long, value_name = "TEXT")]
+    pub prompt: Option<String>,
     /// Output safetensors file: a new path or a regular file (replaced atomically), not inside
     /// the plan.
     #[arg(long)]
@@ -45,13 +57,21 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     let out = OutputFile::prepare("--out", &a.out, Some(&a.plan))?;
     let plan = Plan::open(&a.plan)?;
     let vocab = plan.module.config.vocab_size;
-    let tokens = parse_tokens(&a.tokens, vocab)?;
     let max = a
         .max_context
         .map_or(plan.module.config.max_position_embeddings, |m| m as usize);
+    let (flag, tokens) = match (&a.tokens, &a.prompt) {
+        (Some(ids), _) => ("--tokens", parse_tokens(ids, vocab)?),
+        (None, Some(text)) => {
+            check_prompt_text("--prompt", text, prompt_byte_cap(max))?;
+            let tok = TextTokenizer::from_plan(&plan)?;
+            ("--prompt", encode_prompt(&tok, "--prompt", text, vocab)?)
+        }
+        (None, None) => bail!("give --tokens IDS or --prompt TEXT"),
+    };
     if tokens.len() > max {
         bail!(
-            "--tokens: {} tokens, more than the plan allows ({max} tokens: {})",
+            "{flag}: {} tokens, more than the plan allows ({max} tokens: {})",
             tokens.len(),
             if a.max_context.is_some() {
                 "--max-context"

@@ -13,6 +13,7 @@ mod run;
 mod run_batch;
 pub mod signals;
 mod text;
+mod tokenize;
 mod tokens;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     Logits(logits::LogitsArgs),
     Run(run::RunArgs),
+    Tokenize(tokenize::TokenizeArgs),
     Bench(bench::BenchArgs),
     Serve(crate::serve::ServeArgs),
     Convert(convert::ConvertArgs),
@@ -54,6 +56,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::main(a),
         Command::Logits(a) => logits::main(a),
         Command::Run(a) => run::main(a),
+        Command::Tokenize(a) => tokenize::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Serve(a) => crate::serve::main(a),
         Command::Convert(a) => convert::main(a),

@@ -25,13 +25,13 @@ use super::tokens::parse_tokens;
 /// stderr; logs too (RUST_LOG=info).
 ///
 /// Examples:
-///   zamba2c run plans/demo --prompt "Hello, my name is" --max-new-tokens 16
-///   echo "Once upon a time" | zamba2c run plans/demo --temperature 0.8 --top-p 0.95 --seed 7
-///   zamba2c run plans/demo --prompt-file prompt.txt --stop $'\n\n' --json
-///   zamba2c run plans/demo --prompts-file prompts.txt --max-new-tokens 32 > results.jsonl
+///   zamba2c run plans/demo -p "Hello, my name is" -n 16
+///   echo "Once upon a time" | zamba2c run plans/demo -t 0.8 --top-p 0.95 -s 7
+///   zamba2c run plans/demo -f prompt.txt --stop $'\n\n' --json | jq -r .text
+///   zamba2c run plans/demo --prompts-file prompts.txt -n 32 > results.jsonl
 ///   zamba2c run plans/demo --prompts-file prompts.txt --max-batch 8 > results.jsonl
-///   zamba2c run plans/demo --tokens 1,415,2936 --max-new-tokens 16
-///   zamba2c run plans/demo --tokens 1,415 --max-new-tokens 8 --json
+///   zamba2c run plans/demo --tokens 1,415,2936 -n 16
+///   zamba2c run plans/demo --tokens 1,415 -n 8 --json
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 #[command(group(clap::ArgGroup::new("input").args(["tokens", "prompt", "prompt_file", "prompts_file"])))]
@@ -43,10 +43,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "IDS")]
     pub tokens: Option<String>,
     /// The prompt text.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(short = 'p', long, value_name = "TEXT")]
     pub prompt: Option<String>,
     /// Read the prompt text from FILE (one trailing newline is dropped).
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'f', long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
     /// Run every line of FILE as its own prompt; prints one JSON object per prompt.
     #[arg(long, value_name = "FILE")]
@@ -55,11 +55,18 @@ pub struct RunArgs {
     /// the same as run alone; the objects are printed in input order).
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub max_batch: usize,
-    /// The most tokens to generate (EOS included).
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    /// The most tokens to generate (EOS included); --max-tokens is the same (vLLM's name).
+    #[arg(
+        short = 'n',
+        long,
+        visible_alias = "max-tokens",
+        default_value_t = 32,
+        value_name = "N"
+    )]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy (argmax).
     #[arg(
+        short = 't',
         long,
         default_value_t = 0.0,
         value_name = "T",
@@ -95,7 +102,7 @@ pub struct RunArgs {
     pub repetition_penalty: f32,
     /// Random seed for sampling: the same seed gives the same output on the same device.
     /// Without it a random seed is used (printed with --json and in the logs).
-    #[arg(long, value_name = "N")]
+    #[arg(short = 's', long, value_name = "N")]
     pub seed: Option<u64>,
     /// Stop when the generated text contains STRING (not printed); repeatable.
     #[arg(long, value_name = "STRING")]
@@ -109,9 +116,9 @@ pub struct RunArgs {
     /// Where to run the plan.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
-    /// Print one JSON object as the last line of stdout: prompt_tokens, generated_tokens, text,
-    /// stop_reason, seed, and timings (prompt_ms, decode_ms, prompt_tokens_per_s,
-    /// generated_tokens_per_s).
+    /// Print one JSON object per prompt and nothing else on stdout (the text is not streamed;
+    /// `| jq .text` works): prompt_tokens, generated_tokens, text, stop_reason, seed, and timings
+    /// (prompt_ms, decode_ms, prompt_tokens_per_s, generated_tokens_per_s).
     #[arg(long)]
     pub json: bool,
     /// With --device cuda: run every kernel on the GPU and the CPU interpreter side by side
@@ -241,7 +248,8 @@ pub fn main(a: RunArgs) -> Result<()> {
         (0usize, 0usize, 0.0, 0.0);
     for (index, job) in jobs.iter().enumerate() {
         engine.reset();
-        let stream = !multi && tok.is_some();
+        // With --json stdout is JSON only (issue 17): the text is in the object, not streamed.
+        let stream = !multi && !a.json && tok.is_some();
         if stream && a.echo {
             if let Some(t) = &job.text {
                 sink.write(t)?;
@@ -272,9 +280,6 @@ pub fn main(a: RunArgs) -> Result<()> {
             obj["prompt"] = json!(job.text);
             sink.write(&format!("{obj}\n"))?;
         } else if a.json {
-            if stream {
-                sink.write("\n")?;
-            }
             sink.write(&format!("{}\n", result_json(job, &o, &settings)))?;
         } else if stream {
             sink.write("\n")?;
@@ -288,13 +293,18 @@ pub fn main(a: RunArgs) -> Result<()> {
     }
     if !a.quiet {
         // Not eprintln!: a closed stderr is no reason to panic.
-        let _ =
-            writeln!(
+        let _ = writeln!(
             std::io::stderr(),
-            "{}prompt: {total_prompt} tokens in {} ({}) | generated: {total_gen} tokens in {} ({})",
-            if multi { format!("{} prompts | ", jobs.len()) } else { String::new() },
+            "{}prompt: {} in {}{} | generated: {} in {}{}",
+            if multi {
+                format!("{} prompts | ", jobs.len())
+            } else {
+                String::new()
+            },
+            fmt_tokens(total_prompt),
             fmt_ms(total_prompt_s),
             fmt_rate(total_prompt, total_prompt_s),
+            fmt_tokens(total_gen),
             fmt_ms(total_decode_s),
             fmt_rate(total_gen, total_decode_s),
         );
@@ -348,6 +358,10 @@ fn collect_jobs(
         let s = read_prompt_file("--prompts-file", f, super::input::prompts_file_byte_cap())?;
         for (i, line) in s.lines().enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
+            // A blank line (a trailing one, or one between paragraphs) is no prompt.
+            if line.trim().is_empty() {
+                continue;
+            }
             let source = format!("--prompts-file {}: line {}", f.display(), i + 1);
             check_prompt_text(&source, line, cap)?;
             texts.push((source, line.to_string()));
@@ -369,19 +383,12 @@ fn collect_jobs(
     let tok = tok.context("a text prompt needs the plan's tokenizer")?;
     let mut jobs = Vec::new();
     for (source, text) in texts {
-        if text.is_empty() {
-            if source == "stdin" {
-                bail!("stdin: the prompt is empty (give --prompt TEXT, --prompt-file FILE or --tokens IDS, or pipe text in)");
-            }
-            bail!("{source}: the prompt is empty");
+        // An empty --prompt "" (or prompt file) is the tokenizer's special tokens alone: BOS, from
+        // which transformers' generate continues too. Empty stdin is more likely a mistake.
+        if text.is_empty() && source == "stdin" {
+            bail!("stdin: the prompt is empty (give --prompt TEXT, --prompt-file FILE or --tokens IDS, or pipe text in)");
         }
-        let ids = tok.encode(&text).with_context(|| source.clone())?;
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            bail!(
-                "{}: token id {bad} of {source} is outside the plan's vocab_size {vocab}: the tokenizer does not belong to this model",
-                tok.path().display()
-            );
-        }
+        let ids = encode_prompt(tok, &source, &text, vocab)?;
         check_len(&source, ids.len(), max_context)?;
         jobs.push(Job {
             source,
@@ -390,6 +397,31 @@ fn collect_jobs(
         });
     }
     Ok(jobs)
+}
+
+/// Tokenizes prompt text from `source` as `run` does (BOS added by the tokenizer's
+/// post-processor), checking the ids against the plan's vocabulary; `logits --prompt` and
+/// `tokenize` use it too, so the three agree.
+pub(super) fn encode_prompt(
+    tok: &TextTokenizer,
+    source: &str,
+    text: &str,
+    vocab: usize,
+) -> Result<Vec<u32>> {
+    let ids = tok.encode(text).with_context(|| source.to_string())?;
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+        bail!(
+            "{}: token id {bad} of {source} is outside the plan's vocab_size {vocab}: the tokenizer does not belong to this model",
+            tok.path().display()
+        );
+    }
+    if ids.is_empty() {
+        bail!(
+            "{source}: the prompt is empty and {} adds no BOS token to start from; give some text",
+            tok.path().display()
+        );
+    }
+    Ok(ids)
 }
 
 fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
@@ -403,7 +435,7 @@ fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
 
 pub(super) fn result_json(job: &Job, o: &Outcome, s: &Settings) -> Value {
     let rate = |n: usize, secs: f64| {
-        if secs > 0.0 {
+        if has_rate(n, secs) {
             json!(n as f64 / secs)
         } else {
             Value::Null
@@ -427,10 +459,41 @@ pub(super) fn fmt_ms(secs: f64) -> String {
     format!("{:.1} ms", secs * 1e3)
 }
 
+/// "1 token", "5 tokens".
+pub(super) fn fmt_tokens(n: usize) -> String {
+    format!("{n} token{}", if n == 1 { "" } else { "s" })
+}
+
+/// Shortest time a rate is given for: below it tokens/s measures the clock, not the model.
+const MIN_RATE_SECS: f64 = 1e-3;
+
+/// Whether `n` tokens in `secs` make a rate worth printing: one token is no rate (a run's one
+/// generated token comes from the prompt's logits, and its "decode time" is bookkeeping; the
+/// rate was in the thousands of tokens/s), nor is a time too short to measure.
+fn has_rate(n: usize, secs: f64) -> bool {
+    n >= 2 && secs >= MIN_RATE_SECS
+}
+
+/// " (12.3 tok/s)", or nothing when [`has_rate`] says the rate means nothing.
 pub(super) fn fmt_rate(n: usize, secs: f64) -> String {
-    if secs > 0.0 {
-        format!("{:.1} tok/s", n as f64 / secs)
+    if has_rate(n, secs) {
+        format!(" ({:.1} tok/s)", n as f64 / secs)
     } else {
-        "- tok/s".into()
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_words_and_rates() {
+        assert_eq!(fmt_tokens(1), "1 token");
+        assert_eq!(fmt_tokens(0), "0 tokens");
+        assert_eq!(fmt_tokens(2), "2 tokens");
+        assert_eq!(fmt_rate(10, 0.5), " (20.0 tok/s)");
+        assert_eq!(fmt_rate(1, 0.5), "");
+        assert_eq!(fmt_rate(10, 1e-6), "");
     }
 }

@@ -13,7 +13,7 @@ use zamba2c_runtime::batch::{Batcher, SlotId, DEFAULT_PREFILL_CHUNK};
 use zamba2c_runtime::generate::{Continuation, Outcome, Settings, StopReason, TextSink};
 
 use super::engine::open_batch_engine;
-use super::run::{fmt_ms, fmt_rate, result_json, Job, RunArgs, Sink};
+use super::run::{fmt_ms, fmt_rate, fmt_tokens, result_json, Job, RunArgs, Sink};
 use super::text::TextTokenizer;
 
 /// Runs `jobs` in batches of up to `--max-batch` and prints each result as soon as every
@@ -86,9 +86,11 @@ pub(super) fn run_batched(
         // Not eprintln!: a closed stderr is no reason to panic.
         let _ = writeln!(
             std::io::stderr(),
-            "{} prompts in batches of up to {} | prompt: {prompt} tokens | generated: {generated} tokens | {} wall ({})",
+            "{} prompts in batches of up to {} | prompt: {} | generated: {} | {} wall{}",
             jobs.len(),
             a.max_batch,
+            fmt_tokens(prompt),
+            fmt_tokens(generated),
             fmt_ms(wall),
             fmt_rate(generated, wall),
         );
