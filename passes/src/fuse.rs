@@ -5,17 +5,14 @@
 
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::fused::{Adapter, Norm, Proj};
-use zamba2c_ir::{Graph, Module, Op};
+use zamba2c_ir::{Graph, Module, Op, OpKind};
 
-use crate::rewrite::{each_graph, input0, only_user, replace, slice_of, sweep, width};
+use crate::rewrite::{each_graph, input0, nodes_of, only_user, replace, slice_of, sweep, width};
 
 /// fuse-lora: `Add(Linear_W(x), Linear_B(Linear_A(x)))` -> `LinearLora(x)` (spec §2.4, §2.5).
 pub fn fuse_lora(m: &mut Module) {
     each_graph(m, |g| {
-        let adds: Vec<NodeIndex> =
-            g.g.node_indices()
-                .filter(|&n| matches!(g.g[n].op, Op::Add))
-                .collect();
+        let adds = nodes_of(g, OpKind::Add);
         for n in adds {
             let ins = g.inputs(n);
             let (y, b) = (ins[0], ins[1]);
@@ -87,10 +84,7 @@ pub fn split_output(g: &mut Graph, fused: NodeIndex, consumers: &[NodeIndex]) {
 /// split output (the mixer's `in_proj`, the MLP's `gate_up_proj`, the final norm + lm_head).
 pub fn fuse_norm_linear(m: &mut Module) {
     each_graph(m, |g| {
-        let norms: Vec<NodeIndex> =
-            g.g.node_indices()
-                .filter(|&n| matches!(g.g[n].op, Op::RmsNorm { .. }))
-                .collect();
+        let norms = nodes_of(g, OpKind::RmsNorm);
         for n in norms {
             let Op::RmsNorm { weight, eps } = g.g[n].op.clone() else {
                 continue;
@@ -122,10 +116,7 @@ pub fn fuse_norm_linear(m: &mut Module) {
 /// `linear` when it is the only reader -> one `GatedMlp` (spec §2.3, §2.5).
 pub fn fuse_mlp(m: &mut Module) {
     each_graph(m, |g| {
-        let gelus: Vec<NodeIndex> =
-            g.g.node_indices()
-                .filter(|&n| matches!(g.g[n].op, Op::Gelu))
-                .collect();
+        let gelus = nodes_of(g, OpKind::Gelu);
         for act in gelus {
             let Some(found) = match_mlp(g, act) else {
                 continue;
@@ -221,10 +212,7 @@ fn match_mlp(g: &Graph, act: NodeIndex) -> Option<MlpMatch> {
 /// RMSNorm of one Mamba2 mixer -> one `MambaMixer` reading `in_proj`'s output (spec §3.2).
 pub fn fuse_mixer(m: &mut Module) {
     each_graph(m, |g| {
-        let scans: Vec<NodeIndex> =
-            g.g.node_indices()
-                .filter(|&n| matches!(g.g[n].op, Op::SsmScan { .. }))
-                .collect();
+        let scans = nodes_of(g, OpKind::SsmScan);
         for s in scans {
             let Some((zx, gn, mut op)) = match_mixer(g, s) else {
                 continue;
@@ -347,10 +335,7 @@ fn match_mixer(g: &Graph, s: NodeIndex) -> Option<(NodeIndex, NodeIndex, Op)> {
 /// the kernel that writes `y` (spec §2.2: every layer ends in a residual add).
 pub fn fuse_residual(m: &mut Module) {
     each_graph(m, |g| {
-        let adds: Vec<NodeIndex> =
-            g.g.node_indices()
-                .filter(|&n| matches!(g.g[n].op, Op::Add))
-                .collect();
+        let adds = nodes_of(g, OpKind::Add);
         for n in adds {
             let [r, y] = g.inputs(n)[..] else {
                 continue;

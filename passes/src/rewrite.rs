@@ -4,13 +4,20 @@
 use std::collections::BTreeSet;
 
 use petgraph::stable_graph::NodeIndex;
-use zamba2c_ir::{Graph, Module, Op, Phase, Shape};
+use zamba2c_ir::{Graph, Module, Op, OpKind, Phase, Shape};
 
 /// Runs `f` on both graphs of the module.
 pub fn each_graph(m: &mut Module, mut f: impl FnMut(&mut Graph)) {
     for phase in [Phase::Prompt, Phase::Decode] {
         f(m.graph_mut(phase));
     }
+}
+
+/// The nodes of op kind `kind`, in index order (collected, so the caller may rewrite).
+pub fn nodes_of(g: &Graph, kind: OpKind) -> Vec<NodeIndex> {
+    g.g.node_indices()
+        .filter(|&n| g.g[n].op.kind() == kind)
+        .collect()
 }
 
 /// The node's only operand.
