@@ -414,39 +414,17 @@ impl GraphBuilder<'_> {
         let mark = self.values.len();
         let v = self.push_value(None, width, dtype);
         let out = self.operand(v);
-        let module = self.module;
-        let phase = self.phase;
-        let mut temps: Vec<(usize, DType)> = Vec::new();
-        let result = {
-            let ctx = NodeCtx {
-                module,
-                phase,
-                op,
-                inputs: ins.to_vec(),
-                out,
-                label: at.label,
-                epilogue: Epilogue::None,
-            };
-            // Temporaries are numbered after the output; their values are pushed below.
-            let mut alloc = |w: usize, d: DType| {
-                temps.push((w, d));
-                let idx = mark + temps.len();
-                Operand {
-                    value: idx,
-                    root: idx,
-                    offset: 0,
-                    stride: w,
-                    width: w,
-                    dtype: d,
-                }
-            };
-            crate::fused::fused_specs(&ctx, &mut alloc)
+        let ctx = NodeCtx {
+            module: self.module,
+            phase: self.phase,
+            op,
+            inputs: ins.to_vec(),
+            out,
+            label: at.label,
+            epilogue: Epilogue::None,
         };
-        match result {
+        match crate::fused::fused_specs(&ctx, &mut |w, d| self.temp(w, d)) {
             Ok(specs) => {
-                for (w, d) in temps {
-                    self.push_value(None, w, d);
-                }
                 self.push_launches(specs, at)?;
                 Ok(Ok(v))
             }

@@ -4,7 +4,7 @@
 //! epilogue, the residual add happens in the last GEMM's epilogue, the conv applies its SiLU.
 //! The prefill issue (10) replaces these with chunked-scan and flash-attention kernels.
 
-use zamba2c_ir::fused::{weight_view, Norm, Proj};
+use zamba2c_ir::fused::{Norm, Proj};
 use zamba2c_ir::{DType, Op};
 
 use super::Temp;
@@ -146,20 +146,18 @@ pub fn prompt_specs(
             let xn = e.norm(x(0)?, norm)?;
             e.project(xn, projs, out, residual)?
         }
-        Op::EmbedHalfProj {
-            norm,
-            weights,
-            hidden,
-        } => {
-            let half = Norm {
-                weight: weight_view(&norm.weight, *hidden, *hidden),
-                eps: norm.eps,
-            };
-            let en = e.norm(x(0)?, &half)?;
-            let projs: Vec<Proj> = weights
+        // The norm and projections of its own decomposition (ir/src/fused.rs: column views of
+        // the norm weight and of each projection), written into slices instead of concatenated.
+        Op::EmbedHalfProj { .. } => {
+            let steps = op.decompose().ok_or("no decomposition")?;
+            let norm = steps
                 .iter()
-                .map(|w| plain(&weight_view(w, *hidden, *hidden)))
-                .collect();
+                .find(|s| s.op.kind() == zamba2c_ir::OpKind::RmsNorm)
+                .ok_or("the decomposition has no norm")?;
+            let xin = x(0)?;
+            let en = e.new_temp(xin.width);
+            e.base(norm.op.clone(), vec![xin], en, Epilogue::None)?;
+            let projs: Vec<Proj> = steps.iter().filter_map(|s| Proj::of(&s.op)).collect();
             e.project(en, &projs, out, residual)?
         }
         // The embedding half is the decode path's saving; a prompt normalises the concat.
