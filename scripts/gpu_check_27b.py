@@ -113,10 +113,20 @@ def main():
     torch.cuda.empty_cache()
     toks = ",".join(str(int(x)) for x in ids[0].tolist())
     z = args.zamba2c
-    for dtype, act in [p.split(":") for p in args.plans.split(",")]:
+    for spec in args.plans.split(","):
+        # dtype:act[:KNOB=V...]: knobs are codegen's ZAMBA2C_TUNE_<KNOB> (variants of one round).
+        dtype, act, *knobs = spec.split(":")
         key = dtype if dtype == act else f"{dtype}_act_{act}"
+        key += "".join(f"_{k.lower()}" for k in knobs)
         plan = os.path.join(args.work, f"plan-{key}")
-        _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"])
+        env = dict(os.environ)
+        for k in knobs:
+            name, val = k.split("=")
+            env[f"ZAMBA2C_TUNE_{name}"] = val
+        t0 = time.time()
+        subprocess.run([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        dt = time.time() - t0
         r = {"compile_s": dt}
         lo = os.path.join(args.work, f"logits-{key}.safetensors")
         _, dt = sh([z, "logits", plan, "--tokens", toks, "--out", lo, "--device", "cuda"])
@@ -131,16 +141,17 @@ def main():
         res[key] = r
         print(key, json.dumps(r), flush=True)
         if dtype == "bf16":
-            for pl, gl in [(512, 128), (2048, 32), (4096, 32)]:
+            for pl, gl in [(512, 128), (2048, 32), (4096, 32)] if not knobs else [(512, 32), (2048, 8)]:
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
                 res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
                 print(json.dumps(res[f"bench_{key}_{pl}_{gl}"]), flush=True)
+        if dtype == "bf16" and not knobs:
             # The same decode without CUDA graphs, to measure what capture buys.
             os.environ["ZAMBA2C_NO_CUDA_GRAPH"] = "1"
             o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
             del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
             res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().splitlines()[-1])
-        if dtype == "bf16" and act == "f32":
+        if dtype == "bf16" and act == "f32" and not knobs:
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
             res["run_prompt_cuda"] = json.loads(o.strip().splitlines()[-1])

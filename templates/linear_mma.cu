@@ -23,7 +23,7 @@
 
   // Global → registers: W (and bf16 x) as 2 chunks of 8 bf16 per thread, f32 x as 4 float4.
   uint4 wr[2];
-{% if split %}  float4 xr[4];
+{% if f32x %}  float4 xr[4];
 {% else %}  uint4 xr[2];
 {% endif %}  auto load = [&](int k0) {
 #pragma unroll
@@ -34,7 +34,7 @@
                   ? *reinterpret_cast<const uint4*>(weight + (long)n * {{ w_stride }} + k)
                   : make_uint4(0u, 0u, 0u, 0u);
     }
-{% if split %}#pragma unroll
+{% if f32x %}#pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int e = tid + i * NT, r = e >> 3, k = k0 + (e & 7) * 4;
       const long m = m0 + r;
@@ -66,6 +66,14 @@
       split_bf16x2(xr[i].z, xr[i].w, h1, l1);
       *reinterpret_cast<uint2*>(&Ah[o]) = make_uint2(h0, h1);
       *reinterpret_cast<uint2*>(&Al[o]) = make_uint2(l0, l1);
+    }
+{% elif f32x %}#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // One bf16 rounding of the f32 activations (MMA_SPLIT=2).
+      const int e = tid + i * NT, o = (e >> 3) * LD + (e & 7) * 4;
+      const unsigned h0 = pack_bf16x2(from_f<bf16_t>(xr[i].x), from_f<bf16_t>(xr[i].y));
+      const unsigned h1 = pack_bf16x2(from_f<bf16_t>(xr[i].z), from_f<bf16_t>(xr[i].w));
+      *reinterpret_cast<uint2*>(&Ah[o]) = make_uint2(h0, h1);
     }
 {% else %}#pragma unroll
     for (int i = 0; i < 2; ++i) {

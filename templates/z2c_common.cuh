@@ -72,6 +72,24 @@ __device__ __forceinline__ void loadv(const bf16_t* p, float (&o)[8]) {
   unpack2(v.x, o); unpack2(v.y, o + 2); unpack2(v.z, o + 4); unpack2(v.w, o + 6);
 }
 
+// MT consecutive f32 values of shared memory to registers and back (16-byte accesses when MT
+// is 4: the caller keeps such rows 16-byte aligned). The chunked scan's register tiles.
+template <int MT> __device__ __forceinline__ void lds_row(const float* p, float (&o)[MT]) {
+#pragma unroll
+  for (int i = 0; i < MT; ++i) o[i] = p[i];
+}
+template <> __device__ __forceinline__ void lds_row<4>(const float* p, float (&o)[4]) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+}
+template <int MT> __device__ __forceinline__ void sts_row(float* p, const float (&v)[MT]) {
+#pragma unroll
+  for (int i = 0; i < MT; ++i) p[i] = v[i];
+}
+template <> __device__ __forceinline__ void sts_row<4>(float* p, const float (&v)[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

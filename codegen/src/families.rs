@@ -39,6 +39,10 @@ pub struct KernelSpec {
     pub args: Vec<Arg>,
     pub grid: [Extent; 3],
     pub block: u32,
+    /// Dynamic shared memory per block, bytes.
+    pub smem: u32,
+    /// Token alignment the launch needs of its buffers (GraphProgram::seq_align).
+    pub seq_align: usize,
     pub cost: LaunchCost,
 }
 
@@ -127,6 +131,8 @@ impl Builder {
             args: self.args,
             grid,
             block: block as u32,
+            smem: 0,
+            seq_align: 1,
             cost: self.cost,
         }
     }
@@ -585,7 +591,10 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             kernel(b, "linear_gemv", grid, 32 * GEMV_WARPS)
         }
         Phase::Prompt if mma_eligible(x, &spec, k) => {
-            let b = b.set("split", x.dtype == DType::F32);
+            // f32 activations: split into two bf16 parts (~16 mantissa bits kept) unless the
+            // knob MMA_SPLIT=2 asks for one bf16 rounding (measured in docs/PERFORMANCE.md).
+            let split = x.dtype == DType::F32 && crate::tune("MMA_SPLIT", 1) == 1;
+            let b = b.set("split", split).set("f32x", x.dtype == DType::F32);
             let grid = [
                 Extent::Const(n.div_ceil(MMA_TILE) as u32),
                 row_tiles(MMA_TILE),

@@ -64,3 +64,14 @@ pub fn write_kernels(
     let json = serde_json::to_string(program).expect("the program serializes");
     writer.write(PROGRAM_PATH, json.as_bytes())
 }
+
+/// A tuning knob of the kernels: `ZAMBA2C_TUNE_<NAME>` from the environment when set
+/// (developer sweeps on the GPU, docs/KERNELS.md), else the default. Plans record what they
+/// were generated with in their kernel sources, so a plan is still reproducible.
+pub(crate) fn tune(name: &str, default: usize) -> usize {
+    std::env::var(format!("ZAMBA2C_TUNE_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}

@@ -156,6 +156,7 @@ fn build_graph(
         values: Vec::with_capacity(order.len()),
         launches: Vec::new(),
         decomposed: Vec::new(),
+        seq_align: 1,
         kernels,
     };
     let mut node_values = Vec::with_capacity(order.len());
@@ -203,6 +204,7 @@ fn build_graph(
         outputs,
         launches: b.launches,
         decomposed: b.decomposed,
+        seq_align: b.seq_align,
     })
 }
 
@@ -221,6 +223,8 @@ struct GraphBuilder<'a> {
     values: Vec<Value>,
     launches: Vec<Launch>,
     decomposed: Vec<Decomposed>,
+    /// Largest `seq_align` of any launch (GraphProgram::seq_align).
+    seq_align: usize,
     kernels: &'a mut Kernels,
 }
 
@@ -382,12 +386,14 @@ impl GraphBuilder<'_> {
         };
         for spec in specs {
             let name = self.kernels.get(&spec, &tag)?;
+            self.seq_align = self.seq_align.max(spec.seq_align);
             self.launches.push(Launch {
                 kernel: name,
                 node: at.pos,
                 args: spec.args,
                 grid: spec.grid,
                 block: spec.block,
+                smem: spec.smem,
                 cost: spec.cost,
             });
         }

@@ -38,6 +38,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("ssm_scan.cu", include_str!("../../templates/ssm_scan.cu")),
     (
+        "ssd_chunk_state.cu",
+        include_str!("../../templates/ssd_chunk_state.cu"),
+    ),
+    (
+        "ssd_state_pass.cu",
+        include_str!("../../templates/ssd_state_pass.cu"),
+    ),
+    (
+        "ssd_chunk_out.cu",
+        include_str!("../../templates/ssd_chunk_out.cu"),
+    ),
+    (
         "gated_rms_norm.cu",
         include_str!("../../templates/gated_rms_norm.cu"),
     ),

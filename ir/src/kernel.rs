@@ -102,6 +102,8 @@ pub enum Extent {
     },
     /// `B`.
     Batch,
+    /// `ceil(T / div)`: chunks of `div` tokens per sequence (chunked scans).
+    SeqDiv { div: usize },
 }
 
 impl Extent {
@@ -111,6 +113,7 @@ impl Extent {
             Extent::Const(n) => n,
             Extent::Rows { mul, div } => (b * t * mul).div_ceil(div.max(1)) as u32,
             Extent::Batch => b as u32,
+            Extent::SeqDiv { div } => t.div_ceil(div.max(1)) as u32,
         }
     }
 }
@@ -197,9 +200,17 @@ pub struct Launch {
     pub args: Vec<Arg>,
     pub grid: [Extent; 3],
     pub block: u32,
+    /// Dynamic shared memory per block, bytes (0: static shared memory only).
+    #[serde(default)]
+    pub smem: u32,
     #[serde(default)]
     pub cost: LaunchCost,
 }
+
+/// Largest dynamic shared memory a block may ask for: the sm_90 opt-in limit (227 KiB).
+pub const MAX_DYNAMIC_SMEM: u32 = 227 * 1024;
+/// Dynamic shared memory a kernel gets without opting in (CUDA programming guide).
+pub const DEFAULT_DYNAMIC_SMEM: u32 = 48 * 1024;
 
 impl Launch {
     /// Grid dimensions for batch `b` and `t` tokens.
@@ -262,6 +273,22 @@ pub struct GraphProgram {
     /// Fused ops of this graph emitted through their decomposition, and why.
     #[serde(default)]
     pub decomposed: Vec<Decomposed>,
+    /// Buffers hold a whole number of `seq_align`-token blocks per sequence: a call of `T`
+    /// tokens may use rows up to `round_up(T, seq_align)` (a chunked scan's per-chunk
+    /// workspace). The runtime sizes buffers for `B · round_up(T_max, seq_align)` rows.
+    #[serde(default = "one")]
+    pub seq_align: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl GraphProgram {
+    /// Rows the buffers must hold for `b` sequences of at most `t` tokens.
+    pub fn rows_for(&self, b: usize, t: usize) -> usize {
+        b * t.div_ceil(self.seq_align.max(1)) * self.seq_align.max(1)
+    }
 }
 
 /// Every kernel of a module and the launches of both graphs.
@@ -381,6 +408,9 @@ impl Program {
             if gp.outputs.is_empty() {
                 return Err(ctx("no output".into()));
             }
+            if gp.seq_align == 0 || gp.seq_align > 4096 {
+                return Err(ctx(format!("sequence alignment of {} tokens", gp.seq_align)));
+            }
             for (li, l) in gp.launches.iter().enumerate() {
                 let lctx = |msg: String| ctx(format!("launch {li} ({}): {msg}", l.kernel));
                 let k = self
@@ -400,6 +430,9 @@ impl Program {
                 if l.block == 0 || l.block > 1024 {
                     return Err(lctx(format!("block of {} threads", l.block)));
                 }
+                if l.smem > MAX_DYNAMIC_SMEM {
+                    return Err(lctx(format!("{} bytes of dynamic shared memory", l.smem)));
+                }
                 for e in l.grid {
                     let bad = match e {
                         Extent::Const(c) => c == 0 || u64::from(c) > MAX_EXTENT,
@@ -407,6 +440,7 @@ impl Program {
                             mul == 0 || div == 0 || mul as u64 > MAX_EXTENT
                         }
                         Extent::Batch => false,
+                        Extent::SeqDiv { div } => div == 0 || div as u64 > MAX_EXTENT,
                     };
                     if bad {
                         return Err(lctx(format!("grid extent {e:?}")));

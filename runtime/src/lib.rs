@@ -57,6 +57,19 @@ pub trait Engine {
     /// Runs the prompt graph over `tokens` from the current state (empty or cached) and
     /// returns the logits at every position, `[T, vocab]` row-major.
     fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError>;
+    /// As [`Engine::prefill`], but returns only the last position's logits, `[vocab]`: what
+    /// generation needs, and a backend may skip copying the other rows off the device.
+    fn prefill_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let vocab = self.vocab_size();
+        let mut logits = self.prefill(tokens)?;
+        if logits.len() < vocab {
+            return Err(RuntimeError::Input(format!(
+                "the engine returned {} logits for a vocabulary of {vocab}",
+                logits.len()
+            )));
+        }
+        Ok(logits.split_off(logits.len() - vocab))
+    }
     /// Runs the decode graph for one token and returns its logits, `[vocab]`.
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>, RuntimeError>;
     /// Clears all recurrent state and KV caches.

@@ -19,16 +19,8 @@ const GEMV_MIN_WARPS: usize = 4096;
 /// 16-byte weight loads in flight per lane (unrolled chunk loop × weight rows per warp).
 const GEMV_LOADS_IN_FLIGHT: usize = 16;
 
-/// A tuning knob of the decode kernels: `ZAMBA2C_TUNE_<NAME>` from the environment when set
-/// (developer sweeps on the GPU, docs/KERNELS.md), else the default. Plans record what they
-/// were generated with in their kernel sources, so a plan is still reproducible.
-fn tune(name: &str, default: usize) -> usize {
-    std::env::var(format!("ZAMBA2C_TUNE_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
-}
+use crate::tune;
+
 /// Most projections (and adapters) one `proj_gemv` launch reads.
 const MAX_PROJS: usize = 4;
 

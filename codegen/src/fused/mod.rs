@@ -13,6 +13,7 @@ mod attention;
 mod gemv;
 mod mixer;
 mod prompt;
+mod ssd;
 
 pub use attention::{attention_decode, ATTN_SPLITS};
 use gemv::{adapters_first, gemv, projection, Epilogue, InSeg, Input};

@@ -2,7 +2,7 @@
 //! norms, the conv, the scan) with what fusing buys there today: projections write straight
 //! into their slice of the fused output (no concat), an adapter's product is added in its GEMM's
 //! epilogue, the residual add happens in the last GEMM's epilogue, the conv applies its SiLU.
-//! The prefill issue (10) replaces these with chunked-scan and flash-attention kernels.
+//! The scan runs as Mamba2's chunked algorithm (fused/ssd.rs).
 
 use zamba2c_ir::fused::{Norm, Proj};
 use zamba2c_ir::{DType, Op};
@@ -237,7 +237,21 @@ pub fn prompt_specs(
                 cols(xc, din, gn),
                 cols(xc, din + gn, gn),
             ];
-            e.base(scan, scan_in, y, Epilogue::None)?;
+            match &scan {
+                Op::SsmScan {
+                    heads,
+                    head_dim,
+                    d_state,
+                    ..
+                } if super::ssd::fits(*head_dim, *d_state) => {
+                    let (wdt, wchunks) = super::ssd::workspace_widths(*heads, *head_dim, *d_state);
+                    let ws = (e.temp)(wdt, DType::F32);
+                    let chunks = (e.temp)(wchunks, DType::F32);
+                    let specs = super::ssd::ssd_specs(e.ctx, &scan, &scan_in, y, ws, chunks)?;
+                    e.specs.extend(specs);
+                }
+                _ => e.base(scan, scan_in, y, Epilogue::None)?,
+            }
             match out_proj {
                 Some(w) => {
                     let yn = e.new_temp(din);

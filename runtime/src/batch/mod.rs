@@ -83,15 +83,7 @@ impl<E: Engine> BatchEngine for SingleSlot<E> {
 
     fn prefill(&mut self, slot: SlotId, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
         self.check(slot)?;
-        let vocab = self.engine.vocab_size();
-        let mut logits = self.engine.prefill(tokens)?;
-        if logits.len() < vocab {
-            return Err(RuntimeError::Input(format!(
-                "the engine returned {} logits for a vocabulary of {vocab}",
-                logits.len()
-            )));
-        }
-        Ok(logits.split_off(logits.len() - vocab))
+        self.engine.prefill_last(tokens)
     }
 
     fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError> {

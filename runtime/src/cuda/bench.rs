@@ -15,8 +15,12 @@ pub struct BenchReport {
     pub device: String,
     pub prompt_len: usize,
     pub gen_len: usize,
-    /// Prefill of the prompt through the logits on the host, wall clock, after a warm-up.
+    /// Prefill of the prompt through the last position's logits on the host, wall clock,
+    /// after a warm-up.
     pub ttft_ms: f64,
+    /// The same prefill timed on the device (CUDA events around it): `ttft_ms` minus this is
+    /// host time (launch calls, the copy of the logits row).
+    pub prefill_gpu_ms: f64,
     /// Median decode step (CUDA events around the step's launches and logits copy).
     pub decode_ms_per_token: f64,
     pub decode_ms_min: f64,
@@ -67,21 +71,25 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
 
     // Warm-up: first launches load modules lazily and touch every buffer; the second decode
     // step captures the decode CUDA graph (reset keeps it), so no timed step pays for capture.
-    e.prefill(&prompt)?;
+    e.prefill_last(&prompt)?;
     for &t in steps.iter().take(2) {
         e.decode_step(t)?;
     }
     e.reset();
     sample(&mut peak);
 
-    let t0 = std::time::Instant::now();
-    e.prefill(&prompt)?;
-    let ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
-    sample(&mut peak);
-
     let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     let start = cu.new_event(flags).map_err(dev)?;
     let end = cu.new_event(flags).map_err(dev)?;
+    let t0 = std::time::Instant::now();
+    start.record(e.stream()).map_err(dev)?;
+    e.prefill_last(&prompt)?;
+    end.record(e.stream()).map_err(dev)?;
+    let ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
+    end.synchronize().map_err(dev)?;
+    let prefill_gpu_ms = start.elapsed_ms(&end).map_err(dev)? as f64;
+    sample(&mut peak);
+
     let mut times = Vec::with_capacity(gen_len);
     let replays_before = e.cuda_graph_replays();
     for &t in &steps {
@@ -104,6 +112,7 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
         prompt_len,
         gen_len,
         ttft_ms,
+        prefill_gpu_ms,
         decode_ms_per_token: median,
         decode_ms_min: times.first().copied().unwrap_or(0.0),
         decode_ms_max: times.last().copied().unwrap_or(0.0),

@@ -65,7 +65,8 @@ struct GraphBufs {
     bufs: Vec<Option<CudaSlice<u8>>>,
     /// Device address of each value's storage root (views: their root's address).
     addr: Vec<u64>,
-    rows_cap: usize,
+    /// Most tokens per sequence one call may take.
+    seq_cap: usize,
 }
 
 /// A plan loaded on a GPU, batch 1.
@@ -221,10 +222,10 @@ impl CudaEngine {
         let prompt = alloc_graph(
             &stream,
             &program.prompt,
-            batch * options.prompt_chunk,
+            (batch, options.prompt_chunk),
             &mut allocated,
         )?;
-        let decode = alloc_graph(&stream, &program.decode, batch, &mut allocated)?;
+        let decode = alloc_graph(&stream, &program.decode, (batch, 1), &mut allocated)?;
         let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
         Ok(CudaEngine {
@@ -314,15 +315,16 @@ impl CudaEngine {
         }
     }
 
-    /// Runs graph `phase` on `tokens` (one sequence) from the current state; `observer` gets
-    /// every node's output (downloaded after the node's kernels, so this is slow: validation
-    /// only). Returns the logits `[T, V]` as f32. `T` must fit the phase's buffers.
-    pub fn run_phase(
+    /// Launches graph `phase` on `tokens` (one sequence) from the current state; `observer`
+    /// gets every node's output (downloaded after the node's kernels, so this is slow:
+    /// validation only). Returns `T`; the logits stay on the device. `T` must fit the phase's
+    /// buffers.
+    pub fn launch_phase(
         &mut self,
         phase: Phase,
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
-    ) -> Result<Vec<f32>, RuntimeError> {
+    ) -> Result<usize, RuntimeError> {
         let t = self.begin_phase(phase, tokens)?;
         let (b, t_) = (self.batch, t);
         if observer.is_none() && phase == Phase::Decode {
@@ -355,20 +357,38 @@ impl CudaEngine {
                 }
             }
         }
-        let out = *gp
+        self.position += t;
+        Ok(t)
+    }
+
+    /// Runs graph `phase` on `tokens` as [`CudaEngine::launch_phase`] does and returns the
+    /// logits `[T, V]` as f32.
+    pub fn run_phase(
+        &mut self,
+        phase: Phase,
+        tokens: &[u32],
+        observer: Option<&mut NodeObserver>,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let t = self.launch_phase(phase, tokens, observer)?;
+        let out = self.output_value(phase)?;
+        Ok(self.read_rows(phase, out, t, 0..t)?.data)
+    }
+
+    /// The graph's logits value.
+    fn output_value(&self, phase: Phase) -> Result<usize, RuntimeError> {
+        self.program
+            .graph(phase)
             .outputs
             .first()
-            .ok_or_else(|| RuntimeError::Device("the graph has no output".into()))?;
-        let logits = self.read_value(phase, out, t_)?;
-        self.position += t;
-        Ok(logits.data)
+            .copied()
+            .ok_or_else(|| RuntimeError::Device("the graph has no output".into()))
     }
 
     /// Checks `tokens` for a `phase` call and copies them and the per-call facts (`meta`) to
     /// the device, stream-ordered before whatever is launched next. Returns `T`.
     fn begin_phase(&mut self, phase: Phase, tokens: &[u32]) -> Result<usize, RuntimeError> {
         let t = tokens.len();
-        let cap = self.bufs(phase).rows_cap / self.batch;
+        let cap = self.bufs(phase).seq_cap;
         if t == 0 || t > cap {
             return Err(RuntimeError::Input(format!(
                 "{t} tokens for a {phase:?} call that takes 1..={cap}"
@@ -441,6 +461,19 @@ impl CudaEngine {
     /// Downloads value `v` of graph `phase` for `t` tokens as an f32 tensor `[B, T, W]`
     /// (token ids: `[B, T]`).
     pub fn read_value(&self, phase: Phase, v: usize, t: usize) -> Result<Tensor, RuntimeError> {
+        self.read_rows(phase, v, t, 0..t)
+    }
+
+    /// Downloads token positions `range` (of a call of `t` tokens) of value `v` for every
+    /// sequence of the batch, as an f32 tensor `[B, range.len(), W]` (token ids: `[B, n]`).
+    /// Rows are laid out `b · T + t` (ir/src/memory.rs).
+    fn read_rows(
+        &self,
+        phase: Phase,
+        v: usize,
+        t: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Tensor, RuntimeError> {
         let gp = self.program.graph(phase);
         let bufs = self.bufs(phase);
         let val = &gp.values[v];
@@ -451,24 +484,33 @@ impl CudaEngine {
         let buf = bufs.bufs[root]
             .as_ref()
             .ok_or_else(|| RuntimeError::Device(format!("value {v} has no buffer")))?;
-        let rows = self.batch * t;
+        if range.end > t || range.is_empty() {
+            return Err(RuntimeError::Device(format!(
+                "rows {range:?} of a call of {t} tokens"
+            )));
+        }
+        let n_rows = range.len();
         let es = val.dtype.size();
-        let n = rows * val.row_stride * es;
-        let mut host = vec![0u8; n];
-        self.stream
-            .memcpy_dtoh(&buf.slice(0..n), &mut host[..])
-            .map_err(dev)?;
-        self.stream.synchronize().map_err(dev)?;
-        let mut data = Vec::with_capacity(rows * val.width);
-        for r in 0..rows {
-            let s = (r * val.row_stride + offset) * es;
-            let row = &host[s..s + val.width * es];
-            data.extend(zamba2c_ir::tensor::to_f32(row, val.dtype));
+        let mut data = Vec::with_capacity(self.batch * n_rows * val.width);
+        for b in 0..self.batch {
+            // One copy per sequence: rows b·T + range, whole row strides.
+            let first = (b * t + range.start) * val.row_stride * es;
+            let n = n_rows * val.row_stride * es;
+            let mut host = vec![0u8; n];
+            self.stream
+                .memcpy_dtoh(&buf.slice(first..first + n), &mut host[..])
+                .map_err(dev)?;
+            self.stream.synchronize().map_err(dev)?;
+            for r in 0..n_rows {
+                let s = (r * val.row_stride + offset) * es;
+                let row = &host[s..s + val.width * es];
+                data.extend(zamba2c_ir::tensor::to_f32(row, val.dtype));
+            }
         }
         let shape = if v == gp.tokens {
-            vec![self.batch, t]
+            vec![self.batch, n_rows]
         } else {
-            vec![self.batch, t, val.width]
+            vec![self.batch, n_rows, val.width]
         };
         Ok(Tensor::new(shape, data))
     }
@@ -553,7 +595,7 @@ impl CudaEngine {
         // SAFETY: `params` holds one pointer per kernel parameter, in the order of the kernel's
         // parameter list (the same list rendered its C signature), each to a live u64 device
         // address or i32 of the matching C type; every address points into a buffer this
-        // engine owns, sized by codegen's value table for at most `rows_cap` rows (checked in
+        // engine owns, sized by codegen's value table for at most `seq_cap` tokens (checked in
         // `run_phase`); the stream belongs to this engine's context. While the stream is being
         // captured, the driver copies the parameter values into the graph node, so the same
         // holds at every replay (none of these addresses changes for the engine's lifetime).
@@ -562,7 +604,7 @@ impl CudaEngine {
                 f.cu_function(),
                 grid,
                 (launch.block, 1, 1),
-                0,
+                launch.smem,
                 self.stream.cu_stream(),
                 &mut params,
             )
@@ -620,7 +662,6 @@ fn addr<T>(buf: &CudaSlice<T>, stream: &Arc<CudaStream>) -> u64 {
     p
 }
 
-/// One buffer per value that owns storage, for `rows_cap` rows.
 /// Device bytes of one owned activation value for `rows_cap` rows.
 fn value_bytes(rows_cap: usize, v: &Value) -> usize {
     (rows_cap * v.width * v.dtype.size()).max(16)
@@ -661,7 +702,8 @@ fn check_fits(
             .map(|v| value_bytes(rows, v))
             .sum()
     };
-    let activations = acts(&program.prompt, o.prompt_chunk) + acts(&program.decode, 1);
+    let activations = acts(&program.prompt, program.prompt.rows_for(1, o.prompt_chunk))
+        + acts(&program.decode, program.decode.rows_for(1, 1));
     let need = weights + states + activations;
     let (free, total) = ctx.mem_get_info().map_err(dev)?;
     if need > free {
@@ -680,12 +722,15 @@ fn alloc_err(what: &str, bytes: usize, allocated: usize, e: DriverError) -> Runt
     ))
 }
 
+/// One buffer per value that owns storage, for `batch` sequences of up to `seq_cap` tokens
+/// (rows aligned as the graph asks, GraphProgram::rows_for).
 fn alloc_graph(
     stream: &Arc<CudaStream>,
     gp: &GraphProgram,
-    rows_cap: usize,
+    (batch, seq_cap): (usize, usize),
     allocated: &mut usize,
 ) -> Result<GraphBufs, RuntimeError> {
+    let rows_cap = gp.rows_for(batch, seq_cap);
     let mut bufs = Vec::with_capacity(gp.values.len());
     let mut addrs = vec![0u64; gp.values.len()];
     for (i, v) in gp.values.iter().enumerate() {
@@ -708,7 +753,7 @@ fn alloc_graph(
     Ok(GraphBufs {
         bufs,
         addr: addrs,
-        rows_cap,
+        seq_cap,
     })
 }
 
@@ -820,6 +865,27 @@ fn load_kernels(
             .map_err(|e| RuntimeError::Device(format!("kernel {name} not in its PTX: {e:?}")))?;
         out.insert(name, f);
     }
+    // Kernels launched with more dynamic shared memory than the default must opt in, once.
+    let mut smem: BTreeMap<&str, u32> = BTreeMap::new();
+    for l in program.prompt.launches.iter().chain(&program.decode.launches) {
+        let e = smem.entry(l.kernel.as_str()).or_default();
+        *e = (*e).max(l.smem);
+    }
+    for (name, bytes) in smem {
+        if bytes > zamba2c_ir::kernel::DEFAULT_DYNAMIC_SMEM {
+            if let Some(f) = out.get(name) {
+                f.set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+                .map_err(|e| {
+                    RuntimeError::Device(format!(
+                        "kernel {name}: {bytes} bytes of shared memory: {e:?}"
+                    ))
+                })?;
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -833,6 +899,19 @@ impl Engine for CudaEngine {
             logits.extend(self.run_phase(Phase::Prompt, chunk, None)?);
         }
         Ok(logits)
+    }
+
+    fn prefill_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let chunks: Vec<&[u32]> = tokens.chunks(self.options.prompt_chunk).collect();
+        let (last, head) = chunks
+            .split_last()
+            .ok_or_else(|| RuntimeError::Input("the prompt is empty".into()))?;
+        for chunk in head {
+            self.launch_phase(Phase::Prompt, chunk, None)?;
+        }
+        let t = self.launch_phase(Phase::Prompt, last, None)?;
+        let out = self.output_value(Phase::Prompt)?;
+        Ok(self.read_rows(Phase::Prompt, out, t, t - 1..t)?.data)
     }
 
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>, RuntimeError> {

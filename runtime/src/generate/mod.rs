@@ -191,7 +191,7 @@ pub fn generate<S: TextSink>(
     let mut sampler = Sampler::new(s.params, s.seed, prompt);
     let mut cont = Continuation::new(prompt, s, tok);
 
-    let logits = engine.prefill(prompt).map_err(|e| {
+    let logits = engine.prefill_last(prompt).map_err(|e| {
         e.context(format!(
             "{source}: running the prompt ({} tokens)",
             prompt.len()
