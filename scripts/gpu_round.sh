@@ -18,7 +18,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     tail -5 "$OUT/kernels.log"
   done
 fi
-timeout 420 python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
+timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
 tail -25 "$OUT/check27b.log"
 P=/tmp/z27/plan-bf16_act_f32
 if [ -d "$P" ]; then
