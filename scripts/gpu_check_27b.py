@@ -141,7 +141,7 @@ def main():
         res[key] = r
         print(key, json.dumps(r), flush=True)
         if dtype == "bf16":
-            for pl, gl in [(512, 128), (2048, 32), (4096, 32)] if not knobs else [(512, 32), (2048, 8)]:
+            for pl, gl in [(512, 128), (2048, 32), (4064, 32)] if not knobs else [(512, 32), (2048, 8)]:
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
                 res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
                 print(json.dumps(res[f"bench_{key}_{pl}_{gl}"]), flush=True)

@@ -33,6 +33,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/linear_mma.cu"),
     ),
     (
+        "linear_mma_pipe.cu",
+        include_str!("../../templates/linear_mma_pipe.cu"),
+    ),
+    (
         "causal_conv1d.cu",
         include_str!("../../templates/causal_conv1d.cu"),
     ),

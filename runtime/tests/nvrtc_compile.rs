@@ -209,12 +209,12 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
         let fams = prompt_linear_families(&m);
         assert!(!fams.is_empty());
         assert!(
-            fams.iter().all(|f| *f == "linear_mma"),
+            fams.iter().all(|f| *f == "linear_mma_pipe"),
             "2.7B, act {act}: {fams:?}"
         );
         let p = build_program(&m).expect("program");
         let split = act == DType::F32;
-        for k in p.kernels.values().filter(|k| k.family == "linear_mma") {
+        for k in p.kernels.values().filter(|k| k.family == "linear_mma_pipe") {
             assert_eq!(
                 k.source.contains("split as x = hi + lo"),
                 split,
@@ -226,7 +226,7 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
             .decode
             .launches
             .iter()
-            .all(|l| p.kernels[&l.kernel].family != "linear_mma"));
+            .all(|l| !p.kernels[&l.kernel].family.starts_with("linear_mma")));
     }
     let f32 = lower(&big, DType::F32);
     assert!(prompt_linear_families(&f32)
@@ -238,7 +238,7 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
         DType::BF16,
     );
     let fams = prompt_linear_families(&tiny);
-    assert!(fams.iter().any(|f| f == "linear_mma"), "{fams:?}");
+    assert!(fams.iter().any(|f| f == "linear_mma_pipe"), "{fams:?}");
     assert!(fams.iter().any(|f| f == "linear_gemm"), "{fams:?}");
 }
 

@@ -1,0 +1,146 @@
+{% include "prelude.cu" %}
+{
+  // out[m, n] = Σ_k x[m, k] · W[n, k] on tensor cores (bf16 weights; sm_80+ mma.sync m16n8k16,
+  // f32 accumulation), with a {{ stages }}-stage cp.async pipeline: while the warps multiply
+  // k-tile i, the tiles i+1 .. i+{{ stages }}-1 are in flight from global memory. Block tile
+  // {{ bm }}×{{ bn }} (M×N), k-tiles of {{ bk }}; 8 warps as 2 (M) × 4 (N), each {{ bm }}/2 × 32.
+  // W tiles are bf16 in shared memory, read as B fragments with ldmatrix. x tiles stay in their
+  // own dtype: {% if f32x %}f32, converted to bf16 pairs (cvt.rn.bf16x2) as each A fragment is
+  // built{% if split %}, split as x = hi + lo (hi = bf16(x), lo = bf16(x − hi)) with both parts
+  // multiplied by the same W fragment: ~16 mantissa bits kept{% endif %}{% else %}bf16, read
+  // with ldmatrix{% endif %}. Codegen guarantees K, both row strides and both offsets are
+  // multiples of 8 elements (whole 16-byte chunks); rows past `rows`, features past N and k
+  // past K are zero-filled by cp.async.
+  constexpr int BM = {{ bm }}, BN = {{ bn }}, BK = {{ bk }}, ST = {{ stages }}, NT = {{ block }};
+  constexpr int MI = BM / 32;           // 16-row A fragments per warp
+  constexpr int WSTR = BK + 8;          // bf16 row stride of a W tile: 80 B, ldmatrix conflict-free
+{% if f32x %}  constexpr int XSTR = BK + 8;          // f32 row stride of an x tile: 160 B, 64-bit loads conflict-free
+  typedef float xs_t;
+{% else %}  constexpr int XSTR = BK + 8;
+  typedef unsigned short xs_t;
+{% endif %}  static_assert(BK == 32 && NT == 256 && BN == 128 && (BM == 64 || BM == 128), "linear_mma_pipe's mapping");
+  constexpr int XTILE = BM * XSTR, WTILE = BN * WSTR;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  xs_t* xsm = reinterpret_cast<xs_t*>(smem_raw);
+  unsigned short* wsm = reinterpret_cast<unsigned short*>(smem_raw + (size_t)ST * XTILE * sizeof(xs_t));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int wm = (warp >> 2) * (BM / 2), wn = (warp & 3) * 32;
+  const long m0 = (long)blockIdx.y * BM;
+  const int n0 = tile * BN;
+  constexpr int KT = ({{ k }} + BK - 1) / BK;
+
+  auto issue = [&](int kt) {
+    const int stage = kt % ST, k0 = kt * BK;
+    unsigned short* ws = wsm + stage * WTILE;
+#pragma unroll
+    for (int i = 0; i < (BN * BK / 8) / NT; ++i) {
+      const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8, n = n0 + r;
+      const bool ok = n < {{ n }} && k < {{ k }};
+      cp_async16(ws + r * WSTR + (e & 3) * 8, ok ? weight + (long)n * {{ w_stride }} + k : weight, ok);
+    }
+    xs_t* xt = xsm + stage * XTILE;
+{% if f32x %}#pragma unroll
+    for (int i = 0; i < (BM * BK / 4) / NT; ++i) {
+      const int e = tid + i * NT, r = e >> 3, k = k0 + (e & 7) * 4;
+      const long m = m0 + r;
+      const bool ok = m < rows && k < {{ k }};
+      cp_async16(xt + r * XSTR + (e & 7) * 4, ok ? x + m * {{ x_stride }} + k : x, ok);
+    }
+{% else %}#pragma unroll
+    for (int i = 0; i < (BM * BK / 8) / NT; ++i) {
+      const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8;
+      const long m = m0 + r;
+      const bool ok = m < rows && k < {{ k }};
+      cp_async16(xt + r * XSTR + (e & 3) * 8, ok ? x + m * {{ x_stride }} + k : x, ok);
+    }
+{% endif %}  };
+
+  float acc[MI][4][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < ST - 1; ++s) {
+    if (s < KT) issue(s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<ST - 2>();
+    __syncthreads();  // tile kt is visible to every warp; the stage read at kt-1 is free again
+    if (kt + ST - 1 < KT) issue(kt + ST - 1);
+    cp_async_commit();
+    const int stage = kt % ST;
+    const unsigned short* ws = wsm + stage * WTILE;
+    const xs_t* xt = xsm + stage * XTILE;
+#pragma unroll
+    for (int ks = 0; ks < BK; ks += 16) {
+      // B fragments (PTX ISA, mma.m16n8k16 .col): lane (g, t) holds feature g, k 2t, 2t+1 and
+      // 2t+8, 2t+9; ldmatrix.x4 gives two 8-feature groups at once (rows of the W tile are
+      // features with k contiguous, exactly the fragment's order).
+      unsigned b[4][2];
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        const int mat = lane >> 3, r = lane & 7;
+        const unsigned short* p = ws + (wn + (2 * jj + (mat >> 1)) * 8 + r) * WSTR + ks + (mat & 1) * 8;
+        ldmatrix_x4(p, b[2 * jj][0], b[2 * jj][1], b[2 * jj + 1][0], b[2 * jj + 1][1]);
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        // A fragment: rows g and g+8, k 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3).
+        const int r0 = wm + i * 16;
+{% if f32x %}        float2 v[4];
+        v[0] = *reinterpret_cast<const float2*>(xt + (r0 + g) * XSTR + ks + 2 * t);
+        v[1] = *reinterpret_cast<const float2*>(xt + (r0 + g + 8) * XSTR + ks + 2 * t);
+        v[2] = *reinterpret_cast<const float2*>(xt + (r0 + g) * XSTR + ks + 2 * t + 8);
+        v[3] = *reinterpret_cast<const float2*>(xt + (r0 + g + 8) * XSTR + ks + 2 * t + 8);
+        unsigned a[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) a[q] = cvt_bf16x2(v[q].x, v[q].y);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+{% if split %}#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          float r0f = v[q].x - __uint_as_float(a[q] << 16);
+          float r1f = v[q].y - __uint_as_float(a[q] & 0xffff0000u);
+          if (!(r0f == r0f)) r0f = 0.f;  // inf − inf: keep inf in hi, lo 0
+          if (!(r1f == r1f)) r1f = 0.f;
+          a[q] = cvt_bf16x2(r0f, r1f);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+{% endif %}{% else %}        unsigned a[4];
+        {
+          const int mat = lane >> 3, r = lane & 7;
+          ldmatrix_x4(xt + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1], a[2], a[3]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+{% endif %}      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Accumulator fragment: lane holds rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile.
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const long m = m0 + wm + i * 16 + g + h * 8;
+      if (m >= rows) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int n = n0 + wn + j * 8 + 2 * t + e;
+          if (n < {{ n }}) {
+            const long row = m, o = row * {{ out_stride }} + n;
+            float v = acc[i][j][2 * h + e];
+{% include "linear_epilogue.cu" %}            out[o] = from_f<act_t>(v);
+          }
+        }
+    }
+}
