@@ -4,22 +4,27 @@
   // f32 accumulation), with a {{ stages }}-stage cp.async pipeline: while the warps multiply
   // k-tile i, the tiles i+1 .. i+{{ stages }}-1 are in flight from global memory. Block tile
   // {{ bm }}×{{ bn }} (M×N), k-tiles of {{ bk }}; 8 warps as 2 (M) × 4 (N), each {{ bm }}/2 × 32.
-  // W tiles are bf16 in shared memory, read as B fragments with ldmatrix. x tiles stay in their
-  // own dtype: {% if f32x %}f32, converted to bf16 pairs (cvt.rn.bf16x2) as each A fragment is
-  // built{% if split %}, split as x = hi + lo (hi = bf16(x), lo = bf16(x − hi)) with both parts
-  // multiplied by the same W fragment: ~16 mantissa bits kept{% endif %}{% else %}bf16, read
-  // with ldmatrix{% endif %}. Codegen guarantees K, both row strides and both offsets are
-  // multiples of 8 elements (whole 16-byte chunks); rows past `rows`, features past N and k
-  // past K are zero-filled by cp.async.
+  // W tiles are bf16 in shared memory, read as B fragments with ldmatrix. x tiles: {% if xmode == "f32" %}f32,
+  // converted to bf16 pairs (cvt.rn.bf16x2) as each A fragment is built{% if split %}, split as
+  // x = hi + lo (hi = bf16(x), lo = bf16(x − hi)) with both parts multiplied by the same W
+  // fragment: ~16 mantissa bits kept{% endif %}{% elif xmode == "presplit" %}f32 activations split
+  // beforehand (templates/split_bf16.cu: hi in columns 0..K, lo in K..2K of the same rows, x = hi
+  // + lo with ~16 mantissa bits kept), both planes staged as bf16 and read with ldmatrix, each
+  // multiplied by the same W fragment{% else %}bf16, read with ldmatrix{% endif %}. Codegen
+  // guarantees K, both row strides and both offsets are multiples of 8 elements (whole 16-byte
+  // chunks); rows past `rows`, features past N and k past K are zero-filled by cp.async.
   constexpr int BM = {{ bm }}, BN = {{ bn }}, BK = {{ bk }}, ST = {{ stages }}, NT = {{ block }};
   constexpr int MI = BM / 32;           // 16-row A fragments per warp
   constexpr int WSTR = BK + 8;          // bf16 row stride of a W tile: 80 B, ldmatrix conflict-free
-{% if f32x %}  constexpr int XSTR = BK + 8;          // f32 row stride of an x tile: 160 B, 64-bit loads conflict-free
-  typedef float xs_t;
-{% else %}  constexpr int XSTR = BK + 8;
-  typedef unsigned short xs_t;
+  constexpr int XSTR = BK + 8;          // row stride of an x tile (f32: 160 B, 64-bit loads conflict-free)
+{% if xmode == "f32" %}  typedef float xs_t;
+  constexpr int XPLANES = 1;
+{% elif xmode == "presplit" %}  typedef unsigned short xs_t;
+  constexpr int XPLANES = 2;            // hi, lo
+{% else %}  typedef unsigned short xs_t;
+  constexpr int XPLANES = 1;
 {% endif %}  static_assert(BK == 32 && NT == 256 && BN == 128 && (BM == 64 || BM == 128), "linear_mma_pipe's mapping");
-  constexpr int XTILE = BM * XSTR, WTILE = BN * WSTR;
+  constexpr int XTILE = XPLANES * BM * XSTR, WTILE = BN * WSTR;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   xs_t* xsm = reinterpret_cast<xs_t*>(smem_raw);
   unsigned short* wsm = reinterpret_cast<unsigned short*>(smem_raw + (size_t)ST * XTILE * sizeof(xs_t));
@@ -39,7 +44,7 @@
       cp_async16(ws + r * WSTR + (e & 3) * 8, ok ? weight + (long)n * {{ w_stride }} + k : weight, ok);
     }
     xs_t* xt = xsm + stage * XTILE;
-{% if f32x %}#pragma unroll
+{% if xmode == "f32" %}#pragma unroll
     for (int i = 0; i < (BM * BK / 4) / NT; ++i) {
       const int e = tid + i * NT, r = e >> 3, k = k0 + (e & 7) * 4;
       const long m = m0 + r;
@@ -47,11 +52,15 @@
       cp_async16(xt + r * XSTR + (e & 7) * 4, ok ? x + m * {{ x_stride }} + k : x, ok);
     }
 {% else %}#pragma unroll
-    for (int i = 0; i < (BM * BK / 8) / NT; ++i) {
-      const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8;
-      const long m = m0 + r;
-      const bool ok = m < rows && k < {{ k }};
-      cp_async16(xt + r * XSTR + (e & 3) * 8, ok ? x + m * {{ x_stride }} + k : x, ok);
+    for (int pl = 0; pl < XPLANES; ++pl) {
+#pragma unroll
+      for (int i = 0; i < (BM * BK / 8) / NT; ++i) {
+        const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8;
+        const long m = m0 + r;
+        const bool ok = m < rows && k < {{ k }};
+        cp_async16(xt + pl * BM * XSTR + r * XSTR + (e & 3) * 8,
+                   ok ? x + m * {{ x_stride }} + pl * {{ k }} + k : x, ok);
+      }
     }
 {% endif %}  };
 
@@ -92,7 +101,7 @@
       for (int i = 0; i < MI; ++i) {
         // A fragment: rows g and g+8, k 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3).
         const int r0 = wm + i * 16;
-{% if f32x %}        float2 v[4];
+{% if xmode == "f32" %}        float2 v[4];
         v[0] = *reinterpret_cast<const float2*>(xt + (r0 + g) * XSTR + ks + 2 * t);
         v[1] = *reinterpret_cast<const float2*>(xt + (r0 + g + 8) * XSTR + ks + 2 * t);
         v[2] = *reinterpret_cast<const float2*>(xt + (r0 + g) * XSTR + ks + 2 * t + 8);
@@ -112,13 +121,15 @@
         }
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
-{% endif %}{% else %}        unsigned a[4];
-        {
-          const int mat = lane >> 3, r = lane & 7;
-          ldmatrix_x4(xt + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1], a[2], a[3]);
-        }
+{% endif %}{% else %}        const int mat = lane >> 3, r = lane & 7;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+        for (int pl = 0; pl < XPLANES; ++pl) {
+          unsigned a[4];
+          ldmatrix_x4(xt + pl * BM * XSTR + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1],
+                      a[2], a[3]);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+        }
 {% endif %}      }
     }
   }

@@ -36,9 +36,11 @@ pub fn base_costs(ctx: &NodeCtx) -> Vec<LaunchCost> {
         }],
         Op::Linear { weight } => {
             let k = ins.first().map_or(0, |x| x.width) as u64;
+            // A presplit input is read as two bf16 planes.
+            let x_bytes = if ctx.presplit { 2 * all_in } else { all_in };
             vec![LaunchCost {
                 weight_bytes: wbytes(ctx, weight),
-                bytes_per_row: all_in + osz,
+                bytes_per_row: x_bytes + osz,
                 flops_per_row: 2 * w * k,
                 ..Default::default()
             }]

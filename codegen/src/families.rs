@@ -597,7 +597,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
         Phase::Prompt if mma_eligible(x, &spec, k) => {
             // f32 activations: split into two bf16 parts (~16 mantissa bits kept) unless the
             // knob MMA_SPLIT=2 asks for one bf16 rounding (measured in docs/PERFORMANCE.md).
-            let split = x.dtype == DType::F32 && crate::tune("MMA_SPLIT", 1) == 1;
+            let split = x.dtype == DType::F32 && mma_split();
             let b = b.set("split", split).set("f32x", x.dtype == DType::F32);
             if crate::tune("MMA_KERNEL", 2) == 1 {
                 // The first tensor-core GEMM (register-staged, one shared stage), kept as the
@@ -612,9 +612,19 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             }
             // Narrow outputs take 64-row tiles so a 512-token chunk still fills the GPU
             // (2560 features: 20 × 8 blocks rather than 20 × 4).
-            let bm = if n <= PIPE_NARROW_N { 64 } else { 128 };
+            let bm = if n <= crate::tune("MMA_NARROW_N", PIPE_NARROW_N) {
+                64
+            } else {
+                128
+            };
             let stages = crate::tune("MMA_STAGES", PIPE_STAGES).clamp(2, 6);
-            let x_bytes = x.dtype.size().min(4);
+            // Bytes per x element in shared memory: f32, or two bf16 planes, or one.
+            let (x_bytes, xmode) = match (ctx.presplit, x.dtype) {
+                (true, _) => (4, "presplit"),
+                (false, DType::F32) => (4, "f32"),
+                _ => (2, "bf16"),
+            };
+            let b = b.set("xmode", xmode);
             let smem = stages * (bm * (MMA_BK + 8) * x_bytes + MMA_TILE * (MMA_BK + 8) * 2);
             let grid = [
                 Extent::Const(n.div_ceil(MMA_TILE) as u32),
@@ -640,6 +650,43 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             kernel(b, "linear_gemm", grid, GEMM_THREADS)
         }
     })
+}
+
+/// Whether prompt GEMMs keep ~16 bits of f32 activations (hi + lo bf16 parts): the default,
+/// because one bf16 rounding misses the fidelity bar (docs/PERFORMANCE.md, 2026-12-01: 4.0e-2,
+/// top-1 93% on the 2.7B shape). `ZAMBA2C_TUNE_MMA_SPLIT=2` rounds once, for measurements.
+pub(crate) fn mma_split() -> bool {
+    crate::tune("MMA_SPLIT", 1) == 1
+}
+
+/// Whether a prompt linear of `x` by weight `w` (a table name or view) runs on the pipelined
+/// tensor-core GEMM, so its f32 input can be split once beforehand ([`split_bf16`]).
+pub(crate) fn presplit_eligible(ctx: &NodeCtx, x: &Operand, w: &str) -> bool {
+    x.dtype == DType::F32
+        && mma_split()
+        && crate::tune("MMA_KERNEL", 2) != 1
+        && weight_ref(ctx, w).is_some_and(|r| {
+            r.shape.len() == 2 && r.shape[1] == x.width && mma_eligible(x, &r, x.width)
+        })
+}
+
+/// `out[:, 0..K] = bf16(x)`, `out[:, K..2K] = bf16(x − bf16(x))`: f32 activations split once for
+/// the GEMMs that read them (templates/split_bf16.cu). `out` is bf16 of width 2K.
+pub(crate) fn split_bf16(x: &Operand, out: &Operand) -> KernelSpec {
+    const BLOCK: usize = 256;
+    let k = x.width;
+    Builder::new("split_bf16", DType::F32)
+        .set("k", k)
+        .set("x_stride", x.stride)
+        .set("out_stride", out.stride)
+        .input("x", x)
+        .output(out)
+        .scalar("rows", Arg::Rows)
+        .cost(LaunchCost {
+            bytes_per_row: (k * 4 + 2 * k * 2) as u64,
+            ..Default::default()
+        })
+        .finish(rows_grid(k, 4 * BLOCK), BLOCK)
 }
 
 /// Whether the prompt-path linear can use the tensor-core kernel (`templates/linear_mma.cu`):

@@ -111,6 +111,9 @@ pub struct NodeCtx<'a> {
     pub label: &'a str,
     /// What a fused op's kernel adds after the base op (crate::fused's prompt path).
     pub epilogue: Epilogue,
+    /// A linear's input is bf16 `hi` columns with the `lo` part K columns later in the same
+    /// rows (split beforehand by `split_bf16`, crate::fused's prompt path).
+    pub presplit: bool,
 }
 
 /// Work a base kernel does after its op, for fused ops built from base kernels.
@@ -369,6 +372,7 @@ impl GraphBuilder<'_> {
             out,
             label: at.label,
             epilogue: Epilogue::None,
+            presplit: false,
         };
         let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
             CodegenError::Node { msg, .. } => self.err(at, msg),
@@ -428,6 +432,7 @@ impl GraphBuilder<'_> {
             out,
             label: at.label,
             epilogue: Epilogue::None,
+            presplit: false,
         };
         match crate::fused::fused_specs(&ctx, &mut |w, d| self.temp(w, d)) {
             Ok(specs) => {
@@ -497,6 +502,7 @@ impl GraphBuilder<'_> {
             out,
             label: "",
             epilogue: Epilogue::None,
+            presplit: false,
         };
         let spec = crate::fused::attention_decode(
             &ctx,

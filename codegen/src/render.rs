@@ -33,6 +33,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/linear_mma.cu"),
     ),
     (
+        "split_bf16.cu",
+        include_str!("../../templates/split_bf16.cu"),
+    ),
+    (
         "linear_mma_pipe.cu",
         include_str!("../../templates/linear_mma_pipe.cu"),
     ),

@@ -103,7 +103,9 @@ pub enum Extent {
     /// `B`.
     Batch,
     /// `ceil(T / div)`: chunks of `div` tokens per sequence (chunked scans).
-    SeqDiv { div: usize },
+    SeqDiv {
+        div: usize,
+    },
 }
 
 impl Extent {
@@ -409,7 +411,10 @@ impl Program {
                 return Err(ctx("no output".into()));
             }
             if gp.seq_align == 0 || gp.seq_align > 4096 {
-                return Err(ctx(format!("sequence alignment of {} tokens", gp.seq_align)));
+                return Err(ctx(format!(
+                    "sequence alignment of {} tokens",
+                    gp.seq_align
+                )));
             }
             for (li, l) in gp.launches.iter().enumerate() {
                 let lctx = |msg: String| ctx(format!("launch {li} ({}): {msg}", l.kernel));

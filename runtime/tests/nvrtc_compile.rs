@@ -213,15 +213,15 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
             "2.7B, act {act}: {fams:?}"
         );
         let p = build_program(&m).expect("program");
+        // f32 activations keep ~16 bits through the GEMM: split per fragment, or beforehand
+        // by split_bf16 (every projection of a fused op's input).
         let split = act == DType::F32;
         for k in p.kernels.values().filter(|k| k.family == "linear_mma_pipe") {
-            assert_eq!(
-                k.source.contains("split as x = hi + lo"),
-                split,
-                "{}",
-                k.name
-            );
+            let kept = k.source.contains("split as\n  // x = hi + lo")
+                || k.source.contains("split\n  // beforehand");
+            assert_eq!(kept, split, "{}", k.name);
         }
+
         assert!(p
             .decode
             .launches
@@ -312,9 +312,20 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
     );
     assert_eq!(c1.decode.decomposed, 0, "{:?}", p1.decode.decomposed);
     assert!(c1.decode.launches <= c0.decode.launches);
+    // The prompt graph at -O1 adds launches on purpose (the chunked scan's extra steps, one
+    // bf16 split per GEMM input: docs/KERNELS.md); apart from those it launches no more.
+    let extra = p1
+        .prompt
+        .launches
+        .iter()
+        .filter(|l| {
+            let f = &p1.kernels[&l.kernel].family;
+            f == "split_bf16" || f == "ssd_state_pass" || f == "ssd_chunk_out"
+        })
+        .count();
     assert!(
-        c1.prompt.launches <= c0.prompt.launches,
-        "prompt: -O1 {} launches, -O0 {}",
+        c1.prompt.launches - extra <= c0.prompt.launches,
+        "prompt: -O1 {} launches ({extra} splits and scan steps), -O0 {}",
         c1.prompt.launches,
         c0.prompt.launches
     );

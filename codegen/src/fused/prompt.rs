@@ -38,6 +38,18 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         epilogue: Epilogue,
     ) -> Result<(), String> {
+        self.base_with(op, inputs, out, epilogue, false)
+    }
+
+    /// [`Emit::base`] for a linear whose input is split beforehand (`presplit`).
+    fn base_with(
+        &mut self,
+        op: Op,
+        inputs: Vec<Operand>,
+        out: Operand,
+        epilogue: Epilogue,
+        presplit: bool,
+    ) -> Result<(), String> {
         let sub = NodeCtx {
             module: self.ctx.module,
             phase: self.ctx.phase,
@@ -46,6 +58,7 @@ impl Emit<'_, '_, '_> {
             out,
             label: self.ctx.label,
             epilogue,
+            presplit,
         };
         let specs = families::specs(&sub, 0).map_err(|e| e.to_string())?;
         self.specs.extend(specs);
@@ -81,6 +94,23 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         residual: Option<Operand>,
     ) -> Result<(), String> {
+        // f32 activations are split into bf16 hi/lo planes once, for every tensor-core GEMM of
+        // this input (the projections and their adapters' first GEMMs).
+        let eligible = |e: &Self, w: &str| families::presplit_eligible(e.ctx, &x, w);
+        let any = projs.iter().any(|p| {
+            eligible(self, &p.weight) || p.adapter.as_ref().is_some_and(|a| eligible(self, &a.a))
+        });
+        let split = if any {
+            let planes = (self.temp)(2 * x.width, DType::BF16);
+            self.specs.push(families::split_bf16(&x, &planes));
+            Some(cols(planes, 0, x.width))
+        } else {
+            None
+        };
+        let input = |e: &Self, w: &str| match split {
+            Some(s) if eligible(e, w) => (s, true),
+            _ => (x, false),
+        };
         let mut col = 0;
         for p in projs {
             let n = families::weight_ref(self.ctx, &p.weight)
@@ -97,13 +127,15 @@ impl Emit<'_, '_, '_> {
             let lin = |w: &str| Op::Linear {
                 weight: w.to_string(),
             };
-            self.base(lin(&p.weight), vec![x], slice, epi)?;
+            let (xin, pre) = input(self, &p.weight);
+            self.base_with(lin(&p.weight), vec![xin], slice, epi, pre)?;
             if let Some(ad) = &p.adapter {
                 let r = families::weight_ref(self.ctx, &ad.a)
                     .and_then(|w| w.shape.first().copied())
                     .ok_or(format!("adapter {} is not in the table", ad.a))?;
                 let a = self.new_temp(r);
-                self.base(lin(&ad.a), vec![x], a, Epilogue::None)?;
+                let (xin, pre) = input(self, &ad.a);
+                self.base_with(lin(&ad.a), vec![xin], a, Epilogue::None, pre)?;
                 self.base(lin(&ad.b), vec![a], slice, Epilogue::Accumulate)?;
             }
             col += n;

@@ -867,7 +867,12 @@ fn load_kernels(
     }
     // Kernels launched with more dynamic shared memory than the default must opt in, once.
     let mut smem: BTreeMap<&str, u32> = BTreeMap::new();
-    for l in program.prompt.launches.iter().chain(&program.decode.launches) {
+    for l in program
+        .prompt
+        .launches
+        .iter()
+        .chain(&program.decode.launches)
+    {
         let e = smem.entry(l.kernel.as_str()).or_default();
         *e = (*e).max(l.smem);
     }
