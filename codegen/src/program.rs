@@ -156,6 +156,7 @@ fn build_graph(
         values: Vec::with_capacity(order.len()),
         launches: Vec::new(),
         decomposed: Vec::new(),
+        zeroed: Vec::new(),
         kernels,
     };
     let mut node_values = Vec::with_capacity(order.len());
@@ -203,6 +204,7 @@ fn build_graph(
         outputs,
         launches: b.launches,
         decomposed: b.decomposed,
+        zeroed: Some(b.zeroed),
     })
 }
 
@@ -221,6 +223,8 @@ struct GraphBuilder<'a> {
     values: Vec<Value>,
     launches: Vec<Launch>,
     decomposed: Vec<Decomposed>,
+    /// Temporaries a kernel expects zero at launch and leaves zero (`GraphProgram::zeroed`).
+    zeroed: Vec<usize>,
     kernels: &'a mut Kernels,
 }
 
@@ -395,6 +399,12 @@ impl GraphBuilder<'_> {
     }
 
     /// A kernel-internal temporary `[rows, width]` (not an IR value).
+    /// Drops the values from `mark` on (temporaries of an attempt that did not emit).
+    fn drop_values_from(&mut self, mark: usize) {
+        self.values.truncate(mark);
+        self.zeroed.retain(|&v| v < mark);
+    }
+
     fn temp(&mut self, width: usize, dtype: DType) -> Operand {
         let v = self.push_value(None, width, dtype);
         self.operand(v)
@@ -429,7 +439,7 @@ impl GraphBuilder<'_> {
                 Ok(Ok(v))
             }
             Err(reason) => {
-                self.values.truncate(mark);
+                self.drop_values_from(mark);
                 Ok(Err(reason))
             }
         }
@@ -482,7 +492,10 @@ impl GraphBuilder<'_> {
             heads * crate::fused::ATTN_SPLITS * (head_dim + 2),
             DType::F32,
         );
+        // Each split bumps its head's counter and the last one resets it to zero: the
+        // counters must start at zero and nothing else may use their memory.
         let counters = self.temp(heads, DType::I32);
+        self.zeroed.push(counters.value);
         let ctx = NodeCtx {
             module: self.module,
             phase: self.phase,
@@ -502,7 +515,7 @@ impl GraphBuilder<'_> {
             counters,
         );
         if spec.is_none() {
-            self.values.truncate(mark);
+            self.drop_values_from(mark);
         }
         Ok(spec)
     }

@@ -262,6 +262,11 @@ pub struct GraphProgram {
     /// Fused ops of this graph emitted through their decomposition, and why.
     #[serde(default)]
     pub decomposed: Vec<Decomposed>,
+    /// Values a kernel expects zero at launch and leaves zero again (attention_decode's split
+    /// counters): the runtime gives each a zeroed slot of its own (`crate::device`). Absent in
+    /// launch tables written before the list existed (then every temporary is treated so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zeroed: Option<Vec<usize>>,
 }
 
 /// Every kernel of a module and the launches of both graphs.
@@ -380,6 +385,14 @@ impl Program {
             }
             if gp.outputs.is_empty() {
                 return Err(ctx("no output".into()));
+            }
+            if let Some(&v) = gp.zeroed.iter().flatten().find(|&&v| {
+                v >= nv
+                    || v == gp.tokens
+                    || gp.outputs.contains(&v)
+                    || !matches!(gp.values[v].storage, Storage::Own)
+            }) {
+                return Err(ctx(format!("zeroed value {v} is not a temporary buffer")));
             }
             for (li, l) in gp.launches.iter().enumerate() {
                 let lctx = |msg: String| ctx(format!("launch {li} ({}): {msg}", l.kernel));
