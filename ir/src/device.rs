@@ -158,12 +158,16 @@ pub fn state_region_bytes(
 
 impl DeviceLayout {
     /// Lays out `module` with launch table `program` for `shape`. Deterministic: the same
-    /// inputs give the same offsets.
+    /// inputs give the same offsets. A launch table that does not fit the module is refused
+    /// (`Program::validate`), so nothing here indexes out of range.
     pub fn plan(
         module: &Module,
         program: &Program,
         shape: DeviceShape,
     ) -> Result<Self, LayoutError> {
+        program
+            .validate(module)
+            .map_err(|e| LayoutError(format!("launch table: {e}")))?;
         if shape.max_context == 0 || shape.batch == 0 || shape.prompt_chunk == 0 {
             return Err(LayoutError(format!(
                 "context {}, batch {} and prompt chunk {} must all be at least 1",

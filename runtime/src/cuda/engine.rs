@@ -107,6 +107,8 @@ pub struct CudaEngine {
     options: CudaOptions,
     position: usize,
     allocated: usize,
+    /// Device memory in use (by anyone) just before the engine allocated its buffers.
+    used_before: usize,
     /// Captured decode steps. Dropped after the buffers (field order): destroying a graph does
     /// not touch the memory its nodes use, and an in-flight launch completes before the driver
     /// frees its exec; the buffers are freed stream-ordered after it.
@@ -184,7 +186,7 @@ impl CudaEngine {
         let functions = load_kernels(&ctx, &program, &arch, plan_dir)?;
         let layout = DeviceLayout::plan(module, &program, options.shape())
             .map_err(|e| RuntimeError::Input(e.to_string()))?;
-        check_fits(&ctx, &layout)?;
+        let used_before = check_fits(&ctx, &layout)?;
         let mut allocated = 0usize;
         let mut alloc = |what: &str, bytes: u64| -> Result<CudaSlice<u8>, RuntimeError> {
             let bytes = bytes as usize;
@@ -266,6 +268,7 @@ impl CudaEngine {
             options,
             position: 0,
             allocated,
+            used_before,
             graphs,
         })
     }
@@ -274,6 +277,12 @@ impl CudaEngine {
     /// workspace): `layout().table.total`.
     pub fn allocated_bytes(&self) -> usize {
         self.allocated
+    }
+
+    /// Device memory in use on the GPU (CUDA context, loaded modules, other processes) just
+    /// before this engine allocated its buffers.
+    pub fn used_before_alloc(&self) -> usize {
+        self.used_before
     }
 
     /// Where the engine's buffers and values live, and their sizes.
@@ -674,7 +683,8 @@ fn slot_addr(slot: Slot, arena: u64, workspace: u64) -> u64 {
 /// Refuses, before allocating anything, a plan that cannot fit: names what it needs (the
 /// layout's table, exactly what is allocated next) and what is free (issue 6: out of memory
 /// says what did not fit and how big it was).
-fn check_fits(ctx: &Arc<CudaContext>, layout: &DeviceLayout) -> Result<(), RuntimeError> {
+/// Returns the device memory in use before the engine allocates (CUDA context and modules).
+fn check_fits(ctx: &Arc<CudaContext>, layout: &DeviceLayout) -> Result<usize, RuntimeError> {
     let t = layout.table;
     let (free, total) = ctx.mem_get_info().map_err(dev)?;
     if t.total > free as u64 {
@@ -683,7 +693,7 @@ fn check_fits(ctx: &Arc<CudaContext>, layout: &DeviceLayout) -> Result<(), Runti
             t.total, t.weights, t.states, layout.shape.max_context, t.kv_cache, layout.shape.prompt_chunk, t.activations, t.workspace
         )));
     }
-    Ok(())
+    Ok(total.saturating_sub(free))
 }
 
 /// A failed device allocation, naming what was being allocated and how big it was.
