@@ -145,5 +145,8 @@ fn every_fixture_with_a_bf16_kv_cache_stays_close() {
         ));
     }
     // The cache really is bf16: an f32 cache stays within TOL everywhere.
-    assert!(worst > TOL, "no fixture moved beyond {TOL:e}: worst {worst:.2e}");
+    assert!(
+        worst > TOL,
+        "no fixture moved beyond {TOL:e}: worst {worst:.2e}"
+    );
 }

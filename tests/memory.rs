@@ -23,7 +23,8 @@ fn memory(plan: &str, extra: &[&str]) -> serde_json::Value {
 }
 
 fn field(m: &serde_json::Value, k: &str) -> u64 {
-    m[k].as_u64().unwrap_or_else(|| panic!("memory.{k} missing in {m}"))
+    m[k].as_u64()
+        .unwrap_or_else(|| panic!("memory.{k} missing in {m}"))
 }
 
 #[test]
@@ -71,7 +72,11 @@ fn inspect_reports_the_gpu_memory_of_a_2p7b_plan() {
             // 2.66e9 parameters in bf16, give or take the norms and biases.
             assert!((5.2e9..5.45e9).contains(&(w as f64)), "{what}");
             assert_eq!(field(&t, "states"), batch * states, "{what}");
-            assert_eq!(field(&t, "kv_cache"), batch * ctx * kv_per_token(es), "{what}");
+            assert_eq!(
+                field(&t, "kv_cache"),
+                batch * ctx * kv_per_token(es),
+                "{what}"
+            );
             // The arena: far below one 512-row buffer per value (issue 11 measured 7-9 GB).
             let acts = field(&t, "activations");
             assert!(acts > 0 && acts < batch * 250_000_000, "{what}");
@@ -86,6 +91,9 @@ fn inspect_reports_the_gpu_memory_of_a_2p7b_plan() {
     assert!(field(&t, "total") < 6 * (1 << 30), "{t}");
     // The text form has the table too.
     let text = zamba2c_ok(&["inspect", &p16, "--max-context", "4096"]);
-    assert!(text.contains("GPU memory for 4096 tokens of context"), "{text}");
+    assert!(
+        text.contains("GPU memory for 4096 tokens of context"),
+        "{text}"
+    );
     assert!(text.contains("KV cache"), "{text}");
 }

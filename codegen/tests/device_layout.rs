@@ -123,7 +123,10 @@ fn replay(gp: &GraphProgram, p: &Program, slots: &[Option<Slot>], what: &str) {
         assert_eq!(s.region, Region::Workspace, "{what}: zeroed value {z}");
         for (i, o) in slots.iter().enumerate() {
             if let Some(o) = o {
-                assert!(i == z || !overlaps(&s, o), "{what}: zeroed {z} overlaps {i}");
+                assert!(
+                    i == z || !overlaps(&s, o),
+                    "{what}: zeroed {z} overlaps {i}"
+                );
             }
         }
     }
@@ -134,11 +137,17 @@ fn check(m: &Module, shape: DeviceShape, what: &str) -> DeviceLayout {
     let p = build_program(m).expect("program");
     let l = DeviceLayout::plan(m, &p, shape).expect("layout");
     let arena = l.table.activations as usize;
-    for (gp, gl, g) in [(&p.prompt, &l.prompt, "prompt"), (&p.decode, &l.decode, "decode")] {
+    for (gp, gl, g) in [
+        (&p.prompt, &l.prompt, "prompt"),
+        (&p.decode, &l.decode, "decode"),
+    ] {
         let w = format!("{what} {g}");
         check_graph_layout(gl, arena).unwrap_or_else(|e| panic!("{w}: {e}"));
         replay(gp, &p, &gl.slots, &w);
-        assert!(gl.arena_bytes <= gl.unshared_bytes, "{w}: no worse than unshared");
+        assert!(
+            gl.arena_bytes <= gl.unshared_bytes,
+            "{w}: no worse than unshared"
+        );
     }
     // The two graphs' zeroed slots are distinct, after meta, inside the workspace.
     let ws: Vec<Slot> = [&l.prompt, &l.decode]
@@ -199,17 +208,27 @@ fn zamba2_2p7b_layout() {
     for (kv, kv_size) in [(DType::F32, 4u64), (DType::BF16, 2)] {
         let base = lower_with_kv(&config_2p7b(), DType::BF16, DType::F32, kv);
         for (m, lvl) in both_levels(base) {
-            let l = check(&m, DeviceShape::new(4096, 1), &format!("2.7B {lvl} kv {kv}"));
+            let l = check(
+                &m,
+                DeviceShape::new(4096, 1),
+                &format!("2.7B {lvl} kv {kv}"),
+            );
             let t = l.table;
             // 54 layers: conv state [5120 + 2·64 channels, 4] f32, SSM [80, 64, 64] f32.
             assert_eq!(t.states, 54 * (5248 * 4 * 4 + 80 * 64 * 64 * 4));
             // 9 hybrid layers, K and V [32 heads, 4096, 160].
             assert_eq!(t.kv_cache, 9 * 2 * 32 * 4096 * 160 * kv_size);
             // bf16 weights: 2.7B parameters, within a few percent.
-            assert!(t.weights > 5_000_000_000 && t.weights < 5_600_000_000, "{t:?}");
+            assert!(
+                t.weights > 5_000_000_000 && t.weights < 5_600_000_000,
+                "{t:?}"
+            );
             let p = l.prompt.unshared_bytes as f64 / l.prompt.arena_bytes as f64;
             eprintln!("2.7B {lvl} kv {kv}: {t:?}; prompt arena reuse {p:.1}x");
-            assert!(p > 4.0, "{lvl}: the prompt arena barely reuses memory ({p:.1}x)");
+            assert!(
+                p > 4.0,
+                "{lvl}: the prompt arena barely reuses memory ({p:.1}x)"
+            );
             assert!(t.activations < 400_000_000, "{lvl}: {t:?}");
         }
     }

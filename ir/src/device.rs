@@ -179,7 +179,8 @@ impl DeviceLayout {
         for (name, w) in &module.weights {
             weights.insert(name.clone(), off);
             off = aligned(
-                off.checked_add(w.bytes()).ok_or_else(|| overflow("weights"))?,
+                off.checked_add(w.bytes())
+                    .ok_or_else(|| overflow("weights"))?,
                 "weights",
             )?;
         }

@@ -88,7 +88,11 @@ pub fn attention(
             }
             let dt = cache.dtype;
             cache.k[bi].extend(kr.iter().map(|&x| round_to(x, dt)));
-            cache.v[bi].extend(v.data[row * kw..(row + 1) * kw].iter().map(|&x| round_to(x, dt)));
+            cache.v[bi].extend(
+                v.data[row * kw..(row + 1) * kw]
+                    .iter()
+                    .map(|&x| round_to(x, dt)),
+            );
         }
         cache.len[bi] = t0 + t;
         let (kc, vc) = (&cache.k[bi], &cache.v[bi]);

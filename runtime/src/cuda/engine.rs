@@ -505,10 +505,7 @@ impl CudaEngine {
         }
         let mut host = vec![0u8; n];
         self.stream
-            .memcpy_dtoh(
-                &buf.slice(slot.offset..slot.offset + n),
-                &mut host[..],
-            )
+            .memcpy_dtoh(&buf.slice(slot.offset..slot.offset + n), &mut host[..])
             .map_err(dev)?;
         self.stream.synchronize().map_err(dev)?;
         let mut data = Vec::with_capacity(rows * val.width);
