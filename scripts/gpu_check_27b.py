@@ -70,8 +70,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--decode-from", type=int, default=192)
     ap.add_argument("--long-run", type=int, default=0, help="decode steps of the drift check (0: skip)")
-    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32",
-                    help="weight:activation dtypes of the plans to check")
+    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32,bf16:f32:bf16",
+                    help="weight:activation[:kv] dtypes of the plans to check (kv: compile --kv-dtype)")
     ap.add_argument("--tokenizer", default="tests/fixtures/tokenizer/tokenizer.json")
     args = ap.parse_args()
     res = {"transformers": transformers.__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}
@@ -113,10 +113,15 @@ def main():
     torch.cuda.empty_cache()
     toks = ",".join(str(int(x)) for x in ids[0].tolist())
     z = args.zamba2c
-    for dtype, act in [p.split(":") for p in args.plans.split(",")]:
+    for spec in args.plans.split(","):
+        dtype, act, kv = (spec.split(":") + [None])[:3]
         key = dtype if dtype == act else f"{dtype}_act_{act}"
+        kv_flag = []
+        if kv is not None:
+            key += f"_kv_{kv}"
+            kv_flag = ["--kv-dtype", kv]
         plan = os.path.join(args.work, f"plan-{key}")
-        _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"])
+        _, dt = sh([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"] + kv_flag)
         r = {"compile_s": dt}
         lo = os.path.join(args.work, f"logits-{key}.safetensors")
         _, dt = sh([z, "logits", plan, "--tokens", toks, "--out", lo, "--device", "cuda"])
@@ -140,6 +145,17 @@ def main():
             o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
             del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
             res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().splitlines()[-1])
+            # Issue 11: what the plan predicts against what the engine allocates and the peak.
+            for ctx in (512, 4096, 16384):
+                o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "448", "--gen-len", "64",
+                           "--max-context", str(ctx), "--json"])
+                b = json.loads(o.strip().splitlines()[-1])
+                m = {k: b.get(k) for k in ("max_context", "predicted_bytes", "engine_bytes",
+                                           "baseline_gpu_bytes", "peak_gpu_bytes", "memory")}
+                m["peak_gib"] = b["peak_gpu_bytes"] / 2**30
+                m["engine_over_predicted"] = b["engine_bytes"] / b["predicted_bytes"]
+                res[f"memory_{key}_{ctx}"] = m
+                print("memory", key, ctx, json.dumps(m), flush=True)
         if dtype == "bf16" and act == "f32":
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
