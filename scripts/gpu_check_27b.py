@@ -70,8 +70,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--decode-from", type=int, default=192)
     ap.add_argument("--long-run", type=int, default=0, help="decode steps of the drift check (0: skip)")
-    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32",
-                    help="weight:activation dtypes of the plans to check")
+    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32,bf16:f32:bf16",
+                    help="weight:activation[:kv] dtypes of the plans to check (kv: compile --kv-dtype)")
     ap.add_argument("--tokenizer", default="tests/fixtures/tokenizer/tokenizer.json")
     args = ap.parse_args()
     res = {"transformers": transformers.__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}
@@ -114,9 +114,16 @@ def main():
     toks = ",".join(str(int(x)) for x in ids[0].tolist())
     z = args.zamba2c
     for spec in args.plans.split(","):
-        # dtype:act[:KNOB=V...]: knobs are codegen's ZAMBA2C_TUNE_<KNOB> (variants of one round).
-        dtype, act, *knobs = spec.split(":")
+        # dtype:act[:kv][:KNOB=V...]: the KV-cache dtype, then codegen's ZAMBA2C_TUNE_<KNOB>
+        # settings (variants of one round).
+        dtype, act, *rest = spec.split(":")
+        kv = rest[0] if rest and "=" not in rest[0] else None
+        knobs = [k for k in rest if "=" in k]
         key = dtype if dtype == act else f"{dtype}_act_{act}"
+        kv_flag = []
+        if kv is not None:
+            key += f"_kv_{kv}"
+            kv_flag = ["--kv-dtype", kv]
         key += "".join(f"_{k.lower()}" for k in knobs)
         plan = os.path.join(args.work, f"plan-{key}")
         env = dict(os.environ)
@@ -124,8 +131,8 @@ def main():
             name, val = k.split("=")
             env[f"ZAMBA2C_TUNE_{name}"] = val
         t0 = time.time()
-        subprocess.run([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run([z, "compile", ck, "-o", plan, "--dtype", dtype, "--act-dtype", act, "--arch", "sm_90"]
+                       + kv_flag, check=True, env=env, stdout=subprocess.DEVNULL)
         dt = time.time() - t0
         r = {"compile_s": dt}
         lo = os.path.join(args.work, f"logits-{key}.safetensors")
@@ -151,7 +158,18 @@ def main():
             o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
             del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
             res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().splitlines()[-1])
-        if dtype == "bf16" and act == "f32" and not knobs:
+            # Issue 11: what the plan predicts against what the engine allocates and the peak.
+            for ctx in (512, 4096, 16384):
+                o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "448", "--gen-len", "64",
+                           "--max-context", str(ctx), "--json"])
+                b = json.loads(o.strip().splitlines()[-1])
+                m = {k: b.get(k) for k in ("max_context", "predicted_bytes", "engine_bytes",
+                                           "baseline_gpu_bytes", "peak_gpu_bytes", "memory")}
+                m["peak_gib"] = b["peak_gpu_bytes"] / 2**30
+                m["engine_over_predicted"] = b["engine_bytes"] / b["predicted_bytes"]
+                res[f"memory_{key}_{ctx}"] = m
+                print("memory", key, ctx, json.dumps(m), flush=True)
+        if dtype == "bf16" and act == "f32" and not knobs and kv is None:
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
             res["run_prompt_cuda"] = json.loads(o.strip().splitlines()[-1])

@@ -3,8 +3,8 @@
   // Decode attention, split over the cached positions (flash-decoding; ZAMBA2.md §2.4, §6.3;
   // docs/KERNELS.md "attention_decode"). Block (tile = query head h, blockIdx.y = split s of
   // {{ splits }}, blockIdx.z = sequence). The new token's k (RoPE applied) and v are taken from
-  // the projections, not from the cache, and split 0 appends them to the cache: no block reads
-  // the slot being written. Inside a block, groups of {{ lpk }} lanes take one key each
+  // the projections, not from the cache, rounded to the cache's cache_t as if read back from
+  // it, and split 0 appends them to the cache: no block reads the slot being written. Inside a block, groups of {{ lpk }} lanes take one key each
   // ({{ dpl }} dims per lane), with an f32 online softmax per group, merged across groups and
   // warps; the splits' partial (max, sum, acc) go to a workspace and the last block of the head
   // to finish (an atomic counter, reset for the next step) merges them.
@@ -27,12 +27,12 @@
       qs[c] = rnd<act_t>(x1 * cs_ - x2 * sn);
       qs[c + {{ half }}] = rnd<act_t>(x2 * cs_ + x1 * sn);
       x1 = to_f(k[ko + c]); x2 = to_f(k[ko + c + {{ half }}]);
-      kn[c] = rnd<act_t>(x1 * cs_ - x2 * sn);
-      kn[c + {{ half }}] = rnd<act_t>(x2 * cs_ + x1 * sn);
+      kn[c] = rnd<cache_t>(rnd<act_t>(x1 * cs_ - x2 * sn));
+      kn[c + {{ half }}] = rnd<cache_t>(rnd<act_t>(x2 * cs_ + x1 * sn));
     }
 {% else %}    qs[c] = to_f(q[qo + c]);
-    kn[c] = to_f(k[ko + c]);
-{% endif %}    vn[c] = to_f(v[vo + c]);
+    kn[c] = rnd<cache_t>(to_f(k[ko + c]));
+{% endif %}    vn[c] = rnd<cache_t>(to_f(v[vo + c]));
   }
   __syncthreads();
   const long kvo = ((long)b * {{ kv_heads }} + kh) * cap * D;

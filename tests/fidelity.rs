@@ -15,7 +15,25 @@ fn device() -> String {
     std::env::var("ZAMBA2C_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
 }
 
+/// A bf16 KV cache (`compile --kv-dtype bf16`) rounds every cached K and V to 8 significant
+/// bits (relative error up to 2^-9 ≈ 2e-3 per element). On these tiny random-weight fixtures
+/// that moves the logits by 8e-3 .. 5.8e-2 of the largest one (two_blocks_gqa_mha_mix, CPU);
+/// issue 9's 2e-2 bar is for the 2.7B shape and is measured there (scripts/gpu_check_27b.py).
+const KV_BF16_TOL: f64 = 8e-2;
+
 fn check_model(model: &std::path::Path, extra_compile: &[&str]) {
+    check_model_within(model, extra_compile, TOL, true);
+}
+
+/// Compiles `model` with `extra_compile` and compares the prompt-path and decode-path logits
+/// with transformers' within `tol`, and (when `greedy`) the greedy continuation token for token.
+/// Returns the larger of the two relative errors.
+fn check_model_within(
+    model: &std::path::Path,
+    extra_compile: &[&str],
+    tol: f64,
+    greedy: bool,
+) -> f64 {
     let name = model.file_name().unwrap().to_string_lossy().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let plan = tmp.path().join("plan");
@@ -37,10 +55,11 @@ fn check_model(model: &std::path::Path, extra_compile: &[&str]) {
     let want = read_tensor(&reference, "logits");
     assert_eq!(ours.shape, want.shape, "{name}: logits shape");
     let e = rel_err(&ours.data, &want.data);
+    let worst = e;
     eprintln!("{name} [{dev}]: prompt path rel err {e:.2e}");
     assert!(
-        e <= TOL,
-        "{name}: prompt-path logits rel err {e:.3e} > {TOL:e}"
+        e <= tol,
+        "{name}: prompt-path logits rel err {e:.3e} > {tol:e}"
     );
 
     let k = read_tensor(&reference, "decode_from").data[0] as usize;
@@ -62,9 +81,13 @@ fn check_model(model: &std::path::Path, extra_compile: &[&str]) {
     let e = rel_err(&ours.data, &want.data);
     eprintln!("{name} [{dev}]: decode path (from {k}) rel err {e:.2e}");
     assert!(
-        e <= TOL,
-        "{name}: decode-path logits rel err {e:.3e} > {TOL:e}"
+        e <= tol,
+        "{name}: decode-path logits rel err {e:.3e} > {tol:e}"
     );
+    let worst = worst.max(e);
+    if !greedy {
+        return worst;
+    }
 
     let prompt = read_tensor(&reference, "greedy_prompt").data;
     let want = read_tensor(&reference, "greedy_tokens").data;
@@ -91,6 +114,7 @@ fn check_model(model: &std::path::Path, extra_compile: &[&str]) {
         .map(|x| x.as_f64().unwrap())
         .collect();
     assert_eq!(got, want, "{name}: greedy tokens differ");
+    worst
 }
 
 #[test]
@@ -105,4 +129,24 @@ fn every_fixture_matches_transformers_unoptimised() {
     for model in fixture_models() {
         check_model(&model, &["-O0"]);
     }
+}
+
+/// A bf16 KV cache: the logits stay within [`KV_BF16_TOL`] of transformers f32 (greedy tokens
+/// may flip where two logits are that close, so they are not compared).
+#[test]
+fn every_fixture_with_a_bf16_kv_cache_stays_close() {
+    let mut worst = 0f64;
+    for model in fixture_models() {
+        worst = worst.max(check_model_within(
+            &model,
+            &["--kv-dtype", "bf16"],
+            KV_BF16_TOL,
+            false,
+        ));
+    }
+    // The cache really is bf16: an f32 cache stays within TOL everywhere.
+    assert!(
+        worst > TOL,
+        "no fixture moved beyond {TOL:e}: worst {worst:.2e}"
+    );
 }

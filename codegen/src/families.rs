@@ -749,6 +749,7 @@ fn attention(
     let (kn, kt, ka) = kcache(CType::Ptr(cd));
     let (vn, vt, va) = vcache(CType::Ptr(cd));
     let append = common("kv_append")
+        .set("cache_t", CType::elem(cd))
         .set("k_stride", k.stride)
         .set("v_stride", v.stride)
         .input("k", k)

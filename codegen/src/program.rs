@@ -160,6 +160,7 @@ fn build_graph(
         launches: Vec::new(),
         decomposed: Vec::new(),
         seq_align: 1,
+        zeroed: Vec::new(),
         kernels,
     };
     let mut node_values = Vec::with_capacity(order.len());
@@ -208,6 +209,7 @@ fn build_graph(
         launches: b.launches,
         decomposed: b.decomposed,
         seq_align: b.seq_align,
+        zeroed: Some(b.zeroed),
     })
 }
 
@@ -228,6 +230,8 @@ struct GraphBuilder<'a> {
     decomposed: Vec<Decomposed>,
     /// Largest `seq_align` of any launch (GraphProgram::seq_align).
     seq_align: usize,
+    /// Temporaries a kernel expects zero at launch and leaves zero (`GraphProgram::zeroed`).
+    zeroed: Vec<usize>,
     kernels: &'a mut Kernels,
 }
 
@@ -405,6 +409,12 @@ impl GraphBuilder<'_> {
     }
 
     /// A kernel-internal temporary `[rows, width]` (not an IR value).
+    /// Drops the values from `mark` on (temporaries of an attempt that did not emit).
+    fn drop_values_from(&mut self, mark: usize) {
+        self.values.truncate(mark);
+        self.zeroed.retain(|&v| v < mark);
+    }
+
     fn temp(&mut self, width: usize, dtype: DType) -> Operand {
         let v = self.push_value(None, width, dtype);
         self.operand(v)
@@ -440,7 +450,7 @@ impl GraphBuilder<'_> {
                 Ok(Ok(v))
             }
             Err(reason) => {
-                self.values.truncate(mark);
+                self.drop_values_from(mark);
                 Ok(Err(reason))
             }
         }
@@ -493,7 +503,10 @@ impl GraphBuilder<'_> {
             heads * crate::fused::ATTN_SPLITS * (head_dim + 2),
             DType::F32,
         );
+        // Each split bumps its head's counter and the last one resets it to zero: the
+        // counters must start at zero and nothing else may use their memory.
         let counters = self.temp(heads, DType::I32);
+        self.zeroed.push(counters.value);
         let ctx = NodeCtx {
             module: self.module,
             phase: self.phase,
@@ -514,7 +527,7 @@ impl GraphBuilder<'_> {
             counters,
         );
         if spec.is_none() {
-            self.values.truncate(mark);
+            self.drop_values_from(mark);
         }
         Ok(spec)
     }

@@ -451,8 +451,10 @@ pub struct Module {
     pub config: Zamba2Config,
     /// Weight dtype of the plan (SSM parameters are always f32).
     pub dtype: DType,
-    /// Activation dtype: every node's output, the residual stream, the conv state, the KV cache.
+    /// Activation dtype: every node's output, the residual stream, the conv state.
     pub act_dtype: DType,
+    /// Element dtype of the KV caches (`compile --kv-dtype`; the activation dtype unless set).
+    pub kv_dtype: DType,
     pub weights: BTreeMap<String, WeightSpec>,
     pub states: Vec<StateSpec>,
     pub prompt: Graph,

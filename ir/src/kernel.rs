@@ -275,6 +275,11 @@ pub struct GraphProgram {
     /// Fused ops of this graph emitted through their decomposition, and why.
     #[serde(default)]
     pub decomposed: Vec<Decomposed>,
+    /// Values a kernel expects zero at launch and leaves zero again (attention_decode's split
+    /// counters): the runtime gives each a zeroed slot of its own (`crate::device`). Absent in
+    /// launch tables written before the list existed (then every temporary is treated so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zeroed: Option<Vec<usize>>,
     /// Buffers hold a whole number of `seq_align`-token blocks per sequence: a call of `T`
     /// tokens may use rows up to `round_up(T, seq_align)` (a chunked scan's per-chunk
     /// workspace). The runtime sizes buffers for `B · round_up(T_max, seq_align)` rows.
@@ -415,6 +420,14 @@ impl Program {
                     "sequence alignment of {} tokens",
                     gp.seq_align
                 )));
+            }
+            if let Some(&v) = gp.zeroed.iter().flatten().find(|&&v| {
+                v >= nv
+                    || v == gp.tokens
+                    || gp.outputs.contains(&v)
+                    || !matches!(gp.values[v].storage, Storage::Own)
+            }) {
+                return Err(ctx(format!("zeroed value {v} is not a temporary buffer")));
             }
             for (li, l) in gp.launches.iter().enumerate() {
                 let lctx = |msg: String| ctx(format!("launch {li} ({}): {msg}", l.kernel));

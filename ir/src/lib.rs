@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod fsread;
 pub mod fused;
 pub mod graph;
@@ -16,7 +17,7 @@ pub mod verify;
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{ConfigError, LayerType, Zamba2Config};
 pub use graph::{DType, Dim, Graph, Module, Node, Phase, Shape, StateSpec, WeightSpec};
-pub use lower::{lower, lower_mixed};
+pub use lower::{lower, lower_mixed, lower_with_kv};
 pub use op::{Op, OpKind, StateId};
 pub use verify::{verify_module, VerifyError};
 pub mod pickle;

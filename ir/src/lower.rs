@@ -19,14 +19,27 @@ pub fn lower(config: &Zamba2Config, dtype: DType) -> Module {
 /// the same weight bytes per decoded token as an all-bf16 plan but keep the residual stream
 /// exact, which random-weight 2.7B models need to agree with an f32 reference (GPU.md log).
 pub fn lower_mixed(config: &Zamba2Config, dtype: DType, act_dtype: DType) -> Module {
+    lower_with_kv(config, dtype, act_dtype, act_dtype)
+}
+
+/// [`lower_mixed`] with the KV caches stored in `kv_dtype` (`compile --kv-dtype`): a bf16
+/// cache halves the bytes attention reads per cached token; K and V are rounded to it when
+/// appended (ZAMBA2.md §4), on the CPU as on the GPU.
+pub fn lower_with_kv(
+    config: &Zamba2Config,
+    dtype: DType,
+    act_dtype: DType,
+    kv_dtype: DType,
+) -> Module {
     let mut weights = BTreeMap::new();
-    let states = state_table(config, act_dtype);
+    let states = state_table(config, act_dtype, kv_dtype);
     let prompt = Lowering::new(config, dtype, act_dtype, Phase::Prompt, &mut weights).run();
     let decode = Lowering::new(config, dtype, act_dtype, Phase::Decode, &mut weights).run();
     Module {
         config: config.clone(),
         dtype,
         act_dtype,
+        kv_dtype,
         weights,
         states,
         prompt,
@@ -36,7 +49,7 @@ pub fn lower_mixed(config: &Zamba2Config, dtype: DType, act_dtype: DType) -> Mod
 }
 
 /// State ids are assigned layer by layer: conv, ssm, then (hybrid layers) the KV cache.
-fn state_table(c: &Zamba2Config, act_dtype: DType) -> Vec<StateSpec> {
+fn state_table(c: &Zamba2Config, act_dtype: DType, kv_dtype: DType) -> Vec<StateSpec> {
     let mut s = Vec::new();
     for (layer, t) in c.layers_block_type.iter().enumerate() {
         s.push(StateSpec::Conv {
@@ -56,7 +69,7 @@ fn state_table(c: &Zamba2Config, act_dtype: DType) -> Vec<StateSpec> {
                 layer,
                 kv_heads: c.num_key_value_heads,
                 head_dim: c.attention_head_dim,
-                dtype: act_dtype,
+                dtype: kv_dtype,
             });
         }
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Zamba2Config;
 use crate::graph::{DType, Graph, Module, Node, Phase, StateSpec, WeightSpec};
-use crate::lower::lower_mixed;
+use crate::lower::lower_with_kv;
 use crate::memory::MemoryPlan;
 
 /// One node of a serialized graph.
@@ -35,6 +35,10 @@ pub struct ModuleFile {
     pub config: Zamba2Config,
     pub dtype: DType,
     pub act_dtype: DType,
+    /// The KV caches' element dtype; plans written before `--kv-dtype` existed stored them in
+    /// the activation dtype, which is what an absent field means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_dtype: Option<DType>,
     pub weights: BTreeMap<String, WeightSpec>,
     pub states: Vec<StateSpec>,
     pub prompt: GraphFile,
@@ -109,6 +113,7 @@ impl From<&Module> for ModuleFile {
             config: m.config.clone(),
             dtype: m.dtype,
             act_dtype: m.act_dtype,
+            kv_dtype: Some(m.kv_dtype),
             weights: m.weights.clone(),
             states: m.states.clone(),
             prompt: (&m.prompt).into(),
@@ -128,13 +133,14 @@ impl ModuleFile {
             .revalidate(Path::new("module.json"))
             .map_err(|e| format!("{}: {}", e.field, e.msg))?;
         let float = |d: DType| matches!(d, DType::F32 | DType::BF16 | DType::F16);
-        if !float(self.dtype) || !float(self.act_dtype) {
+        let kv_dtype = self.kv_dtype.unwrap_or(self.act_dtype);
+        if !float(self.dtype) || !float(self.act_dtype) || !float(kv_dtype) {
             return Err(format!(
-                "dtype {} / act_dtype {}: not float types",
+                "dtype {} / act_dtype {} / kv_dtype {kv_dtype}: not float types",
                 self.dtype, self.act_dtype
             ));
         }
-        let lowered = lower_mixed(&self.config, self.dtype, self.act_dtype);
+        let lowered = lower_with_kv(&self.config, self.dtype, self.act_dtype, kv_dtype);
         if let Some((name, spec)) = self
             .weights
             .iter()
@@ -175,6 +181,7 @@ impl ModuleFile {
             config: self.config.clone(),
             dtype: self.dtype,
             act_dtype: self.act_dtype,
+            kv_dtype,
             weights: self.weights.clone(),
             states: self.states.clone(),
             prompt,

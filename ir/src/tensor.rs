@@ -47,6 +47,16 @@ pub fn from_f32(values: &[f32], dtype: DType) -> Vec<u8> {
     out
 }
 
+/// `x` rounded to the nearest `dtype` value (even on ties) and widened back: what storing it
+/// as `dtype` and reading it again gives (f32 and i32: unchanged).
+pub fn round_to(x: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => bf16::from_f32(x).to_f32(),
+        DType::F16 => f16::from_f32(x).to_f32(),
+        DType::F32 | DType::I32 => x,
+    }
+}
+
 /// The plan dtype of a safetensors dtype, if it is a float type zamba2c stores.
 pub fn from_safetensors(d: safetensors::Dtype) -> Option<DType> {
     match d {

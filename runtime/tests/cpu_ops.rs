@@ -489,6 +489,7 @@ fn kv_cache(b: usize, hkv: usize, d: usize) -> KvCache {
     KvCache {
         kv_heads: hkv,
         head_dim: d,
+        dtype: zamba2c_ir::DType::F32,
         k: vec![Vec::new(); b],
         v: vec![Vec::new(); b],
         len: vec![0; b],

@@ -8,7 +8,7 @@ mod common;
 use common::config;
 use serde_json::json;
 use zamba2c_codegen::{build_program, Kernel};
-use zamba2c_ir::{lower, lower_mixed, DType, Module};
+use zamba2c_ir::{lower, lower_mixed, lower_with_kv, DType, Module};
 use zamba2c_runtime::cuda::nvrtc;
 
 /// The tiny modules: base graphs and the same after the fusion passes.
@@ -41,13 +41,26 @@ fn modules() -> Vec<(String, Module)> {
         "adapters_rope_bf16_act_f32",
         json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}),
     )];
-    let cases = cases.into_iter().map(|(n, e, d)| (n, e, d, d)).chain(
-        mixed
-            .into_iter()
-            .map(|(n, e)| (n, e, DType::BF16, DType::F32)),
-    );
-    for (name, extra, dtype, act) in cases {
-        let m = lower_mixed(&config(extra), dtype, act);
+    // A bf16 KV cache under f32 activations (`compile --kv-dtype bf16`), GQA and RoPE on.
+    let kv_bf16 = [(
+        "gqa_rope_bf16_act_f32_kv_bf16",
+        json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+    )];
+    let cases = cases
+        .into_iter()
+        .map(|(n, e, d)| (n, e, d, d, d))
+        .chain(
+            mixed
+                .into_iter()
+                .map(|(n, e)| (n, e, DType::BF16, DType::F32, DType::F32)),
+        )
+        .chain(
+            kv_bf16
+                .into_iter()
+                .map(|(n, e)| (n, e, DType::BF16, DType::F32, DType::BF16)),
+        );
+    for (name, extra, dtype, act, kv) in cases {
+        let m = lower_with_kv(&config(extra), dtype, act, kv);
         let mut f = m.clone();
         zamba2c_passes::pipeline::run_pipeline(&mut f, 1, None).expect("the passes run");
         let fused = f

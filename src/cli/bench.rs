@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Sequences run at once (1: the one-sequence engine).
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub batch: usize,
+    /// Tokens the KV caches are allocated for (default: --prompt-len + --gen-len); the report
+    /// has the memory the plan predicts for it beside what was allocated and the peak.
+    #[arg(long, value_name = "N")]
+    pub max_context: Option<usize>,
     /// With --batch: prompt tokens run per step, between decode steps.
     #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK, value_name = "N")]
     pub prefill_chunk: usize,
@@ -81,11 +85,27 @@ pub fn main(a: BenchArgs) -> Result<()> {
         .map(|p| OutputFile::prepare("--out", p, Some(&a.plan)))
         .transpose()?;
     let plan = Plan::open(&a.plan)?;
-    check_lengths(
-        a.prompt_len,
-        a.gen_len,
-        plan.module.config.max_position_embeddings,
-    )?;
+    let ctx = match a.max_context {
+        Some(0) => bail!("--max-context: must be at least 1"),
+        Some(n) => {
+            if a.prompt_len.saturating_add(a.gen_len) > n {
+                bail!(
+                    "--max-context: {n} tokens, fewer than --prompt-len {} + --gen-len {}",
+                    a.prompt_len,
+                    a.gen_len
+                );
+            }
+            n
+        }
+        None => {
+            check_lengths(
+                a.prompt_len,
+                a.gen_len,
+                plan.module.config.max_position_embeddings,
+            )?;
+            a.prompt_len + a.gen_len
+        }
+    };
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
@@ -113,12 +133,12 @@ pub fn main(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let report = match a.device {
-        _ if a.batch > 1 => batch_bench(&plan, &a)?,
+        _ if a.batch > 1 => batch_bench(&plan, &a, ctx)?,
         Device::Cuda => serde_json::to_value(
-            zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len)
+            zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len, ctx)
                 .context("bench --device cuda")?,
         )?,
-        Device::Cpu => cpu_bench(&plan, a.prompt_len, a.gen_len)?,
+        Device::Cpu => cpu_bench(&plan, a.prompt_len, a.gen_len, ctx)?,
     };
     spinner.finish_and_clear();
     let text = serde_json::to_string(&report)?;
@@ -138,8 +158,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
 }
 
 /// `--batch B`: B sequences through the batched engine (see `zamba2c_runtime::batch::bench`).
-fn batch_bench(plan: &Plan, a: &BenchArgs) -> Result<serde_json::Value> {
-    let ctx = a.prompt_len + a.gen_len;
+fn batch_bench(plan: &Plan, a: &BenchArgs, ctx: usize) -> Result<serde_json::Value> {
     let engine = open_batch_engine(plan, a.device, a.batch, ctx)?;
     let report =
         zamba2c_runtime::batch::bench(engine, a.batch, a.prompt_len, a.gen_len, a.prefill_chunk)
@@ -150,8 +169,13 @@ fn batch_bench(plan: &Plan, a: &BenchArgs) -> Result<serde_json::Value> {
 }
 
 /// Wall-clock bench on the CPU interpreter (a reference point, not a target).
-fn cpu_bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<serde_json::Value> {
-    let mut e = open_engine(plan, Device::Cpu)?;
+fn cpu_bench(
+    plan: &Plan,
+    prompt_len: usize,
+    gen_len: usize,
+    ctx: usize,
+) -> Result<serde_json::Value> {
+    let mut e = open_engine(plan, Device::Cpu, ctx)?;
     let vocab = e.vocab_size() as u64;
     // A fixed LCG keeps the token ids reproducible without pulling an RNG into the CLI.
     let mut x = 0x5eedu64;

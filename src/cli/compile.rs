@@ -10,7 +10,7 @@ use zamba2c_ir::checkpoint::Checkpoint;
 use zamba2c_ir::fsread::{open_regular, Links};
 use zamba2c_ir::plan::valid_arch;
 use zamba2c_ir::{
-    lower_mixed, verify_module, DType, PlanInfo, PlanWriter, WeightsSource, Zamba2Config,
+    lower_with_kv, verify_module, DType, PlanInfo, PlanWriter, WeightsSource, Zamba2Config,
 };
 
 /// Compile a Hugging Face Zamba2 checkpoint directory into a self-contained plan.
@@ -36,6 +36,11 @@ pub struct CompileArgs {
     /// run is 7.5e-2), with f32 activations and bf16 weights 2.8e-5 (docs/PERFORMANCE.md).
     #[arg(long, default_value = "f32")]
     pub act_dtype: String,
+    /// KV cache dtype: f32 or bf16 (default: the activation dtype). bf16 halves the cache and
+    /// the bytes decode attention reads per cached token; K and V are rounded to bf16 when
+    /// cached, on the CPU as on the GPU.
+    #[arg(long, value_name = "f32|bf16")]
+    pub kv_dtype: Option<String>,
     /// Random weights (the directory needs only config.json); the plan records the seed.
     #[arg(long)]
     pub dummy_weights: bool,
@@ -64,6 +69,12 @@ pub fn main(a: CompileArgs) -> Result<()> {
             a.act_dtype
         )
     })?;
+    let kv_dtype = match a.kv_dtype.as_deref() {
+        None => act_dtype,
+        Some("f32") => DType::F32,
+        Some("bf16") => DType::BF16,
+        Some(other) => bail!("--kv-dtype: {other:?} is not one of f32, bf16"),
+    };
     if let Some(arch) = &a.arch {
         if !valid_arch(arch) {
             bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
@@ -91,7 +102,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         let ck = Checkpoint::open(&a.model_dir)?;
         (ck.config().clone(), Some(ck))
     };
-    let mut module = lower_mixed(&config, dtype, act_dtype);
+    let mut module = lower_with_kv(&config, dtype, act_dtype, kv_dtype);
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
     if let Some(ck) = &checkpoint {

@@ -19,19 +19,31 @@ pub enum Device {
     Cuda,
 }
 
-/// Loads `plan` onto `device`, with KV room for the model's `max_position_embeddings`.
-pub fn open_engine(plan: &Plan, device: Device) -> Result<Box<dyn Engine>> {
-    open_engine_with_context(plan, device, 0)
+/// The largest context `--max-context` defaults to: the GPU allocates the KV caches for the
+/// whole context up front (issue 11), and a config may claim up to 2^24 positions.
+pub const DEFAULT_CONTEXT_CAP: usize = 16384;
+
+/// Tokens a sequence may hold when `--max-context` is not given: the model's
+/// `max_position_embeddings`, at most [`DEFAULT_CONTEXT_CAP`].
+pub fn default_context(plan: &Plan) -> usize {
+    plan.module
+        .config
+        .max_position_embeddings
+        .min(DEFAULT_CONTEXT_CAP)
 }
 
-/// Loads `plan` onto `device` with KV room for at least `tokens` tokens (and at least the
-/// model's `max_position_embeddings`): `logits` knows its sequence length up front.
-pub fn open_engine_with_context(
-    plan: &Plan,
-    device: Device,
-    tokens: usize,
-) -> Result<Box<dyn Engine>> {
-    let ctx = plan.module.config.max_position_embeddings.max(tokens);
+/// `--max-context` when given, else [`default_context`]; refuses 0 naming the flag.
+pub fn context_or_default(flag: Option<usize>, plan: &Plan) -> Result<usize> {
+    match flag {
+        Some(0) => anyhow::bail!("--max-context: must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(default_context(plan)),
+    }
+}
+
+/// Loads `plan` onto `device` with KV room for `max_context` tokens.
+pub fn open_engine(plan: &Plan, device: Device, max_context: usize) -> Result<Box<dyn Engine>> {
+    let ctx = max_context;
     match device {
         Device::Cpu => {
             super::limits::check_cpu_memory(plan, 0, "")?;

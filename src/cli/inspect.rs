@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH};
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
 
+use super::engine::{context_or_default, MAX_BATCH};
 use super::output::print_stdout;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -28,6 +30,13 @@ pub struct InspectArgs {
     pub plan: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Context the memory table is computed for (default: what `run` allocates, the model's
+    /// max_position_embeddings up to 16384).
+    #[arg(long, value_name = "N")]
+    pub max_context: Option<usize>,
+    /// Sequences the memory table is computed for.
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub max_batch: usize,
 }
 
 /// Tokens of the prompt chunk the program's prompt cost is given for.
@@ -89,19 +98,57 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
     s
 }
 
+/// The device memory table for `shape` (what the CUDA engine allocates; issue 11).
+fn memory_table(plan: &Plan, p: &Program, shape: DeviceShape) -> Result<MemoryTable> {
+    let layout = DeviceLayout::plan(&plan.module, p, shape)
+        .with_context(|| plan.dir.join(PROGRAM_PATH).display().to_string())?;
+    Ok(layout.table)
+}
+
+fn memory_text(t: &MemoryTable, shape: DeviceShape) -> String {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut s = format!(
+        "GPU memory for {} tokens of context, batch {}, {}-token prompt chunks:\n",
+        shape.max_context, shape.batch, shape.prompt_chunk
+    );
+    for (name, b) in [
+        ("weights", t.weights),
+        ("states (conv, SSM)", t.states),
+        ("KV cache", t.kv_cache),
+        ("activations (arena)", t.activations),
+        ("workspace", t.workspace),
+        ("total", t.total),
+    ] {
+        s += &format!("  {name:<20} {b:>14} bytes {:>9.3} GiB\n", gib(b));
+    }
+    s
+}
+
 pub fn main(a: InspectArgs) -> Result<()> {
+    if a.max_batch == 0 || a.max_batch > MAX_BATCH {
+        bail!(
+            "--max-batch: must be in 1..={MAX_BATCH}, got {}",
+            a.max_batch
+        );
+    }
     let plan = Plan::open(&a.plan)?;
     let m = &plan.module;
     let program = read_program(&plan)?;
+    let shape = DeviceShape::new(context_or_default(a.max_context, &plan)?, a.max_batch);
+    let memory = program
+        .as_ref()
+        .map(|p| memory_table(&plan, p, shape))
+        .transpose()?;
     let text = match a.format {
         Format::Text => {
             let mut t = format!(
-                "plan {} (format {}, {}, weights {}, activations {})\n",
+                "plan {} (format {}, {}, weights {}, activations {}, KV cache {})\n",
                 a.plan.display(),
                 plan.manifest.format_version,
                 plan.manifest.created_by,
                 m.dtype,
-                m.act_dtype
+                m.act_dtype,
+                m.kv_dtype
             );
             if let Some(layout) = plan.manifest.checkpoint_layout {
                 t += &format!("checkpoint layout: {}\n", layout.describe());
@@ -125,6 +172,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
             if let Some(p) = &program {
                 t += &format!("{}\n", program_text(m, p));
             }
+            if let Some(mem) = &memory {
+                t += &format!("{}\n", memory_text(mem, shape));
+            }
             t += &format!("\n== prompt graph ==\n{}\n", m.prompt.to_text());
             t += &format!("== decode graph ==\n{}\n", m.decode.to_text());
             t
@@ -144,6 +194,10 @@ pub fn main(a: InspectArgs) -> Result<()> {
                     "decode": c.decode,
                     "decomposed": {"prompt": p.prompt.decomposed, "decode": p.decode.decomposed},
                 });
+            }
+            if let Some(mem) = &memory {
+                out["memory"] = serde_json::to_value(mem)?;
+                out["memory_shape"] = serde_json::to_value(shape)?;
             }
             serde_json::to_string_pretty(&out)? + "\n"
         }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use zamba2c_ir::Plan;
 
-use super::engine::{open_engine_with_context, Device};
+use super::engine::{default_context, open_engine, Device};
 use super::input::{check_prompt_text, prompt_byte_cap};
 use super::limits::check_cpu_memory;
 use super::output::OutputFile;
@@ -46,8 +46,9 @@ pub struct LogitsArgs {
     /// decode graph.
     #[arg(long, value_name = "K")]
     pub decode_from: Option<usize>,
-    /// KV cache capacity in tokens (default: the model's max_position_embeddings). Zamba2
-    /// without RoPE (2.7B) has no position limit of its own; this allows longer sequences.
+    /// KV cache capacity in tokens (default: the model's max_position_embeddings, at most
+    /// 16384). Zamba2 without RoPE (2.7B) has no position limit of its own; this allows longer
+    /// sequences.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub max_context: Option<u32>,
 }
@@ -59,7 +60,7 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     let vocab = plan.module.config.vocab_size;
     let max = a
         .max_context
-        .map_or(plan.module.config.max_position_embeddings, |m| m as usize);
+        .map_or_else(|| default_context(&plan), |m| m as usize);
     let (flag, tokens) = match (&a.tokens, &a.prompt) {
         (Some(ids), _) => ("--tokens", parse_tokens(ids, vocab)?),
         (None, Some(text)) => {
@@ -76,7 +77,7 @@ pub fn main(a: LogitsArgs) -> Result<()> {
             if a.max_context.is_some() {
                 "--max-context"
             } else {
-                "the model's max_position_embeddings; --max-context raises it"
+                "the model's max_position_embeddings up to 16384; --max-context raises it"
             }
         );
     }
@@ -92,7 +93,7 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     if a.device == Device::Cpu {
         check_cpu_memory(&plan, 3 * logits_bytes, "the logits")?;
     }
-    let mut engine = open_engine_with_context(&plan, a.device, max)?;
+    let mut engine = open_engine(&plan, a.device, max)?;
     let mut logits = engine.prefill(&tokens[..k])?;
     for &t in &tokens[k..] {
         logits.extend(engine.decode_step(t)?);

@@ -10,7 +10,7 @@ use zamba2c_ir::Plan;
 use zamba2c_runtime::generate::sampling::SamplingParams;
 use zamba2c_runtime::generate::{eos_ids, generate, Outcome, Settings, StopReason, TextSink};
 
-use super::engine::{open_engine, Device, MAX_BATCH};
+use super::engine::{context_or_default, open_engine, Device, MAX_BATCH};
 use super::input::{check_prompt_text, prompt_byte_cap, read_prompt, read_prompt_file};
 use super::text::{strip_one_newline, TextTokenizer};
 use super::tokens::parse_tokens;
@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Where to run the plan.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
+    /// Tokens a sequence may hold, prompt and generated; the GPU allocates its KV caches for
+    /// this many (default: the model's max_position_embeddings, at most 16384).
+    #[arg(long, value_name = "N")]
+    pub max_context: Option<usize>,
     /// Print one JSON object per prompt and nothing else on stdout (the text is not streamed;
     /// `| jq .text` works): prompt_tokens, generated_tokens, text, stop_reason, seed, and timings
     /// (prompt_ms, decode_ms, prompt_tokens_per_s, generated_tokens_per_s).
@@ -194,7 +198,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     }
     let plan = Plan::open(&a.plan)?;
     let vocab = plan.module.config.vocab_size;
-    let max_context = plan.module.config.max_position_embeddings;
+    let max_context = context_or_default(a.max_context, &plan)?;
 
     // The tokenizer: required for text prompts; optional with --tokens (ids are printed then).
     let tok = if a.tokens.is_some() {
@@ -239,7 +243,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     if multi && a.max_batch > 1 {
         return super::run_batch::run_batched(&plan, &a, &jobs, &settings, tok.as_ref());
     }
-    let mut engine = open_engine(&plan, a.device)?;
+    let mut engine = open_engine(&plan, a.device, max_context)?;
     let mut sink = Sink {
         out: std::io::stdout(),
         closed: false,
@@ -269,7 +273,7 @@ pub fn main(a: RunArgs) -> Result<()> {
         total_decode_s += o.decode_s;
         if o.reason == StopReason::Context {
             tracing::warn!(
-                "{}: stopped after {} tokens: the context is full ({max_context} tokens, the plan's max_position_embeddings)",
+                "{}: stopped after {} tokens: the context is full ({max_context} tokens: --max-context)",
                 job.source,
                 o.generated.len()
             );
@@ -427,7 +431,7 @@ pub(super) fn encode_prompt(
 fn check_len(source: &str, n: usize, max_context: usize) -> Result<()> {
     if n > max_context {
         bail!(
-            "{source}: the prompt is {n} tokens, longer than the plan allows ({max_context} tokens: the model's max_position_embeddings)"
+            "{source}: the prompt is {n} tokens, longer than the plan allows ({max_context} tokens: --max-context, by default the model's max_position_embeddings up to 16384)"
         );
     }
     Ok(())

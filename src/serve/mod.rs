@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8, value_name = "B")]
     pub max_batch: usize,
     /// Tokens each sequence may hold, prompt and generated (default: the model's
-    /// max_position_embeddings).
+    /// max_position_embeddings, at most 16384).
     #[arg(long, value_name = "N")]
     pub max_context: Option<usize>,
     /// Sequences that may wait for a free slot; beyond that requests get 429.
@@ -86,11 +86,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
         );
     }
     let plan = Plan::open(&a.plan)?;
-    let config_ctx = plan.module.config.max_position_embeddings;
-    let max_context = a.max_context.unwrap_or(config_ctx);
-    if max_context == 0 {
-        bail!("--max-context: must be at least 1");
-    }
+    let max_context = crate::cli::engine::context_or_default(a.max_context, &plan)?;
     let tok = Arc::new(TextTokenizer::from_plan(&plan)?);
     let chat = ChatTemplate::from_plan(&plan)?;
     match &chat {

@@ -5,6 +5,7 @@ use crate::cpu::math;
 use crate::cpu::ops::bad;
 use crate::cpu::state::KvCache;
 use crate::{RuntimeError, Tensor};
+use zamba2c_ir::tensor::round_to;
 
 /// The attention op's sizes (the fields of `Op::Attention`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,7 +40,7 @@ pub fn rope_rotate(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
 
 /// Attention over `q [B,T,HA*d]`, `k, v [B,T,HKV*d]`: applies RoPE (when set) to q and k at
 /// absolute positions `T0 + t` (`T0` = tokens already cached in that row), appends k and v to
-/// the cache, and lets query `t` attend to cached positions `0 ..= T0 + t`. Query head `h`
+/// the cache (rounded to its element dtype), and lets query `t` attend to cached positions `0 ..= T0 + t`. Query head `h`
 /// uses kv head `h / (HA/HKV)`; scores `q·k·scale`, softmax and `Pr·V` in f64.
 /// Returns `[B,T,HA*d]` with the heads concatenated in order.
 pub fn attention(
@@ -85,8 +86,13 @@ pub fn attention(
                 kr.chunks_exact_mut(d)
                     .for_each(|hd| rope_rotate(hd, t0 + ti, f));
             }
-            cache.k[bi].extend_from_slice(&kr);
-            cache.v[bi].extend_from_slice(&v.data[row * kw..(row + 1) * kw]);
+            let dt = cache.dtype;
+            cache.k[bi].extend(kr.iter().map(|&x| round_to(x, dt)));
+            cache.v[bi].extend(
+                v.data[row * kw..(row + 1) * kw]
+                    .iter()
+                    .map(|&x| round_to(x, dt)),
+            );
         }
         cache.len[bi] = t0 + t;
         let (kc, vc) = (&cache.k[bi], &cache.v[bi]);

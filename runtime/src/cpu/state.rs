@@ -1,7 +1,7 @@
 //! Per-sequence inference state on the host (spec §4): conv windows, SSM states and KV caches
 //! for every state id of `module.states`, plus the number of tokens processed.
 
-use zamba2c_ir::{StateId, StateSpec};
+use zamba2c_ir::{DType, StateId, StateSpec};
 
 use crate::RuntimeError;
 
@@ -24,11 +24,13 @@ pub struct SsmState {
 }
 
 /// The K and V caches of one hybrid layer. Per batch row, token-major: `k[b]` holds
-/// `len[b] × kv_heads × head_dim` values (keys after RoPE), `v[b]` likewise.
+/// `len[b] × kv_heads × head_dim` values (keys after RoPE), `v[b]` likewise, each rounded to
+/// the cache's element dtype when appended (`compile --kv-dtype`), as the GPU stores them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvCache {
     pub kv_heads: usize,
     pub head_dim: usize,
+    pub dtype: DType,
     pub k: Vec<Vec<f32>>,
     pub v: Vec<Vec<f32>>,
     pub len: Vec<usize>,
@@ -82,10 +84,14 @@ impl InferenceState {
                     data: vec![0.0; batch * heads * head_dim * d_state],
                 }),
                 StateSpec::Kv {
-                    kv_heads, head_dim, ..
+                    kv_heads,
+                    head_dim,
+                    dtype,
+                    ..
                 } => StateRegion::Kv(KvCache {
                     kv_heads,
                     head_dim,
+                    dtype,
                     k: vec![Vec::new(); batch],
                     v: vec![Vec::new(); batch],
                     len: vec![0; batch],
@@ -224,6 +230,7 @@ impl StateRegion {
             StateRegion::Kv(kv) => StateRegion::Kv(KvCache {
                 kv_heads: kv.kv_heads,
                 head_dim: kv.head_dim,
+                dtype: kv.dtype,
                 k: Vec::new(),
                 v: Vec::new(),
                 len: Vec::new(),
@@ -245,7 +252,7 @@ impl StateRegion {
                 a.data.extend_from_slice(&b.data)
             }
             (StateRegion::Kv(a), StateRegion::Kv(b))
-                if (a.kv_heads, a.head_dim) == (b.kv_heads, b.head_dim) =>
+                if (a.kv_heads, a.head_dim, a.dtype) == (b.kv_heads, b.head_dim, b.dtype) =>
             {
                 a.k.extend(b.k);
                 a.v.extend(b.v);
@@ -287,6 +294,7 @@ impl StateRegion {
                         StateRegion::Kv(KvCache {
                             kv_heads: kv.kv_heads,
                             head_dim: kv.head_dim,
+                            dtype: kv.dtype,
                             k: vec![k],
                             v: vec![v],
                             len: vec![len],

@@ -4,6 +4,7 @@
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use zamba2c_ir::device::{DeviceLayout, MemoryTable};
 use zamba2c_ir::Plan;
 
 use super::engine::{CudaEngine, CudaOptions};
@@ -15,6 +16,8 @@ pub struct BenchReport {
     pub device: String,
     pub prompt_len: usize,
     pub gen_len: usize,
+    /// Tokens the KV caches were allocated for.
+    pub max_context: usize,
     /// Prefill of the prompt through the last position's logits on the host, wall clock,
     /// after a warm-up.
     pub ttft_ms: f64,
@@ -25,9 +28,17 @@ pub struct BenchReport {
     pub decode_ms_per_token: f64,
     pub decode_ms_min: f64,
     pub decode_ms_max: f64,
-    /// Bytes the engine allocated (weights, states, activations).
+    /// What the plan predicts the engine allocates for this context (`inspect --max-context`):
+    /// computed from the plan alone, before loading.
+    pub predicted_bytes: u64,
+    /// The prediction by part: weights, states, kv_cache, activations, workspace, total.
+    pub memory: MemoryTable,
+    /// Bytes the engine allocated (weights, states, activations, workspace).
     pub engine_bytes: usize,
-    /// Largest device memory in use (total - free) seen during the run.
+    /// Device memory in use just before the engine allocated (the CUDA context, modules).
+    pub baseline_gpu_bytes: usize,
+    /// Largest device memory in use (total - free) seen during the run: the process's peak
+    /// when nothing else runs on the GPU.
     pub peak_gpu_bytes: usize,
     /// Whether every timed decode step replayed a captured CUDA graph (false with
     /// `ZAMBA2C_NO_CUDA_GRAPH=1` or when capture failed: then every step ran eagerly).
@@ -43,16 +54,33 @@ fn dev(e: cudarc::driver::DriverError) -> RuntimeError {
     RuntimeError::Device(format!("CUDA driver: {e:?}"))
 }
 
-/// Loads `plan` with room for `prompt_len + gen_len` tokens, runs one warm-up round, then
-/// measures a prefill of `prompt_len` random tokens and `gen_len` decode steps.
-pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchReport, RuntimeError> {
+/// Loads `plan` with room for `max_context` tokens (at least `prompt_len + gen_len`), runs
+/// one warm-up round, then measures a prefill of `prompt_len` random tokens and `gen_len`
+/// decode steps.
+pub fn bench(
+    plan: &Plan,
+    prompt_len: usize,
+    gen_len: usize,
+    max_context: usize,
+) -> Result<BenchReport, RuntimeError> {
     if prompt_len == 0 {
         return Err(RuntimeError::Input(
             "--prompt-len must be at least 1".into(),
         ));
     }
-    let ctx_len = prompt_len + gen_len;
-    let mut e = CudaEngine::with_options(plan, CudaOptions::new(ctx_len))?;
+    if prompt_len + gen_len > max_context {
+        return Err(RuntimeError::Input(format!(
+            "{prompt_len} prompt tokens and {gen_len} steps do not fit a context of {max_context}"
+        )));
+    }
+    let options = CudaOptions::new(max_context);
+    // The prediction, from the plan alone (what `inspect --max-context` prints).
+    let program = super::engine::read_program(plan)?;
+    let memory = DeviceLayout::plan(&plan.module, &program, options.shape())
+        .map_err(|e| RuntimeError::Input(e.to_string()))?
+        .table;
+    drop(program);
+    let mut e = CudaEngine::with_options(plan, options)?;
     let cu = e.context().clone();
     let device = cu.name().unwrap_or_else(|_| "CUDA device".into());
     let total = cu.total_mem().map_err(dev)?;
@@ -111,12 +139,16 @@ pub fn bench(plan: &Plan, prompt_len: usize, gen_len: usize) -> Result<BenchRepo
         device,
         prompt_len,
         gen_len,
+        max_context,
         ttft_ms,
         prefill_gpu_ms,
         decode_ms_per_token: median,
         decode_ms_min: times.first().copied().unwrap_or(0.0),
         decode_ms_max: times.last().copied().unwrap_or(0.0),
+        predicted_bytes: memory.total,
+        memory,
         engine_bytes: e.allocated_bytes(),
+        baseline_gpu_bytes: e.used_before_alloc(),
         peak_gpu_bytes: peak,
         cuda_graph: gen_len > 0 && cuda_graph_replays == gen_len as u64,
         cuda_graph_replays,

@@ -184,7 +184,7 @@ pub fn profile(
     prompt_len: usize,
     gen_len: usize,
 ) -> Result<ProfileReport, RuntimeError> {
-    let report = bench(plan, prompt_len, gen_len)?;
+    let report = bench(plan, prompt_len, gen_len, prompt_len + gen_len)?;
     const STEPS: usize = 8;
     let ctx_len = prompt_len + STEPS + 1;
     let mut e = CudaEngine::with_options(plan, CudaOptions::new(ctx_len))?;
