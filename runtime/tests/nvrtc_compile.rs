@@ -269,7 +269,7 @@ fn prompt_attention_families(m: &Module) -> Vec<String> {
 
 /// Prompt attention takes the tensor-core kernel for head sizes that are multiples of 16 up to
 /// 256 (1.2B: 128, 2.7B: 160, 7B: 224), splitting its operands hi + lo unless they are bf16,
-/// with its shared memory declared; other head sizes (tiny test configs: 6) keep the
+/// with its shared memory declared; other head sizes (the tiny test config's 12) keep the
 /// one-block-per-query kernel, and decode never uses it.
 #[test]
 fn prompt_attention_picks_flash_when_aligned() {
