@@ -43,7 +43,21 @@
       lo[o] = from_f<bf16_t>(r).bits;
     }
   };
+  // x0, x1 at elements o, o + 1 (o even): one 32-bit store per part.
+  auto put2 = [](unsigned short* hi, unsigned short* lo, int o, float x0, float x1, bool split) {
+    unsigned h, l;
+    split_bf16x2(x0, x1, h, l);
+    *reinterpret_cast<unsigned*>(hi + o) = h;
+    if (split) *reinterpret_cast<unsigned*>(lo + o) = l;
+  };
   auto ld32 = [](const unsigned short* p) { return *reinterpret_cast<const unsigned*>(p); };
+  // Two adjacent cache elements (an even index: rows of D, D even) in one load.
+  struct __align__(2 * sizeof(cache_t)) cache_pair { cache_t x, y; };
+  auto ld2 = [](const cache_t* p, float& a, float& b) {
+    const cache_pair v = *reinterpret_cast<const cache_pair*>(p);
+    a = to_f(v.x);
+    b = to_f(v.y);
+  };
 
   // q of the tile's rows, RoPE applied and rounded to the activation dtype as transformers does.
   for (int e = tid; e < QT * HALF; e += NT) {
@@ -82,12 +96,9 @@
       const int j = e / HALF, c = 2 * (e % HALF);
       float x0 = 0.f, x1 = 0.f;
       if (k0 + j < kend) {
-        const long a = kvo + (long)(k0 + j) * D + c;
-        x0 = to_f(kcache[a]);
-        x1 = to_f(kcache[a + 1]);
+        ld2(kcache + kvo + (long)(k0 + j) * D + c, x0, x1);
       }
-      put(kh, kl, j * LDK + c, x0, SPLIT_KV);
-      put(kh, kl, j * LDK + c + 1, x1, SPLIT_KV);
+      put2(kh, kl, j * LDK + c, x0, x1, SPLIT_KV);
     }
     // V tile transposed (column-major B operand of P·V): a thread takes keys 2j, 2j + 1 of
     // columns c, c + 1 and stores two key pairs; 8 key pairs × 4 column pairs per warp keep
@@ -96,20 +107,10 @@
       const int jl = e & 7, cp = (e >> 3) & 3, rest = e >> 5;
       const int c = (rest % (D / 8)) * 8 + 2 * cp, j = 2 * ((rest / (D / 8)) * 8 + jl);
       float v00 = 0.f, v01 = 0.f, v10 = 0.f, v11 = 0.f;  // v[key j + a][column c + b]
-      if (k0 + j < kend) {
-        const long a = kvo + (long)(k0 + j) * D + c;
-        v00 = to_f(vcache[a]);
-        v01 = to_f(vcache[a + 1]);
-      }
-      if (k0 + j + 1 < kend) {
-        const long a = kvo + (long)(k0 + j + 1) * D + c;
-        v10 = to_f(vcache[a]);
-        v11 = to_f(vcache[a + 1]);
-      }
-      put(vh, vl, c * LDV + j, v00, SPLIT_KV);
-      put(vh, vl, c * LDV + j + 1, v10, SPLIT_KV);
-      put(vh, vl, (c + 1) * LDV + j, v01, SPLIT_KV);
-      put(vh, vl, (c + 1) * LDV + j + 1, v11, SPLIT_KV);
+      if (k0 + j < kend) ld2(vcache + kvo + (long)(k0 + j) * D + c, v00, v01);
+      if (k0 + j + 1 < kend) ld2(vcache + kvo + (long)(k0 + j + 1) * D + c, v10, v11);
+      put2(vh, vl, c * LDV + j, v00, v10, SPLIT_KV);
+      put2(vh, vl, (c + 1) * LDV + j, v01, v11, SPLIT_KV);
     }
     __syncthreads();
     if (wr >= nq || k0 > wlast) continue;  // every key of the tile is in this warp's future
