@@ -114,16 +114,22 @@ pub fn base_costs(ctx: &NodeCtx) -> Vec<LaunchCost> {
                 Some(s) => s.dtype().size(),
                 None => DType::F32.size(),
             } as u64;
-            let kv_row = 2 * (*kv_heads * *head_dim) as u64;
+            let kv_row = 2 * (*kv_heads * *head_dim) as u64 * csz;
+            // Q·Kᵀ and P·V: 4·d FLOPs per head for each (query, key) pair; keys are the cached
+            // prefix (every query) and the chunk's own tokens up to the query (causal pairs).
+            let pair = 4 * (*heads * *head_dim) as u64;
             vec![
                 LaunchCost {
-                    bytes_per_row: in_sz(1) + in_sz(2) + kv_row * csz,
+                    bytes_per_row: in_sz(1) + in_sz(2) + kv_row,
                     ..Default::default()
                 },
+                // The attend kernel reads each key and value of the cache once per launch: the
+                // chunk's own (just appended) and the prefix (once per sequence).
                 LaunchCost {
-                    bytes_per_row: in_sz(0) + osz,
-                    bytes_per_cached_token: kv_row * csz,
-                    flops_per_cached_token: 4 * (*heads * *head_dim) as u64,
+                    bytes_per_row: in_sz(0) + osz + kv_row,
+                    seq_bytes_per_cached_token: kv_row,
+                    flops_per_cached_token: pair,
+                    flops_per_causal_pair: pair,
                     ..Default::default()
                 },
             ]

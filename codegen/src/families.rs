@@ -769,6 +769,45 @@ fn attention(
         );
     let (kn, kt, ka) = kcache(CType::ConstPtr(cd));
     let (vn, vt, va) = vcache(CType::ConstPtr(cd));
+    // Prompts: the tensor-core kernel where it serves the head size (crate::flash); decode
+    // (when attention_decode does not serve it) and other head sizes (not a multiple of 16,
+    // or above 256) keep the one-block-per-query kernel below.
+    let split = crate::tune("ATTN_SPLIT", 1) == 1;
+    let flash = (ctx.phase == Phase::Prompt)
+        .then(|| crate::flash::flash_plan(d, act, cd, split))
+        .flatten();
+    if let Some(plan) = flash {
+        let mut b = common("attention_flash")
+            .set("heads", heads)
+            .set("group", heads / kv_heads)
+            .set("scale", flit(scale))
+            .set("cache_t", CType::elem(cd))
+            .set("q_stride", q.stride)
+            .set("out_stride", ctx.out.stride);
+        for (k, v) in plan.context() {
+            b = b.set(k, v);
+        }
+        let mut attend = b
+            .input("q", q)
+            .param(kn, kt, ka)
+            .param(vn, vt, va)
+            .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
+            .output(&ctx.out)
+            .scalar("seq", Arg::Seq)
+            .scalar("cap", Arg::Capacity)
+            .finish(
+                [
+                    Extent::Const(heads as u32),
+                    Extent::SeqDiv {
+                        div: crate::flash::FLASH_QT,
+                    },
+                    Extent::Batch,
+                ],
+                crate::flash::FLASH_THREADS,
+            );
+        attend.smem = plan.smem as u32;
+        return Ok(vec![append, attend]);
+    }
     let attend = common("attention")
         .set("heads", heads)
         .set("group", heads / kv_heads)

@@ -12,6 +12,7 @@
 
 pub mod cost;
 pub mod families;
+pub mod flash;
 pub mod fused;
 pub mod program;
 pub mod render;

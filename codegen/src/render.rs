@@ -64,6 +64,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("kv_append.cu", include_str!("../../templates/kv_append.cu")),
     ("attention.cu", include_str!("../../templates/attention.cu")),
     (
+        "attention_flash.cu",
+        include_str!("../../templates/attention_flash.cu"),
+    ),
+    (
         "attention_decode.cu",
         include_str!("../../templates/attention_decode.cu"),
     ),

@@ -134,7 +134,9 @@ pub struct Kernel {
 /// What one launch reads and writes and computes, as codegen accounts for its family (the
 /// emitted program's cost report and the profiler's byte floors, docs/KERNELS.md). For `b`
 /// sequences of `t` new tokens each after `cached` tokens:
-/// bytes = weight_bytes + b·t·(bytes_per_row + cached·bytes_per_cached_token) + b·bytes_per_seq.
+/// bytes = weight_bytes + b·t·(bytes_per_row + cached·bytes_per_cached_token)
+///         + b·(bytes_per_seq + cached·seq_bytes_per_cached_token),
+/// flops = b·t·(flops_per_row + cached·flops_per_cached_token) + b·t(t+1)/2·flops_per_causal_pair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchCost {
     /// Weights read once per launch.
@@ -145,8 +147,16 @@ pub struct LaunchCost {
     pub bytes_per_seq: u64,
     /// KV cache read per row for each cached token (attention).
     pub bytes_per_cached_token: u64,
+    /// KV cache read once per sequence for each cached token (prompt attention reads the
+    /// cached prefix once per launch, not once per query).
+    #[serde(default)]
+    pub seq_bytes_per_cached_token: u64,
     pub flops_per_row: u64,
     pub flops_per_cached_token: u64,
+    /// FLOPs per (query, key) pair among the new tokens, key at or before the query (causal
+    /// attention within the chunk: t(t+1)/2 pairs per sequence).
+    #[serde(default)]
+    pub flops_per_causal_pair: u64,
 }
 
 impl LaunchCost {
@@ -156,12 +166,16 @@ impl LaunchCost {
         self.weight_bytes as f64
             + rows
                 * (self.bytes_per_row as f64 + cached as f64 * self.bytes_per_cached_token as f64)
-            + b as f64 * self.bytes_per_seq as f64
+            + b as f64
+                * (self.bytes_per_seq as f64
+                    + cached as f64 * self.seq_bytes_per_cached_token as f64)
     }
     /// FLOPs for `b` sequences of `t` tokens after `cached` tokens.
     pub fn flops(&self, b: usize, t: usize, cached: usize) -> f64 {
+        let pairs = b as f64 * (t as f64 * (t as f64 + 1.0) / 2.0);
         (b * t) as f64
             * (self.flops_per_row as f64 + cached as f64 * self.flops_per_cached_token as f64)
+            + pairs * self.flops_per_causal_pair as f64
     }
 }
 

@@ -1,8 +1,9 @@
 //! GPU tests (feature `gpu-tests`; without a GPU they fail, never skip): every kernel family
 //! against the CPU interpreter, node by node, on tiny modules with odd sizes (rope on/off,
-//! GQA, ngroups > 1, adapters, f32 and bf16), over a prompt and several decode steps, and on
-//! the fixture configs under $ZAMBA2C_FIXTURES (default: tests/fixtures of the repository);
-//! decode replayed from a CUDA graph against eager decode, bitwise.
+//! GQA, ngroups > 1, adapters, f32 and bf16, attention head sizes 12, 64 and 160), over a
+//! prompt and several decode steps, and on the fixture configs under $ZAMBA2C_FIXTURES
+//! (default: tests/fixtures of the repository); decode replayed from a CUDA graph against eager
+//! decode, bitwise.
 #![cfg(feature = "gpu-tests")]
 
 use std::path::PathBuf;
@@ -103,6 +104,18 @@ fn kernels_match_cpu_on_tiny_modules() {
         (
             "wide_bf16",
             json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 40, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 136}),
+            DType::BF16,
+        ),
+        // The 2.7B's head size (160) through the tensor-core prompt attention: 70 tokens are
+        // two query tiles, the chunked run continues after a cached prefix.
+        (
+            "attn160_rope_f32",
+            json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2, "num_key_value_heads": 2, "use_mem_rope": true}),
+            DType::F32,
+        ),
+        (
+            "attn160_gqa_rope_bf16",
+            json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2, "num_key_value_heads": 1, "use_mem_rope": true}),
             DType::BF16,
         ),
     ];

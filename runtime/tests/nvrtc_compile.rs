@@ -36,11 +36,25 @@ fn modules() -> Vec<(String, Module)> {
             DType::BF16,
         ),
     ];
+    // Head sizes 64 and 160 (the 2.7B's) take the tensor-core prompt attention, whose hi/lo
+    // splits depend on the activation dtype.
+    let attn64 = json!({"hidden_size": 64, "n_mamba_heads": 4, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "use_mem_rope": true});
+    let attn160 = json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "use_mem_rope": true});
+    let cases = cases.into_iter().chain([
+        ("attn64_gqa_rope_f32", attn64.clone(), DType::F32),
+        ("attn64_gqa_rope_f16", attn64, DType::F16),
+        ("attn160_rope_bf16", attn160.clone(), DType::BF16),
+    ]);
     let mut out = Vec::new();
-    let mixed = [(
-        "adapters_rope_bf16_act_f32",
-        json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}),
-    )];
+    let mixed = [
+        (
+            "adapters_rope_bf16_act_f32",
+            json!({"use_shared_attention_adapter": true, "use_mem_rope": true, "num_mem_blocks": 1}),
+        ),
+        ("attn160_rope_bf16_act_f32", attn160),
+    ];
     // A bf16 KV cache under f32 activations (`compile --kv-dtype bf16`), GQA and RoPE on.
     let kv_bf16 = [(
         "gqa_rope_bf16_act_f32_kv_bf16",
@@ -253,6 +267,72 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
     let fams = prompt_linear_families(&tiny);
     assert!(fams.iter().any(|f| f == "linear_mma_pipe"), "{fams:?}");
     assert!(fams.iter().any(|f| f == "linear_gemm"), "{fams:?}");
+}
+
+/// The families of the prompt graph's attention launches, by kernel name.
+fn prompt_attention_families(m: &Module) -> Vec<String> {
+    let p = build_program(m).expect("program");
+    p.prompt
+        .launches
+        .iter()
+        .map(|l| p.kernels[&l.kernel].family.clone())
+        .filter(|f| f.starts_with("attention"))
+        .collect()
+}
+
+/// Prompt attention takes the tensor-core kernel for head sizes that are multiples of 16 up to
+/// 256 (1.2B: 128, 2.7B: 160, 7B: 224), splitting its operands hi + lo unless they are bf16,
+/// with its shared memory declared; other head sizes (the tiny test config's 12) keep the
+/// one-block-per-query kernel, and decode never uses it.
+#[test]
+fn prompt_attention_picks_flash_when_aligned() {
+    // (hidden, attention heads, mamba heads of 64 channels, flash expected)
+    for (hidden, heads, mamba_heads, flash) in [
+        (2560, 32, 80, true),
+        (2048, 32, 64, true),
+        (3584, 32, 112, true),
+        (24, 4, 6, false),
+    ] {
+        let c = config(json!({"hidden_size": hidden, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "n_mamba_heads": mamba_heads,
+            "use_mem_rope": true}));
+        for (dtype, act) in [
+            (DType::F32, DType::F32),
+            (DType::BF16, DType::BF16),
+            (DType::BF16, DType::F32),
+        ] {
+            let m = lower_mixed(&c, dtype, act);
+            let fams = prompt_attention_families(&m);
+            assert!(!fams.is_empty());
+            let want = if flash {
+                "attention_flash"
+            } else {
+                "attention"
+            };
+            assert!(
+                fams.iter().all(|f| f == want),
+                "hidden {hidden}, act {act}: {fams:?}"
+            );
+            let p = build_program(&m).expect("program");
+            for l in &p.prompt.launches {
+                let k = &p.kernels[&l.kernel];
+                if k.family == "attention_flash" {
+                    assert!(l.smem > 0, "{}: no shared memory declared", k.name);
+                    let split = act != DType::BF16;
+                    assert!(
+                        k.source.contains(&format!("SPLIT_Q = {split}")),
+                        "{}",
+                        k.name
+                    );
+                }
+            }
+            assert!(p
+                .decode
+                .launches
+                .iter()
+                .all(|l| p.kernels[&l.kernel].family != "attention_flash"));
+        }
+    }
 }
 
 /// A kernel that does not compile fails with the NVRTC log and the kernel's source path

@@ -1,0 +1,81 @@
+//! `attention_flash` (templates/attention_flash.cu): the prompt path's causal attention on
+//! tensor cores, one launch per prompt chunk (docs/KERNELS.md "attention_flash"). Which shapes
+//! it serves, its tiles and shared memory, and whether its operands are split into bf16 hi + lo
+//! parts; the KV append stays its own launch before it (families.rs `attention`).
+
+use zamba2c_ir::kernel::MAX_DYNAMIC_SMEM;
+use zamba2c_ir::DType;
+
+/// Query rows per block: 4 warps of 16 rows (the m of mma.m16n8k16).
+pub const FLASH_QT: usize = 64;
+/// Threads per block (one warp per 16 query rows; the template asserts it).
+pub const FLASH_THREADS: usize = 2 * FLASH_QT;
+/// Largest head size: the f32 output accumulator is `d / 2` registers per thread.
+const FLASH_MAX_D: usize = 256;
+/// Shared memory above which a 64-key tile is halved to 32 keys, so that two blocks of the
+/// H200's 228 KiB per SM stay resident.
+const TWO_BLOCKS_SMEM: usize = 113 * 1024;
+
+/// The kernel's shape choices for one attention op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlashPlan {
+    /// Keys per shared-memory tile.
+    pub kt: usize,
+    /// Dynamic shared memory per block, bytes.
+    pub smem: usize,
+    /// q (f32 or f16 values, not exact in bf16) is split hi + lo.
+    pub split_q: bool,
+    /// The cached k and v are split hi + lo.
+    pub split_kv: bool,
+    /// The unnormalised probabilities P are split hi + lo (every non-bf16 plan).
+    pub split_p: bool,
+}
+
+impl FlashPlan {
+    /// The template context of this plan.
+    pub fn context(&self) -> [(&'static str, serde_json::Value); 5] {
+        [
+            ("qt", FLASH_QT.into()),
+            ("kt", self.kt.into()),
+            ("split_q", self.split_q.into()),
+            ("split_kv", self.split_kv.into()),
+            ("split_p", self.split_p.into()),
+        ]
+    }
+}
+
+/// Bytes of shared memory for head size `d`, `kt` keys a tile and the given splits: bf16 q, k
+/// and transposed v tiles with 8 elements of row padding, doubled where split.
+fn smem_bytes(d: usize, kt: usize, split_q: bool, split_kv: bool) -> usize {
+    let parts = |split: bool| if split { 2 } else { 1 };
+    let q = FLASH_QT * (d + 8) * parts(split_q);
+    let kv = (kt * (d + 8) + d * (kt + 8)) * parts(split_kv);
+    2 * (q + kv)
+}
+
+/// The plan for head size `d` with `act` activations and a `cache` KV cache, or `None` when the
+/// kernel does not serve the shape (then the one-block-per-query `attention` kernel runs):
+/// `d` must be a multiple of 16 (the k of the mma) and at most [`FLASH_MAX_D`]. `split`
+/// off (the tuning knob `ATTN_SPLIT=2`) rounds every operand once to bf16 instead.
+pub fn flash_plan(d: usize, act: DType, cache: DType, split: bool) -> Option<FlashPlan> {
+    let float = |t: DType| matches!(t, DType::F32 | DType::BF16 | DType::F16);
+    if d == 0 || !d.is_multiple_of(16) || d > FLASH_MAX_D || !float(act) || !float(cache) {
+        return None;
+    }
+    let split_q = split && act != DType::BF16;
+    let split_kv = split && cache != DType::BF16;
+    let split_p = split && act != DType::BF16;
+    let kt = if smem_bytes(d, 64, split_q, split_kv) <= TWO_BLOCKS_SMEM {
+        64
+    } else {
+        32
+    };
+    let smem = smem_bytes(d, kt, split_q, split_kv);
+    (smem <= MAX_DYNAMIC_SMEM as usize).then_some(FlashPlan {
+        kt,
+        smem,
+        split_q,
+        split_kv,
+        split_p,
+    })
+}

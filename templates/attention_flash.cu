@@ -1,0 +1,219 @@
+{% include "prelude.cu" %}
+{
+  // Causal prompt attention, flash style (docs/KERNELS.md "attention_flash"; ZAMBA2.md §2.4,
+  // §6.3): block = ({{ qt }} query rows of head h, sequence b), 4 warps of 16 rows. The chunk's
+  // queries continue after meta[0] cached tokens, so row t sits at position meta[0] + t and
+  // attends keys 0 ..= that position of the KV cache (which kv_append filled before this
+  // launch). Key tiles of {{ kt }} are staged in dynamic shared memory as bf16; Q·Kᵀ and P·V run
+  // on tensor cores (mma.sync m16n8k16, f32 accumulation); the softmax is online, in f32.
+  // Operands that are not exactly bf16 (f32 or f16 values, the unnormalised probabilities P)
+  // are split as x = hi + lo, both bf16, and the products summed as hi·hi + hi·lo + lo·hi
+  // (~16 mantissa bits; the lo·lo term is below f32 rounding of the sum).
+  constexpr int D = {{ d }}, HALF = {{ half }}, QT = {{ qt }}, KT = {{ kt }}, NT = {{ block }};
+  constexpr int LDQ = D + 8, LDK = D + 8, LDV = KT + 8;  // bf16 row pitches: +8 (16 bytes)
+  // makes each fragment load of 8 rows × 4 words hit 32 different banks.
+  constexpr int KS = D / 16, NS = KT / 8, ND = D / 8;
+  constexpr bool SPLIT_Q = {{ split_q }}, SPLIT_KV = {{ split_kv }}, SPLIT_P = {{ split_p }};
+  static_assert(D % 16 == 0 && KT % 16 == 0 && NT == 2 * QT, "attention_flash's fragment mapping");
+  extern __shared__ __align__(16) unsigned short smem[];
+  unsigned short* qh = smem;                          // [QT][LDQ]: q (RoPE applied), hi
+  unsigned short* ql = qh + QT * LDQ;                 // lo (only when SPLIT_Q)
+  unsigned short* kh = ql + (SPLIT_Q ? QT * LDQ : 0); // [KT][LDK]: key tile, hi
+  unsigned short* kl = kh + KT * LDK;                 // lo (only when SPLIT_KV)
+  unsigned short* vh = kl + (SPLIT_KV ? KT * LDK : 0);// [D][LDV]: value tile transposed, hi
+  unsigned short* vl = vh + D * LDV;                  // lo (only when SPLIT_KV)
+
+  const int h = tile, b = blockIdx.z;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * QT;  // the longest (last) query tiles start first
+  const int kvh = h / {{ group }};
+  const int p0 = meta[0];
+  const int nq = min(QT, seq - q0);                  // rows of this tile inside the chunk
+  const int kend = min(p0 + q0 + nq, cap);           // keys any row of the tile attends: [0, kend)
+  const long row0 = (long)b * seq + q0;
+  const long kvo = ((long)b * {{ kv_heads }} + kvh) * cap * D;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+
+  // x as its bf16 hi part (and lo part when `split`) at element o of hi / lo.
+  auto put = [](unsigned short* hi, unsigned short* lo, int o, float x, bool split) {
+    const bf16_t xh = from_f<bf16_t>(x);
+    hi[o] = xh.bits;
+    if (split) {
+      float r = x - to_f(xh);
+      if (!(r == r)) r = 0.f;  // inf stays in hi
+      lo[o] = from_f<bf16_t>(r).bits;
+    }
+  };
+  // x0, x1 at elements o, o + 1 (o even): one 32-bit store per part.
+  auto put2 = [](unsigned short* hi, unsigned short* lo, int o, float x0, float x1, bool split) {
+    unsigned h, l;
+    split_bf16x2(x0, x1, h, l);
+    *reinterpret_cast<unsigned*>(hi + o) = h;
+    if (split) *reinterpret_cast<unsigned*>(lo + o) = l;
+  };
+  auto ld32 = [](const unsigned short* p) { return *reinterpret_cast<const unsigned*>(p); };
+  // Two adjacent cache elements (an even index: rows of D, D even) in one load.
+  struct __align__(2 * sizeof(cache_t)) cache_pair { cache_t x, y; };
+  auto ld2 = [](const cache_t* p, float& a, float& b) {
+    const cache_pair v = *reinterpret_cast<const cache_pair*>(p);
+    a = to_f(v.x);
+    b = to_f(v.y);
+  };
+
+  // q of the tile's rows, RoPE applied and rounded to the activation dtype as transformers does.
+  for (int e = tid; e < QT * HALF; e += NT) {
+    const int r = e / HALF, c = e % HALF;
+    float y1 = 0.f, y2 = 0.f;
+    if (r < nq) {
+      const long qo = (row0 + r) * {{ q_stride }} + h * D;
+      const float x1 = to_f(q[qo + c]), x2 = to_f(q[qo + c + HALF]);
+{% if rope %}      const float ang = (float)(p0 + q0 + r) * inv_freq[c];
+      const float cs = rnd<act_t>(cosf(ang)), sn = rnd<act_t>(sinf(ang));
+      y1 = rnd<act_t>(x1 * cs - x2 * sn);
+      y2 = rnd<act_t>(x2 * cs + x1 * sn);
+{% else %}      y1 = x1;
+      y2 = x2;
+{% endif %}    }
+    put(qh, ql, r * LDQ + c, y1, SPLIT_Q);
+    put(qh, ql, r * LDQ + c + HALF, y2, SPLIT_Q);
+  }
+
+  // This lane's rows (g and g + 8 of its warp's 16) and their positions; rows past the chunk
+  // compute on zeros and are not written.
+  const int wr = warp * 16;
+  const int pos[2] = {p0 + q0 + wr + g, p0 + q0 + wr + g + 8};
+  const int wlast = p0 + q0 + min(wr + 15, nq - 1);  // the warp's last valid position
+  float o[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[n][i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int k0 = 0; k0 < kend; k0 += KT) {
+    __syncthreads();  // the previous tile's fragments are read (and, first, q is staged)
+    // K tile: one key row × 2 adjacent columns per thread (coalesced reads, 32-bit stores).
+    for (int e = tid; e < KT * HALF; e += NT) {
+      const int j = e / HALF, c = 2 * (e % HALF);
+      float x0 = 0.f, x1 = 0.f;
+      if (k0 + j < kend) {
+        ld2(kcache + kvo + (long)(k0 + j) * D + c, x0, x1);
+      }
+      put2(kh, kl, j * LDK + c, x0, x1, SPLIT_KV);
+    }
+    // V tile transposed (column-major B operand of P·V): a thread takes keys 2j, 2j + 1 of
+    // columns c, c + 1 and stores two key pairs; 8 key pairs × 4 column pairs per warp keep
+    // the transposed stores on distinct banks.
+    for (int e = tid; e < (KT / 2) * HALF; e += NT) {
+      const int jl = e & 7, cp = (e >> 3) & 3, rest = e >> 5;
+      const int c = (rest % (D / 8)) * 8 + 2 * cp, j = 2 * ((rest / (D / 8)) * 8 + jl);
+      float v00 = 0.f, v01 = 0.f, v10 = 0.f, v11 = 0.f;  // v[key j + a][column c + b]
+      if (k0 + j < kend) ld2(vcache + kvo + (long)(k0 + j) * D + c, v00, v01);
+      if (k0 + j + 1 < kend) ld2(vcache + kvo + (long)(k0 + j + 1) * D + c, v10, v11);
+      put2(vh, vl, c * LDV + j, v00, v10, SPLIT_KV);
+      put2(vh, vl, (c + 1) * LDV + j, v01, v11, SPLIT_KV);
+    }
+    __syncthreads();
+    if (wr >= nq || k0 > wlast) continue;  // every key of the tile is in this warp's future
+
+    // S = Q·Kᵀ for the warp's 16 rows × KT keys. Fragments of mma.m16n8k16 (PTX ISA): lane
+    // (g, t) holds A rows g, g + 8 at columns 2t, 2t + 1 and 2t + 8, 2t + 9; B column g at rows
+    // 2t, 2t + 1 and 2t + 8, 2t + 9; C rows g, g + 8 at columns 2t, 2t + 1.
+    float s[NS][4];
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[n][i] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const int oa = (wr + g) * LDQ + ks * 16 + 2 * t;
+      const unsigned ah[4] = {ld32(qh + oa), ld32(qh + oa + 8 * LDQ), ld32(qh + oa + 8),
+                              ld32(qh + oa + 8 * LDQ + 8)};
+      unsigned al[4] = {0u, 0u, 0u, 0u};
+      if (SPLIT_Q) {
+        al[0] = ld32(ql + oa);
+        al[1] = ld32(ql + oa + 8 * LDQ);
+        al[2] = ld32(ql + oa + 8);
+        al[3] = ld32(ql + oa + 8 * LDQ + 8);
+      }
+#pragma unroll
+      for (int n = 0; n < NS; ++n) {
+        const int ob = (n * 8 + g) * LDK + ks * 16 + 2 * t;
+        const unsigned b0 = ld32(kh + ob), b1 = ld32(kh + ob + 8);
+        mma_bf16_16816(s[n], ah, b0, b1);
+        if (SPLIT_Q) mma_bf16_16816(s[n], al, b0, b1);
+        if (SPLIT_KV) mma_bf16_16816(s[n], ah, ld32(kl + ob), ld32(kl + ob + 8));
+      }
+    }
+
+    // Scale and causal mask; the online softmax of rows g (i = 0, 1) and g + 8 (i = 2, 3),
+    // each row's max over the 4 lanes of its quad.
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int key = k0 + n * 8 + 2 * t + (i & 1);
+        const float v = (key <= pos[i >> 1] && key < kend) ? s[n][i] * {{ scale }} : -INFINITY;
+        s[n][i] = v;
+        mx[i >> 1] = fmaxf(mx[i >> 1], v);
+      }
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float base = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet stays empty
+      corr[r] = expf(m[r] - base);
+      m[r] = mx[r];
+      mx[r] = base;
+      l[r] *= corr[r];
+    }
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float p = expf(s[n][i] - mx[i >> 1]);
+        s[n][i] = p;
+        l[i >> 1] += p;  // this lane's part of the row sum; the quad's parts add up at the end
+      }
+#pragma unroll
+    for (int n = 0; n < ND; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[n][i] *= corr[i >> 1];
+
+    // O += P·V: the C fragments of S for keys 16kk .. 16kk + 15 are the A fragment of P.
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) {
+      unsigned ph[4], pl[4];
+      split_bf16x2(s[2 * kk][0], s[2 * kk][1], ph[0], pl[0]);
+      split_bf16x2(s[2 * kk][2], s[2 * kk][3], ph[1], pl[1]);
+      split_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1], ph[2], pl[2]);
+      split_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3], ph[3], pl[3]);
+#pragma unroll
+      for (int n = 0; n < ND; ++n) {
+        const int ob = (n * 8 + g) * LDV + kk * 16 + 2 * t;
+        const unsigned b0 = ld32(vh + ob), b1 = ld32(vh + ob + 8);
+        mma_bf16_16816(o[n], ph, b0, b1);
+        if (SPLIT_P) mma_bf16_16816(o[n], pl, b0, b1);
+        if (SPLIT_KV) mma_bf16_16816(o[n], ph, ld32(vl + ob), ld32(vl + ob + 8));
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = wr + g + 8 * r;
+    if (row >= nq) continue;
+    const long oo = (row0 + row) * {{ out_stride }} + h * D;
+#pragma unroll
+    for (int n = 0; n < ND; ++n) {
+      out[oo + n * 8 + 2 * t] = from_f<act_t>(o[n][2 * r] / l[r]);
+      out[oo + n * 8 + 2 * t + 1] = from_f<act_t>(o[n][2 * r + 1] / l[r]);
+    }
+  }
+}
