@@ -31,7 +31,7 @@ use super::output::{print_stdout, OutputFile};
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
     pub plan: PathBuf,
-    #[arg(long, value_enum, default_value = "cuda")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Prompt tokens; with --gen-len at most the model's context (max_position_embeddings).
     #[arg(long, default_value_t = 512)]
@@ -58,7 +58,7 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn main(a: BenchArgs) -> Result<()> {
+pub fn main(mut a: BenchArgs) -> Result<()> {
     if a.prompt_len == 0 {
         bail!("--prompt-len: must be at least 1");
     }
@@ -71,7 +71,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.prefill_chunk == 0 {
         bail!("--prefill-chunk: must be at least 1");
     }
-    if a.profile && !matches!(a.device, Device::Cuda) {
+    if a.profile && a.device == Device::Cpu {
         bail!("--profile: only with --device cuda (it times GPU kernels)");
     }
     // The output is checked (and its temporary file claimed) before any work.
@@ -81,6 +81,10 @@ pub fn main(a: BenchArgs) -> Result<()> {
         .map(|p| OutputFile::prepare("--out", p, Some(&a.plan)))
         .transpose()?;
     let plan = Plan::open(&a.plan)?;
+    a.device = a.device.resolve(&plan);
+    if a.profile && a.device != Device::Cuda {
+        bail!("--profile: times GPU kernels, and --device auto found no usable GPU here");
+    }
     check_lengths(
         a.prompt_len,
         a.gen_len,
@@ -89,9 +93,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
-        "benchmarking {} on {:?}: {} x prompt {} tokens, {} decode steps",
+        "benchmarking {} on {}: {} x prompt {} tokens, {} decode steps",
         a.plan.display(),
-        a.device,
+        a.device.name(),
         a.batch,
         a.prompt_len,
         a.gen_len
@@ -118,7 +122,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
             zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len)
                 .context("bench --device cuda")?,
         )?,
-        Device::Cpu => cpu_bench(&plan, a.prompt_len, a.gen_len)?,
+        Device::Cpu | Device::Auto => cpu_bench(&plan, a.prompt_len, a.gen_len)?,
     };
     spinner.finish_and_clear();
     let text = serde_json::to_string(&report)?;
@@ -145,7 +149,7 @@ fn batch_bench(plan: &Plan, a: &BenchArgs) -> Result<serde_json::Value> {
         zamba2c_runtime::batch::bench(engine, a.batch, a.prompt_len, a.gen_len, a.prefill_chunk)
             .context("bench --batch")?;
     let mut v = serde_json::to_value(report)?;
-    v["device"] = serde_json::json!(format!("{:?}", a.device).to_lowercase());
+    v["device"] = serde_json::json!(a.device.name());
     Ok(v)
 }
 

@@ -1,4 +1,4 @@
-//! Choosing the backend (`--device cpu|cuda`), one sequence or a batch of slots; output files
+//! Choosing the backend (`--device auto|cpu|cuda`), one sequence or a batch of slots; output files
 //! are `output.rs`'s.
 
 use anyhow::{Context, Result};
@@ -15,8 +15,40 @@ pub const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
+    /// CUDA when a usable GPU is there (driver, a device, the plan's kernels), else the CPU.
+    Auto,
     Cpu,
     Cuda,
+}
+
+impl Device {
+    /// The backend `--device` means for `plan`: `auto` becomes CUDA when
+    /// [`zamba2c_runtime::cuda::probe`] finds a usable GPU, else the CPU, and says which (and
+    /// why) in one info line on stderr.
+    pub fn resolve(self, plan: &Plan) -> Device {
+        if self != Device::Auto {
+            return self;
+        }
+        match zamba2c_runtime::cuda::probe(plan) {
+            Ok(gpu) => {
+                tracing::info!("--device auto: cuda ({gpu})");
+                Device::Cuda
+            }
+            Err(why) => {
+                tracing::info!("--device auto: cpu ({why})");
+                Device::Cpu
+            }
+        }
+    }
+
+    /// `cpu` or `cuda` (`auto` before it is resolved).
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
 }
 
 /// Loads `plan` onto `device`, with KV room for the model's `max_position_embeddings`.
@@ -32,8 +64,8 @@ pub fn open_engine_with_context(
     tokens: usize,
 ) -> Result<Box<dyn Engine>> {
     let ctx = plan.module.config.max_position_embeddings.max(tokens);
-    match device {
-        Device::Cpu => {
+    match device.resolve(plan) {
+        Device::Cpu | Device::Auto => {
             super::limits::check_cpu_memory(plan, 0, "")?;
             let mut e = CpuEngine::new(plan)?;
             e.set_max_context(ctx);
@@ -54,8 +86,10 @@ pub fn open_batch_engine(
     max_batch: usize,
     max_context: usize,
 ) -> Result<Box<dyn BatchEngine>> {
-    match device {
-        Device::Cpu => Ok(Box::new(CpuBatchEngine::new(plan, max_batch, max_context)?)),
+    match device.resolve(plan) {
+        Device::Cpu | Device::Auto => {
+            Ok(Box::new(CpuBatchEngine::new(plan, max_batch, max_context)?))
+        }
         Device::Cuda if max_batch == 1 => Ok(Box::new(SingleSlot::new(
             CudaEngine::new(plan, max_context).context("--device cuda")?,
             max_context,

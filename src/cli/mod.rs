@@ -39,13 +39,17 @@ pub enum Command {
 }
 
 /// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default: warnings, and the
-/// server's request log).
+/// server's request log), in colour only when stderr is a terminal and `NO_COLOR` is unset
+/// (no escape codes in a log file or a pipe).
 pub fn init_logging() {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,zamba2c::serve=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 

@@ -114,7 +114,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub echo: bool,
     /// Where to run the plan.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Print one JSON object per prompt and nothing else on stdout (the text is not streamed;
     /// `| jq .text` works): prompt_tokens, generated_tokens, text, stop_reason, seed, and timings
@@ -168,7 +168,7 @@ impl TextSink for Sink {
     }
 }
 
-pub fn main(a: RunArgs) -> Result<()> {
+pub fn main(mut a: RunArgs) -> Result<()> {
     if a.max_new_tokens == 0 {
         bail!("--max-new-tokens: must be at least 1");
     }
@@ -193,6 +193,7 @@ pub fn main(a: RunArgs) -> Result<()> {
         tracing::warn!("--max-batch has no effect on one prompt (it batches --prompts-file)");
     }
     let plan = Plan::open(&a.plan)?;
+    a.device = a.device.resolve(&plan);
     let vocab = plan.module.config.vocab_size;
     let max_context = plan.module.config.max_position_embeddings;
 
