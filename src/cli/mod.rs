@@ -11,6 +11,7 @@ mod logits;
 pub mod output;
 mod run;
 mod run_batch;
+mod sampling;
 pub mod signals;
 mod text;
 mod tokenize;
