@@ -1,6 +1,7 @@
 //! Subcommands of the `zamba2c` CLI and the helpers they share.
 
 mod bench;
+mod chat;
 mod compile;
 mod convert;
 pub(crate) mod engine;
@@ -33,6 +34,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     Logits(logits::LogitsArgs),
     Run(run::RunArgs),
+    Chat(chat::ChatArgs),
     Tokenize(tokenize::TokenizeArgs),
     Bench(bench::BenchArgs),
     Serve(crate::serve::ServeArgs),
@@ -61,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::main(a),
         Command::Logits(a) => logits::main(a),
         Command::Run(a) => run::main(a),
+        Command::Chat(a) => chat::main(a),
         Command::Tokenize(a) => tokenize::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Serve(a) => crate::serve::main(a),
