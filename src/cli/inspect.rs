@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH};
+use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
 
 use super::output::print_stdout;
@@ -50,13 +51,19 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "program (what runs):\n  decode step: {} launches, {:.4e} bytes per token at empty context (+{:.4e} per cached token), {:.4e} FLOP",
-        c.decode.launches, c.decode.bytes_per_token, c.decode.bytes_per_cached_token, c.decode.flops_per_token
+        "program (what runs):\n  decode step: {} launches, {} per token at empty context (+{} per cached token), {}",
+        c.decode.launches,
+        si(c.decode.bytes_per_token, "B"),
+        si(c.decode.bytes_per_cached_token, "B"),
+        si(c.decode.flops_per_token, "FLOP")
     );
     let _ = writeln!(
         s,
-        "  prompt chunk of {} tokens: {} launches, {:.4e} bytes, {:.4e} FLOP",
-        c.prompt.tokens, c.prompt.launches, c.prompt.bytes, c.prompt.flops
+        "  prompt chunk of {} tokens: {} launches, {}, {}",
+        c.prompt.tokens,
+        c.prompt.launches,
+        si(c.prompt.bytes, "B"),
+        si(c.prompt.flops, "FLOP")
     );
     let order = m.decode.topo_order();
     let mut per_node: std::collections::BTreeMap<usize, (usize, f64)> = Default::default();
@@ -71,9 +78,10 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
             let nd = &m.decode.g[idx];
             let _ = writeln!(
                 s,
-                "    %{node:<4} {:<44} {:<18} {n:>2} launches {bytes:>12.4e} B",
+                "    %{node:<4} {:<44} {:<18} {n:>2} launches {:>10}",
                 nd.label,
-                nd.op.name()
+                nd.op.name(),
+                si(*bytes, "B")
             );
         }
     }
@@ -115,9 +123,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
             }
             let wbytes: u128 = m.weights.values().map(|w| w.bytes() as u128).sum();
             t += &format!(
-                "weights: {} tensors, {} bytes, {}\n",
+                "weights: {} tensors, {}, {}\n",
                 m.weights.len(),
-                wbytes,
+                si(wbytes as f64, "B"),
                 weights_source(&plan.manifest)
             );
             t += &format!("states: {} regions\n", m.states.len());
