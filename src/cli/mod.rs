@@ -1,6 +1,7 @@
 //! Subcommands of the `zamba2c` CLI and the helpers they share.
 
 mod bench;
+mod bench_table;
 mod chat;
 mod compile;
 mod convert;
