@@ -187,3 +187,52 @@ fn bench_repeats_lists_and_tables() {
     assert_eq!(zero.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--repeat"));
 }
+
+/// Progress bars (compile, loading weights for the CPU) are drawn on a terminal only: under a
+/// pseudo-terminal (util-linux `script`) they show, with stderr piped nothing of them does.
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+    let piped_plan = scratch().join("progress-piped");
+    let _ = std::fs::remove_dir_all(&piped_plan);
+    let out = common::zamba2c(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        piped_plan.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains('\r') && !err.contains("converting weights"),
+        "{err:?}"
+    );
+    let out = common::zamba2c(&["run", demo_plan(), "-p", "Hi", "-n", "2", "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("loading weights"), "{err:?}");
+
+    let tty_plan = scratch().join("progress-tty");
+    let _ = std::fs::remove_dir_all(&tty_plan);
+    let bin = common::zamba2c_bin();
+    let under_tty = |cmd: String| -> String {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .expect("util-linux script, to run zamba2c under a pseudo-terminal");
+        assert!(out.status.success(), "{cmd}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = under_tty(format!(
+        "{} compile {} -o {}",
+        bin.display(),
+        model.display(),
+        tty_plan.display()
+    ));
+    assert!(shown.contains("converting weights"), "{shown:?}");
+    let shown = under_tty(format!(
+        "{} run {} -p Hi -n 2 --device cpu",
+        bin.display(),
+        demo_plan()
+    ));
+    assert!(shown.contains("loading weights for the CPU"), "{shown:?}");
+}

@@ -91,6 +91,11 @@ pub fn main(a: CompileArgs) -> Result<()> {
         let ck = Checkpoint::open(&a.model_dir)?;
         (ck.config().clone(), Some(ck))
     };
+    // One line on a terminal that says which step runs (indicatif draws nothing on a pipe);
+    // the weights get their own bar below.
+    let steps = ProgressBar::new_spinner();
+    steps.enable_steady_tick(std::time::Duration::from_millis(120));
+    steps.set_message("lowering and running the passes");
     let mut module = lower_mixed(&config, dtype, act_dtype);
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
@@ -102,6 +107,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         w.record_checkpoint_layout(ck.layout());
     }
     w.write("module.json", module.to_json().as_bytes())?;
+    steps.finish_and_clear();
     let weights = match &checkpoint {
         Some(ck) => {
             let path = w.file_path("weights.safetensors")?;
@@ -119,7 +125,11 @@ pub fn main(a: CompileArgs) -> Result<()> {
             a.model_dir.display()
         );
     }
+    let steps = ProgressBar::new_spinner();
+    steps.enable_steady_tick(std::time::Duration::from_millis(120));
+    steps.set_message("emitting the CUDA kernels");
     let program = zamba2c_codegen::emit(&module)?;
+    steps.finish_and_clear();
     let ptx = match &a.arch {
         Some(arch) => {
             let jobs: Vec<(String, String, String)> = program

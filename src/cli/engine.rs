@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use zamba2c_ir::Plan;
 use zamba2c_runtime::batch::{BatchEngine, SingleSlot};
-use zamba2c_runtime::cpu::{CpuBatchEngine, CpuEngine};
+use zamba2c_runtime::cpu::{CpuBatchEngine, CpuEngine, CpuWeights};
 use zamba2c_runtime::cuda::CudaEngine;
 use zamba2c_runtime::{Engine, RuntimeError};
 
@@ -67,7 +67,7 @@ pub fn open_engine_with_context(
     match device.resolve(plan) {
         Device::Cpu | Device::Auto => {
             super::limits::check_cpu_memory(plan, 0, "")?;
-            let mut e = CpuEngine::new(plan)?;
+            let mut e = CpuEngine::from_parts(plan.module.clone(), load_cpu_weights(plan)?);
             e.set_max_context(ctx);
             Ok(Box::new(e))
         }
@@ -87,9 +87,12 @@ pub fn open_batch_engine(
     max_context: usize,
 ) -> Result<Box<dyn BatchEngine>> {
     match device.resolve(plan) {
-        Device::Cpu | Device::Auto => {
-            Ok(Box::new(CpuBatchEngine::new(plan, max_batch, max_context)?))
-        }
+        Device::Cpu | Device::Auto => Ok(Box::new(CpuBatchEngine::from_parts(
+            plan.module.clone(),
+            load_cpu_weights(plan)?,
+            max_batch,
+            max_context,
+        )?)),
         Device::Cuda if max_batch == 1 => Ok(Box::new(SingleSlot::new(
             CudaEngine::new(plan, max_context).context("--device cuda")?,
             max_context,
@@ -100,4 +103,22 @@ pub fn open_batch_engine(
         ))
         .into()),
     }
+}
+
+/// The plan's weights as f32 for the CPU interpreter, with a progress bar by bytes on stderr
+/// when it is a terminal (indicatif draws nothing otherwise): a multi-GB plan takes a while.
+fn load_cpu_weights(plan: &Plan) -> Result<CpuWeights> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("loading weights for the CPU");
+    let weights = CpuWeights::from_plan_with_progress(plan, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(weights)
 }
