@@ -236,3 +236,77 @@ fn progress_bars_only_on_a_terminal() {
     ));
     assert!(shown.contains("loading weights for the CPU"), "{shown:?}");
 }
+
+/// `inspect --format dot --graph prompt|decode`: one digraph, a cluster per decoder layer of
+/// the model, nodes coloured by op kind and labelled by op and shape (no weight names), the
+/// same bytes every time.
+#[test]
+fn dot_draws_one_graph_clustered_per_layer() {
+    let plan = demo_plan();
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model/config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layers = config["num_hidden_layers"].as_u64().unwrap();
+    for graph in ["prompt", "decode"] {
+        let dot = common::zamba2c_ok(&["inspect", plan, "--format", "dot", "--graph", graph]);
+        assert_eq!(
+            dot,
+            common::zamba2c_ok(&["inspect", plan, "--format", "dot", "--graph", graph]),
+            "not deterministic"
+        );
+        assert_eq!(dot.matches("digraph ").count(), 1, "{dot}");
+        assert!(dot.starts_with(&format!("digraph \"{graph}\" {{")), "{dot}");
+        for l in 0..layers {
+            assert_eq!(
+                dot.matches(&format!("subgraph cluster_layer_{l} {{"))
+                    .count(),
+                1,
+                "layer {l}: {dot}"
+            );
+        }
+        assert!(!dot.contains(&format!("cluster_layer_{layers} ")));
+        // Labels name ops and shapes, never weights.
+        assert!(
+            !dot.contains(".weight") && !dot.contains("model.layers."),
+            "{dot}"
+        );
+        let t = if graph == "prompt" { "T" } else { "1" };
+        assert!(
+            dot.contains(&format!("residual(mamba_mixer)\\n[B,{t},")),
+            "{dot}"
+        );
+        // One colour per op family: every mixer the same, attention another.
+        let fill = |needle: &str| -> Vec<String> {
+            dot.lines()
+                .filter(|l| l.contains(needle))
+                .map(|l| l.rsplit("fillcolor=").next().unwrap().to_string())
+                .collect()
+        };
+        let mixers = fill("residual(mamba_mixer)");
+        let attention = fill("\"attention\\n");
+        assert!(!mixers.is_empty() && !attention.is_empty(), "{dot}");
+        assert!(mixers.iter().all(|c| *c == mixers[0]));
+        assert!(attention.iter().all(|c| *c == attention[0]));
+        assert_ne!(mixers[0], attention[0]);
+        // Every edge joins nodes that exist.
+        let nodes = dot.lines().filter(|l| l.contains("[label=")).count();
+        for e in dot.lines().filter(|l| l.contains("->")) {
+            for end in e.trim().trim_end_matches(';').split(" -> ") {
+                let i: usize = end.trim_start_matches('n').parse().unwrap();
+                assert!(i < nodes, "{e}");
+            }
+        }
+    }
+    // The default graph is decode; --graph with another format is refused in one line.
+    assert_eq!(
+        common::zamba2c_ok(&["inspect", plan, "--format", "dot"]),
+        common::zamba2c_ok(&["inspect", plan, "--format", "dot", "--graph", "decode"])
+    );
+    let out = common::zamba2c(&["inspect", plan, "--graph", "prompt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--graph"));
+}

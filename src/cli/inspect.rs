@@ -10,7 +10,16 @@ use zamba2c_ir::{Manifest, Plan, WeightsSource};
 
 use super::output::print_stdout;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// Which graph `--format dot` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphChoice {
+    /// The graph of a prompt chunk (T tokens).
+    Prompt,
+    /// The graph of one decode step.
+    Decode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Dot,
@@ -22,6 +31,7 @@ pub enum Format {
 /// Examples:
 ///   zamba2c inspect plans/demo
 ///   zamba2c inspect plans/demo --format dot | dot -Tsvg > decode.svg
+///   zamba2c inspect plans/z27 --format dot --graph prompt | dot -Tpng -o prompt.png
 ///   zamba2c inspect plans/demo --format json | jq .cost
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -29,6 +39,10 @@ pub struct InspectArgs {
     pub plan: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// With --format dot: the graph to draw (default: decode), clustered per layer and
+    /// coloured by op kind.
+    #[arg(long, value_enum, value_name = "GRAPH")]
+    pub graph: Option<GraphChoice>,
 }
 
 /// Tokens of the prompt chunk the program's prompt cost is given for.
@@ -98,6 +112,9 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
 }
 
 pub fn main(a: InspectArgs) -> Result<()> {
+    if a.graph.is_some() && a.format != Format::Dot {
+        anyhow::bail!("--graph: chooses the graph --format dot draws; text and JSON show both");
+    }
     let plan = Plan::open(&a.plan)?;
     let m = &plan.module;
     let program = read_program(&plan)?;
@@ -137,7 +154,10 @@ pub fn main(a: InspectArgs) -> Result<()> {
             t += &format!("== decode graph ==\n{}\n", m.decode.to_text());
             t
         }
-        Format::Dot => m.prompt.to_dot("prompt") + &m.decode.to_dot("decode"),
+        Format::Dot => match a.graph.unwrap_or(GraphChoice::Decode) {
+            GraphChoice::Prompt => super::dot::graph_dot(&m.prompt, "prompt"),
+            GraphChoice::Decode => super::dot::graph_dot(&m.decode, "decode"),
+        },
         Format::Json => {
             let module: serde_json::Value = serde_json::from_str(&m.to_json())?;
             let mut out = serde_json::json!({

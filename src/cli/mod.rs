@@ -5,6 +5,7 @@ mod bench_table;
 mod chat;
 mod compile;
 mod convert;
+mod dot;
 pub(crate) mod engine;
 mod input;
 mod inspect;
