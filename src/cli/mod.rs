@@ -7,6 +7,7 @@ mod compile;
 mod convert;
 mod dot;
 pub(crate) mod engine;
+mod hub;
 mod input;
 mod inspect;
 mod limits;
