@@ -205,3 +205,44 @@ fn a_model_without_a_chat_template_is_one_clear_error() {
     assert!(err.contains("has no chat template"), "{err}");
     assert!(err.contains(plan.to_str().unwrap()), "{err}");
 }
+
+/// A template that rewrites the reply (`[INST]`: it strips the reply and writes
+/// `' ' + reply.strip() + ' ' + eos_token` after it) still carries the state: the new tokens
+/// are the reply's last token, then what the template writes after the reply's text (the
+/// closing ` </s>`, without it when the model's own EOS ended the reply) and the new turn.
+#[test]
+fn templates_that_rewrite_the_reply_still_carry_the_state() {
+    let plan = plan_with_template(Some("inst"));
+    let out = chat(
+        &plan,
+        &["--json", "-n", &N.to_string(), "--device", "cpu"],
+        "Hi there\nHow are you?\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turns: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(turns.len(), 2);
+    let tok = tokenizers::Tokenizer::from_file(plan.join("tokenizer.json")).unwrap();
+    let enc = |s: &str| tok.encode(s, false).unwrap().get_ids().to_vec();
+    let prompt1 = enc("<s>[INST] Hi there [/INST]");
+    let g1 = ids(&turns[0]["generated_tokens"]);
+    assert_eq!(turns[0]["prefilled"], prompt1.len());
+    let eos = 2;
+    let added = if g1.last() == Some(&eos) {
+        enc("</s>[INST] How are you? [/INST]")[1..].to_vec()
+    } else {
+        enc(" </s>[INST] How are you? [/INST]")
+    };
+    assert_eq!(turns[1]["prefilled"], 1 + added.len());
+    let mut conversation = prompt1;
+    conversation.extend(&g1);
+    conversation.extend(&added);
+    let g2 = ids(&turns[1]["generated_tokens"]);
+    assert_eq!(g2, run_from_scratch(&plan, &conversation, N)[..g2.len()]);
+}
