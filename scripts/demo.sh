@@ -3,7 +3,8 @@
 # vocabulary) into a plan and continue a prompt with it on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+# The build's progress shows (a fresh clone compiles for a few minutes).
+cargo build --release
 ./target/release/zamba2c compile examples/demo-model -o target/demo-plan
 ./target/release/zamba2c inspect target/demo-plan > target/demo-plan.txt
 head -n 24 target/demo-plan.txt

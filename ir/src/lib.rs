@@ -25,6 +25,7 @@ pub mod plan;
 pub mod scratch;
 pub mod serial;
 pub mod tensor;
+pub mod units;
 pub mod weights;
 
 pub use plan::{Manifest, Plan, PlanError, PlanInfo, PlanWriter, WeightsSource};

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use zamba2c_ir::fused::{parse_weight_view, Step};
+use zamba2c_ir::units::{duration_ms, si};
 use zamba2c_ir::{Graph, Module, Op, StateSpec};
 
 /// Device-to-device copy bandwidth measured on the H200 (GPU.md), for the decode floor.
@@ -272,38 +273,44 @@ pub fn render_text(module: &Module) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<lw$}  {:<18} {:>14} {:>12} {:>14} {:>14}",
-        "op", "kind", "weight B/tok", "state B/tok", "decode FLOP", "prompt FLOP/tok"
+        "{:<lw$}  {:<18} {:>14} {:>12} {:>14} {:>15}",
+        "op", "kind", "weight /tok", "state /tok", "decode", "prompt /tok"
     );
     for o in &ops {
         let _ = writeln!(
             s,
-            "{:<lw$}  {:<18} {:>14} {:>12} {:>14.4e} {:>14.4e}",
-            o.label, o.op, o.weight_bytes, o.state_bytes, o.decode_flops, o.prefill_flops_per_token
+            "{:<lw$}  {:<18} {:>14} {:>12} {:>14} {:>15}",
+            o.label,
+            o.op,
+            si(o.weight_bytes as f64, "B"),
+            si(o.state_bytes as f64, "B"),
+            si(o.decode_flops, "FLOP"),
+            si(o.prefill_flops_per_token, "FLOP")
         );
     }
     let _ = writeln!(s, "totals ({} ops):", ops.len());
     let lines = [
-        ("decode bytes per token", c.decode_bytes_per_token),
-        ("  of which weights", c.decode_weight_bytes_per_token),
-        ("  of which state", c.decode_state_bytes_per_token),
-        ("decode FLOPs per token", c.decode_flops_per_token),
-        ("prompt FLOPs per token", c.prefill_flops_per_token),
+        ("decode bytes per token", c.decode_bytes_per_token, "B"),
+        ("  of which weights", c.decode_weight_bytes_per_token, "B"),
+        ("  of which state", c.decode_state_bytes_per_token, "B"),
+        ("decode FLOPs per token", c.decode_flops_per_token, "FLOP"),
+        ("prompt FLOPs per token", c.prefill_flops_per_token, "FLOP"),
         (
             "attention FLOPs per cached token",
             c.attention_flops_per_cached_token,
+            "FLOP",
         ),
-        ("unique weight bytes", c.unique_weight_bytes),
+        ("unique weight bytes", c.unique_weight_bytes, "B"),
     ];
-    for (k, v) in lines {
-        let _ = writeln!(s, "  {k:<34} {v:.4e}");
+    for (k, v, unit) in lines {
+        let _ = writeln!(s, "  {k:<34} {}", si(v, unit));
     }
     let _ = writeln!(
         s,
-        "  {:<34} {:.3} ms/token (at {:.2} TB/s)",
+        "  {:<34} {}/token (at {})",
         "decode floor",
-        c.decode_floor_ms_h200,
-        H200_BYTES_PER_S / 1e12
+        duration_ms(c.decode_floor_ms_h200),
+        si(H200_BYTES_PER_S, "B/s")
     );
     s
 }

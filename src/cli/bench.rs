@@ -9,7 +9,9 @@ use clap::Args;
 use zamba2c_ir::Plan;
 
 use zamba2c_runtime::batch::DEFAULT_PREFILL_CHUNK;
+use zamba2c_runtime::Engine;
 
+use super::bench_table::{peak_rss_bytes, summarize, table, MAX_REPEAT};
 use super::engine::{open_batch_engine, open_engine, Device, MAX_BATCH};
 use super::limits::check_lengths;
 use super::output::{print_stdout, OutputFile};
@@ -23,6 +25,7 @@ use super::output::{print_stdout, OutputFile};
 /// time to first token of the sequences under that load (wall clock).
 ///
 /// Examples:
+///   zamba2c bench plans/z27 --prompt-len 128,512,2048 --gen-len 128 --repeat 5
 ///   zamba2c bench plans/z27 --device cuda --prompt-len 512 --gen-len 128 --json
 ///   zamba2c bench plans/z27 --device cuda --profile
 ///   zamba2c bench plans/demo --device cpu --prompt-len 16 --gen-len 16
@@ -31,11 +34,23 @@ use super::output::{print_stdout, OutputFile};
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
     pub plan: PathBuf,
-    #[arg(long, value_enum, default_value = "cuda")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Prompt tokens; with --gen-len at most the model's context (max_position_embeddings).
-    #[arg(long, default_value_t = 512)]
-    pub prompt_len: usize,
+    /// A comma-separated list (128,512,2048) measures each: one table row (and one JSON
+    /// object, in an array) per length.
+    #[arg(
+        long,
+        default_value = "512",
+        value_delimiter = ',',
+        num_args = 1,
+        value_name = "N[,N...]"
+    )]
+    pub prompt_len: Vec<usize>,
+    /// Runs per prompt length: the table gives the mean ± standard deviation over them, the
+    /// JSON the median run's fields plus the means and deviations.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: usize,
     /// Decode steps after the prompt.
     #[arg(long, default_value_t = 128)]
     pub gen_len: usize,
@@ -62,9 +77,12 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn main(a: BenchArgs) -> Result<()> {
-    if a.prompt_len == 0 {
+pub fn main(mut a: BenchArgs) -> Result<()> {
+    if a.prompt_len.contains(&0) {
         bail!("--prompt-len: must be at least 1");
+    }
+    if a.repeat == 0 || a.repeat > MAX_REPEAT {
+        bail!("--repeat: must be in 1..={MAX_REPEAT}, got {}", a.repeat);
     }
     if a.batch == 0 || a.batch > MAX_BATCH {
         bail!("--batch: must be in 1..={MAX_BATCH}, got {}", a.batch);
@@ -75,8 +93,11 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.prefill_chunk == 0 {
         bail!("--prefill-chunk: must be at least 1");
     }
-    if a.profile && !matches!(a.device, Device::Cuda) {
+    if a.profile && a.device == Device::Cpu {
         bail!("--profile: only with --device cuda (it times GPU kernels)");
+    }
+    if a.profile && (a.prompt_len.len() > 1 || a.repeat > 1) {
+        bail!("--profile: one --prompt-len and no --repeat (it reports every kernel of one run)");
     }
     // The output is checked (and its temporary file claimed) before any work.
     let out = a
@@ -85,40 +106,32 @@ pub fn main(a: BenchArgs) -> Result<()> {
         .map(|p| OutputFile::prepare("--out", p, Some(&a.plan)))
         .transpose()?;
     let plan = Plan::open(&a.plan)?;
-    let ctx = match a.max_context {
-        Some(0) => bail!("--max-context: must be at least 1"),
-        Some(n) => {
-            if a.prompt_len.saturating_add(a.gen_len) > n {
-                bail!(
-                    "--max-context: {n} tokens, fewer than --prompt-len {} + --gen-len {}",
-                    a.prompt_len,
-                    a.gen_len
-                );
-            }
-            n
+    a.device = a.device.resolve(&plan);
+    if a.profile && a.device != Device::Cuda {
+        bail!("--profile: times GPU kernels, and --device auto found no usable GPU here");
+    }
+    if a.max_context == Some(0) {
+        bail!("--max-context: must be at least 1");
+    }
+    for &len in &a.prompt_len {
+        match a.max_context {
+            Some(n) if len.saturating_add(a.gen_len) > n => bail!(
+                "--max-context: {n} tokens, fewer than --prompt-len {len} + --gen-len {}",
+                a.gen_len
+            ),
+            Some(_) => {}
+            None => check_lengths(len, a.gen_len, plan.module.config.max_position_embeddings)?,
         }
-        None => {
-            check_lengths(
-                a.prompt_len,
-                a.gen_len,
-                plan.module.config.max_position_embeddings,
-            )?;
-            a.prompt_len + a.gen_len
-        }
-    };
+    }
+    // The context each row allocates: --max-context, else the row's prompt + generated tokens.
+    let ctx_for = |len: usize| a.max_context.unwrap_or(len + a.gen_len);
+
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_message(format!(
-        "benchmarking {} on {:?}: {} x prompt {} tokens, {} decode steps",
-        a.plan.display(),
-        a.device,
-        a.batch,
-        a.prompt_len,
-        a.gen_len
-    ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     if a.profile {
-        let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len, a.gen_len)
+        spinner.set_message(format!("profiling {} on cuda", a.plan.display()));
+        let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len[0], a.gen_len)
             .context("bench --profile")?;
         spinner.finish_and_clear();
         let text = serde_json::to_string(&p)?;
@@ -132,15 +145,50 @@ pub fn main(a: BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let report = match a.device {
-        _ if a.batch > 1 => batch_bench(&plan, &a, ctx)?,
-        Device::Cuda => serde_json::to_value(
-            zamba2c_runtime::cuda::bench(&plan, a.prompt_len, a.gen_len, ctx)
-                .context("bench --device cuda")?,
-        )?,
-        Device::Cpu => cpu_bench(&plan, a.prompt_len, a.gen_len, ctx)?,
-    };
+    let mut cpu_engine = None;
+    let mut rows = Vec::new();
+    for &prompt_len in &a.prompt_len {
+        let mut runs = Vec::with_capacity(a.repeat);
+        for r in 0..a.repeat {
+            spinner.set_message(format!(
+                "benchmarking {} on {}: {} x prompt {prompt_len} tokens, {} decode steps (run {} of {})",
+                a.plan.display(),
+                a.device.name(),
+                a.batch,
+                a.gen_len,
+                r + 1,
+                a.repeat
+            ));
+            let report = match a.device {
+                _ if a.batch > 1 => batch_bench(&plan, &a, prompt_len, ctx_for(prompt_len))?,
+                Device::Cuda => serde_json::to_value(
+                    zamba2c_runtime::cuda::bench(&plan, prompt_len, a.gen_len, ctx_for(prompt_len))
+                        .context("bench --device cuda")?,
+                )?,
+                Device::Cpu | Device::Auto => {
+                    // One engine for every row and run: loading is not what is measured.
+                    if cpu_engine.is_none() {
+                        let ctx = a.prompt_len.iter().map(|&l| ctx_for(l)).max().unwrap_or(1);
+                        cpu_engine = Some(open_engine(&plan, Device::Cpu, ctx)?);
+                    }
+                    match cpu_engine.as_mut() {
+                        Some(e) => cpu_bench(e.as_mut(), prompt_len, a.gen_len)?,
+                        None => unreachable!("the CPU engine was opened above"),
+                    }
+                }
+            };
+            runs.push(report);
+        }
+        rows.push(summarize(runs)?);
+    }
     spinner.finish_and_clear();
+    // One length: the object a single run always printed (plus the repeat statistics); a
+    // list: an array of them, one per length (README).
+    let report = if a.prompt_len.len() == 1 {
+        rows[0].clone()
+    } else {
+        serde_json::Value::Array(rows.clone())
+    };
     let text = serde_json::to_string(&report)?;
     if let Some(out) = out {
         out.commit(text.as_bytes())?;
@@ -148,34 +196,33 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.json {
         print_stdout(&format!("{text}\n"))?;
     } else {
-        let mut lines = String::new();
-        for (k, v) in report.as_object().into_iter().flatten() {
-            lines += &format!("{k:>22}: {v}\n");
-        }
-        print_stdout(&lines)?;
+        print_stdout(&table(&plan, &a.plan, &rows))?;
     }
     Ok(())
 }
 
 /// `--batch B`: B sequences through the batched engine (see `zamba2c_runtime::batch::bench`).
-fn batch_bench(plan: &Plan, a: &BenchArgs, ctx: usize) -> Result<serde_json::Value> {
+fn batch_bench(
+    plan: &Plan,
+    a: &BenchArgs,
+    prompt_len: usize,
+    ctx: usize,
+) -> Result<serde_json::Value> {
     let engine = open_batch_engine(plan, a.device, a.batch, ctx)?;
     let report =
-        zamba2c_runtime::batch::bench(engine, a.batch, a.prompt_len, a.gen_len, a.prefill_chunk)
+        zamba2c_runtime::batch::bench(engine, a.batch, prompt_len, a.gen_len, a.prefill_chunk)
             .context("bench --batch")?;
     let mut v = serde_json::to_value(report)?;
-    v["device"] = serde_json::json!(format!("{:?}", a.device).to_lowercase());
+    v["device"] = serde_json::json!(a.device.name());
+    if a.device == Device::Cpu {
+        v["peak_rss_bytes"] = serde_json::json!(peak_rss_bytes());
+    }
     Ok(v)
 }
 
 /// Wall-clock bench on the CPU interpreter (a reference point, not a target).
-fn cpu_bench(
-    plan: &Plan,
-    prompt_len: usize,
-    gen_len: usize,
-    ctx: usize,
-) -> Result<serde_json::Value> {
-    let mut e = open_engine(plan, Device::Cpu, ctx)?;
+fn cpu_bench(e: &mut dyn Engine, prompt_len: usize, gen_len: usize) -> Result<serde_json::Value> {
+    e.reset();
     let vocab = e.vocab_size() as u64;
     // A fixed LCG keeps the token ids reproducible without pulling an RNG into the CLI.
     let mut x = 0x5eedu64;
@@ -203,5 +250,6 @@ fn cpu_bench(
         "gen_len": gen_len,
         "ttft_ms": ttft,
         "decode_ms_per_token": median,
+        "peak_rss_bytes": peak_rss_bytes(),
     }))
 }

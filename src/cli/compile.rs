@@ -13,17 +13,28 @@ use zamba2c_ir::{
     lower_with_kv, verify_module, DType, PlanInfo, PlanWriter, WeightsSource, Zamba2Config,
 };
 
-/// Compile a Hugging Face Zamba2 checkpoint directory into a self-contained plan.
+/// Compile a Hugging Face Zamba2 checkpoint (a directory, or a Hub repo id) into a
+/// self-contained plan.
+///
+/// A repo id (ORG/NAME) is looked up in the local Hugging Face cache (HF_HUB_CACHE, else
+/// HF_HOME/hub, else ~/.cache/huggingface/hub) at --revision, and downloaded into it when
+/// missing (from HF_ENDPOINT, with HF_TOKEN for gated repos; never with HF_HUB_OFFLINE=1).
 ///
 /// Examples:
+///   zamba2c compile Zyphra/Zamba2-2.7B -o plans/z27 --dtype bf16
 ///   zamba2c compile ./Zamba2-2.7B -o plans/z27 --dtype bf16
 ///   zamba2c compile ./config-only -o plans/bench --dummy-weights --dtype bf16
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
     /// Checkpoint directory: config.json, model.safetensors (or a sharded index, or a torch.save
-    /// pytorch_model.bin / *.pt), tokenizer.json; any layout the README lists.
+    /// pytorch_model.bin / *.pt), tokenizer.json; any layout the README lists. Or a Hugging
+    /// Face repo id (ORG/NAME) that is not a directory here.
+    #[arg(value_name = "MODEL_DIR|ORG/NAME")]
     pub model_dir: PathBuf,
+    /// With a repo id: the branch, tag or commit (default: main).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
     /// Output plan directory. An existing one is replaced atomically, and only if it is empty
     /// or a zamba2c plan holding nothing but its own files.
     #[arg(short = 'o', long = "out")]
@@ -59,7 +70,7 @@ pub struct CompileArgs {
     pub arch: Option<String>,
 }
 
-pub fn main(a: CompileArgs) -> Result<()> {
+pub fn main(mut a: CompileArgs) -> Result<()> {
     // Every flag and the output directory are checked before any work (issue 16).
     let dtype = DType::parse_float(&a.dtype)
         .with_context(|| format!("--dtype: {:?} is not one of f32, bf16, f16", a.dtype))?;
@@ -85,6 +96,15 @@ pub fn main(a: CompileArgs) -> Result<()> {
             bail!("--dump-ir: {}: exists and is not a directory", d.display());
         }
     }
+    // A repo id names the cache's snapshot; a path that exists is always the path.
+    let arg = a.model_dir.to_string_lossy().into_owned();
+    let is_hub = !a.model_dir.exists() && super::hub::is_repo_id(&arg);
+    if a.revision.is_some() && !is_hub {
+        bail!("--revision: only with a Hugging Face repo id (ORG/NAME), not the directory {arg}");
+    }
+    if is_hub {
+        a.model_dir = super::hub::resolve(&arg, a.revision.as_deref())?;
+    }
     if !a.model_dir.is_dir() {
         bail!(
             "{}: not a checkpoint directory (does not exist or is not a directory)",
@@ -102,6 +122,11 @@ pub fn main(a: CompileArgs) -> Result<()> {
         let ck = Checkpoint::open(&a.model_dir)?;
         (ck.config().clone(), Some(ck))
     };
+    // One line on a terminal that says which step runs (indicatif draws nothing on a pipe);
+    // the weights get their own bar below.
+    let steps = ProgressBar::new_spinner();
+    steps.enable_steady_tick(std::time::Duration::from_millis(120));
+    steps.set_message("lowering and running the passes");
     let mut module = lower_with_kv(&config, dtype, act_dtype, kv_dtype);
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
@@ -113,6 +138,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         w.record_checkpoint_layout(ck.layout());
     }
     w.write("module.json", module.to_json().as_bytes())?;
+    steps.finish_and_clear();
     let weights = match &checkpoint {
         Some(ck) => {
             let path = w.file_path("weights.safetensors")?;
@@ -130,7 +156,11 @@ pub fn main(a: CompileArgs) -> Result<()> {
             a.model_dir.display()
         );
     }
+    let steps = ProgressBar::new_spinner();
+    steps.enable_steady_tick(std::time::Duration::from_millis(120));
+    steps.set_message("emitting the CUDA kernels");
     let program = zamba2c_codegen::emit(&module)?;
+    steps.finish_and_clear();
     let ptx = match &a.arch {
         Some(arch) => {
             let jobs: Vec<(String, String, String)> = program

@@ -1,11 +1,11 @@
-//! Choosing the backend (`--device cpu|cuda`), one sequence or a batch of slots; output files
+//! Choosing the backend (`--device auto|cpu|cuda`), one sequence or a batch of slots; output files
 //! are `output.rs`'s.
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use zamba2c_ir::Plan;
 use zamba2c_runtime::batch::{BatchEngine, SingleSlot};
-use zamba2c_runtime::cpu::{CpuBatchEngine, CpuEngine};
+use zamba2c_runtime::cpu::{CpuBatchEngine, CpuEngine, CpuWeights};
 use zamba2c_runtime::cuda::CudaEngine;
 use zamba2c_runtime::{Engine, RuntimeError};
 
@@ -15,8 +15,40 @@ pub const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
+    /// CUDA when a usable GPU is there (driver, a device, the plan's kernels), else the CPU.
+    Auto,
     Cpu,
     Cuda,
+}
+
+impl Device {
+    /// The backend `--device` means for `plan`: `auto` becomes CUDA when
+    /// [`zamba2c_runtime::cuda::probe`] finds a usable GPU, else the CPU, and says which (and
+    /// why) in one info line on stderr.
+    pub fn resolve(self, plan: &Plan) -> Device {
+        if self != Device::Auto {
+            return self;
+        }
+        match zamba2c_runtime::cuda::probe(plan) {
+            Ok(gpu) => {
+                tracing::info!("--device auto: cuda ({gpu})");
+                Device::Cuda
+            }
+            Err(why) => {
+                tracing::info!("--device auto: cpu ({why})");
+                Device::Cpu
+            }
+        }
+    }
+
+    /// `cpu` or `cuda` (`auto` before it is resolved).
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
 }
 
 /// The largest context `--max-context` defaults to: the GPU allocates the KV caches for the
@@ -44,10 +76,10 @@ pub fn context_or_default(flag: Option<usize>, plan: &Plan) -> Result<usize> {
 /// Loads `plan` onto `device` with KV room for `max_context` tokens.
 pub fn open_engine(plan: &Plan, device: Device, max_context: usize) -> Result<Box<dyn Engine>> {
     let ctx = max_context;
-    match device {
-        Device::Cpu => {
+    match device.resolve(plan) {
+        Device::Cpu | Device::Auto => {
             super::limits::check_cpu_memory(plan, 0, "")?;
-            let mut e = CpuEngine::new(plan)?;
+            let mut e = CpuEngine::from_parts(plan.module.clone(), load_cpu_weights(plan)?);
             e.set_max_context(ctx);
             Ok(Box::new(e))
         }
@@ -66,8 +98,13 @@ pub fn open_batch_engine(
     max_batch: usize,
     max_context: usize,
 ) -> Result<Box<dyn BatchEngine>> {
-    match device {
-        Device::Cpu => Ok(Box::new(CpuBatchEngine::new(plan, max_batch, max_context)?)),
+    match device.resolve(plan) {
+        Device::Cpu | Device::Auto => Ok(Box::new(CpuBatchEngine::from_parts(
+            plan.module.clone(),
+            load_cpu_weights(plan)?,
+            max_batch,
+            max_context,
+        )?)),
         Device::Cuda if max_batch == 1 => Ok(Box::new(SingleSlot::new(
             CudaEngine::new(plan, max_context).context("--device cuda")?,
             max_context,
@@ -78,4 +115,22 @@ pub fn open_batch_engine(
         ))
         .into()),
     }
+}
+
+/// The plan's weights as f32 for the CPU interpreter, with a progress bar by bytes on stderr
+/// when it is a terminal (indicatif draws nothing otherwise): a multi-GB plan takes a while.
+fn load_cpu_weights(plan: &Plan) -> Result<CpuWeights> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("loading weights for the CPU");
+    let weights = CpuWeights::from_plan_with_progress(plan, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(weights)
 }

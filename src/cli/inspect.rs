@@ -6,12 +6,22 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH};
+use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
 
 use super::engine::{context_or_default, MAX_BATCH};
 use super::output::print_stdout;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// Which graph `--format dot` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphChoice {
+    /// The graph of a prompt chunk (T tokens).
+    Prompt,
+    /// The graph of one decode step.
+    Decode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Dot,
@@ -23,6 +33,7 @@ pub enum Format {
 /// Examples:
 ///   zamba2c inspect plans/demo
 ///   zamba2c inspect plans/demo --format dot | dot -Tsvg > decode.svg
+///   zamba2c inspect plans/z27 --format dot --graph prompt | dot -Tpng -o prompt.png
 ///   zamba2c inspect plans/demo --format json | jq .cost
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -37,6 +48,10 @@ pub struct InspectArgs {
     /// Sequences the memory table is computed for.
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub max_batch: usize,
+    /// With --format dot: the graph to draw (default: decode), clustered per layer and
+    /// coloured by op kind.
+    #[arg(long, value_enum, value_name = "GRAPH")]
+    pub graph: Option<GraphChoice>,
 }
 
 /// Tokens of the prompt chunk the program's prompt cost is given for.
@@ -59,13 +74,19 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "program (what runs):\n  decode step: {} launches, {:.4e} bytes per token at empty context (+{:.4e} per cached token), {:.4e} FLOP",
-        c.decode.launches, c.decode.bytes_per_token, c.decode.bytes_per_cached_token, c.decode.flops_per_token
+        "program (what runs):\n  decode step: {} launches, {} per token at empty context (+{} per cached token), {}",
+        c.decode.launches,
+        si(c.decode.bytes_per_token, "B"),
+        si(c.decode.bytes_per_cached_token, "B"),
+        si(c.decode.flops_per_token, "FLOP")
     );
     let _ = writeln!(
         s,
-        "  prompt chunk of {} tokens: {} launches, {:.4e} bytes, {:.4e} FLOP",
-        c.prompt.tokens, c.prompt.launches, c.prompt.bytes, c.prompt.flops
+        "  prompt chunk of {} tokens: {} launches, {}, {}",
+        c.prompt.tokens,
+        c.prompt.launches,
+        si(c.prompt.bytes, "B"),
+        si(c.prompt.flops, "FLOP")
     );
     let order = m.decode.topo_order();
     let mut per_node: std::collections::BTreeMap<usize, (usize, f64)> = Default::default();
@@ -80,9 +101,10 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
             let nd = &m.decode.g[idx];
             let _ = writeln!(
                 s,
-                "    %{node:<4} {:<44} {:<18} {n:>2} launches {bytes:>12.4e} B",
+                "    %{node:<4} {:<44} {:<18} {n:>2} launches {:>10}",
                 nd.label,
-                nd.op.name()
+                nd.op.name(),
+                si(*bytes, "B")
             );
         }
     }
@@ -125,6 +147,9 @@ fn memory_text(t: &MemoryTable, shape: DeviceShape) -> String {
 }
 
 pub fn main(a: InspectArgs) -> Result<()> {
+    if a.graph.is_some() && a.format != Format::Dot {
+        bail!("--graph: chooses the graph --format dot draws; text and JSON show both");
+    }
     if a.max_batch == 0 || a.max_batch > MAX_BATCH {
         bail!(
             "--max-batch: must be in 1..={MAX_BATCH}, got {}",
@@ -162,9 +187,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
             }
             let wbytes: u128 = m.weights.values().map(|w| w.bytes() as u128).sum();
             t += &format!(
-                "weights: {} tensors, {} bytes, {}\n",
+                "weights: {} tensors, {}, {}\n",
                 m.weights.len(),
-                wbytes,
+                si(wbytes as f64, "B"),
                 weights_source(&plan.manifest)
             );
             t += &format!("states: {} regions\n", m.states.len());
@@ -179,7 +204,10 @@ pub fn main(a: InspectArgs) -> Result<()> {
             t += &format!("== decode graph ==\n{}\n", m.decode.to_text());
             t
         }
-        Format::Dot => m.prompt.to_dot("prompt") + &m.decode.to_dot("decode"),
+        Format::Dot => match a.graph.unwrap_or(GraphChoice::Decode) {
+            GraphChoice::Prompt => super::dot::graph_dot(&m.prompt, "prompt"),
+            GraphChoice::Decode => super::dot::graph_dot(&m.decode, "decode"),
+        },
         Format::Json => {
             let module: serde_json::Value = serde_json::from_str(&m.to_json())?;
             let mut out = serde_json::json!({

@@ -40,7 +40,7 @@ pub struct LogitsArgs {
     /// the plan.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Run the first K tokens through the prompt graph and the rest one at a time through the
     /// decode graph.
@@ -53,10 +53,11 @@ pub struct LogitsArgs {
     pub max_context: Option<u32>,
 }
 
-pub fn main(a: LogitsArgs) -> Result<()> {
+pub fn main(mut a: LogitsArgs) -> Result<()> {
     // The output is checked (and its temporary file claimed) before any work.
     let out = OutputFile::prepare("--out", &a.out, Some(&a.plan))?;
     let plan = Plan::open(&a.plan)?;
+    a.device = a.device.resolve(&plan);
     let vocab = plan.module.config.vocab_size;
     let max = a
         .max_context

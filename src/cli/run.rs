@@ -7,11 +7,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use zamba2c_ir::Plan;
-use zamba2c_runtime::generate::sampling::SamplingParams;
 use zamba2c_runtime::generate::{eos_ids, generate, Outcome, Settings, StopReason, TextSink};
 
 use super::engine::{context_or_default, open_engine, Device, MAX_BATCH};
 use super::input::{check_prompt_text, prompt_byte_cap, read_prompt, read_prompt_file};
+use super::sampling::{self, ModelDefaults, SamplingFlags};
 use super::text::{strip_one_newline, TextTokenizer};
 use super::tokens::parse_tokens;
 
@@ -21,7 +21,8 @@ use super::tokens::parse_tokens;
 /// given), tokenized with the plan's tokenizer.json (BOS added), or token ids (--tokens).
 /// Generation stops at the end-of-sequence token (from generation_config.json, else
 /// config.json, included in the output, as transformers' generate does; not with --ignore-eos), after --max-new-tokens tokens, or at a
-/// --stop string. The default is greedy decoding (--temperature 0). A timing summary goes to
+/// --stop string. Sampling defaults come from the model's generation_config.json as in
+/// transformers (greedy unless it says do_sample; flags override it). A timing summary goes to
 /// stderr; logs too (RUST_LOG=info).
 ///
 /// Examples:
@@ -64,46 +65,8 @@ pub struct RunArgs {
         value_name = "N"
     )]
     pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy (argmax).
-    #[arg(
-        short = 't',
-        long,
-        default_value_t = 0.0,
-        value_name = "T",
-        allow_negative_numbers = true
-    )]
-    pub temperature: f32,
-    /// Sample among the K most likely tokens only (0: all).
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub top_k: usize,
-    /// Sample from the smallest set of tokens whose probability adds up to P (1: all).
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        value_name = "P",
-        allow_negative_numbers = true
-    )]
-    pub top_p: f32,
-    /// Drop tokens less likely than P times the most likely one (0: off).
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "P",
-        allow_negative_numbers = true
-    )]
-    pub min_p: f32,
-    /// Penalise tokens already seen, prompt included (Hugging Face semantics; 1: off).
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        value_name = "R",
-        allow_negative_numbers = true
-    )]
-    pub repetition_penalty: f32,
-    /// Random seed for sampling: the same seed gives the same output on the same device.
-    /// Without it a random seed is used (printed with --json and in the logs).
-    #[arg(short = 's', long, value_name = "N")]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
     /// Stop when the generated text contains STRING (not printed); repeatable.
     #[arg(long, value_name = "STRING")]
     pub stop: Vec<String>,
@@ -114,7 +77,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub echo: bool,
     /// Where to run the plan.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Tokens a sequence may hold, prompt and generated; the GPU allocates its KV caches for
     /// this many (default: the model's max_position_embeddings, at most 16384).
@@ -172,18 +135,10 @@ impl TextSink for Sink {
     }
 }
 
-pub fn main(a: RunArgs) -> Result<()> {
+pub fn main(mut a: RunArgs) -> Result<()> {
     if a.max_new_tokens == 0 {
         bail!("--max-new-tokens: must be at least 1");
     }
-    let params = SamplingParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repetition_penalty: a.repetition_penalty,
-    };
-    params.validate().map_err(anyhow::Error::msg)?;
     if a.stop.iter().any(String::is_empty) {
         bail!("--stop: the stop string is empty");
     }
@@ -197,6 +152,12 @@ pub fn main(a: RunArgs) -> Result<()> {
         tracing::warn!("--max-batch has no effect on one prompt (it batches --prompts-file)");
     }
     let plan = Plan::open(&a.plan)?;
+    a.device = a.device.resolve(&plan);
+    let params = sampling::resolve(
+        &a.sampling,
+        &ModelDefaults::from_plan(&plan)?,
+        &plan.dir.join("generation_config.json"),
+    )?;
     let vocab = plan.module.config.vocab_size;
     let max_context = context_or_default(a.max_context, &plan)?;
 
@@ -223,7 +184,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     let multi = a.prompts_file.is_some();
     let eos = eos_ids(&plan)?;
     tracing::info!(?eos, "end-of-sequence ids");
-    let seed = a.seed.unwrap_or_else(rand::random);
+    let seed = a.sampling.seed.unwrap_or_else(rand::random);
     if !params.is_greedy() {
         tracing::info!(seed, "sampling");
     }

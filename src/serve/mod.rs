@@ -54,7 +54,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Where to run the plan.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Sequences generated at once (slots of the batched engine).
     #[arg(long, default_value_t = 8, value_name = "B")]
@@ -72,7 +72,7 @@ pub struct ServeArgs {
     pub served_model_name: Option<String>,
 }
 
-pub fn main(a: ServeArgs) -> Result<()> {
+pub fn main(mut a: ServeArgs) -> Result<()> {
     if a.max_batch == 0 || a.max_batch > MAX_BATCH {
         bail!(
             "--max-batch: must be in 1..={MAX_BATCH}, got {}",
@@ -86,6 +86,16 @@ pub fn main(a: ServeArgs) -> Result<()> {
         );
     }
     let plan = Plan::open(&a.plan)?;
+    let device = a.device.resolve(&plan);
+    // Batched decoding is CPU-only for now (engine.rs): a GPU found by `auto` serves one
+    // sequence at a time rather than refusing to start.
+    if a.device == Device::Auto && device == Device::Cuda && a.max_batch > 1 {
+        tracing::warn!(
+            "--device auto chose cuda, which decodes one sequence at a time for now: --max-batch {} becomes 1",
+            a.max_batch
+        );
+        a.max_batch = 1;
+    }
     let max_context = crate::cli::engine::context_or_default(a.max_context, &plan)?;
     let tok = Arc::new(TextTokenizer::from_plan(&plan)?);
     let chat = ChatTemplate::from_plan(&plan)?;
@@ -114,8 +124,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
     // The engine lives on the scheduler thread; it reports whether it loaded.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
     let thread = {
-        let (sched, tok, device, max_batch) =
-            (scheduler.clone(), tok.clone(), a.device, a.max_batch);
+        let (sched, tok, device, max_batch) = (scheduler.clone(), tok.clone(), device, a.max_batch);
         std::thread::Builder::new()
             .name("zamba2c-scheduler".into())
             .spawn(

@@ -52,11 +52,24 @@ impl CpuWeights {
     /// Reads every weight of `plan` as f32. The values are decoded from the bytes the plan
     /// stores (so a bf16 plan's dummy weights are rounded to bf16, as a GPU reads them).
     pub fn from_plan(plan: &Plan) -> Result<Self, RuntimeError> {
+        Self::from_plan_with_progress(plan, &mut |_, _| {})
+    }
+
+    /// [`CpuWeights::from_plan`], calling `progress(bytes_read, total_bytes)` of the plan's
+    /// stored weights after each tensor (the CLI draws a progress bar from it).
+    pub fn from_plan_with_progress(
+        plan: &Plan,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, RuntimeError> {
+        let total: u64 = plan.module.weights.values().map(|w| w.bytes() as u64).sum();
+        let mut done = 0u64;
         let mut tensors = BTreeMap::new();
         for (name, spec) in &plan.module.weights {
             let (dtype, bytes) = plan.weights.raw(name)?;
             let data = zamba2c_ir::tensor::to_f32(&bytes, dtype);
             tensors.insert(name.clone(), weight_tensor(name, spec, data)?);
+            done += spec.bytes() as u64;
+            progress(done, total);
         }
         Ok(CpuWeights { tensors })
     }

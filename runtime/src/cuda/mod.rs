@@ -11,16 +11,19 @@
 //! - [`validate`]: runs the same tokens on the CPU interpreter and the GPU and names the first
 //!   node whose output differs beyond tolerance.
 //! - [`bench`]: time to first token, decode ms/token (CUDA events), GPU memory.
+//! - [`probe`]: whether a usable GPU is there (`--device auto`).
 //! - [`profile`]: every launch timed with events beside its bytes and FLOPs (`bench --profile`).
 
 pub mod bench;
 pub mod engine;
 pub mod graph;
 pub mod nvrtc;
+pub mod probe;
 pub mod profile;
 pub mod validate;
 
 pub use bench::{bench, BenchReport};
 pub use engine::{CudaEngine, CudaOptions};
+pub use probe::probe;
 pub use profile::{profile, ProfileReport};
 pub use validate::{validate, validate_engines, ValidateReport};
