@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--decode-from", type=int, default=192)
     ap.add_argument("--long-run", type=int, default=0, help="decode steps of the drift check (0: skip)")
-    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32,bf16:f32:bf16",
+    ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32,bf16:f32:f32",
                     help="weight:activation[:kv] dtypes of the plans to check (kv: compile --kv-dtype)")
     ap.add_argument("--tokenizer", default="tests/fixtures/tokenizer/tokenizer.json")
     args = ap.parse_args()
