@@ -18,9 +18,33 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     tail -5 "$OUT/kernels.log"
   done
 fi
-timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
-tail -25 "$OUT/check27b.log"
-P=/tmp/z27/plan-bf16_act_f32
+if [ "${PLANS:-}" != none ]; then
+  timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
+  tail -25 "$OUT/check27b.log"
+fi
+# The 2.7B shape with random weights straight from its config (no Python process holding GPU
+# memory beside it): what the memory figures of issue 11 are measured on.
+M=/tmp/mem27
+"$Z" compile examples/zamba2-2.7b-config -o "$M" --dummy-weights --dtype bf16 --arch sm_90 > /dev/null 2>&1 || rc=1
+P=${PROFILE_PLAN:-/tmp/z27/plan-bf16_act_f32}
+[ -d "$P" ] || P=$M
+if [ "${MEMORY:-0}" = 1 ]; then
+  for spec in "448 64 512" "4064 32 4096" "16320 64 16384"; do
+    set -- $spec
+    timeout 120 "$Z" bench "$M" --device cuda --prompt-len "$1" --gen-len "$2" --max-context "$3" --json \
+      > "$OUT/memory_$3.json" 2> "$OUT/memory_$3.err" || rc=1
+    python3 -c "import json,sys; b=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print('memory', sys.argv[2], 'predicted', b.get('predicted_bytes'), 'engine', b.get('engine_bytes'), 'baseline', b.get('baseline_gpu_bytes'), 'peak', b.get('peak_gpu_bytes'), 'peak GiB %.3f' % (b['peak_gpu_bytes']/2**30), 'ttft', b.get('ttft_ms'), 'decode', b.get('decode_ms_per_token'))" "$OUT/memory_$3.json" "$3" || tail -3 "$OUT/memory_$3.err"
+  done
+  RUST_LOG=info timeout 200 "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 32 --repeat 3 > "$OUT/bench_table.txt" 2>&1 || rc=1
+  cat "$OUT/bench_table.txt"
+fi
+if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
+  toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
+  timeout 240 ncu --clock-control none --kernel-name regex:'linear_mma_pipe|ssd_chunk_out|attention_flash' \
+    --launch-count 8 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    "$Z" logits "$M" --tokens "$toks" --out /tmp/ncu_prompt.safetensors --device cuda > "$OUT/ncu_prompt.txt" 2>&1 || rc=1
+  grep -E "z2c_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Block Limit|Waves Per SM" "$OUT/ncu_prompt.txt" | head -120
+fi
 if [ -d "$P" ]; then
   for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
     timeout 120 "$Z" bench "$P" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \

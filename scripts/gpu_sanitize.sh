@@ -11,10 +11,12 @@ for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
   for dt in f32 bf16; do
     p=/tmp/san-$m-$dt
     "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype "$dt" > /dev/null 2>&1 || { echo "compile $m $dt failed"; rc=1; continue; }
-    toks=$(python3 -c 'print(",".join(str((i*37+11)%60) for i in range(40)))')
+    # 150 tokens: three chunks of the chunked scan (one partial), three query tiles of the
+    # flash prompt attention; then decode steps.
+    toks=$(python3 -c 'print(",".join(str((i*37+11)%60) for i in range(150)))')
     for tool in memcheck racecheck; do
       ZAMBA2C_NO_CUDA_GRAPH=1 timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
-        "$Z" logits "$p" --tokens "$toks" --decode-from 34 --device cuda --out /tmp/san.safetensors \
+        "$Z" logits "$p" --tokens "$toks" --decode-from 144 --device cuda --out /tmp/san.safetensors \
         > "$OUT/san-$m-$dt-$tool.log" 2>&1
       r=$?
       echo "$m $dt $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-$m-$dt-$tool.log" | tail -1)"

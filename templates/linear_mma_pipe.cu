@@ -23,7 +23,7 @@
   constexpr int XPLANES = 2;            // hi, lo
 {% else %}  typedef unsigned short xs_t;
   constexpr int XPLANES = 1;
-{% endif %}  static_assert(BK == 32 && NT == 256 && BN == 128 && (BM == 64 || BM == 128), "linear_mma_pipe's mapping");
+{% endif %}  static_assert(BK == 32 && NT == 256 && BN == 128 && (BM == 32 || BM == 64 || BM == 128), "linear_mma_pipe's mapping");
   constexpr int XTILE = XPLANES * BM * XSTR, WTILE = BN * WSTR;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   xs_t* xsm = reinterpret_cast<xs_t*>(smem_raw);
@@ -45,8 +45,8 @@
     }
     xs_t* xt = xsm + stage * XTILE;
 {% if xmode == "f32" %}#pragma unroll
-    for (int i = 0; i < (BM * BK / 4) / NT; ++i) {
-      const int e = tid + i * NT, r = e >> 3, k = k0 + (e & 7) * 4;
+    for (int e = tid; e < BM * BK / 4; e += NT) {
+      const int r = e >> 3, k = k0 + (e & 7) * 4;
       const long m = m0 + r;
       const bool ok = m < rows && k < {{ k }};
       cp_async16(xt + r * XSTR + (e & 7) * 4, ok ? x + m * {{ x_stride }} + k : x, ok);
@@ -54,8 +54,8 @@
 {% else %}#pragma unroll
     for (int pl = 0; pl < XPLANES; ++pl) {
 #pragma unroll
-      for (int i = 0; i < (BM * BK / 8) / NT; ++i) {
-        const int e = tid + i * NT, r = e >> 2, k = k0 + (e & 3) * 8;
+      for (int e = tid; e < BM * BK / 8; e += NT) {
+        const int r = e >> 2, k = k0 + (e & 3) * 8;
         const long m = m0 + r;
         const bool ok = m < rows && k < {{ k }};
         cp_async16(xt + pl * BM * XSTR + r * XSTR + (e & 3) * 8,

@@ -613,7 +613,11 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             // Narrow outputs take 64-row tiles so a 512-token chunk still fills the GPU
             // (2560 features: 20 × 8 blocks rather than 20 × 4).
             let bm = if n <= crate::tune("MMA_NARROW_N", PIPE_NARROW_N) {
-                64
+                // MMA_NARROW_BM=32: more, thinner blocks for narrow outputs (a measurement).
+                match crate::tune("MMA_NARROW_BM", 64) {
+                    32 => 32,
+                    _ => 64,
+                }
             } else {
                 128
             };
