@@ -38,6 +38,20 @@ if [ "${MEMORY:-0}" = 1 ]; then
   RUST_LOG=info timeout 200 "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 32 --repeat 3 > "$OUT/bench_table.txt" 2>&1 || rc=1
   cat "$OUT/bench_table.txt"
 fi
+# Codegen knob variants on the dummy-weights 2.7B plan: TTFT only (VARIANTS="MMA_NARROW_BM=32 ...").
+for v in ${VARIANTS:-}; do
+  d=/tmp/var-${v//=/-}
+  env "ZAMBA2C_TUNE_$v" "$Z" compile examples/zamba2-2.7b-config -o "$d" --dummy-weights --dtype bf16 --arch sm_90 \
+    > /dev/null 2>&1 || { echo "variant $v: compile failed"; rc=1; continue; }
+  for pl in 512 2048; do
+    timeout 60 "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
+      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2))"
+  done
+  for pl in 512 2048; do
+    timeout 60 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
+      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2))"
+  done
+done
 if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
   toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
   timeout 240 ncu --clock-control none --kernel-name regex:'linear_mma_pipe|ssd_chunk_out|attention_flash' \
