@@ -35,7 +35,7 @@ if [ "${MEMORY:-0}" = 1 ]; then
       > "$OUT/memory_$3.json" 2> "$OUT/memory_$3.err" || rc=1
     python3 -c "import json,sys; b=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print('memory', sys.argv[2], 'predicted', b.get('predicted_bytes'), 'engine', b.get('engine_bytes'), 'baseline', b.get('baseline_gpu_bytes'), 'peak', b.get('peak_gpu_bytes'), 'peak GiB %.3f' % (b['peak_gpu_bytes']/2**30), 'ttft', b.get('ttft_ms'), 'decode', b.get('decode_ms_per_token'))" "$OUT/memory_$3.json" "$3" || tail -3 "$OUT/memory_$3.err"
   done
-  RUST_LOG=info timeout 200 "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 32 --repeat 3 > "$OUT/bench_table.txt" 2>&1 || rc=1
+  RUST_LOG=info timeout 200 "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 16 --repeat 2 > "$OUT/bench_table.txt" 2>&1 || rc=1
   cat "$OUT/bench_table.txt"
 fi
 # Codegen knob variants on the dummy-weights 2.7B plan: TTFT only (VARIANTS="MMA_NARROW_BM=32 ...").
