@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -16,27 +15,12 @@ const PROMPT_IDS: [u64; 6] = [1, 22557, 28725, 586, 1141, 349];
 const GREEDY_IDS: [u64; 8] = [11475, 948, 20046, 26321, 10552, 21540, 28321, 16122];
 
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_conventions");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli_conventions")
 }
 
 /// The demo model's plan, compiled once per test process.
 fn demo_plan() -> &'static str {
-    static PLAN: OnceLock<PathBuf> = OnceLock::new();
-    PLAN.get_or_init(|| {
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
-        let plan = scratch().join("demo-plan");
-        common::zamba2c_ok(&[
-            "compile",
-            model.to_str().unwrap(),
-            "-o",
-            plan.to_str().unwrap(),
-        ]);
-        plan
-    })
-    .to_str()
-    .unwrap()
+    common::demo_plan("cli_conventions")
 }
 
 /// The one JSON object `run --json` prints, with stdout checked to hold nothing else.

@@ -7,31 +7,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_output");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli_output")
 }
 
+/// The demo model's plan, compiled once per test process.
 fn demo_plan() -> &'static str {
-    static PLAN: OnceLock<PathBuf> = OnceLock::new();
-    PLAN.get_or_init(|| {
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
-        let plan = scratch().join("demo-plan");
-        common::zamba2c_ok(&[
-            "compile",
-            model.to_str().unwrap(),
-            "-o",
-            plan.to_str().unwrap(),
-        ]);
-        plan
-    })
-    .to_str()
-    .unwrap()
+    common::demo_plan("cli_output")
 }
 
 /// The text line of `inspect` that starts (after spaces) with `key`.

@@ -132,3 +132,28 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// A scratch directory for test binary `name`, under Cargo's per-target temporary directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `examples/demo-model` compiled once per test binary, into `scratch(name)/demo-plan`.
+pub fn demo_plan(name: &str) -> &'static str {
+    static PLAN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PLAN.get_or_init(|| {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+        let plan = scratch(name).join("demo-plan");
+        zamba2c_ok(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            plan.to_str().unwrap(),
+        ]);
+        plan
+    })
+    .to_str()
+    .unwrap()
+}
