@@ -11,7 +11,7 @@
 {% endif %}  // Tile sizes come from codegen (families.rs MMA_TILE, MMA_BK, MMA_WARPS); the fragment and
   // load mapping below is written for them.
   constexpr int BM = {{ tile }}, BN = {{ tile }}, BK = {{ bk }}, LD = BK + 8;  // +8: conflict-free fragment loads
-  constexpr int NT = {{ block }};
+  constexpr int NT = {{ block }}, MI = 4;  // MI: 16-row A fragments per warp
   static_assert(BM == 128 && BK == 32 && NT == 256, "linear_mma's thread mapping");
   __shared__ __align__(16) unsigned short Ah[BM * LD];
 {% if split %}  __shared__ __align__(16) unsigned short Al[BM * LD];
@@ -128,23 +128,4 @@
     __syncthreads();
   }
 
-  // Accumulator fragment: lane holds rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile.
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const long m = m0 + wm + i * 16 + g + h * 8;
-      if (m >= rows) continue;
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int n = n0 + wn + j * 8 + 2 * t + e;
-          if (n < {{ n }}) {
-            const long row = m, o = row * {{ out_stride }} + n;
-            float v = acc[i][j][2 * h + e];
-{% include "linear_epilogue.cu" %}            out[o] = from_f<act_t>(v);
-          }
-        }
-    }
-}
+{% include "mma_store.cu" %}}
