@@ -43,6 +43,9 @@ pub struct FamilyProfile {
     pub ms: f64,
     pub bytes: f64,
     pub gb_per_s: f64,
+    /// FLOPs of the family's launches (codegen's cost model) and their rate.
+    pub flops: f64,
+    pub tflop_per_s: f64,
     pub floor_frac: f64,
     pub frac: f64,
 }
@@ -143,12 +146,15 @@ fn summarise(
             ms: 0.0,
             bytes: 0.0,
             gb_per_s: 0.0,
+            flops: 0.0,
+            tflop_per_s: 0.0,
             floor_frac: 0.0,
             frac: 0.0,
         });
         f.launches += 1;
         f.ms += ms[l];
         f.bytes += bytes;
+        f.flops += flops;
         f.floor_frac += floor_ms(bytes, flops); // floor ms for now; a fraction below
     }
     let mut nodes: Vec<NodeProfile> = nodes.into_values().collect();
@@ -160,6 +166,7 @@ fn summarise(
     let mut families: Vec<FamilyProfile> = fams.into_values().collect();
     for f in &mut families {
         f.gb_per_s = f.bytes / (f.ms * 1e6).max(1e-9);
+        f.tflop_per_s = f.flops / (f.ms * 1e9).max(1e-9);
         f.floor_frac /= f.ms.max(1e-9);
         f.frac = f.ms / total.max(1e-9);
     }
@@ -242,18 +249,19 @@ impl ProfileReport {
             );
             let _ = writeln!(
                 s,
-                "  {:<20} {:>8} {:>10} {:>7} {:>10} {:>8}",
-                "family", "launches", "ms", "share", "GB/s", "floor%"
+                "  {:<20} {:>8} {:>10} {:>7} {:>10} {:>9} {:>8}",
+                "family", "launches", "ms", "share", "GB/s", "TFLOP/s", "floor%"
             );
             for f in &p.families {
                 let _ = writeln!(
                     s,
-                    "  {:<20} {:>8} {:>10.4} {:>6.1}% {:>10.1} {:>7.1}%",
+                    "  {:<20} {:>8} {:>10.4} {:>6.1}% {:>10.1} {:>9.1} {:>7.1}%",
                     f.family,
                     f.launches,
                     f.ms,
                     100.0 * f.frac,
                     f.gb_per_s,
+                    f.tflop_per_s,
                     100.0 * f.floor_frac
                 );
             }
