@@ -254,3 +254,60 @@ fn an_old_launch_table_zeroes_every_temporary() {
     assert_eq!(ws, temps);
     replay(&p.decode, &p, &l.decode.slots, "old table");
 }
+
+/// A graph whose chunked scan addresses whole 64-token chunks (GraphProgram::seq_align) gets
+/// rows for whole chunks per sequence, while a call still takes at most the prompt chunk.
+#[test]
+fn chunked_scan_rows_cover_whole_chunks() {
+    let [_, (m, lvl)] = both_levels(lower_mixed(&config(json!({})), DType::F32, DType::F32));
+    let p = build_program(&m).expect("program");
+    assert_eq!(p.prompt.seq_align, 64, "{lvl}: the prompt scan is chunked");
+    assert_eq!(p.decode.seq_align, 1, "{lvl}: decode steps one token");
+    for (batch, chunk, rows) in [(1, 7, 64), (3, 7, 192), (2, 64, 128), (1, 65, 128)] {
+        let l = DeviceLayout::plan(
+            &m,
+            &p,
+            DeviceShape {
+                max_context: 256,
+                batch,
+                prompt_chunk: chunk,
+            },
+        )
+        .expect("layout");
+        assert_eq!((l.prompt.rows, l.prompt.seq_cap), (rows, chunk));
+        assert_eq!((l.decode.rows, l.decode.seq_cap), (batch, 1));
+    }
+}
+
+/// The prompt scan is chunked where a chunk fits in shared memory (2.7B: P = N = 64) and stays
+/// the token loop where it does not (d_state 512), with rows then unaligned.
+#[test]
+fn the_scan_is_chunked_where_it_fits() {
+    let families = |p: &Program| -> Vec<String> {
+        p.prompt
+            .launches
+            .iter()
+            .map(|l| p.kernels[&l.kernel].family.clone())
+            .collect()
+    };
+    let [_, (big, _)] = both_levels(lower_mixed(&config_2p7b(), DType::BF16, DType::F32));
+    let p = build_program(&big).expect("program");
+    let f = families(&p);
+    assert_eq!(f.iter().filter(|f| *f == "ssd_chunk_out").count(), 54);
+    assert!(!f.iter().any(|f| f == "ssm_scan"));
+    for l in &p.prompt.launches {
+        if p.kernels[&l.kernel].family == "ssd_chunk_out" {
+            assert!(l.smem > 48 * 1024 && l.smem <= zamba2c_ir::kernel::MAX_DYNAMIC_SMEM);
+        }
+    }
+    let [_, (wide, _)] = both_levels(lower_mixed(
+        &config(json!({"mamba_d_state": 512})),
+        DType::F32,
+        DType::F32,
+    ));
+    let p = build_program(&wide).expect("program");
+    let f = families(&p);
+    assert!(f.iter().any(|f| f == "ssm_scan"), "{f:?}");
+    assert!(!f.iter().any(|f| f.starts_with("ssd_")), "{f:?}");
+    assert_eq!(p.prompt.seq_align, 1);
+}
