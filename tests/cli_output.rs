@@ -73,6 +73,48 @@ fn inspect_formats_numbers_for_people_and_json_keeps_them_raw() {
     );
 }
 
+/// `inspect` names the kernels each op runs on: launches per family per graph, and per node the
+/// families of its launches (issue 10: which GEMM, scan and attention kernels were chosen).
+#[test]
+fn inspect_names_the_kernels_of_each_op() {
+    let plan = demo_plan();
+    let v: Value =
+        serde_json::from_str(&common::zamba2c_ok(&["inspect", plan, "--format", "json"])).unwrap();
+    for g in ["prompt", "decode"] {
+        let fams = v["program"]["families"][g].as_object().expect("families");
+        let launches: u64 = fams.values().map(|n| n.as_u64().unwrap()).sum();
+        assert_eq!(
+            launches,
+            v["program"][g]["launches"].as_u64().unwrap(),
+            "{g}: every launch counted once"
+        );
+        let ops = v["program"]["op_kernels"][g]
+            .as_object()
+            .expect("op_kernels");
+        assert!(!ops.is_empty());
+        for (node, f) in ops {
+            for name in f.as_array().unwrap() {
+                let name = name.as_str().unwrap();
+                assert!(fams.contains_key(name), "{g} node {node}: {name}");
+            }
+        }
+    }
+    assert!(
+        v["program"]["families"]["decode"]["proj_gemv"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        v["program"]["families"]["prompt"]["ssd_chunk_out"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let text = common::zamba2c_ok(&["inspect", plan]);
+    assert!(line(&text, "prompt kernels by family:").contains("ssd_chunk_out"));
+}
+
 fn bench_json(args: &[&str]) -> Value {
     let mut all = vec!["bench", demo_plan(), "--device", "cpu", "--json"];
     all.extend_from_slice(args);

@@ -68,6 +68,37 @@ fn read_program(plan: &Plan) -> Result<Option<Program>> {
 
 /// What runs: launches and bytes per graph, launches per decode op, and every fused op
 /// emitted through its decomposition (with why).
+/// Launches per kernel family of one graph (the GEMM, scan and attention kernels each op got).
+fn family_counts(
+    p: &Program,
+    gp: &zamba2c_ir::kernel::GraphProgram,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in &gp.launches {
+        if let Some(k) = p.kernels.get(&l.kernel) {
+            *out.entry(k.family.clone()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The kernel families each node of a graph launches, in launch order, each named once.
+fn op_kernels(
+    p: &Program,
+    gp: &zamba2c_ir::kernel::GraphProgram,
+) -> std::collections::BTreeMap<usize, Vec<String>> {
+    let mut out: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for l in &gp.launches {
+        if let Some(k) = p.kernels.get(&l.kernel) {
+            let v = out.entry(l.node).or_default();
+            if !v.contains(&k.family) {
+                v.push(k.family.clone());
+            }
+        }
+    }
+    out
+}
+
 fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
     use std::fmt::Write as _;
     let c = p.cost(PROMPT_COST_TOKENS);
@@ -88,6 +119,13 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
         si(c.prompt.bytes, "B"),
         si(c.prompt.flops, "FLOP")
     );
+    for (phase, gp) in [("prompt", &p.prompt), ("decode", &p.decode)] {
+        let fams: Vec<String> = family_counts(p, gp)
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect();
+        let _ = writeln!(s, "  {phase} kernels by family: {}", fams.join(", "));
+    }
     let order = m.decode.topo_order();
     let mut per_node: std::collections::BTreeMap<usize, (usize, f64)> = Default::default();
     for l in &p.decode.launches {
@@ -96,15 +134,20 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
         e.1 += l.cost.bytes(1, 1, 0);
     }
     let _ = writeln!(s, "  decode launches per op:");
+    let decode_kernels = op_kernels(p, &p.decode);
     for (node, (n, bytes)) in &per_node {
         if let Some(&idx) = order.get(*node) {
             let nd = &m.decode.g[idx];
             let _ = writeln!(
                 s,
-                "    %{node:<4} {:<44} {:<18} {n:>2} launches {:>10}",
+                "    %{node:<4} {:<44} {:<18} {n:>2} launches {:>10}  {}",
                 nd.label,
                 nd.op.name(),
-                si(*bytes, "B")
+                si(*bytes, "B"),
+                decode_kernels
+                    .get(node)
+                    .map(|f| f.join(" + "))
+                    .unwrap_or_default()
             );
         }
     }
@@ -217,10 +260,23 @@ pub fn main(a: InspectArgs) -> Result<()> {
             });
             if let Some(p) = &program {
                 let c = p.cost(PROMPT_COST_TOKENS);
+                // Which kernels each op runs on (by family), per graph: node -> families.
+                let ops = |gp| -> serde_json::Value {
+                    op_kernels(p, gp)
+                        .into_iter()
+                        .map(|(n, f)| (n.to_string(), serde_json::json!(f)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into()
+                };
                 out["program"] = serde_json::json!({
                     "prompt": c.prompt,
                     "decode": c.decode,
                     "decomposed": {"prompt": p.prompt.decomposed, "decode": p.decode.decomposed},
+                    "families": {
+                        "prompt": family_counts(p, &p.prompt),
+                        "decode": family_counts(p, &p.decode),
+                    },
+                    "op_kernels": {"prompt": ops(&p.prompt), "decode": ops(&p.decode)},
                 });
             }
             if let Some(mem) = &memory {
