@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use zamba2c_ir::Plan;
 use zamba2c_runtime::generate::chat::ChatTemplate;
 use zamba2c_runtime::generate::sampling::Sampler;
-use zamba2c_runtime::generate::{eos_ids, Continuation, Settings, StopReason, TextSink};
+use zamba2c_runtime::generate::{eos_ids, generate_with, Settings, TextSink};
 use zamba2c_runtime::Engine;
 
 use super::engine::{open_engine, Device};
@@ -231,7 +231,7 @@ fn one_turn(
     source: &str,
     text: &str,
     turn: usize,
-    mut sink: Option<&mut Sink>,
+    sink: Option<&mut Sink>,
 ) -> Result<Value> {
     let mut messages = conv.messages.clone();
     messages.push(json!({"role": "user", "content": text}));
@@ -265,48 +265,36 @@ fn one_turn(
     let mut seen = conv.context.clone();
     seen.extend_from_slice(&new_ids);
     // Each turn draws from its own seed, so a conversation replays the same for a seed.
-    let mut sampler = Sampler::new(settings.params, turn_seed(settings, turn), &seen);
+    let sampler = Sampler::new(settings.params, turn_seed(settings, turn), &seen);
     let turn_settings = Settings {
         max_context: room,
         ..settings.clone()
     };
-    let mut cont = Continuation::new(&new_ids, &turn_settings, Some(tok));
-    let logits = match engine.prefill(&new_ids) {
-        Ok(l) => l,
+    let outcome = match generate_with(
+        engine,
+        source,
+        &new_ids,
+        sampler,
+        &turn_settings,
+        Some(tok),
+        sink,
+    ) {
+        Ok(o) => o,
         Err(e) => {
             forget_state(engine, conv);
-            return Err(anyhow::Error::from(e).context(format!("{source}: running the turn")));
+            return Err(e.context(format!("{source}: running the turn")));
         }
     };
+    // The state now holds the prefilled tokens and every generated token but the last, which
+    // the next turn feeds first.
     conv.context.extend_from_slice(&new_ids);
-    let mut next = sampler.next(&logits[logits.len().saturating_sub(vocab)..]);
-    let reason = loop {
-        let (shown, stop) = cont.push(next)?;
-        if let Some(out) = sink.as_deref_mut() {
-            out.write(&shown)?;
-            if out.closed() {
-                break StopReason::Closed;
-            }
-        }
-        if let Some(r) = stop {
-            break r;
-        }
-        let row = match engine.decode_step(next) {
-            Ok(r) => r,
-            Err(e) => {
-                forget_state(engine, conv);
-                return Err(anyhow::Error::from(e).context(format!("{source}: decoding")));
-            }
-        };
-        conv.context.push(next);
-        next = sampler.next(&row[row.len().saturating_sub(vocab)..]);
-    };
-    let (tail, outcome) = cont.finish(reason)?;
-    if let Some(out) = sink {
-        out.write(&tail)?;
+    if let Some((last, fed)) = outcome.generated.split_last() {
+        conv.context.extend_from_slice(fed);
+        conv.pending = Some(*last);
+    } else {
+        conv.pending = None;
     }
     let reply = outcome.text.clone().unwrap_or_default();
-    conv.pending = outcome.generated.last().copied();
     conv.last_prompt_text = rendered;
     messages.push(json!({"role": "assistant", "content": reply}));
     conv.messages = messages;

@@ -185,10 +185,24 @@ pub fn generate<S: TextSink>(
     prompt: &[u32],
     s: &Settings,
     tok: Option<&TextTokenizer>,
+    sink: Option<&mut S>,
+) -> Result<Outcome, S::Error> {
+    let sampler = Sampler::new(s.params, s.seed, prompt);
+    generate_with(engine, source, prompt, sampler, s, tok, sink)
+}
+
+/// [`generate`] with the caller's sampler (its seed and the history its repetition penalty
+/// sees: a chat turn's is the whole conversation, not only the tokens prefilled now).
+pub fn generate_with<S: TextSink>(
+    engine: &mut dyn Engine,
+    source: &str,
+    prompt: &[u32],
+    mut sampler: Sampler,
+    s: &Settings,
+    tok: Option<&TextTokenizer>,
     mut sink: Option<&mut S>,
 ) -> Result<Outcome, S::Error> {
     let vocab = engine.vocab_size();
-    let mut sampler = Sampler::new(s.params, s.seed, prompt);
     let mut cont = Continuation::new(prompt, s, tok);
 
     let logits = engine.prefill_last(prompt).map_err(|e| {
