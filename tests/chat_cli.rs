@@ -23,34 +23,19 @@ fn scratch() -> PathBuf {
 /// The demo checkpoint with the chat fixture's `template` (none: no template) compiled to a
 /// plan.
 fn plan_with_template(template: Option<&str>) -> PathBuf {
-    let name = template.unwrap_or("none");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
-    let model = scratch().join(format!("{name}-model"));
-    let _ = std::fs::remove_dir_all(&model);
-    std::fs::create_dir_all(&model).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
-    }
-    if let Some(t) = template {
-        let fixture: Value = serde_json::from_str(
-            &std::fs::read_to_string(common::fixtures().join("chat/cases.json")).unwrap(),
-        )
-        .unwrap();
-        let p = model.join("tokenizer_config.json");
-        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        cfg["chat_template"] = fixture["templates"][t].clone();
-        std::fs::write(&p, cfg.to_string()).unwrap();
-    }
-    let plan = scratch().join(format!("{name}-plan"));
-    let _ = std::fs::remove_dir_all(&plan);
-    common::zamba2c_ok(&[
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        plan.to_str().unwrap(),
-    ]);
-    plan
+    common::edited_demo_plan(&scratch(), template.unwrap_or("none"), |model| {
+        if let Some(t) = template {
+            let fixture: Value = serde_json::from_str(
+                &std::fs::read_to_string(common::fixtures().join("chat/cases.json")).unwrap(),
+            )
+            .unwrap();
+            let p = model.join("tokenizer_config.json");
+            let mut cfg: Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            cfg["chat_template"] = fixture["templates"][t].clone();
+            std::fs::write(&p, cfg.to_string()).unwrap();
+        }
+    })
 }
 
 fn chatml_plan() -> &'static Path {

@@ -18,23 +18,9 @@ fn scratch() -> PathBuf {
 /// The demo model with `generation` as its generation_config.json, compiled to a plan named
 /// `name`.
 fn plan_with_generation_config(name: &str, generation: &str) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
-    let model = scratch().join(format!("{name}-model"));
-    let _ = std::fs::remove_dir_all(&model);
-    std::fs::create_dir_all(&model).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
-    }
-    std::fs::write(model.join("generation_config.json"), generation).unwrap();
-    let plan = scratch().join(format!("{name}-plan"));
-    let _ = std::fs::remove_dir_all(&plan);
-    common::zamba2c_ok(&[
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        plan.to_str().unwrap(),
-    ]);
+    let plan = common::edited_demo_plan(&scratch(), name, |model| {
+        std::fs::write(model.join("generation_config.json"), generation).unwrap();
+    });
     plan.to_str().unwrap().to_string()
 }
 

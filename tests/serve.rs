@@ -25,23 +25,7 @@ fn scratch() -> PathBuf {
 
 /// The demo checkpoint (changed by `edit`) compiled into the plan `name`.
 fn plan(name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
-    let model = scratch().join(format!("{name}-model"));
-    let _ = std::fs::remove_dir_all(&model);
-    std::fs::create_dir_all(&model).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
-    }
-    edit(&model);
-    let out = scratch().join(name);
-    common::zamba2c_ok(&[
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    out
+    common::edited_demo_plan(&scratch(), name, edit)
 }
 
 /// The chat-template fixture (scripts/make_chat_fixture.py, transformers 5.24.0).

@@ -157,3 +157,26 @@ pub fn demo_plan(name: &str) -> &'static str {
     .to_str()
     .unwrap()
 }
+
+/// `examples/demo-model` copied to `dir/NAME-model`, changed there by `edit`, and compiled into
+/// the plan `dir/NAME` (replacing what an earlier run left; `serve` names the model after it).
+pub fn edited_demo_plan(dir: &Path, name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-model");
+    let model = dir.join(format!("{name}-model"));
+    let _ = std::fs::remove_dir_all(&model);
+    std::fs::create_dir_all(&model).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    edit(&model);
+    let plan = dir.join(name);
+    let _ = std::fs::remove_dir_all(&plan);
+    zamba2c_ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
+    plan
+}
