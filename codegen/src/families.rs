@@ -771,8 +771,18 @@ fn attention(
             ],
             128,
         );
-    let (kn, kt, ka) = kcache(CType::ConstPtr(cd));
-    let (vn, vt, va) = vcache(CType::ConstPtr(cd));
+    // Both attention kernels take one parameter list: q, the caches, meta, out, seq, cap.
+    let attend_params = |b: Builder| {
+        let (kn, kt, ka) = kcache(CType::ConstPtr(cd));
+        let (vn, vt, va) = vcache(CType::ConstPtr(cd));
+        b.input("q", q)
+            .param(kn, kt, ka)
+            .param(vn, vt, va)
+            .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
+            .output(&ctx.out)
+            .scalar("seq", Arg::Seq)
+            .scalar("cap", Arg::Capacity)
+    };
     // Prompts: the tensor-core kernel where it serves the head size (crate::flash); decode
     // (when attention_decode does not serve it) and other head sizes (not a multiple of 16,
     // or above 256) keep the one-block-per-query kernel below.
@@ -791,24 +801,16 @@ fn attention(
         for (k, v) in plan.context() {
             b = b.set(k, v);
         }
-        let mut attend = b
-            .input("q", q)
-            .param(kn, kt, ka)
-            .param(vn, vt, va)
-            .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
-            .output(&ctx.out)
-            .scalar("seq", Arg::Seq)
-            .scalar("cap", Arg::Capacity)
-            .finish(
-                [
-                    Extent::Const(heads as u32),
-                    Extent::SeqDiv {
-                        div: crate::flash::FLASH_QT,
-                    },
-                    Extent::Batch,
-                ],
-                crate::flash::FLASH_THREADS,
-            );
+        let mut attend = attend_params(b).finish(
+            [
+                Extent::Const(heads as u32),
+                Extent::SeqDiv {
+                    div: crate::flash::FLASH_QT,
+                },
+                Extent::Batch,
+            ],
+            crate::flash::FLASH_THREADS,
+        );
         attend.smem = plan.smem as u32;
         return Ok(vec![append, attend]);
     }
@@ -819,17 +821,10 @@ fn attention(
         .set("nw", ATTN_WARPS)
         .set("dd", d.div_ceil(32))
         .set("q_stride", q.stride)
-        .set("out_width", heads * d)
-        .input("q", q)
-        .param(kn, kt, ka)
-        .param(vn, vt, va)
-        .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
-        .output(&ctx.out)
-        .scalar("seq", Arg::Seq)
-        .scalar("cap", Arg::Capacity)
-        .finish(
-            [Extent::Const(heads as u32), one_per_row(), Extent::Const(1)],
-            32 * ATTN_WARPS,
-        );
+        .set("out_width", heads * d);
+    let attend = attend_params(attend).finish(
+        [Extent::Const(heads as u32), one_per_row(), Extent::Const(1)],
+        32 * ATTN_WARPS,
+    );
     Ok(vec![append, attend])
 }
