@@ -158,17 +158,6 @@ def main():
             o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
             del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
             res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().splitlines()[-1])
-            # Issue 11: what the plan predicts against what the engine allocates and the peak.
-            for ctx in (512, 4096, 16384):
-                o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "448", "--gen-len", "64",
-                           "--max-context", str(ctx), "--json"])
-                b = json.loads(o.strip().splitlines()[-1])
-                m = {k: b.get(k) for k in ("max_context", "predicted_bytes", "engine_bytes",
-                                           "baseline_gpu_bytes", "peak_gpu_bytes", "memory")}
-                m["peak_gib"] = b["peak_gpu_bytes"] / 2**30
-                m["engine_over_predicted"] = b["engine_bytes"] / b["predicted_bytes"]
-                res[f"memory_{key}_{ctx}"] = m
-                print("memory", key, ctx, json.dumps(m), flush=True)
         if dtype == "bf16" and act == "f32" and not knobs and kv is None:
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
