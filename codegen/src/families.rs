@@ -599,7 +599,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             // knob MMA_SPLIT=2 asks for one bf16 rounding (measured in docs/PERFORMANCE.md).
             let split = x.dtype == DType::F32 && mma_split();
             let b = b.set("split", split).set("f32x", x.dtype == DType::F32);
-            if crate::tune("MMA_KERNEL", 2) == 1 {
+            if !pipelined_gemm() {
                 // The first tensor-core GEMM (register-staged, one shared stage), kept as the
                 // baseline the pipelined one is measured against.
                 let grid = [
@@ -663,12 +663,18 @@ pub(crate) fn mma_split() -> bool {
     crate::tune("MMA_SPLIT", 1) == 1
 }
 
+/// Whether prompt GEMMs use the pipelined kernel (`linear_mma_pipe`); `ZAMBA2C_TUNE_MMA_KERNEL=1`
+/// keeps the first, register-staged one as a baseline for measurements.
+fn pipelined_gemm() -> bool {
+    crate::tune("MMA_KERNEL", 2) != 1
+}
+
 /// Whether a prompt linear of `x` by weight `w` (a table name or view) runs on the pipelined
 /// tensor-core GEMM, so its f32 input can be split once beforehand ([`split_bf16`]).
 pub(crate) fn presplit_eligible(ctx: &NodeCtx, x: &Operand, w: &str) -> bool {
     x.dtype == DType::F32
         && mma_split()
-        && crate::tune("MMA_KERNEL", 2) != 1
+        && pipelined_gemm()
         && weight_ref(ctx, w).is_some_and(|r| {
             r.shape.len() == 2 && r.shape[1] == x.width && mma_eligible(x, &r, x.width)
         })
