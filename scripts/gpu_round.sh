@@ -55,6 +55,26 @@ for v in ${VARIANTS:-}; do
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2))"
   done
 done
+# Overlapped launches (docs/KERNELS.md "Overlapping launches"): decode ms/token of the default
+# plan with programmatic dependent launch on and off (ZAMBA2C_NO_PDL=1, same process kind, same
+# plan), then plans made with other prefetch budgets (PDL_PREFETCH bytes per weight row).
+decode_ms() {  # plan, context, extra env...
+  local plan=$1 ctx=$2; shift 2
+  env "$@" timeout 90 "$Z" bench "$plan" --device cuda --prompt-len $((ctx - 64)) --gen-len 64 \
+    --max-context "$ctx" --repeat 2 --json 2>/dev/null | tail -1 \
+    | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["decode_ms_per_token"], 4))'
+}
+if [ "${PDL:-0}" = 1 ]; then
+  for ctx in 512 4096; do
+    echo "pdl default plan ctx $ctx on $(decode_ms "$M" $ctx X=1) off $(decode_ms "$M" $ctx ZAMBA2C_NO_PDL=1)" | tee -a "$OUT/pdl.txt"
+  done
+  for pf in ${PDL_PREFETCH:-1 4096}; do
+    d=/tmp/pf-$pf
+    ZAMBA2C_TUNE_GEMV_PREFETCH=$pf "$Z" compile examples/zamba2-2.7b-config -o "$d" --dummy-weights --dtype bf16 \
+      --arch sm_90 > /dev/null 2>&1 || { echo "prefetch $pf: compile failed"; rc=1; continue; }
+    echo "pdl prefetch $pf ctx 512 $(decode_ms "$d" 512 X=1) ctx 4096 $(decode_ms "$d" 4096 X=1)" | tee -a "$OUT/pdl.txt"
+  done
+fi
 if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
   toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
   timeout 240 ncu --clock-control none --kernel-name regex:'linear_mma_pipe|ssd_chunk_out|attention_flash' \

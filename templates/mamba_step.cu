@@ -34,6 +34,11 @@
 {% else %}#pragma unroll
   for (int j = 0; j < {{ npt }}; ++j) sv[j] = (active && q * {{ npt }} + j < {{ n }}) ? st[j] : 0.f;
 {% endif %}  const float A = -expf(to_f(a_log[h]));
+  // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
+  // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
+  // finishes; the next launch (out_proj) may then come in and prefetch its weights.
+  z2c_grid_wait();
+  z2c_launch_dependents();
   const float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + h]) + to_f(dt_bias[h]));
   const float Dh = to_f(d_skip[h]);
   const float zv = to_f(zx[h * {{ head_dim }} + p]);

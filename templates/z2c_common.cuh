@@ -181,3 +181,26 @@ __device__ __forceinline__ void ldmatrix_x4(const void* p, unsigned& r0, unsigne
                : "r"(smem_addr(p)));
 }
 #endif
+
+// Programmatic dependent launch (docs/KERNELS.md "Overlapping launches"). The runtime launches
+// every kernel allowed to start before the previous one has finished (sm_90+). Nothing a
+// kernel reads that an earlier launch writes, and nothing it writes, may be touched before
+// z2c_grid_wait(), which returns once every earlier launch has completed and its writes are
+// visible; before it a kernel may only read what no launch of the step writes (weights, and
+// the recurrent state of its own layer, which only this family writes). z2c_launch_dependents()
+// lets the next launch's blocks become resident (they run up to their own wait). Both are
+// no-ops without the launch attribute and on older GPUs.
+__device__ __forceinline__ void z2c_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void z2c_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Asks L2 for the 128-byte line holding p (a hint: no fault, no register written).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}

@@ -183,6 +183,13 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90() {
                 "{}: entry point missing",
                 k.name
             );
+            // The runtime launches every kernel overlapped on sm_90 (programmatic dependent
+            // launch): each must wait for the previous launch before using its output.
+            assert!(
+                ptx.contains("griddepcontrol.wait"),
+                "{}: no grid dependency wait (templates/z2c_common.cuh z2c_grid_wait)",
+                k.name
+            );
         }
         total += ks.len();
     }

@@ -87,6 +87,7 @@ pub(super) fn mamba_step(
     };
     Ok(Builder::new("mamba_step", zx.dtype)
         .cost(cost)
+        .set("pdl_inside", true)
         .set("pb", pb)
         .set("psplit", psplit)
         .set("tpr", tpr)

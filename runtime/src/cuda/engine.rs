@@ -13,9 +13,7 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
 
-use cudarc::driver::{
-    result as cu, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError};
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::device::{DeviceLayout, DeviceShape, GraphLayout, Region, Slot, META_BYTES};
@@ -44,6 +42,11 @@ pub struct CudaOptions {
     /// (default true; `ZAMBA2C_NO_CUDA_GRAPH=1` in the environment overrides it to false at
     /// load).
     pub cuda_graph: bool,
+    /// Launch every kernel with programmatic stream serialization (sm_90+): the next kernel's
+    /// blocks may start before the previous kernel has finished and run up to their grid
+    /// dependency wait (templates/z2c_common.cuh, docs/KERNELS.md "Overlapping launches").
+    /// Default true; `ZAMBA2C_NO_PDL=1` in the environment overrides it to false at load.
+    pub overlap_launches: bool,
 }
 
 impl CudaOptions {
@@ -54,6 +57,7 @@ impl CudaOptions {
             prompt_chunk: DeviceShape::new(max_context, 1).prompt_chunk,
             device: 0,
             cuda_graph: true,
+            overlap_launches: true,
         }
     }
 
@@ -65,6 +69,50 @@ impl CudaOptions {
             prompt_chunk: self.prompt_chunk,
         }
     }
+}
+
+/// The environment variable that launches kernels without overlap (for A/B measurements):
+/// set to anything but `""` or `"0"`, it overrides [`CudaOptions::overlap_launches`].
+pub const NO_PDL_ENV: &str = "ZAMBA2C_NO_PDL";
+
+/// Launches `f` on `stream` with `(grid, block, dynamic shared bytes)`; with `overlap`, marked
+/// for programmatic stream serialization, so it may start while the previous kernel on the
+/// stream runs (its blocks wait in `griddepcontrol.wait`; stream capture keeps the relation as
+/// a programmatic graph edge).
+///
+/// # Safety
+/// As `cuLaunchKernel`: `f` is a loaded function, `params` holds one pointer per parameter of
+/// its C signature to a value of that type, and every device address in them stays valid until
+/// the launch completes. With `overlap`, the kernel must not touch what the previous kernel
+/// writes before its grid dependency wait (templates/z2c_common.cuh).
+unsafe fn launch_kernel(
+    f: cudarc::driver::sys::CUfunction,
+    (grid, block, smem): ((u32, u32, u32), (u32, u32, u32), u32),
+    stream: cudarc::driver::sys::CUstream,
+    params: &mut [*mut c_void],
+    overlap: bool,
+) -> Result<(), DriverError> {
+    use cudarc::driver::sys;
+    // SAFETY: an all-zero CUlaunchAttribute is a valid (ignored) attribute; its fields are
+    // plain integers and a union of plain data.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block.0,
+        blockDimY: block.1,
+        blockDimZ: block.2,
+        sharedMemBytes: smem,
+        hStream: stream,
+        attrs: &mut attr,
+        numAttrs: u32::from(overlap),
+    };
+    // SAFETY: `config` and `attr` outlive the call (the driver copies them); the caller upholds
+    // the rest (see above).
+    unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }.result()
 }
 
 fn dev(e: DriverError) -> RuntimeError {
@@ -114,6 +162,9 @@ pub struct CudaEngine {
     /// not touch the memory its nodes use, and an in-flight launch completes before the driver
     /// frees its exec; the buffers are freed stream-ordered after it.
     graphs: DecodeGraphs,
+    /// Launch with the programmatic-dependent-launch attribute (sm_90+ and
+    /// [`CudaOptions::overlap_launches`]).
+    overlap: bool,
 }
 
 impl CudaEngine {
@@ -184,6 +235,9 @@ impl CudaEngine {
         let stream = ctx.new_stream().map_err(dev)?;
         let (maj, min) = ctx.compute_capability().map_err(dev)?;
         let arch = format!("sm_{maj}{min}");
+        // The kernels' grid waits are compiled in only for sm_90+ (z2c_common.cuh): without them
+        // an overlapped launch would race, so the attribute follows the same condition.
+        let overlap = options.overlap_launches && maj >= 9 && !super::graph::env_flag(NO_PDL_ENV);
         let functions = load_kernels(&ctx, &program, &arch, plan_dir)?;
         let layout = DeviceLayout::plan(module, &program, options.shape())
             .map_err(|e| RuntimeError::Input(e.to_string()))?;
@@ -271,6 +325,7 @@ impl CudaEngine {
             allocated,
             used_before,
             graphs,
+            overlap,
         })
     }
 
@@ -652,13 +707,12 @@ impl CudaEngine {
         // captured, the driver copies the parameter values into the graph node, so the same
         // holds at every replay (none of these addresses changes for the engine's lifetime).
         unsafe {
-            cu::launch_kernel(
+            launch_kernel(
                 f.cu_function(),
-                grid,
-                (launch.block, 1, 1),
-                launch.smem,
+                (grid, (launch.block, 1, 1), launch.smem),
                 self.stream.cu_stream(),
                 &mut params,
+                self.overlap,
             )
         }
         .map_err(|e| {

@@ -25,7 +25,12 @@ pub const NO_CUDA_GRAPH_ENV: &str = "ZAMBA2C_NO_CUDA_GRAPH";
 
 /// True when [`NO_CUDA_GRAPH_ENV`] asks for eager decode.
 pub fn disabled_by_env() -> bool {
-    std::env::var_os(NO_CUDA_GRAPH_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+    env_flag(NO_CUDA_GRAPH_ENV)
+}
+
+/// True when environment variable `name` is set to anything but `""` or `"0"`.
+pub(crate) fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Key of a captured step: (batch, tokens per sequence).
