@@ -36,7 +36,7 @@
 {% endif %}  const float A = -expf(to_f(a_log[h]));
   // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
   // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
-  // finishes; the next launch (out_proj) may then come in and prefetch its weights.
+  // finishes; the next launch (out_proj) may then come in and wait for this one.
   z2c_grid_wait();
   z2c_launch_dependents();
   const float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + h]) + to_f(dt_bias[h]));

@@ -25,14 +25,10 @@
     wrow[i] = {{ projs[0].w }};
 {% for p in projs %}    {% if not loop.first %}else {% endif %}if (n < {{ p.end }}) wrow[i] = {{ p.w }} + (long)(n - {{ p.start }}) * {{ p.w_stride }};
 {% endfor %}  }
-  // Programmatic dependent launch (z2c_common.cuh): the weights are no launch's output, so
-  // before waiting for the previous launch (whose output is this one's input) the warps ask L2
-  // for the first {{ pf_lines }} 128-byte lines of each weight row they will stream, which keeps
-  // HBM busy through the previous launch's tail and this launch's start.
-{% if pf_lines > 0 %}#pragma unroll 1
-  for (int l = lane + 32 * kp; l < {{ wr }} * {{ pf_lines }}; l += 32 * KS)
-    prefetch_l2(reinterpret_cast<const char*>(wrow[l / {{ pf_lines }}] + {{ pf_col }}) + 128 * (l % {{ pf_lines }}));
-{% endif %}  z2c_grid_wait();
+  // Programmatic dependent launch (z2c_common.cuh): the previous launch's output is this one's
+  // input. (Asking L2 for the first weight lines before this wait was measured slower: 2.66 vs
+  // 2.55 ms per token with 1 KB per row, docs/PERFORMANCE.md.)
+  z2c_grid_wait();
   for (int m = 0; m < rows; ++m) {
     float acc[{{ wr }}][{{ ng }}];
     float ss[{{ nss }}];
@@ -66,7 +62,7 @@
         }
 {% endif %}      }
     }
-{% endfor %}    // The weights are streamed: the next launch's blocks may come in (and prefetch theirs).
+{% endfor %}    // The weights are streamed: the next launch's blocks may come in and reach their wait.
     if (m == rows - 1) z2c_launch_dependents();
 {% if norm != "none" %}#pragma unroll
     for (int g = 0; g < {{ nss }}; ++g) ss[g] = warp_sum(ss[g]);

@@ -18,11 +18,6 @@ pub const GEMV_ROWS_PER_WARP: usize = 2;
 const GEMV_MIN_WARPS: usize = 4096;
 /// 16-byte weight loads in flight per lane (unrolled chunk loop × weight rows per warp).
 const GEMV_LOADS_IN_FLIGHT: usize = 16;
-/// Bytes of each weight row a `proj_gemv` warp asks L2 for before it waits for the previous
-/// launch (docs/KERNELS.md "Overlapping launches"): a launch gap of ~3 µs at 4.28 TB/s is
-/// ~13 MB, i.e. ~1 KB for each of the ~10k rows of a typical decode projection. Prefetching
-/// whole rows would request more than L2 holds for the widest projections.
-const GEMV_PREFETCH_BYTES: usize = 1024;
 
 use crate::tune;
 
@@ -413,28 +408,9 @@ pub(super) fn gemv(
         flops_per_row: 2 * wrows as u64 * k_read as u64 + 2 * adapted_rows * rank as u64,
         ..Default::default()
     };
-    // Prefetch before the grid wait: the first lines of the weight columns this launch reads.
-    let wcol0 = input
-        .segs
-        .iter()
-        .filter(|s| s.read_w)
-        .map(|s| s.wcol)
-        .min()
-        .unwrap_or(0);
-    let wcol1 = input
-        .segs
-        .iter()
-        .filter(|s| s.read_w)
-        .map(|s| s.wcol + s.len)
-        .max()
-        .unwrap_or(0);
-    let row_lines = ((wcol1 - wcol0) * w_dtype.size()) / 128;
-    let pf_lines = (tune("GEMV_PREFETCH", GEMV_PREFETCH_BYTES) / 128).min(row_lines);
     let b = b
         .set("ks", ks)
         .set("pdl_inside", true)
-        .set("pf_lines", pf_lines)
-        .set("pf_col", wcol0)
         .cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
     Ok(b.output(&out).scalar("rows", Arg::Rows).finish(
