@@ -111,6 +111,17 @@ if [ "${SERVE:-0}" = 1 ] && [ -d "$P" ]; then
     -d '{"prompt": "The capital of France is", "max_tokens": 8}' | tee -a "$OUT/serve.log"; echo
   kill -TERM $sp; wait $sp
 fi
+if [ "${SERVE_LOAD:-0}" = 1 ]; then
+  # Issue 13's table: `serve --device cuda --max-batch 64` on the dummy-weights 2.7B plan under
+  # N concurrent streams (scripts/load_serve.py: 512-token prompts, 128 tokens each).
+  "$Z" serve "$M" --device cuda --max-batch 64 --max-context 1024 --port 8124 > "$OUT/serve_load.log" 2>&1 &
+  sp=$!
+  for i in $(seq 1 90); do curl -s 127.0.0.1:8124/health > /dev/null && break; sleep 1; done
+  timeout 300 python3 scripts/load_serve.py --url http://127.0.0.1:8124 --concurrency ${LOAD_LEVELS:-1,16,64} \
+    --prompt-len 512 --gen-len 128 --requests 1 --out "$OUT/load_serve.json" 2>&1 | tail -20 || rc=1
+  kill -TERM $sp; wait $sp
+  tail -3 "$OUT/serve_load.log"
+fi
 if [ "${NCU:-1}" = 1 ] && [ -d "$P" ] && command -v ncu >/dev/null; then
   ZAMBA2C_NO_CUDA_GRAPH=1 timeout 240 ncu --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \
