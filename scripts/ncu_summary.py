@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summarises an Nsight Compute raw CSV of `zamba2c logits --tokens A,B --decode-from 1`: the
 kernels after the prompt's (names with `_d<node>`) are one decode step. Prints launches, time
-and DRAM bytes per kernel family and the step totals.
+and DRAM bytes per kernel family and the step totals, then per kernel (one generated kernel
+serves every launch of one shape) the average time and bandwidth of its launches.
 
     python3 scripts/ncu_summary.py ncu_decode.csv
 """
@@ -41,6 +42,14 @@ def main(path):
     print(f"{'family':<20} {'launches':>8} {'ms':>8} {'share':>6} {'GB':>8} {'TB/s':>6}")
     for f, (n, t, b) in sorted(fam.items(), key=lambda kv: -kv[1][1]):
         print(f"{f:<20} {n:>8} {t:>8.3f} {100*t/max(tot_t,1e-9):>5.1f}% {b/1e9:>8.3f} {b/1e9/max(t,1e-9):>6.2f}")
+    per = defaultdict(lambda: [0, 0.0, 0.0])
+    for name, t, rd, wr in dec:
+        per[name][0] += 1
+        per[name][1] += t * scale
+        per[name][2] += rd + wr
+    print(f"\n{'kernel':<34} {'launches':>8} {'us each':>8} {'MB each':>8} {'TB/s':>6} {'share':>6}")
+    for k, (n, t, b) in sorted(per.items(), key=lambda kv: -kv[1][1])[:25]:
+        print(f"{k:<34} {n:>8} {1e3*t/n:>8.2f} {b/1e6/n:>8.2f} {b/1e9/max(t,1e-9):>6.2f} {100*t/max(tot_t,1e-9):>5.1f}%")
 
 
 if __name__ == "__main__":
