@@ -1064,6 +1064,22 @@ impl BatchEngine for CudaEngine {
 
     fn prefill(&mut self, slot: SlotId, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
         self.check_slot(slot)?;
+        // Checked for the whole prompt before its first chunk runs, so a refused prompt
+        // leaves the slot as it was.
+        let pos = self.positions[slot];
+        if pos + tokens.len() > self.options.max_context {
+            return Err(RuntimeError::Input(format!(
+                "{} more tokens after {pos} would exceed the maximum context of {} tokens",
+                tokens.len(),
+                self.options.max_context
+            )));
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(RuntimeError::Input(format!(
+                "token id {id} is out of range: the vocabulary has {} tokens",
+                self.vocab
+            )));
+        }
         let chunks: Vec<&[u32]> = tokens.chunks(self.options.prompt_chunk).collect();
         let (last, head) = chunks
             .split_last()
