@@ -469,7 +469,7 @@ impl CudaEngine {
             Phase::Prompt => 1,
             Phase::Decode => self.options.max_batch,
         };
-        if slots.is_empty() || slots.len() > max_rows || tokens.len() % slots.len() != 0 {
+        if slots.is_empty() || slots.len() > max_rows || !tokens.len().is_multiple_of(slots.len()) {
             return Err(RuntimeError::Input(format!(
                 "{} tokens for {} sequences in a {phase:?} call that takes 1..={max_rows}",
                 tokens.len(),
