@@ -5,6 +5,8 @@
 # 2. the 2.7B shape against transformers (default plan and f32 plan) and `bench` at 512, 2048
 #    and 4096 tokens of context (scripts/gpu_check_27b.py);
 # 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
+# Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
+# B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -16,6 +18,12 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for t in .gpu/tests/cuda_kernels-*; do
     ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 2>&1 | tail -40 > "$OUT/kernels.log" || rc=1
     tail -5 "$OUT/kernels.log"
+  done
+  # The batched engine (runtime/tests/cuda_batch.rs): sequences joining and leaving slots
+  # against the CPU alone, one slot against the one-sequence engine bitwise.
+  for t in .gpu/tests/cuda_batch-*; do
+    timeout 300 "$t" --test-threads 1 2>&1 | tail -40 > "$OUT/batch_tests.log" || rc=1
+    tail -5 "$OUT/batch_tests.log"
   done
 fi
 if [ "${PLANS:-}" != none ]; then
@@ -101,6 +109,35 @@ if [ "${SWEEP:-0}" = 1 ] && [ -d /tmp/z27/ckpt ]; then
       echo "sweep loads=$loads min_warps=$mw decode_ms=$ms" | tee -a "$OUT/sweep.txt"
     done
   done
+fi
+if [ "${BATCH:-0}" = 1 ]; then
+  # Issue 12's table: `bench --batch B` on the 2.7B shape (dummy weights, the plan above),
+  # 512-token prompts, 128 generated tokens each, B = 1 8 32 64 (B = 1: the one-sequence
+  # bench). One JSON object per B in batch_B.json, the table in batch_table.txt.
+  for b in ${BATCHES:-1 8 32 64}; do
+    timeout 300 "$Z" bench "$M" --device cuda --batch "$b" --prompt-len 512 --gen-len 128 \
+      --max-context 640 --json > "$OUT/batch_$b.json" 2> "$OUT/batch_$b.err" || { rc=1; tail -3 "$OUT/batch_$b.err"; }
+  done
+  python3 - "$OUT" ${BATCHES:-1 8 32 64} <<'PY' | tee "$OUT/batch_table.txt"
+import json, sys
+out, batches = sys.argv[1], sys.argv[2:]
+print(f"{'batch':>5} {'gen tok/s':>10} {'decode tok/s':>12} {'ms/step':>8} {'max ms/step':>11} {'TTFT med ms':>11} {'TTFT max ms':>11}")
+for b in batches:
+    try:
+        r = json.loads(open(f"{out}/batch_{b}.json").read().strip().splitlines()[-1])
+    except Exception as e:
+        print(f"{b:>5} failed ({e})")
+        continue
+    if isinstance(r, list):
+        r = r[0]
+    if "ms_per_step" in r:
+        row = (r["generated_tokens_per_s"], r["decode_tokens_per_s"], r["ms_per_step"], r["ms_per_step_max"], r["ttft_ms_median"], r["ttft_ms_max"])
+    else:
+        # The one-sequence bench: decode ms per token is the step; TTFT is its own.
+        ms, ttft = r.get("decode_ms_per_token", 0.0), r.get("ttft_ms", 0.0)
+        row = (1e3 / ms if ms else 0.0, 1e3 / ms if ms else 0.0, ms, ms, ttft, ttft)
+    print(f"{b:>5} {row[0]:>10.1f} {row[1]:>12.1f} {row[2]:>8.3f} {row[3]:>11.3f} {row[4]:>11.1f} {row[5]:>11.1f}")
+PY
 fi
 if [ "${SERVE:-0}" = 1 ] && [ -d "$P" ]; then
   # zamba2c serve on CUDA (one slot), one completion over loopback.

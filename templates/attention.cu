@@ -9,7 +9,7 @@
   const int h = tile;
   const long r = blockIdx.y;
   const int b = (int)(r / seq), t = (int)(r % seq);
-  const int pos = meta[0] + t;
+  const int pos = META_POS(b) + t;
   const int kh = h / {{ group }};
   const long qo = r * {{ q_stride }} + h * {{ d }};
   for (int c = threadIdx.x; c < {{ d }}; c += blockDim.x) {
@@ -24,7 +24,7 @@
 {% endif %}  }
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const long kvo = ((long)b * {{ kv_heads }} + kh) * cap * {{ d }};
+  const long kvo = ((long)META_SLOT(b) * {{ kv_heads }} + kh) * cap * {{ d }};
   const int nk = min(pos + 1, cap);
   float m = -INFINITY, l = 0.f, acc[{{ dd }}];
 #pragma unroll

@@ -2,7 +2,7 @@
 {
   // Decode attention, split over the cached positions (flash-decoding; ZAMBA2.md §2.4, §6.3;
   // docs/KERNELS.md "attention_decode"). Block (tile = query head h, blockIdx.y = split s of
-  // {{ splits }}, blockIdx.z = sequence). The new token's k (RoPE applied) and v are taken from
+  // {{ splits }}, blockIdx.z = row b of the batch, whose cache is slot META_SLOT(b)). The new token's k (RoPE applied) and v are taken from
   // the projections, not from the cache, rounded to the cache's cache_t as if read back from
   // it, and split 0 appends them to the cache: no block reads the slot being written. Inside a block, groups of {{ lpk }} lanes take one key each
   // ({{ dpl }} dims per lane), with an f32 online softmax per group, merged across groups and
@@ -15,7 +15,7 @@
   __shared__ bool last;
   const int h = tile, s = blockIdx.y, b = blockIdx.z;
   const int kh = h / {{ group }};
-  const int pos = meta[0];
+  const int pos = META_POS(b), seq_slot = META_SLOT(b);
   const long row = b;
   const long qo = row * {{ q_stride }} + h * D, ko = row * {{ k_stride }} + kh * D,
              vo = row * {{ v_stride }} + kh * D;
@@ -35,7 +35,7 @@
 {% endif %}    vn[c] = rnd<cache_t>(to_f(v[vo + c]));
   }
   __syncthreads();
-  const long kvo = ((long)b * {{ kv_heads }} + kh) * cap * D;
+  const long kvo = ((long)seq_slot * {{ kv_heads }} + kh) * cap * D;
   if (s == 0 && pos < cap && h % {{ group }} == 0) {
     for (int c = threadIdx.x; c < D; c += blockDim.x) {
       kcache[kvo + (long)pos * D + c] = from_f<cache_t>(kn[c]);

@@ -2,7 +2,7 @@
 {
   // Causal prompt attention, flash style (docs/KERNELS.md "attention_flash"; ZAMBA2.md §2.4,
   // §6.3): block = ({{ qt }} query rows of head h, sequence b), 4 warps of 16 rows. The chunk's
-  // queries continue after meta[0] cached tokens, so row t sits at position meta[0] + t and
+  // queries continue after META_POS(b) cached tokens, so row t sits at position META_POS(b) + t and
   // attends keys 0 ..= that position of the KV cache (which kv_append filled before this
   // launch). Key tiles of {{ kt }} are staged in dynamic shared memory as bf16; Q·Kᵀ and P·V run
   // on tensor cores (mma.sync m16n8k16, f32 accumulation); the softmax is online, in f32.
@@ -26,11 +26,11 @@
   const int h = tile, b = blockIdx.z;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * QT;  // the longest (last) query tiles start first
   const int kvh = h / {{ group }};
-  const int p0 = meta[0];
+  const int p0 = META_POS(b);
   const int nq = min(QT, seq - q0);                  // rows of this tile inside the chunk
   const int kend = min(p0 + q0 + nq, cap);           // keys any row of the tile attends: [0, kend)
   const long row0 = (long)b * seq + q0;
-  const long kvo = ((long)b * {{ kv_heads }} + kvh) * cap * D;
+  const long kvo = ((long)META_SLOT(b) * {{ kv_heads }} + kvh) * cap * D;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 
   // x as its bf16 hi part (and lo part when `split`) at element o of hi / lo.

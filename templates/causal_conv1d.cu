@@ -5,20 +5,21 @@
   // sequence blockIdx.z. A thread keeps a register window of the {{ k }} newest inputs; its chunk's
   // first window comes from x where the positions are in this call, else from the state: a ring
   // of the last {{ k }} pre-conv inputs, position q in slot q mod {{ k }} (the layout
-  // templates/mamba_step.cu uses; meta[0] = position of this call's first token). The ring is
+  // templates/mamba_step.cu uses; META_POS(b) = position of this call's first token, the ring of
+  // slot META_SLOT(b)). The ring is
   // updated afterwards by templates/conv_state_update.cu, so no chunk reads a slot being written.
   const int c = tile * blockDim.x + threadIdx.x;
   const int t0 = blockIdx.y * {{ tch }}, b = blockIdx.z;
   if (c >= {{ channels }} || t0 >= seq) return;
   const int t1 = min(seq, t0 + {{ tch }});
   float w[{{ k }}], win[{{ k }}];
-  const long so = ((long)b * {{ channels }} + c) * {{ k }};
+  const long so = ((long)META_SLOT(b) * {{ channels }} + c) * {{ k }};
 #pragma unroll
   for (int j = 0; j < {{ k }}; ++j) {
     w[j] = to_f(weight[c * {{ k }} + j]);
     const int q = t0 - {{ k }} + j;  // relative to this call's first token
     win[j] = q >= 0 ? to_f(x[((long)b * seq + q) * {{ x_stride }} + c])
-                    : to_f(state[so + ((meta[0] + q) % {{ k }} + {{ k }}) % {{ k }}]);
+                    : to_f(state[so + ((META_POS(b) + q) % {{ k }} + {{ k }}) % {{ k }}]);
   }
   const float bc = to_f(bias[c]);
   for (int t = t0; t < t1; ++t) {

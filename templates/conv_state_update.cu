@@ -6,10 +6,10 @@
   const int c = tile * blockDim.x + threadIdx.x;
   const int b = blockIdx.y;
   if (c >= {{ channels }}) return;
-  const long so = ((long)b * {{ channels }} + c) * {{ k }};
+  const long so = ((long)META_SLOT(b) * {{ channels }} + c) * {{ k }};
 #pragma unroll
   for (int j = 0; j < {{ k }}; ++j) {
     const int q = seq - {{ k }} + j;
-    if (q >= 0) state[so + (meta[0] + q) % {{ k }}] = from_f<{{ state_t }}>(to_f(x[((long)b * seq + q) * {{ x_stride }} + c]));
+    if (q >= 0) state[so + (META_POS(b) + q) % {{ k }}] = from_f<{{ state_t }}>(to_f(x[((long)b * seq + q) * {{ x_stride }} + c]));
   }
 }

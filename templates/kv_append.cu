@@ -1,14 +1,14 @@
 {% include "prelude.cu" %}
 {
   // Appends k (after RoPE when enabled) and v of every new token to the KV cache
-  // [B, {{ kv_heads }}, cap, {{ d }}] at absolute position meta[0] + t (ZAMBA2.md §2.4, §4),
+  // [slots, {{ kv_heads }}, cap, {{ d }}] of sequence b's slot at absolute position META_POS(b) + t (ZAMBA2.md §2.4, §4),
   // rounded to the activation dtype as the op's output, then stored as the cache's cache_t.
   const long r = tile;
   const int kh = blockIdx.y;
   const int b = (int)(r / seq), t = (int)(r % seq);
-  const int pos = meta[0] + t;
+  const int pos = META_POS(b) + t;
   if (pos >= cap) return;
-  const long dst = (((long)b * {{ kv_heads }} + kh) * cap + pos) * {{ d }};
+  const long dst = (((long)META_SLOT(b) * {{ kv_heads }} + kh) * cap + pos) * {{ d }};
   const long ko = r * {{ k_stride }} + kh * {{ d }}, vo = r * {{ v_stride }} + kh * {{ d }};
   for (int c = threadIdx.x; c < {{ d }}; c += blockDim.x) {
     vcache[dst + c] = from_f<cache_t>(to_f(v[vo + c]));

@@ -4,7 +4,7 @@
   // docs/KERNELS.md "mamba_step"): causal conv + SiLU of the channels this block needs, the SSM
   // update of {{ pb }} rows of head h (f32 state), the D skip and the gate y·silu(z). The gated
   // output goes to an f32 buffer; out_proj's kernel applies the group norm in its prologue.
-  // Block (tile = h·{{ psplit }} + part, blockIdx.y = sequence). The conv state is a ring of the
+  // Block (tile = h·{{ psplit }} + part, blockIdx.y = row b of the batch, state slot META_SLOT(b)). The conv state is a ring of the
   // last {{ k }} inputs: position q lives in slot q mod {{ k }}, so this step reads only slots of
   // older positions and writes only the slot of the current one: blocks sharing the B/C
   // channels never race, and exactly one block per group writes those channels' slot.
@@ -13,16 +13,16 @@
   const int b = blockIdx.y;
   const int g = h / {{ heads_per_group }};
   const int p0 = part * {{ pb }};
-  const int pos = meta[0];
+  const int pos = META_POS(b), slot = META_SLOT(b);
   const act_t* zx = zxbcdt + (long)b * {{ zx_stride }};
-  act_t* cst = conv_state + (long)b * {{ channels }} * {{ k }};
+  act_t* cst = conv_state + (long)slot * {{ channels }} * {{ k }};
   // Thread t updates row p0 + t / {{ tpr }}, state columns {{ npt }}·(t % {{ tpr }}) + j. Its state
   // is loaded first: those loads do not wait for the conv below.
   const int t = threadIdx.x;
   const int pr = t / {{ tpr }}, q = t % {{ tpr }};
   const bool active = pr < {{ pb }};
   const int p = p0 + (active ? pr : 0);
-  float* st = ssm_state + (((long)b * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }} + q * {{ npt }};
+  float* st = ssm_state + (((long)slot * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }} + q * {{ npt }};
   float sv[{{ npt }}];
 {% if vec4 %}  if (active) {
 #pragma unroll

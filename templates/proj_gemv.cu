@@ -12,7 +12,7 @@
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int rg = warp / KS, kp = warp % KS;
   const int o0 = (tile * GROUPS + rg) * {{ rpw }};
-{% if ks > 1 %}  __shared__ float red[{{ warps }}][{{ wr }} * {{ ng }} + {{ nss }}];
+{% if ks > 1 %}  __shared__ float red[{{ warps }}][{{ rg }} * ({{ wr }} * {{ ng }} + {{ nss }})];
 {% else %}  if (o0 >= {{ nout }}) return;
 {% endif %}
   // Weight rows this warp reads: output feature o reads row o{% if gelu_mul %} (gate) and row o + {{ inter }} (up){% endif %}.
@@ -29,91 +29,119 @@
   // input. (Asking L2 for the first weight lines before this wait was measured slower: 2.66 vs
   // 2.55 ms per token with 1 KB per row, docs/PERFORMANCE.md.)
   z2c_grid_wait();
-  for (int m = 0; m < rows; ++m) {
-    float acc[{{ wr }}][{{ ng }}];
-    float ss[{{ nss }}];
+  // Rows go in groups of R = {{ rg }}: each weight chunk a lane loads serves every row of the
+  // group (per-row accumulators), so a group costs the weight bytes of one row. Rows past the
+  // end of the last group re-read row m0 and are never stored.
+  constexpr int R = {{ rg }};
+  for (int m0 = 0; m0 < rows; m0 += R) {
+    float acc[R][{{ wr }}][{{ ng }}];
+    float ss[R][{{ nss }}];
 #pragma unroll
-    for (int i = 0; i < {{ wr }}; ++i)
+    for (int r = 0; r < R; ++r) {
 #pragma unroll
-      for (int g = 0; g < {{ ng }}; ++g) acc[i][g] = 0.f;
+      for (int i = 0; i < {{ wr }}; ++i)
 #pragma unroll
-    for (int g = 0; g < {{ nss }}; ++g) ss[g] = 0.f;
+        for (int g = 0; g < {{ ng }}; ++g) acc[r][i][g] = 0.f;
+#pragma unroll
+      for (int g = 0; g < {{ nss }}; ++g) ss[r][g] = 0.f;
+    }
 {% for s in segs %}    {
       // segment {{ loop.index0 }}: {{ s.len }} inputs of {{ s.x }} from column {{ s.xoff }}{% if s.read_w %}, weight columns {{ s.wcol }}..{% endif %}{% if norm != "none" %}, norm group {{ s.grp }}{% endif %}
-      const x_t* xs = {{ s.x }} + (long)m * {{ s.x_stride }} + {{ s.xoff }};
+      const x_t* xs[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) xs[r] = {{ s.x }} + (long)(m0 + r < rows ? m0 + r : m0) * {{ s.x_stride }} + {{ s.xoff }};
 #pragma unroll {{ s.unroll }}
       for (int c = lane + 32 * kp; c < {{ s.len }} / {{ vec }}; c += 32 * KS) {
         const int k = c * {{ vec }};
-        float xv[{{ vec }}];
-        loadv(xs + k, xv);
+        float xv[R][{{ vec }}];
+#pragma unroll
+        for (int r = 0; r < R; ++r) loadv(xs[r] + k, xv[r]);
 {% if norm != "none" %}        float gv[{{ vec }}];
         loadv(gamma + {{ s.goff }} + k, gv);
 #pragma unroll
-        for (int j = 0; j < {{ vec }}; ++j) {
-          ss[{{ s.ss }}] += xv[j] * xv[j];
-          xv[j] *= gv[j];
-        }
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int j = 0; j < {{ vec }}; ++j) {
+            ss[r][{{ s.ss }}] += xv[r][j] * xv[r][j];
+            xv[r][j] *= gv[j];
+          }
 {% endif %}{% if s.read_w %}#pragma unroll
         for (int i = 0; i < {{ wr }}; ++i) {
           float wv[{{ vec }}];
           loadv(wrow[i] + {{ s.wcol }} + k, wv);
 #pragma unroll
-          for (int j = 0; j < {{ vec }}; ++j) acc[i][{{ s.grp }}] += wv[j] * xv[j];
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int j = 0; j < {{ vec }}; ++j) acc[r][i][{{ s.grp }}] += wv[j] * xv[r][j];
         }
 {% endif %}      }
     }
 {% endfor %}    // The weights are streamed: the next launch's blocks may come in and reach their wait.
-    if (m == rows - 1) z2c_launch_dependents();
+    if (m0 + R >= rows) z2c_launch_dependents();
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
 {% if norm != "none" %}#pragma unroll
-    for (int g = 0; g < {{ nss }}; ++g) ss[g] = warp_sum(ss[g]);
+      for (int g = 0; g < {{ nss }}; ++g) ss[r][g] = warp_sum(ss[r][g]);
 {% endif %}#pragma unroll
-    for (int i = 0; i < {{ wr }}; ++i)
-#pragma unroll
-      for (int g = 0; g < {{ ng }}; ++g) acc[i][g] = warp_sum(acc[i][g]);
-{% if ks > 1 %}    // Combine the {{ ks }} warps of this row group; the first of them finishes the rows.
-    if (lane == 0) {
-#pragma unroll
       for (int i = 0; i < {{ wr }}; ++i)
 #pragma unroll
-        for (int g = 0; g < {{ ng }}; ++g) red[warp][i * {{ ng }} + g] = acc[i][g];
+        for (int g = 0; g < {{ ng }}; ++g) acc[r][i][g] = warp_sum(acc[r][i][g]);
+    }
+{% if ks > 1 %}    // Combine the {{ ks }} warps of this row group; the first of them finishes the rows.
+    constexpr int RED = {{ wr }} * {{ ng }} + {{ nss }};
+    if (lane == 0) {
 #pragma unroll
-      for (int g = 0; g < {{ nss }}; ++g) red[warp][{{ wr }} * {{ ng }} + g] = ss[g];
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int i = 0; i < {{ wr }}; ++i)
+#pragma unroll
+          for (int g = 0; g < {{ ng }}; ++g) red[warp][r * RED + i * {{ ng }} + g] = acc[r][i][g];
+#pragma unroll
+        for (int g = 0; g < {{ nss }}; ++g) red[warp][r * RED + {{ wr }} * {{ ng }} + g] = ss[r][g];
+      }
     }
     __syncthreads();
     const bool finisher = kp == 0 && o0 < {{ nout }};
     if (finisher) {
 #pragma unroll
-      for (int i = 0; i < {{ wr }}; ++i)
+      for (int r = 0; r < R; ++r) {
 #pragma unroll
-        for (int g = 0; g < {{ ng }}; ++g) {
+        for (int i = 0; i < {{ wr }}; ++i)
+#pragma unroll
+          for (int g = 0; g < {{ ng }}; ++g) {
+            float v = 0.f;
+            for (int w = 0; w < KS; ++w) v += red[rg * KS + w][r * RED + i * {{ ng }} + g];
+            acc[r][i][g] = v;
+          }
+#pragma unroll
+        for (int g = 0; g < {{ nss }}; ++g) {
           float v = 0.f;
-          for (int w = 0; w < KS; ++w) v += red[rg * KS + w][i * {{ ng }} + g];
-          acc[i][g] = v;
+          for (int w = 0; w < KS; ++w) v += red[rg * KS + w][r * RED + {{ wr }} * {{ ng }} + g];
+          ss[r][g] = v;
         }
-#pragma unroll
-      for (int g = 0; g < {{ nss }}; ++g) {
-        float v = 0.f;
-        for (int w = 0; w < KS; ++w) v += red[rg * KS + w][{{ wr }} * {{ ng }} + g];
-        ss[g] = v;
       }
     }
-    __syncthreads();  // red is reused by the next row
+    __syncthreads();  // red is reused by the next row group
     if (!finisher) continue;
-{% endif %}{% if norm == "rms" %}    float inv[{{ ng }}];
-{% for s in gsize %}    inv[{{ loop.index0 }}] = 1.f / sqrtf(ss[{{ loop.index0 }}] / {{ s }}.f + {{ eps }});
+{% endif %}#pragma unroll
+    for (int r = 0; r < R; ++r) {
+    const int m = m0 + r;
+    if (m < rows) {
+{% if norm == "rms" %}    float inv[{{ ng }}];
+{% for s in gsize %}    inv[{{ loop.index0 }}] = 1.f / sqrtf(ss[r][{{ loop.index0 }}] / {{ s }}.f + {{ eps }});
 {% endfor %}{% elif norm == "split" %}    // RMS over [h, e] (2·{{ half }} values); the embedding half E was normalised by its own RMS
     // (embed_half_proj), so it is rescaled by rms(e) / rms([h, e]) (ir/src/op.rs SplitNormLinear).
-    const float inv_he = 1.f / sqrtf((ss[0] + ss[1]) / {{ full }}.f + {{ eps }});
-    const float rms_e = sqrtf(ss[1] / {{ half }}.f + {{ eps }});
+    const float inv_he = 1.f / sqrtf((ss[r][0] + ss[r][1]) / {{ full }}.f + {{ eps }});
+    const float rms_e = sqrtf(ss[r][1] / {{ half }}.f + {{ eps }});
 {% endif %}    float y[{{ wr }}];
 #pragma unroll
     for (int i = 0; i < {{ wr }}; ++i) {
 {% if norm == "rms" %}      float v = 0.f;
 #pragma unroll
-      for (int g = 0; g < {{ ng }}; ++g) v += acc[i][g] * inv[g];
+      for (int g = 0; g < {{ ng }}; ++g) v += acc[r][i][g] * inv[g];
       y[i] = v;
-{% elif norm == "split" %}      y[i] = acc[i][0] * inv_he;
-{% else %}      y[i] = acc[i][0];
+{% elif norm == "split" %}      y[i] = acc[r][i][0] * inv_he;
+{% else %}      y[i] = acc[r][i][0];
 {% endif %}    }
 {% if split_e %}#pragma unroll
     for (int i = 0; i < {{ rpw }}; ++i)
@@ -142,6 +170,8 @@
 {% endif %}{% if residual %}        v = to_f(res[(long)m * {{ res_stride }} + o0 + i]) + v;
 {% endif %}        out[(long)m * {{ out_stride }} + o0 + i] = from_f<out_t>(v);
       }
+    }
+    }
     }
   }
 }

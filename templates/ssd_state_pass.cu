@@ -9,7 +9,7 @@
   if (e >= P * N) return;
   const int h = blockIdx.y, b = blockIdx.z;
   const int n = e / P, p = e % P;  // chunk slots are [n][p]; the state is [p][n]
-  float* st = state + ((long)b * H + h) * (P * N) + p * N + n;
+  float* st = state + ((long)META_SLOT(b) * H + h) * (P * N) + p * N + n;  // slot of row b
   const int nch = (seq + L - 1) / L;
   float* cp = chunks + ((long)b * nch * H + h) * (P * N) + e;
   float S = *st;

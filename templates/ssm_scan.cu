@@ -9,7 +9,7 @@
   const float A = -expf(to_f(a_log[h]));
   const float Dh = to_f(d_skip[h]);
   const float dtb = to_f(dt_bias[h]);
-  float* st = state + ((long)b * {{ heads }} + h) * {{ pn }};
+  float* st = state + ((long)META_SLOT(b) * {{ heads }} + h) * {{ pn }};  // slot of row b
   float s[{{ pp }}][{{ nn }}];
 #pragma unroll
   for (int i = 0; i < {{ pp }}; ++i) {

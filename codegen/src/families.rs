@@ -48,6 +48,9 @@ pub struct KernelSpec {
     /// Token alignment the launch needs of its buffers (GraphProgram::seq_align).
     pub seq_align: usize,
     pub cost: LaunchCost,
+    /// The template context of a variant for calls of several rows (same parameters and
+    /// grid; `Launch::batched`), when the family has one.
+    pub batched: Option<String>,
 }
 
 /// Builds a [`KernelSpec`]: parameters and their arguments are added together, so the list
@@ -138,6 +141,7 @@ impl Builder {
             smem: 0,
             seq_align: 1,
             cost: self.cost,
+            batched: None,
         }
     }
 }
@@ -453,6 +457,7 @@ fn base_specs(
                         part: 0,
                     },
                 )
+                .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
                 .output(&out)
                 .scalar("seq", Arg::Seq)
                 .finish(

@@ -62,24 +62,36 @@ struct Kernels {
 impl Kernels {
     /// The name of the kernel for `spec`, rendering it if it is new.
     fn get(&mut self, spec: &KernelSpec, tag: &str) -> Result<String, CodegenError> {
-        let key = format!("{}:{}", spec.family, spec.context);
+        self.get_context(spec.family, &spec.context, &spec.params, tag)
+    }
+
+    /// The name of the kernel of `family` with template context `context` and parameters
+    /// `params`, rendering it if it is new.
+    fn get_context(
+        &mut self,
+        family: &'static str,
+        context: &str,
+        params: &[Param],
+        tag: &str,
+    ) -> Result<String, CodegenError> {
+        let key = format!("{family}:{context}");
         if let Some(name) = self.by_key.get(&key) {
             return Ok(name.clone());
         }
-        let mut name = format!("z2c_{}_{tag}", spec.family);
+        let mut name = format!("z2c_{family}_{tag}");
         let mut n = 1;
         while self.kernels.contains_key(&name) {
-            name = format!("z2c_{}_{tag}_{n}", spec.family);
+            name = format!("z2c_{family}_{tag}_{n}");
             n += 1;
         }
-        let source = self.renderer.render(spec, &name)?;
+        let source = self.renderer.render_context(family, context, &name)?;
         self.by_key.insert(key, name.clone());
         self.kernels.insert(
             name.clone(),
             Kernel {
                 name: name.clone(),
-                family: spec.family.to_string(),
-                params: spec.params.clone(),
+                family: family.to_string(),
+                params: params.to_vec(),
                 source,
             },
         );
@@ -394,6 +406,15 @@ impl GraphBuilder<'_> {
         };
         for spec in specs {
             let name = self.kernels.get(&spec, &tag)?;
+            let batched = match &spec.batched {
+                Some(c) => Some(self.kernels.get_context(
+                    spec.family,
+                    c,
+                    &spec.params,
+                    &format!("{tag}_rows"),
+                )?),
+                None => None,
+            };
             self.seq_align = self.seq_align.max(spec.seq_align);
             self.launches.push(Launch {
                 kernel: name,
@@ -403,6 +424,7 @@ impl GraphBuilder<'_> {
                 block: spec.block,
                 smem: spec.smem,
                 cost: spec.cost,
+                batched,
             });
         }
         Ok(())

@@ -108,13 +108,23 @@ impl Renderer {
 
     /// Renders `spec` as kernel `name`.
     pub fn render(&self, spec: &KernelSpec, name: &str) -> Result<String, CodegenError> {
-        let template = format!("{}.cu", spec.family);
+        self.render_context(spec.family, &spec.context, name)
+    }
+
+    /// Renders template `family` with the serialized context `context` as kernel `name`.
+    pub fn render_context(
+        &self,
+        family: &str,
+        context: &str,
+        name: &str,
+    ) -> Result<String, CodegenError> {
+        let template = format!("{family}.cu");
         let err = |msg: String| CodegenError::Template {
             template: format!("templates/{template}"),
             msg,
         };
         let value: serde_json::Value =
-            serde_json::from_str(&spec.context).map_err(|e| err(e.to_string()))?;
+            serde_json::from_str(context).map_err(|e| err(e.to_string()))?;
         let mut ctx = Context::from_value(value).map_err(|e| err(error_chain(&e)))?;
         ctx.insert("name", name);
         let body = self

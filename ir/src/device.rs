@@ -3,14 +3,17 @@
 //!
 //! - **weights**: every weight of the table, in name order, each at a 256-byte aligned offset;
 //! - **states**: conv and SSM states, then the K and V caches sized for the requested context
-//!   (never a fixed maximum), each region aligned, `batch` sequences;
+//!   (never a fixed maximum), each region aligned, `batch` sequence slots (slot `s` of a region
+//!   is its `s`-th `1/batch` part: [`DeviceLayout::slot_ranges`]);
 //! - **arena**: every activation value of both launch tables (`kernels/program.json`). A value
 //!   is live from the first launch that touches it to the last one (the token ids from before
 //!   the first launch, the graph outputs until after the last, a node's value until the host
 //!   may read it between launches in validation runs; a view keeps its root alive, since
 //!   launches address roots only). Values live at the same time never overlap; the prompt and
-//!   decode graphs share the arena because they never run at the same time;
-//! - **workspace**: the per-call `meta` array, then one slot of its own per value a kernel
+//!   decode graphs share the arena because they never run at the same time. The prompt graph
+//!   runs one sequence (one slot) per call, so its values hold one sequence's prompt chunk;
+//!   the decode graph's hold one row per slot;
+//! - **workspace**: the per-call `meta` array ([`meta_bytes`]), then one slot of its own per value a kernel
 //!   expects zero at launch and leaves zero (`GraphProgram::zeroed`: attention_decode's split
 //!   counters), never shared with anything else.
 
@@ -29,15 +32,22 @@ pub const DEVICE_ALIGN: usize = 256;
 /// Most tokens one prompt launch processes by default; longer prompts run in chunks.
 pub const DEFAULT_PROMPT_CHUNK: usize = 512;
 
-/// Bytes of the per-call `meta` array (`i32[4]`, `Arg::Meta`) at the start of the workspace.
-pub const META_BYTES: usize = 16;
+/// `i32`s of `meta` per row of a call: the row's position, then its state slot
+/// (`crate::kernel::Arg::Meta`).
+pub const META_INTS_PER_ROW: usize = 2;
+
+/// Bytes of the per-call `meta` array (`Arg::Meta`) at the start of the workspace for calls
+/// of up to `batch` rows: `[position, slot]` per row, at least 16 bytes.
+pub fn meta_bytes(batch: usize) -> usize {
+    (batch.saturating_mul(META_INTS_PER_ROW * 4)).max(16)
+}
 
 /// What the device buffers are sized for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DeviceShape {
     /// Tokens each sequence's KV cache holds (prompt and generated).
     pub max_context: usize,
-    /// Sequences held at once.
+    /// Sequences held at once (state slots; rows of a decode step).
     pub batch: usize,
     /// Most tokens of one sequence one prompt launch processes.
     pub prompt_chunk: usize,
@@ -220,12 +230,10 @@ impl DeviceLayout {
             };
         }
 
-        let mut ws_next = aligned(META_BYTES, "meta")?;
-        let prompt = plan_graph(
-            &program.prompt,
-            (shape.batch, shape.prompt_chunk),
-            &mut ws_next,
-        )?;
+        let mut ws_next = aligned(meta_bytes(shape.batch), "meta")?;
+        // A prompt call runs one sequence in one slot (the others wait or decode between its
+        // chunks), so the prompt graph's buffers hold one sequence's chunk whatever the batch.
+        let prompt = plan_graph(&program.prompt, (1, shape.prompt_chunk), &mut ws_next)?;
         let decode = plan_graph(&program.decode, (shape.batch, 1), &mut ws_next)?;
         let arena = aligned(
             prompt.arena_bytes.max(decode.arena_bytes).max(1),
@@ -256,6 +264,35 @@ impl DeviceLayout {
             decode,
             table,
         })
+    }
+
+    /// The byte ranges, in the states buffer, of slot `slot`'s part of every state region (a
+    /// KV region gives two: its K and its V part): what resetting one sequence zeroes. `None`
+    /// for a slot past the batch.
+    /// `specs` is the module's state table (`Module::states`) the layout was planned for.
+    pub fn slot_ranges(
+        &self,
+        specs: &[StateSpec],
+        slot: usize,
+    ) -> Option<Vec<std::ops::Range<usize>>> {
+        if slot >= self.shape.batch || specs.len() != self.states.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (s, at) in specs.iter().zip(&self.states) {
+            // Sizes were checked when the layout was planned.
+            let one = state_region_bytes(s, 1, self.shape.max_context).ok()?;
+            let parts: &[usize] = match s {
+                StateSpec::Kv { .. } => &at[..],
+                _ => &at[..1],
+            };
+            let per_part = one / parts.len();
+            for &p in parts {
+                let start = p + slot * per_part;
+                out.push(start..start + per_part);
+            }
+        }
+        Some(out)
     }
 
     /// Bytes of the states buffer (conv, SSM and KV regions).

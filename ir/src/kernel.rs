@@ -81,7 +81,19 @@ pub enum Arg {
     Weight { name: String, offset: usize },
     /// State region `id`; `part` 0 is the region itself (conv, SSM, K cache), 1 the V cache.
     State { id: StateId, part: usize },
-    /// `i32` device array of per-call facts: `[0]` = tokens already cached (`T0`).
+    /// `i32` device array of per-call facts, two per row `b` of the call (`b` in `0..B`, the
+    /// sequences of the batch; `crate::device::meta_bytes`):
+    ///
+    /// - `meta[2b]`: tokens already cached by that sequence (`T0`, the position of its first
+    ///   new token);
+    /// - `meta[2b + 1]`: the state slot holding that sequence (conv window, SSM state, K and V
+    ///   caches: slot `s` is the `s`-th sequence-sized part of every state region).
+    ///
+    /// Activations are addressed by the row `b`, states and caches by the slot, so one decode
+    /// launch serves any set of slots, each at its own position, and a prompt call (B = 1)
+    /// runs in any slot without touching the others. Kernels read it through the
+    /// `META_POS(b)` / `META_SLOT(b)` macros of templates/prelude.cu. A single sequence is
+    /// row 0 in slot 0: `[T0, 0]` (docs/KERNELS.md "meta").
     Meta,
     /// `B · T` as `i32`.
     Rows,
@@ -221,6 +233,12 @@ pub struct Launch {
     pub smem: u32,
     #[serde(default)]
     pub cost: LaunchCost,
+    /// The kernel to launch instead when the call has more than one row (`B·T > 1`, a decode
+    /// step of several sequences): a variant of `kernel` with the same parameters, grid and
+    /// block that serves rows in groups, reading each weight once per group
+    /// (docs/KERNELS.md "proj_gemv"). `None`: `kernel` serves every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batched: Option<String>,
 }
 
 /// Largest dynamic shared memory a block may ask for: the sm_90 opt-in limit (227 KiB).
@@ -229,6 +247,14 @@ pub const MAX_DYNAMIC_SMEM: u32 = 227 * 1024;
 pub const DEFAULT_DYNAMIC_SMEM: u32 = 48 * 1024;
 
 impl Launch {
+    /// The kernel that serves a call of `b` sequences of `t` tokens.
+    pub fn kernel_for(&self, b: usize, t: usize) -> &str {
+        match &self.batched {
+            Some(k) if b * t > 1 => k,
+            _ => &self.kernel,
+        }
+    }
+
     /// Grid dimensions for batch `b` and `t` tokens.
     pub fn grid(&self, b: usize, t: usize) -> (u32, u32, u32) {
         (
@@ -449,6 +475,18 @@ impl Program {
                     .kernels
                     .get(&l.kernel)
                     .ok_or_else(|| lctx("no such kernel".into()))?;
+                if let Some(bk) = &l.batched {
+                    let v = self
+                        .kernels
+                        .get(bk)
+                        .ok_or_else(|| lctx(format!("no such batched kernel {bk}")))?;
+                    if v.params != k.params {
+                        return Err(lctx(format!(
+                            "batched kernel {bk} takes other parameters than {}",
+                            l.kernel
+                        )));
+                    }
+                }
                 if l.node >= n_nodes {
                     return Err(lctx(format!("node {} of {n_nodes}", l.node)));
                 }

@@ -4,10 +4,10 @@
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use zamba2c_ir::Plan;
-use zamba2c_runtime::batch::{BatchEngine, SingleSlot};
+use zamba2c_runtime::batch::BatchEngine;
 use zamba2c_runtime::cpu::{CpuBatchEngine, CpuEngine, CpuWeights};
-use zamba2c_runtime::cuda::CudaEngine;
-use zamba2c_runtime::{Engine, RuntimeError};
+use zamba2c_runtime::cuda::{CudaEngine, CudaOptions};
+use zamba2c_runtime::Engine;
 
 /// The largest `--max-batch` / `--batch` accepted (slots are allocated as sequences arrive,
 /// but the slot table is sized up front).
@@ -90,8 +90,8 @@ pub fn open_engine(plan: &Plan, device: Device, max_context: usize) -> Result<Bo
 }
 
 /// Loads `plan` onto `device` with `max_batch` sequence slots of `max_context` tokens each.
-/// On CUDA only one slot exists for now: the one-sequence engine serves `--max-batch 1`, and
-/// more is refused in one line.
+/// On CUDA the engine allocates every slot's states and KV cache up front (what
+/// `inspect --max-batch` prints); a batch that does not fit the GPU is refused in one line.
 pub fn open_batch_engine(
     plan: &Plan,
     device: Device,
@@ -105,15 +105,16 @@ pub fn open_batch_engine(
             max_batch,
             max_context,
         )?)),
-        Device::Cuda if max_batch == 1 => Ok(Box::new(SingleSlot::new(
-            CudaEngine::new(plan, max_context).context("--device cuda")?,
-            max_context,
-        ))),
-        Device::Cuda => Err(RuntimeError::Unsupported(format!(
-            "--max-batch {max_batch} --device cuda: batched decoding on CUDA is not built yet \
-             (use --max-batch 1, or --device cpu)"
-        ))
-        .into()),
+        Device::Cuda => {
+            let options = CudaOptions {
+                max_batch,
+                ..CudaOptions::new(max_context)
+            };
+            Ok(Box::new(
+                CudaEngine::with_options(plan, options)
+                    .with_context(|| format!("--device cuda --max-batch {max_batch}"))?,
+            ))
+        }
     }
 }
 

@@ -72,7 +72,7 @@ pub struct ServeArgs {
     pub served_model_name: Option<String>,
 }
 
-pub fn main(mut a: ServeArgs) -> Result<()> {
+pub fn main(a: ServeArgs) -> Result<()> {
     if a.max_batch == 0 || a.max_batch > MAX_BATCH {
         bail!(
             "--max-batch: must be in 1..={MAX_BATCH}, got {}",
@@ -87,15 +87,6 @@ pub fn main(mut a: ServeArgs) -> Result<()> {
     }
     let plan = Plan::open(&a.plan)?;
     let device = a.device.resolve(&plan);
-    // Batched decoding is CPU-only for now (engine.rs): a GPU found by `auto` serves one
-    // sequence at a time rather than refusing to start.
-    if a.device == Device::Auto && device == Device::Cuda && a.max_batch > 1 {
-        tracing::warn!(
-            "--device auto chose cuda, which decodes one sequence at a time for now: --max-batch {} becomes 1",
-            a.max_batch
-        );
-        a.max_batch = 1;
-    }
     let max_context = crate::cli::engine::context_or_default(a.max_context, &plan)?;
     let tok = Arc::new(TextTokenizer::from_plan(&plan)?);
     let chat = ChatTemplate::from_plan(&plan)?;

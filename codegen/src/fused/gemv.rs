@@ -18,6 +18,11 @@ pub const GEMV_ROWS_PER_WARP: usize = 2;
 const GEMV_MIN_WARPS: usize = 4096;
 /// 16-byte weight loads in flight per lane (unrolled chunk loop × weight rows per warp).
 const GEMV_LOADS_IN_FLIGHT: usize = 16;
+/// Rows the batched variant of `proj_gemv` serves per pass over the weights (a decode step of
+/// several sequences; `Launch::batched`). Each weight element loaded serves this many rows,
+/// with one accumulator per row; a step of more rows makes several passes, the later ones
+/// mostly from L2 (docs/KERNELS.md "proj_gemv").
+pub const GEMV_ROW_GROUP: usize = 8;
 
 use crate::tune;
 
@@ -299,19 +304,25 @@ pub(super) fn gemv(
         1
     };
     let nss = input.segs.iter().map(|s| s.ss + 1).max().unwrap_or(1);
-    let segs: Vec<serde_json::Value> = input
-        .segs
-        .iter()
-        .map(|s| {
-            let trip = (s.len / vec).div_ceil(32);
-            let unroll = (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr).max(1);
-            json!({
-                "x": s.param, "x_stride": s.op.stride, "xoff": s.xoff, "len": s.len,
-                "wcol": s.wcol, "goff": s.goff, "grp": if norm_kind == "rms" { s.grp } else { 0 },
-                "ss": s.ss, "read_w": s.read_w, "unroll": trip.clamp(1, unroll),
+    // The input segments for groups of `rg` rows: the chunk loop is unrolled to keep
+    // GEMV_LOADS_IN_FLIGHT weight loads in flight, fewer when each iteration also loads the
+    // inputs of several rows.
+    let segs = |rg: usize| -> Vec<serde_json::Value> {
+        input
+            .segs
+            .iter()
+            .map(|s| {
+                let trip = (s.len / vec).div_ceil(32);
+                let unroll = (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr / rg).max(1);
+                json!({
+                    "x": s.param, "x_stride": s.op.stride, "xoff": s.xoff, "len": s.len,
+                    "wcol": s.wcol, "goff": s.goff,
+                    "grp": if norm_kind == "rms" { s.grp } else { 0 },
+                    "ss": s.ss, "read_w": s.read_w, "unroll": trip.clamp(1, unroll),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
     let mut b = Builder::new("proj_gemv", out.dtype)
         .set("w_t", CType::elem(w_dtype))
         .set("out_t", CType::elem(out.dtype))
@@ -322,7 +333,8 @@ pub(super) fn gemv(
         .set("rpw", rpw)
         .set("wr", wr)
         .set("vec", vec)
-        .set("segs", segs)
+        .set("segs", segs(1))
+        .set("rg", 1)
         .set("projs", pj)
         .set("norm", norm_kind)
         .set("ng", ng)
@@ -413,12 +425,22 @@ pub(super) fn gemv(
         .set("pdl_inside", true)
         .cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
-    Ok(b.output(&out).scalar("rows", Arg::Rows).finish(
+    let mut spec = b.output(&out).scalar("rows", Arg::Rows).finish(
         [
             Extent::Const(nout.div_ceil(per_block) as u32),
             Extent::Const(1),
             Extent::Const(1),
         ],
         32 * GEMV_WARPS,
-    ))
+    );
+    // The variant for several rows: the same context with row groups of GEMV_ROW_GROUP.
+    let rg = tune("GEMV_ROW_GROUP", GEMV_ROW_GROUP);
+    if rg > 1 {
+        let mut ctx: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&spec.context).map_err(|e| e.to_string())?;
+        ctx.insert("rg".into(), json!(rg));
+        ctx.insert("segs".into(), json!(segs(rg)));
+        spec.batched = Some(serde_json::Value::Object(ctx).to_string());
+    }
+    Ok(spec)
 }

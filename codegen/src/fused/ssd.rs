@@ -127,6 +127,7 @@ pub fn ssd_specs(
         .param("ws", CType::ConstPtr(DType::F32), ws.arg())
         .param("chunks", CType::Ptr(DType::F32), chunks.arg())
         .param("state", CType::Ptr(DType::F32), state_arg)
+        .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
         .scalar("seq", Arg::Seq)
         .cost(LaunchCost {
             bytes_per_row: 2 * chunk_row,

@@ -3,9 +3,9 @@
 //! slots, whatever each one's position), and [`Batcher`], the loop a scheduler drives on top
 //! of it (admit a prompt, step, read each sequence's logits and sampled token, release).
 //!
-//! The CPU interpreter implements the slots API ([`crate::cpu::CpuBatchEngine`]); any
-//! one-sequence [`Engine`] serves as a batch of one through [`SingleSlot`], which is how the
-//! CUDA engine runs until it has batched kernels.
+//! The CPU interpreter ([`crate::cpu::CpuBatchEngine`]) and the CUDA engine
+//! ([`crate::cuda::CudaEngine`], slots on the device) implement the slots API; any
+//! one-sequence [`Engine`] serves as a batch of one through [`SingleSlot`].
 
 mod batcher;
 mod bench;

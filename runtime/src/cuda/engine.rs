@@ -4,9 +4,14 @@
 //! `zamba2c_ir::device::DeviceLayout` lays them out (weights; states and KV caches for the
 //! requested context; one activation arena both graphs share, placed by liveness; the
 //! workspace with `meta` and the zeroed counters), so `inspect` predicts the allocation to the
-//! byte. A step only copies the token ids and one `i32` in, launches, and copies
-//! the logits out. From the second decode step on, the decode launches are captured once as a
+//! byte. A step only copies the token ids and `meta` in, launches, and copies the logits out.
+//! From the second decode step of a row count on, the decode launches are captured once as a
 //! CUDA graph and replayed (see [`super::graph`]; `ZAMBA2C_NO_CUDA_GRAPH=1` turns it off).
+//!
+//! The states hold `max_batch` sequence slots (issue 12). A call names the slot of each of its
+//! rows in `meta` (`zamba2c_ir::kernel::Arg::Meta`: `[position, slot]` per row), so a decode
+//! step runs any set of slots together, each at its own position, and a prompt runs in one slot
+//! without touching the others. [`Engine`] is slot 0; [`BatchEngine`] every slot.
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -16,13 +21,16 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError};
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
-use zamba2c_ir::device::{DeviceLayout, DeviceShape, GraphLayout, Region, Slot, META_BYTES};
+use zamba2c_ir::device::{
+    meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, META_INTS_PER_ROW,
+};
 use zamba2c_ir::kernel::{ptx_path, source_path, Arg, CType, GraphProgram, Program, PROGRAM_PATH};
 
 use super::nvrtc;
-use zamba2c_ir::{DType, Module, Phase, Plan, WeightStore};
+use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
 use super::graph::{DecodeGraphs, StepMode};
+use crate::batch::{BatchEngine, SlotId};
 use crate::{Engine, RuntimeError, Tensor};
 
 /// Called with every node's output during an observed run.
@@ -38,6 +46,9 @@ pub struct CudaOptions {
     pub prompt_chunk: usize,
     /// CUDA device ordinal.
     pub device: usize,
+    /// Sequence slots the states and KV caches hold (rows of a decode step; 1 for one
+    /// sequence).
+    pub max_batch: usize,
     /// Capture the decode step as a CUDA graph after one eager warm-up step and replay it
     /// (default true; `ZAMBA2C_NO_CUDA_GRAPH=1` in the environment overrides it to false at
     /// load).
@@ -56,16 +67,18 @@ impl CudaOptions {
             max_context,
             prompt_chunk: DeviceShape::new(max_context, 1).prompt_chunk,
             device: 0,
+            max_batch: 1,
             cuda_graph: true,
             overlap_launches: true,
         }
     }
 
-    /// What the device buffers are sized for (batch 1: the engine runs one sequence).
+    /// What the device buffers are sized for: `max_batch` slots (what `inspect --max-batch`
+    /// lays out).
     pub fn shape(&self) -> DeviceShape {
         DeviceShape {
             max_context: self.max_context,
-            batch: 1,
+            batch: self.max_batch,
             prompt_chunk: self.prompt_chunk,
         }
     }
@@ -127,8 +140,10 @@ struct GraphBufs {
     seq_cap: usize,
 }
 
-/// A plan loaded on a GPU, batch 1.
+/// A plan loaded on a GPU with `max_batch` sequence slots.
 pub struct CudaEngine {
+    /// The module's state regions (what a slot's reset zeroes a part of).
+    state_specs: Vec<StateSpec>,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     program: Program,
@@ -152,9 +167,9 @@ pub struct CudaEngine {
     decode: GraphBufs,
     module_dtype: DType,
     vocab: usize,
-    batch: usize,
     options: CudaOptions,
-    position: usize,
+    /// Tokens each slot holds.
+    positions: Vec<usize>,
     allocated: usize,
     /// Device memory in use (by anyone) just before the engine allocated its buffers.
     used_before: usize,
@@ -210,10 +225,16 @@ impl CudaEngine {
         plan_dir: Option<(&Path, Option<String>)>,
         options: CudaOptions,
     ) -> Result<Self, RuntimeError> {
-        if options.max_context == 0 || options.prompt_chunk == 0 {
+        if options.max_context == 0 || options.prompt_chunk == 0 || options.max_batch == 0 {
             return Err(RuntimeError::Input(
-                "max_context and prompt_chunk must be at least 1".into(),
+                "max_context, prompt_chunk and max_batch must be at least 1".into(),
             ));
+        }
+        if options.max_context > i32::MAX as usize || options.max_batch > i32::MAX as usize {
+            return Err(RuntimeError::Input(format!(
+                "a context of {} tokens and {} slots do not fit the kernels' i32 positions",
+                options.max_context, options.max_batch
+            )));
         }
         // SAFETY: only tries to dlopen libcuda by its known names; no symbol is called.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -276,8 +297,7 @@ impl CudaEngine {
             weight_addr.insert(name.clone(), (wbase + off as u64, spec.dtype.size()));
         }
 
-        // States: conv, f32 SSM, KV caches of max_context tokens; zero at start.
-        let batch = 1usize;
+        // States: conv, f32 SSM, KV caches of max_context tokens for every slot; zero at start.
         let states = alloc("the states and KV caches", t.states + t.kv_cache)?;
         let sbase = addr(&states, &stream);
         let state_addr = layout
@@ -303,6 +323,7 @@ impl CudaEngine {
         let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
         Ok(CudaEngine {
+            state_specs: module.states.clone(),
             ctx,
             stream,
             program,
@@ -319,9 +340,8 @@ impl CudaEngine {
             decode,
             module_dtype: module.dtype,
             vocab: module.config.vocab_size,
-            batch,
+            positions: vec![0; options.max_batch],
             options,
-            position: 0,
             allocated,
             used_before,
             graphs,
@@ -405,18 +425,31 @@ impl CudaEngine {
         }
     }
 
-    /// Launches graph `phase` on `tokens` (one sequence) from the current state; `observer`
-    /// gets every node's output (downloaded after the node's kernels, so this is slow:
-    /// validation only). Returns `T`; the logits stay on the device. `T` must fit the phase's
-    /// buffers.
+    /// Launches graph `phase` on `tokens` (one sequence, slot 0) from the current state;
+    /// `observer` gets every node's output (downloaded after the node's kernels, so this is
+    /// slow: validation only). Returns `T`; the logits stay on the device. `T` must fit the
+    /// phase's buffers.
     pub fn launch_phase(
         &mut self,
         phase: Phase,
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
     ) -> Result<usize, RuntimeError> {
-        let t = self.begin_phase(phase, tokens)?;
-        let (b, t_) = (self.batch, t);
+        self.launch_call(phase, &[0], tokens, observer)
+    }
+
+    /// Launches graph `phase` for one call: row `b` continues the sequence of slot
+    /// `slots[b]` with tokens `tokens[b·T .. (b+1)·T]` (`T = tokens.len() / slots.len()`).
+    /// Returns `T`; the logits stay on the device.
+    fn launch_call(
+        &mut self,
+        phase: Phase,
+        slots: &[SlotId],
+        tokens: &[u32],
+        observer: Option<&mut NodeObserver>,
+    ) -> Result<usize, RuntimeError> {
+        let t = self.begin_call(phase, slots, tokens)?;
+        let (b, t_) = (slots.len(), t);
         if observer.is_none() && phase == Phase::Decode {
             // Eager, or captured and replayed as a CUDA graph.
             self.run_decode_launches(b, t_)?;
@@ -437,7 +470,7 @@ impl CudaEngine {
                         next += 1;
                     }
                     let v = gp.node_values[pos];
-                    let tensor = self.read_value(phase, v, t_)?;
+                    let tensor = self.read_rows(phase, v, b, t_, 0..t_)?;
                     obs(gp.nodes[pos], &tensor);
                 }
                 if next != gp.launches.len() {
@@ -447,7 +480,9 @@ impl CudaEngine {
                 }
             }
         }
-        self.position += t;
+        for &s in slots {
+            self.positions[s] += t;
+        }
         Ok(t)
     }
 
@@ -461,7 +496,7 @@ impl CudaEngine {
     ) -> Result<Vec<f32>, RuntimeError> {
         let t = self.launch_phase(phase, tokens, observer)?;
         let out = self.output_value(phase)?;
-        Ok(self.read_rows(phase, out, t, 0..t)?.data)
+        Ok(self.read_rows(phase, out, 1, t, 0..t)?.data)
     }
 
     /// The graph's logits value.
@@ -474,21 +509,49 @@ impl CudaEngine {
             .ok_or_else(|| RuntimeError::Device("the graph has no output".into()))
     }
 
-    /// Checks `tokens` for a `phase` call and copies them and the per-call facts (`meta`) to
-    /// the device, stream-ordered before whatever is launched next. Returns `T`.
-    fn begin_phase(&mut self, phase: Phase, tokens: &[u32]) -> Result<usize, RuntimeError> {
-        let t = tokens.len();
+    /// Checks a `phase` call of `slots.len()` sequences (distinct slots) of `T` tokens each
+    /// and copies the token ids and the per-call facts (`meta`: `[position, slot]` per row,
+    /// `Arg::Meta`) to the device, stream-ordered before whatever is launched next. Returns `T`.
+    fn begin_call(
+        &mut self,
+        phase: Phase,
+        slots: &[SlotId],
+        tokens: &[u32],
+    ) -> Result<usize, RuntimeError> {
+        // The prompt graph's buffers hold one sequence (zamba2c_ir::device), decode's a row per
+        // slot.
+        let max_rows = match phase {
+            Phase::Prompt => 1,
+            Phase::Decode => self.options.max_batch,
+        };
+        if slots.is_empty() || slots.len() > max_rows || !tokens.len().is_multiple_of(slots.len()) {
+            return Err(RuntimeError::Input(format!(
+                "{} tokens for {} sequences in a {phase:?} call that takes 1..={max_rows}",
+                tokens.len(),
+                slots.len()
+            )));
+        }
+        let t = tokens.len() / slots.len();
         let cap = self.bufs(phase).seq_cap;
         if t == 0 || t > cap {
             return Err(RuntimeError::Input(format!(
                 "{t} tokens for a {phase:?} call that takes 1..={cap}"
             )));
         }
-        if self.position + t > self.options.max_context {
-            return Err(RuntimeError::Input(format!(
-                "{t} more tokens after {} would exceed the maximum context of {} tokens",
-                self.position, self.options.max_context
-            )));
+        for (i, &s) in slots.iter().enumerate() {
+            self.check_slot(s)?;
+            if slots[..i].contains(&s) {
+                return Err(RuntimeError::Input(format!(
+                    "slot {s} appears twice in one call"
+                )));
+            }
+            let pos = self.positions[s];
+            if pos + t > self.options.max_context {
+                return Err(RuntimeError::Input(format!(
+                    "{t} more tokens after {pos} would exceed the maximum context of {} tokens",
+                    self.options.max_context
+                )));
+            }
         }
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.vocab) {
             return Err(RuntimeError::Input(format!(
@@ -514,14 +577,53 @@ impl CudaEngine {
                 &mut buf.slice_mut(slot.offset..slot.offset + bytes.len()),
             )
             .map_err(dev)?;
-        let meta: Vec<u8> = [self.position as i32, 0, 0, 0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+        // Positions and slots fit i32: both are below max_context and max_batch, checked at
+        // load.
+        let mut meta: Vec<i32> = Vec::with_capacity(slots.len() * META_INTS_PER_ROW);
+        for &s in slots {
+            meta.extend([self.positions[s] as i32, s as i32]);
+        }
+        let bytes: Vec<u8> = meta.iter().flat_map(|x| x.to_le_bytes()).collect();
+        debug_assert!(bytes.len() <= meta_bytes(self.options.max_batch));
         self.stream
-            .memcpy_htod(&meta[..], &mut self.workspace.slice_mut(0..META_BYTES))
+            .memcpy_htod(&bytes[..], &mut self.workspace.slice_mut(0..bytes.len()))
             .map_err(dev)?;
         Ok(t)
+    }
+
+    fn check_slot(&self, slot: SlotId) -> Result<(), RuntimeError> {
+        if slot < self.positions.len() {
+            Ok(())
+        } else {
+            Err(RuntimeError::NoSuchSlot {
+                slot,
+                max_batch: self.positions.len(),
+            })
+        }
+    }
+
+    /// Number of sequence slots.
+    pub fn max_batch(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Zeroes `slot`'s part of every state region (conv, SSM, K and V caches) and its
+    /// position, stream-ordered; the other slots are untouched.
+    pub fn reset_slot(&mut self, slot: SlotId) -> Result<(), RuntimeError> {
+        self.check_slot(slot)?;
+        let ranges = self
+            .layout
+            .slot_ranges(&self.state_specs, slot)
+            .ok_or_else(|| RuntimeError::Device(format!("slot {slot} has no state ranges")))?;
+        for r in ranges {
+            if !r.is_empty() {
+                self.stream
+                    .memset_zeros(&mut self.states.slice_mut(r))
+                    .map_err(dev)?;
+            }
+        }
+        self.positions[slot] = 0;
+        Ok(())
     }
 
     /// Runs graph `phase` on `tokens` eagerly with a CUDA event before and after every launch
@@ -532,7 +634,7 @@ impl CudaEngine {
         phase: Phase,
         tokens: &[u32],
     ) -> Result<Vec<f64>, RuntimeError> {
-        let t = self.begin_phase(phase, tokens)?;
+        let t = self.begin_call(phase, &[0], tokens)?;
         let n = self.program.graph(phase).launches.len();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let events = (0..=n)
@@ -541,7 +643,7 @@ impl CudaEngine {
             .map_err(dev)?;
         for (l, ev) in events.iter().take(n).enumerate() {
             ev.record(&self.stream).map_err(dev)?;
-            self.launch(phase, l, self.batch, t)?;
+            self.launch(phase, l, 1, t)?;
         }
         events[n].record(&self.stream).map_err(dev)?;
         events[n].synchronize().map_err(dev)?;
@@ -549,23 +651,24 @@ impl CudaEngine {
             .windows(2)
             .map(|w| w[0].elapsed_ms(&w[1]).map(f64::from).map_err(dev))
             .collect::<Result<Vec<f64>, _>>()?;
-        self.position += t;
+        self.positions[0] += t;
         Ok(ms)
     }
 
-    /// Downloads value `v` of graph `phase` for `t` tokens as an f32 tensor `[B, T, W]`
-    /// (token ids: `[B, T]`).
+    /// Downloads value `v` of graph `phase` after a one-sequence call of `t` tokens as an f32
+    /// tensor `[1, T, W]` (token ids: `[1, T]`).
     pub fn read_value(&self, phase: Phase, v: usize, t: usize) -> Result<Tensor, RuntimeError> {
-        self.read_rows(phase, v, t, 0..t)
+        self.read_rows(phase, v, 1, t, 0..t)
     }
 
-    /// Downloads token positions `range` (of a call of `t` tokens) of value `v` for every
-    /// sequence of the batch, as an f32 tensor `[B, range.len(), W]` (token ids: `[B, n]`).
-    /// Rows are laid out `b · T + t` (ir/src/memory.rs).
+    /// Downloads token positions `range` (of a call of `b` sequences of `t` tokens) of value
+    /// `v` for every sequence of the call, as an f32 tensor `[b, range.len(), W]` (token ids:
+    /// `[b, n]`). Rows are laid out `b · T + t` (ir/src/memory.rs).
     fn read_rows(
         &self,
         phase: Phase,
         v: usize,
+        batch: usize,
         t: usize,
         range: std::ops::Range<usize>,
     ) -> Result<Tensor, RuntimeError> {
@@ -590,34 +693,41 @@ impl CudaEngine {
         }
         let n_rows = range.len();
         let es = val.dtype.size();
-        let mut data = Vec::with_capacity(self.batch * n_rows * val.width);
-        for b in 0..self.batch {
-            // One copy per sequence: rows b·T + range, whole row strides.
-            let first = (b * t + range.start) * val.row_stride * es;
-            let n = n_rows * val.row_stride * es;
-            if first + n > slot.bytes {
-                return Err(RuntimeError::Device(format!(
-                    "value {v}: rows {range:?} of {t} do not fit its buffer"
-                )));
-            }
-            let mut host = vec![0u8; n];
-            self.stream
-                .memcpy_dtoh(
-                    &buf.slice(slot.offset + first..slot.offset + first + n),
-                    &mut host[..],
-                )
-                .map_err(dev)?;
-            self.stream.synchronize().map_err(dev)?;
+        let mut data = Vec::with_capacity(batch * n_rows * val.width);
+        // One copy from the first wanted row of sequence 0 to the last of sequence batch-1
+        // (rows b·T + range, whole row strides; contiguous for a decode step).
+        if batch == 0 {
+            return Err(RuntimeError::Device(
+                "rows of a call of no sequences".into(),
+            ));
+        }
+        let stride_bytes = val.row_stride * es;
+        let first = range.start * stride_bytes;
+        let n = ((batch - 1) * t + range.len()) * stride_bytes;
+        if first + n > slot.bytes {
+            return Err(RuntimeError::Device(format!(
+                "value {v}: rows {range:?} of {t} for {batch} sequences do not fit its buffer"
+            )));
+        }
+        let mut host = vec![0u8; n];
+        self.stream
+            .memcpy_dtoh(
+                &buf.slice(slot.offset + first..slot.offset + first + n),
+                &mut host[..],
+            )
+            .map_err(dev)?;
+        self.stream.synchronize().map_err(dev)?;
+        for b in 0..batch {
             for r in 0..n_rows {
-                let s = (r * val.row_stride + offset) * es;
+                let s = ((b * t + r) * val.row_stride + offset) * es;
                 let row = &host[s..s + val.width * es];
                 data.extend(zamba2c_ir::tensor::to_f32(row, val.dtype));
             }
         }
         let shape = if v == gp.tokens {
-            vec![self.batch, n_rows]
+            vec![batch, n_rows]
         } else {
-            vec![self.batch, n_rows, val.width]
+            vec![batch, n_rows, val.width]
         };
         Ok(Tensor::new(shape, data))
     }
@@ -667,10 +777,15 @@ impl CudaEngine {
     fn launch(&self, phase: Phase, l: usize, b: usize, t: usize) -> Result<(), RuntimeError> {
         let gp = self.program.graph(phase);
         let launch = &gp.launches[l];
-        let kernel = &self.program.kernels[&launch.kernel];
-        let f = self.functions.get(&launch.kernel).ok_or_else(|| {
-            RuntimeError::Device(format!("kernel {} is not loaded", launch.kernel))
+        // Several rows take the launch's batched variant when it has one (same parameters).
+        let name = launch.kernel_for(b, t);
+        let kernel = self.program.kernels.get(name).ok_or_else(|| {
+            RuntimeError::Device(format!("kernel {name} is not in the launch table"))
         })?;
+        let f = self
+            .functions
+            .get(name)
+            .ok_or_else(|| RuntimeError::Device(format!("kernel {name} is not loaded")))?;
         let bufs = self.bufs(phase);
         let n = kernel.params.len();
         let mut ptrs = vec![0u64; n];
@@ -915,8 +1030,10 @@ fn load_kernels(
         .iter()
         .chain(&program.decode.launches)
     {
-        let e = smem.entry(l.kernel.as_str()).or_default();
-        *e = (*e).max(l.smem);
+        for k in std::iter::once(&l.kernel).chain(&l.batched) {
+            let e = smem.entry(k.as_str()).or_default();
+            *e = (*e).max(l.smem);
+        }
     }
     for (name, bytes) in smem {
         if bytes > zamba2c_ir::kernel::DEFAULT_DYNAMIC_SMEM {
@@ -958,7 +1075,7 @@ impl Engine for CudaEngine {
         }
         let t = self.launch_phase(Phase::Prompt, last, None)?;
         let out = self.output_value(Phase::Prompt)?;
-        Ok(self.read_rows(Phase::Prompt, out, t, t - 1..t)?.data)
+        Ok(self.read_rows(Phase::Prompt, out, 1, t, t - 1..t)?.data)
     }
 
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>, RuntimeError> {
@@ -968,17 +1085,81 @@ impl Engine for CudaEngine {
     fn reset(&mut self) {
         // The captured decode graphs stay valid: the state buffer is zeroed in place, no
         // address changes.
-        if let Err(e) = self.stream.memset_zeros(&mut self.states) {
-            tracing::error!("resetting GPU state: {e:?}");
+        if let Err(e) = self.reset_slot(0) {
+            tracing::error!("resetting GPU state: {e}");
         }
-        self.position = 0;
     }
 
     fn position(&self) -> usize {
-        self.position
+        self.positions[0]
     }
 
     fn vocab_size(&self) -> usize {
         self.vocab
+    }
+}
+
+impl BatchEngine for CudaEngine {
+    fn max_batch(&self) -> usize {
+        self.positions.len()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    fn max_context(&self) -> usize {
+        self.options.max_context
+    }
+
+    fn position(&self, slot: SlotId) -> usize {
+        self.positions.get(slot).copied().unwrap_or(0)
+    }
+
+    fn prefill(&mut self, slot: SlotId, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        self.check_slot(slot)?;
+        // Checked for the whole prompt before its first chunk runs, so a refused prompt
+        // leaves the slot as it was.
+        let pos = self.positions[slot];
+        if pos + tokens.len() > self.options.max_context {
+            return Err(RuntimeError::Input(format!(
+                "{} more tokens after {pos} would exceed the maximum context of {} tokens",
+                tokens.len(),
+                self.options.max_context
+            )));
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(RuntimeError::Input(format!(
+                "token id {id} is out of range: the vocabulary has {} tokens",
+                self.vocab
+            )));
+        }
+        let chunks: Vec<&[u32]> = tokens.chunks(self.options.prompt_chunk).collect();
+        let (last, head) = chunks
+            .split_last()
+            .ok_or_else(|| RuntimeError::Input("the prompt is empty".into()))?;
+        for chunk in head {
+            self.launch_call(Phase::Prompt, &[slot], chunk, None)?;
+        }
+        let t = self.launch_call(Phase::Prompt, &[slot], last, None)?;
+        let out = self.output_value(Phase::Prompt)?;
+        Ok(self.read_rows(Phase::Prompt, out, 1, t, t - 1..t)?.data)
+    }
+
+    fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let slots: Vec<SlotId> = batch.iter().map(|&(s, _)| s).collect();
+        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+        self.launch_call(Phase::Decode, &slots, &tokens, None)?;
+        let out = self.output_value(Phase::Decode)?;
+        Ok(self
+            .read_rows(Phase::Decode, out, slots.len(), 1, 0..1)?
+            .data)
+    }
+
+    fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError> {
+        self.reset_slot(slot)
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! Why a replay is the same step: every decode launch argument is fixed at load (buffer, weight,
 //! state and meta addresses; `Rows`, `Seq` and `Capacity` depend only on the batch and the
-//! token count, which are the graph's key). The position lives in device memory (`meta`) and the
-//! token ids in a fixed device buffer; both are written by ordinary stream copies *before* the
+//! token count, which are the graph's key, as is the choice of a launch's batched kernel). Each
+//! row's position and state slot live in device memory (`meta`, `Arg::Meta`), so one graph per
+//! row count serves any set of slots (at most `max_batch` graphs, captured lazily per count),
+//! and the token ids in a fixed device buffer; both are written by ordinary stream copies *before* the
 //! graph launch on the same stream, so they are not part of the graph. The logits are read
 //! after it, also outside the graph. Nothing is allocated inside a step, so the captured
 //! addresses stay valid for the engine's lifetime; `reset` only zeroes the same state buffers,

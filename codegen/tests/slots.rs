@@ -1,0 +1,210 @@
+//! Sequence slots in generated programs (issue 12; ir/src/kernel.rs `Arg::Meta`): every launch
+//! that touches a state region also takes `meta` (so it can find its row's slot and position),
+//! every template that indexes a state does so through `META_SLOT`, the device layout gives each
+//! slot a disjoint, sequence-sized part of every state region and room for `[pos, slot]` per
+//! row, and decode projections carry a batched variant with the same parameters.
+
+use serde_json::json;
+use zamba2c_codegen::build_program;
+use zamba2c_ir::device::{meta_bytes, state_region_bytes, DeviceLayout, DeviceShape, Region};
+use zamba2c_ir::kernel::{Arg, Program};
+use zamba2c_ir::{lower_mixed, DType, Module, Zamba2Config};
+
+fn config(extra: serde_json::Value) -> Zamba2Config {
+    let mut v = json!({
+        "vocab_size": 67, "hidden_size": 24, "num_hidden_layers": 4,
+        "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"],
+        "mamba_d_state": 12, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_ngroups": 1,
+        "n_mamba_heads": 6, "intermediate_size": 40, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "num_mem_blocks": 2, "adapter_rank": 3,
+        "use_mem_rope": false, "use_shared_attention_adapter": false,
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "time_step_min": 0.001
+    });
+    for (k, x) in extra.as_object().expect("object") {
+        v[k] = x.clone();
+    }
+    Zamba2Config::from_value(std::path::Path::new("(test)"), &v).expect("valid config")
+}
+
+/// Tiny modules at -O0 (decomposed kernels) and -O1 (fused families), with and without RoPE,
+/// adapters and grouped heads.
+fn modules() -> Vec<(Module, String)> {
+    let mut out = Vec::new();
+    for (i, extra) in [
+        json!({}),
+        json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+        json!({"use_shared_attention_adapter": true, "use_mem_rope": true}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for dt in [DType::F32, DType::BF16] {
+            let m = lower_mixed(&config(extra.clone()), dt, DType::F32);
+            let mut f = m.clone();
+            zamba2c_passes::pipeline::run_pipeline(&mut f, 1, None).expect("the passes run");
+            out.push((m, format!("case {i} {dt} -O0")));
+            out.push((f, format!("case {i} {dt} -O1")));
+        }
+    }
+    out
+}
+
+fn programs() -> Vec<(Module, Program, String)> {
+    modules()
+        .into_iter()
+        .map(|(m, what)| {
+            let p = build_program(&m).expect("program");
+            (m, p, what)
+        })
+        .collect()
+}
+
+#[test]
+fn every_state_launch_takes_meta_and_addresses_its_slot() {
+    for (_, p, what) in programs() {
+        let mut state_kernels = 0;
+        for gp in [&p.prompt, &p.decode] {
+            for l in &gp.launches {
+                if !l.args.iter().any(|a| matches!(a, Arg::State { .. })) {
+                    continue;
+                }
+                state_kernels += 1;
+                assert!(
+                    l.args.iter().any(|a| matches!(a, Arg::Meta)),
+                    "{what}: {} touches a state without meta",
+                    l.kernel
+                );
+                // The body addresses states through the row's slot, never by the row alone.
+                let src = &p.kernels[&l.kernel].source;
+                let body = &src[src.find("_body(").expect("a body")..];
+                assert!(
+                    body.contains("META_SLOT("),
+                    "{what}: {} never reads its slot",
+                    l.kernel
+                );
+            }
+        }
+        assert!(state_kernels >= 4, "{what}: {state_kernels} state launches");
+    }
+}
+
+#[test]
+fn the_prelude_defines_the_meta_layout_of_the_ir() {
+    let (_, p, _) = programs().remove(0);
+    let src = &p.kernels.values().next().expect("a kernel").source;
+    // [position, slot] per row: ir/src/device.rs META_INTS_PER_ROW.
+    assert_eq!(zamba2c_ir::device::META_INTS_PER_ROW, 2);
+    assert!(src.contains("#define META_POS(b) (meta[2 * (b)])"), "{src}");
+    assert!(
+        src.contains("#define META_SLOT(b) (meta[2 * (b) + 1])"),
+        "{src}"
+    );
+    for b in [1, 2, 7, 64, 1024] {
+        assert!(meta_bytes(b) >= 8 * b && meta_bytes(b) >= 16);
+    }
+}
+
+#[test]
+fn each_slot_owns_a_disjoint_sequence_sized_part_of_every_region() {
+    for (m, p, what) in programs() {
+        for (batch, ctx) in [(1, 64), (3, 17), (8, 64)] {
+            let l = DeviceLayout::plan(&m, &p, DeviceShape::new(ctx, batch)).expect("layout");
+            let buf = l.states_buffer_bytes();
+            let mut all = Vec::new();
+            for slot in 0..batch {
+                let ranges = l.slot_ranges(&m.states, slot).expect("ranges");
+                // One range per region part: K and V for a cache, one for conv and SSM.
+                let parts: usize = m
+                    .states
+                    .iter()
+                    .map(|s| 1 + usize::from(matches!(s, zamba2c_ir::StateSpec::Kv { .. })))
+                    .sum();
+                assert_eq!(ranges.len(), parts, "{what}");
+                let total: usize = ranges.iter().map(|r| r.len()).sum();
+                let want: usize = m
+                    .states
+                    .iter()
+                    .map(|s| state_region_bytes(s, 1, ctx).expect("size"))
+                    .sum();
+                assert_eq!(total, want, "{what}: slot {slot} holds one sequence");
+                all.extend(ranges);
+            }
+            all.sort_by_key(|r| r.start);
+            for w in all.windows(2) {
+                assert!(
+                    w[0].end <= w[1].start,
+                    "{what}: {:?} overlaps {:?}",
+                    w[0],
+                    w[1]
+                );
+            }
+            assert!(all.last().is_some_and(|r| r.end <= buf), "{what}");
+            assert!(l.slot_ranges(&m.states, batch).is_none(), "{what}");
+            // Every row's [pos, slot] fits before the first zeroed value of the workspace.
+            let first_ws = [&l.prompt, &l.decode]
+                .iter()
+                .flat_map(|g| g.slots.iter().flatten())
+                .filter(|s| s.region == Region::Workspace)
+                .map(|s| s.offset)
+                .min();
+            if let Some(o) = first_ws {
+                assert!(o >= meta_bytes(batch), "{what}: meta of {batch} rows");
+            }
+            // The prompt runs one sequence per call whatever the batch; decode a row per slot.
+            assert_eq!(l.decode.rows, batch, "{what}");
+            assert!(l.prompt.rows < 2 * ctx.max(64), "{what}");
+        }
+    }
+}
+
+#[test]
+fn decode_projections_have_a_batched_variant_with_the_same_parameters() {
+    for (m, p, what) in programs() {
+        let mut n = 0;
+        for l in &p.decode.launches {
+            let k = &p.kernels[&l.kernel];
+            if k.family != "proj_gemv" {
+                assert!(l.batched.is_none(), "{what}: {} is batched", l.kernel);
+                continue;
+            }
+            n += 1;
+            let b = l.batched.as_ref().expect("a batched variant");
+            let v = &p.kernels[b];
+            assert_eq!(v.params, k.params, "{what}: {b}");
+            assert_eq!(v.family, "proj_gemv");
+            assert!(k.source.contains("constexpr int R = 1;"), "{what}");
+            assert!(v.source.contains("constexpr int R = 8;"), "{what}");
+            assert_eq!(l.kernel_for(1, 1), l.kernel);
+            assert_eq!(l.kernel_for(2, 1), b.as_str());
+        }
+        assert!(n > 0, "{what}: no decode projection");
+        // A launch table with a batched kernel of other parameters is refused.
+        let mut bad = p.clone();
+        let l = bad
+            .decode
+            .launches
+            .iter_mut()
+            .find(|l| l.batched.is_some())
+            .expect("one");
+        let other = bad
+            .kernels
+            .keys()
+            .find(|k| bad.kernels[*k].params != bad.kernels[&l.kernel].params)
+            .expect("a kernel of other parameters")
+            .clone();
+        l.batched = Some(other);
+        let e = bad.validate(&m).expect_err("other parameters");
+        assert!(e.contains("takes other parameters"), "{what}: {e}");
+        let mut missing = p.clone();
+        if let Some(l) = missing
+            .decode
+            .launches
+            .iter_mut()
+            .find(|l| l.batched.is_some())
+        {
+            l.batched = Some("z2c_nothing".into());
+        }
+        let e = missing.validate(&m).expect_err("a missing kernel");
+        assert!(e.contains("no such batched kernel"), "{what}: {e}");
+    }
+}

@@ -1,0 +1,417 @@
+//! GPU tests of the CUDA batched engine (feature `gpu-tests`; without a GPU they fail, never
+//! skip; issue 12): sequences of different prompt lengths join and leave a [`CudaEngine`] of
+//! several slots mid-run (prompts chunked between decode steps, freed slots reused by later
+//! sequences), and each gives, step by step, the logits the CPU interpreter gives it alone
+//! (and, for f32 plans, the same greedy tokens); one sequence through the slots API equals the
+//! one-sequence engine bitwise, in any slot; decode steps of every row count replay from CUDA
+//! graphs with the same logits as eager launches.
+#![cfg(feature = "gpu-tests")]
+
+mod common;
+
+use common::config;
+use serde_json::json;
+use zamba2c_codegen::build_program;
+use zamba2c_ir::{lower, DType, Module, WeightStore};
+use zamba2c_runtime::batch::{BatchEngine, SlotId};
+use zamba2c_runtime::cpu::{CpuEngine, CpuWeights};
+use zamba2c_runtime::cuda::validate::module_tolerance;
+use zamba2c_runtime::cuda::{CudaEngine, CudaOptions};
+use zamba2c_runtime::Engine;
+
+const SEED: u64 = 11;
+
+/// One sequence of the schedule: its prompt, how many tokens it generates, and the step of the
+/// run at which it arrives.
+struct Seq {
+    prompt: Vec<u32>,
+    gen: usize,
+    arrives: usize,
+}
+
+/// What the CPU interpreter gives a sequence alone: the logits after the prompt and after each
+/// greedy token, and those tokens.
+struct Reference {
+    logits: Vec<Vec<f32>>,
+    tokens: Vec<u32>,
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn prompt(n: usize, salt: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 37 + salt * 13 + 11) % vocab) as u32)
+        .collect()
+}
+
+/// Greedy decoding of `s` on the CPU interpreter alone.
+fn reference(cpu: &mut CpuEngine, s: &Seq) -> Reference {
+    cpu.reset();
+    let all = cpu.prefill(&s.prompt).expect("cpu prefill");
+    let v = cpu.vocab_size();
+    let mut logits = vec![all[all.len() - v..].to_vec()];
+    let mut tokens = Vec::new();
+    for _ in 0..s.gen {
+        let t = argmax(logits.last().expect("logits"));
+        tokens.push(t);
+        logits.push(cpu.decode_step(t).expect("cpu decode"));
+    }
+    Reference { logits, tokens }
+}
+
+/// Largest |a − b| over the largest |b|.
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |s, x| s.max(x.abs())).max(1e-6);
+    a.iter().zip(b).fold(0f32, |s, (x, y)| s.max((x - y).abs())) / scale
+}
+
+fn exact_f32(m: &Module) -> bool {
+    m.act_dtype == DType::F32 && m.kv_dtype == DType::F32
+}
+
+fn load(m: &Module, max_batch: usize, ctx: usize, prompt_chunk: usize) -> CudaEngine {
+    let store = WeightStore::dummy(SEED, m);
+    let opts = CudaOptions {
+        max_batch,
+        prompt_chunk,
+        ..CudaOptions::new(ctx)
+    };
+    let gpu = CudaEngine::from_program(m, &store, build_program(m).expect("program"), opts)
+        .unwrap_or_else(|e| panic!("loading on the GPU: {e}"));
+    assert_eq!(
+        gpu.allocated_bytes() as u64,
+        gpu.layout().table.total,
+        "the engine allocates what the layout (and inspect) predicts"
+    );
+    assert_eq!(gpu.layout().shape.batch, max_batch);
+    gpu
+}
+
+/// Runs `seqs` through a CUDA engine of `max_batch` slots, feeding each sequence the CPU's
+/// greedy tokens, and checks every logits row against the CPU reference. A sequence takes the
+/// lowest free slot when it arrives (its slot reset first) and frees it after its last token.
+fn run_schedule(name: &str, m: &Module, seqs: &[Seq], max_batch: usize, chunk: usize) {
+    let ctx = seqs
+        .iter()
+        .map(|s| s.prompt.len() + s.gen)
+        .max()
+        .unwrap_or(1)
+        + 1;
+    let mut cpu = CpuEngine::from_parts(m.clone(), CpuWeights::dummy(m, SEED));
+    cpu.set_max_context(ctx);
+    let refs: Vec<Reference> = seqs.iter().map(|s| reference(&mut cpu, s)).collect();
+    let mut gpu = load(m, max_batch, ctx, chunk);
+    let tol = module_tolerance(m);
+    // Per sequence: its slot while active, and how many tokens it has decoded.
+    let mut slot_of: Vec<Option<SlotId>> = vec![None; seqs.len()];
+    let mut done = vec![0usize; seqs.len()];
+    let mut finished = vec![false; seqs.len()];
+    let mut used_slots = std::collections::BTreeSet::new();
+    let mut row_counts = std::collections::BTreeSet::new();
+    let mut greedy_mismatches = 0usize;
+    let mut step = 0usize;
+    while finished.iter().any(|f| !f) {
+        // Arrivals: prefill into the lowest free slot, between decode steps.
+        for (i, s) in seqs.iter().enumerate() {
+            if s.arrives != step || finished[i] {
+                continue;
+            }
+            let free = (0..max_batch)
+                .find(|k| !slot_of.contains(&Some(*k)))
+                .unwrap_or_else(|| panic!("{name}: no free slot for sequence {i}"));
+            BatchEngine::reset(&mut gpu, free).expect("reset");
+            assert_eq!(BatchEngine::position(&gpu, free), 0);
+            let got = BatchEngine::prefill(&mut gpu, free, &s.prompt).expect("prefill");
+            let d = rel_diff(&got, &refs[i].logits[0]);
+            assert!(
+                d <= tol,
+                "{name}: sequence {i} in slot {free}: prompt logits differ by {d:e} (tolerance {tol:e})"
+            );
+            assert_eq!(BatchEngine::position(&gpu, free), s.prompt.len());
+            slot_of[i] = Some(free);
+            used_slots.insert(free);
+            if s.gen == 0 {
+                finished[i] = true;
+                slot_of[i] = None;
+            }
+        }
+        // One decode step of every active sequence, in a shuffled order of rows (rows need
+        // not follow slots).
+        let mut rows: Vec<usize> = (0..seqs.len()).filter(|&i| slot_of[i].is_some()).collect();
+        let k = step % rows.len().max(1);
+        rows.rotate_left(k);
+        if !rows.is_empty() {
+            let batch: Vec<(SlotId, u32)> = rows
+                .iter()
+                .map(|&i| (slot_of[i].expect("active"), refs[i].tokens[done[i]]))
+                .collect();
+            let out = BatchEngine::decode(&mut gpu, &batch).expect("decode step");
+            let v = gpu.program().decode.values[gpu.program().decode.outputs[0]].width;
+            assert_eq!(out.len(), rows.len() * v, "{name}: logits of the step");
+            row_counts.insert(rows.len());
+            for (r, &i) in rows.iter().enumerate() {
+                let got = &out[r * v..(r + 1) * v];
+                let want = &refs[i].logits[done[i] + 1];
+                let d = rel_diff(got, want);
+                assert!(
+                    d <= tol,
+                    "{name}: step {step}, sequence {i} (row {r} of {}, slot {:?}, token {}): logits differ by {d:e} (tolerance {tol:e})",
+                    rows.len(),
+                    slot_of[i],
+                    done[i]
+                );
+                if argmax(got) != argmax(want) {
+                    greedy_mismatches += 1;
+                }
+                done[i] += 1;
+                if done[i] == seqs[i].gen {
+                    finished[i] = true;
+                    slot_of[i] = None;
+                }
+            }
+        }
+        step += 1;
+        assert!(step < 1000, "{name}: the schedule never finished");
+    }
+    if exact_f32(m) {
+        assert_eq!(
+            greedy_mismatches, 0,
+            "{name}: greedy tokens differ from the CPU's"
+        );
+    }
+    // The schedule reused freed slots and ran steps of several row counts (above the batched
+    // projection's row group of 8 too).
+    assert!(used_slots.len() <= max_batch);
+    eprintln!(
+        "{name}: {} sequences in {} slots, row counts {row_counts:?}, {} graph captures, {} replays",
+        seqs.len(),
+        used_slots.len(),
+        gpu.cuda_graph_captures(),
+        gpu.cuda_graph_replays()
+    );
+    assert!(
+        gpu.cuda_graph_captures() as usize <= row_counts.len(),
+        "{name}: one graph per row count"
+    );
+}
+
+/// Twelve sequences of 1 to 70 prompt tokens on ten slots: up to ten rows a step (one full
+/// group of 8 and a partial one), arrivals while others decode, slots reused after a sequence
+/// leaves.
+fn schedule(vocab: usize) -> Vec<Seq> {
+    let spec = [
+        (13, 6, 0),
+        (1, 9, 0),
+        (70, 4, 0),
+        (5, 12, 1),
+        (3, 2, 1),
+        (21, 7, 2),
+        (8, 10, 2),
+        (2, 5, 3),
+        (33, 3, 3),
+        (9, 8, 4),
+        (4, 6, 6),
+        (17, 5, 9),
+    ];
+    spec.iter()
+        .enumerate()
+        .map(|(i, &(p, gen, arrives))| Seq {
+            prompt: prompt(p, i, vocab),
+            gen,
+            arrives,
+        })
+        .collect()
+}
+
+fn modules() -> Vec<(String, Module)> {
+    let mut out = Vec::new();
+    for (name, extra, dtype) in [
+        ("mha_norope_f32", json!({}), DType::F32),
+        (
+            "gqa_rope_ngroups2_f32",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+            DType::F32,
+        ),
+        (
+            "adapters_rope_bf16",
+            json!({"use_shared_attention_adapter": true, "use_mem_rope": true}),
+            DType::BF16,
+        ),
+        (
+            "attn160_rope_f32",
+            json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2, "num_key_value_heads": 2, "use_mem_rope": true}),
+            DType::F32,
+        ),
+    ] {
+        let m = lower(&config(extra), dtype);
+        let mut fused = m.clone();
+        zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
+        out.push((format!("{name}_O0"), m));
+        out.push((format!("{name}_O1"), fused));
+    }
+    out
+}
+
+#[test]
+fn batched_sequences_match_the_cpu_alone_as_they_join_and_leave() {
+    for (name, m) in modules() {
+        let seqs = schedule(m.config.vocab_size);
+        // Prompts in chunks of 4 (several chunks per prompt, between decode steps).
+        run_schedule(&name, &m, &seqs, 10, 4);
+        // Whole prompts in one call, three slots: fewer rows than a projection row group.
+        let few: Vec<Seq> = seqs.into_iter().take(5).collect();
+        run_schedule(&format!("{name}_3slots"), &m, &few, 3, 128);
+    }
+}
+
+/// One sequence through the slots API, in any slot of a larger engine, gives bitwise the logits
+/// of the one-sequence engine (`Engine`: slot 0 of an engine of one slot), prompt and decode.
+#[test]
+fn one_sequence_in_any_slot_equals_the_single_sequence_engine_bitwise() {
+    for (name, m) in modules() {
+        let p = prompt(19, 1, m.config.vocab_size);
+        let steps: Vec<u32> = (0..6)
+            .map(|i| ((i * 53 + 5) % m.config.vocab_size) as u32)
+            .collect();
+        let ctx = p.len() + steps.len() + 1;
+        let mut single = load(&m, 1, ctx, 8);
+        let all = Engine::prefill(&mut single, &p).expect("prefill");
+        let v = m.config.vocab_size;
+        let mut want = vec![all[all.len() - v..].to_vec()];
+        for &t in &steps {
+            want.push(single.decode_step(t).expect("decode"));
+        }
+        let mut batched = load(&m, 4, ctx, 8);
+        for slot in [0, 3, 1] {
+            // Another sequence in a neighbouring slot first, so the slot's neighbours hold state.
+            let other = (slot + 1) % 4;
+            BatchEngine::reset(&mut batched, other).expect("reset");
+            BatchEngine::prefill(&mut batched, other, &prompt(7, 9, v)).expect("prefill");
+            BatchEngine::reset(&mut batched, slot).expect("reset");
+            let mut got = vec![BatchEngine::prefill(&mut batched, slot, &p).expect("prefill")];
+            for &t in &steps {
+                got.push(BatchEngine::decode(&mut batched, &[(slot, t)]).expect("decode"));
+            }
+            for (s, (a, b)) in got.iter().zip(&want).enumerate() {
+                if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+                    panic!(
+                        "{name}: slot {slot}, step {s}, logit {i}: {} vs {} (not bitwise)",
+                        a[i], b[i]
+                    );
+                }
+            }
+            BatchEngine::reset(&mut batched, other).expect("reset");
+        }
+    }
+}
+
+/// A sequence decoded beside others (the batched projection kernel, rows in groups) gives the
+/// logits it gives alone (the one-row kernel) to float rounding, and eager decode of several
+/// rows equals its CUDA-graph replay bitwise.
+#[test]
+fn rows_of_a_step_match_the_same_sequences_alone_and_graphs_match_eager() {
+    for (name, m) in modules() {
+        let v = m.config.vocab_size;
+        let n = 9; // one full row group of 8 and one more row
+        let prompts: Vec<Vec<u32>> = (0..n).map(|i| prompt(3 + 2 * i, i, v)).collect();
+        let steps = 4;
+        let ctx = 3 + 2 * n + steps + 1;
+        let next = |i: usize, s: usize| ((i * 29 + s * 7 + 3) % v) as u32;
+        // Each alone, in slot 0 of a one-slot engine.
+        let mut alone_logits = Vec::new();
+        let mut single = load(&m, 1, ctx, 16);
+        for (i, p) in prompts.iter().enumerate() {
+            Engine::reset(&mut single);
+            Engine::prefill(&mut single, p).expect("prefill");
+            let mut l = Vec::new();
+            for s in 0..steps {
+                l.push(single.decode_step(next(i, s)).expect("decode"));
+            }
+            alone_logits.push(l);
+        }
+        // All together, eager then from graphs.
+        let mut runs = Vec::new();
+        for graphs in [false, true] {
+            let mut gpu = load(&m, n, ctx, 16);
+            gpu.set_cuda_graph(graphs);
+            // Slots in reverse order of rows.
+            for (i, p) in prompts.iter().enumerate() {
+                BatchEngine::prefill(&mut gpu, n - 1 - i, p).expect("prefill");
+            }
+            let mut out = Vec::new();
+            for s in 0..steps {
+                let batch: Vec<(SlotId, u32)> = (0..n).map(|i| (n - 1 - i, next(i, s))).collect();
+                out.push(BatchEngine::decode(&mut gpu, &batch).expect("decode"));
+            }
+            if graphs {
+                assert_eq!(gpu.cuda_graph_failure(), None, "{name}");
+                assert_eq!(gpu.cuda_graph_captures(), 1, "{name}: one row count");
+                assert_eq!(gpu.cuda_graph_replays(), steps as u64 - 1, "{name}");
+            }
+            runs.push(out);
+        }
+        for (s, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name}: step {s}: graph replay differs from eager"
+            );
+        }
+        let tol = if exact_f32(&m) { 1e-4 } else { 5e-2 };
+        for s in 0..steps {
+            for i in 0..n {
+                let got = &runs[0][s][i * v..(i + 1) * v];
+                let d = rel_diff(got, &alone_logits[i][s]);
+                assert!(
+                    d <= tol,
+                    "{name}: step {s}, row {i}: {d:e} from the sequence alone (tolerance {tol:e})"
+                );
+            }
+        }
+    }
+}
+
+/// Bad calls of the slots API are refused with an error, not a crash or a corrupted state.
+#[test]
+fn the_slots_api_refuses_bad_calls() {
+    let m = lower(&config(json!({})), DType::F32);
+    let mut gpu = load(&m, 2, 8, 4);
+    assert!(
+        BatchEngine::prefill(&mut gpu, 2, &[1, 2]).is_err(),
+        "slot 2 of 2"
+    );
+    assert!(
+        BatchEngine::prefill(&mut gpu, 0, &[]).is_err(),
+        "empty prompt"
+    );
+    assert!(
+        BatchEngine::prefill(&mut gpu, 0, &[1000]).is_err(),
+        "token past the vocab"
+    );
+    BatchEngine::prefill(&mut gpu, 0, &[1, 2, 3]).expect("prefill");
+    assert!(
+        BatchEngine::decode(&mut gpu, &[(0, 1), (0, 2)]).is_err(),
+        "one slot twice"
+    );
+    assert!(BatchEngine::decode(&mut gpu, &[(0, 1), (1, 2), (2, 3)]).is_err());
+    assert!(
+        BatchEngine::prefill(&mut gpu, 0, &[1, 2, 3, 4, 5, 6]).is_err(),
+        "past the context"
+    );
+    assert_eq!(
+        BatchEngine::position(&gpu, 0),
+        3,
+        "a refused call changes nothing"
+    );
+    assert!(BatchEngine::decode(&mut gpu, &[])
+        .expect("empty")
+        .is_empty());
+}
