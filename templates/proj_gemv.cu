@@ -53,28 +53,7 @@
 #pragma unroll {{ s.unroll }}
       for (int c = lane + 32 * kp; c < {{ s.len }} / {{ vec }}; c += 32 * KS) {
         const int k = c * {{ vec }};
-{% if rg > 1 %}        // Several rows: this chunk's weights first, then one row's input at a time, so only
-        // one row's inputs are live (registers bound the loads in flight, not the rows).
-{% if s.read_w %}        float wv[{{ wr }}][{{ vec }}];
-#pragma unroll
-        for (int i = 0; i < {{ wr }}; ++i) loadv(wrow[i] + {{ s.wcol }} + k, wv[i]);
-{% endif %}{% if norm != "none" %}        float gv[{{ vec }}];
-        loadv(gamma + {{ s.goff }} + k, gv);
-{% endif %}#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float xv[{{ vec }}];
-          loadv(xs[r] + k, xv);
-{% if norm != "none" %}#pragma unroll
-          for (int j = 0; j < {{ vec }}; ++j) {
-            ss[r][{{ s.ss }}] += xv[j] * xv[j];
-            xv[j] *= gv[j];
-          }
-{% endif %}{% if s.read_w %}#pragma unroll
-          for (int i = 0; i < {{ wr }}; ++i)
-#pragma unroll
-            for (int j = 0; j < {{ vec }}; ++j) acc[r][i][{{ s.grp }}] += wv[i][j] * xv[j];
-{% endif %}        }
-{% else %}        float xv[R][{{ vec }}];
+        float xv[R][{{ vec }}];
 #pragma unroll
         for (int r = 0; r < R; ++r) loadv(xs[r] + k, xv[r]);
 {% if norm != "none" %}        float gv[{{ vec }}];
@@ -95,7 +74,7 @@
 #pragma unroll
             for (int j = 0; j < {{ vec }}; ++j) acc[r][i][{{ s.grp }}] += wv[j] * xv[r][j];
         }
-{% endif %}{% endif %}      }
+{% endif %}      }
     }
 {% endfor %}    // The weights are streamed: the next launch's blocks may come in and reach their wait.
     if (m0 + R >= rows) z2c_launch_dependents();

@@ -23,9 +23,6 @@ const GEMV_LOADS_IN_FLIGHT: usize = 16;
 /// with one accumulator per row; a step of more rows makes several passes, the later ones
 /// mostly from L2 (docs/KERNELS.md "proj_gemv").
 pub const GEMV_ROW_GROUP: usize = 8;
-/// Unrolling of the chunk loop of the several-row `proj_gemv` (its weight loads in flight per
-/// lane are this times the weight rows per warp).
-const GEMV_BATCH_UNROLL: usize = 4;
 
 use crate::tune;
 
@@ -308,21 +305,15 @@ pub(super) fn gemv(
     };
     let nss = input.segs.iter().map(|s| s.ss + 1).max().unwrap_or(1);
     // The input segments for groups of `rg` rows: the chunk loop is unrolled to keep
-    // GEMV_LOADS_IN_FLIGHT weight loads in flight for one row. Several rows keep one row's
-    // inputs live at a time (templates/proj_gemv.cu) and unroll by GEMV_BATCH_UNROLL: with the
-    // inputs of all 8 rows live and no unrolling, batch 8 ran at 9.2 ms a step against
-    // 2.6 ms for one row (docs/PERFORMANCE.md), short of loads in flight.
+    // GEMV_LOADS_IN_FLIGHT weight loads in flight, fewer when each iteration also loads the
+    // inputs of several rows.
     let segs = |rg: usize| -> Vec<serde_json::Value> {
         input
             .segs
             .iter()
             .map(|s| {
                 let trip = (s.len / vec).div_ceil(32);
-                let unroll = if rg > 1 {
-                    tune("GEMV_BATCH_UNROLL", GEMV_BATCH_UNROLL)
-                } else {
-                    (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr).max(1)
-                };
+                let unroll = (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr / rg).max(1);
                 json!({
                     "x": s.param, "x_stride": s.op.stride, "xoff": s.xoff, "len": s.len,
                     "wcol": s.wcol, "goff": s.goff,
@@ -429,7 +420,10 @@ pub(super) fn gemv(
         flops_per_row: 2 * wrows as u64 * k_read as u64 + 2 * adapted_rows * rank as u64,
         ..Default::default()
     };
-    let b = b.set("ks", ks).set("pdl_inside", true).cost(cost);
+    let b = b
+        .set("ks", ks)
+        .set("pdl_inside", true)
+        .cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
     let mut spec = b.output(&out).scalar("rows", Arg::Rows).finish(
         [
