@@ -15,7 +15,7 @@ for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
     # flash prompt attention; then decode steps.
     toks=$(python3 -c 'print(",".join(str((i*37+11)%60) for i in range(150)))')
     for tool in memcheck racecheck; do
-      ZAMBA2C_NO_CUDA_GRAPH=1 timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
+      ZAMBA2C_NO_CUDA_GRAPH=1 timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
         "$Z" logits "$p" --tokens "$toks" --decode-from 144 --device cuda --out /tmp/san.safetensors \
         > "$OUT/san-$m-$dt-$tool.log" 2>&1
       r=$?
@@ -24,4 +24,19 @@ for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
     done
   done
 done
+# The batched engine (slots, per-row meta, the several-row proj_gemv): `bench --batch 4` of
+# short prompts, eager, under both tools (BATCHED=0 skips it).
+if [ "${BATCHED:-1}" = 1 ]; then
+  m=${MODELS%% *}; m=${m:-two_blocks_adapter_rope}
+  p=/tmp/san-$m-bf16
+  [ -d "$p" ] || "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype bf16 > /dev/null 2>&1
+  for tool in memcheck racecheck; do
+    ZAMBA2C_NO_CUDA_GRAPH=1 timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
+      "$Z" bench "$p" --device cuda --batch 4 --prompt-len 20 --gen-len 6 --max-context 64 --json \
+      > "$OUT/san-batch-$tool.log" 2>&1
+    r=$?
+    echo "$m bf16 batch 4 $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-batch-$tool.log" | tail -1)"
+    [ $r -eq 0 ] || rc=1
+  done
+fi
 exit $rc
