@@ -420,10 +420,7 @@ pub(super) fn gemv(
         flops_per_row: 2 * wrows as u64 * k_read as u64 + 2 * adapted_rows * rank as u64,
         ..Default::default()
     };
-    let b = b
-        .set("ks", ks)
-        .set("pdl_inside", true)
-        .cost(cost);
+    let b = b.set("ks", ks).set("pdl_inside", true).cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
     let mut spec = b.output(&out).scalar("rows", Arg::Rows).finish(
         [
