@@ -23,10 +23,14 @@ use serde::Serialize;
 
 use crate::graph::{Module, StateSpec};
 use crate::kernel::{Arg, GraphProgram, Program, Storage};
-use crate::memory::align_up;
 
 /// Alignment of every buffer, region and value offset (what `cuMemAlloc` gives, and more than
 /// any kernel's vector load needs).
+/// Rounds `n` up to a multiple of `a`.
+pub fn align_up(n: usize, a: usize) -> usize {
+    n.div_ceil(a) * a
+}
+
 pub const DEVICE_ALIGN: usize = 256;
 
 /// Most tokens one prompt launch processes by default; longer prompts run in chunks.
