@@ -26,12 +26,12 @@ use crate::kernel::{Arg, GraphProgram, Program, Storage};
 
 /// Alignment of every buffer, region and value offset (what `cuMemAlloc` gives, and more than
 /// any kernel's vector load needs).
+pub const DEVICE_ALIGN: usize = 256;
+
 /// Rounds `n` up to a multiple of `a`.
 pub fn align_up(n: usize, a: usize) -> usize {
     n.div_ceil(a) * a
 }
-
-pub const DEVICE_ALIGN: usize = 256;
 
 /// Most tokens one prompt launch processes by default; longer prompts run in chunks.
 pub const DEFAULT_PROMPT_CHUNK: usize = 512;
