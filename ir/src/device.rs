@@ -35,6 +35,9 @@ pub fn align_up(n: usize, a: usize) -> usize {
 
 /// Most tokens one prompt launch processes by default; longer prompts run in chunks.
 pub const DEFAULT_PROMPT_CHUNK: usize = 512;
+/// The largest prompt chunk a caller may ask for (`--prompt-chunk`): the activation arena
+/// grows linearly with it (~94 MB per 512 tokens for Zamba2-2.7B).
+pub const MAX_PROMPT_CHUNK: usize = 16384;
 
 /// `i32`s of `meta` per row of a call: the row's position, then its state slot
 /// (`crate::kernel::Arg::Meta`).
@@ -65,6 +68,15 @@ impl DeviceShape {
             max_context,
             batch,
             prompt_chunk: max_context.clamp(1, DEFAULT_PROMPT_CHUNK),
+        }
+    }
+
+    /// This shape with prompt launches of at most `chunk` tokens (never more than the context;
+    /// callers check `chunk` against [`MAX_PROMPT_CHUNK`]).
+    pub fn with_prompt_chunk(self, chunk: usize) -> Self {
+        DeviceShape {
+            prompt_chunk: chunk.clamp(1, self.max_context.max(1)),
+            ..self
         }
     }
 }
