@@ -54,10 +54,14 @@ if [ -n "${VARIANTS:-}" ]; then
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2))"
   done
 fi
+# The dummy-weights 2.7B plan compiled with one codegen knob KNOB=V (ZAMBA2C_TUNE_KNOB) into $2.
+variant_plan() {
+  env "ZAMBA2C_TUNE_$1" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype bf16 --arch sm_90 \
+    > /dev/null 2>&1 || { echo "variant $1: compile failed"; return 1; }
+}
 for v in ${VARIANTS:-}; do
   d=/tmp/var-${v//=/-}
-  env "ZAMBA2C_TUNE_$v" "$Z" compile examples/zamba2-2.7b-config -o "$d" --dummy-weights --dtype bf16 --arch sm_90 \
-    > /dev/null 2>&1 || { echo "variant $v: compile failed"; rc=1; continue; }
+  variant_plan "$v" "$d" || { rc=1; continue; }
   for pl in 512 2048; do
     timeout 60 "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2))"
@@ -65,7 +69,7 @@ for v in ${VARIANTS:-}; do
 done
 # Overlapped launches (docs/KERNELS.md "Overlapping launches"): decode ms/token of the default
 # plan with programmatic dependent launch on and off (ZAMBA2C_NO_PDL=1, same process kind, same
-# plan), then plans made with other prefetch budgets (PDL_PREFETCH bytes per weight row).
+# plan).
 decode_ms() {  # plan, context, extra env...
   local plan=$1 ctx=$2; shift 2
   env "$@" timeout 90 "$Z" bench "$plan" --device cuda --prompt-len $((ctx - 64)) --gen-len 64 \
@@ -75,12 +79,6 @@ decode_ms() {  # plan, context, extra env...
 if [ "${PDL:-0}" = 1 ]; then
   for ctx in 512 4096; do
     echo "pdl default plan ctx $ctx on $(decode_ms "$M" $ctx X=1) off $(decode_ms "$M" $ctx ZAMBA2C_NO_PDL=1)" | tee -a "$OUT/pdl.txt"
-  done
-  for pf in ${PDL_PREFETCH:-1 4096}; do
-    d=/tmp/pf-$pf
-    ZAMBA2C_TUNE_GEMV_PREFETCH=$pf "$Z" compile examples/zamba2-2.7b-config -o "$d" --dummy-weights --dtype bf16 \
-      --arch sm_90 > /dev/null 2>&1 || { echo "prefetch $pf: compile failed"; rc=1; continue; }
-    echo "pdl prefetch $pf ctx 512 $(decode_ms "$d" 512 X=1) ctx 4096 $(decode_ms "$d" 4096 X=1)" | tee -a "$OUT/pdl.txt"
   done
 fi
 if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
@@ -162,8 +160,7 @@ fi
 # `bench --batch` at 8 and 64 rows, printed only.
 for v in ${BATCH_VARIANTS:-}; do
   d=/tmp/bvar-${v//=/-}
-  env "ZAMBA2C_TUNE_$v" "$Z" compile examples/zamba2-2.7b-config -o "$d" --dummy-weights --dtype bf16 --arch sm_90 \
-    > /dev/null 2>&1 || { echo "batch variant $v: compile failed"; rc=1; continue; }
+  variant_plan "$v" "$d" || { rc=1; continue; }
   for b in 8 64; do
     timeout 120 "$Z" bench "$d" --device cuda --batch "$b" --prompt-len 512 --gen-len 64 --max-context 640 --json 2>/dev/null \
       | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch variant $v B=$b decode_tok_s %.1f ms_step %.3f ms_step_max %.3f' % (r['decode_tokens_per_s'], r['ms_per_step'], r['ms_per_step_max']))"

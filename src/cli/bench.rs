@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use zamba2c_ir::device::MAX_PROMPT_CHUNK;
 use zamba2c_ir::Plan;
 
 use zamba2c_runtime::batch::DEFAULT_PREFILL_CHUNK;
@@ -15,7 +14,7 @@ use zamba2c_runtime::Engine;
 
 use super::bench_table::{peak_rss_bytes, summarize, table, MAX_REPEAT};
 use super::engine::{open_batch_engine, open_engine, Device, MAX_BATCH};
-use super::limits::check_lengths;
+use super::limits::{check_lengths, check_prompt_chunk};
 use super::output::{print_stdout, OutputFile};
 
 /// Measure prompt processing and decoding on random token ids.
@@ -99,13 +98,9 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
     if a.prefill_chunk == 0 {
         bail!("--prefill-chunk: must be at least 1");
     }
-    if let Some(n) = a.prompt_chunk {
-        if n == 0 || n > MAX_PROMPT_CHUNK {
-            bail!("--prompt-chunk: must be in 1..={MAX_PROMPT_CHUNK}, got {n}");
-        }
-        if a.batch > 1 || a.profile {
-            bail!("--prompt-chunk: only for the one-sequence bench (no --batch, no --profile)");
-        }
+    check_prompt_chunk(a.prompt_chunk)?;
+    if a.prompt_chunk.is_some() && (a.batch > 1 || a.profile) {
+        bail!("--prompt-chunk: only for the one-sequence bench (no --batch, no --profile)");
     }
     if a.profile && a.device == Device::Cpu {
         bail!("--profile: only with --device cuda (it times GPU kernels)");

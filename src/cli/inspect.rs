@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable, MAX_PROMPT_CHUNK};
+use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH};
 use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
@@ -203,11 +203,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
             a.max_batch
         );
     }
-    if let Some(n) = a.prompt_chunk {
-        if n == 0 || n > MAX_PROMPT_CHUNK {
-            bail!("--prompt-chunk: must be in 1..={MAX_PROMPT_CHUNK}, got {n}");
-        }
-    }
+    super::limits::check_prompt_chunk(a.prompt_chunk)?;
     let plan = Plan::open(&a.plan)?;
     let m = &plan.module;
     let program = read_program(&plan)?;

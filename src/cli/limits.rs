@@ -6,6 +6,7 @@
 //! load before issue 16. The arithmetic is u128, so no size from a plan can overflow it.
 
 use anyhow::{bail, Result};
+use zamba2c_ir::device::MAX_PROMPT_CHUNK;
 use zamba2c_ir::Plan;
 
 /// `--prompt-len` and `--gen-len` of `bench`: a prompt of at least one token, and together
@@ -25,6 +26,17 @@ pub fn check_lengths(prompt_len: usize, gen_len: usize, context: usize) -> Resul
         );
     }
     Ok(())
+}
+
+/// `--prompt-chunk` of `bench` and `inspect`: prompt launches of 1 to [`MAX_PROMPT_CHUNK`]
+/// tokens (the activation arena grows with it).
+pub fn check_prompt_chunk(chunk: Option<usize>) -> Result<()> {
+    match chunk {
+        Some(n) if n == 0 || n > MAX_PROMPT_CHUNK => {
+            bail!("--prompt-chunk: must be in 1..={MAX_PROMPT_CHUNK}, got {n}")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Bytes of memory the machine can still give (`MemAvailable` of /proc/meminfo), if known.
