@@ -394,8 +394,8 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
     zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
     let p1 = build_program(&fused).expect("program");
     let p0 = build_program(&base).expect("program at -O0");
-    let c1 = p1.cost(512);
-    let c0 = p0.cost(512);
+    let c1 = p1.cost(512, 64);
+    let c0 = p0.cost(512, 64);
     eprintln!(
         "-O1: decode {} launches, {:.4e} B/token; prompt {} launches. -O0: decode {}, prompt {}",
         c1.decode.launches,
