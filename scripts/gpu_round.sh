@@ -176,6 +176,16 @@ if [ "${SERVE:-0}" = 1 ] && [ -d "$P" ]; then
     -d '{"prompt": "The capital of France is", "max_tokens": 8}' | tee -a "$OUT/serve.log"; echo
   kill -TERM $sp; wait $sp
 fi
+# Prompt launch size (CHUNKS=1): TTFT of 2048- and 4064-token prompts with prompt launches of
+# 512 (the default), 1024 and 2048 tokens (`bench --prompt-chunk`), printed only.
+if [ "${CHUNKS:-0}" = 1 ]; then
+  for c in 512 1024 2048; do
+    for pl in 2048 4064; do
+      timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 --prompt-chunk $c --json \
+        2>/dev/null | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('prompt chunk $c prompt $pl ttft_ms %.1f prefill_gpu_ms %.1f engine_GiB %.3f' % (r['ttft_ms'], r['prefill_gpu_ms'], r['engine_bytes']/2**30))"
+    done
+  done
+fi
 # Batched-decode codegen knobs (BATCH_VARIANTS="GEMV_ROW_GROUP=4 ..."): one plan per setting,
 # `bench --batch` at 8 and 64 rows, printed only.
 for v in ${BATCH_VARIANTS:-}; do

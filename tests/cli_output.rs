@@ -213,6 +213,20 @@ fn bench_repeats_lists_and_tables() {
     let zero = common::zamba2c(&["bench", demo_plan(), "--device", "cpu", "--repeat", "0"]);
     assert_eq!(zero.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--repeat"));
+    // --prompt-chunk sizes the CUDA engine's prompt launches: out of range, or on the CPU, it is
+    // refused in one line naming it.
+    for args in [
+        &["--device", "cpu", "--prompt-chunk", "0"][..],
+        &["--device", "cpu", "--prompt-chunk", "100000"],
+        &["--device", "cpu", "--prompt-chunk", "64"],
+    ] {
+        let mut all = vec!["bench", demo_plan()];
+        all.extend_from_slice(args);
+        let out = common::zamba2c(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("--prompt-chunk"), "{args:?}: {err}");
+    }
 }
 
 /// Progress bars (compile, loading weights for the CPU) are drawn on a terminal only: under a

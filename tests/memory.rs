@@ -89,6 +89,49 @@ fn inspect_reports_the_gpu_memory_of_a_2p7b_plan() {
     // Issue 11's target: bf16 KV at 4096 tokens leaves room for the CUDA context in 6.5 GiB.
     let t = memory(&p16, &["--max-context", "4096"]);
     assert!(field(&t, "total") < 6 * (1 << 30), "{t}");
+    // `--prompt-chunk N`: the activation arena is what scales with the prompt launch (the
+    // prompt graph's values, N rows each); everything else stays; the chunk never exceeds the
+    // context; bad values end in one line naming the flag.
+    let acts_at = |chunk: &str| {
+        let t = memory(&p16, &["--max-context", "4096", "--prompt-chunk", chunk]);
+        assert_eq!(field(&t, "kv_cache"), 4096 * kv_per_token(2), "{t}");
+        assert_eq!(field(&t, "states"), states, "{t}");
+        field(&t, "activations") as f64
+    };
+    let (a512, a1024, a2048) = (acts_at("512"), acts_at("1024"), acts_at("2048"));
+    assert_eq!(
+        a512,
+        field(&t, "activations") as f64,
+        "the default chunk is 512"
+    );
+    for (a, k) in [(a1024, 2.0), (a2048, 4.0)] {
+        assert!((a / (k * a512) - 1.0).abs() < 0.01, "{a} vs {k} x {a512}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&zamba2c_ok(&[
+        "inspect",
+        &p16,
+        "--format",
+        "json",
+        "--max-context",
+        "300",
+        "--prompt-chunk",
+        "1024",
+    ]))
+    .expect("JSON");
+    assert_eq!(
+        v["memory_shape"]["prompt_chunk"], 300,
+        "{}",
+        v["memory_shape"]
+    );
+    for bad in ["0", "16385"] {
+        let out = zamba2c(&["inspect", &p16, "--prompt-chunk", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.trim().lines().count() == 1 && err.contains("--prompt-chunk"),
+            "{err}"
+        );
+    }
     // The text form has the table too.
     let text = zamba2c_ok(&["inspect", &p16, "--max-context", "4096"]);
     assert!(

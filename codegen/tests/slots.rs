@@ -4,27 +4,14 @@
 //! slot a disjoint, sequence-sized part of every state region and room for `[pos, slot]` per
 //! row, and decode projections carry a batched variant with the same parameters.
 
+mod common;
+use common::config;
+
 use serde_json::json;
 use zamba2c_codegen::build_program;
 use zamba2c_ir::device::{meta_bytes, state_region_bytes, DeviceLayout, DeviceShape, Region};
 use zamba2c_ir::kernel::{Arg, Program};
-use zamba2c_ir::{lower_mixed, DType, Module, Zamba2Config};
-
-fn config(extra: serde_json::Value) -> Zamba2Config {
-    let mut v = json!({
-        "vocab_size": 67, "hidden_size": 24, "num_hidden_layers": 4,
-        "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"],
-        "mamba_d_state": 12, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_ngroups": 1,
-        "n_mamba_heads": 6, "intermediate_size": 40, "num_attention_heads": 4,
-        "num_key_value_heads": 4, "num_mem_blocks": 2, "adapter_rank": 3,
-        "use_mem_rope": false, "use_shared_attention_adapter": false,
-        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "time_step_min": 0.001
-    });
-    for (k, x) in extra.as_object().expect("object") {
-        v[k] = x.clone();
-    }
-    Zamba2Config::from_value(std::path::Path::new("(test)"), &v).expect("valid config")
-}
+use zamba2c_ir::{lower_mixed, DType, Module};
 
 /// Tiny modules at -O0 (decomposed kernels) and -O1 (fused families), with and without RoPE,
 /// adapters and grouped heads.

@@ -24,14 +24,21 @@ use serde::Serialize;
 
 use crate::graph::{Module, StateSpec};
 use crate::kernel::{Arg, GraphId, GraphProgram, Program, Storage};
-use crate::memory::align_up;
 
 /// Alignment of every buffer, region and value offset (what `cuMemAlloc` gives, and more than
 /// any kernel's vector load needs).
 pub const DEVICE_ALIGN: usize = 256;
 
+/// Rounds `n` up to a multiple of `a`.
+pub fn align_up(n: usize, a: usize) -> usize {
+    n.div_ceil(a) * a
+}
+
 /// Most tokens one prompt launch processes by default; longer prompts run in chunks.
 pub const DEFAULT_PROMPT_CHUNK: usize = 512;
+/// The largest prompt chunk a caller may ask for (`--prompt-chunk`): the activation arena
+/// grows linearly with it (~94 MB per 512 tokens for Zamba2-2.7B).
+pub const MAX_PROMPT_CHUNK: usize = 16384;
 
 /// `i32`s of `meta` per row of a call: the row's position, then its state slot
 /// (`crate::kernel::Arg::Meta`).
@@ -62,6 +69,15 @@ impl DeviceShape {
             max_context,
             batch,
             prompt_chunk: max_context.clamp(1, DEFAULT_PROMPT_CHUNK),
+        }
+    }
+
+    /// This shape with prompt launches of at most `chunk` tokens (never more than the context;
+    /// callers check `chunk` against [`MAX_PROMPT_CHUNK`]).
+    pub fn with_prompt_chunk(self, chunk: usize) -> Self {
+        DeviceShape {
+            prompt_chunk: chunk.clamp(1, self.max_context.max(1)),
+            ..self
         }
     }
 }

@@ -459,8 +459,6 @@ pub struct Module {
     pub states: Vec<StateSpec>,
     pub prompt: Graph,
     pub decode: Graph,
-    /// Where every buffer lives, once the `plan-memory` pass has run.
-    pub memory: Option<crate::memory::MemoryPlan>,
 }
 
 impl Module {

@@ -10,7 +10,6 @@ pub mod graph;
 pub mod kernel;
 pub mod layout;
 pub mod lower;
-pub mod memory;
 pub mod op;
 pub mod verify;
 

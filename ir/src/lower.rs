@@ -44,7 +44,6 @@ pub fn lower_with_kv(
         states,
         prompt,
         decode,
-        memory: None,
     }
 }
 

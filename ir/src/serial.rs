@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::Zamba2Config;
 use crate::graph::{DType, Graph, Module, Node, Phase, StateSpec, WeightSpec};
 use crate::lower::lower_with_kv;
-use crate::memory::MemoryPlan;
 
 /// One node of a serialized graph.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,9 +42,6 @@ pub struct ModuleFile {
     pub states: Vec<StateSpec>,
     pub prompt: GraphFile,
     pub decode: GraphFile,
-    /// The memory plan (absent at `-O0` and in plans made before it existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryPlan>,
 }
 
 impl From<&Graph> for GraphFile {
@@ -118,7 +114,6 @@ impl From<&Module> for ModuleFile {
             states: m.states.clone(),
             prompt: (&m.prompt).into(),
             decode: (&m.decode).into(),
-            memory: m.memory.clone(),
         }
     }
 }
@@ -186,7 +181,6 @@ impl ModuleFile {
             states: self.states.clone(),
             prompt,
             decode,
-            memory: self.memory.clone(),
         })
     }
 }

@@ -4,7 +4,6 @@
 
 pub mod cost;
 pub mod fuse;
-pub mod memory;
 pub mod pipeline;
 pub mod rewrite;
 pub mod shared_concat;

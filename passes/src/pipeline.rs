@@ -7,7 +7,7 @@ use std::path::Path;
 use zamba2c_ir::plan::PassRecord;
 use zamba2c_ir::{verify_module, Module, Phase};
 
-use crate::{fuse, memory, shared_concat};
+use crate::{fuse, shared_concat};
 
 /// A named pass and the lowest optimisation level that runs it.
 pub struct Pass {
@@ -33,8 +33,6 @@ pub const PASSES: &[Pass] = &[
     Pass { name: "fuse-residual", min_level: 1, run: fuse::fuse_residual },
     // Drop every node no output depends on (each rewrite above also sweeps what it replaced).
     Pass { name: "eliminate-dead-nodes", min_level: 1, run: fuse::eliminate_dead_nodes },
-    // One activation arena per graph reused by liveness; weights, recurrent state, KV apart.
-    Pass { name: "plan-memory", min_level: 1, run: memory::plan_memory },
 ];
 
 /// A pass failure (a verifier finding after a pass, or an unwritable dump directory).

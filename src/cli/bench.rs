@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use zamba2c_ir::device::MAX_PROMPT_CHUNK;
 use zamba2c_ir::Plan;
 
 use zamba2c_runtime::batch::DEFAULT_PREFILL_CHUNK;
+use zamba2c_runtime::cuda::CudaOptions;
 use zamba2c_runtime::Engine;
 
 use super::bench_table::{peak_rss_bytes, summarize, table, MAX_REPEAT};
@@ -61,6 +63,10 @@ pub struct BenchArgs {
     /// has the memory the plan predicts for it beside what was allocated and the peak.
     #[arg(long, value_name = "N")]
     pub max_context: Option<usize>,
+    /// CUDA, one sequence: most prompt tokens one prompt launch processes (the activation
+    /// arena is sized for it; default 512, at most the context). Longer prompts run in chunks.
+    #[arg(long, value_name = "N")]
+    pub prompt_chunk: Option<usize>,
     /// With --batch: prompt tokens run per step, between decode steps.
     #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK, value_name = "N")]
     pub prefill_chunk: usize,
@@ -93,6 +99,14 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
     if a.prefill_chunk == 0 {
         bail!("--prefill-chunk: must be at least 1");
     }
+    if let Some(n) = a.prompt_chunk {
+        if n == 0 || n > MAX_PROMPT_CHUNK {
+            bail!("--prompt-chunk: must be in 1..={MAX_PROMPT_CHUNK}, got {n}");
+        }
+        if a.batch > 1 || a.profile {
+            bail!("--prompt-chunk: only for the one-sequence bench (no --batch, no --profile)");
+        }
+    }
     if a.profile && a.device == Device::Cpu {
         bail!("--profile: only with --device cuda (it times GPU kernels)");
     }
@@ -109,6 +123,9 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
     a.device = a.device.resolve(&plan);
     if a.profile && a.device != Device::Cuda {
         bail!("--profile: times GPU kernels, and --device auto found no usable GPU here");
+    }
+    if a.prompt_chunk.is_some() && a.device != Device::Cuda {
+        bail!("--prompt-chunk: sizes the CUDA engine's prompt launches; only with --device cuda");
     }
     if a.max_context == Some(0) {
         bail!("--max-context: must be at least 1");
@@ -161,10 +178,17 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
             ));
             let report = match a.device {
                 _ if a.batch > 1 => batch_bench(&plan, &a, prompt_len, ctx_for(prompt_len))?,
-                Device::Cuda => serde_json::to_value(
-                    zamba2c_runtime::cuda::bench(&plan, prompt_len, a.gen_len, ctx_for(prompt_len))
-                        .context("bench --device cuda")?,
-                )?,
+                Device::Cuda => {
+                    let ctx = ctx_for(prompt_len);
+                    let mut options = CudaOptions::new(ctx);
+                    if let Some(n) = a.prompt_chunk {
+                        options.prompt_chunk = options.shape().with_prompt_chunk(n).prompt_chunk;
+                    }
+                    serde_json::to_value(
+                        zamba2c_runtime::cuda::bench_with(&plan, prompt_len, a.gen_len, options)
+                            .context("bench --device cuda")?,
+                    )?
+                }
                 Device::Cpu | Device::Auto => {
                     // One engine for every row and run: loading is not what is measured.
                     if cpu_engine.is_none() {

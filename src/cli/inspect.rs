@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
+use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable, MAX_PROMPT_CHUNK};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH, ROWS_MMA_MIN};
 use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
@@ -48,6 +48,10 @@ pub struct InspectArgs {
     /// Sequences the memory table is computed for.
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub max_batch: usize,
+    /// Prompt tokens per launch the memory table is computed for (the activation arena;
+    /// default 512, at most the context; `bench --prompt-chunk` runs with it).
+    #[arg(long, value_name = "N")]
+    pub prompt_chunk: Option<usize>,
     /// With --format dot: the graph to draw (default: decode), clustered per layer and
     /// coloured by op kind.
     #[arg(long, value_enum, value_name = "GRAPH")]
@@ -241,10 +245,18 @@ pub fn main(a: InspectArgs) -> Result<()> {
             a.max_batch
         );
     }
+    if let Some(n) = a.prompt_chunk {
+        if n == 0 || n > MAX_PROMPT_CHUNK {
+            bail!("--prompt-chunk: must be in 1..={MAX_PROMPT_CHUNK}, got {n}");
+        }
+    }
     let plan = Plan::open(&a.plan)?;
     let m = &plan.module;
     let program = read_program(&plan)?;
-    let shape = DeviceShape::new(context_or_default(a.max_context, &plan)?, a.max_batch);
+    let mut shape = DeviceShape::new(context_or_default(a.max_context, &plan)?, a.max_batch);
+    if let Some(n) = a.prompt_chunk {
+        shape = shape.with_prompt_chunk(n);
+    }
     let memory = program
         .as_ref()
         .map(|p| memory_table(&plan, p, shape))

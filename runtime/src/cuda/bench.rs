@@ -18,6 +18,8 @@ pub struct BenchReport {
     pub gen_len: usize,
     /// Tokens the KV caches were allocated for.
     pub max_context: usize,
+    /// Most prompt tokens one prompt launch processed (longer prompts ran in chunks).
+    pub prompt_chunk: usize,
     /// Prefill of the prompt through the last position's logits on the host, wall clock,
     /// after a warm-up.
     pub ttft_ms: f64,
@@ -63,6 +65,19 @@ pub fn bench(
     gen_len: usize,
     max_context: usize,
 ) -> Result<BenchReport, RuntimeError> {
+    bench_with(plan, prompt_len, gen_len, CudaOptions::new(max_context))
+}
+
+/// [`bench`] with explicit load options (`options.max_context` is the context; e.g. a prompt
+/// chunk other than the default, `bench --prompt-chunk`).
+pub fn bench_with(
+    plan: &Plan,
+    prompt_len: usize,
+    gen_len: usize,
+    options: CudaOptions,
+) -> Result<BenchReport, RuntimeError> {
+    let max_context = options.max_context;
+    let options_chunk = options.prompt_chunk;
     if prompt_len == 0 {
         return Err(RuntimeError::Input(
             "--prompt-len must be at least 1".into(),
@@ -73,7 +88,6 @@ pub fn bench(
             "{prompt_len} prompt tokens and {gen_len} steps do not fit a context of {max_context}"
         )));
     }
-    let options = CudaOptions::new(max_context);
     // The prediction, from the plan alone (what `inspect --max-context` prints).
     let program = super::engine::read_program(plan)?;
     let memory = DeviceLayout::plan(&plan.module, &program, options.shape())
@@ -140,6 +154,7 @@ pub fn bench(
         prompt_len,
         gen_len,
         max_context,
+        prompt_chunk: options_chunk,
         ttft_ms,
         prefill_gpu_ms,
         decode_ms_per_token: median,
