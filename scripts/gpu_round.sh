@@ -6,7 +6,8 @@
 #    and 4096 tokens of context (scripts/gpu_check_27b.py);
 # 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
 # Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
-# B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others).
+# B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
+# (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -136,6 +137,33 @@ for b in batches:
         row = (1e3 / ms if ms else 0.0, 1e3 / ms if ms else 0.0, ms, ms, ttft, ttft)
     print(f"{b:>5} {row[0]:>10.1f} {row[1]:>12.1f} {row[2]:>8.3f} {row[3]:>11.3f} {row[4]:>11.1f} {row[5]:>11.1f}")
 PY
+fi
+if [ "${BATCH_MMA:-0}" = 1 ]; then
+  # Batched decode on the tensor-core table `decode_rows` (docs/KERNELS.md "decode_rows") against
+  # the GEMV table: `bench --batch B` on the 2.7B plan above with the default threshold (steps of
+  # >= 16 rows on decode_rows) and with ZAMBA2C_TUNE_ROWS_MMA_MIN=1000 (every step on decode,
+  # the path measured before). One line per run in batch_mma.txt, the JSON of every run in
+  # batch_mma.json (two files: the device tool returns only a few).
+  : > "$OUT/batch_mma.json"
+  for b in ${MMA_BATCHES:-16 32 64}; do
+    for knob in default 1000; do
+      if [ "$knob" = default ]; then envs="X=1"; else envs="ZAMBA2C_TUNE_ROWS_MMA_MIN=$knob"; fi
+      env "$envs" timeout 300 "$Z" bench "$M" --device cuda --batch "$b" --prompt-len 512 --gen-len 128 \
+        --max-context 640 --json 2> /tmp/batch_mma.err | tail -1 > /tmp/batch_mma.one \
+        || { rc=1; tail -3 /tmp/batch_mma.err; }
+      cat /tmp/batch_mma.one >> "$OUT/batch_mma.json"
+      python3 - "$b" "$knob" /tmp/batch_mma.one <<'PY' | tee -a "$OUT/batch_mma.txt"
+import json, sys
+b, knob, path = sys.argv[1:]
+table = "decode_rows" if knob == "default" and int(b) >= 16 else "decode"
+try:
+    r = json.loads(open(path).read().strip())
+    print(f"batch_mma B={b} rows_mma_min={knob} ({table}) decode_tok_s {r['decode_tokens_per_s']:.1f} ms_step {r['ms_per_step']:.3f} ms_step_max {r['ms_per_step_max']:.3f}")
+except Exception as e:
+    print(f"batch_mma B={b} rows_mma_min={knob}: failed ({e})")
+PY
+    done
+  done
 fi
 if [ "${SERVE:-0}" = 1 ] && [ -d "$P" ]; then
   # zamba2c serve on CUDA (one slot), one completion over loopback.

@@ -524,7 +524,8 @@ fn base_specs(
     })
 }
 
-/// `x · Wᵀ`: a GEMV for the decode graph (weights streamed once), a tiled GEMM for prompts.
+/// `x · Wᵀ`: a GEMV for the decode graph (weights streamed once), a tiled GEMM for prompts and
+/// for the decode graph's `decode_rows` table.
 fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, CodegenError> {
     let x = &ctx.inputs[0];
     let out = &ctx.out;
@@ -571,8 +572,11 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
         b.output(out).scalar("rows", Arg::Rows).finish(grid, block)
     };
     let row_tiles = |tile: usize| Extent::Rows { mul: 1, div: tile };
+    // The decode graph streams weights through the GEMV, except in its `decode_rows` table
+    // (`NodeCtx::gemm`), whose projections take the prompt path's GEMMs.
+    let gemv = ctx.phase == Phase::Decode && !ctx.gemm;
     Ok(match ctx.phase {
-        Phase::Decode => {
+        _ if gemv => {
             let vec = match (x.dtype, spec.dtype) {
                 (a, w) if a == w => vec_width(
                     spec.dtype,
@@ -599,7 +603,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             ];
             kernel(b, "linear_gemv", grid, 32 * GEMV_WARPS)
         }
-        Phase::Prompt if mma_eligible(x, &spec, k) => {
+        _ if mma_eligible(x, &spec, k) => {
             // f32 activations: split into two bf16 parts (~16 mantissa bits kept) unless the
             // knob MMA_SPLIT=2 asks for one bf16 rounding (measured in docs/PERFORMANCE.md).
             let split = x.dtype == DType::F32 && mma_split();
@@ -649,7 +653,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             spec.smem = smem as u32;
             spec
         }
-        Phase::Prompt => {
+        _ => {
             let grid = [
                 Extent::Const(n.div_ceil(GEMM_TILE) as u32),
                 row_tiles(GEMM_TILE),

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::fused::Operand as FusedOperand;
 pub use zamba2c_ir::kernel::{
-    Arg, CType, Decomposed, Extent, GraphProgram, Kernel, Launch, Param, Program, Storage, Value,
+    Arg, CType, Decomposed, Extent, GraphId, GraphProgram, Kernel, Launch, Param, Program, Storage,
+    Value,
 };
 use zamba2c_ir::{DType, Dim, Graph, Module, Op, Phase};
 
@@ -35,7 +36,10 @@ impl Operand {
     }
 }
 
-/// Builds the program of `module`: both graphs, kernels deduplicated across them.
+/// Builds the program of `module`: the prompt graph, the decode graph, and the decode graph
+/// again with its projections on the tensor-core GEMM (`decode_rows`, docs/KERNELS.md),
+/// kernels deduplicated across them. The prompt and decode tables are built first, so their
+/// kernels and names are what they are without the third.
 pub fn build_program(module: &Module) -> Result<Program, CodegenError> {
     let renderer = Renderer::new()?;
     let mut kernels = Kernels {
@@ -43,12 +47,14 @@ pub fn build_program(module: &Module) -> Result<Program, CodegenError> {
         kernels: BTreeMap::new(),
         renderer,
     };
-    let prompt = build_graph(module, &module.prompt, &mut kernels)?;
-    let decode = build_graph(module, &module.decode, &mut kernels)?;
+    let prompt = build_graph(module, &module.prompt, GraphId::Prompt, &mut kernels)?;
+    let decode = build_graph(module, &module.decode, GraphId::Decode, &mut kernels)?;
+    let decode_rows = build_graph(module, &module.decode, GraphId::DecodeRows, &mut kernels)?;
     Ok(Program {
         kernels: kernels.kernels,
         prompt,
         decode,
+        decode_rows: Some(decode_rows),
     })
 }
 
@@ -126,6 +132,10 @@ pub struct NodeCtx<'a> {
     /// A linear's input is bf16 `hi` columns with the `lo` part K columns later in the same
     /// rows (split beforehand by `split_bf16`, crate::fused's prompt path).
     pub presplit: bool,
+    /// Projections lower as the prompt path lowers them (norm kernels, presplit inputs, the
+    /// tensor-core GEMM with epilogues) while state ops keep their decode kernels: the decode
+    /// graph's `decode_rows` launch table (docs/KERNELS.md "decode_rows").
+    pub gemm: bool,
 }
 
 /// Work a base kernel does after its op, for fused ops built from base kernels.
@@ -156,6 +166,7 @@ impl NodeCtx<'_> {
 fn build_graph(
     module: &Module,
     graph: &Graph,
+    id: GraphId,
     kernels: &mut Kernels,
 ) -> Result<GraphProgram, CodegenError> {
     let order = graph.topo_order();
@@ -164,9 +175,11 @@ fn build_graph(
     let mut b = GraphBuilder {
         module,
         phase: graph.phase,
-        tag: match graph.phase {
-            Phase::Prompt => 'p',
-            Phase::Decode => 'd',
+        gemm: id == GraphId::DecodeRows,
+        tag: match id {
+            GraphId::Prompt => 'p',
+            GraphId::Decode => 'd',
+            GraphId::DecodeRows => 'r',
         },
         values: Vec::with_capacity(order.len()),
         launches: Vec::new(),
@@ -236,6 +249,8 @@ struct At<'a> {
 struct GraphBuilder<'a> {
     module: &'a Module,
     phase: Phase,
+    /// `NodeCtx::gemm` for every node (the `decode_rows` table).
+    gemm: bool,
     tag: char,
     values: Vec<Value>,
     launches: Vec<Launch>,
@@ -389,6 +404,7 @@ impl GraphBuilder<'_> {
             label: at.label,
             epilogue: Epilogue::None,
             presplit: false,
+            gemm: self.gemm,
         };
         let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
             CodegenError::Node { msg, .. } => self.err(at, msg),
@@ -465,6 +481,7 @@ impl GraphBuilder<'_> {
             label: at.label,
             epilogue: Epilogue::None,
             presplit: false,
+            gemm: self.gemm,
         };
         match crate::fused::fused_specs(&ctx, &mut |w, d| self.temp(w, d)) {
             Ok(specs) => {
@@ -538,6 +555,7 @@ impl GraphBuilder<'_> {
             label: "",
             epilogue: Epilogue::None,
             presplit: false,
+            gemm: self.gemm,
         };
         let spec = crate::fused::attention_decode(
             &ctx,

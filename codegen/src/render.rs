@@ -62,6 +62,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "gated_rms_norm.cu",
         include_str!("../../templates/gated_rms_norm.cu"),
     ),
+    (
+        "group_rms_norm.cu",
+        include_str!("../../templates/group_rms_norm.cu"),
+    ),
     ("kv_append.cu", include_str!("../../templates/kv_append.cu")),
     ("attention.cu", include_str!("../../templates/attention.cu")),
     (

@@ -124,9 +124,20 @@ fn check(m: &Module, shape: DeviceShape, what: &str) -> DeviceLayout {
     let p = build_program(m).expect("program");
     let l = DeviceLayout::plan(m, &p, shape).expect("layout");
     let arena = l.table.activations as usize;
+    let rows = p.decode_rows.as_ref().expect("a decode_rows table");
+    let rows_l = l.decode_rows.as_ref().expect("a decode_rows layout");
+    assert_eq!(
+        rows_l.rows, shape.batch,
+        "{what}: decode_rows holds max_batch rows"
+    );
+    assert!(
+        rows_l.arena_bytes <= l.table.activations as usize,
+        "{what}: the arena holds decode_rows"
+    );
     for (gp, gl, g) in [
         (&p.prompt, &l.prompt, "prompt"),
         (&p.decode, &l.decode, "decode"),
+        (rows, rows_l, "decode_rows"),
     ] {
         let w = format!("{what} {g}");
         check_graph_layout(gl, arena).unwrap_or_else(|e| panic!("{w}: {e}"));
@@ -136,8 +147,8 @@ fn check(m: &Module, shape: DeviceShape, what: &str) -> DeviceLayout {
             "{w}: no worse than unshared"
         );
     }
-    // The two graphs' zeroed slots are distinct, after meta, inside the workspace.
-    let ws: Vec<Slot> = [&l.prompt, &l.decode]
+    // The three tables' zeroed slots are distinct, after meta, inside the workspace.
+    let ws: Vec<Slot> = [&l.prompt, &l.decode, rows_l]
         .iter()
         .flat_map(|g| g.slots.iter().flatten())
         .filter(|s| s.region == Region::Workspace)

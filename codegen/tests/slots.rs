@@ -50,7 +50,7 @@ fn programs() -> Vec<(Module, Program, String)> {
 fn every_state_launch_takes_meta_and_addresses_its_slot() {
     for (_, p, what) in programs() {
         let mut state_kernels = 0;
-        for gp in [&p.prompt, &p.decode] {
+        for (_, gp) in p.tables() {
             for l in &gp.launches {
                 if !l.args.iter().any(|a| matches!(a, Arg::State { .. })) {
                     continue;
@@ -129,7 +129,8 @@ fn each_slot_owns_a_disjoint_sequence_sized_part_of_every_region() {
             assert!(l.slot_ranges(&m.states, batch).is_none(), "{what}");
             // Every row's [pos, slot] fits before the first zeroed value of the workspace.
             let first_ws = [&l.prompt, &l.decode]
-                .iter()
+                .into_iter()
+                .chain(&l.decode_rows)
                 .flat_map(|g| g.slots.iter().flatten())
                 .filter(|s| s.region == Region::Workspace)
                 .map(|s| s.offset)
@@ -139,6 +140,11 @@ fn each_slot_owns_a_disjoint_sequence_sized_part_of_every_region() {
             }
             // The prompt runs one sequence per call whatever the batch; decode a row per slot.
             assert_eq!(l.decode.rows, batch, "{what}");
+            assert_eq!(
+                l.decode_rows.as_ref().map(|g| g.rows),
+                Some(batch),
+                "{what}"
+            );
             assert!(l.prompt.rows < 2 * ctx.max(64), "{what}");
         }
     }
@@ -194,4 +200,130 @@ fn decode_projections_have_a_batched_variant_with_the_same_parameters() {
         let e = missing.validate(&m).expect_err("a missing kernel");
         assert!(e.contains("no such batched kernel"), "{what}: {e}");
     }
+}
+
+/// The `decode_rows` table (docs/KERNELS.md "decode_rows"): the decode graph's nodes, each node's
+/// state kernels exactly those of `decode` (the same kernels, so the same per-row META_POS /
+/// META_SLOT addressing), every node `decode` serves with `proj_gemv` served by the GEMMs
+/// instead (the tensor-core `linear_mma_pipe` with bf16 weights; the FMA GEMM only for shapes
+/// the tensor-core kernel refuses, as in a prompt), no launch with a batched variant, and every
+/// grid a function of the rows (any step up to `max_batch`).
+#[test]
+fn decode_rows_keeps_the_state_kernels_and_puts_projections_on_the_gemm() {
+    for (m, p, what) in programs() {
+        let rows = p.decode_rows.as_ref().expect("a decode_rows table");
+        assert_eq!(rows.phase, zamba2c_ir::Phase::Decode, "{what}");
+        assert_eq!(rows.node_values.len(), p.decode.node_values.len(), "{what}");
+        let fused = what.ends_with("-O1");
+        let by_node = |gp: &zamba2c_ir::kernel::GraphProgram, state: bool| {
+            let mut out: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+            for l in &gp.launches {
+                let touches = l.args.iter().any(|a| matches!(a, Arg::State { .. }));
+                if touches == state {
+                    out.entry(l.node).or_default().push(l.kernel.clone());
+                }
+            }
+            out
+        };
+        assert_eq!(
+            by_node(rows, true),
+            by_node(&p.decode, true),
+            "{what}: the state kernels differ"
+        );
+        let mut mma = 0;
+        for (node, kernels) in by_node(&p.decode, false) {
+            let fams: Vec<&str> = kernels
+                .iter()
+                .map(|k| p.kernels[k].family.as_str())
+                .collect();
+            if !fams.contains(&"proj_gemv") {
+                continue;
+            }
+            let row_fams: Vec<&str> = rows
+                .launches
+                .iter()
+                .filter(|l| l.node == node)
+                .map(|l| p.kernels[&l.kernel].family.as_str())
+                .collect();
+            assert!(
+                !row_fams.contains(&"proj_gemv") && !row_fams.contains(&"linear_gemv"),
+                "{what}: node {node} streams weights in decode_rows: {row_fams:?}"
+            );
+            let on_gemm = row_fams
+                .iter()
+                .any(|f| matches!(*f, "linear_mma_pipe" | "linear_gemm"));
+            assert!(on_gemm, "{what}: node {node}: {row_fams:?}");
+            if row_fams.contains(&"linear_mma_pipe") {
+                mma += 1;
+            }
+        }
+        // bf16 weights (aligned shapes) put every projection group on the tensor cores.
+        if fused && m.dtype == DType::BF16 {
+            assert!(mma > 0, "{what}: no projection on linear_mma_pipe");
+            for l in &rows.launches {
+                let f = p.kernels[&l.kernel].family.as_str();
+                if f == "linear_mma_pipe" {
+                    assert!(
+                        l.smem > 0,
+                        "{what}: {} without its pipeline stages",
+                        l.kernel
+                    );
+                }
+            }
+        }
+        for l in &rows.launches {
+            assert!(
+                l.batched.is_none(),
+                "{what}: {} has a batched variant",
+                l.kernel
+            );
+            for e in l.grid {
+                // A step's rows come from the call (B = rows, T = 1), never a chunk count.
+                assert!(
+                    !matches!(e, zamba2c_ir::kernel::Extent::SeqDiv { .. }),
+                    "{what}: {} has a per-chunk grid",
+                    l.kernel
+                );
+            }
+            let (x16, x64) = (l.grid(16, 1), l.grid(64, 1));
+            assert!(x64.0 * x64.1 * x64.2 >= x16.0 * x16.1 * x16.2, "{what}");
+        }
+        // The mixer's gated norm runs as its own kernel in front of out_proj's GEMM.
+        if fused {
+            let norms = rows
+                .launches
+                .iter()
+                .filter(|l| p.kernels[&l.kernel].family == "group_rms_norm")
+                .count();
+            let steps = rows
+                .launches
+                .iter()
+                .filter(|l| p.kernels[&l.kernel].family == "mamba_step")
+                .count();
+            assert_eq!(norms, steps, "{what}");
+            assert!(steps > 0, "{what}");
+        }
+        assert_eq!(rows.seq_align, 1, "{what}");
+        p.validate(&m).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
+/// A launch table without `decode_rows` (written before it existed) still reads and lays out,
+/// and a broken `decode_rows` is refused by name.
+#[test]
+fn decode_rows_is_optional_and_checked() {
+    let (m, p, _) = programs().remove(1);
+    let json = serde_json::to_value(&p).expect("json");
+    assert!(json.get("decode_rows").is_some());
+    let mut old = json.clone();
+    old.as_object_mut().expect("object").remove("decode_rows");
+    let old: Program = serde_json::from_value(old).expect("an old table reads");
+    assert!(old.decode_rows.is_none());
+    let l = DeviceLayout::plan(&m, &old, DeviceShape::new(64, 4)).expect("layout");
+    assert!(l.decode_rows.is_none());
+    let mut bad = p.clone();
+    let rows = bad.decode_rows.as_mut().expect("rows");
+    rows.launches[0].args.pop();
+    let e = bad.validate(&m).expect_err("a missing argument");
+    assert!(e.starts_with("DecodeRows graph:"), "{e}");
 }

@@ -10,9 +10,10 @@
 //!   the first launch, the graph outputs until after the last, a node's value until the host
 //!   may read it between launches in validation runs; a view keeps its root alive, since
 //!   launches address roots only). Values live at the same time never overlap; the prompt and
-//!   decode graphs share the arena because they never run at the same time. The prompt graph
-//!   runs one sequence (one slot) per call, so its values hold one sequence's prompt chunk;
-//!   the decode graph's hold one row per slot;
+//!   decode graphs (and the decode graph's tensor-core variant `decode_rows`) share the arena
+//!   because they never run at the same time. The prompt graph runs one sequence (one slot)
+//!   per call, so its values hold one sequence's prompt chunk; the decode programs' hold one
+//!   row per slot;
 //! - **workspace**: the per-call `meta` array ([`meta_bytes`]), then one slot of its own per value a kernel
 //!   expects zero at launch and leaves zero (`GraphProgram::zeroed`: attention_decode's split
 //!   counters), never shared with anything else.
@@ -22,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::graph::{Module, StateSpec};
-use crate::kernel::{Arg, GraphProgram, Program, Storage};
+use crate::kernel::{Arg, GraphId, GraphProgram, Program, Storage};
 
 /// Alignment of every buffer, region and value offset (what `cuMemAlloc` gives, and more than
 /// any kernel's vector load needs).
@@ -156,6 +157,8 @@ pub struct DeviceLayout {
     pub states: Vec<[usize; 2]>,
     pub prompt: GraphLayout,
     pub decode: GraphLayout,
+    /// The layout of `Program::decode_rows`, when the program has it (`max_batch` rows).
+    pub decode_rows: Option<GraphLayout>,
     pub table: MemoryTable,
 }
 
@@ -251,8 +254,18 @@ impl DeviceLayout {
         // chunks), so the prompt graph's buffers hold one sequence's chunk whatever the batch.
         let prompt = plan_graph(&program.prompt, (1, shape.prompt_chunk), &mut ws_next)?;
         let decode = plan_graph(&program.decode, (shape.batch, 1), &mut ws_next)?;
+        let decode_rows = program
+            .decode_rows
+            .as_ref()
+            .map(|gp| plan_graph(gp, (shape.batch, 1), &mut ws_next))
+            .transpose()?;
+        let rows_arena = decode_rows.as_ref().map_or(0, |g| g.arena_bytes);
         let arena = aligned(
-            prompt.arena_bytes.max(decode.arena_bytes).max(1),
+            prompt
+                .arena_bytes
+                .max(decode.arena_bytes)
+                .max(rows_arena)
+                .max(1),
             "the arena",
         )?;
         let weights_u = aligned(weights_bytes.max(1), "weights")?;
@@ -278,6 +291,7 @@ impl DeviceLayout {
             states,
             prompt,
             decode,
+            decode_rows,
             table,
         })
     }
@@ -321,6 +335,15 @@ impl DeviceLayout {
         match phase {
             crate::Phase::Prompt => &self.prompt,
             crate::Phase::Decode => &self.decode,
+        }
+    }
+
+    /// The layout of launch table `id`, when the program has it.
+    pub fn table_layout(&self, id: GraphId) -> Option<&GraphLayout> {
+        match id {
+            GraphId::Prompt => Some(&self.prompt),
+            GraphId::Decode => Some(&self.decode),
+            GraphId::DecodeRows => self.decode_rows.as_ref(),
         }
     }
 }

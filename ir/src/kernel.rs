@@ -196,6 +196,26 @@ impl LaunchCost {
 pub struct ProgramCost {
     pub prompt: PromptCost,
     pub decode: DecodeCost,
+    /// A step of [`RowsCost::rows`] rows through `decode_rows`, when the program has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_rows: Option<RowsCost>,
+}
+
+/// One decode step of `rows` rows (each at empty context) through `decode_rows`, and the
+/// same step through `decode` for comparison; what each cached token of each row adds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowsCost {
+    pub rows: usize,
+    pub launches: usize,
+    pub bytes_per_step: f64,
+    pub flops_per_step: f64,
+    /// Bytes each cached token of each row adds to the step.
+    pub bytes_per_cached_token: f64,
+    /// `decode`'s launch costs summed for the same step (what its accounting claims; the
+    /// grouped `proj_gemv` reads the weights once per group of 8 rows and its inputs once per
+    /// 2 features, which that accounting leaves out: docs/PERFORMANCE.md).
+    pub decode_bytes_per_step: f64,
+    pub decomposed: usize,
 }
 
 /// One prompt chunk of `tokens` tokens from an empty state.
@@ -338,28 +358,78 @@ impl GraphProgram {
     }
 }
 
-/// Every kernel of a module and the launches of both graphs.
+/// Rows from which a decode step runs [`Program::decode_rows`] (the tensor-core GEMMs) rather
+/// than [`Program::decode`] (`proj_gemv`, rows in groups of 8): below it the GEMV's weight
+/// stream costs less than the GEMM's tiles (docs/KERNELS.md "decode_rows"). The runtime lets
+/// `ZAMBA2C_TUNE_ROWS_MMA_MIN` override it for measurements.
+pub const ROWS_MMA_MIN: usize = 16;
+
+/// Which launch table of a [`Program`] a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum GraphId {
+    /// A prompt chunk of one sequence (the prompt graph).
+    Prompt,
+    /// A decode step through `proj_gemv` (one row, or rows in groups).
+    Decode,
+    /// A decode step of many rows with the projections on the tensor-core GEMM: the decode
+    /// graph's nodes, lowered as the prompt path lowers projections.
+    DecodeRows,
+}
+
+impl GraphId {
+    /// The module graph whose nodes this launch table runs.
+    pub fn phase(self) -> Phase {
+        match self {
+            GraphId::Prompt => Phase::Prompt,
+            GraphId::Decode | GraphId::DecodeRows => Phase::Decode,
+        }
+    }
+}
+
+/// Every kernel of a module and the launches of its graphs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Program {
     pub kernels: BTreeMap<String, Kernel>,
     pub prompt: GraphProgram,
     pub decode: GraphProgram,
+    /// The decode graph again, its projections on `linear_mma_pipe` (norms as kernels of
+    /// their own, f32 inputs presplit, residual and adapter products in GEMM epilogues) and
+    /// its state ops as in `decode`: what a step of at least [`ROWS_MMA_MIN`] rows runs.
+    /// `None` in launch tables written before it existed (every step then runs `decode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_rows: Option<GraphProgram>,
 }
 
 impl Program {
-    /// The cost of what runs: a prompt chunk of `prompt_tokens` tokens and a decode step.
-    pub fn cost(&self, prompt_tokens: usize) -> ProgramCost {
-        let sum = |gp: &GraphProgram, t: usize, cached: usize| -> (f64, f64) {
-            gp.launches.iter().fold((0.0, 0.0), |(b, f), l| {
+    /// The cost of what runs: a prompt chunk of `prompt_tokens` tokens, a decode step, and a
+    /// step of `rows` rows through `decode_rows`.
+    pub fn cost(&self, prompt_tokens: usize, rows: usize) -> ProgramCost {
+        let sum_b = |gp: &GraphProgram, b: usize, t: usize, cached: usize| -> (f64, f64) {
+            gp.launches.iter().fold((0.0, 0.0), |(by, f), l| {
                 (
-                    b + l.cost.bytes(1, t, cached),
-                    f + l.cost.flops(1, t, cached),
+                    by + l.cost.bytes(b, t, cached),
+                    f + l.cost.flops(b, t, cached),
                 )
             })
         };
+        let sum = |gp: &GraphProgram, t: usize, cached: usize| sum_b(gp, 1, t, cached);
         let (pb, pf) = sum(&self.prompt, prompt_tokens, 0);
         let (db, df) = sum(&self.decode, 1, 0);
         let (db1, _) = sum(&self.decode, 1, 1);
+        let rows = rows.max(1);
+        let decode_rows = self.decode_rows.as_ref().map(|gp| {
+            let (rb, rf) = sum_b(gp, rows, 1, 0);
+            let (rb1, _) = sum_b(gp, rows, 1, 1);
+            RowsCost {
+                rows,
+                launches: gp.launches.len(),
+                bytes_per_step: rb,
+                flops_per_step: rf,
+                bytes_per_cached_token: (rb1 - rb) / rows as f64,
+                decode_bytes_per_step: sum_b(&self.decode, rows, 1, 0).0,
+                decomposed: gp.decomposed.len(),
+            }
+        });
         ProgramCost {
             prompt: PromptCost {
                 launches: self.prompt.launches.len(),
@@ -375,6 +445,7 @@ impl Program {
                 bytes_per_cached_token: db1 - db,
                 decomposed: self.decode.decomposed.len(),
             },
+            decode_rows,
         }
     }
 
@@ -384,6 +455,23 @@ impl Program {
             Phase::Prompt => &self.prompt,
             Phase::Decode => &self.decode,
         }
+    }
+
+    /// The launch table `id`, when the program has it (`decode_rows` is optional).
+    pub fn table(&self, id: GraphId) -> Option<&GraphProgram> {
+        match id {
+            GraphId::Prompt => Some(&self.prompt),
+            GraphId::Decode => Some(&self.decode),
+            GraphId::DecodeRows => self.decode_rows.as_ref(),
+        }
+    }
+
+    /// Every launch table the program has, with its id.
+    pub fn tables(&self) -> Vec<(GraphId, &GraphProgram)> {
+        [GraphId::Prompt, GraphId::Decode, GraphId::DecodeRows]
+            .into_iter()
+            .filter_map(|id| self.table(id).map(|gp| (id, gp)))
+            .collect()
     }
 }
 
@@ -398,9 +486,10 @@ impl Program {
     /// the table with offsets inside them, and state regions that exist; grids and blocks are
     /// in range; each graph's tokens, node values and outputs exist. Returns the first problem.
     pub fn validate(&self, module: &crate::Module) -> Result<(), String> {
-        for (phase, gp) in [(Phase::Prompt, &self.prompt), (Phase::Decode, &self.decode)] {
+        for (id, gp) in self.tables() {
+            let phase = id.phase();
             let n_nodes = module.graph(phase).len();
-            let ctx = |msg: String| format!("{phase:?} graph: {msg}");
+            let ctx = |msg: String| format!("{id:?} graph: {msg}");
             if gp.phase != phase {
                 return Err(ctx("the graph is stored under the other phase".into()));
             }

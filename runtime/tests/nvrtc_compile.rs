@@ -121,9 +121,12 @@ fn emit_is_deterministic_and_named() {
         }
         back.prompt.nodes = a.prompt.nodes.clone();
         back.decode.nodes = a.decode.nodes.clone();
+        if let (Some(b), Some(r)) = (&mut back.decode_rows, &a.decode_rows) {
+            b.nodes = r.nodes.clone();
+        }
         assert_eq!(back, a, "{name}: program.json does not round-trip");
         let p = build_program(&m).expect("program");
-        for g in [&p.prompt, &p.decode] {
+        for (_, g) in p.tables() {
             for l in &g.launches {
                 let k = &p.kernels[&l.kernel];
                 assert_eq!(
@@ -394,8 +397,8 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
     zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
     let p1 = build_program(&fused).expect("program");
     let p0 = build_program(&base).expect("program at -O0");
-    let c1 = p1.cost(512);
-    let c0 = p0.cost(512);
+    let c1 = p1.cost(512, 64);
+    let c0 = p0.cost(512, 64);
     eprintln!(
         "-O1: decode {} launches, {:.4e} B/token; prompt {} launches. -O0: decode {}, prompt {}",
         c1.decode.launches,
@@ -430,6 +433,68 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
         c0.prompt.launches
     );
     assert_eq!(p1.validate(&fused), Ok(()));
+    // The decode_rows table (docs/KERNELS.md "decode_rows"): nothing decomposed, every
+    // projection on the tensor-core GEMM (adapters included: rank 128 is aligned), the state
+    // kernels those of decode.
+    let rows = p1.decode_rows.as_ref().expect("decode_rows");
+    let r = c1.decode_rows.as_ref().expect("decode_rows cost");
+    eprintln!(
+        "-O1 decode_rows: {} launches, {:.4e} B per 64-row step (decode's accounting {:.4e})",
+        r.launches, r.bytes_per_step, r.decode_bytes_per_step
+    );
+    assert_eq!(r.decomposed, 0, "{:?}", rows.decomposed);
+    assert_eq!(r.rows, 64);
+    let fams: std::collections::BTreeSet<&str> = rows
+        .launches
+        .iter()
+        .map(|l| p1.kernels[&l.kernel].family.as_str())
+        .collect();
+    for f in &fams {
+        assert!(
+            [
+                "embedding",
+                "rms_norm",
+                "concat",
+                "split_bf16",
+                "linear_mma_pipe",
+                "elementwise",
+                "mamba_step",
+                "group_rms_norm",
+                "attention_decode"
+            ]
+            .contains(f),
+            "decode_rows runs {f}"
+        );
+    }
+    let gemms = rows
+        .launches
+        .iter()
+        .filter(|l| p1.kernels[&l.kernel].family == "linear_mma_pipe")
+        .count();
+    let gemvs = p1
+        .decode
+        .launches
+        .iter()
+        .filter(|l| p1.kernels[&l.kernel].family == "proj_gemv")
+        .count();
+    assert!(gemms >= gemvs, "{gemms} GEMMs for {gemvs} GEMVs");
+    // Each weight once per step (the GEMM reads a weight tile once per 64- or 128-row tile, so
+    // a step of up to 64 rows reads every weight once), as decode does, except that the shared
+    // blocks' q/k/v read both halves of their weight columns: decode's split norm reads only
+    // the hidden half and adds the embedding half computed once per block (docs/KERNELS.md);
+    // decode_rows lowers `SplitNormLinear` as a prompt does (concat, norm, GEMM). On the 2.7B
+    // shape that is 9 invocations × 3 × [5120, 2560] bf16 = 708 MB more (the two blocks'
+    // embedding halves are computed too, 2 × 3 × [5120, 2560] bf16 = 157 MB, as in decode).
+    let weights = |gp: &zamba2c_ir::kernel::GraphProgram| -> f64 {
+        gp.launches.iter().map(|l| l.cost.weight_bytes as f64).sum()
+    };
+    let (wr, wd) = (weights(rows), weights(&p1.decode));
+    eprintln!("weights per step: decode_rows {wr:e}, decode {wd:e}");
+    let halves = 9.0 * 3.0 * 5120.0 * 2560.0 * 2.0;
+    assert!(
+        (wr - wd - halves).abs() <= 1e-3 * wd,
+        "decode_rows reads {wr:e} bytes of weights a step, decode {wd:e}"
+    );
 }
 
 /// A launch table that does not fit its module is refused naming what is wrong, before any

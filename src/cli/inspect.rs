@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
-use zamba2c_ir::kernel::{Program, PROGRAM_PATH};
+use zamba2c_ir::kernel::{Program, PROGRAM_PATH, ROWS_MMA_MIN};
 use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
 
@@ -61,6 +61,12 @@ pub struct InspectArgs {
 /// Tokens of the prompt chunk the program's prompt cost is given for.
 const PROMPT_COST_TOKENS: usize = 512;
 
+/// Rows of the decode step the `decode_rows` cost is given for: `--max-batch`, at least the
+/// rows from which that table runs.
+fn rows_cost_rows(max_batch: usize) -> usize {
+    max_batch.max(ROWS_MMA_MIN)
+}
+
 /// The plan's launch table, when it has one (plans always do since format 1).
 fn read_program(plan: &Plan) -> Result<Option<Program>> {
     let path = plan.dir.join(PROGRAM_PATH);
@@ -103,9 +109,9 @@ fn op_kernels(
     out
 }
 
-fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
+fn program_text(m: &zamba2c_ir::Module, p: &Program, rows: usize) -> String {
     use std::fmt::Write as _;
-    let c = p.cost(PROMPT_COST_TOKENS);
+    let c = p.cost(PROMPT_COST_TOKENS, rows);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -123,7 +129,27 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
         si(c.prompt.bytes, "B"),
         si(c.prompt.flops, "FLOP")
     );
-    for (phase, gp) in [("prompt", &p.prompt), ("decode", &p.decode)] {
+    if let Some(r) = &c.decode_rows {
+        let _ = writeln!(
+            s,
+            "  decode step of {} rows (steps of >= {ROWS_MMA_MIN} rows run decode_rows: projections on linear_mma_pipe; ZAMBA2C_TUNE_ROWS_MMA_MIN changes it): {} launches, {} per step at empty context (decode table: {}), +{} per cached token per row, {}",
+            r.rows,
+            r.launches,
+            si(r.bytes_per_step, "B"),
+            si(r.decode_bytes_per_step, "B"),
+            si(r.bytes_per_cached_token, "B"),
+            si(r.flops_per_step, "FLOP")
+        );
+    }
+    let tables: Vec<(&str, &zamba2c_ir::kernel::GraphProgram)> = [
+        ("prompt", Some(&p.prompt)),
+        ("decode", Some(&p.decode)),
+        ("decode_rows", p.decode_rows.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(n, g)| g.map(|g| (n, g)))
+    .collect();
+    for &(phase, gp) in &tables {
         let fams: Vec<String> = family_counts(p, gp)
             .iter()
             .map(|(f, n)| format!("{f} {n}"))
@@ -155,7 +181,23 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program) -> String {
             );
         }
     }
-    for (phase, gp) in [("prompt", &p.prompt), ("decode", &p.decode)] {
+    if let Some(rows) = &p.decode_rows {
+        let _ = writeln!(s, "  decode_rows launches per op:");
+        let rows_kernels = op_kernels(p, rows);
+        for (node, fams) in &rows_kernels {
+            if let Some(&idx) = order.get(*node) {
+                let nd = &m.decode.g[idx];
+                let _ = writeln!(
+                    s,
+                    "    %{node:<4} {:<44} {:<18} {}",
+                    nd.label,
+                    nd.op.name(),
+                    fams.join(" + ")
+                );
+            }
+        }
+    }
+    for &(phase, gp) in &tables {
         for d in &gp.decomposed {
             let _ = writeln!(
                 s,
@@ -246,7 +288,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
             t += &format!("states: {} regions\n", m.states.len());
             t += &format!("\n{}\n", zamba2c_passes::cost::render_text(m));
             if let Some(p) = &program {
-                t += &format!("{}\n", program_text(m, p));
+                t += &format!("{}\n", program_text(m, p, rows_cost_rows(a.max_batch)));
             }
             if let Some(mem) = &memory {
                 t += &format!("{}\n", memory_text(mem, shape));
@@ -267,7 +309,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 "module": module,
             });
             if let Some(p) = &program {
-                let c = p.cost(PROMPT_COST_TOKENS);
+                let c = p.cost(PROMPT_COST_TOKENS, rows_cost_rows(a.max_batch));
                 // Which kernels each op runs on (by family), per graph: node -> families.
                 let ops = |gp| -> serde_json::Value {
                     op_kernels(p, gp)
@@ -286,6 +328,17 @@ pub fn main(a: InspectArgs) -> Result<()> {
                     },
                     "op_kernels": {"prompt": ops(&p.prompt), "decode": ops(&p.decode)},
                 });
+                // Steps of at least `rows_mma_min` rows run the third table (docs/KERNELS.md
+                // "decode_rows"): its cost at `rows` rows, families and kernels per op.
+                if let Some(rows) = &p.decode_rows {
+                    out["program"]["decode_rows"] = serde_json::json!({
+                        "rows_mma_min": ROWS_MMA_MIN,
+                        "cost": c.decode_rows,
+                        "decomposed": rows.decomposed,
+                        "families": family_counts(p, rows),
+                        "op_kernels": ops(rows),
+                    });
+                }
             }
             if let Some(mem) = &memory {
                 out["memory"] = serde_json::to_value(mem)?;

@@ -13,6 +13,7 @@ mod attention;
 mod gemv;
 mod mixer;
 mod prompt;
+mod rows;
 mod ssd;
 
 pub use attention::{attention_decode, ATTN_SPLITS};
@@ -33,6 +34,10 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
     };
     if ctx.phase != Phase::Decode {
         return prompt::prompt_specs(ctx, temp, op, residual);
+    }
+    if ctx.gemm {
+        // The decode graph's `decode_rows` table: projections on the GEMM.
+        return rows::rows_specs(ctx, temp, op, residual);
     }
     let ins = &ctx.inputs;
     let x = |i: usize| ins.get(i).copied().ok_or(format!("operand {i} missing"));

@@ -12,7 +12,7 @@ use crate::families::{self, KernelSpec};
 use crate::program::{Epilogue, NodeCtx, Operand};
 
 /// Columns `start..start+len` of `o`, as an operand (a view costs no copy).
-fn cols(o: Operand, start: usize, len: usize) -> Operand {
+pub(super) fn cols(o: Operand, start: usize, len: usize) -> Operand {
     Operand {
         value: o.root,
         root: o.root,
@@ -23,10 +23,11 @@ fn cols(o: Operand, start: usize, len: usize) -> Operand {
     }
 }
 
-struct Emit<'c, 'a, 't> {
-    ctx: &'c NodeCtx<'a>,
-    temp: &'c mut Temp<'t>,
-    specs: Vec<KernelSpec>,
+/// The kernels of one fused op being built from base kernels, and its temporaries.
+pub(super) struct Emit<'c, 'a, 't> {
+    pub(super) ctx: &'c NodeCtx<'a>,
+    pub(super) temp: &'c mut Temp<'t>,
+    pub(super) specs: Vec<KernelSpec>,
 }
 
 impl Emit<'_, '_, '_> {
@@ -59,6 +60,7 @@ impl Emit<'_, '_, '_> {
             label: self.ctx.label,
             epilogue,
             presplit,
+            gemm: self.ctx.gemm,
         };
         let specs = families::specs(&sub, 0).map_err(|e| e.to_string())?;
         self.specs.extend(specs);
@@ -69,7 +71,7 @@ impl Emit<'_, '_, '_> {
         self.ctx.out.dtype
     }
 
-    fn new_temp(&mut self, width: usize) -> Operand {
+    pub(super) fn new_temp(&mut self, width: usize) -> Operand {
         let d = self.act();
         (self.temp)(width, d)
     }
@@ -87,7 +89,7 @@ impl Emit<'_, '_, '_> {
 
     /// Each projection of `x` into its slice of `out` (in order), with its adapter's product
     /// added in the B GEMM's epilogue and `residual` (sliced alike) in the base GEMM's.
-    fn project(
+    pub(super) fn project(
         &mut self,
         x: Operand,
         projs: &[Proj],

@@ -12,6 +12,10 @@
 //! rows in `meta` (`zamba2c_ir::kernel::Arg::Meta`: `[position, slot]` per row), so a decode
 //! step runs any set of slots together, each at its own position, and a prompt runs in one slot
 //! without touching the others. [`Engine`] is slot 0; [`BatchEngine`] every slot.
+//!
+//! A decode step of at least [`CudaOptions::rows_mma_min`] rows runs the launch table
+//! `decode_rows` (its projections on the tensor-core GEMM, docs/KERNELS.md "decode_rows")
+//! instead of `decode` when the plan has it; each table has its own captured graphs.
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -24,12 +28,14 @@ use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::device::{
     meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, META_INTS_PER_ROW,
 };
-use zamba2c_ir::kernel::{ptx_path, source_path, Arg, CType, GraphProgram, Program, PROGRAM_PATH};
+use zamba2c_ir::kernel::{
+    ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Program, PROGRAM_PATH, ROWS_MMA_MIN,
+};
 
 use super::nvrtc;
 use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
-use super::graph::{DecodeGraphs, StepMode};
+use super::graph::{DecodeGraphs, StepKey, StepMode};
 use crate::batch::{BatchEngine, SlotId};
 use crate::{Engine, RuntimeError, Tensor};
 
@@ -58,6 +64,12 @@ pub struct CudaOptions {
     /// dependency wait (templates/z2c_common.cuh, docs/KERNELS.md "Overlapping launches").
     /// Default true; `ZAMBA2C_NO_PDL=1` in the environment overrides it to false at load.
     pub overlap_launches: bool,
+    /// Rows from which a decode step runs the tensor-core table `decode_rows` (when the plan
+    /// has one) instead of `decode`'s `proj_gemv`. Default
+    /// [`zamba2c_ir::kernel::ROWS_MMA_MIN`]; `ZAMBA2C_TUNE_ROWS_MMA_MIN=N` in the environment
+    /// overrides it at load (for measurements: a value above `max_batch` keeps every step on
+    /// `decode`).
+    pub rows_mma_min: usize,
 }
 
 impl CudaOptions {
@@ -70,6 +82,7 @@ impl CudaOptions {
             max_batch: 1,
             cuda_graph: true,
             overlap_launches: true,
+            rows_mma_min: ROWS_MMA_MIN,
         }
     }
 
@@ -87,6 +100,26 @@ impl CudaOptions {
 /// The environment variable that launches kernels without overlap (for A/B measurements):
 /// set to anything but `""` or `"0"`, it overrides [`CudaOptions::overlap_launches`].
 pub const NO_PDL_ENV: &str = "ZAMBA2C_NO_PDL";
+
+/// The environment variable that overrides [`CudaOptions::rows_mma_min`] (a positive integer;
+/// anything else is ignored with a warning).
+pub const ROWS_MMA_MIN_ENV: &str = "ZAMBA2C_TUNE_ROWS_MMA_MIN";
+
+/// [`CudaOptions::rows_mma_min`], or the positive integer [`ROWS_MMA_MIN_ENV`] holds.
+fn rows_mma_min(option: usize) -> usize {
+    match std::env::var(ROWS_MMA_MIN_ENV) {
+        Err(_) => option,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                tracing::warn!(
+                    "{ROWS_MMA_MIN_ENV}={v:?} is not a positive integer; using {option}"
+                );
+                option
+            }
+        },
+    }
+}
 
 /// Launches `f` on `stream` with `(grid, block, dynamic shared bytes)`; with `overlap`, marked
 /// for programmatic stream serialization, so it may start while the previous kernel on the
@@ -165,6 +198,12 @@ pub struct CudaEngine {
     meta_addr: u64,
     prompt: GraphBufs,
     decode: GraphBufs,
+    /// `program.decode_rows`'s values, when the plan has that table.
+    decode_rows: Option<GraphBufs>,
+    /// Rows from which a decode step runs `decode_rows` (options and environment).
+    rows_mma_min: usize,
+    /// Decode steps run through `decode_rows`.
+    rows_steps: u64,
     module_dtype: DType,
     vocab: usize,
     options: CudaOptions,
@@ -319,6 +358,10 @@ impl CudaEngine {
         };
         let prompt = graph_bufs(&program.prompt, &layout.prompt);
         let decode = graph_bufs(&program.decode, &layout.decode);
+        let decode_rows = match (&program.decode_rows, &layout.decode_rows) {
+            (Some(gp), Some(gl)) => Some(graph_bufs(gp, gl)),
+            _ => None,
+        };
         debug_assert_eq!(allocated as u64, t.total);
         let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
@@ -338,6 +381,9 @@ impl CudaEngine {
             meta_addr: wsbase,
             prompt,
             decode,
+            decode_rows,
+            rows_mma_min: rows_mma_min(options.rows_mma_min),
+            rows_steps: 0,
             module_dtype: module.dtype,
             vocab: module.config.vocab_size,
             positions: vec![0; options.max_batch],
@@ -418,10 +464,46 @@ impl CudaEngine {
         self.graphs.failure()
     }
 
-    fn bufs(&self, phase: Phase) -> &GraphBufs {
+    /// Rows from which a decode step runs the `decode_rows` table (when the plan has it).
+    pub fn rows_mma_min(&self) -> usize {
+        self.rows_mma_min
+    }
+
+    /// Decode steps run through the `decode_rows` table so far.
+    pub fn decode_rows_steps(&self) -> u64 {
+        self.rows_steps
+    }
+
+    /// The launch table a decode step of `rows` rows runs.
+    pub fn decode_table_for(&self, rows: usize) -> GraphId {
+        if self.decode_rows.is_some() && rows >= self.rows_mma_min {
+            GraphId::DecodeRows
+        } else {
+            GraphId::Decode
+        }
+    }
+
+    /// Launch table `id` and its buffers (`decode_rows` only when the plan has it: checked at
+    /// load, and [`CudaEngine::decode_table_for`] only picks it then).
+    fn table(
+        &self,
+        id: GraphId,
+    ) -> Result<(&GraphProgram, &GraphBufs, &GraphLayout), RuntimeError> {
+        let missing = || RuntimeError::Device(format!("the plan has no {id:?} launch table"));
+        let gp = self.program.table(id).ok_or_else(missing)?;
+        let gl = self.layout.table_layout(id).ok_or_else(missing)?;
+        let bufs = match id {
+            GraphId::Prompt => &self.prompt,
+            GraphId::Decode => &self.decode,
+            GraphId::DecodeRows => self.decode_rows.as_ref().ok_or_else(missing)?,
+        };
+        Ok((gp, bufs, gl))
+    }
+
+    fn id_of(phase: Phase) -> GraphId {
         match phase {
-            Phase::Prompt => &self.prompt,
-            Phase::Decode => &self.decode,
+            Phase::Prompt => GraphId::Prompt,
+            Phase::Decode => GraphId::Decode,
         }
     }
 
@@ -435,42 +517,51 @@ impl CudaEngine {
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
     ) -> Result<usize, RuntimeError> {
-        self.launch_call(phase, &[0], tokens, observer)
+        Ok(self.launch_call(phase, &[0], tokens, observer)?.0)
     }
 
     /// Launches graph `phase` for one call: row `b` continues the sequence of slot
     /// `slots[b]` with tokens `tokens[b·T .. (b+1)·T]` (`T = tokens.len() / slots.len()`).
-    /// Returns `T`; the logits stay on the device.
+    /// A decode call of at least `rows_mma_min` rows runs the `decode_rows` table (unless
+    /// observed: validation compares node by node on `decode`). Returns `T` and the table that
+    /// ran; the logits stay on the device.
     fn launch_call(
         &mut self,
         phase: Phase,
         slots: &[SlotId],
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
-    ) -> Result<usize, RuntimeError> {
-        let t = self.begin_call(phase, slots, tokens)?;
+    ) -> Result<(usize, GraphId), RuntimeError> {
+        let id = match (phase, &observer) {
+            (Phase::Decode, None) => self.decode_table_for(tokens.len()),
+            _ => Self::id_of(phase),
+        };
+        let t = self.begin_call(id, slots, tokens)?;
         let (b, t_) = (slots.len(), t);
         if observer.is_none() && phase == Phase::Decode {
             // Eager, or captured and replayed as a CUDA graph.
-            self.run_decode_launches(b, t_)?;
+            self.run_decode_launches(id, b, t_)?;
+            if id == GraphId::DecodeRows {
+                self.rows_steps += 1;
+            }
         }
-        let gp = self.program.graph(phase);
+        let gp = self.table(id)?.0;
         match observer {
             None if phase == Phase::Decode => {} // launched above
             None => {
                 for l in 0..gp.launches.len() {
-                    self.launch(phase, l, b, t_)?;
+                    self.launch(id, l, b, t_)?;
                 }
             }
             Some(obs) => {
                 let mut next = 0;
                 for pos in 0..gp.nodes.len() {
                     while next < gp.launches.len() && gp.launches[next].node == pos {
-                        self.launch(phase, next, b, t_)?;
+                        self.launch(id, next, b, t_)?;
                         next += 1;
                     }
                     let v = gp.node_values[pos];
-                    let tensor = self.read_rows(phase, v, b, t_, 0..t_)?;
+                    let tensor = self.read_rows(id, v, b, t_, 0..t_)?;
                     obs(gp.nodes[pos], &tensor);
                 }
                 if next != gp.launches.len() {
@@ -483,7 +574,7 @@ impl CudaEngine {
         for &s in slots {
             self.positions[s] += t;
         }
-        Ok(t)
+        Ok((t, id))
     }
 
     /// Runs graph `phase` on `tokens` as [`CudaEngine::launch_phase`] does and returns the
@@ -494,15 +585,15 @@ impl CudaEngine {
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
     ) -> Result<Vec<f32>, RuntimeError> {
-        let t = self.launch_phase(phase, tokens, observer)?;
-        let out = self.output_value(phase)?;
-        Ok(self.read_rows(phase, out, 1, t, 0..t)?.data)
+        let (t, id) = self.launch_call(phase, &[0], tokens, observer)?;
+        let out = self.output_value(id)?;
+        Ok(self.read_rows(id, out, 1, t, 0..t)?.data)
     }
 
     /// The graph's logits value.
-    fn output_value(&self, phase: Phase) -> Result<usize, RuntimeError> {
-        self.program
-            .graph(phase)
+    fn output_value(&self, id: GraphId) -> Result<usize, RuntimeError> {
+        self.table(id)?
+            .0
             .outputs
             .first()
             .copied()
@@ -514,10 +605,11 @@ impl CudaEngine {
     /// `Arg::Meta`) to the device, stream-ordered before whatever is launched next. Returns `T`.
     fn begin_call(
         &mut self,
-        phase: Phase,
+        id: GraphId,
         slots: &[SlotId],
         tokens: &[u32],
     ) -> Result<usize, RuntimeError> {
+        let phase = id.phase();
         // The prompt graph's buffers hold one sequence (zamba2c_ir::device), decode's a row per
         // slot.
         let max_rows = match phase {
@@ -532,7 +624,7 @@ impl CudaEngine {
             )));
         }
         let t = tokens.len() / slots.len();
-        let cap = self.bufs(phase).seq_cap;
+        let cap = self.table(id)?.1.seq_cap;
         if t == 0 || t > cap {
             return Err(RuntimeError::Input(format!(
                 "{t} tokens for a {phase:?} call that takes 1..={cap}"
@@ -560,10 +652,8 @@ impl CudaEngine {
             )));
         }
         let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
-        let gp = self.program.graph(phase);
-        let (slot, _) = self
-            .layout
-            .graph(phase)
+        let (gp, _, gl) = self.table(id)?;
+        let (slot, _) = gl
             .root_slot(gp, gp.tokens)
             .ok_or_else(|| RuntimeError::Device("the token ids have no buffer".into()))?;
         let bytes: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -634,7 +724,8 @@ impl CudaEngine {
         phase: Phase,
         tokens: &[u32],
     ) -> Result<Vec<f64>, RuntimeError> {
-        let t = self.begin_call(phase, &[0], tokens)?;
+        let id = Self::id_of(phase);
+        let t = self.begin_call(id, &[0], tokens)?;
         let n = self.program.graph(phase).launches.len();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let events = (0..=n)
@@ -643,7 +734,7 @@ impl CudaEngine {
             .map_err(dev)?;
         for (l, ev) in events.iter().take(n).enumerate() {
             ev.record(&self.stream).map_err(dev)?;
-            self.launch(phase, l, 1, t)?;
+            self.launch(id, l, 1, t)?;
         }
         events[n].record(&self.stream).map_err(dev)?;
         events[n].synchronize().map_err(dev)?;
@@ -658,7 +749,7 @@ impl CudaEngine {
     /// Downloads value `v` of graph `phase` after a one-sequence call of `t` tokens as an f32
     /// tensor `[1, T, W]` (token ids: `[1, T]`).
     pub fn read_value(&self, phase: Phase, v: usize, t: usize) -> Result<Tensor, RuntimeError> {
-        self.read_rows(phase, v, 1, t, 0..t)
+        self.read_rows(Self::id_of(phase), v, 1, t, 0..t)
     }
 
     /// Downloads token positions `range` (of a call of `b` sequences of `t` tokens) of value
@@ -666,20 +757,18 @@ impl CudaEngine {
     /// `[b, n]`). Rows are laid out `b · T + t` (ir/src/memory.rs).
     fn read_rows(
         &self,
-        phase: Phase,
+        id: GraphId,
         v: usize,
         batch: usize,
         t: usize,
         range: std::ops::Range<usize>,
     ) -> Result<Tensor, RuntimeError> {
-        let gp = self.program.graph(phase);
+        let (gp, _, gl) = self.table(id)?;
         let val = gp
             .values
             .get(v)
             .ok_or_else(|| RuntimeError::Device(format!("value {v} does not exist")))?;
-        let (slot, offset) = self
-            .layout
-            .graph(phase)
+        let (slot, offset) = gl
             .root_slot(gp, v)
             .ok_or_else(|| RuntimeError::Device(format!("value {v} has no buffer")))?;
         let buf = match slot.region {
@@ -732,12 +821,13 @@ impl CudaEngine {
         Ok(Tensor::new(shape, data))
     }
 
-    /// The decode graph's launches for batch `b`, `t` tokens: eagerly, or captured into a CUDA
-    /// graph and launched, or by replaying that graph. The token ids and `meta` are already
-    /// copied (stream-ordered before whatever this issues); the logits are read after.
-    fn run_decode_launches(&mut self, b: usize, t: usize) -> Result<(), RuntimeError> {
-        let key = (b, t);
-        let n = self.program.decode.launches.len();
+    /// The launches of decode table `id` for batch `b`, `t` tokens: eagerly, or captured into
+    /// a CUDA graph and launched, or by replaying that graph (graphs are keyed by the table
+    /// too, so `decode` and `decode_rows` never share one). The token ids and `meta` are
+    /// already copied (stream-ordered before whatever this issues); the logits are read after.
+    fn run_decode_launches(&mut self, id: GraphId, b: usize, t: usize) -> Result<(), RuntimeError> {
+        let key = (id, b, t);
+        let n = self.table(id)?.0.launches.len();
         match self.graphs.mode(key) {
             StepMode::Replay => {
                 return self.graphs.replay(key).map_err(RuntimeError::Device);
@@ -753,7 +843,7 @@ impl CudaEngine {
             StepMode::Eager => {}
         }
         for l in 0..n {
-            self.launch(Phase::Decode, l, b, t)?;
+            self.launch(id, l, b, t)?;
         }
         self.graphs.ran_eager(key);
         Ok(())
@@ -761,11 +851,11 @@ impl CudaEngine {
 
     /// Captures the `n` decode launches for `key` into a graph (nothing runs). On error the
     /// stream is out of capture mode again and no graph is stored.
-    fn capture_decode(&mut self, key: (usize, usize), n: usize) -> Result<(), String> {
-        let (b, t) = key;
+    fn capture_decode(&mut self, key: StepKey, n: usize) -> Result<(), String> {
+        let (id, b, t) = key;
         DecodeGraphs::begin(&self.stream).map_err(|e| format!("beginning the capture: {e:?}"))?;
         for l in 0..n {
-            if let Err(e) = self.launch(Phase::Decode, l, b, t) {
+            if let Err(e) = self.launch(id, l, b, t) {
                 DecodeGraphs::abandon(&self.stream);
                 return Err(format!("capturing launch {l}: {e}"));
             }
@@ -773,9 +863,9 @@ impl CudaEngine {
         self.graphs.finish(&self.stream, key)
     }
 
-    /// Launches launch `l` of graph `phase` for batch `b`, `t` tokens.
-    fn launch(&self, phase: Phase, l: usize, b: usize, t: usize) -> Result<(), RuntimeError> {
-        let gp = self.program.graph(phase);
+    /// Launches launch `l` of table `id` for batch `b`, `t` tokens.
+    fn launch(&self, id: GraphId, l: usize, b: usize, t: usize) -> Result<(), RuntimeError> {
+        let (gp, bufs, _) = self.table(id)?;
         let launch = &gp.launches[l];
         // Several rows take the launch's batched variant when it has one (same parameters).
         let name = launch.kernel_for(b, t);
@@ -786,7 +876,6 @@ impl CudaEngine {
             .functions
             .get(name)
             .ok_or_else(|| RuntimeError::Device(format!("kernel {name} is not loaded")))?;
-        let bufs = self.bufs(phase);
         let n = kernel.params.len();
         let mut ptrs = vec![0u64; n];
         let mut ints = vec![0i32; n];
@@ -942,10 +1031,8 @@ pub fn read_program(plan: &Plan) -> Result<Program, RuntimeError> {
         k.source = std::fs::read_to_string(&src)
             .map_err(|e| RuntimeError::Input(format!("{}: {e}", src.display())))?;
     }
-    for (phase, gp) in [
-        (Phase::Prompt, &program.prompt),
-        (Phase::Decode, &program.decode),
-    ] {
+    for (id, gp) in program.tables() {
+        let phase = id.phase();
         let n = plan.module.graph(phase).len();
         if gp.phase != phase
             || gp.node_values.len() != n
@@ -955,7 +1042,7 @@ pub fn read_program(plan: &Plan) -> Result<Program, RuntimeError> {
                 .any(|l| !program.kernels.contains_key(&l.kernel))
         {
             return Err(RuntimeError::Input(format!(
-                "{}: the {phase:?} launch table does not match module.json",
+                "{}: the {id:?} launch table does not match module.json",
                 path.display()
             )));
         }
@@ -972,6 +1059,9 @@ pub fn read_program(plan: &Plan) -> Result<Program, RuntimeError> {
 fn attach_nodes(module: &Module, program: &mut Program) {
     program.prompt.nodes = module.prompt.topo_order();
     program.decode.nodes = module.decode.topo_order();
+    if let Some(rows) = &mut program.decode_rows {
+        rows.nodes = module.decode.topo_order();
+    }
 }
 
 /// Compiles (or reads from the plan or the PTX cache) and loads every kernel.
@@ -1025,10 +1115,9 @@ fn load_kernels(
     // Kernels launched with more dynamic shared memory than the default must opt in, once.
     let mut smem: BTreeMap<&str, u32> = BTreeMap::new();
     for l in program
-        .prompt
-        .launches
-        .iter()
-        .chain(&program.decode.launches)
+        .tables()
+        .into_iter()
+        .flat_map(|(_, gp)| &gp.launches)
     {
         for k in std::iter::once(&l.kernel).chain(&l.batched) {
             let e = smem.entry(k.as_str()).or_default();
@@ -1074,8 +1163,8 @@ impl Engine for CudaEngine {
             self.launch_phase(Phase::Prompt, chunk, None)?;
         }
         let t = self.launch_phase(Phase::Prompt, last, None)?;
-        let out = self.output_value(Phase::Prompt)?;
-        Ok(self.read_rows(Phase::Prompt, out, 1, t, t - 1..t)?.data)
+        let out = self.output_value(GraphId::Prompt)?;
+        Ok(self.read_rows(GraphId::Prompt, out, 1, t, t - 1..t)?.data)
     }
 
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>, RuntimeError> {
@@ -1141,9 +1230,9 @@ impl BatchEngine for CudaEngine {
         for chunk in head {
             self.launch_call(Phase::Prompt, &[slot], chunk, None)?;
         }
-        let t = self.launch_call(Phase::Prompt, &[slot], last, None)?;
-        let out = self.output_value(Phase::Prompt)?;
-        Ok(self.read_rows(Phase::Prompt, out, 1, t, t - 1..t)?.data)
+        let (t, id) = self.launch_call(Phase::Prompt, &[slot], last, None)?;
+        let out = self.output_value(id)?;
+        Ok(self.read_rows(id, out, 1, t, t - 1..t)?.data)
     }
 
     fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError> {
@@ -1152,11 +1241,9 @@ impl BatchEngine for CudaEngine {
         }
         let slots: Vec<SlotId> = batch.iter().map(|&(s, _)| s).collect();
         let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
-        self.launch_call(Phase::Decode, &slots, &tokens, None)?;
-        let out = self.output_value(Phase::Decode)?;
-        Ok(self
-            .read_rows(Phase::Decode, out, slots.len(), 1, 0..1)?
-            .data)
+        let (_, id) = self.launch_call(Phase::Decode, &slots, &tokens, None)?;
+        let out = self.output_value(id)?;
+        Ok(self.read_rows(id, out, slots.len(), 1, 0..1)?.data)
     }
 
     fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError> {

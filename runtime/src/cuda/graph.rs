@@ -7,7 +7,8 @@
 //! state and meta addresses; `Rows`, `Seq` and `Capacity` depend only on the batch and the
 //! token count, which are the graph's key, as is the choice of a launch's batched kernel). Each
 //! row's position and state slot live in device memory (`meta`, `Arg::Meta`), so one graph per
-//! row count serves any set of slots (at most `max_batch` graphs, captured lazily per count),
+//! row count and launch table serves any set of slots (at most `max_batch` graphs per table,
+//! captured lazily per count),
 //! and the token ids in a fixed device buffer; both are written by ordinary stream copies *before* the
 //! graph launch on the same stream, so they are not part of the graph. The logits are read
 //! after it, also outside the graph. Nothing is allocated inside a step, so the captured
@@ -35,8 +36,9 @@ pub(crate) fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Key of a captured step: (batch, tokens per sequence).
-pub(crate) type StepKey = (usize, usize);
+/// Key of a captured step: (launch table, batch, tokens per sequence). The table is part of the
+/// key so a `decode` step and a `decode_rows` step never share a graph.
+pub(crate) type StepKey = (zamba2c_ir::kernel::GraphId, usize, usize);
 
 /// One instantiated graph. Only reachable through `&mut`, so the engine's `&mut self` is the
 /// external serialization CUDA asks for on graph objects.
@@ -175,10 +177,12 @@ impl DecodeGraphs {
 
     /// Launches the graph of `key` on the stream it was captured from.
     pub(crate) fn replay(&mut self, key: StepKey) -> Result<(), String> {
-        let g = self
-            .graphs
-            .get_mut(&key)
-            .ok_or_else(|| format!("no decode CUDA graph for batch {}, {} tokens", key.0, key.1))?;
+        let g = self.graphs.get_mut(&key).ok_or_else(|| {
+            format!(
+                "no decode CUDA graph for {:?}, batch {}, {} tokens",
+                key.0, key.1, key.2
+            )
+        })?;
         g.0.launch()
             .map_err(|e| format!("launching the decode CUDA graph: {e:?}"))?;
         self.replays += 1;
@@ -189,15 +193,18 @@ impl DecodeGraphs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zamba2c_ir::kernel::GraphId;
 
     #[test]
     fn warm_up_then_capture_then_replay() {
         let mut g = DecodeGraphs::new(true);
-        let k = (1, 1);
+        let k = (GraphId::Decode, 1, 1);
         assert_eq!(g.mode(k), StepMode::Eager);
         g.ran_eager(k);
         assert_eq!(g.mode(k), StepMode::Capture);
-        assert_eq!(g.mode((2, 1)), StepMode::Eager);
+        assert_eq!(g.mode((GraphId::Decode, 2, 1)), StepMode::Eager);
+        // The same shape through the other table is another graph.
+        assert_eq!(g.mode((GraphId::DecodeRows, 1, 1)), StepMode::Eager);
         g.fail("test".into());
         assert_eq!(g.mode(k), StepMode::Eager);
         assert_eq!(g.failure(), Some("test"));
@@ -218,8 +225,8 @@ mod tests {
     #[test]
     fn disabled_stays_eager() {
         let mut g = DecodeGraphs::new(false);
-        g.ran_eager((1, 1));
-        assert_eq!(g.mode((1, 1)), StepMode::Eager);
+        g.ran_eager((GraphId::Decode, 1, 1));
+        assert_eq!(g.mode((GraphId::Decode, 1, 1)), StepMode::Eager);
         assert!(!g.enabled());
         assert_eq!((g.captures(), g.replays()), (0, 0));
     }

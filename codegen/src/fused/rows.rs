@@ -1,0 +1,107 @@
+//! The `decode_rows` launch table's fused ops (docs/KERNELS.md "decode_rows"): a decode step of
+//! many rows keeps the decode graph's state kernels (`mamba_step`, `attention_decode`, each row
+//! at its own position and slot) and lowers every projection as the prompt path does (norm
+//! kernels, `split_bf16`, `linear_mma_pipe` with residual and adapter epilogues), so each input
+//! tile serves 128 output features instead of the GEMV's 2 (docs/PERFORMANCE.md, "What bounds
+//! it").
+
+use zamba2c_ir::fused::{Norm, Proj};
+use zamba2c_ir::kernel::LaunchCost;
+use zamba2c_ir::{DType, Op};
+
+use super::mixer::mamba_step;
+use super::prompt::{prompt_specs, Emit};
+use super::Temp;
+use crate::families::{flit, weight_ref, Builder, KernelSpec};
+use crate::program::{Extent, NodeCtx, Operand};
+
+/// Threads of a `group_rms_norm` block (one block per row and norm group).
+const NORM_BLOCK: usize = 256;
+
+/// The `decode_rows` kernels of fused op `op` (`residual`: the `Residual` wrapper's operand).
+/// The mixer is the decode step (`mamba_step`) followed by its gated norm and `out_proj` on the
+/// GEMM; every other op is lowered as in a prompt (ir/src/fused.rs gives the same meaning).
+pub fn rows_specs(
+    ctx: &NodeCtx,
+    temp: &mut Temp,
+    op: &Op,
+    residual: Option<Operand>,
+) -> Result<Vec<KernelSpec>, String> {
+    let Op::MambaMixer {
+        norm,
+        out_proj,
+        heads,
+        head_dim,
+        groups,
+        ..
+    } = op
+    else {
+        return prompt_specs(ctx, temp, op, residual);
+    };
+    let Some(out_proj) = out_proj else {
+        return Err("a mixer without its out_proj: the gated norm has no kernel of its own".into());
+    };
+    let zx = *ctx.inputs.first().ok_or("operand 0 missing")?;
+    let din = heads * head_dim;
+    if *groups == 0 || !din.is_multiple_of(*groups) {
+        return Err(format!("{din} channels in {groups} norm groups"));
+    }
+    let mut e = Emit {
+        ctx,
+        temp,
+        specs: Vec::new(),
+    };
+    let gated = (e.temp)(din, DType::F32);
+    e.specs.push(mamba_step(ctx, op, zx, gated)?);
+    let yn = e.new_temp(din);
+    e.specs.push(group_rms_norm(ctx, norm, *groups, gated, yn)?);
+    let p = [Proj {
+        weight: out_proj.clone(),
+        adapter: None,
+    }];
+    e.project(yn, &p, ctx.out, residual)?;
+    Ok(e.specs)
+}
+
+/// `out = w ⊙ groupnorm(x)` over `groups` equal groups of channels (templates/group_rms_norm.cu):
+/// the mixer's gated norm on `mamba_step`'s gated f32 output.
+fn group_rms_norm(
+    ctx: &NodeCtx,
+    norm: &Norm,
+    groups: usize,
+    x: Operand,
+    out: Operand,
+) -> Result<KernelSpec, String> {
+    let w = x.width;
+    let wr = weight_ref(ctx, &norm.weight)
+        .ok_or(format!("weight {} is not in the table", norm.weight))?;
+    if wr.shape != [w] || out.width != w || out.stride != w {
+        return Err(format!(
+            "norm weight {:?} for {w} channels into a value of width {}",
+            wr.shape, out.width
+        ));
+    }
+    let cost = LaunchCost {
+        weight_bytes: (w * wr.dtype.size()) as u64,
+        bytes_per_row: (w * x.dtype.size() + w * out.dtype.size()) as u64,
+        flops_per_row: 4 * w as u64,
+        ..Default::default()
+    };
+    Ok(Builder::new("group_rms_norm", out.dtype)
+        .cost(cost)
+        .set("width", w)
+        .set("group", w / groups)
+        .set("eps", flit(norm.eps))
+        .set("x_stride", x.stride)
+        .input("x", &x)
+        .weight("weight", ctx, &norm.weight)
+        .output(&out)
+        .finish(
+            [
+                Extent::Rows { mul: 1, div: 1 },
+                Extent::Const(groups as u32),
+                Extent::Const(1),
+            ],
+            NORM_BLOCK,
+        ))
+}
