@@ -178,9 +178,21 @@ fi
 # 512 (the default), 1024 and 2048 tokens (`bench --prompt-chunk`), printed only.
 if [ "${CHUNKS:-0}" = 1 ]; then
   for c in 512 1024 2048; do
-    for pl in 2048 4064; do
+    for pl in ${CHUNK_PROMPTS:-2048 4064}; do
       timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 --prompt-chunk $c --json \
         2>/dev/null | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('prompt chunk $c prompt $pl ttft_ms %.1f prefill_gpu_ms %.1f engine_GiB %.3f' % (r['ttft_ms'], r['prefill_gpu_ms'], r['engine_bytes']/2**30))"
+    done
+  done
+fi
+# Library GEMMs (LIBRARY=1, docs/KERNELS.md "Library GEMMs"): TTFT and decode of the default
+# plan with cuBLASLt running the marked projections and with their own kernels
+# (ZAMBA2C_NO_LIBRARY_GEMM=1), same plan, printed only.
+if [ "${LIBRARY:-0}" = 1 ]; then
+  RUST_LOG=info "$Z" bench "$M" --device cuda --prompt-len 64 --gen-len 2 2>&1 | grep -i "library" | head -2
+  for pl in 512 2048; do
+    for envs in X=1 ZAMBA2C_NO_LIBRARY_GEMM=1; do
+      env "$envs" timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 32 --max-context 4096 --json \
+        2>/dev/null | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('library $envs prompt $pl ttft_ms %.2f decode_ms %.3f' % (r['ttft_ms'], r['decode_ms_per_token']))"
     done
   done
 fi

@@ -6,7 +6,7 @@ use zamba2c_ir::{DType, Op, Phase, StateSpec};
 
 use crate::program::{Arg, CType, Epilogue, Extent, NodeCtx, Operand, Param};
 use crate::CodegenError;
-use zamba2c_ir::kernel::LaunchCost;
+use zamba2c_ir::kernel::{LaunchCost, LibraryEpilogue, LibraryGemm};
 
 /// Warps per block of the GEMV kernel (one output feature per warp).
 const GEMV_WARPS: usize = 4;
@@ -51,6 +51,8 @@ pub struct KernelSpec {
     /// The template context of a variant for calls of several rows (same parameters and
     /// grid; `Launch::batched`), when the family has one.
     pub batched: Option<String>,
+    /// The same projection as a library GEMM the runtime may run instead (`Launch::library`).
+    pub library: Option<LibraryGemm>,
 }
 
 /// Builds a [`KernelSpec`]: parameters and their arguments are added together, so the list
@@ -142,6 +144,7 @@ impl Builder {
             seq_align: 1,
             cost: self.cost,
             batched: None,
+            library: None,
         }
     }
 }
@@ -638,6 +641,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 _ => (2, "bf16"),
             };
             let b = b.set("xmode", xmode);
+            let weight_ld = spec.row_stride;
             let smem = stages * (bm * (MMA_BK + 8) * x_bytes + MMA_TILE * (MMA_BK + 8) * 2);
             let grid = [
                 Extent::Const(n.div_ceil(MMA_TILE) as u32),
@@ -651,6 +655,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 .set("stages", stages);
             let mut spec = kernel(b, "linear_mma_pipe", grid, 32 * MMA_WARPS);
             spec.smem = smem as u32;
+            spec.library = library_gemm(ctx, &spec.args[1], (n, k, weight_ld), xmode);
             spec
         }
         _ => {
@@ -662,6 +667,53 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             let b = b.set("tile", GEMM_TILE).set("bk", GEMM_BK);
             kernel(b, "linear_gemm", grid, GEMM_THREADS)
         }
+    })
+}
+
+/// The projection of a `linear_mma_pipe` launch as a library GEMM, when the library can compute
+/// exactly it: bf16 inputs (presplit planes or bf16 activations), an f32 output when the input
+/// is split (the lo product accumulates into it), and an epilogue that is the GEMM's
+/// `beta · C` (a residual in the output's layout, or the output itself). Anything else stays
+/// on the kernel alone. `ZAMBA2C_TUNE_LIBRARY_GEMM=0` emits none (a measurement).
+fn library_gemm(
+    ctx: &NodeCtx,
+    weight: &Arg,
+    (n, k, w_ld): (usize, usize, usize),
+    xmode: &str,
+) -> Option<LibraryGemm> {
+    let (x, out) = (&ctx.inputs[0], &ctx.out);
+    let split = match xmode {
+        "presplit" => true,
+        "bf16" => false,
+        _ => return None,
+    };
+    if crate::tune("LIBRARY_GEMM", 1) != 1
+        || x.dtype != DType::BF16
+        || !matches!(out.dtype, DType::F32 | DType::BF16)
+        || (split && out.dtype != DType::F32)
+    {
+        return None;
+    }
+    let epilogue = match &ctx.epilogue {
+        Epilogue::None => LibraryEpilogue::None,
+        Epilogue::Accumulate => LibraryEpilogue::Accumulate,
+        Epilogue::Residual(r) if r.stride == out.stride && r.dtype == out.dtype => {
+            LibraryEpilogue::Residual(r.arg())
+        }
+        _ => return None,
+    };
+    Some(LibraryGemm {
+        n,
+        k,
+        x: x.arg(),
+        x_ld: x.stride,
+        split,
+        weight: weight.clone(),
+        w_ld,
+        out: out.arg(),
+        out_ld: out.stride,
+        out_dtype: out.dtype,
+        epilogue,
     })
 }
 

@@ -441,6 +441,7 @@ impl GraphBuilder<'_> {
                 smem: spec.smem,
                 cost: spec.cost,
                 batched,
+                library: spec.library,
             });
         }
         Ok(())

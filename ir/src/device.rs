@@ -16,7 +16,8 @@
 //!   row per slot;
 //! - **workspace**: the per-call `meta` array ([`meta_bytes`]), then one slot of its own per value a kernel
 //!   expects zero at launch and leaves zero (`GraphProgram::zeroed`: attention_decode's split
-//!   counters), never shared with anything else.
+//!   counters), never shared with anything else; and when some launch may run as a library GEMM
+//!   (`crate::kernel::LibraryGemm`), the library's scratch space ([`LIBRARY_WORKSPACE_BYTES`]).
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,10 @@ pub const DEFAULT_PROMPT_CHUNK: usize = 512;
 /// The largest prompt chunk a caller may ask for (`--prompt-chunk`): the activation arena
 /// grows linearly with it (~94 MB per 512 tokens for Zamba2-2.7B).
 pub const MAX_PROMPT_CHUNK: usize = 16384;
+
+/// Scratch bytes given to the GEMM library (cuBLASLt) when a launch table has library GEMMs:
+/// 32 MiB, what NVIDIA's cuBLAS documentation recommends on Hopper.
+pub const LIBRARY_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// `i32`s of `meta` per row of a call: the row's position, then its state slot
 /// (`crate::kernel::Arg::Meta`).
@@ -159,6 +164,9 @@ pub struct DeviceLayout {
     pub decode: GraphLayout,
     /// The layout of `Program::decode_rows`, when the program has it (`max_batch` rows).
     pub decode_rows: Option<GraphLayout>,
+    /// Offset in the workspace of the GEMM library's scratch space
+    /// ([`LIBRARY_WORKSPACE_BYTES`]), when the launch table has library GEMMs.
+    pub library_workspace: Option<usize>,
     pub table: MemoryTable,
 }
 
@@ -259,6 +267,22 @@ impl DeviceLayout {
             .as_ref()
             .map(|gp| plan_graph(gp, (shape.batch, 1), &mut ws_next))
             .transpose()?;
+        let library = program
+            .tables()
+            .into_iter()
+            .any(|(_, gp)| gp.launches.iter().any(|l| l.library.is_some()));
+        let library_workspace = if library {
+            let at = ws_next;
+            ws_next = aligned(
+                ws_next
+                    .checked_add(LIBRARY_WORKSPACE_BYTES)
+                    .ok_or_else(|| overflow("the workspace"))?,
+                "the workspace",
+            )?;
+            Some(at)
+        } else {
+            None
+        };
         let rows_arena = decode_rows.as_ref().map_or(0, |g| g.arena_bytes);
         let arena = aligned(
             prompt
@@ -292,6 +316,7 @@ impl DeviceLayout {
             prompt,
             decode,
             decode_rows,
+            library_workspace,
             table,
         })
     }

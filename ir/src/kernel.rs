@@ -259,6 +259,43 @@ pub struct Launch {
     /// (docs/KERNELS.md "proj_gemv"). `None`: `kernel` serves every call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batched: Option<String>,
+    /// The same projection as a library GEMM (cuBLASLt) the runtime runs instead of `kernel`
+    /// when the library is there and not turned off (docs/KERNELS.md "Library GEMMs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<LibraryGemm>,
+}
+
+/// `out[m, n] = Σ_k x[m, k] · w[n, k]` (+ the epilogue) for `m < B·T`, `n < n`, `k < k`, as a
+/// library GEMM: what a `linear_mma_pipe` launch computes, described by its operands so the
+/// runtime can hand it to cuBLASLt (bf16 inputs, f32 accumulation, output in `out_dtype`).
+/// Every operand is row-major with the given leading dimension (elements between rows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryGemm {
+    pub n: usize,
+    pub k: usize,
+    /// bf16 input rows; with `split`, the f32 input as two bf16 planes (templates/split_bf16.cu):
+    /// hi at columns `0..k`, lo at `k..2k` of the same row, and the product is `hi·Wᵀ + lo·Wᵀ`.
+    pub x: Arg,
+    pub x_ld: usize,
+    pub split: bool,
+    /// bf16 weight rows (`[n, k]` at `weight`, rows `w_ld` apart).
+    pub weight: Arg,
+    pub w_ld: usize,
+    pub out: Arg,
+    pub out_ld: usize,
+    pub out_dtype: DType,
+    pub epilogue: LibraryEpilogue,
+}
+
+/// What a [`LibraryGemm`] adds to the product (its `beta · C` term).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LibraryEpilogue {
+    /// `out = x·Wᵀ`.
+    None,
+    /// `out = res + x·Wᵀ`; `res` has `out`'s dtype and leading dimension.
+    Residual(Arg),
+    /// `out += x·Wᵀ`.
+    Accumulate,
 }
 
 /// Largest dynamic shared memory a block may ask for: the sm_90 opt-in limit (227 KiB).
@@ -605,6 +642,10 @@ impl Program {
                         return Err(lctx(format!("grid extent {e:?}")));
                     }
                 }
+                if let Some(lib) = &l.library {
+                    lib.validate(module, gp)
+                        .map_err(|m| lctx(format!("library GEMM: {m}")))?;
+                }
                 for (p, a) in k.params.iter().zip(&l.args) {
                     let pctx = |msg: String| lctx(format!("parameter {}: {msg}", p.name));
                     match (p.ty, a) {
@@ -658,6 +699,67 @@ impl Program {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl LibraryGemm {
+    /// Checks that every operand is a buffer of the right dtype holding the columns and rows
+    /// the GEMM touches (for the rows the graph's values hold), so a launch table read from
+    /// disk cannot make the library read or write outside them.
+    fn validate(&self, module: &crate::Module, gp: &GraphProgram) -> Result<(), String> {
+        let (n, k) = (self.n, self.k);
+        if n == 0 || k == 0 || n as u64 > MAX_EXTENT || k as u64 > MAX_EXTENT {
+            return Err(format!("{n} outputs of {k} inputs"));
+        }
+        if self.split && self.out_dtype != DType::F32 {
+            return Err("a split input needs an f32 output".into());
+        }
+        let value = |a: &Arg, what: &str, dtype: DType, ld: usize, cols: usize| {
+            let Arg::Value { value, offset } = a else {
+                return Err(format!("{what} is not a value"));
+            };
+            match gp.values.get(*value) {
+                Some(v)
+                    if matches!(v.storage, Storage::Own)
+                        && v.dtype == dtype
+                        && v.row_stride == ld
+                        && offset.checked_add(cols).is_some_and(|e| e <= v.width) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "{what}: value {value} is not a {dtype} buffer with columns {offset}..{} in rows of {ld}",
+                    offset.saturating_add(cols)
+                )),
+            }
+        };
+        let planes = if self.split { 2 } else { 1 };
+        value(&self.x, "the input", DType::BF16, self.x_ld, planes * k)?;
+        if !matches!(self.out_dtype, DType::F32 | DType::BF16) {
+            return Err(format!("a {} output", self.out_dtype));
+        }
+        value(&self.out, "the output", self.out_dtype, self.out_ld, n)?;
+        if let LibraryEpilogue::Residual(r) = &self.epilogue {
+            value(r, "the residual", self.out_dtype, self.out_ld, n)?;
+        }
+        let Arg::Weight { name, offset } = &self.weight else {
+            return Err("the weight is not a weight".into());
+        };
+        let w = module
+            .weights
+            .get(name)
+            .ok_or_else(|| format!("weight {name} is not in the table"))?;
+        let end = (n - 1)
+            .checked_mul(self.w_ld)
+            .and_then(|e| e.checked_add(*offset))
+            .and_then(|e| e.checked_add(k));
+        if w.dtype != DType::BF16 || self.w_ld < k || end.is_none_or(|e| e > w.numel()) {
+            return Err(format!(
+                "weight {name} ({} {:?}) does not hold {n} rows of {k} from element {offset}, {} apart",
+                w.dtype, w.shape, self.w_ld
+            ));
         }
         Ok(())
     }

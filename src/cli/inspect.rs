@@ -78,6 +78,17 @@ fn read_program(plan: &Plan) -> Result<Option<Program>> {
 
 /// What runs: launches and bytes per graph, launches per decode op, and every fused op
 /// emitted through its decomposition (with why).
+/// The family a launch runs: its kernel's, or for a library GEMM
+/// `cublaslt|<its kernel's family>` (cuBLASLt when the library loads at run time, else the
+/// kernel; docs/KERNELS.md "Library GEMMs").
+fn launch_family(p: &Program, l: &zamba2c_ir::kernel::Launch) -> Option<String> {
+    let k = p.kernels.get(&l.kernel)?;
+    Some(match l.library {
+        Some(_) => format!("cublaslt|{}", k.family),
+        None => k.family.clone(),
+    })
+}
+
 /// Launches per kernel family of one graph (the GEMM, scan and attention kernels each op got).
 fn family_counts(
     p: &Program,
@@ -85,8 +96,8 @@ fn family_counts(
 ) -> std::collections::BTreeMap<String, usize> {
     let mut out = std::collections::BTreeMap::new();
     for l in &gp.launches {
-        if let Some(k) = p.kernels.get(&l.kernel) {
-            *out.entry(k.family.clone()).or_insert(0) += 1;
+        if let Some(f) = launch_family(p, l) {
+            *out.entry(f).or_insert(0) += 1;
         }
     }
     out
@@ -99,10 +110,10 @@ fn op_kernels(
 ) -> std::collections::BTreeMap<usize, Vec<String>> {
     let mut out: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
     for l in &gp.launches {
-        if let Some(k) = p.kernels.get(&l.kernel) {
+        if let Some(f) = launch_family(p, l) {
             let v = out.entry(l.node).or_default();
-            if !v.contains(&k.family) {
-                v.push(k.family.clone());
+            if !v.contains(&f) {
+                v.push(f);
             }
         }
     }
@@ -132,7 +143,7 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program, rows: usize) -> String {
     if let Some(r) = &c.decode_rows {
         let _ = writeln!(
             s,
-            "  decode step of {} rows (steps of >= {ROWS_MMA_MIN} rows run decode_rows: projections on linear_mma_pipe; ZAMBA2C_TUNE_ROWS_MMA_MIN changes it): {} launches, {} per step at empty context (decode table: {}), +{} per cached token per row, {}",
+            "  decode step of {} rows (steps of >= {ROWS_MMA_MIN} rows run decode_rows: projections on the tensor-core GEMMs; ZAMBA2C_TUNE_ROWS_MMA_MIN changes it): {} launches, {} per step at empty context (decode table: {}), +{} per cached token per row, {}",
             r.rows,
             r.launches,
             si(r.bytes_per_step, "B"),

@@ -26,15 +26,18 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::device::{
-    meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, META_INTS_PER_ROW,
+    meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, LIBRARY_WORKSPACE_BYTES,
+    META_INTS_PER_ROW,
 };
 use zamba2c_ir::kernel::{
-    ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Program, PROGRAM_PATH, ROWS_MMA_MIN,
+    ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch, LibraryEpilogue, Program,
+    PROGRAM_PATH, ROWS_MMA_MIN,
 };
 
 use super::nvrtc;
 use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
+use super::blas::{Blas, GemmPtrs};
 use super::graph::{DecodeGraphs, StepKey, StepMode};
 use crate::batch::{BatchEngine, SlotId};
 use crate::{Engine, RuntimeError, Tensor};
@@ -219,6 +222,9 @@ pub struct CudaEngine {
     /// Launch with the programmatic-dependent-launch attribute (sm_90+ and
     /// [`CudaOptions::overlap_launches`]).
     overlap: bool,
+    /// cuBLASLt for the launches marked as library GEMMs, when it loaded (docs/KERNELS.md
+    /// "Library GEMMs"); `None` runs every launch's kernel.
+    blas: Option<Blas>,
 }
 
 impl CudaEngine {
@@ -363,6 +369,19 @@ impl CudaEngine {
             _ => None,
         };
         debug_assert_eq!(allocated as u64, t.total);
+        let blas = match layout.library_workspace {
+            Some(at) => match Blas::new(wsbase + at as u64, LIBRARY_WORKSPACE_BYTES) {
+                Ok(b) => {
+                    tracing::info!("library GEMMs: cuBLASLt");
+                    Some(b)
+                }
+                Err(why) => {
+                    tracing::info!("library GEMMs run their own kernels: {why}");
+                    None
+                }
+            },
+            None => None,
+        };
         let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
         Ok(CudaEngine {
@@ -392,7 +411,13 @@ impl CudaEngine {
             used_before,
             graphs,
             overlap,
+            blas,
         })
+    }
+
+    /// Whether `launch` runs as a library GEMM (cuBLASLt) rather than its kernel.
+    pub fn runs_library(&self, launch: &Launch) -> bool {
+        launch.library.is_some() && self.blas.is_some()
     }
 
     /// Bytes of device memory this engine allocated (weights, states, activations,
@@ -867,6 +892,25 @@ impl CudaEngine {
     fn launch(&self, id: GraphId, l: usize, b: usize, t: usize) -> Result<(), RuntimeError> {
         let (gp, bufs, _) = self.table(id)?;
         let launch = &gp.launches[l];
+        if let (Some(g), Some(blas)) = (&launch.library, &self.blas) {
+            let ptr = |a: &Arg| match self.arg_value(gp, bufs, a, b, t)? {
+                ArgValue::Ptr(p) => Ok(p),
+                ArgValue::Int(_) => Err(RuntimeError::Device(format!(
+                    "library GEMM of node %{}: {a:?} is not an address",
+                    launch.node
+                ))),
+            };
+            let ptrs = GemmPtrs {
+                x: ptr(&g.x)?,
+                weight: ptr(&g.weight)?,
+                out: ptr(&g.out)?,
+                res: match &g.epilogue {
+                    LibraryEpilogue::Residual(r) => Some(ptr(r)?),
+                    _ => None,
+                },
+            };
+            return blas.gemm((id, l), g, b * t, &ptrs, self.stream.cu_stream());
+        }
         // Several rows take the launch's batched variant when it has one (same parameters).
         let name = launch.kernel_for(b, t);
         let kernel = self.program.kernels.get(name).ok_or_else(|| {

@@ -4,6 +4,8 @@
 //! - [`engine`]: [`CudaEngine`] loads a plan (weights uploaded once, one buffer per activation,
 //!   state regions and KV caches of a fixed capacity) and runs the prompt and decode graphs
 //!   with no allocation inside a step.
+//! - [`blas`]: cuBLASLt for the launches a plan marks as library GEMMs (falls back to their
+//!   kernels when the library is missing or `ZAMBA2C_NO_LIBRARY_GEMM=1`).
 //! - [`graph`]: the decode step captured once as a CUDA graph and replayed
 //!   (`ZAMBA2C_NO_CUDA_GRAPH=1` keeps it eager).
 //! - [`nvrtc`]: kernel sources to PTX (ahead of time for `compile --arch`, or at load), with
@@ -15,6 +17,7 @@
 //! - [`profile`]: every launch timed with events beside its bytes and FLOPs (`bench --profile`).
 
 pub mod bench;
+pub mod blas;
 pub mod engine;
 pub mod graph;
 pub mod nvrtc;

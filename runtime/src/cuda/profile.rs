@@ -13,6 +13,7 @@ use zamba2c_ir::kernel::{H200_BF16_FLOPS, H200_COPY_BYTES_PER_S};
 use zamba2c_ir::{Phase, Plan};
 
 use super::bench::{bench, BenchReport};
+use super::blas::LIBRARY_FAMILY;
 use super::engine::{CudaEngine, CudaOptions};
 use crate::{Engine, RuntimeError};
 
@@ -108,11 +109,17 @@ fn summarise(
         let flops = launch.cost.flops(1, tokens, context);
         all_bytes += bytes;
         all_floor += floor_ms(bytes, flops);
-        let family = e
-            .program()
-            .kernels
-            .get(&launch.kernel)
-            .map_or_else(|| launch.kernel.clone(), |k| k.family.clone());
+        // A launch the library runs is reported as the library's, not as its kernel's.
+        let (family, kernel) = if e.runs_library(launch) {
+            (LIBRARY_FAMILY.to_string(), LIBRARY_FAMILY.to_string())
+        } else {
+            let family = e
+                .program()
+                .kernels
+                .get(&launch.kernel)
+                .map_or_else(|| launch.kernel.clone(), |k| k.family.clone());
+            (family, launch.kernel.clone())
+        };
         let node = nodes.entry(launch.node).or_insert_with(|| {
             let (label, op) = order
                 .get(launch.node)
@@ -135,7 +142,7 @@ fn summarise(
                 frac: 0.0,
             }
         });
-        node.kernels.push(launch.kernel.clone());
+        node.kernels.push(kernel);
         node.launches += 1;
         node.ms += ms[l];
         node.bytes += bytes;

@@ -1,0 +1,117 @@
+//! Library GEMMs (ir/src/kernel.rs `LibraryGemm`, docs/KERNELS.md "Library GEMMs"): a
+//! `linear_mma_pipe` launch whose projection cuBLASLt can compute exactly carries a description
+//! of it made from the kernel's own operands; the launch table refuses one that reaches past
+//! its buffers; the device layout gives the library its scratch space only when some launch
+//! can use it.
+
+mod common;
+use common::config;
+
+use serde_json::json;
+use zamba2c_codegen::build_program;
+use zamba2c_ir::device::{DeviceLayout, DeviceShape, LIBRARY_WORKSPACE_BYTES};
+use zamba2c_ir::kernel::{Arg, LibraryEpilogue, Program};
+use zamba2c_ir::{lower_mixed, DType, Module};
+
+/// The tiny config with 8-aligned widths (the tensor-core GEMM's condition), fused, with
+/// `weights` and f32 activations.
+fn module(weights: DType) -> Module {
+    let c = config(json!({
+        "hidden_size": 32, "intermediate_size": 64, "n_mamba_heads": 8, "mamba_d_state": 16,
+        "use_shared_attention_adapter": true, "adapter_rank": 8
+    }));
+    let mut m = lower_mixed(&c, weights, DType::F32);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    m
+}
+
+fn libraries(p: &Program) -> usize {
+    p.tables()
+        .into_iter()
+        .flat_map(|(_, gp)| gp.launches.iter())
+        .filter(|l| l.library.is_some())
+        .count()
+}
+
+#[test]
+fn library_gemms_describe_the_kernels_own_operands() {
+    let m = module(DType::BF16);
+    let p = build_program(&m).expect("program");
+    assert!(
+        p.prompt.launches.iter().any(|l| l.library.is_some()),
+        "bf16 weights put prompt projections on the library"
+    );
+    for (id, gp) in p.tables() {
+        for l in &gp.launches {
+            let Some(g) = &l.library else { continue };
+            let k = &p.kernels[&l.kernel];
+            assert_eq!(k.family, "linear_mma_pipe", "{id:?} {}", l.kernel);
+            // The kernel's parameters: x, weight, [res], out, rows.
+            assert_eq!(g.x, l.args[0], "{id:?} {}", l.kernel);
+            assert_eq!(g.weight, l.args[1], "{id:?} {}", l.kernel);
+            let out = &l.args[l.args.len() - 2];
+            assert_eq!(&g.out, out, "{id:?} {}", l.kernel);
+            match &g.epilogue {
+                LibraryEpilogue::Residual(r) => {
+                    assert_eq!(l.args.len(), 5);
+                    assert_eq!(r, &l.args[2]);
+                }
+                _ => assert_eq!(l.args.len(), 4),
+            }
+            // f32 activations reach the library only as presplit planes, into an f32 output.
+            assert!(g.split, "{id:?} {}: f32 activations are split", l.kernel);
+            assert_eq!(g.out_dtype, DType::F32);
+            let Arg::Value { value, .. } = g.x else {
+                panic!("input is a value")
+            };
+            assert_eq!(gp.values[value].dtype, DType::BF16);
+            assert_eq!(gp.values[value].row_stride, g.x_ld);
+            let w = &m.weights[match &g.weight {
+                Arg::Weight { name, .. } => name,
+                a => panic!("{a:?}"),
+            }];
+            assert_eq!(w.dtype, DType::BF16);
+            assert_eq!(*w.shape.last().expect("matrix"), g.w_ld);
+        }
+    }
+    let l = DeviceLayout::plan(&m, &p, DeviceShape::new(64, 2)).expect("layout");
+    let at = l.library_workspace.expect("scratch space for the library");
+    assert!(at as u64 + LIBRARY_WORKSPACE_BYTES as u64 <= l.table.workspace);
+}
+
+#[test]
+fn f32_weights_have_no_library_gemm_and_no_scratch() {
+    let m = module(DType::F32);
+    let p = build_program(&m).expect("program");
+    assert_eq!(libraries(&p), 0);
+    let l = DeviceLayout::plan(&m, &p, DeviceShape::new(64, 2)).expect("layout");
+    assert!(l.library_workspace.is_none());
+}
+
+#[test]
+fn a_library_gemm_past_its_buffers_is_refused() {
+    let m = module(DType::BF16);
+    let p = build_program(&m).expect("program");
+    p.validate(&m).expect("as built, the table is valid");
+    let at = p
+        .prompt
+        .launches
+        .iter()
+        .position(|l| l.library.is_some())
+        .expect("a library GEMM");
+    let cases: [(&str, fn(&mut zamba2c_ir::kernel::LibraryGemm)); 4] = [
+        ("input", |g| g.k += 8),
+        ("output", |g| g.n += 1),
+        ("weight", |g| g.w_ld += 64),
+        ("input", |g| g.x_ld += 1),
+    ];
+    for (what, break_it) in cases {
+        let mut bad = p.clone();
+        break_it(bad.prompt.launches[at].library.as_mut().expect("library"));
+        let e = bad.validate(&m).expect_err("refused");
+        assert!(
+            e.contains("library GEMM") && e.contains(what),
+            "{what}: {e}"
+        );
+    }
+}

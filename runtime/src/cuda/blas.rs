@@ -1,0 +1,302 @@
+//! cuBLASLt for the launches a plan marks as library GEMMs (`zamba2c_ir::kernel::LibraryGemm`,
+//! docs/KERNELS.md "Library GEMMs"): the same projection as the launch's `linear_mma_pipe`
+//! kernel, computed by the library with bf16 inputs, f32 accumulation and the epilogue as its
+//! `beta · C` term. The library is loaded at run time (cudarc's dynamic loading); without it,
+//! or with `ZAMBA2C_NO_LIBRARY_GEMM=1`, every launch runs its kernel.
+//!
+//! Row-major to cuBLAS's column-major: `out[m, n] = Σ_k x[m, k] · w[n, k]` is
+//! `Dᵀ (n × m) = op(A) · B` with `A` the weight as a `k × n` column-major matrix (`lda = w_ld`)
+//! transposed, `B` the input as `k × m` (`ldb = x_ld`), and `D` the output as `n × m`
+//! (`ldd = out_ld`): the "TN" GEMM.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use cudarc::cublaslt::{result, sys};
+use zamba2c_ir::kernel::{GraphId, LibraryEpilogue, LibraryGemm};
+use zamba2c_ir::DType;
+
+use crate::RuntimeError;
+
+/// Set to anything but `""` or `"0"`: run every launch's own kernel, never the library (A/B
+/// measurements, and a way out should the library misbehave).
+pub const NO_LIBRARY_ENV: &str = "ZAMBA2C_NO_LIBRARY_GEMM";
+
+/// What the profiler and `inspect` call launches the library runs.
+pub const LIBRARY_FAMILY: &str = "cublaslt";
+
+/// Device addresses of one call's operands.
+pub struct GemmPtrs {
+    pub x: u64,
+    pub weight: u64,
+    pub out: u64,
+    /// The residual (`LibraryEpilogue::Residual`).
+    pub res: Option<u64>,
+}
+
+/// Descriptors and the chosen algorithm of one launch at one row count.
+struct Prepared {
+    desc: sys::cublasLtMatmulDesc_t,
+    a: sys::cublasLtMatrixLayout_t,
+    b: sys::cublasLtMatrixLayout_t,
+    d: sys::cublasLtMatrixLayout_t,
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: each descriptor was created once by `prepare` and is destroyed only here.
+        unsafe {
+            let _ = result::destroy_matrix_layout(self.a);
+            let _ = result::destroy_matrix_layout(self.b);
+            let _ = result::destroy_matrix_layout(self.d);
+            let _ = result::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+/// A launch of a table at a row count: what a prepared GEMM is keyed by (its operands'
+/// addresses never change for an engine's lifetime, so neither does the algorithm).
+type Key = (GraphId, usize, usize);
+
+/// One cuBLASLt handle, its workspace, and the GEMMs prepared so far.
+pub struct Blas {
+    handle: sys::cublasLtHandle_t,
+    workspace: u64,
+    workspace_bytes: usize,
+    /// Held for the whole of a call: the handle and the descriptors are used by one thread at
+    /// a time.
+    prepared: Mutex<HashMap<Key, Prepared>>,
+}
+
+// SAFETY: the cuBLASLt handle and descriptors are plain library handles, not bound to the
+// thread that made them; every use goes through `prepared`'s lock (`gemm`) or `&mut self`
+// (`drop`), so no two threads use them at once.
+unsafe impl Send for Blas {}
+// SAFETY: see above.
+unsafe impl Sync for Blas {}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        self.prepared
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        // SAFETY: the handle was created by `Blas::new` and every descriptor made with it is
+        // destroyed above; launches that used it were stream-ordered before the engine's
+        // buffers are freed (the engine synchronizes on drop through cudarc).
+        unsafe {
+            let _ = result::destroy_handle(self.handle);
+        }
+    }
+}
+
+/// The largest power of two (at most 256) that divides `addr`: the alignment cuBLASLt may
+/// assume of an operand.
+fn alignment(addr: u64) -> u32 {
+    if addr == 0 {
+        256
+    } else {
+        1u32 << addr.trailing_zeros().min(8)
+    }
+}
+
+fn lib_err(what: &str, e: result::CublasError) -> RuntimeError {
+    RuntimeError::Device(format!("cuBLASLt {what}: {e:?}"))
+}
+
+impl Blas {
+    /// Opens cuBLASLt with `workspace_bytes` of scratch at device address `workspace`, or says
+    /// why not (the library is missing, or turned off by [`NO_LIBRARY_ENV`]).
+    pub fn new(workspace: u64, workspace_bytes: usize) -> Result<Self, String> {
+        if super::graph::env_flag(NO_LIBRARY_ENV) {
+            return Err(format!("{NO_LIBRARY_ENV} is set"));
+        }
+        // SAFETY: only tries to dlopen libcublasLt by its known names; no symbol is called.
+        if !unsafe { sys::is_culib_present() } {
+            return Err("libcublasLt cannot be loaded".into());
+        }
+        let handle = result::create_handle().map_err(|e| format!("cublasLtCreate: {e:?}"))?;
+        Ok(Blas {
+            handle,
+            workspace,
+            workspace_bytes,
+            prepared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Descriptors and the heuristic's first algorithm for `g` over `m` rows.
+    fn prepare(
+        &self,
+        g: &LibraryGemm,
+        m: usize,
+        ptrs: &GemmPtrs,
+    ) -> Result<Prepared, RuntimeError> {
+        let out_type = match g.out_dtype {
+            DType::F32 => sys::cudaDataType::CUDA_R_32F,
+            DType::BF16 => sys::cudaDataType::CUDA_R_16BF,
+            d => {
+                return Err(RuntimeError::Device(format!(
+                    "library GEMM with a {d} output"
+                )))
+            }
+        };
+        let bf16 = sys::cudaDataType::CUDA_R_16BF;
+        let desc = result::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType::CUDA_R_32F,
+        )
+        .map_err(|e| lib_err("matmul descriptor", e))?;
+        let mut p = Prepared {
+            desc,
+            a: std::ptr::null_mut(),
+            b: std::ptr::null_mut(),
+            d: std::ptr::null_mut(),
+            algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
+        };
+        // cublasOperation_t CUBLAS_OP_T (1): the weight is read transposed.
+        let trans_a: i32 = 1;
+        // SAFETY: `desc` is live; the attribute is an i32-sized enum read from a live value.
+        unsafe {
+            result::set_matmul_desc_attribute(
+                p.desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                (&trans_a) as *const _ as *const c_void,
+                std::mem::size_of_val(&trans_a),
+            )
+        }
+        .map_err(|e| lib_err("transpose attribute", e))?;
+        let layout = |t, rows: usize, cols: usize, ld: usize| {
+            result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
+                .map_err(|e| lib_err("matrix layout", e))
+        };
+        p.a = layout(bf16, g.k, g.n, g.w_ld)?;
+        p.b = layout(bf16, g.k, m, g.x_ld)?;
+        p.d = layout(out_type, g.n, m, g.out_ld)?;
+        let pref = result::create_matmul_pref().map_err(|e| lib_err("preference", e))?;
+        let lo = ptrs.x + if g.split { (g.k * 2) as u64 } else { 0 };
+        let prefs: [(sys::cublasLtMatmulPreferenceAttributes_t, u64); 5] = {
+            use sys::cublasLtMatmulPreferenceAttributes_t as P;
+            [
+                (
+                    P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    self.workspace_bytes as u64,
+                ),
+                (
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                    alignment(ptrs.weight) as u64,
+                ),
+                (
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    alignment(ptrs.x).min(alignment(lo)) as u64,
+                ),
+                (
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    alignment(ptrs.res.unwrap_or(ptrs.out)).min(alignment(ptrs.out)) as u64,
+                ),
+                (
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                    alignment(ptrs.out) as u64,
+                ),
+            ]
+        };
+        let mut chosen = Ok(());
+        for (attr, value) in prefs {
+            // Workspace bytes are a u64 attribute, alignments u32 ones.
+            let (v64, v32) = (value, value as u32);
+            let (ptr, size) = match attr {
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES => {
+                    ((&v64) as *const u64 as *const c_void, 8)
+                }
+                _ => ((&v32) as *const u32 as *const c_void, 4),
+            };
+            // SAFETY: `pref` is live; `ptr` points to a live value of the attribute's size.
+            if let Err(e) = unsafe { result::set_matmul_pref_attribute(pref, attr, ptr, size) } {
+                chosen = Err(lib_err("preference attribute", e));
+                break;
+            }
+        }
+        if chosen.is_ok() {
+            // SAFETY: every descriptor is live (C has D's layout: `beta · C` reads the output or
+            // a residual laid out like it).
+            chosen = unsafe {
+                result::get_matmul_algo_heuristic(self.handle, p.desc, p.a, p.b, p.d, p.d, pref)
+            }
+            .map(|h| p.algo = h.algo)
+            .map_err(|e| lib_err(&format!("algorithm for {m}×{}×{}", g.n, g.k), e));
+        }
+        // SAFETY: `pref` was created above and is not used after this.
+        unsafe {
+            let _ = result::destroy_matmul_pref(pref);
+        }
+        chosen.map(|()| p)
+    }
+
+    /// Enqueues `g` for `m` rows on `stream`: one GEMM, or two with a split input (hi, then lo
+    /// accumulated onto it).
+    pub fn gemm(
+        &self,
+        key: (GraphId, usize),
+        g: &LibraryGemm,
+        m: usize,
+        ptrs: &GemmPtrs,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<(), RuntimeError> {
+        if m == 0 {
+            return Ok(());
+        }
+        let full = (key.0, key.1, m);
+        let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if !prepared.contains_key(&full) {
+            let p = self.prepare(g, m, ptrs)?;
+            prepared.insert(full, p);
+        }
+        let p = &prepared[&full];
+        let (one, zero) = (1.0f32, 0.0f32);
+        let (c, beta) = match (&g.epilogue, ptrs.res) {
+            (LibraryEpilogue::None, _) => (ptrs.out, &zero),
+            (LibraryEpilogue::Accumulate, _) => (ptrs.out, &one),
+            (LibraryEpilogue::Residual(_), Some(r)) => (r, &one),
+            (LibraryEpilogue::Residual(_), None) => {
+                return Err(RuntimeError::Device(
+                    "library GEMM: no residual address".into(),
+                ))
+            }
+        };
+        let mut passes = vec![(ptrs.x, c, beta)];
+        if g.split {
+            passes.push((ptrs.x + (g.k * 2) as u64, ptrs.out, &one));
+        }
+        for (x, c, beta) in passes {
+            // SAFETY: the descriptors are live and describe these operands (codegen wrote them
+            // from the kernel's own operands; `Program::validate` checked that each lies
+            // inside its buffer for the rows the graph holds, and `m` is at most those rows);
+            // the workspace is this engine's, `workspace_bytes` long; alpha and beta outlive
+            // the call (the library reads them while enqueueing, host pointer mode); the
+            // stream belongs to the engine's context.
+            unsafe {
+                result::matmul(
+                    self.handle,
+                    p.desc,
+                    (&one) as *const f32 as *const c_void,
+                    beta as *const f32 as *const c_void,
+                    ptrs.weight as *const c_void,
+                    p.a,
+                    x as *const c_void,
+                    p.b,
+                    c as *const c_void,
+                    p.d,
+                    ptrs.out as *mut c_void,
+                    p.d,
+                    &p.algo,
+                    self.workspace as *mut c_void,
+                    self.workspace_bytes,
+                    stream as sys::cudaStream_t,
+                )
+            }
+            .map_err(|e| lib_err(&format!("matmul {m}×{}×{}", g.n, g.k), e))?;
+        }
+        Ok(())
+    }
+}
