@@ -80,8 +80,11 @@ fn inspect_reports_the_gpu_memory_of_a_2p7b_plan() {
             // The arena: far below one 512-row buffer per value (issue 11 measured 7-9 GB).
             let acts = field(&t, "activations");
             assert!(acts > 0 && acts < batch * 250_000_000, "{what}");
+            // meta and the attention counters (< 1 MiB), and the GEMM library's 32 MiB: bf16
+            // weights put the projections on library GEMMs (docs/KERNELS.md).
             let ws = field(&t, "workspace");
-            assert!(ws > 0 && ws < 1 << 20, "{what}");
+            let library = zamba2c_ir::device::LIBRARY_WORKSPACE_BYTES as u64;
+            assert!(ws > library && ws - library < 1 << 20, "{what}");
             let sum = w + field(&t, "states") + field(&t, "kv_cache") + acts + ws;
             assert_eq!(field(&t, "total"), sum, "{what}");
         }

@@ -336,12 +336,14 @@ impl GraphBuilder<'_> {
             });
             return Ok(self.values.len() - 1);
         }
-        // A decode-graph Linear takes the same streaming kernel as the fused projections.
-        let plain_decode_linear = matches!(op, Op::Linear { .. }) && self.phase == Phase::Decode;
-        if (op.is_fused() || plain_decode_linear) && at.step.is_none() {
+        // A plain Linear takes the fused projections' path too: the decode graph's streaming
+        // kernel, and in prompts the input split once into bf16 planes (so the GEMM can run as
+        // a library GEMM).
+        let plain_linear = matches!(op, Op::Linear { .. });
+        if (op.is_fused() || plain_linear) && at.step.is_none() {
             match self.emit_fused(op, &ins, width, dtype, at)? {
                 Ok(v) => return Ok(v),
-                Err(_) if plain_decode_linear => {}
+                Err(_) if plain_linear => {}
                 Err(reason) => self.decomposed.push(Decomposed {
                     node: at.pos,
                     label: at.label.to_string(),

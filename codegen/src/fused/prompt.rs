@@ -138,7 +138,16 @@ impl Emit<'_, '_, '_> {
                 let a = self.new_temp(r);
                 let (xin, pre) = input(self, &ad.a);
                 self.base_with(lin(&ad.a), vec![xin], a, Epilogue::None, pre)?;
-                self.base(lin(&ad.b), vec![a], slice, Epilogue::Accumulate)?;
+                // The adapter's product is split too when its GEMM is on the tensor cores, so
+                // that GEMM reads bf16 planes (and can run as a library GEMM).
+                if families::presplit_eligible(self.ctx, &a, &ad.b) {
+                    let planes = (self.temp)(2 * r, DType::BF16);
+                    self.specs.push(families::split_bf16(&a, &planes));
+                    let a_split = cols(planes, 0, r);
+                    self.base_with(lin(&ad.b), vec![a_split], slice, Epilogue::Accumulate, true)?;
+                } else {
+                    self.base(lin(&ad.b), vec![a], slice, Epilogue::Accumulate)?;
+                }
             }
             col += n;
         }
