@@ -9,6 +9,7 @@
 //! transposed, `B` the input as `k × m` (`ldb = x_ld`), and `D` the output as `n × m`
 //! (`ldd = out_ld`): the "TN" GEMM.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -248,11 +249,10 @@ impl Blas {
         }
         let full = (key.0, key.1, m);
         let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
-        if !prepared.contains_key(&full) {
-            let p = self.prepare(g, m, ptrs)?;
-            prepared.insert(full, p);
-        }
-        let p = &prepared[&full];
+        let p = match prepared.entry(full) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.prepare(g, m, ptrs)?),
+        };
         let (one, zero) = (1.0f32, 0.0f32);
         let (c, beta) = match (&g.epilogue, ptrs.res) {
             (LibraryEpilogue::None, _) => (ptrs.out, &zero),
