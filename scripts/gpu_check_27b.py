@@ -170,6 +170,11 @@ def main():
     with open(os.path.join(args.out, "gpu_27b.json"), "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps(res, indent=1))
+    # One line per plan last, so a caller that keeps only the tail of the output still has them.
+    for key, r in res.items():
+        if isinstance(r, dict) and "prompt_rel" in r:
+            print(f"FIDELITY {key} prompt_rel {r['prompt_rel']:.3e} top1 {r['prompt_top1_agree']:.4f} "
+                  f"decode_rel {r['decode_rel']:.3e} top1 {r['decode_top1_agree']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

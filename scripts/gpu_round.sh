@@ -7,7 +7,8 @@
 # 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
 # Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
-# (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others).
+# (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
+# LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -241,4 +242,14 @@ if [ "${NCU:-1}" = 1 ] && [ -d "$P" ] && command -v ncu >/dev/null; then
     > "$OUT/ncu_decode.csv" 2>/dev/null || rc=1
   python3 scripts/ncu_summary.py "$OUT/ncu_decode.csv" | tee "$OUT/ncu_summary.txt"
 fi
+# Batched decode step per launch (BATCH_PROFILE=1, `bench --profile --batch B`, B from
+# PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
+if [ "${BATCH_PROFILE:-0}" = 1 ]; then
+  for b in ${PROFILE_BATCHES:-16 64}; do
+    timeout 120 "$Z" bench "$M" --device cuda --profile --batch "$b" --prompt-len 512 \
+      --out "$OUT/profile_batch_$b.json" 2>&1 | head -32 || rc=1
+  done
+fi
+# The fidelity lines last: the device tool returns only the tail of the output.
+grep -h "^FIDELITY" "$OUT/check27b.log" 2> /dev/null
 exit $rc

@@ -227,6 +227,17 @@ fn bench_repeats_lists_and_tables() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("--prompt-chunk"), "{args:?}: {err}");
     }
+    // --profile times GPU kernels, one sequence or (--batch B) one batched decode step: on the
+    // CPU it is refused in one line naming it, before any work.
+    for args in [&["--profile"][..], &["--profile", "--batch", "4"]] {
+        let mut all = vec!["bench", demo_plan(), "--device", "cpu"];
+        all.extend_from_slice(args);
+        let out = common::zamba2c(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("--profile"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
 }
 
 /// Progress bars (compile, loading weights for the CPU) are drawn on a terminal only: under a

@@ -73,7 +73,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Time every kernel of a decode step and of a prompt chunk (CUDA events, eager), beside
-    /// the bytes and FLOPs each moves: per node, per kernel family, and the launch gap.
+    /// the bytes and FLOPs each moves: per node, per kernel family, and the launch gap. With
+    /// --batch B: a decode step of B sequences after --prompt-len tokens each, through the
+    /// table the engine picks for B rows, beside the whole decode call's wall time.
     #[arg(long)]
     pub profile: bool,
     /// Also write the JSON report to this file (atomically; a new path or a regular file, not
@@ -141,6 +143,26 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    if a.profile && a.batch > 1 {
+        spinner.set_message(format!(
+            "profiling a {}-sequence decode step of {} on cuda",
+            a.batch,
+            a.plan.display()
+        ));
+        let p = zamba2c_runtime::cuda::profile_batch(&plan, a.batch, a.prompt_len[0])
+            .context("bench --profile --batch")?;
+        spinner.finish_and_clear();
+        let text = serde_json::to_string(&p)?;
+        if let Some(out) = out {
+            out.commit(text.as_bytes())?;
+        }
+        if a.json {
+            print_stdout(&format!("{text}\n"))?;
+        } else {
+            print_stdout(&p.to_text())?;
+        }
+        return Ok(());
+    }
     if a.profile {
         spinner.set_message(format!("profiling {} on cuda", a.plan.display()));
         let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len[0], a.gen_len)

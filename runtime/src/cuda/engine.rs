@@ -749,9 +749,21 @@ impl CudaEngine {
         phase: Phase,
         tokens: &[u32],
     ) -> Result<Vec<f64>, RuntimeError> {
-        let id = Self::id_of(phase);
-        let t = self.begin_call(id, &[0], tokens)?;
-        let n = self.program.graph(phase).launches.len();
+        self.profile_call(Self::id_of(phase), &[0], tokens)
+    }
+
+    /// [`CudaEngine::profile_phase`] for a call of table `id` over `slots` (one sequence each,
+    /// `tokens.len() / slots.len()` tokens per sequence): a batched decode step through
+    /// `decode` or `decode_rows` (`bench --profile --batch B`).
+    pub fn profile_call(
+        &mut self,
+        id: GraphId,
+        slots: &[SlotId],
+        tokens: &[u32],
+    ) -> Result<Vec<f64>, RuntimeError> {
+        let t = self.begin_call(id, slots, tokens)?;
+        let b = slots.len();
+        let n = self.table(id)?.0.launches.len();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let events = (0..=n)
             .map(|_| self.ctx.new_event(flags))
@@ -759,7 +771,7 @@ impl CudaEngine {
             .map_err(dev)?;
         for (l, ev) in events.iter().take(n).enumerate() {
             ev.record(&self.stream).map_err(dev)?;
-            self.launch(id, l, 1, t)?;
+            self.launch(id, l, b, t)?;
         }
         events[n].record(&self.stream).map_err(dev)?;
         events[n].synchronize().map_err(dev)?;
@@ -767,7 +779,9 @@ impl CudaEngine {
             .windows(2)
             .map(|w| w[0].elapsed_ms(&w[1]).map(f64::from).map_err(dev))
             .collect::<Result<Vec<f64>, _>>()?;
-        self.positions[0] += t;
+        for &s in slots {
+            self.positions[s] += t;
+        }
         Ok(ms)
     }
 

@@ -28,5 +28,5 @@ pub mod validate;
 pub use bench::{bench, bench_with, BenchReport};
 pub use engine::{CudaEngine, CudaOptions};
 pub use probe::probe;
-pub use profile::{profile, ProfileReport};
+pub use profile::{profile, profile_batch, BatchProfileReport, ProfileReport};
 pub use validate::{validate, validate_engines, ValidateReport};

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use zamba2c_ir::kernel::{H200_BF16_FLOPS, H200_COPY_BYTES_PER_S};
+use zamba2c_ir::kernel::{GraphId, H200_BF16_FLOPS, H200_COPY_BYTES_PER_S};
 use zamba2c_ir::{Phase, Plan};
 
 use super::bench::{bench, BenchReport};
@@ -85,16 +85,21 @@ fn floor_ms(bytes: f64, flops: f64) -> f64 {
     (bytes / H200_COPY_BYTES_PER_S).max(flops / H200_BF16_FLOPS) * 1e3
 }
 
-/// Per-launch median times of `runs` -> the phase's table.
+/// Per-launch median times of `runs` (calls of table `id` over `b` sequences of `tokens`
+/// tokens after `context` cached ones) -> the table's profile.
 fn summarise(
     plan: &Plan,
     e: &CudaEngine,
-    phase: Phase,
+    (id, b): (GraphId, usize),
     runs: &[Vec<f64>],
     tokens: usize,
     context: usize,
-) -> PhaseProfile {
-    let gp = e.program().graph(phase);
+) -> Result<PhaseProfile, RuntimeError> {
+    let phase = id.phase();
+    let gp = e
+        .program()
+        .table(id)
+        .ok_or_else(|| RuntimeError::Device(format!("the plan has no {id:?} table")))?;
     let order = plan.module.graph(phase).topo_order();
     let n = gp.launches.len();
     let ms: Vec<f64> = (0..n)
@@ -105,8 +110,8 @@ fn summarise(
     let mut fams: BTreeMap<String, FamilyProfile> = BTreeMap::new();
     let (mut all_bytes, mut all_floor) = (0.0, 0.0);
     for (l, launch) in gp.launches.iter().enumerate() {
-        let bytes = launch.cost.bytes(1, tokens, context);
-        let flops = launch.cost.flops(1, tokens, context);
+        let bytes = launch.cost.bytes(b, tokens, context);
+        let flops = launch.cost.flops(b, tokens, context);
         all_bytes += bytes;
         all_floor += floor_ms(bytes, flops);
         // A launch the library runs is reported as the library's, not as its kernel's.
@@ -177,9 +182,12 @@ fn summarise(
         f.floor_frac /= f.ms.max(1e-9);
         f.frac = f.ms / total.max(1e-9);
     }
-    families.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    PhaseProfile {
-        phase: format!("{phase:?}").to_lowercase(),
+    families.sort_by(|x, y| y.ms.total_cmp(&x.ms));
+    Ok(PhaseProfile {
+        phase: match id {
+            GraphId::DecodeRows => "decode_rows".into(),
+            _ => format!("{phase:?}").to_lowercase(),
+        },
         tokens,
         context,
         launches: n,
@@ -188,7 +196,7 @@ fn summarise(
         floor_ms: all_floor,
         families,
         nodes,
-    }
+    })
 }
 
 /// Runs the plain bench, then profiles `steps` eager decode steps after a `prompt_len`-token
@@ -218,7 +226,7 @@ pub fn profile(
         let tok = rng.random_range(0..vocab);
         runs.push(e.profile_phase(Phase::Decode, &[tok])?);
     }
-    let decode = summarise(plan, &e, Phase::Decode, &runs, 1, prompt_len);
+    let decode = summarise(plan, &e, (GraphId::Decode, 1), &runs, 1, prompt_len)?;
     // A prompt chunk from an empty state, as long as one launch of the prompt graph takes.
     let chunk = prompt_len.min(e.prompt_chunk());
     let mut runs = Vec::new();
@@ -226,7 +234,7 @@ pub fn profile(
         e.reset();
         runs.push(e.profile_phase(Phase::Prompt, &prompt[..chunk])?);
     }
-    let prompt_p = summarise(plan, &e, Phase::Prompt, &runs, chunk, 0);
+    let prompt_p = summarise(plan, &e, (GraphId::Prompt, 1), &runs, chunk, 0)?;
     let launch_gap_ms = report.decode_ms_per_token - decode.kernels_ms;
     Ok(ProfileReport {
         bench: report,
@@ -242,57 +250,174 @@ impl ProfileReport {
         use std::fmt::Write as _;
         let mut s = String::new();
         for p in [&self.decode, &self.prompt] {
-            let _ = writeln!(
-                s,
-                "{} ({} tokens, context {}): {} launches, kernels {:.3} ms, {:.3e} bytes, floor {:.3} ms ({:.0}% of floor)",
-                p.phase,
-                p.tokens,
-                p.context,
-                p.launches,
-                p.kernels_ms,
-                p.bytes,
-                p.floor_ms,
-                100.0 * p.floor_ms / p.kernels_ms.max(1e-9)
-            );
-            let _ = writeln!(
-                s,
-                "  {:<20} {:>8} {:>10} {:>7} {:>10} {:>9} {:>8}",
-                "family", "launches", "ms", "share", "GB/s", "TFLOP/s", "floor%"
-            );
-            for f in &p.families {
-                let _ = writeln!(
-                    s,
-                    "  {:<20} {:>8} {:>10.4} {:>6.1}% {:>10.1} {:>9.1} {:>7.1}%",
-                    f.family,
-                    f.launches,
-                    f.ms,
-                    100.0 * f.frac,
-                    f.gb_per_s,
-                    f.tflop_per_s,
-                    100.0 * f.floor_frac
-                );
-            }
+            families_text(&mut s, p);
         }
         let _ = writeln!(
             s,
             "decode step with CUDA graph {:.3} ms; kernels {:.3} ms; launch gap {:.3} ms",
             self.bench.decode_ms_per_token, self.decode.kernels_ms, self.launch_gap_ms
         );
-        let mut slow: Vec<&NodeProfile> = self.decode.nodes.iter().collect();
-        slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        let _ = writeln!(s, "slowest decode nodes:");
-        for n in slow.iter().take(12) {
-            let _ = writeln!(
-                s,
-                "  %{:<4} {:<44} {:<18} {:>8.4} ms {:>8.1} GB/s {:>6.1}% of floor",
-                n.node,
-                n.label,
-                n.op,
-                n.ms,
-                n.gb_per_s,
-                100.0 * n.floor_frac
-            );
+        slowest_nodes(&mut s, &self.decode);
+        s
+    }
+}
+
+/// The family table of one profiled table (both reports print it).
+fn families_text(s: &mut String, p: &PhaseProfile) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        s,
+        "{} ({} tokens, context {}): {} launches, kernels {:.3} ms, {:.3e} bytes, floor {:.3} ms ({:.0}% of floor)",
+        p.phase,
+        p.tokens,
+        p.context,
+        p.launches,
+        p.kernels_ms,
+        p.bytes,
+        p.floor_ms,
+        100.0 * p.floor_ms / p.kernels_ms.max(1e-9)
+    );
+    let _ = writeln!(
+        s,
+        "  {:<20} {:>8} {:>10} {:>7} {:>10} {:>9} {:>8}",
+        "family", "launches", "ms", "share", "GB/s", "TFLOP/s", "floor%"
+    );
+    for f in &p.families {
+        let _ = writeln!(
+            s,
+            "  {:<20} {:>8} {:>10.4} {:>6.1}% {:>10.1} {:>9.1} {:>7.1}%",
+            f.family,
+            f.launches,
+            f.ms,
+            100.0 * f.frac,
+            f.gb_per_s,
+            f.tflop_per_s,
+            100.0 * f.floor_frac
+        );
+    }
+}
+
+/// The twelve slowest nodes of a profiled table.
+fn slowest_nodes(s: &mut String, p: &PhaseProfile) {
+    use std::fmt::Write as _;
+    let mut slow: Vec<&NodeProfile> = p.nodes.iter().collect();
+    slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    let _ = writeln!(s, "slowest {} nodes:", p.phase);
+    for n in slow.iter().take(12) {
+        let _ = writeln!(
+            s,
+            "  %{:<4} {:<44} {:<18} {:>8.4} ms {:>8.1} GB/s {:>6.1}% of floor",
+            n.node,
+            n.label,
+            n.op,
+            n.ms,
+            n.gb_per_s,
+            100.0 * n.floor_frac
+        );
+    }
+}
+
+/// A decode step of `batch` sequences profiled (`bench --profile --batch B`): every launch of
+/// the table the step runs, and where the rest of a step's wall time goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchProfileReport {
+    pub batch: usize,
+    /// Tokens each sequence holds before the profiled steps (its prompt).
+    pub context: usize,
+    /// Per launch, eager, each between CUDA events (`step.phase` names the table:
+    /// `decode` or `decode_rows`).
+    pub step: PhaseProfile,
+    /// Median wall time of a whole `BatchEngine::decode` call with CUDA graphs on: token and
+    /// `meta` upload, the graph replay, the logits download.
+    pub call_ms: f64,
+    /// Median host time of an argmax over every row's logits (greedy sampling's share of a
+    /// batcher step).
+    pub argmax_ms: f64,
+}
+
+/// Loads `plan` with `batch` slots, prefills each with a random `prompt_len`-token prompt, then
+/// times whole decode calls (graphs on) and profiles eager steps launch by launch.
+pub fn profile_batch(
+    plan: &Plan,
+    batch: usize,
+    prompt_len: usize,
+) -> Result<BatchProfileReport, RuntimeError> {
+    const STEPS: usize = 8;
+    let mut options = CudaOptions::new(prompt_len + 2 * STEPS + 4);
+    options.max_batch = batch.max(1);
+    let mut e = CudaEngine::with_options(plan, options)?;
+    let vocab = Engine::vocab_size(&e) as u32;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xba7c);
+    let slots: Vec<usize> = (0..batch.max(1)).collect();
+    for &s in &slots {
+        let prompt: Vec<u32> = (0..prompt_len)
+            .map(|_| rng.random_range(0..vocab))
+            .collect();
+        crate::batch::BatchEngine::prefill(&mut e, s, &prompt)?;
+    }
+    let step_tokens = |rng: &mut rand::rngs::StdRng| -> Vec<(usize, u32)> {
+        slots
+            .iter()
+            .map(|&s| (s, rng.random_range(0..vocab)))
+            .collect()
+    };
+    // Whole calls: the first runs eagerly, the second captures the step's graph, then replays.
+    let (mut call, mut argmax) = (Vec::new(), Vec::new());
+    for i in 0..STEPS + 2 {
+        let rows = step_tokens(&mut rng);
+        let t = std::time::Instant::now();
+        let logits = crate::batch::BatchEngine::decode(&mut e, &rows)?;
+        let dt = t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        let picked: usize = logits
+            .chunks_exact(vocab as usize)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+                    )
+                    .0
+            })
+            .sum();
+        std::hint::black_box(picked);
+        if i >= 2 {
+            call.push(dt);
+            argmax.push(t.elapsed().as_secs_f64() * 1e3);
         }
+    }
+    e.set_cuda_graph(false);
+    let id = e.decode_table_for(slots.len());
+    let mut runs = Vec::with_capacity(STEPS);
+    for _ in 0..STEPS {
+        let tokens: Vec<u32> = step_tokens(&mut rng).into_iter().map(|r| r.1).collect();
+        runs.push(e.profile_call(id, &slots, &tokens)?);
+    }
+    let step = summarise(plan, &e, (id, slots.len()), &runs, 1, prompt_len)?;
+    Ok(BatchProfileReport {
+        batch: slots.len(),
+        context: prompt_len,
+        step,
+        call_ms: median(call),
+        argmax_ms: median(argmax),
+    })
+}
+
+impl BatchProfileReport {
+    /// The human table: the step's families, the whole call beside its kernels, the slowest
+    /// nodes.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "decode step of {} sequences:", self.batch);
+        families_text(&mut s, &self.step);
+        let _ = writeln!(
+            s,
+            "whole decode call (graph replay, uploads, logits download) {:.3} ms; kernels {:.3} ms eager; argmax of {} rows on the host {:.3} ms",
+            self.call_ms, self.step.kernels_ms, self.batch, self.argmax_ms
+        );
+        slowest_nodes(&mut s, &self.step);
         s
     }
 }
