@@ -8,7 +8,8 @@
 # Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
-# LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`).
+# LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
+# VARIANT_TESTS="ATTN_KERNEL=2" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=2" (its TTFT).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -28,6 +29,16 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     grep -E "panicked|differ|test result|^test " "$OUT/batch_tests.log" | head -20
   done
 fi
+# Kernel variants behind codegen knobs (VARIANT_TESTS="ATTN_KERNEL=2 ..."): the CUDA kernel tests
+# again with ZAMBA2C_TUNE_<KNOB>=<V>, every kernel against the CPU interpreter.
+for v in ${VARIANT_TESTS:-}; do
+  for t in .gpu/tests/cuda_kernels-*; do
+    env "ZAMBA2C_TUNE_$v" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 \
+      > "$OUT/kernels_$v.log" 2>&1 || rc=1
+    echo "variant $v: $(grep -E '^test result' "$OUT/kernels_$v.log" | tail -1)"
+    grep -E "panicked|differ" "$OUT/kernels_$v.log" | head -5
+  done
+done
 if [ "${PLANS:-}" != none ]; then
   timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
   tail -25 "$OUT/check27b.log"

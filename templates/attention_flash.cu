@@ -18,11 +18,17 @@
   extern __shared__ __align__(16) unsigned short smem[];
   unsigned short* qh = smem;                          // [QT][LDQ]: q (RoPE applied), hi
   unsigned short* ql = qh + QT * LDQ;                 // lo (only when SPLIT_Q)
-  unsigned short* kh = ql + (SPLIT_Q ? QT * LDQ : 0); // [KT][LDK]: key tile, hi
+{% if kv_async %}  // A bf16 cache is copied as it is stored: two stages of key and value tiles, [KT][LDK] each
+  // (values by key, read transposed by ldmatrix), the next tile in flight while one is used.
+  constexpr int ST = 2;
+  static_assert(!SPLIT_KV && D % 8 == 0, "attention_flash's cp.async tiles");
+  unsigned short* kbuf = ql + (SPLIT_Q ? QT * LDQ : 0); // [ST][KT][LDK]: key tiles
+  unsigned short* vbuf = kbuf + ST * KT * LDK;          // [ST][KT][LDK]: value tiles
+{% else %}  unsigned short* kh = ql + (SPLIT_Q ? QT * LDQ : 0); // [KT][LDK]: key tile, hi
   unsigned short* kl = kh + KT * LDK;                 // lo (only when SPLIT_KV)
   unsigned short* vh = kl + (SPLIT_KV ? KT * LDK : 0);// [D][LDV]: value tile transposed, hi
   unsigned short* vl = vh + D * LDV;                  // lo (only when SPLIT_KV)
-
+{% endif %}
   const int h = tile, b = blockIdx.z;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * QT;  // the longest (last) query tiles start first
   const int kvh = h / {{ group }};
@@ -89,7 +95,62 @@
     for (int i = 0; i < 4; ++i) o[n][i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  for (int k0 = 0; k0 < kend; k0 += KT) {
+{% if kv_async %}  // Tile i of keys [i·KT, i·KT + KT) into stage i % 2: 16-byte copies of 8 elements; keys past
+  // `kend` are zero-filled (their probabilities are 0, and 0 · a stale value could be NaN).
+  auto issue = [&](int i) {
+    constexpr int CH = D / 8;
+    unsigned short* kd = kbuf + (i & 1) * KT * LDK;
+    unsigned short* vd = vbuf + (i & 1) * KT * LDK;
+    for (int e = tid; e < KT * CH; e += NT) {
+      const int j = e / CH, c = (e % CH) * 8, key = i * KT + j;
+      const bool ok = key < kend;
+      const long off = kvo + (long)(ok ? key : 0) * D + c;
+      cp_async16(kd + j * LDK + c, kcache + off, ok);
+      cp_async16(vd + j * LDK + c, vcache + off, ok);
+    }
+  };
+  if (kend > 0) issue(0);
+  cp_async_commit();
+  for (int k0 = 0, it = 0; k0 < kend; k0 += KT, ++it) {
+    if (k0 + KT < kend) issue(it + 1);  // its stage was last read before the previous barrier
+    cp_async_commit();
+    cp_async_wait<1>();                 // tile `it` has landed (this thread's copies)
+    __syncthreads();                    // ... and everyone's; q is staged
+    const unsigned short* kh = kbuf + (it & 1) * KT * LDK;
+    const unsigned short* kl = kh;  // no lo part: SPLIT_KV is false here
+    const unsigned short* vt = vbuf + (it & 1) * KT * LDK;
+    if (wr < nq && k0 <= wlast) {  // else every key of the tile is in this warp's future
+{% include "attention_flash_scores.cu" %}
+
+    // O += P·V: the C fragments of S for keys 16kk .. 16kk + 15 are the A fragment of P; the B
+    // fragments (keys 2t, 2t + 1 and 2t + 8, 2t + 9 of value column g) come from the value
+    // rows by ldmatrix.trans: matrices (keys +0, +8) × (columns +0, +8) of each 16 × 16 block.
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) {
+      unsigned ph[4], pl[4];
+      split_bf16x2(s[2 * kk][0], s[2 * kk][1], ph[0], pl[0]);
+      split_bf16x2(s[2 * kk][2], s[2 * kk][3], ph[1], pl[1]);
+      split_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1], ph[2], pl[2]);
+      split_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3], ph[3], pl[3]);
+      const int mat = lane >> 3, r = lane & 7;
+#pragma unroll
+      for (int n = 0; n < ND; n += 2) {
+        unsigned b[4];
+        ldmatrix_x4_trans(vt + (kk * 16 + (mat & 1) * 8 + r) * LDK + (n + (mat >> 1)) * 8, b[0], b[1],
+                          b[2], b[3]);
+        mma_bf16_16816(o[n], ph, b[0], b[1]);
+        mma_bf16_16816(o[n + 1], ph, b[2], b[3]);
+        if (SPLIT_P) {
+          mma_bf16_16816(o[n], pl, b[0], b[1]);
+          mma_bf16_16816(o[n + 1], pl, b[2], b[3]);
+        }
+      }
+    }
+    }
+    __syncthreads();  // every warp is done with this stage before tile it + 2 refills it
+  }
+  cp_async_wait<0>();
+{% else %}  for (int k0 = 0; k0 < kend; k0 += KT) {
     __syncthreads();  // the previous tile's fragments are read (and, first, q is staged)
     // K tile: one key row × 2 adjacent columns per thread (coalesced reads, 32-bit stores).
     for (int e = tid; e < KT * HALF; e += NT) {
@@ -115,71 +176,7 @@
     __syncthreads();
     if (wr >= nq || k0 > wlast) continue;  // every key of the tile is in this warp's future
 
-    // S = Q·Kᵀ for the warp's 16 rows × KT keys. Fragments of mma.m16n8k16 (PTX ISA): lane
-    // (g, t) holds A rows g, g + 8 at columns 2t, 2t + 1 and 2t + 8, 2t + 9; B column g at rows
-    // 2t, 2t + 1 and 2t + 8, 2t + 9; C rows g, g + 8 at columns 2t, 2t + 1.
-    float s[NS][4];
-#pragma unroll
-    for (int n = 0; n < NS; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) s[n][i] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      const int oa = (wr + g) * LDQ + ks * 16 + 2 * t;
-      const unsigned ah[4] = {ld32(qh + oa), ld32(qh + oa + 8 * LDQ), ld32(qh + oa + 8),
-                              ld32(qh + oa + 8 * LDQ + 8)};
-      unsigned al[4] = {0u, 0u, 0u, 0u};
-      if (SPLIT_Q) {
-        al[0] = ld32(ql + oa);
-        al[1] = ld32(ql + oa + 8 * LDQ);
-        al[2] = ld32(ql + oa + 8);
-        al[3] = ld32(ql + oa + 8 * LDQ + 8);
-      }
-#pragma unroll
-      for (int n = 0; n < NS; ++n) {
-        const int ob = (n * 8 + g) * LDK + ks * 16 + 2 * t;
-        const unsigned b0 = ld32(kh + ob), b1 = ld32(kh + ob + 8);
-        mma_bf16_16816(s[n], ah, b0, b1);
-        if (SPLIT_Q) mma_bf16_16816(s[n], al, b0, b1);
-        if (SPLIT_KV) mma_bf16_16816(s[n], ah, ld32(kl + ob), ld32(kl + ob + 8));
-      }
-    }
-
-    // Scale and causal mask; the online softmax of rows g (i = 0, 1) and g + 8 (i = 2, 3),
-    // each row's max over the 4 lanes of its quad.
-    float mx[2] = {m[0], m[1]};
-#pragma unroll
-    for (int n = 0; n < NS; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int key = k0 + n * 8 + 2 * t + (i & 1);
-        const float v = (key <= pos[i >> 1] && key < kend) ? s[n][i] * {{ scale }} : -INFINITY;
-        s[n][i] = v;
-        mx[i >> 1] = fmaxf(mx[i >> 1], v);
-      }
-    float corr[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float base = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet stays empty
-      corr[r] = expf(m[r] - base);
-      m[r] = mx[r];
-      mx[r] = base;
-      l[r] *= corr[r];
-    }
-#pragma unroll
-    for (int n = 0; n < NS; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float p = expf(s[n][i] - mx[i >> 1]);
-        s[n][i] = p;
-        l[i >> 1] += p;  // this lane's part of the row sum; the quad's parts add up at the end
-      }
-#pragma unroll
-    for (int n = 0; n < ND; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) o[n][i] *= corr[i >> 1];
+{% include "attention_flash_scores.cu" %}
 
     // O += P·V: the C fragments of S for keys 16kk .. 16kk + 15 are the A fragment of P.
 #pragma unroll
@@ -199,7 +196,7 @@
       }
     }
   }
-
+{% endif %}
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);

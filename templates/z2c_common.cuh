@@ -180,6 +180,14 @@ __device__ __forceinline__ void ldmatrix_x4(const void* p, unsigned& r0, unsigne
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(smem_addr(p)));
 }
+// ldmatrix_x4 with each 8×8 matrix transposed: lane l receives, of each matrix, column l / 4 at
+// rows 2(l % 4) and 2(l % 4) + 1 — the B fragment of mma.m16n8k16 from row-major [k][n] tiles.
+__device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, unsigned& r1,
+                                                  unsigned& r2, unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 { %0, %1, %2, %3 }, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(smem_addr(p)));
+}
 #endif
 
 // Programmatic dependent launch (docs/KERNELS.md "Overlapping launches"). The runtime launches

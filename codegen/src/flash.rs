@@ -29,28 +29,44 @@ pub struct FlashPlan {
     pub split_kv: bool,
     /// The unnormalised probabilities P are split hi + lo (every non-bf16 plan).
     pub split_p: bool,
+    /// A bf16 cache is copied into two stages of shared memory with cp.async (the next key
+    /// tile in flight while one is used) and values are read with ldmatrix.trans; otherwise
+    /// each tile is loaded, converted (and split) by the threads, then used.
+    pub kv_async: bool,
 }
 
 impl FlashPlan {
     /// The template context of this plan.
-    pub fn context(&self) -> [(&'static str, serde_json::Value); 5] {
+    pub fn context(&self) -> [(&'static str, serde_json::Value); 6] {
         [
             ("qt", FLASH_QT.into()),
             ("kt", self.kt.into()),
             ("split_q", self.split_q.into()),
             ("split_kv", self.split_kv.into()),
             ("split_p", self.split_p.into()),
+            ("kv_async", self.kv_async.into()),
         ]
     }
 }
 
 /// Bytes of shared memory for head size `d`, `kt` keys a tile and the given splits: bf16 q, k
-/// and transposed v tiles with 8 elements of row padding, doubled where split.
-fn smem_bytes(d: usize, kt: usize, split_q: bool, split_kv: bool) -> usize {
+/// and transposed v tiles with 8 elements of row padding, doubled where split; with
+/// `kv_async`, two stages of k and v tiles (values by key) instead.
+fn smem_bytes(d: usize, kt: usize, split_q: bool, split_kv: bool, kv_async: bool) -> usize {
     let parts = |split: bool| if split { 2 } else { 1 };
     let q = FLASH_QT * (d + 8) * parts(split_q);
-    let kv = (kt * (d + 8) + d * (kt + 8)) * parts(split_kv);
+    let kv = if kv_async {
+        2 * 2 * kt * (d + 8)
+    } else {
+        (kt * (d + 8) + d * (kt + 8)) * parts(split_kv)
+    };
     2 * (q + kv)
+}
+
+/// Whether a bf16 cache is staged with cp.async (`FlashPlan::kv_async`): `ZAMBA2C_TUNE_ATTN_KERNEL=2`
+/// until the variant is measured on the GPU (docs/KERNELS.md "attention_flash").
+fn kv_async_knob() -> bool {
+    crate::tune("ATTN_KERNEL", 1) == 2
 }
 
 /// The plan for head size `d` with `act` activations and a `cache` KV cache, or `None` when the
@@ -65,17 +81,19 @@ pub fn flash_plan(d: usize, act: DType, cache: DType, split: bool) -> Option<Fla
     let split_q = split && act != DType::BF16;
     let split_kv = split && cache != DType::BF16;
     let split_p = split && act != DType::BF16;
-    let kt = if smem_bytes(d, 64, split_q, split_kv) <= TWO_BLOCKS_SMEM {
+    let kv_async = cache == DType::BF16 && !split_kv && kv_async_knob();
+    let kt = if smem_bytes(d, 64, split_q, split_kv, kv_async) <= TWO_BLOCKS_SMEM {
         64
     } else {
         32
     };
-    let smem = smem_bytes(d, kt, split_q, split_kv);
+    let smem = smem_bytes(d, kt, split_q, split_kv, kv_async);
     (smem <= MAX_DYNAMIC_SMEM as usize).then_some(FlashPlan {
         kt,
         smem,
         split_q,
         split_kv,
         split_p,
+        kv_async,
     })
 }

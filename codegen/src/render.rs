@@ -67,6 +67,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/group_rms_norm.cu"),
     ),
     ("kv_append.cu", include_str!("../../templates/kv_append.cu")),
+    (
+        "attention_flash_scores.cu",
+        include_str!("../../templates/attention_flash_scores.cu"),
+    ),
     ("attention.cu", include_str!("../../templates/attention.cu")),
     (
         "attention_flash.cu",

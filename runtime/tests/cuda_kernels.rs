@@ -125,9 +125,19 @@ fn kernels_match_cpu_on_tiny_modules() {
     let base = lower_with_kv(&kv, DType::BF16, DType::F32, DType::BF16);
     let mut fused = base.clone();
     zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
+    // The default plan's dtypes (bf16 weights and KV cache, f32 activations) at the 2.7B's head
+    // size: the tensor-core prompt attention on a bf16 cache (its cp.async variant with
+    // ZAMBA2C_TUNE_ATTN_KERNEL=2), the library GEMMs on split inputs.
+    let kv160 = config(
+        json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "use_mem_rope": true}),
+    );
+    let mut fused160 = lower_with_kv(&kv160, DType::BF16, DType::F32, DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut fused160, 1, None).expect("the passes run");
     for (name, m) in [
         ("gqa_rope_kv_bf16", &base),
         ("gqa_rope_kv_bf16_fused", &fused),
+        ("attn160_gqa_rope_kv_bf16_fused", &fused160),
     ] {
         check(name, m, &tokens(70, 67), 4);
         check(&format!("{name}_short"), m, &tokens(1, 67), 2);

@@ -1,0 +1,78 @@
+//! Kernel variants behind codegen tuning knobs (docs/KERNELS.md "Tuning knobs") render and
+//! compile with NVRTC for sm_90 like the default kernels (nvrtc_compile.rs), so a variant
+//! waiting for its GPU measurement cannot rot. One test in this binary: the knobs are read from
+//! the environment when a program is built, and this test sets them before anything else runs.
+
+mod common;
+
+use common::config;
+use serde_json::json;
+use zamba2c_codegen::build_program;
+use zamba2c_ir::{lower_with_kv, DType};
+use zamba2c_runtime::cuda::nvrtc;
+
+#[test]
+fn knob_variants_render_and_compile_with_nvrtc() {
+    // The only test of this binary: nothing else reads the environment meanwhile.
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "2");
+    // Head sizes 64 and 160 (the 2.7B's), GQA and RoPE, a bf16 KV cache under f32 and bf16
+    // activations: the prompt attention stages its key and value tiles with cp.async.
+    let cases = [
+        (
+            json!({"hidden_size": 64, "n_mamba_heads": 4, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "use_mem_rope": true}),
+            DType::F32,
+        ),
+        (
+            json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+                "num_key_value_heads": 2, "use_mem_rope": true}),
+            DType::F32,
+        ),
+        (
+            json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+                "num_key_value_heads": 2, "use_mem_rope": true}),
+            DType::BF16,
+        ),
+    ];
+    let mut jobs = Vec::new();
+    for (i, (extra, act)) in cases.into_iter().enumerate() {
+        let mut m = lower_with_kv(&config(extra), DType::BF16, act, DType::BF16);
+        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+        let p = build_program(&m).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let flash: Vec<_> = p
+            .kernels
+            .values()
+            .filter(|k| k.family == "attention_flash")
+            .collect();
+        assert!(!flash.is_empty(), "case {i}: no attention_flash kernel");
+        for k in flash {
+            assert!(
+                k.source.contains("cp_async16(kd") && k.source.contains("ldmatrix_x4_trans(vt"),
+                "case {i}: {} is not the cp.async variant",
+                k.name
+            );
+            jobs.push((
+                k.name.clone(),
+                k.source.clone(),
+                format!("case{i}/{}.cu", k.name),
+            ));
+        }
+    }
+    if !nvrtc::available() {
+        if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
+            panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
+        }
+        eprintln!("note: NVRTC not found, skipping the compile part");
+        return;
+    }
+    let ptxs = nvrtc::compile_many(&jobs, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    for ((name, _, _), ptx) in jobs.iter().zip(&ptxs) {
+        assert!(ptx.contains(&format!(".entry {name}(")), "{name}");
+        assert!(ptx.contains("cp.async.cg.shared.global"), "{name}");
+        assert!(
+            ptx.contains("ldmatrix.sync.aligned.m8n8.x4.trans"),
+            "{name}"
+        );
+        assert!(ptx.contains("griddepcontrol.wait"), "{name}");
+    }
+}
