@@ -564,6 +564,27 @@ fn bench_batch_reports_throughput_on_the_cpu() {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
     assert!(v["ttft_ms_max"].as_f64() >= v["ttft_ms_median"].as_f64());
+    let rows = v["rows_per_step"].as_u64().unwrap();
+    assert!((1..=3).contains(&rows), "{v}");
+    // Every prompt prefilled in the first step (15 tokens of budget): each decode step then
+    // runs all three sequences, until they finish together.
+    let full = run_ok(&[
+        "bench",
+        plan,
+        "--device",
+        "cpu",
+        "--batch",
+        "3",
+        "--prompt-len",
+        "5",
+        "--gen-len",
+        "4",
+        "--prefill-chunk",
+        "15",
+        "--json",
+    ]);
+    let full: Value = serde_json::from_str(full.trim()).unwrap();
+    assert_eq!(full["rows_per_step"], 3, "{full}");
     cuda_ok_or_one_line(&run(&["bench", plan, "--device", "cuda", "--batch", "2"]));
     assert_error(
         &run(&["bench", plan, "--device", "cpu", "--batch", "0"]),

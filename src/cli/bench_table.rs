@@ -120,7 +120,7 @@ pub fn table(plan: &Plan, dir: &Path, rows: &[Value]) -> String {
     let batched = rows.iter().any(|r| r.get("ms_per_step").is_some());
     let mut header = vec!["model", "dtype", "device"];
     if batched {
-        header.push("batch");
+        header.extend(["batch", "rows/step"]);
     }
     header.extend([
         "prompt",
@@ -146,7 +146,7 @@ pub fn table(plan: &Plan, dir: &Path, rows: &[Value]) -> String {
         };
         let mut row = vec![model.clone(), dtype.clone(), text("device")];
         if batched {
-            row.push(text("batch"));
+            row.extend([text("batch"), text("rows_per_step")]);
         }
         let peak = ["peak_gpu_bytes", "peak_rss_bytes"]
             .iter()

@@ -31,6 +31,11 @@ pub struct BatchBenchReport {
     /// Median and largest step that ran no prompt chunk (one decode of every active sequence).
     pub ms_per_step: f64,
     pub ms_per_step_max: f64,
+    /// Median rows (active sequences) of those steps: sequences are admitted one prompt chunk
+    /// at a time and leave as they finish, so unless every prompt is prefilled before the
+    /// first decode (`--prefill-chunk` ≥ batch × prompt length) most steps run fewer than
+    /// `batch` rows.
+    pub rows_per_step: usize,
     /// Time to first token, from the common arrival to each sequence's first token.
     pub ttft_ms_median: f64,
     pub ttft_ms_max: f64,
@@ -76,6 +81,7 @@ pub fn bench(
         b.add(prompt, SamplingParams::default(), 0)?;
     }
     let (mut steps, mut decode_steps, mut decode_tokens, mut decode_s) = (0, Vec::new(), 0, 0.0);
+    let mut step_rows = Vec::new();
     while b.active() > 0 {
         let before_prefill = (0..batch).any(|s| b.is_active(s) && b.logits(s).is_none());
         let t = Instant::now();
@@ -84,6 +90,7 @@ pub fn bench(
         steps += 1;
         if !before_prefill {
             decode_steps.push(dt * 1e3);
+            step_rows.push(sampled.len());
             decode_tokens += sampled.len();
             decode_s += dt;
         }
@@ -104,6 +111,7 @@ pub fn bench(
     }
     let total_s = t0.elapsed().as_secs_f64();
     decode_steps.sort_by(f64::total_cmp);
+    step_rows.sort_unstable();
     ttft.sort_by(f64::total_cmp);
     let generated_tokens = counts.iter().sum();
     Ok(BatchBenchReport {
@@ -122,6 +130,7 @@ pub fn bench(
         },
         ms_per_step: median(&decode_steps),
         ms_per_step_max: decode_steps.last().copied().unwrap_or(0.0),
+        rows_per_step: step_rows.get(step_rows.len() / 2).copied().unwrap_or(0),
         ttft_ms_median: median(&ttft),
         ttft_ms_max: ttft.last().copied().unwrap_or(0.0),
     })
