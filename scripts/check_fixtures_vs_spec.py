@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Cross-check tests/fixtures/models/* against the independent float64 spec implementation (RefZamba2) in
-the shared probe (docs/ZAMBA2.md section 9). Reads only config.json + *.safetensors + reference.safetensors.
+the shared probe (../shared/tools/zamba2_probe.py, outside the repository; docs/ZAMBA2.md is our
+account of the model). Reads only config.json + *.safetensors + reference.safetensors.
 
     python3 scripts/check_fixtures_vs_spec.py [--probe ../shared/tools/zamba2_probe.py] [--dir tests/fixtures/models]
 
