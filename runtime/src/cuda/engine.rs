@@ -793,7 +793,7 @@ impl CudaEngine {
 
     /// Downloads token positions `range` (of a call of `b` sequences of `t` tokens) of value
     /// `v` for every sequence of the call, as an f32 tensor `[b, range.len(), W]` (token ids:
-    /// `[b, n]`). Rows are laid out `b · T + t` (ir/src/memory.rs).
+    /// `[b, n]`). Activation rows are `b · T + t` (docs/KERNELS.md "meta").
     fn read_rows(
         &self,
         id: GraphId,
