@@ -135,14 +135,14 @@
       const int mat = lane >> 3, r = lane & 7;
 #pragma unroll
       for (int n = 0; n < ND; n += 2) {
-        unsigned b[4];
-        ldmatrix_x4_trans(vt + (kk * 16 + (mat & 1) * 8 + r) * LDK + (n + (mat >> 1)) * 8, b[0], b[1],
-                          b[2], b[3]);
-        mma_bf16_16816(o[n], ph, b[0], b[1]);
-        mma_bf16_16816(o[n + 1], ph, b[2], b[3]);
+        unsigned vb[4];  // B fragments of value columns 8n.. and 8(n + 1)..
+        ldmatrix_x4_trans(vt + (kk * 16 + (mat & 1) * 8 + r) * LDK + (n + (mat >> 1)) * 8, vb[0], vb[1],
+                          vb[2], vb[3]);
+        mma_bf16_16816(o[n], ph, vb[0], vb[1]);
+        mma_bf16_16816(o[n + 1], ph, vb[2], vb[3]);
         if (SPLIT_P) {
-          mma_bf16_16816(o[n], pl, b[0], b[1]);
-          mma_bf16_16816(o[n + 1], pl, b[2], b[3]);
+          mma_bf16_16816(o[n], pl, vb[0], vb[1]);
+          mma_bf16_16816(o[n + 1], pl, vb[2], vb[3]);
         }
       }
     }
