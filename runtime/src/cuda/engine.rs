@@ -545,6 +545,23 @@ impl CudaEngine {
         Ok(self.launch_call(phase, &[0], tokens, observer)?.0)
     }
 
+    /// One decode step of `batch` (`(slot, token)` per row) exactly as `BatchEngine::decode`
+    /// runs it — token and `meta` upload, the launches or their CUDA graph — between two CUDA
+    /// events: returns the device milliseconds between them. The logits stay on the device
+    /// (`bench --profile --batch`: a whole call minus this is host work and the download).
+    pub fn time_decode_step(&mut self, batch: &[(SlotId, u32)]) -> Result<f64, RuntimeError> {
+        let slots: Vec<SlotId> = batch.iter().map(|&(s, _)| s).collect();
+        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(dev)?;
+        let end = self.ctx.new_event(flags).map_err(dev)?;
+        start.record(&self.stream).map_err(dev)?;
+        self.launch_call(Phase::Decode, &slots, &tokens, None)?;
+        end.record(&self.stream).map_err(dev)?;
+        end.synchronize().map_err(dev)?;
+        start.elapsed_ms(&end).map(f64::from).map_err(dev)
+    }
+
     /// Launches graph `phase` for one call: row `b` continues the sequence of slot
     /// `slots[b]` with tokens `tokens[b·T .. (b+1)·T]` (`T = tokens.len() / slots.len()`).
     /// A decode call of at least `rows_mma_min` rows runs the `decode_rows` table (unless

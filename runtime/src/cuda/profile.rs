@@ -330,20 +330,24 @@ pub struct BatchProfileReport {
     /// Median wall time of a whole `BatchEngine::decode` call with CUDA graphs on: token and
     /// `meta` upload, the graph replay, the logits download.
     pub call_ms: f64,
+    /// Median device time of the same step between CUDA events (upload and graph replay, no
+    /// download): `call_ms` minus this is host work and the logits' trip back.
+    pub device_step_ms: f64,
     /// Median host time of an argmax over every row's logits (greedy sampling's share of a
     /// batcher step).
     pub argmax_ms: f64,
 }
 
 /// Loads `plan` with `batch` slots, prefills each with a random `prompt_len`-token prompt, then
-/// times whole decode calls (graphs on) and profiles eager steps launch by launch.
+/// times whole decode calls (graphs on), the same steps on the device alone, and eager steps
+/// launch by launch.
 pub fn profile_batch(
     plan: &Plan,
     batch: usize,
     prompt_len: usize,
 ) -> Result<BatchProfileReport, RuntimeError> {
     const STEPS: usize = 8;
-    let mut options = CudaOptions::new(prompt_len + 2 * STEPS + 4);
+    let mut options = CudaOptions::new(prompt_len + 3 * STEPS + 4);
     options.max_batch = batch.max(1);
     let mut e = CudaEngine::with_options(plan, options)?;
     let vocab = Engine::vocab_size(&e) as u32;
@@ -387,6 +391,11 @@ pub fn profile_batch(
             argmax.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let mut device = Vec::with_capacity(STEPS);
+    for _ in 0..STEPS {
+        let rows = step_tokens(&mut rng);
+        device.push(e.time_decode_step(&rows)?);
+    }
     e.set_cuda_graph(false);
     let id = e.decode_table_for(slots.len());
     let mut runs = Vec::with_capacity(STEPS);
@@ -400,6 +409,7 @@ pub fn profile_batch(
         context: prompt_len,
         step,
         call_ms: median(call),
+        device_step_ms: median(device),
         argmax_ms: median(argmax),
     })
 }
@@ -414,8 +424,8 @@ impl BatchProfileReport {
         families_text(&mut s, &self.step);
         let _ = writeln!(
             s,
-            "whole decode call (graph replay, uploads, logits download) {:.3} ms; kernels {:.3} ms eager; argmax of {} rows on the host {:.3} ms",
-            self.call_ms, self.step.kernels_ms, self.batch, self.argmax_ms
+            "whole decode call {:.3} ms; on the device (uploads and graph replay) {:.3} ms; kernels {:.3} ms eager; argmax of {} rows on the host {:.3} ms",
+            self.call_ms, self.device_step_ms, self.step.kernels_ms, self.batch, self.argmax_ms
         );
         slowest_nodes(&mut s, &self.step);
         s
