@@ -47,13 +47,16 @@ struct Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        // SAFETY: each descriptor was created once by `prepare` and is destroyed only here.
-        unsafe {
-            let _ = result::destroy_matrix_layout(self.a);
-            let _ = result::destroy_matrix_layout(self.b);
-            let _ = result::destroy_matrix_layout(self.d);
-            let _ = result::destroy_matmul_desc(self.desc);
+        for layout in [self.a, self.b, self.d] {
+            if !layout.is_null() {
+                // SAFETY: made once by `prepare` (null when `prepare` failed before it) and
+                // destroyed only here.
+                let _ = unsafe { result::destroy_matrix_layout(layout) };
+            }
         }
+        // SAFETY: `prepare` makes the descriptor first, so it is always live here, and it is
+        // destroyed only here.
+        let _ = unsafe { result::destroy_matmul_desc(self.desc) };
     }
 }
 
