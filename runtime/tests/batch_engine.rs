@@ -266,6 +266,20 @@ fn slots_are_admitted_released_and_checked() {
     assert_eq!(b.position(0), 4);
     b.release(1);
     assert!(!b.has_work());
+
+    // A sequence keeps the logits it last sampled from after it stops taking part in steps (its
+    // context is full) while another one decodes on.
+    let mut b = Batcher::new(Box::new(CpuBatchEngine::new(&plan, 2, 4).unwrap()), 8);
+    b.add(vec![1, 2, 3], greedy, 0).unwrap();
+    b.add(vec![1], greedy, 0).unwrap();
+    b.step().unwrap();
+    let both = b.step().unwrap();
+    assert_eq!(both.iter().map(|s| s.slot).collect::<Vec<_>>(), [0, 1]);
+    let kept = b.logits(0).unwrap().to_vec();
+    let one = b.step().unwrap();
+    assert_eq!(one.iter().map(|s| s.slot).collect::<Vec<_>>(), [1]);
+    assert_eq!(b.logits(0).unwrap(), &kept[..]);
+    assert_ne!(b.logits(1).unwrap(), &kept[..]);
 }
 
 #[test]

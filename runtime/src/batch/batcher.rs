@@ -29,9 +29,19 @@ struct Sequence {
     /// The last sampled token: the next step decodes it.
     pending: Option<u32>,
     /// The logits the last token was sampled from.
-    logits: Vec<f32>,
+    logits: Logits,
     /// Admission order (prompts are chunked oldest first).
     admitted: u64,
+}
+
+/// Where a sequence's last logits are: a decode step's logits stay in one buffer and each
+/// sequence keeps its row index (a 64-row step of a 32000-word vocabulary is 8 MB, copied once
+/// per row otherwise); a prompt's last row is the sequence's own.
+enum Logits {
+    None,
+    /// Row `r` of [`Batcher::step_logits`].
+    Row(usize),
+    Own(Vec<f32>),
 }
 
 /// Sequences in the slots of a [`BatchEngine`]: add, step, read, release.
@@ -40,6 +50,8 @@ pub struct Batcher {
     slots: Vec<Option<Sequence>>,
     prefill_chunk: usize,
     admitted: u64,
+    /// The logits of the last decode step, `[rows, vocab]`.
+    step_logits: Vec<f32>,
 }
 
 impl Batcher {
@@ -51,6 +63,7 @@ impl Batcher {
             slots,
             prefill_chunk: prefill_chunk.max(1),
             admitted: 0,
+            step_logits: Vec::new(),
         }
     }
 
@@ -128,7 +141,7 @@ impl Batcher {
             prefilled: 0,
             sampler,
             pending: None,
-            logits: Vec::new(),
+            logits: Logits::None,
             admitted: self.admitted,
         });
         Ok(slot)
@@ -142,8 +155,13 @@ impl Batcher {
 
     /// The logits row the sequence in `slot` last sampled from (none before its first token).
     pub fn logits(&self, slot: SlotId) -> Option<&[f32]> {
+        let vocab = self.engine.vocab_size();
         match self.slots.get(slot) {
-            Some(Some(s)) if !s.logits.is_empty() => Some(&s.logits),
+            Some(Some(s)) => match &s.logits {
+                Logits::None => None,
+                Logits::Row(r) => self.step_logits.get(r * vocab..(r + 1) * vocab),
+                Logits::Own(v) => Some(v),
+            },
             _ => None,
         }
     }
@@ -192,11 +210,26 @@ impl Batcher {
                     rows.len()
                 )));
             }
-            for (&(slot, _), row) in rows.iter().zip(logits.chunks_exact(vocab)) {
+            // A sequence still pointing into the previous step's logits that is not in this
+            // step (its context is full) keeps its row as its own before the buffer is
+            // replaced.
+            for (slot, s) in self.slots.iter_mut().enumerate() {
+                if let Some(s) = s {
+                    if let Logits::Row(r) = s.logits {
+                        if !rows.iter().any(|&(sl, _)| sl == slot) {
+                            let own = self
+                                .step_logits
+                                .get(r * vocab..(r + 1) * vocab)
+                                .map(<[f32]>::to_vec);
+                            s.logits = own.map_or(Logits::None, Logits::Own);
+                        }
+                    }
+                }
+            }
+            for (r, (&(slot, _), row)) in rows.iter().zip(logits.chunks_exact(vocab)).enumerate() {
                 if let Some(s) = self.slots[slot].as_mut() {
                     let token = s.sampler.next(row);
-                    s.logits.clear();
-                    s.logits.extend_from_slice(row);
+                    s.logits = Logits::Row(r);
                     s.pending = Some(token);
                     out.push(Sampled {
                         slot,
@@ -205,6 +238,7 @@ impl Batcher {
                     });
                 }
             }
+            self.step_logits = logits;
         }
 
         let mut prefilling: Vec<(u64, SlotId)> = self
@@ -232,7 +266,7 @@ impl Batcher {
             budget -= n;
             if s.prefilled == s.prompt.len() {
                 let token = s.sampler.next(&row);
-                s.logits = row;
+                s.logits = Logits::Own(row);
                 s.pending = Some(token);
                 out.push(Sampled {
                     slot,
