@@ -127,11 +127,7 @@
     // rows by ldmatrix.trans: matrices (keys +0, +8) × (columns +0, +8) of each 16 × 16 block.
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk) {
-      unsigned ph[4], pl[4];
-      split_bf16x2(s[2 * kk][0], s[2 * kk][1], ph[0], pl[0]);
-      split_bf16x2(s[2 * kk][2], s[2 * kk][3], ph[1], pl[1]);
-      split_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1], ph[2], pl[2]);
-      split_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3], ph[3], pl[3]);
+{% include "attention_flash_p.cu" %}
       const int mat = lane >> 3, r = lane & 7;
 #pragma unroll
       for (int n = 0; n < ND; n += 2) {
@@ -181,11 +177,7 @@
     // O += P·V: the C fragments of S for keys 16kk .. 16kk + 15 are the A fragment of P.
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk) {
-      unsigned ph[4], pl[4];
-      split_bf16x2(s[2 * kk][0], s[2 * kk][1], ph[0], pl[0]);
-      split_bf16x2(s[2 * kk][2], s[2 * kk][3], ph[1], pl[1]);
-      split_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1], ph[2], pl[2]);
-      split_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3], ph[3], pl[3]);
+{% include "attention_flash_p.cu" %}
 #pragma unroll
       for (int n = 0; n < ND; ++n) {
         const int ob = (n * 8 + g) * LDV + kk * 16 + 2 * t;

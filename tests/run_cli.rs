@@ -534,22 +534,26 @@ fn cuda_ok_or_one_line(out: &Output) {
 #[test]
 fn bench_batch_reports_throughput_on_the_cpu() {
     let plan = demo_plan();
-    let out = run_ok(&[
-        "bench",
-        plan,
-        "--device",
-        "cpu",
-        "--batch",
-        "3",
-        "--prompt-len",
-        "5",
-        "--gen-len",
-        "4",
-        "--prefill-chunk",
-        "4",
-        "--json",
-    ]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    // Three sequences of 5 prompt tokens and 4 generated, `chunk` prompt tokens a step.
+    let bench = |chunk: &str| -> Value {
+        let out = run_ok(&[
+            "bench",
+            plan,
+            "--device",
+            "cpu",
+            "--batch",
+            "3",
+            "--prompt-len",
+            "5",
+            "--gen-len",
+            "4",
+            "--prefill-chunk",
+            chunk,
+            "--json",
+        ]);
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let v = bench("4");
     assert_eq!(v["batch"], 3);
     assert_eq!(v["generated_tokens"], 12);
     assert_eq!(v["device"], "cpu");
@@ -568,22 +572,7 @@ fn bench_batch_reports_throughput_on_the_cpu() {
     assert!((1..=3).contains(&rows), "{v}");
     // Every prompt prefilled in the first step (15 tokens of budget): each decode step then
     // runs all three sequences, until they finish together.
-    let full = run_ok(&[
-        "bench",
-        plan,
-        "--device",
-        "cpu",
-        "--batch",
-        "3",
-        "--prompt-len",
-        "5",
-        "--gen-len",
-        "4",
-        "--prefill-chunk",
-        "15",
-        "--json",
-    ]);
-    let full: Value = serde_json::from_str(full.trim()).unwrap();
+    let full = bench("15");
     assert_eq!(full["rows_per_step"], 3, "{full}");
     cuda_ok_or_one_line(&run(&["bench", plan, "--device", "cuda", "--batch", "2"]));
     assert_error(

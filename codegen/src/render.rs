@@ -71,6 +71,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "attention_flash_scores.cu",
         include_str!("../../templates/attention_flash_scores.cu"),
     ),
+    (
+        "attention_flash_p.cu",
+        include_str!("../../templates/attention_flash_p.cu"),
+    ),
     ("attention.cu", include_str!("../../templates/attention.cu")),
     (
         "attention_flash.cu",

@@ -143,40 +143,28 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
     // A spinner on stderr while the bench runs (indicatif hides it when stderr is no terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    if a.profile && a.batch > 1 {
-        spinner.set_message(format!(
-            "profiling a {}-sequence decode step of {} on cuda",
-            a.batch,
-            a.plan.display()
-        ));
-        let p = zamba2c_runtime::cuda::profile_batch(&plan, a.batch, a.prompt_len[0])
-            .context("bench --profile --batch")?;
-        spinner.finish_and_clear();
-        let text = serde_json::to_string(&p)?;
-        if let Some(out) = out {
-            out.commit(text.as_bytes())?;
-        }
-        if a.json {
-            print_stdout(&format!("{text}\n"))?;
-        } else {
-            print_stdout(&p.to_text())?;
-        }
-        return Ok(());
-    }
     if a.profile {
-        spinner.set_message(format!("profiling {} on cuda", a.plan.display()));
-        let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len[0], a.gen_len)
-            .context("bench --profile")?;
-        spinner.finish_and_clear();
-        let text = serde_json::to_string(&p)?;
-        if let Some(out) = out {
-            out.commit(text.as_bytes())?;
-        }
-        if a.json {
-            print_stdout(&format!("{text}\n"))?;
+        // One batched step, or one sequence's decode step and prompt chunk.
+        let (json, text) = if a.batch > 1 {
+            spinner.set_message(format!(
+                "profiling a {}-sequence decode step of {} on cuda",
+                a.batch,
+                a.plan.display()
+            ));
+            let p = zamba2c_runtime::cuda::profile_batch(&plan, a.batch, a.prompt_len[0])
+                .context("bench --profile --batch")?;
+            (serde_json::to_string(&p)?, p.to_text())
         } else {
-            print_stdout(&p.to_text())?;
+            spinner.set_message(format!("profiling {} on cuda", a.plan.display()));
+            let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len[0], a.gen_len)
+                .context("bench --profile")?;
+            (serde_json::to_string(&p)?, p.to_text())
+        };
+        spinner.finish_and_clear();
+        if let Some(out) = out {
+            out.commit(json.as_bytes())?;
         }
+        print_stdout(&if a.json { format!("{json}\n") } else { text })?;
         return Ok(());
     }
     let mut cpu_engine = None;
