@@ -105,13 +105,7 @@ impl Builder {
     /// passed as its table weight plus an offset. [`specs`] has checked that it resolves.
     pub(crate) fn weight(self, name: &'static str, ctx: &NodeCtx, w: &str) -> Self {
         let (d, arg) = match weight_ref(ctx, w) {
-            Some(r) => (
-                r.dtype,
-                Arg::Weight {
-                    name: r.base,
-                    offset: r.offset,
-                },
-            ),
+            Some(r) => (r.dtype, r.arg()),
             None => (
                 ctx.module.dtype,
                 Arg::Weight {
@@ -158,6 +152,16 @@ pub struct WeightRef {
     pub shape: Vec<usize>,
     /// Elements between rows of the table weight (its last axis).
     pub row_stride: usize,
+}
+
+impl WeightRef {
+    /// The argument that passes this weight: its table weight, `offset` elements in.
+    pub fn arg(&self) -> Arg {
+        Arg::Weight {
+            name: self.base.clone(),
+            offset: self.offset,
+        }
+    }
 }
 
 /// Resolves weight name `w` (a table name or a column view of one).
@@ -641,7 +645,6 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 _ => (2, "bf16"),
             };
             let b = b.set("xmode", xmode);
-            let weight_ld = spec.row_stride;
             let smem = stages * (bm * (MMA_BK + 8) * x_bytes + MMA_TILE * (MMA_BK + 8) * 2);
             let grid = [
                 Extent::Const(n.div_ceil(MMA_TILE) as u32),
@@ -653,10 +656,10 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 .set("bn", MMA_TILE)
                 .set("bk", MMA_BK)
                 .set("stages", stages);
-            let mut spec = kernel(b, "linear_mma_pipe", grid, 32 * MMA_WARPS);
-            spec.smem = smem as u32;
-            spec.library = library_gemm(ctx, &spec.args[1], (n, k, weight_ld), xmode);
-            spec
+            let mut mma = kernel(b, "linear_mma_pipe", grid, 32 * MMA_WARPS);
+            mma.smem = smem as u32;
+            mma.library = library_gemm(ctx, &spec, (n, k), xmode);
+            mma
         }
         _ => {
             let grid = [
@@ -677,8 +680,8 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
 /// on the kernel alone. `ZAMBA2C_TUNE_LIBRARY_GEMM=0` emits none (a measurement).
 fn library_gemm(
     ctx: &NodeCtx,
-    weight: &Arg,
-    (n, k, w_ld): (usize, usize, usize),
+    weight: &WeightRef,
+    (n, k): (usize, usize),
     xmode: &str,
 ) -> Option<LibraryGemm> {
     let (x, out) = (&ctx.inputs[0], &ctx.out);
@@ -708,8 +711,8 @@ fn library_gemm(
         x: x.arg(),
         x_ld: x.stride,
         split,
-        weight: weight.clone(),
-        w_ld,
+        weight: weight.arg(),
+        w_ld: weight.row_stride,
         out: out.arg(),
         out_ld: out.stride,
         out_dtype: out.dtype,

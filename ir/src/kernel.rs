@@ -414,6 +414,16 @@ pub enum GraphId {
 }
 
 impl GraphId {
+    /// The table's name in reports and in `program.json`'s keys: `prompt`, `decode`,
+    /// `decode_rows`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphId::Prompt => "prompt",
+            GraphId::Decode => "decode",
+            GraphId::DecodeRows => "decode_rows",
+        }
+    }
+
     /// The module graph whose nodes this launch table runs.
     pub fn phase(self) -> Phase {
         match self {

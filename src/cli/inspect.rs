@@ -8,6 +8,7 @@ use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
 use zamba2c_ir::kernel::{Program, PROGRAM_PATH, ROWS_MMA_MIN};
 use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
+use zamba2c_runtime::cuda::blas::LIBRARY_FAMILY;
 
 use super::engine::{context_or_default, MAX_BATCH};
 use super::output::print_stdout;
@@ -76,15 +77,13 @@ fn read_program(plan: &Plan) -> Result<Option<Program>> {
     Ok(Some(zamba2c_ir::plan::read_json_file(&path)?))
 }
 
-/// What runs: launches and bytes per graph, launches per decode op, and every fused op
-/// emitted through its decomposition (with why).
 /// The family a launch runs: its kernel's, or for a library GEMM
 /// `cublaslt|<its kernel's family>` (cuBLASLt when the library loads at run time, else the
 /// kernel; docs/KERNELS.md "Library GEMMs").
 fn launch_family(p: &Program, l: &zamba2c_ir::kernel::Launch) -> Option<String> {
     let k = p.kernels.get(&l.kernel)?;
     Some(match l.library {
-        Some(_) => format!("cublaslt|{}", k.family),
+        Some(_) => format!("{LIBRARY_FAMILY}|{}", k.family),
         None => k.family.clone(),
     })
 }
@@ -120,6 +119,8 @@ fn op_kernels(
     out
 }
 
+/// What runs: launches and bytes per graph, launches per decode op, and every fused op
+/// emitted through its decomposition (with why).
 fn program_text(m: &zamba2c_ir::Module, p: &Program, rows: usize) -> String {
     use std::fmt::Write as _;
     let c = p.cost(PROMPT_COST_TOKENS, rows);
@@ -152,14 +153,11 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program, rows: usize) -> String {
             si(r.flops_per_step, "FLOP")
         );
     }
-    let tables: Vec<(&str, &zamba2c_ir::kernel::GraphProgram)> = [
-        ("prompt", Some(&p.prompt)),
-        ("decode", Some(&p.decode)),
-        ("decode_rows", p.decode_rows.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(n, g)| g.map(|g| (n, g)))
-    .collect();
+    let tables: Vec<(&str, &zamba2c_ir::kernel::GraphProgram)> = p
+        .tables()
+        .into_iter()
+        .map(|(id, gp)| (id.name(), gp))
+        .collect();
     for &(phase, gp) in &tables {
         let fams: Vec<String> = family_counts(p, gp)
             .iter()

@@ -44,6 +44,11 @@ enum Logits {
     Own(Vec<f32>),
 }
 
+/// Row `r` of a step's `[rows, vocab]` logits.
+fn logits_row(step: &[f32], r: usize, vocab: usize) -> Option<&[f32]> {
+    step.get(r * vocab..(r + 1) * vocab)
+}
+
 /// Sequences in the slots of a [`BatchEngine`]: add, step, read, release.
 pub struct Batcher {
     engine: Box<dyn BatchEngine>,
@@ -159,7 +164,7 @@ impl Batcher {
         match self.slots.get(slot) {
             Some(Some(s)) => match &s.logits {
                 Logits::None => None,
-                Logits::Row(r) => self.step_logits.get(r * vocab..(r + 1) * vocab),
+                Logits::Row(r) => logits_row(&self.step_logits, *r, vocab),
                 Logits::Own(v) => Some(v),
             },
             _ => None,
@@ -213,17 +218,16 @@ impl Batcher {
             // A sequence still pointing into the previous step's logits that is not in this
             // step (its context is full) keeps its row as its own before the buffer is
             // replaced.
-            for (slot, s) in self.slots.iter_mut().enumerate() {
-                if let Some(s) = s {
-                    if let Logits::Row(r) = s.logits {
-                        if !rows.iter().any(|&(sl, _)| sl == slot) {
-                            let own = self
-                                .step_logits
-                                .get(r * vocab..(r + 1) * vocab)
-                                .map(<[f32]>::to_vec);
-                            s.logits = own.map_or(Logits::None, Logits::Own);
-                        }
-                    }
+            let left_out = self
+                .slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(slot, _)| !rows.iter().any(|&(sl, _)| sl == *slot))
+                .filter_map(|(_, s)| s.as_mut());
+            for s in left_out {
+                if let Logits::Row(r) = s.logits {
+                    let own = logits_row(&self.step_logits, r, vocab).map(<[f32]>::to_vec);
+                    s.logits = own.map_or(Logits::None, Logits::Own);
                 }
             }
             for (r, (&(slot, _), row)) in rows.iter().zip(logits.chunks_exact(vocab)).enumerate() {

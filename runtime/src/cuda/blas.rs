@@ -106,6 +106,12 @@ fn alignment(addr: u64) -> u32 {
     }
 }
 
+/// Address of the lo plane of a split input at `x` (templates/split_bf16.cu: `k` bf16 columns
+/// after the hi plane, in the same row).
+fn lo_plane(g: &LibraryGemm, x: u64) -> u64 {
+    x + (g.k * std::mem::size_of::<u16>()) as u64
+}
+
 fn lib_err(what: &str, e: result::CublasError) -> RuntimeError {
     RuntimeError::Device(format!("cuBLASLt {what}: {e:?}"))
 }
@@ -179,7 +185,7 @@ impl Blas {
         p.b = layout(bf16, g.k, m, g.x_ld)?;
         p.d = layout(out_type, g.n, m, g.out_ld)?;
         let pref = result::create_matmul_pref().map_err(|e| lib_err("preference", e))?;
-        let lo = ptrs.x + if g.split { (g.k * 2) as u64 } else { 0 };
+        let lo = if g.split { lo_plane(g, ptrs.x) } else { ptrs.x };
         let prefs: [(sys::cublasLtMatmulPreferenceAttributes_t, u64); 5] = {
             use sys::cublasLtMatmulPreferenceAttributes_t as P;
             [
@@ -267,11 +273,8 @@ impl Blas {
                 ))
             }
         };
-        let mut passes = vec![(ptrs.x, c, beta)];
-        if g.split {
-            passes.push((ptrs.x + (g.k * 2) as u64, ptrs.out, &one));
-        }
-        for (x, c, beta) in passes {
+        let lo_pass = g.split.then(|| (lo_plane(g, ptrs.x), ptrs.out, &one));
+        for (x, c, beta) in std::iter::once((ptrs.x, c, beta)).chain(lo_pass) {
             // SAFETY: the descriptors are live and describe these operands (codegen wrote them
             // from the kernel's own operands; `Program::validate` checked that each lies
             // inside its buffer for the rows the graph holds, and `m` is at most those rows);

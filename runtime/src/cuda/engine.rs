@@ -550,8 +550,7 @@ impl CudaEngine {
     /// events: returns the device milliseconds between them. The logits stay on the device
     /// (`bench --profile --batch`: a whole call minus this is host work and the download).
     pub fn time_decode_step(&mut self, batch: &[(SlotId, u32)]) -> Result<f64, RuntimeError> {
-        let slots: Vec<SlotId> = batch.iter().map(|&(s, _)| s).collect();
-        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+        let (slots, tokens): (Vec<SlotId>, Vec<u32>) = batch.iter().copied().unzip();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(flags).map_err(dev)?;
         let end = self.ctx.new_event(flags).map_err(dev)?;
@@ -1314,8 +1313,7 @@ impl BatchEngine for CudaEngine {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let slots: Vec<SlotId> = batch.iter().map(|&(s, _)| s).collect();
-        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+        let (slots, tokens): (Vec<SlotId>, Vec<u32>) = batch.iter().copied().unzip();
         let (_, id) = self.launch_call(Phase::Decode, &slots, &tokens, None)?;
         let out = self.output_value(id)?;
         Ok(self.read_rows(id, out, slots.len(), 1, 0..1)?.data)

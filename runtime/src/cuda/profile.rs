@@ -184,10 +184,7 @@ fn summarise(
     }
     families.sort_by(|x, y| y.ms.total_cmp(&x.ms));
     Ok(PhaseProfile {
-        phase: match id {
-            GraphId::DecodeRows => "decode_rows".into(),
-            _ => format!("{phase:?}").to_lowercase(),
-        },
+        phase: id.name().into(),
         tokens,
         context,
         launches: n,
@@ -373,17 +370,9 @@ pub fn profile_batch(
         let logits = crate::batch::BatchEngine::decode(&mut e, &rows)?;
         let dt = t.elapsed().as_secs_f64() * 1e3;
         let t = std::time::Instant::now();
-        let picked: usize = logits
+        let picked: u64 = logits
             .chunks_exact(vocab as usize)
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |m, (i, &x)| if x > m.1 { (i, x) } else { m },
-                    )
-                    .0
-            })
+            .map(|row| u64::from(crate::generate::sampling::argmax(row)))
             .sum();
         std::hint::black_box(picked);
         if i >= 2 {
