@@ -9,7 +9,8 @@
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
 # LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
-# VARIANT_TESTS="ATTN_KERNEL=2" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=2" (its TTFT).
+# VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
+# BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -80,6 +81,23 @@ for v in ${VARIANTS:-}; do
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2))"
   done
 done
+# Codegen knob variants on batched decode (BATCH_VARIANTS="STACK_SPLIT=2 ..."): `bench --batch`
+# at B in VARIANT_BATCHES (default 64; every prompt prefilled first, so each step runs all B
+# rows) on the default plan and on each variant's plan, one line each.
+batch_line() {  # label, plan, batch
+  timeout 200 "$Z" bench "$2" --device cuda --batch "$3" --prompt-len 512 --gen-len 128 \
+    --prefill-chunk $(($3 * 512)) --max-context 640 --json 2>/dev/null | tail -1 \
+    | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch_variant $1 B=$3 decode_tok_s %.1f ms_step %.3f rows %s' % (r['decode_tokens_per_s'], r['ms_per_step'], r['rows_per_step']))" \
+    || echo "batch_variant $1 B=$3 failed"
+}
+if [ -n "${BATCH_VARIANTS:-}" ]; then
+  for b in ${VARIANT_BATCHES:-64}; do batch_line default "$M" "$b"; done
+  for v in $BATCH_VARIANTS; do
+    d=/tmp/bvar-${v//=/-}
+    variant_plan "$v" "$d" || { rc=1; continue; }
+    for b in ${VARIANT_BATCHES:-64}; do batch_line "$v" "$d" "$b"; done
+  done
+fi
 # Overlapped launches (docs/KERNELS.md "Overlapping launches"): decode ms/token of the default
 # plan with programmatic dependent launch on and off (ZAMBA2C_NO_PDL=1, same process kind, same
 # plan).

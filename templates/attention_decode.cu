@@ -2,13 +2,21 @@
 {
   // Decode attention, split over the cached positions (flash-decoding; ZAMBA2.md §2.4, §6.3;
   // docs/KERNELS.md "attention_decode"). Block (tile = query head h, blockIdx.y = split s of
-  // {{ splits }}, blockIdx.z = row b of the batch, whose cache is slot META_SLOT(b)). The new token's k (RoPE applied) and v are taken from
-  // the projections, not from the cache, rounded to the cache's cache_t as if read back from
-  // it, and split 0 appends them to the cache: no block reads the slot being written. Inside a block, groups of {{ lpk }} lanes take one key each
-  // ({{ dpl }} dims per lane), with an f32 online softmax per group, merged across groups and
-  // warps; the splits' partial (max, sum, acc) go to a workspace and the last block of the head
-  // to finish (an atomic counter, reset for the next step) merges them.
+  // SPLITS, blockIdx.z = row b of the batch, whose cache is slot META_SLOT(b)); SPLITS is chosen
+  // per launch table (16 for one row, fewer for decode_rows, whose rows fill the GPU). The new
+  // token's k (RoPE applied) and v are taken from the projections, not from the cache, rounded
+  // to the cache's cache_t as if read back from it, and split 0 appends them to the cache: no
+  // block uses what it reads of the slot being written. Inside a block, groups of {{ lpk }}
+  // lanes take one key each ({{ dpl }} dims per lane, read in loads of VEC elements), with an f32
+  // online softmax per group, merged across groups and warps; the splits' partial (max, sum,
+  // acc) go to a workspace and the last block of the head to finish (an atomic counter, reset
+  // for the next step) merges them.
   constexpr int D = {{ d }}, NW = {{ nw }}, LPK = {{ lpk }}, DPL = {{ dpl }}, KPW = 32 / LPK;
+  constexpr int SPLITS = {{ splits }}, VEC = {{ kv_vec }}, NV = DPL / VEC;
+  // A VEC-element piece of a lane's span: one aligned VEC * sizeof(cache_t)-byte load
+  // (codegen/src/fused/attention.rs kv_vec checks the alignment), elements kept as stored until
+  // to_f converts them, so values are those of the scalar reads.
+  struct alignas(sizeof(cache_t) * VEC) kvv_t { cache_t e[VEC]; };
   __shared__ float qs[D], kn[D], vn[D];
   __shared__ float wm[NW * KPW], wl[NW * KPW];
   __shared__ float wacc[NW * KPW][D];
@@ -43,7 +51,7 @@
     }
   }
   const int nk = min(pos + 1, cap);
-  const int chunk = (nk + {{ splits }} - 1) / {{ splits }};
+  const int chunk = (nk + SPLITS - 1) / SPLITS;
   const int j0 = s * chunk, j1 = min(nk, j0 + chunk);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int grp = lane / LPK, sub = lane % LPK;
@@ -53,21 +61,42 @@
   float m = -INFINITY, l = 0.f, acc[DPL];
 #pragma unroll
   for (int i = 0; i < DPL; ++i) acc[i] = 0.f;
-  // The loop bound is uniform over the warp (every lane takes part in the shuffles); a group
-  // whose key is past the range contributes nothing.
-  for (int jb = j0 + warp * KPW; jb < j1; jb += NW * KPW) {
+  // This lane's span of key jb + grp and of its value, into kx/vx. A group whose key is past
+  // the range reads key j0 instead (in range; what it computes is never used).
+  const cache_t* kspan = kcache + kvo + sub * DPL;
+  const cache_t* vspan = vcache + kvo + sub * DPL;
+  auto load = [&](const int jb, kvv_t (&kx)[NV], kvv_t (&vx)[NV]) {
+    const int j = jb + grp;
+    const long jo = (long)(j < j1 ? j : j0) * D;
+    const kvv_t* kp = reinterpret_cast<const kvv_t*>(kspan + jo);
+    const kvv_t* vp = reinterpret_cast<const kvv_t*>(vspan + jo);
+#pragma unroll
+    for (int u = 0; u < NV; ++u) {
+      kx[u] = kp[u];
+      vx[u] = vp[u];
+    }
+  };
+  // Software pipelined: the next iteration's key and value are loaded before this one's math,
+  // so a lane keeps two keys in flight (a block of one row's 16 splits runs only a few
+  // iterations). The loop bound is uniform over the warp (every lane takes part in the
+  // shuffles); a group whose key is past the range contributes nothing.
+  kvv_t kr[NV], vr[NV];
+  int jb = j0 + warp * KPW;
+  if (jb < j1) load(jb, kr, vr);
+  for (; jb < j1; jb += NW * KPW) {
     const int j = jb + grp;
     const bool valid = j < j1, fresh = (j == pos);
-    const long jo = kvo + (long)(valid ? j : j0) * D + sub * DPL;
-    float kv[DPL], vv[DPL];
+    kvv_t kc[NV], vc[NV];
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) {
-      kv[i] = fresh ? kn[sub * DPL + i] : to_f(kcache[jo + i]);
-      vv[i] = fresh ? vn[sub * DPL + i] : to_f(vcache[jo + i]);
+    for (int u = 0; u < NV; ++u) {
+      kc[u] = kr[u];
+      vc[u] = vr[u];
     }
+    if (jb + NW * KPW < j1) load(jb + NW * KPW, kr, vr);
     float sc = 0.f;
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) sc += qv[i] * kv[i];
+    for (int i = 0; i < DPL; ++i)
+      sc += qv[i] * (fresh ? kn[sub * DPL + i] : to_f(kc[i / VEC].e[i % VEC]));
 #pragma unroll
     for (int o = LPK / 2; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o, LPK);
     if (valid) {
@@ -76,7 +105,10 @@
       const float corr = expf(m - mn), pr = expf(sc - mn);
       l = l * corr + pr;
 #pragma unroll
-      for (int i = 0; i < DPL; ++i) acc[i] = acc[i] * corr + pr * vv[i];
+      for (int i = 0; i < DPL; ++i) {
+        const float vv = fresh ? vn[sub * DPL + i] : to_f(vc[i / VEC].e[i % VEC]);
+        acc[i] = acc[i] * corr + pr * vv;
+      }
       m = mn;
     }
   }
@@ -90,7 +122,9 @@
   for (int w = 0; w < NW * KPW; ++w) M = fmaxf(M, wm[w]);
   float L = 0.f;
   for (int w = 0; w < NW * KPW; ++w) if (wm[w] != -INFINITY) L += wl[w] * expf(wm[w] - M);
-  float* part = workspace + ((long)b * {{ heads }} + h) * {{ splits }} * (D + 2) + (long)s * (D + 2);
+  // Row b's partials start at b * {{ ws_stride }} (the workspace's row stride, at least
+  // {{ heads }} * SPLITS * (D + 2)).
+  float* part = workspace + (long)b * {{ ws_stride }} + ((long)h * SPLITS + s) * (D + 2);
   for (int c = threadIdx.x; c < D; c += blockDim.x) {
     float o = 0.f;
     for (int w = 0; w < NW * KPW; ++w) if (wm[w] != -INFINITY) o += wacc[w][c] * expf(wm[w] - M);
@@ -102,23 +136,23 @@
   __syncthreads();
   if (threadIdx.x == 0) {
     int* ctr = counters + (long)b * {{ heads }} + h;
-    last = atomicAdd(ctr, 1) == {{ splits }} - 1;
+    last = atomicAdd(ctr, 1) == SPLITS - 1;
     if (last) *ctr = 0;
   }
   __syncthreads();
   if (!last) return;
   __threadfence();
-  const float* parts = workspace + ((long)b * {{ heads }} + h) * {{ splits }} * (D + 2);
+  const float* parts = workspace + (long)b * {{ ws_stride }} + (long)h * SPLITS * (D + 2);
   float GM = -INFINITY;
-  for (int t = 0; t < {{ splits }}; ++t) GM = fmaxf(GM, __ldcg(&parts[t * (D + 2) + D]));
+  for (int t = 0; t < SPLITS; ++t) GM = fmaxf(GM, __ldcg(&parts[t * (D + 2) + D]));
   float GL = 0.f;
-  for (int t = 0; t < {{ splits }}; ++t) {
+  for (int t = 0; t < SPLITS; ++t) {
     const float mt = __ldcg(&parts[t * (D + 2) + D]);
     if (mt != -INFINITY) GL += __ldcg(&parts[t * (D + 2) + D + 1]) * expf(mt - GM);
   }
   for (int c = threadIdx.x; c < D; c += blockDim.x) {
     float o = 0.f;
-    for (int t = 0; t < {{ splits }}; ++t) {
+    for (int t = 0; t < SPLITS; ++t) {
       const float mt = __ldcg(&parts[t * (D + 2) + D]);
       if (mt != -INFINITY) o += __ldcg(&parts[t * (D + 2) + c]) * expf(mt - GM);
     }

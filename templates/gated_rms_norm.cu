@@ -13,9 +13,12 @@
   }
   ss = block_sum(ss, scratch);
   const float inv = 1.f / sqrtf(ss / {{ group }}.f + {{ eps }});
-  act_t* o = out + r * {{ width }} + c0;
-  for (int c = threadIdx.x; c < {{ group }}; c += blockDim.x) {
+{% if split %}  // With `split`, written as the bf16 hi and lo planes its GEMMs read (templates/split_bf16.cu).
+  bf16_t* o = out + r * {{ 2 * width }} + c0;
+{% else %}  act_t* o = out + r * {{ width }} + c0;
+{% endif %}  for (int c = threadIdx.x; c < {{ group }}; c += blockDim.x) {
     const float q = to_f(y[yo + c]) * silu_f(to_f(z[zo + c]));
-    o[c] = from_f<act_t>(to_f(weight[c0 + c]) * rnd<act_t>(q * inv));
-  }
+{% if split %}    store_split_bf16(o + c, {{ width }}, to_f(weight[c0 + c]) * rnd<act_t>(q * inv));
+{% else %}    o[c] = from_f<act_t>(to_f(weight[c0 + c]) * rnd<act_t>(q * inv));
+{% endif %}  }
 }

@@ -14,7 +14,11 @@
   }
   ss = block_sum(ss, scratch);
   const float inv = 1.f / sqrtf(ss / {{ group }}.f + {{ eps }});
-  act_t* o = out + r * {{ width }} + c0;
+{% if split %}  // With `split`, written as the bf16 hi and lo planes its GEMMs read (templates/split_bf16.cu).
+  bf16_t* o = out + r * {{ 2 * width }} + c0;
+  for (int c = threadIdx.x; c < {{ group }}; c += blockDim.x)
+    store_split_bf16(o + c, {{ width }}, to_f(weight[c0 + c]) * rnd<act_t>(to_f(x[xo + c]) * inv));
+{% else %}  act_t* o = out + r * {{ width }} + c0;
   for (int c = threadIdx.x; c < {{ group }}; c += blockDim.x)
     o[c] = from_f<act_t>(to_f(weight[c0 + c]) * rnd<act_t>(to_f(x[xo + c]) * inv));
-}
+{% endif %}}

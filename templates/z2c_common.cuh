@@ -135,6 +135,15 @@ __device__ __forceinline__ void split_bf16x2(float x0, float x1, unsigned& hi, u
   hi = pack_bf16x2(h0, h1);
   lo = pack_bf16x2(from_f<bf16_t>(r0), from_f<bf16_t>(r1));
 }
+// One f32 value split by the same rule into its hi plane at o[0] and its lo plane at o[k]: a norm
+// that writes the planes its GEMMs read (templates/rms_norm.cu, `split`).
+__device__ __forceinline__ void store_split_bf16(bf16_t* o, int k, float x) {
+  const bf16_t h = from_f<bf16_t>(x);
+  float r = x - to_f(h);
+  if (!(r == r)) r = 0.f;
+  o[0] = h;
+  o[k] = from_f<bf16_t>(r);
+}
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 // d += a · b for one m16n8k16 tile: bf16 inputs, f32 accumulation (PTX mma.sync, sm_80+).
 // (Braces spaced from '%': the header is a tera template.)

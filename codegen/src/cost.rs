@@ -36,12 +36,14 @@ pub fn base_costs(ctx: &NodeCtx) -> Vec<LaunchCost> {
         }],
         Op::Linear { weight } => {
             let k = ins.first().map_or(0, |x| x.width) as u64;
-            // A presplit input is read as two bf16 planes.
+            // A presplit input is read as two bf16 planes; stacked rows are each a whole row of
+            // input and output (the weight is still read once).
             let x_bytes = if ctx.presplit { 2 * all_in } else { all_in };
+            let stack = ctx.row_stack as u64;
             vec![LaunchCost {
                 weight_bytes: wbytes(ctx, weight),
-                bytes_per_row: x_bytes + osz,
-                flops_per_row: 2 * w * k,
+                bytes_per_row: stack * (x_bytes + osz),
+                flops_per_row: stack * 2 * w * k,
                 ..Default::default()
             }]
         }

@@ -253,7 +253,18 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
         }
     }
     let out = ctx.out;
-    let w = out.width;
+    // A norm written as split planes computes in f32 (the planes' source dtype) over half the
+    // planes' width.
+    let (act, w) = match ctx.op {
+        Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } if ctx.split_out => {
+            if out.dtype != DType::BF16 || !out.width.is_multiple_of(2) {
+                return Err(ctx.err(pos, "split planes are bf16 of twice the width"));
+            }
+            (DType::F32, out.width / 2)
+        }
+        _ if ctx.split_out => return Err(ctx.err(pos, "only a norm writes split planes")),
+        _ => (act, out.width),
+    };
     let mut specs = base_specs(ctx, pos, act, out, w)?;
     for (s, c) in specs.iter_mut().zip(crate::cost::base_costs(ctx)) {
         s.cost = c;
@@ -287,6 +298,7 @@ fn base_specs(
         }
         Op::RmsNorm { weight, eps } => vec![Builder::new("rms_norm", act)
             .set("width", w)
+            .set("split", ctx.split_out)
             .set("x_stride", ins[0].stride)
             .set("eps", flit(*eps))
             .input("x", &ins[0])
@@ -486,6 +498,7 @@ fn base_specs(
             }
             vec![Builder::new("gated_rms_norm", act)
                 .set("width", w)
+                .set("split", ctx.split_out)
                 .set("group", w / groups)
                 .set("eps", flit(*eps))
                 .set("y_stride", ins[0].stride)
@@ -576,12 +589,22 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
         if let Some(r) = &res {
             b = b.input("res", r);
         }
-        b.output(out).scalar("rows", Arg::Rows).finish(grid, block)
+        let rows = match ctx.row_stack {
+            1 => Arg::Rows,
+            m => Arg::RowsTimes(m),
+        };
+        b.output(out).scalar("rows", rows).finish(grid, block)
     };
-    let row_tiles = |tile: usize| Extent::Rows { mul: 1, div: tile };
+    let row_tiles = |tile: usize| Extent::Rows {
+        mul: ctx.row_stack,
+        div: tile,
+    };
     // The decode graph streams weights through the GEMV, except in its `decode_rows` table
     // (`NodeCtx::gemm`), whose projections take the prompt path's GEMMs.
     let gemv = ctx.phase == Phase::Decode && !ctx.gemm;
+    if gemv && ctx.row_stack != 1 {
+        return Err(ctx.err(pos, "stacked rows on the decode GEMV"));
+    }
     Ok(match ctx.phase {
         _ if gemv => {
             let vec = match (x.dtype, spec.dtype) {
@@ -717,6 +740,7 @@ fn library_gemm(
         out_ld: out.stride,
         out_dtype: out.dtype,
         epilogue,
+        row_stack: ctx.row_stack,
     })
 }
 
@@ -761,6 +785,54 @@ pub(crate) fn split_bf16(x: &Operand, out: &Operand) -> KernelSpec {
             ..Default::default()
         })
         .finish(rows_grid(k, 4 * BLOCK), BLOCK)
+}
+
+/// `out = prod[:, 0..n] + prod[:, n..2n]` with `epilogue` (templates/pair_sum.cu): the hi and lo
+/// products of a split input, computed by one GEMM over stacked rows, added into a linear's
+/// output as `linear_mma_pipe` would have written it. `prod` is f32 of width 2n.
+pub(crate) fn pair_sum(
+    prod: &Operand,
+    out: &Operand,
+    epilogue: Epilogue,
+) -> Result<KernelSpec, String> {
+    let n = out.width;
+    if prod.dtype != DType::F32 || prod.width != 2 * n {
+        return Err(format!(
+            "{} products of width {} for an output of width {n}",
+            prod.dtype, prod.width
+        ));
+    }
+    let mut b = Builder::new("pair_sum", out.dtype)
+        .set("width", n)
+        .set("prod_stride", prod.stride)
+        .set("out_stride", out.stride)
+        .input("prod", prod);
+    let res_bytes = match epilogue {
+        Epilogue::None => {
+            b = b.set("epi", "none");
+            0
+        }
+        Epilogue::Residual(r) => {
+            b = b
+                .set("epi", "residual")
+                .set("res_stride", r.stride)
+                .input("res", &r);
+            n * r.dtype.size()
+        }
+        Epilogue::Accumulate => {
+            b = b.set("epi", "accumulate");
+            n * out.dtype.size()
+        }
+        Epilogue::Silu => return Err("a linear has no SiLU epilogue".into()),
+    };
+    Ok(b.output(out)
+        .scalar("rows", Arg::Rows)
+        .cost(LaunchCost {
+            bytes_per_row: (2 * n * 4 + res_bytes + n * out.dtype.size()) as u64,
+            flops_per_row: 2 * n as u64,
+            ..Default::default()
+        })
+        .finish(rows_grid(n, EW_BLOCK), EW_BLOCK))
 }
 
 /// Whether the prompt-path linear can use the tensor-core kernel (`templates/linear_mma.cu`):

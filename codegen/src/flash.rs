@@ -63,10 +63,11 @@ fn smem_bytes(d: usize, kt: usize, split_q: bool, split_kv: bool, kv_async: bool
     2 * (q + kv)
 }
 
-/// Whether a bf16 cache is staged with cp.async (`FlashPlan::kv_async`): `ZAMBA2C_TUNE_ATTN_KERNEL=2`
-/// until the variant is measured on the GPU (docs/KERNELS.md "attention_flash").
+/// Whether a bf16 cache is staged with cp.async (`FlashPlan::kv_async`): the default since the
+/// H200 measured it (docs/PERFORMANCE.md, 2026-12-02: TTFT 24.3 -> 22.7 ms at 512 tokens,
+/// 109 -> 93 ms at 2048); `ZAMBA2C_TUNE_ATTN_KERNEL=1` keeps the register-staged kernel.
 fn kv_async_knob() -> bool {
-    crate::tune("ATTN_KERNEL", 1) == 2
+    crate::tune("ATTN_KERNEL", 2) == 2
 }
 
 /// The plan for head size `d` with `act` activations and a `cache` KV cache, or `None` when the

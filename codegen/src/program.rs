@@ -136,6 +136,12 @@ pub struct NodeCtx<'a> {
     /// tensor-core GEMM with epilogues) while state ops keep their decode kernels: the decode
     /// graph's `decode_rows` launch table (docs/KERNELS.md "decode_rows").
     pub gemm: bool,
+    /// A linear's input and output hold this many GEMM rows per row of the call (1; 2 for the
+    /// hi and lo planes of a split input stacked as rows, `LibraryGemm::row_stack`).
+    pub row_stack: usize,
+    /// A norm's f32 result is written as the split bf16 planes its GEMMs read (hi, then lo
+    /// `width` columns later in the same row; templates/split_bf16.cu's rule), not as f32.
+    pub split_out: bool,
 }
 
 /// Work a base kernel does after its op, for fused ops built from base kernels.
@@ -407,6 +413,8 @@ impl GraphBuilder<'_> {
             epilogue: Epilogue::None,
             presplit: false,
             gemm: self.gemm,
+            row_stack: 1,
+            split_out: false,
         };
         let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
             CodegenError::Node { msg, .. } => self.err(at, msg),
@@ -485,6 +493,8 @@ impl GraphBuilder<'_> {
             epilogue: Epilogue::None,
             presplit: false,
             gemm: self.gemm,
+            row_stack: 1,
+            split_out: false,
         };
         match crate::fused::fused_specs(&ctx, &mut |w, d| self.temp(w, d)) {
             Ok(specs) => {
@@ -542,7 +552,7 @@ impl GraphBuilder<'_> {
         });
         let mark = self.values.len();
         let ws = self.temp(
-            heads * crate::fused::ATTN_SPLITS * (head_dim + 2),
+            heads * crate::fused::attn_splits(self.gemm) * (head_dim + 2),
             DType::F32,
         );
         // Each split bumps its head's counter and the last one resets it to zero: the
@@ -559,6 +569,8 @@ impl GraphBuilder<'_> {
             epilogue: Epilogue::None,
             presplit: false,
             gemm: self.gemm,
+            row_stack: 1,
+            split_out: false,
         };
         let spec = crate::fused::attention_decode(
             &ctx,

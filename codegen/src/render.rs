@@ -36,6 +36,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "split_bf16.cu",
         include_str!("../../templates/split_bf16.cu"),
     ),
+    ("pair_sum.cu", include_str!("../../templates/pair_sum.cu")),
     ("mma_store.cu", include_str!("../../templates/mma_store.cu")),
     (
         "linear_mma_pipe.cu",

@@ -10,7 +10,7 @@ use common::config;
 use serde_json::json;
 use zamba2c_codegen::build_program;
 use zamba2c_ir::device::{DeviceLayout, DeviceShape, LIBRARY_WORKSPACE_BYTES};
-use zamba2c_ir::kernel::{Arg, LibraryEpilogue, Program};
+use zamba2c_ir::kernel::{Arg, GraphId, LibraryEpilogue, Program};
 use zamba2c_ir::{lower_mixed, DType, Module};
 
 /// The tiny config with 8-aligned widths (the tensor-core GEMM's condition), fused, with
@@ -58,14 +58,18 @@ fn library_gemms_describe_the_kernels_own_operands() {
                 }
                 _ => assert_eq!(l.args.len(), 4),
             }
-            // f32 activations reach the library only as presplit planes, into an f32 output.
-            assert!(g.split, "{id:?} {}: f32 activations are split", l.kernel);
+            // f32 activations reach the library only as split planes, into an f32 output:
+            // presplit (hi and lo in one row of the call), or in `decode_rows` stacked (hi and
+            // lo as GEMM rows of their own, two per buffer row, the products summed next).
             assert_eq!(g.out_dtype, DType::F32);
             let Arg::Value { value, .. } = g.x else {
                 panic!("input is a value")
             };
             assert_eq!(gp.values[value].dtype, DType::BF16);
-            assert_eq!(gp.values[value].row_stride, g.x_ld);
+            let stacked = id == GraphId::DecodeRows;
+            assert_eq!(g.split, !stacked, "{id:?} {}", l.kernel);
+            assert_eq!(g.row_stack, if stacked { 2 } else { 1 });
+            assert_eq!(gp.values[value].row_stride, g.row_stack * g.x_ld);
             let w = &m.weights[match &g.weight {
                 Arg::Weight { name, .. } => name,
                 a => panic!("{a:?}"),
@@ -80,6 +84,38 @@ fn library_gemms_describe_the_kernels_own_operands() {
 }
 
 #[test]
+fn decode_rows_stacks_the_split_planes_and_sums_the_products() {
+    let m = module(DType::BF16);
+    let p = build_program(&m).expect("program");
+    let gp = p.decode_rows.as_ref().expect("a decode_rows table");
+    let mut stacked = 0;
+    for (i, l) in gp.launches.iter().enumerate() {
+        let Some(g) = &l.library else { continue };
+        stacked += 1;
+        // One GEMM of 2·B·T rows into an f32 temporary, then `pair_sum` reading exactly it.
+        assert_eq!(g.row_stack, 2);
+        assert!(matches!(g.epilogue, LibraryEpilogue::None));
+        assert!(l.args.contains(&Arg::RowsTimes(2)), "{}", l.kernel);
+        let next = &gp.launches[i + 1];
+        assert_eq!(p.kernels[&next.kernel].family, "pair_sum");
+        assert_eq!(next.args[0], g.out, "pair_sum reads the products");
+        let Arg::Value { value, offset } = g.out else {
+            panic!("output is a value")
+        };
+        assert_eq!(offset, 0);
+        assert_eq!(gp.values[value].width, 2 * g.n);
+    }
+    assert!(stacked > 0, "decode_rows projections run as library GEMMs");
+    // The prompt keeps one presplit GEMM per projection.
+    assert!(p
+        .prompt
+        .launches
+        .iter()
+        .filter_map(|l| l.library.as_ref())
+        .all(|g| g.row_stack == 1 && g.split));
+}
+
+#[test]
 fn f32_weights_have_no_library_gemm_and_no_scratch() {
     let m = module(DType::F32);
     let p = build_program(&m).expect("program");
@@ -87,6 +123,9 @@ fn f32_weights_have_no_library_gemm_and_no_scratch() {
     let l = DeviceLayout::plan(&m, &p, DeviceShape::new(64, 2)).expect("layout");
     assert!(l.library_workspace.is_none());
 }
+
+/// What a broken descriptor should be refused for, and how to break it.
+type Breakage = (&'static str, fn(&mut zamba2c_ir::kernel::LibraryGemm));
 
 #[test]
 fn a_library_gemm_past_its_buffers_is_refused() {
@@ -99,7 +138,7 @@ fn a_library_gemm_past_its_buffers_is_refused() {
         .iter()
         .position(|l| l.library.is_some())
         .expect("a library GEMM");
-    let cases: [(&str, fn(&mut zamba2c_ir::kernel::LibraryGemm)); 4] = [
+    let cases: [Breakage; 4] = [
         ("input", |g| g.k += 8),
         ("output", |g| g.n += 1),
         ("weight", |g| g.w_ld += 64),
@@ -108,6 +147,30 @@ fn a_library_gemm_past_its_buffers_is_refused() {
     for (what, break_it) in cases {
         let mut bad = p.clone();
         break_it(bad.prompt.launches[at].library.as_mut().expect("library"));
+        let e = bad.validate(&m).expect_err("refused");
+        assert!(
+            e.contains("library GEMM") && e.contains(what),
+            "{what}: {e}"
+        );
+    }
+    // Stacked rows: a GEMM row wider than its half of the buffer row, a stack the buffers do
+    // not hold, or a split input stacked again.
+    let rows = p.decode_rows.as_ref().expect("decode_rows");
+    let at = rows
+        .launches
+        .iter()
+        .position(|l| l.library.is_some())
+        .expect("a stacked library GEMM");
+    let stacked: [Breakage; 4] = [
+        ("input", |g| g.k += 8),
+        ("output", |g| g.n += 1),
+        ("input", |g| g.row_stack = 1),
+        ("stacked rows", |g| g.split = true),
+    ];
+    for (what, break_it) in stacked {
+        let mut bad = p.clone();
+        let t = bad.decode_rows.as_mut().expect("decode_rows");
+        break_it(t.launches[at].library.as_mut().expect("library"));
         let e = bad.validate(&m).expect_err("refused");
         assert!(
             e.contains("library GEMM") && e.contains(what),

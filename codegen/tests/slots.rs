@@ -203,8 +203,9 @@ fn decode_projections_have_a_batched_variant_with_the_same_parameters() {
 }
 
 /// The `decode_rows` table (docs/KERNELS.md "decode_rows"): the decode graph's nodes, each node's
-/// state kernels exactly those of `decode` (the same kernels, so the same per-row META_POS /
-/// META_SLOT addressing), every node `decode` serves with `proj_gemv` served by the GEMMs
+/// state kernels of the same families as in `decode` (the same templates, so the same per-row
+/// META_POS / META_SLOT addressing; only their tiling differs, blocks enough coming from the
+/// rows), every node `decode` serves with `proj_gemv` served by the GEMMs
 /// instead (the tensor-core `linear_mma_pipe` with bf16 weights; the FMA GEMM only for shapes
 /// the tensor-core kernel refuses, as in a prompt), no launch with a batched variant, and every
 /// grid a function of the rows (any step up to `max_batch`).
@@ -220,7 +221,10 @@ fn decode_rows_keeps_the_state_kernels_and_puts_projections_on_the_gemm() {
             for l in &gp.launches {
                 let touches = l.args.iter().any(|a| matches!(a, Arg::State { .. }));
                 if touches == state {
-                    out.entry(l.node).or_default().push(l.kernel.clone());
+                    let k = &p.kernels[&l.kernel];
+                    // State kernels compare by family (their tiling follows the table).
+                    let name = if state { &k.family } else { &l.kernel };
+                    out.entry(l.node).or_default().push(name.clone());
                 }
             }
             out

@@ -97,6 +97,9 @@ pub enum Arg {
     Meta,
     /// `B · T` as `i32`.
     Rows,
+    /// `B · T · m` as `i32`: the rows of a GEMM whose input and output hold `m` stacked rows
+    /// per row of the call (a split input's hi and lo planes, `LibraryGemm::row_stack`).
+    RowsTimes(usize),
     /// `T` as `i32`.
     Seq,
     /// The KV caches' capacity in tokens (`max_context`), as `i32`.
@@ -285,6 +288,16 @@ pub struct LibraryGemm {
     pub out_ld: usize,
     pub out_dtype: DType,
     pub epilogue: LibraryEpilogue,
+    /// GEMM rows per row of the call: with 2, every buffer row of the input holds two input
+    /// rows of `x_ld` (a split input's hi and lo planes, read as rows of their own) and every
+    /// buffer row of the output two output rows of `out_ld`, so one GEMM of `2·B·T` rows reads
+    /// the weight once for both planes (docs/KERNELS.md "decode_rows").
+    #[serde(default = "one_row")]
+    pub row_stack: usize,
+}
+
+fn one_row() -> usize {
+    1
 }
 
 /// What a [`LibraryGemm`] adds to the product (its `beta · C` term).
@@ -297,6 +310,9 @@ pub enum LibraryEpilogue {
     /// `out += x·Wᵀ`.
     Accumulate,
 }
+
+/// Most GEMM rows per row of a call (`Arg::RowsTimes`, `LibraryGemm::row_stack`).
+pub const MAX_ROW_STACK: usize = 2;
 
 /// Largest dynamic shared memory a block may ask for: the sm_90 opt-in limit (227 KiB).
 pub const MAX_DYNAMIC_SMEM: u32 = 227 * 1024;
@@ -660,6 +676,7 @@ impl Program {
                     let pctx = |msg: String| lctx(format!("parameter {}: {msg}", p.name));
                     match (p.ty, a) {
                         (CType::I32, Arg::Rows | Arg::Seq | Arg::Capacity) => {}
+                        (CType::I32, Arg::RowsTimes(m)) if (1..=MAX_ROW_STACK).contains(m) => {}
                         (CType::ConstPtr(DType::I32), Arg::Meta) => {}
                         (CType::ConstPtr(d) | CType::Ptr(d), Arg::Value { value, offset }) => {
                             let v = gp
@@ -726,6 +743,15 @@ impl LibraryGemm {
         if self.split && self.out_dtype != DType::F32 {
             return Err("a split input needs an f32 output".into());
         }
+        let stack = self.row_stack;
+        if !(1..=MAX_ROW_STACK).contains(&stack) || (stack > 1 && self.split) {
+            return Err(format!(
+                "{stack} stacked rows per row (split: {})",
+                self.split
+            ));
+        }
+        // Stacked rows: each buffer row holds `stack` rows of `ld`, and an operand's columns
+        // stay inside one of them.
         let value = |a: &Arg, what: &str, dtype: DType, ld: usize, cols: usize| {
             let Arg::Value { value, offset } = a else {
                 return Err(format!("{what} is not a value"));
@@ -734,8 +760,10 @@ impl LibraryGemm {
                 Some(v)
                     if matches!(v.storage, Storage::Own)
                         && v.dtype == dtype
-                        && v.row_stride == ld
-                        && offset.checked_add(cols).is_some_and(|e| e <= v.width) =>
+                        && ld.checked_mul(stack) == Some(v.row_stride)
+                        && offset.checked_add(cols).is_some_and(|e| {
+                            e <= v.width && (stack == 1 || e <= ld)
+                        }) =>
                 {
                     Ok(())
                 }

@@ -126,8 +126,8 @@ fn kernels_match_cpu_on_tiny_modules() {
     let mut fused = base.clone();
     zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
     // The default plan's dtypes (bf16 weights and KV cache, f32 activations) at the 2.7B's head
-    // size: the tensor-core prompt attention on a bf16 cache (its cp.async variant with
-    // ZAMBA2C_TUNE_ATTN_KERNEL=2), the library GEMMs on split inputs.
+    // size: the tensor-core prompt attention on a bf16 cache (cp.async tiles; the
+    // register-staged kernel with ZAMBA2C_TUNE_ATTN_KERNEL=1), the library GEMMs on split inputs.
     let kv160 = config(
         json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
         "num_key_value_heads": 1, "use_mem_rope": true}),

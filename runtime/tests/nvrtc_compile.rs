@@ -251,12 +251,23 @@ fn prompt_linears_pick_tensor_cores_when_aligned() {
         );
         let p = build_program(&m).expect("program");
         // f32 activations keep ~16 bits through the GEMM: split per fragment, or beforehand
-        // by split_bf16 (every projection of a fused op's input).
+        // by split_bf16 (every projection of a fused op's input); in decode_rows the split
+        // planes are stacked as bf16 rows of one GEMM (`Arg::RowsTimes`), its products summed
+        // by pair_sum.
         let split = act == DType::F32;
+        let stacked: std::collections::BTreeSet<&str> = p
+            .tables()
+            .into_iter()
+            .flat_map(|(_, gp)| gp.launches.iter())
+            .filter(|l| l.args.contains(&zamba2c_ir::kernel::Arg::RowsTimes(2)))
+            .map(|l| l.kernel.as_str())
+            .collect();
+        assert_eq!(!stacked.is_empty(), split, "act {act}: stacked GEMMs");
         for k in p.kernels.values().filter(|k| k.family == "linear_mma_pipe") {
             let kept = k.source.contains("split as\n  // x = hi + lo")
                 || k.source.contains("split\n  // beforehand");
-            assert_eq!(kept, split, "{}", k.name);
+            let stacked = stacked.contains(k.name.as_str());
+            assert_eq!(kept, split && !stacked, "{}", k.name);
         }
 
         assert!(p
@@ -457,6 +468,7 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
                 "concat",
                 "split_bf16",
                 "linear_mma_pipe",
+                "pair_sum",
                 "elementwise",
                 "mamba_step",
                 "group_rms_norm",
@@ -545,4 +557,86 @@ fn a_crafted_launch_table_is_refused() {
         }
     });
     assert!(e.contains("not in the table"), "{e}");
+}
+
+/// `attention_decode`'s variants (docs/KERNELS.md "attention_decode"): 16 splits in `decode`,
+/// 4 in `decode_rows`; at head size 160 (20 dims a lane) 8-byte loads of a bf16 cache and
+/// 16-byte loads of an f32 one, scalar loads at the tiny config's head size 12 (3 dims a lane).
+/// Each kernel renders the same twice, compiles with NVRTC, and loads its cache as planned.
+#[test]
+fn attention_decode_variants_split_per_table_and_load_vectors() {
+    let attn160 = json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "use_mem_rope": true});
+    // (config, weights, activations, KV cache, elements per load, the load in the PTX: one
+    // 8-byte load of four bf16 bit patterns, one 16-byte load of four floats, scalar floats)
+    let cases = [
+        (
+            attn160.clone(),
+            DType::BF16,
+            DType::F32,
+            DType::BF16,
+            4,
+            "ld.global.v4.u16",
+        ),
+        (
+            attn160,
+            DType::F32,
+            DType::F32,
+            DType::F32,
+            4,
+            "ld.global.v4.f32",
+        ),
+        (
+            json!({}),
+            DType::F32,
+            DType::F32,
+            DType::F32,
+            1,
+            "ld.global.f32",
+        ),
+    ];
+    let nvrtc_on = nvrtc::available();
+    for (extra, dtype, act, kv, vec, ptx_load) in cases {
+        let m = lower_with_kv(&config(extra), dtype, act, kv);
+        let p = build_program(&m).expect("program");
+        assert_eq!(p, build_program(&m).expect("program"), "not deterministic");
+        let rows = p.decode_rows.as_ref().expect("decode_rows");
+        // 16 and 4 unless ZAMBA2C_TUNE_ATTN_ROWS_SPLITS says otherwise.
+        let splits_of = zamba2c_codegen::fused::attn_splits;
+        for (gp, splits) in [(&p.decode, splits_of(false)), (rows, splits_of(true))] {
+            let ks: Vec<&Kernel> = gp
+                .launches
+                .iter()
+                .map(|l| &p.kernels[&l.kernel])
+                .filter(|k| k.family == "attention_decode")
+                .collect();
+            assert!(!ks.is_empty(), "kv {kv}: no attention_decode");
+            for k in ks {
+                assert!(
+                    k.source
+                        .contains(&format!("SPLITS = {splits}, VEC = {vec},")),
+                    "{}: want {splits} splits and {vec}-element loads",
+                    k.name
+                );
+                if !nvrtc_on {
+                    continue;
+                }
+                let ptx = nvrtc::compile(
+                    &k.name,
+                    &k.source,
+                    &format!("kernels/{}.cu", k.name),
+                    "sm_90",
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                assert!(
+                    ptx.contains(ptx_load),
+                    "{}: no {ptx_load} in the PTX",
+                    k.name
+                );
+                if vec == 1 {
+                    assert!(!ptx.contains("ld.global.v"), "{}: vector loads", k.name);
+                }
+            }
+        }
+    }
 }

@@ -14,9 +14,10 @@ use zamba2c_runtime::cuda::nvrtc;
 #[test]
 fn knob_variants_render_and_compile_with_nvrtc() {
     // The only test of this binary: nothing else reads the environment meanwhile.
-    std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "2");
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     // Head sizes 64 and 160 (the 2.7B's), GQA and RoPE, a bf16 KV cache under f32 and bf16
-    // activations: the prompt attention stages its key and value tiles with cp.async.
+    // activations: the prompt attention's register-staged kernel (the cp.async one is the
+    // default, compiled by nvrtc_compile.rs).
     let cases = [
         (
             json!({"hidden_size": 64, "n_mamba_heads": 4, "num_attention_heads": 2,
@@ -47,8 +48,8 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         assert!(!flash.is_empty(), "case {i}: no attention_flash kernel");
         for k in flash {
             assert!(
-                k.source.contains("cp_async16(kd") && k.source.contains("ldmatrix_x4_trans(vt"),
-                "case {i}: {} is not the cp.async variant",
+                !k.source.contains("cp_async16(kd"),
+                "case {i}: {} is the cp.async kernel, not the register-staged one",
                 k.name
             );
             jobs.push((
@@ -68,11 +69,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     let ptxs = nvrtc::compile_many(&jobs, "sm_90").unwrap_or_else(|e| panic!("{e}"));
     for ((name, _, _), ptx) in jobs.iter().zip(&ptxs) {
         assert!(ptx.contains(&format!(".entry {name}(")), "{name}");
-        assert!(ptx.contains("cp.async.cg.shared.global"), "{name}");
-        assert!(
-            ptx.contains("ldmatrix.sync.aligned.m8n8.x4.trans"),
-            "{name}"
-        );
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
     }
 }

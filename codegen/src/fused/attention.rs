@@ -6,9 +6,41 @@ use zamba2c_ir::DType;
 use crate::families::{flit, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
-/// Splits of the cached positions per head in `attention_decode`, its warps and lanes per key.
+/// Splits of the cached positions per head in the one-row `decode` table's `attention_decode`
+/// (32 heads × 16 splits fill the GPU for one sequence), and the most any table uses: the
+/// workspace holds `heads × ATTN_SPLITS × (d + 2)` floats per row unless sized by
+/// [`attn_splits`].
 pub const ATTN_SPLITS: usize = 16;
+/// Splits in the `decode_rows` table (steps of ≥ 16 rows): its rows already give enough blocks
+/// (64 rows × 32 heads × 4 on the 2.7B), and each split costs fixed work (RoPE, the shared
+/// merge, the workspace round trip, the counter); `ZAMBA2C_TUNE_ATTN_ROWS_SPLITS` overrides it.
+const ATTN_ROWS_SPLITS: usize = 4;
+/// Warps of an `attention_decode` block.
 const ATTN_WARPS: usize = 4;
+
+/// Splits of the cached positions per head for a table: `gemm` is `NodeCtx::gemm` (the
+/// `decode_rows` table). Its workspace needs `heads × attn_splits(gemm) × (d + 2)` floats a row.
+pub fn attn_splits(gemm: bool) -> usize {
+    if gemm {
+        crate::tune("ATTN_ROWS_SPLITS", ATTN_ROWS_SPLITS)
+    } else {
+        ATTN_SPLITS
+    }
+}
+
+/// Elements of one KV-cache load of a lane (`kv_vec`): the widest 16-, 8- or 4-byte vector of
+/// cache elements that divides the lane's span of `dpl` dims, else 1 (scalar loads). A span
+/// starts at element `kvo + j·d + sub·dpl`: `kvo` and `j·d` are multiples of `d = lpk·dpl`, so
+/// `dpl % vec == 0` aligns every start; the K part of the cache region is 256-byte aligned and
+/// the V part starts `batch·kv_heads·cap·d` elements after it (ir/src/device.rs).
+fn kv_vec(dpl: usize, cache: DType) -> usize {
+    let es = cache.size();
+    [16usize, 8, 4]
+        .into_iter()
+        .map(|bytes| bytes / es)
+        .find(|&v| v > 1 && dpl.is_multiple_of(v))
+        .unwrap_or(1)
+}
 
 /// Decode attention split over the cache with the KV append folded in
 /// (templates/attention_decode.cu); `None` when the head size does not split into lanes.
@@ -25,13 +57,21 @@ pub fn attention_decode(
     let lpk = [8usize, 4, 2, 1]
         .into_iter()
         .find(|l| d.is_multiple_of(*l) && d / l <= 32)?;
+    let dpl = d / lpk;
+    // The caller sizes the workspace (codegen/src/program.rs); a split count it has no room for
+    // is capped to what fits, so the kernel never writes past it.
+    let part = heads * (d + 2);
+    let splits = attn_splits(ctx.gemm).min(workspace.width / part);
+    if splits == 0 {
+        return None;
+    }
     let (q, k, v) = (&ctx.inputs[0], &ctx.inputs[1], &ctx.inputs[2]);
     let kv_row = 2 * (kv_heads * d * cache_dtype.size()) as u64;
     let cost = zamba2c_ir::kernel::LaunchCost {
         bytes_per_row: ((q.width + k.width + v.width) * q.dtype.size()) as u64
             + (ctx.out.width * ctx.out.dtype.size()) as u64
             + kv_row
-            + (workspace.width * 4 * 2) as u64,
+            + (splits * part * 4 * 2) as u64,
         bytes_per_cached_token: kv_row,
         flops_per_cached_token: 4 * (heads * d) as u64,
         ..Default::default()
@@ -46,8 +86,10 @@ pub fn attention_decode(
         .set("scale", flit(scale))
         .set("nw", ATTN_WARPS)
         .set("lpk", lpk)
-        .set("dpl", d / lpk)
-        .set("splits", ATTN_SPLITS)
+        .set("dpl", dpl)
+        .set("kv_vec", kv_vec(dpl, cache_dtype))
+        .set("splits", splits)
+        .set("ws_stride", workspace.stride)
         .set("cache_t", CType::elem(cache_dtype))
         .set("q_stride", q.stride)
         .set("k_stride", k.stride)
@@ -79,7 +121,7 @@ pub fn attention_decode(
             .finish(
                 [
                     Extent::Const(heads as u32),
-                    Extent::Const(ATTN_SPLITS as u32),
+                    Extent::Const(splits as u32),
                     Extent::Batch,
                 ],
                 32 * ATTN_WARPS,

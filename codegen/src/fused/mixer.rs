@@ -6,8 +6,13 @@ use zamba2c_ir::{DType, Op, StateSpec};
 use crate::families::{weight_ref, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
-/// Rows of an SSM head one `mamba_step` block updates, and its threads.
+/// Rows of an SSM head one `mamba_step` block updates, and its threads. One sequence needs
+/// many blocks to fill the GPU (80 heads × 4 parts on the 2.7B); the `decode_rows` table has
+/// blocks enough from its rows, so a block takes a whole head there: the conv of the group's B
+/// and C channels runs once per head instead of once per part, and each thread keeps 4× the
+/// state bytes in flight (docs/KERNELS.md "mamba_step").
 const STEP_ROWS: usize = 16;
+const STEP_ROWS_BATCHED: usize = 64;
 const STEP_THREADS: usize = 256;
 
 /// The decode step of a mixer: conv + SiLU + SSM update + D skip + gate
@@ -58,7 +63,12 @@ pub(super) fn mamba_step(
     if cdt != zx.dtype || zx.width != din + channels + heads {
         return Err("conv state dtype or in_proj width does not match".into());
     }
-    let pb = (*head_dim).min(STEP_ROWS);
+    let rows = if ctx.gemm {
+        crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED)
+    } else {
+        STEP_ROWS
+    };
+    let pb = (*head_dim).min(rows.max(1));
     let psplit = head_dim.div_ceil(pb);
     if psplit * pb != *head_dim {
         return Err(format!(

@@ -23,6 +23,15 @@ pub(super) fn cols(o: Operand, start: usize, len: usize) -> Operand {
     }
 }
 
+/// How a base op's kernel reads its input and writes its output (`NodeCtx::presplit`,
+/// `row_stack`, `split_out`); the default is plain operands.
+#[derive(Debug, Clone, Copy, Default)]
+struct Form {
+    presplit: bool,
+    row_stack: usize,
+    split_out: bool,
+}
+
 /// The kernels of one fused op being built from base kernels, and its temporaries.
 pub(super) struct Emit<'c, 'a, 't> {
     pub(super) ctx: &'c NodeCtx<'a>,
@@ -39,17 +48,18 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         epilogue: Epilogue,
     ) -> Result<(), String> {
-        self.base_with(op, inputs, out, epilogue, false)
+        self.base_as(op, inputs, out, epilogue, Form::default())
     }
 
-    /// [`Emit::base`] for a linear whose input is split beforehand (`presplit`).
-    fn base_with(
+    /// [`Emit::base`] with the operands in `form` (`NodeCtx`'s presplit input, stacked rows,
+    /// split output).
+    fn base_as(
         &mut self,
         op: Op,
         inputs: Vec<Operand>,
         out: Operand,
         epilogue: Epilogue,
-        presplit: bool,
+        form: Form,
     ) -> Result<(), String> {
         let sub = NodeCtx {
             module: self.ctx.module,
@@ -59,8 +69,10 @@ impl Emit<'_, '_, '_> {
             out,
             label: self.ctx.label,
             epilogue,
-            presplit,
+            presplit: form.presplit,
             gemm: self.ctx.gemm,
+            row_stack: form.row_stack.max(1),
+            split_out: form.split_out,
         };
         let specs = families::specs(&sub, 0).map_err(|e| e.to_string())?;
         self.specs.extend(specs);
@@ -76,15 +88,65 @@ impl Emit<'_, '_, '_> {
         (self.temp)(width, d)
     }
 
-    /// `RMSNorm(x)` into a temporary.
-    fn norm(&mut self, x: Operand, n: &Norm) -> Result<Operand, String> {
-        let out = self.new_temp(x.width);
-        let op = Op::RmsNorm {
-            weight: n.weight.clone(),
-            eps: n.eps,
+    /// The shape a new temporary of `width` activations has (offset 0, rows `width` apart):
+    /// what GEMM eligibility reads, for a value that may never be materialised.
+    pub(super) fn temp_shape(&self, width: usize) -> Operand {
+        Operand {
+            value: 0,
+            root: 0,
+            offset: 0,
+            stride: width,
+            width,
+            dtype: self.act(),
+        }
+    }
+
+    /// The linear of weight `w` on split planes (`planes`: the hi columns, lo `k` columns
+    /// later in the same rows) into `out` with `epilogue`: one GEMM on the presplit input, or,
+    /// where the planes are stacked ([`stacked_planes`]), one GEMM over the hi and lo planes as
+    /// rows of their own (`2·B·T` rows of `k`, the weight read once for both) into an f32
+    /// temporary, and `pair_sum` adding the two products and the epilogue.
+    fn split_linear(
+        &mut self,
+        w: &str,
+        planes: Operand,
+        out: Operand,
+        epilogue: Epilogue,
+    ) -> Result<(), String> {
+        let lin = Op::Linear {
+            weight: w.to_string(),
         };
-        self.base(op, vec![x], out, Epilogue::None)?;
-        Ok(out)
+        if !stacked_planes(self.ctx) {
+            let form = Form {
+                presplit: true,
+                ..Form::default()
+            };
+            return self.base_as(lin, vec![planes], out, epilogue, form);
+        }
+        let (k, n) = (planes.width, out.width);
+        if planes.offset != 0 || planes.stride != 2 * k {
+            return Err(format!(
+                "split planes of width {k} in rows of {}",
+                planes.stride
+            ));
+        }
+        let rows_in = Operand {
+            stride: k,
+            ..planes
+        };
+        let prod = (self.temp)(2 * n, DType::F32);
+        let rows_out = Operand {
+            stride: n,
+            width: n,
+            ..prod
+        };
+        let form = Form {
+            row_stack: 2,
+            ..Form::default()
+        };
+        self.base_as(lin, vec![rows_in], rows_out, Epilogue::None, form)?;
+        self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
+        Ok(())
     }
 
     /// Each projection of `x` into its slice of `out` (in order), with its adapter's product
@@ -98,20 +160,68 @@ impl Emit<'_, '_, '_> {
     ) -> Result<(), String> {
         // f32 activations are split into bf16 hi/lo planes once, for every tensor-core GEMM of
         // this input (the projections and their adapters' first GEMMs).
-        let eligible = |e: &Self, w: &str| families::presplit_eligible(e.ctx, &x, w);
-        let any = projs.iter().any(|p| {
-            eligible(self, &p.weight) || p.adapter.as_ref().is_some_and(|a| eligible(self, &a.a))
-        });
-        let split = if any {
+        let split = if splits(self.ctx, &x, projs, false) {
             let planes = (self.temp)(2 * x.width, DType::BF16);
             self.specs.push(families::split_bf16(&x, &planes));
             Some(cols(planes, 0, x.width))
         } else {
             None
         };
+        self.project_from(Some(x), split, x, projs, out, residual)
+    }
+
+    /// `norm` (an `RmsNorm` or `GatedRmsNorm` on `inputs`, `width` channels) feeding `projs`
+    /// as [`Emit::project`] does: when every GEMM of the group reads split planes, the norm
+    /// writes the planes itself (no f32 copy, no `split_bf16` launch; the same values).
+    pub(super) fn norm_project(
+        &mut self,
+        norm: Op,
+        inputs: Vec<Operand>,
+        width: usize,
+        projs: &[Proj],
+        out: Operand,
+        residual: Option<Operand>,
+    ) -> Result<(), String> {
+        let shape = self.temp_shape(width);
+        if !splits(self.ctx, &shape, projs, true) {
+            let xn = self.new_temp(width);
+            self.base(norm, inputs, xn, Epilogue::None)?;
+            return self.project(xn, projs, out, residual);
+        }
+        let planes = (self.temp)(2 * width, DType::BF16);
+        let form = Form {
+            split_out: true,
+            ..Form::default()
+        };
+        self.base_as(norm, inputs, planes, Epilogue::None, form)?;
+        self.project_from(
+            None,
+            Some(cols(planes, 0, width)),
+            shape,
+            projs,
+            out,
+            residual,
+        )
+    }
+
+    /// The projections of [`Emit::project`] from the f32 input `x` and/or its split planes
+    /// `split` (hi columns; `shape` is the f32 input's, for eligibility): every GEMM that
+    /// takes planes reads `split`, the others `x`.
+    pub(super) fn project_from(
+        &mut self,
+        x: Option<Operand>,
+        split: Option<Operand>,
+        shape: Operand,
+        projs: &[Proj],
+        out: Operand,
+        residual: Option<Operand>,
+    ) -> Result<(), String> {
+        let eligible = |e: &Self, w: &str| families::presplit_eligible(e.ctx, &shape, w);
         let input = |e: &Self, w: &str| match split {
-            Some(s) if eligible(e, w) => (s, true),
-            _ => (x, false),
+            Some(s) if eligible(e, w) => Ok((s, true)),
+            _ => x
+                .map(|x| (x, false))
+                .ok_or(format!("weight {w}: no f32 input beside the split planes")),
         };
         let mut col = 0;
         for p in projs {
@@ -129,22 +239,26 @@ impl Emit<'_, '_, '_> {
             let lin = |w: &str| Op::Linear {
                 weight: w.to_string(),
             };
-            let (xin, pre) = input(self, &p.weight);
-            self.base_with(lin(&p.weight), vec![xin], slice, epi, pre)?;
+            match input(self, &p.weight)? {
+                (xin, true) => self.split_linear(&p.weight, xin, slice, epi)?,
+                (xin, false) => self.base(lin(&p.weight), vec![xin], slice, epi)?,
+            }
             if let Some(ad) = &p.adapter {
                 let r = families::weight_ref(self.ctx, &ad.a)
                     .and_then(|w| w.shape.first().copied())
                     .ok_or(format!("adapter {} is not in the table", ad.a))?;
                 let a = self.new_temp(r);
-                let (xin, pre) = input(self, &ad.a);
-                self.base_with(lin(&ad.a), vec![xin], a, Epilogue::None, pre)?;
+                match input(self, &ad.a)? {
+                    (xin, true) => self.split_linear(&ad.a, xin, a, Epilogue::None)?,
+                    (xin, false) => self.base(lin(&ad.a), vec![xin], a, Epilogue::None)?,
+                }
                 // The adapter's product is split too when its GEMM is on the tensor cores, so
                 // that GEMM reads bf16 planes (and can run as a library GEMM).
                 if families::presplit_eligible(self.ctx, &a, &ad.b) {
                     let planes = (self.temp)(2 * r, DType::BF16);
                     self.specs.push(families::split_bf16(&a, &planes));
                     let a_split = cols(planes, 0, r);
-                    self.base_with(lin(&ad.b), vec![a_split], slice, Epilogue::Accumulate, true)?;
+                    self.split_linear(&ad.b, a_split, slice, Epilogue::Accumulate)?;
                 } else {
                     self.base(lin(&ad.b), vec![a], slice, Epilogue::Accumulate)?;
                 }
@@ -158,6 +272,41 @@ impl Emit<'_, '_, '_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The `RmsNorm` base op of a fused op's norm.
+fn rms_norm(n: &Norm) -> Op {
+    Op::RmsNorm {
+        weight: n.weight.clone(),
+        eps: n.eps,
+    }
+}
+
+/// Whether the projections of the f32 input `x` read split planes: some of them (`all`: false),
+/// or every projection and every adapter's first GEMM (`all`: true).
+pub(super) fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
+    let mut gemms = projs.iter().flat_map(|p| {
+        std::iter::once(p.weight.as_str()).chain(p.adapter.as_ref().map(|a| a.a.as_str()))
+    });
+    let eligible = |w: &str| families::presplit_eligible(ctx, x, w);
+    if all {
+        !projs.is_empty() && gemms.all(eligible)
+    } else {
+        gemms.any(eligible)
+    }
+}
+
+/// Whether split planes run as stacked rows of one GEMM ([`Emit::split_linear`]): in the
+/// `decode_rows` table, where the two presplit GEMMs of a few rows each read the whole weight
+/// (docs/PERFORMANCE.md, 2026-12-02: cuBLASLt 6.9 ms of a 17 ms 64-row step). Prompts keep the
+/// presplit GEMM: their products are large beside the weight. `ZAMBA2C_TUNE_STACK_SPLIT=2`
+/// turns stacking off, `=3` stacks prompts too (measurements).
+fn stacked_planes(ctx: &NodeCtx) -> bool {
+    match crate::tune("STACK_SPLIT", 1) {
+        2 => false,
+        3 => true,
+        _ => ctx.gemm,
     }
 }
 
@@ -186,8 +335,8 @@ pub fn prompt_specs(
             e.project(x(0)?, &[p], out, residual)?
         }
         Op::NormLinear { norm, projs } => {
-            let xn = e.norm(x(0)?, norm)?;
-            e.project(xn, projs, out, residual)?
+            let xin = x(0)?;
+            e.norm_project(rms_norm(norm), vec![xin], xin.width, projs, out, residual)?
         }
         // The norm and projections of its own decomposition (ir/src/fused.rs: column views of
         // the norm weight and of each projection), written into slices instead of concatenated.
@@ -198,10 +347,8 @@ pub fn prompt_specs(
                 .find(|s| s.op.kind() == zamba2c_ir::OpKind::RmsNorm)
                 .ok_or("the decomposition has no norm")?;
             let xin = x(0)?;
-            let en = e.new_temp(xin.width);
-            e.base(norm.op.clone(), vec![xin], en, Epilogue::None)?;
             let projs: Vec<Proj> = steps.iter().filter_map(|s| Proj::of(&s.op)).collect();
-            e.project(en, &projs, out, residual)?
+            e.norm_project(norm.op.clone(), vec![xin], xin.width, &projs, out, residual)?
         }
         // The embedding half is the decode path's saving; a prompt normalises the concat.
         Op::SplitNormLinear {
@@ -211,8 +358,7 @@ pub fn prompt_specs(
         } => {
             let cat = e.new_temp(2 * hidden);
             e.base(Op::Concat, vec![x(0)?, x(1)?], cat, Epilogue::None)?;
-            let xn = e.norm(cat, norm)?;
-            e.project(xn, projs, out, residual)?
+            e.norm_project(rms_norm(norm), vec![cat], cat.width, projs, out, residual)?
         }
         Op::GatedMlp {
             norm,
@@ -221,12 +367,13 @@ pub fn prompt_specs(
             post,
             inter,
         } => {
-            let xin = match norm {
-                Some(n) => e.norm(x(0)?, n)?,
-                None => x(0)?,
-            };
+            let xin = x(0)?;
             let gu = e.new_temp(2 * inter);
-            e.project(xin, std::slice::from_ref(gate_up), gu, None)?;
+            let gate_up = std::slice::from_ref(gate_up);
+            match norm {
+                Some(n) => e.norm_project(rms_norm(n), vec![xin], xin.width, gate_up, gu, None)?,
+                None => e.project(xin, gate_up, gu, None)?,
+            }
             let g = e.new_temp(*inter);
             e.base(Op::Gelu, vec![cols(gu, 0, *inter)], g, Epilogue::None)?;
             let f = e.new_temp(*inter);
@@ -297,9 +444,8 @@ pub fn prompt_specs(
             }
             match out_proj {
                 Some(w) => {
-                    let yn = e.new_temp(din);
-                    e.base(gated, vec![y, cols(zx, 0, din)], yn, Epilogue::None)?;
-                    e.project(yn, &[plain(w)], out, residual)?
+                    let yz = vec![y, cols(zx, 0, din)];
+                    e.norm_project(gated, yz, din, &[plain(w)], out, residual)?
                 }
                 None if residual.is_none() => {
                     e.base(gated, vec![y, cols(zx, 0, din)], out, Epilogue::None)?

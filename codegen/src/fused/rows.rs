@@ -10,7 +10,7 @@ use zamba2c_ir::kernel::LaunchCost;
 use zamba2c_ir::{DType, Op};
 
 use super::mixer::mamba_step;
-use super::prompt::{prompt_specs, Emit};
+use super::prompt::{cols, prompt_specs, splits, Emit};
 use super::Temp;
 use crate::families::{flit, weight_ref, Builder, KernelSpec};
 use crate::program::{Extent, NodeCtx, Operand};
@@ -53,29 +53,54 @@ pub fn rows_specs(
     };
     let gated = (e.temp)(din, DType::F32);
     e.specs.push(mamba_step(ctx, op, zx, gated)?);
-    let yn = e.new_temp(din);
-    e.specs.push(group_rms_norm(ctx, norm, *groups, gated, yn)?);
     let p = [Proj {
         weight: out_proj.clone(),
         adapter: None,
     }];
-    e.project(yn, &p, ctx.out, residual)?;
+    // The norm writes the split planes out_proj's GEMM reads when it takes them
+    // (`Emit::norm_project`'s rule).
+    let shape = e.temp_shape(din);
+    if splits(ctx, &shape, &p, true) {
+        let planes = (e.temp)(2 * din, DType::BF16);
+        e.specs
+            .push(group_rms_norm(ctx, norm, *groups, gated, planes, true)?);
+        e.project_from(
+            None,
+            Some(cols(planes, 0, din)),
+            shape,
+            &p,
+            ctx.out,
+            residual,
+        )?;
+    } else {
+        let yn = e.new_temp(din);
+        e.specs
+            .push(group_rms_norm(ctx, norm, *groups, gated, yn, false)?);
+        e.project(yn, &p, ctx.out, residual)?;
+    }
     Ok(e.specs)
 }
 
 /// `out = w ⊙ groupnorm(x)` over `groups` equal groups of channels (templates/group_rms_norm.cu):
-/// the mixer's gated norm on `mamba_step`'s gated f32 output.
+/// the mixer's gated norm on `mamba_step`'s gated f32 output; with `split`, `out` is the bf16
+/// hi and lo planes of that (width 2·w).
 fn group_rms_norm(
     ctx: &NodeCtx,
     norm: &Norm,
     groups: usize,
     x: Operand,
     out: Operand,
+    split: bool,
 ) -> Result<KernelSpec, String> {
     let w = x.width;
     let wr = weight_ref(ctx, &norm.weight)
         .ok_or(format!("weight {} is not in the table", norm.weight))?;
-    if wr.shape != [w] || out.width != w || out.stride != w {
+    let planes = if split { 2 } else { 1 };
+    if wr.shape != [w]
+        || out.width != planes * w
+        || out.stride != planes * w
+        || (split && out.dtype != DType::BF16)
+    {
         return Err(format!(
             "norm weight {:?} for {w} channels into a value of width {}",
             wr.shape, out.width
@@ -83,13 +108,15 @@ fn group_rms_norm(
     }
     let cost = LaunchCost {
         weight_bytes: (w * wr.dtype.size()) as u64,
-        bytes_per_row: (w * x.dtype.size() + w * out.dtype.size()) as u64,
+        bytes_per_row: (w * x.dtype.size() + out.width * out.dtype.size()) as u64,
         flops_per_row: 4 * w as u64,
         ..Default::default()
     };
-    Ok(Builder::new("group_rms_norm", out.dtype)
+    let act = if split { DType::F32 } else { out.dtype };
+    Ok(Builder::new("group_rms_norm", act)
         .cost(cost)
         .set("width", w)
+        .set("split", split)
         .set("group", w / groups)
         .set("eps", flit(norm.eps))
         .set("x_stride", x.stride)

@@ -243,8 +243,8 @@ impl Blas {
         chosen.map(|()| p)
     }
 
-    /// Enqueues `g` for `m` rows on `stream`: one GEMM, or two with a split input (hi, then lo
-    /// accumulated onto it).
+    /// Enqueues `g` for `m` GEMM rows on `stream` (the call's rows times `g.row_stack`): one
+    /// GEMM, or two with a split input (hi, then lo accumulated onto it).
     pub fn gemm(
         &self,
         key: (GraphId, usize),
@@ -277,7 +277,8 @@ impl Blas {
         for (x, c, beta) in std::iter::once((ptrs.x, c, beta)).chain(lo_pass) {
             // SAFETY: the descriptors are live and describe these operands (codegen wrote them
             // from the kernel's own operands; `Program::validate` checked that each lies
-            // inside its buffer for the rows the graph holds, and `m` is at most those rows);
+            // inside its buffer for the rows the graph holds, and `m` is at most those rows
+            // times the stacked rows each holds);
             // the workspace is this engine's, `workspace_bytes` long; alpha and beta outlive
             // the call (the library reads them while enqueueing, host pointer mode); the
             // stream belongs to the engine's context.

@@ -939,7 +939,13 @@ impl CudaEngine {
                     _ => None,
                 },
             };
-            return blas.gemm((id, l), g, b * t, &ptrs, self.stream.cu_stream());
+            return blas.gemm(
+                (id, l),
+                g,
+                b * t * g.row_stack,
+                &ptrs,
+                self.stream.cu_stream(),
+            );
         }
         // Several rows take the launch's batched variant when it has one (same parameters).
         let name = launch.kernel_for(b, t);
@@ -1029,6 +1035,7 @@ impl CudaEngine {
             }
             Arg::Meta => ArgValue::Ptr(self.meta_addr),
             Arg::Rows => ArgValue::Int((b * t) as i32),
+            Arg::RowsTimes(m) => ArgValue::Int((b * t * m) as i32),
             Arg::Seq => ArgValue::Int(t as i32),
             Arg::Capacity => ArgValue::Int(self.options.max_context as i32),
         })

@@ -1,0 +1,15 @@
+{% include "prelude.cu" %}
+{
+  // A split input's two products, computed by one GEMM as rows of their own (hi·Wᵀ in columns
+  // 0..{{ width }} of a `prod` row, lo·Wᵀ in {{ width }}..{{ 2 * width }}), summed into the
+  // linear's output with its epilogue as templates/linear_mma_pipe.cu applies it
+  // (docs/KERNELS.md "decode_rows", stacked planes).
+  const long e = (long)tile * blockDim.x + threadIdx.x;
+  if (e >= (long)rows * {{ width }}) return;
+  const long row = e / {{ width }};
+  const int n = (int)(e - row * {{ width }});
+  const float* p = prod + row * {{ prod_stride }};
+  float v = p[n] + p[{{ width }} + n];
+  const long o = row * {{ out_stride }} + n;
+{% include "linear_epilogue.cu" %}  out[o] = from_f<act_t>(v);
+}
