@@ -5,7 +5,7 @@
 # 2. the 2.7B shape against transformers (default plan and f32 plan) and `bench` at 512, 2048
 #    and 4096 tokens of context (scripts/gpu_check_27b.py);
 # 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
-# Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
+# PROFILE=0 skips the one-sequence profiles. Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
 # LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
@@ -48,6 +48,14 @@ fi
 # memory beside it): what the memory figures of issue 11 are measured on.
 M=/tmp/mem27
 "$Z" compile examples/zamba2-2.7b-config -o "$M" --dummy-weights --dtype bf16 --arch sm_90 > /dev/null 2>&1 || rc=1
+# Batched decode step per launch (BATCH_PROFILE=1, `bench --profile --batch B`, B from
+# PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
+if [ "${BATCH_PROFILE:-0}" = 1 ]; then
+  for b in ${PROFILE_BATCHES:-16 64}; do
+    timeout 120 "$Z" bench "$M" --device cuda --profile --batch "$b" --prompt-len 512 \
+      --out "$OUT/profile_batch_$b.json" 2>&1 | head -32 || rc=1
+  done
+fi
 P=${PROFILE_PLAN:-/tmp/z27/plan-bf16_act_f32}
 [ -d "$P" ] || P=$M
 if [ "${MEMORY:-0}" = 1 ]; then
@@ -119,7 +127,7 @@ if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
     "$Z" logits "$M" --tokens "$toks" --out /tmp/ncu_prompt.safetensors --device cuda > "$OUT/ncu_prompt.txt" 2>&1 || rc=1
   grep -E "z2c_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Block Limit|Waves Per SM" "$OUT/ncu_prompt.txt" | head -120
 fi
-if [ -d "$P" ]; then
+if [ -d "$P" ] && [ "${PROFILE:-1}" = 1 ]; then
   for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
     timeout 120 "$Z" bench "$P" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
       --out "$OUT/profile_$ctx.json" > "$OUT/profile_$ctx.txt" 2>&1 || rc=1
@@ -230,16 +238,6 @@ if [ "${LIBRARY:-0}" = 1 ]; then
     done
   done
 fi
-# Batched-decode codegen knobs (BATCH_VARIANTS="GEMV_ROW_GROUP=4 ..."): one plan per setting,
-# `bench --batch` at 8 and 64 rows, printed only.
-for v in ${BATCH_VARIANTS:-}; do
-  d=/tmp/bvar-${v//=/-}
-  variant_plan "$v" "$d" || { rc=1; continue; }
-  for b in 8 64; do
-    timeout 120 "$Z" bench "$d" --device cuda --batch "$b" --prompt-len 512 --gen-len 64 --max-context 640 --json 2>/dev/null \
-      | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch variant $v B=$b decode_tok_s %.1f ms_step %.3f ms_step_max %.3f' % (r['decode_tokens_per_s'], r['ms_per_step'], r['ms_per_step_max']))"
-  done
-done
 if [ "${SERVE_LOAD:-0}" = 1 ]; then
   # Issue 13's table: `serve --device cuda --max-batch 64` on a dummy-weights 2.7B plan under
   # N concurrent streams (scripts/load_serve.py: 512-token prompts, 128 tokens each). serve
@@ -274,14 +272,6 @@ if [ "${NCU:-1}" = 1 ] && [ -d "$P" ] && command -v ncu >/dev/null; then
     "$Z" logits "$P" --tokens 5,6 --decode-from 1 --max-context 600 --out /tmp/ncu_logits.safetensors --device cuda \
     > "$OUT/ncu_decode.csv" 2>/dev/null || rc=1
   python3 scripts/ncu_summary.py "$OUT/ncu_decode.csv" | tee "$OUT/ncu_summary.txt"
-fi
-# Batched decode step per launch (BATCH_PROFILE=1, `bench --profile --batch B`, B from
-# PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
-if [ "${BATCH_PROFILE:-0}" = 1 ]; then
-  for b in ${PROFILE_BATCHES:-16 64}; do
-    timeout 120 "$Z" bench "$M" --device cuda --profile --batch "$b" --prompt-len 512 \
-      --out "$OUT/profile_batch_$b.json" 2>&1 | head -32 || rc=1
-  done
 fi
 # The fidelity lines last: the device tool returns only the tail of the output.
 grep -h "^FIDELITY" "$OUT/check27b.log" 2> /dev/null

@@ -6,13 +6,12 @@ use zamba2c_ir::{DType, Op, StateSpec};
 use crate::families::{weight_ref, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
-/// Rows of an SSM head one `mamba_step` block updates, and its threads. One sequence needs
-/// many blocks to fill the GPU (80 heads × 4 parts on the 2.7B); the `decode_rows` table has
-/// blocks enough from its rows, so a block takes a whole head there: the conv of the group's B
-/// and C channels runs once per head instead of once per part, and each thread keeps 4× the
-/// state bytes in flight (docs/KERNELS.md "mamba_step").
+/// Rows of an SSM head one `mamba_step` block updates, and its threads. The `decode_rows` table
+/// takes the same by default: a whole head per block there (64 rows: the B/C conv once per head,
+/// 4× the state bytes in flight per thread) was measured slower, 5.76 against 4.26 ms for the
+/// 54 launches of a 64-row step (docs/PERFORMANCE.md, 2026-12-02);
+/// `ZAMBA2C_TUNE_STEP_ROWS_BATCHED` sets it there for measurements.
 const STEP_ROWS: usize = 16;
-const STEP_ROWS_BATCHED: usize = 64;
 const STEP_THREADS: usize = 256;
 
 /// The decode step of a mixer: conv + SiLU + SSM update + D skip + gate
@@ -64,7 +63,7 @@ pub(super) fn mamba_step(
         return Err("conv state dtype or in_proj width does not match".into());
     }
     let rows = if ctx.gemm {
-        crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED)
+        crate::tune("STEP_ROWS_BATCHED", STEP_ROWS)
     } else {
         STEP_ROWS
     };
