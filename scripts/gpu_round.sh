@@ -10,7 +10,8 @@
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
 # LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
 # VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
-# BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default).
+# BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
+# ARGMAX=1 (`bench --batch 64` with greedy tokens picked on the host instead of the device).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -92,14 +93,21 @@ done
 # Codegen knob variants on batched decode (BATCH_VARIANTS="STACK_SPLIT=2 ..."): `bench --batch`
 # at B in VARIANT_BATCHES (default 64; every prompt prefilled first, so each step runs all B
 # rows) on the default plan and on each variant's plan, one line each.
-batch_line() {  # label, plan, batch
-  timeout 200 "$Z" bench "$2" --device cuda --batch "$3" --prompt-len 512 --gen-len 128 \
+batch_line() {  # label, plan, batch, [VAR=value of the environment]
+  env ${4:-X=1} timeout 200 "$Z" bench "$2" --device cuda --batch "$3" --prompt-len 512 --gen-len 128 \
     --prefill-chunk $(($3 * 512)) --max-context 640 --json 2>/dev/null | tail -1 \
     | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch_variant $1 B=$3 decode_tok_s %.1f ms_step %.3f rows %s' % (r['decode_tokens_per_s'], r['ms_per_step'], r['rows_per_step']))" \
     || echo "batch_variant $1 B=$3 failed"
 }
-if [ -n "${BATCH_VARIANTS:-}" ]; then
+if [ -n "${BATCH_VARIANTS:-}" ] || [ "${ARGMAX:-0}" = 1 ]; then
   for b in ${VARIANT_BATCHES:-64}; do batch_line default "$M" "$b"; done
+fi
+# Greedy tokens picked on the host instead of the device (ARGMAX=1; ZAMBA2C_NO_DEVICE_ARGMAX=1:
+# the logits are downloaded, docs/KERNELS.md "decode_rows"), same plan.
+if [ "${ARGMAX:-0}" = 1 ]; then
+  for b in ${VARIANT_BATCHES:-64}; do batch_line host_argmax "$M" "$b" ZAMBA2C_NO_DEVICE_ARGMAX=1; done
+fi
+if [ -n "${BATCH_VARIANTS:-}" ]; then
   for v in $BATCH_VARIANTS; do
     d=/tmp/bvar-${v//=/-}
     variant_plan "$v" "$d" || { rc=1; continue; }

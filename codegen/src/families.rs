@@ -787,6 +787,25 @@ pub(crate) fn split_bf16(x: &Operand, out: &Operand) -> KernelSpec {
         .finish(rows_grid(k, 4 * BLOCK), BLOCK)
 }
 
+/// The greedy token of each row of `logits` into the i32 value `ids` (templates/argmax_rows.cu):
+/// the first index of the largest logit, as the host's `argmax` picks it, so a batched step can
+/// download one id a row instead of the logits (`GraphProgram::greedy`).
+pub(crate) fn argmax_rows(logits: &Operand, ids: &Operand) -> KernelSpec {
+    const BLOCK: usize = 512;
+    let w = logits.width;
+    Builder::new("argmax_rows", logits.dtype)
+        .set("width", w)
+        .set("x_stride", logits.stride)
+        .input("logits", logits)
+        .output(ids)
+        .cost(LaunchCost {
+            bytes_per_row: (w * logits.dtype.size() + 4) as u64,
+            flops_per_row: w as u64,
+            ..Default::default()
+        })
+        .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], BLOCK)
+}
+
 /// `out = prod[:, 0..n] + prod[:, n..2n]` with `epilogue` (templates/pair_sum.cu): the hi and lo
 /// products of a split input, computed by one GEMM over stacked rows, added into a linear's
 /// output as `linear_mma_pipe` would have written it. `prod` is f32 of width 2n.

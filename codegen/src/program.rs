@@ -219,11 +219,27 @@ fn build_graph(
         }
         node_values.push(v);
     }
-    let outputs = graph
+    let outputs: Vec<usize> = graph
         .outputs
         .iter()
         .map(|o| node_values[pos_of[o]])
         .collect();
+    // A batched step's greedy tokens on the device (`GraphProgram::greedy`): one id a row to
+    // download instead of the logits (64 × 32000 f32 a 64-row step on the 2.7B shape).
+    let greedy = match (id, outputs.first()) {
+        (GraphId::DecodeRows, Some(&logits)) if order.len() > 1 => {
+            let ids = b.push_value(None, 1, DType::I32);
+            let spec = families::argmax_rows(&b.operand(logits), &b.operand(ids));
+            let at = At {
+                pos: order.len() - 1,
+                label: "greedy tokens",
+                step: None,
+            };
+            b.push_launches(vec![spec], &at)?;
+            Some(ids)
+        }
+        _ => None,
+    };
     let tokens = tokens.ok_or_else(|| CodegenError::Node {
         phase: phase_name(graph.phase),
         node: 0,
@@ -241,6 +257,7 @@ fn build_graph(
         decomposed: b.decomposed,
         seq_align: b.seq_align,
         zeroed: Some(b.zeroed),
+        greedy,
     })
 }
 

@@ -37,6 +37,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/split_bf16.cu"),
     ),
     ("pair_sum.cu", include_str!("../../templates/pair_sum.cu")),
+    (
+        "argmax_rows.cu",
+        include_str!("../../templates/argmax_rows.cu"),
+    ),
     ("mma_store.cu", include_str!("../../templates/mma_store.cu")),
     (
         "linear_mma_pipe.cu",

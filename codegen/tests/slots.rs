@@ -331,3 +331,39 @@ fn decode_rows_is_optional_and_checked() {
     let e = bad.validate(&m).expect_err("a missing argument");
     assert!(e.starts_with("DecodeRows graph:"), "{e}");
 }
+
+/// The `decode_rows` table ends with the greedy pick of every row (`GraphProgram::greedy`,
+/// templates/argmax_rows.cu): one launch reading the logits output into an i32 value of width 1
+/// that lives to the end of the step; the other tables have none. A launch table naming a
+/// greedy value that is not such a buffer is refused.
+#[test]
+fn decode_rows_picks_greedy_tokens_last() {
+    for (m, p, what) in programs() {
+        assert!(
+            p.prompt.greedy.is_none() && p.decode.greedy.is_none(),
+            "{what}"
+        );
+        let rows = p.decode_rows.as_ref().expect("decode_rows");
+        let g = rows.greedy.expect("a greedy value");
+        let last = rows.launches.last().expect("launches");
+        assert_eq!(p.kernels[&last.kernel].family, "argmax_rows", "{what}");
+        let logits = rows.outputs[0];
+        assert!(matches!(last.args[0], Arg::Value { value, offset: 0 } if value == logits));
+        assert!(matches!(last.args[1], Arg::Value { value, offset: 0 } if value == g));
+        assert_eq!(rows.values[g].dtype, DType::I32);
+        assert_eq!(rows.values[g].width, 1);
+        // Its buffer is not reused by any other value (it is read after the last launch).
+        let l = DeviceLayout::plan(&m, &p, DeviceShape::new(32, 4)).expect("layout");
+        let rl = l.decode_rows.as_ref().expect("decode_rows layout");
+        let (gs, _) = rl.root_slot(rows, g).expect("a slot");
+        let (ls, _) = rl.root_slot(rows, logits).expect("a slot");
+        let overlap = gs.region == ls.region
+            && gs.offset < ls.offset + ls.bytes
+            && ls.offset < gs.offset + gs.bytes;
+        assert!(!overlap, "{what}: greedy ids overlap the logits");
+        let mut bad = p.clone();
+        bad.decode_rows.as_mut().expect("decode_rows").greedy = Some(logits);
+        let e = bad.validate(&m).expect_err("refused");
+        assert!(e.contains("greedy-token value"), "{what}: {e}");
+    }
+}

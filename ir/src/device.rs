@@ -429,7 +429,7 @@ fn plan_graph(
     // The host writes the token ids before the first launch and reads the outputs after the
     // last one.
     touch(gp.tokens, 0);
-    for &o in &gp.outputs {
+    for &o in gp.outputs.iter().chain(&gp.greedy) {
         touch(o, n);
     }
     // A validation run reads node `pos`'s value after the launches of nodes up to `pos`.

@@ -398,6 +398,12 @@ pub struct GraphProgram {
     /// workspace). The runtime sizes buffers for `B · round_up(T_max, seq_align)` rows.
     #[serde(default = "one")]
     pub seq_align: usize,
+    /// The `i32` value of width 1 holding each row's greedy token (the first index of the
+    /// largest logit of `outputs[0]`), written by the table's last launch: a batched step's
+    /// caller that only wants greedy tokens downloads it instead of the logits (the
+    /// `decode_rows` table; docs/KERNELS.md "decode_rows").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<usize>,
 }
 
 fn one() -> usize {
@@ -606,6 +612,16 @@ impl Program {
             }
             if gp.outputs.is_empty() {
                 return Err(ctx("no output".into()));
+            }
+            if let Some(g) = gp.greedy {
+                let ok = gp.values.get(g).is_some_and(|v| {
+                    v.dtype == DType::I32 && v.width == 1 && matches!(v.storage, Storage::Own)
+                });
+                if !ok || g == gp.tokens || gp.outputs.contains(&g) {
+                    return Err(ctx(format!(
+                        "greedy-token value {g} is not an i32 buffer of width 1"
+                    )));
+                }
             }
             if gp.seq_align == 0 || gp.seq_align > 4096 {
                 return Err(ctx(format!(

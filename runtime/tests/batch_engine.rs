@@ -282,6 +282,48 @@ fn slots_are_admitted_released_and_checked() {
     assert_ne!(b.logits(1).unwrap(), &kept[..]);
 }
 
+/// With `set_keep_logits(false)` a step of greedy sequences asks the engine for tokens only
+/// (`BatchEngine::decode_greedy`) and gives the tokens the logits path gives; a sequence that
+/// needs its logits (a repetition penalty) keeps the whole step on the logits path.
+#[test]
+fn tokens_only_steps_give_the_tokens_of_the_logits_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tiny_plan(tmp.path());
+    let greedy = SamplingParams::default();
+    let penalised = SamplingParams {
+        repetition_penalty: 1.5,
+        ..greedy
+    };
+    for mixed in [false, true] {
+        let mut tokens = Vec::new();
+        for keep in [true, false] {
+            let mut b = Batcher::new(Box::new(CpuBatchEngine::new(&plan, 3, 16).unwrap()), 8);
+            b.set_keep_logits(keep);
+            b.add(vec![1, 2, 3], greedy, 0).unwrap();
+            b.add(vec![7], greedy, 0).unwrap();
+            let third = if mixed { penalised } else { greedy };
+            b.add(vec![5, 9, 2, 2], third, 0).unwrap();
+            let mut got = Vec::new();
+            for step in 0..6 {
+                let sampled = b.step().unwrap();
+                assert_eq!(sampled.len(), 3);
+                got.extend(sampled.iter().map(|s| (s.slot, s.token)));
+                // Decode steps without kept logits leave none to read, unless the step needed
+                // them (the penalised sequence).
+                let readable = (0..3).all(|s| b.logits(s).is_some());
+                assert_eq!(
+                    readable,
+                    keep || mixed || step == 0,
+                    "keep {keep}, step {step}"
+                );
+                assert!((0..3).all(|s| b.is_prefilled(s)));
+            }
+            tokens.push(got);
+        }
+        assert_eq!(tokens[0], tokens[1], "mixed {mixed}");
+    }
+}
+
 #[test]
 fn engine_slots_refuse_bad_calls_without_changing_state() {
     let tmp = tempfile::tempdir().unwrap();

@@ -322,6 +322,45 @@ fn steps_of_many_rows_run_decode_rows_and_match_the_cpu_alone() {
     }
 }
 
+/// A batched step's greedy tokens picked on the device (`decode_greedy`: the `decode_rows`
+/// table's `argmax_rows` launch, templates/argmax_rows.cu) are the host's `argmax` of the same
+/// step's logits: two engines run the same sequences in lockstep, one downloading the logits
+/// and picking on the host, the other downloading the picks; every step feeds both the same
+/// tokens. Steps of fewer rows (the `decode` table, no device pick) take the host path of
+/// `decode_greedy` and are held to the same.
+#[test]
+fn greedy_tokens_picked_on_the_device_equal_the_host_argmax() {
+    use zamba2c_runtime::generate::sampling::argmax as host_argmax;
+    for (name, m) in modules() {
+        let v = m.config.vocab_size;
+        for rows in [3usize, 20] {
+            let mut logits_engine = load(&m, rows, 64, 8);
+            let mut picks_engine = load(&m, rows, 64, 8);
+            let mut tokens = Vec::new();
+            for slot in 0..rows {
+                let p = prompt(5 + slot % 7, slot, v);
+                let a = BatchEngine::prefill(&mut logits_engine, slot, &p).expect("prefill");
+                BatchEngine::prefill(&mut picks_engine, slot, &p).expect("prefill");
+                tokens.push(host_argmax(&a));
+            }
+            for step in 0..6 {
+                let batch: Vec<(SlotId, u32)> = tokens.iter().copied().enumerate().collect();
+                let logits = BatchEngine::decode(&mut logits_engine, &batch).expect("decode");
+                let want: Vec<u32> = logits.chunks_exact(v).map(host_argmax).collect();
+                let got = picks_engine.decode_greedy(&batch).expect("decode_greedy");
+                assert_eq!(got, want, "{name}: {rows} rows, step {step}");
+                tokens = want;
+            }
+            if rows >= picks_engine.rows_mma_min() {
+                assert!(
+                    picks_engine.decode_rows_steps() > 0,
+                    "{name}: {rows} rows never ran decode_rows"
+                );
+            }
+        }
+    }
+}
+
 /// One sequence through the slots API, in any slot of a larger engine, gives bitwise the logits
 /// of the one-sequence engine (`Engine`: slot 0 of an engine of one slot), prompt and decode.
 #[test]

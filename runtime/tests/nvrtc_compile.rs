@@ -469,6 +469,7 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
                 "split_bf16",
                 "linear_mma_pipe",
                 "pair_sum",
+                "argmax_rows",
                 "elementwise",
                 "mamba_step",
                 "group_rms_norm",

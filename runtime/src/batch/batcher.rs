@@ -57,6 +57,8 @@ pub struct Batcher {
     admitted: u64,
     /// The logits of the last decode step, `[rows, vocab]`.
     step_logits: Vec<f32>,
+    /// Whether each sequence's logits stay readable after a decode step ([`Batcher::logits`]).
+    keep_logits: bool,
 }
 
 impl Batcher {
@@ -69,7 +71,17 @@ impl Batcher {
             prefill_chunk: prefill_chunk.max(1),
             admitted: 0,
             step_logits: Vec::new(),
+            keep_logits: true,
         }
+    }
+
+    /// Whether [`Batcher::logits`] gives each sequence's last logits after a decode step
+    /// (default true). Off, a step whose sequences all decode greedily with no penalty asks the
+    /// engine for their tokens only ([`BatchEngine::decode_greedy`]: on the CUDA engine one id
+    /// a row from the device instead of the logits, docs/KERNELS.md "decode_rows"); those
+    /// sequences then have no logits to read.
+    pub fn set_keep_logits(&mut self, keep: bool) {
+        self.keep_logits = keep;
     }
 
     /// The engine underneath.
@@ -171,6 +183,11 @@ impl Batcher {
         }
     }
 
+    /// Whether the sequence in `slot` has run its whole prompt (false for an empty slot).
+    pub fn is_prefilled(&self, slot: SlotId) -> bool {
+        matches!(self.slots.get(slot), Some(Some(s)) if s.prefilled == s.prompt.len())
+    }
+
     /// Tokens the state of `slot` holds.
     pub fn position(&self, slot: SlotId) -> usize {
         self.engine.position(slot)
@@ -205,7 +222,35 @@ impl Batcher {
                 (self.engine.position(slot) < ctx).then_some((slot, token))
             })
             .collect();
-        if !rows.is_empty() {
+        // Greedy tokens without the logits when nobody will read them.
+        let tokens_only = !self.keep_logits
+            && rows.iter().all(|&(slot, _)| {
+                self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.sampler.params.is_argmax())
+            });
+        if !rows.is_empty() && tokens_only {
+            let tokens = self.engine.decode_greedy(&rows)?;
+            if tokens.len() != rows.len() {
+                return Err(RuntimeError::Input(format!(
+                    "a decode step of {} sequences gave {} tokens",
+                    rows.len(),
+                    tokens.len()
+                )));
+            }
+            for (&(slot, _), token) in rows.iter().zip(tokens) {
+                if let Some(s) = self.slots[slot].as_mut() {
+                    s.sampler.accept(token);
+                    s.logits = Logits::None;
+                    s.pending = Some(token);
+                    out.push(Sampled {
+                        slot,
+                        token,
+                        first: false,
+                    });
+                }
+            }
+        } else if !rows.is_empty() {
             let logits = self.engine.decode(&rows)?;
             if logits.len() != rows.len() * vocab {
                 return Err(RuntimeError::Input(format!(

@@ -13,6 +13,7 @@ mod bench;
 pub use batcher::{Batcher, Sampled, DEFAULT_PREFILL_CHUNK};
 pub use bench::{bench, BatchBenchReport};
 
+use crate::generate::sampling::argmax;
 use crate::{Engine, RuntimeError};
 
 /// A slot index, `0 .. max_batch`.
@@ -38,6 +39,22 @@ pub trait BatchEngine {
     fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError>;
     /// Clears `slot`'s state for a new sequence.
     fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError>;
+    /// [`BatchEngine::decode`], returning each row's greedy token (the first index of its
+    /// largest logit, [`argmax`]) instead of its logits. A backend that can pick them where
+    /// the logits are (the CUDA engine, on the device) saves moving the logits.
+    fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
+        let vocab = self.vocab_size();
+        let logits = self.decode(batch)?;
+        if logits.len() != batch.len() * vocab {
+            return Err(RuntimeError::Input(format!(
+                "a decode step of {} sequences gave {} logits, expected {} x {vocab}",
+                batch.len(),
+                logits.len(),
+                batch.len()
+            )));
+        }
+        Ok(logits.chunks_exact(vocab.max(1)).map(argmax).collect())
+    }
 }
 
 /// A one-sequence [`Engine`] as a [`BatchEngine`] of one slot.

@@ -40,6 +40,7 @@ use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 use super::blas::{Blas, GemmPtrs};
 use super::graph::{DecodeGraphs, StepKey, StepMode};
 use crate::batch::{BatchEngine, SlotId};
+use crate::generate::sampling::argmax;
 use crate::{Engine, RuntimeError, Tensor};
 
 /// Called with every node's output during an observed run.
@@ -103,6 +104,12 @@ impl CudaOptions {
 /// The environment variable that launches kernels without overlap (for A/B measurements):
 /// set to anything but `""` or `"0"`, it overrides [`CudaOptions::overlap_launches`].
 pub const NO_PDL_ENV: &str = "ZAMBA2C_NO_PDL";
+
+/// The environment variable that keeps a batched step's greedy tokens on the host (for A/B
+/// measurements): set to anything but `""` or `"0"`, `decode_greedy` downloads the logits and
+/// picks each row's token there instead of reading the table's device-side picks
+/// (`GraphProgram::greedy`).
+pub const NO_DEVICE_ARGMAX_ENV: &str = "ZAMBA2C_NO_DEVICE_ARGMAX";
 
 /// The environment variable that overrides [`CudaOptions::rows_mma_min`] (a positive integer;
 /// anything else is ignored with a warning).
@@ -837,7 +844,6 @@ impl CudaEngine {
         }
         let n_rows = range.len();
         let es = val.dtype.size();
-        let mut data = Vec::with_capacity(batch * n_rows * val.width);
         // One copy from the first wanted row of sequence 0 to the last of sequence batch-1
         // (rows b·T + range, whole row strides; contiguous for a decode step).
         if batch == 0 {
@@ -853,14 +859,28 @@ impl CudaEngine {
                 "value {v}: rows {range:?} of {t} for {batch} sequences do not fit its buffer"
             )));
         }
+        let src = buf.slice(slot.offset + first..slot.offset + first + n);
+        let shape = if v == gp.tokens {
+            vec![batch, n_rows]
+        } else {
+            vec![batch, n_rows, val.width]
+        };
+        // Whole f32 rows back to back (a decode step's logits: 64 × 32000 a 64-row step on
+        // the 2.7B) are copied straight into the result, with no byte buffer and no per-row
+        // conversion (docs/PERFORMANCE.md, 2026-12-02: ~4 ms of a 64-row step's call was host
+        // work after the device finished).
+        if val.dtype == DType::F32 && offset == 0 && val.row_stride == val.width && n_rows == t {
+            let mut data = vec![0f32; n / es];
+            self.stream
+                .memcpy_dtoh(&src, bytemuck::cast_slice_mut::<f32, u8>(&mut data))
+                .map_err(dev)?;
+            self.stream.synchronize().map_err(dev)?;
+            return Ok(Tensor::new(shape, data));
+        }
         let mut host = vec![0u8; n];
-        self.stream
-            .memcpy_dtoh(
-                &buf.slice(slot.offset + first..slot.offset + first + n),
-                &mut host[..],
-            )
-            .map_err(dev)?;
+        self.stream.memcpy_dtoh(&src, &mut host[..]).map_err(dev)?;
         self.stream.synchronize().map_err(dev)?;
+        let mut data = Vec::with_capacity(batch * n_rows * val.width);
         for b in 0..batch {
             for r in 0..n_rows {
                 let s = ((b * t + r) * val.row_stride + offset) * es;
@@ -868,11 +888,6 @@ impl CudaEngine {
                 data.extend(zamba2c_ir::tensor::to_f32(row, val.dtype));
             }
         }
-        let shape = if v == gp.tokens {
-            vec![batch, n_rows]
-        } else {
-            vec![batch, n_rows, val.width]
-        };
         Ok(Tensor::new(shape, data))
     }
 
@@ -1328,5 +1343,38 @@ impl BatchEngine for CudaEngine {
 
     fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError> {
         self.reset_slot(slot)
+    }
+
+    fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (slots, tokens): (Vec<SlotId>, Vec<u32>) = batch.iter().copied().unzip();
+        let (_, id) = self.launch_call(Phase::Decode, &slots, &tokens, None)?;
+        let vocab = Engine::vocab_size(self);
+        let on_device = self.table(id)?.0.greedy;
+        match on_device.filter(|_| !super::graph::env_flag(NO_DEVICE_ARGMAX_ENV)) {
+            // One i32 a row (templates/argmax_rows.cu), exact as f32 below 2^24.
+            Some(v) => self
+                .read_rows(id, v, slots.len(), 1, 0..1)?
+                .data
+                .into_iter()
+                .map(|x| {
+                    let t = x as u32;
+                    if x >= 0.0 && (t as usize) < vocab && t as f32 == x {
+                        Ok(t)
+                    } else {
+                        Err(RuntimeError::Device(format!(
+                            "the device picked token {x} of a vocabulary of {vocab}"
+                        )))
+                    }
+                })
+                .collect(),
+            None => {
+                let out = self.output_value(id)?;
+                let logits = self.read_rows(id, out, slots.len(), 1, 0..1)?.data;
+                Ok(logits.chunks_exact(vocab.max(1)).map(argmax).collect())
+            }
+        }
     }
 }

@@ -333,6 +333,10 @@ pub struct BatchProfileReport {
     /// Median host time of an argmax over every row's logits (greedy sampling's share of a
     /// batcher step).
     pub argmax_ms: f64,
+    /// Median wall time of a whole `BatchEngine::decode_greedy` call: the same step returning
+    /// each row's greedy token (picked on the device when the table has `argmax_rows`, so one
+    /// id a row comes back instead of the logits).
+    pub greedy_call_ms: f64,
 }
 
 /// Loads `plan` with `batch` slots, prefills each with a random `prompt_len`-token prompt, then
@@ -380,6 +384,13 @@ pub fn profile_batch(
             argmax.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let mut greedy = Vec::with_capacity(STEPS);
+    for _ in 0..STEPS {
+        let rows = step_tokens(&mut rng);
+        let t = std::time::Instant::now();
+        std::hint::black_box(crate::batch::BatchEngine::decode_greedy(&mut e, &rows)?);
+        greedy.push(t.elapsed().as_secs_f64() * 1e3);
+    }
     let mut device = Vec::with_capacity(STEPS);
     for _ in 0..STEPS {
         let rows = step_tokens(&mut rng);
@@ -400,6 +411,7 @@ pub fn profile_batch(
         call_ms: median(call),
         device_step_ms: median(device),
         argmax_ms: median(argmax),
+        greedy_call_ms: median(greedy),
     })
 }
 
@@ -413,8 +425,13 @@ impl BatchProfileReport {
         families_text(&mut s, &self.step);
         let _ = writeln!(
             s,
-            "whole decode call {:.3} ms; on the device (uploads and graph replay) {:.3} ms; kernels {:.3} ms eager; argmax of {} rows on the host {:.3} ms",
-            self.call_ms, self.device_step_ms, self.step.kernels_ms, self.batch, self.argmax_ms
+            "whole decode call {:.3} ms; on the device (uploads and graph replay) {:.3} ms; kernels {:.3} ms eager; argmax of {} rows on the host {:.3} ms; whole greedy-token call {:.3} ms",
+            self.call_ms,
+            self.device_step_ms,
+            self.step.kernels_ms,
+            self.batch,
+            self.argmax_ms,
+            self.greedy_call_ms
         );
         slowest_nodes(&mut s, &self.step);
         s

@@ -73,6 +73,11 @@ impl SamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
+
+    /// Whether the next token is exactly [`argmax`] of the logits: greedy with no penalty.
+    pub fn is_argmax(&self) -> bool {
+        self.is_greedy() && self.repetition_penalty == 1.0
+    }
 }
 
 /// Index of the largest logit (the first on ties, as `torch.argmax`); NaNs are never chosen
@@ -274,6 +279,12 @@ impl Sampler {
             rng: StdRng::seed_from_u64(seed),
             seen: prompt.to_vec(),
         }
+    }
+
+    /// Remembers `token`, chosen elsewhere (the device's greedy pick when
+    /// [`SamplingParams::is_argmax`]), as seen.
+    pub fn accept(&mut self, token: u32) {
+        self.seen.push(token);
     }
 
     /// Chooses the next token from `logits` ([`sample`]) and remembers it as seen.
