@@ -127,54 +127,50 @@ fn f32_weights_have_no_library_gemm_and_no_scratch() {
 /// What a broken descriptor should be refused for, and how to break it.
 type Breakage = (&'static str, fn(&mut zamba2c_ir::kernel::LibraryGemm));
 
+/// Each breakage of the first library GEMM of table `id` is refused, naming what is wrong.
+fn refused(m: &Module, p: &Program, id: GraphId, cases: &[Breakage]) {
+    let first = |p: &Program| {
+        p.tables()
+            .into_iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, gp)| gp.launches.iter().position(|l| l.library.is_some()))
+    };
+    let at = first(p).expect("a library GEMM");
+    for (what, break_it) in cases {
+        let mut bad = p.clone();
+        let table = match id {
+            GraphId::Prompt => &mut bad.prompt,
+            GraphId::Decode => &mut bad.decode,
+            GraphId::DecodeRows => bad.decode_rows.as_mut().expect("decode_rows"),
+        };
+        break_it(table.launches[at].library.as_mut().expect("library"));
+        let e = bad.validate(m).expect_err("refused");
+        assert!(
+            e.contains("library GEMM") && e.contains(what),
+            "{id:?} {what}: {e}"
+        );
+    }
+}
+
 #[test]
 fn a_library_gemm_past_its_buffers_is_refused() {
     let m = module(DType::BF16);
     let p = build_program(&m).expect("program");
     p.validate(&m).expect("as built, the table is valid");
-    let at = p
-        .prompt
-        .launches
-        .iter()
-        .position(|l| l.library.is_some())
-        .expect("a library GEMM");
     let cases: [Breakage; 4] = [
         ("input", |g| g.k += 8),
         ("output", |g| g.n += 1),
         ("weight", |g| g.w_ld += 64),
         ("input", |g| g.x_ld += 1),
     ];
-    for (what, break_it) in cases {
-        let mut bad = p.clone();
-        break_it(bad.prompt.launches[at].library.as_mut().expect("library"));
-        let e = bad.validate(&m).expect_err("refused");
-        assert!(
-            e.contains("library GEMM") && e.contains(what),
-            "{what}: {e}"
-        );
-    }
+    refused(&m, &p, GraphId::Prompt, &cases);
     // Stacked rows: a GEMM row wider than its half of the buffer row, a stack the buffers do
     // not hold, or a split input stacked again.
-    let rows = p.decode_rows.as_ref().expect("decode_rows");
-    let at = rows
-        .launches
-        .iter()
-        .position(|l| l.library.is_some())
-        .expect("a stacked library GEMM");
     let stacked: [Breakage; 4] = [
         ("input", |g| g.k += 8),
         ("output", |g| g.n += 1),
         ("input", |g| g.row_stack = 1),
         ("stacked rows", |g| g.split = true),
     ];
-    for (what, break_it) in stacked {
-        let mut bad = p.clone();
-        let t = bad.decode_rows.as_mut().expect("decode_rows");
-        break_it(t.launches[at].library.as_mut().expect("library"));
-        let e = bad.validate(&m).expect_err("refused");
-        assert!(
-            e.contains("library GEMM") && e.contains(what),
-            "{what}: {e}"
-        );
-    }
+    refused(&m, &p, GraphId::DecodeRows, &stacked);
 }

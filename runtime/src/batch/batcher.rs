@@ -252,14 +252,7 @@ impl Batcher {
             }
         } else if !rows.is_empty() {
             let logits = self.engine.decode(&rows)?;
-            if logits.len() != rows.len() * vocab {
-                return Err(RuntimeError::Input(format!(
-                    "a decode step of {} sequences gave {} logits, expected {} x {vocab}",
-                    rows.len(),
-                    logits.len(),
-                    rows.len()
-                )));
-            }
+            super::check_step_logits(rows.len(), logits.len(), vocab)?;
             // A sequence still pointing into the previous step's logits that is not in this
             // step (its context is full) keeps its row as its own before the buffer is
             // replaced.

@@ -45,16 +45,19 @@ pub trait BatchEngine {
     fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
         let vocab = self.vocab_size();
         let logits = self.decode(batch)?;
-        if logits.len() != batch.len() * vocab {
-            return Err(RuntimeError::Input(format!(
-                "a decode step of {} sequences gave {} logits, expected {} x {vocab}",
-                batch.len(),
-                logits.len(),
-                batch.len()
-            )));
-        }
+        check_step_logits(batch.len(), logits.len(), vocab)?;
         Ok(logits.chunks_exact(vocab.max(1)).map(argmax).collect())
     }
+}
+
+/// That a decode step of `rows` sequences gave `rows × vocab` logits (`len`).
+fn check_step_logits(rows: usize, len: usize, vocab: usize) -> Result<(), RuntimeError> {
+    if len == rows * vocab {
+        return Ok(());
+    }
+    Err(RuntimeError::Input(format!(
+        "a decode step of {rows} sequences gave {len} logits, expected {rows} x {vocab}"
+    )))
 }
 
 /// A one-sequence [`Engine`] as a [`BatchEngine`] of one slot.
