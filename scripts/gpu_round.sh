@@ -11,7 +11,7 @@
 # LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
 # VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
 # BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
-# ARGMAX=1 (`bench --batch 64` with greedy tokens picked on the host instead of the device).
+# RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -99,14 +99,15 @@ batch_line() {  # label, plan, batch, [VAR=value of the environment]
     | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch_variant $1 B=$3 decode_tok_s %.1f ms_step %.3f rows %s' % (r['decode_tokens_per_s'], r['ms_per_step'], r['rows_per_step']))" \
     || echo "batch_variant $1 B=$3 failed"
 }
-if [ -n "${BATCH_VARIANTS:-}" ] || [ "${ARGMAX:-0}" = 1 ]; then
+if [ -n "${BATCH_VARIANTS:-}${RUN_VARIANTS:-}" ]; then
   for b in ${VARIANT_BATCHES:-64}; do batch_line default "$M" "$b"; done
 fi
-# Greedy tokens picked on the host instead of the device (ARGMAX=1; ZAMBA2C_NO_DEVICE_ARGMAX=1:
-# the logits are downloaded, docs/KERNELS.md "decode_rows"), same plan.
-if [ "${ARGMAX:-0}" = 1 ]; then
-  for b in ${VARIANT_BATCHES:-64}; do batch_line host_argmax "$M" "$b" ZAMBA2C_NO_DEVICE_ARGMAX=1; done
-fi
+# Runtime settings on the same plan (RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1 ..."): greedy
+# tokens picked on the host (the logits downloaded, docs/KERNELS.md "decode_rows"), or
+# ZAMBA2C_TUNE_ROWS_MMA_MIN=8 (steps of 8 rows on decode_rows; VARIANT_BATCHES="8 64").
+for e in ${RUN_VARIANTS:-}; do
+  for b in ${VARIANT_BATCHES:-64}; do batch_line "$e" "$M" "$b" "$e"; done
+done
 if [ -n "${BATCH_VARIANTS:-}" ]; then
   for v in $BATCH_VARIANTS; do
     d=/tmp/bvar-${v//=/-}
