@@ -31,14 +31,16 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     grep -E "panicked|differ|test result|^test " "$OUT/batch_tests.log" | head -20
   done
 fi
-# Kernel variants behind codegen knobs (VARIANT_TESTS="ATTN_KERNEL=2 ..."): the CUDA kernel tests
-# again with ZAMBA2C_TUNE_<KNOB>=<V>, every kernel against the CPU interpreter.
+# Kernel variants behind codegen knobs (VARIANT_TESTS="STEP_ROWS_BATCHED=64 ..."): the CUDA
+# kernel tests again with ZAMBA2C_TUNE_<KNOB>=<V>, every kernel against the CPU interpreter.
+# The batched-engine tests too: decode_rows runs only there.
 for v in ${VARIANT_TESTS:-}; do
-  for t in .gpu/tests/cuda_kernels-*; do
+  for t in .gpu/tests/cuda_kernels-* .gpu/tests/cuda_batch-*; do
+    log="$OUT/variant_${v//=/-}_$(basename "${t%-*}").log"
     env "ZAMBA2C_TUNE_$v" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 \
-      > "$OUT/kernels_$v.log" 2>&1 || rc=1
-    echo "variant $v: $(grep -E '^test result' "$OUT/kernels_$v.log" | tail -1)"
-    grep -E "panicked|differ" "$OUT/kernels_$v.log" | head -5
+      > "$log" 2>&1 || rc=1
+    echo "variant $v $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
+    grep -E "panicked|differ" "$log" | head -5
   done
 done
 if [ "${PLANS:-}" != none ]; then

@@ -1,6 +1,7 @@
 //! Kernel variants behind codegen tuning knobs (docs/KERNELS.md "Tuning knobs") render and
 //! compile with NVRTC for sm_90 like the default kernels (nvrtc_compile.rs), so a variant
-//! waiting for its GPU measurement cannot rot. One test in this binary: the knobs are read from
+//! waiting for its GPU measurement cannot rot: the register-staged prompt attention and the
+//! whole-head `mamba_step` of decode_rows. One test in this binary: the knobs are read from
 //! the environment when a program is built, and this test sets them before anything else runs.
 
 mod common;
@@ -15,6 +16,7 @@ use zamba2c_runtime::cuda::nvrtc;
 fn knob_variants_render_and_compile_with_nvrtc() {
     // The only test of this binary: nothing else reads the environment meanwhile.
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
+    std::env::set_var("ZAMBA2C_TUNE_STEP_ROWS_BATCHED", "64");
     // Head sizes 64 and 160 (the 2.7B's), GQA and RoPE, a bf16 KV cache under f32 and bf16
     // activations: the prompt attention's register-staged kernel (the cp.async one is the
     // default, compiled by nvrtc_compile.rs).
@@ -58,6 +60,28 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                 format!("case{i}/{}.cu", k.name),
             ));
         }
+    }
+    // A whole SSM head per `mamba_step` block in decode_rows, at the 2.7B's head (64 rows of 64
+    // state columns: 4 threads a row, float4 groups interleaved over them).
+    let mixer = config(json!({"hidden_size": 128, "n_mamba_heads": 4, "mamba_d_state": 64}));
+    let mut m = lower_with_kv(&mixer, DType::BF16, DType::F32, DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    let p = build_program(&m).expect("program");
+    let rows = p.decode_rows.as_ref().expect("decode_rows");
+    let steps: std::collections::BTreeSet<&str> = rows
+        .launches
+        .iter()
+        .map(|l| l.kernel.as_str())
+        .filter(|k| p.kernels[*k].family == "mamba_step")
+        .collect();
+    assert!(!steps.is_empty(), "decode_rows has no mamba_step");
+    for name in steps {
+        let k = &p.kernels[name];
+        assert!(
+            k.source.contains("(j / 4) * 16 + q * 4"),
+            "{name} is not the whole-head block"
+        );
+        jobs.push((name.to_string(), k.source.clone(), format!("{name}.cu")));
     }
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {

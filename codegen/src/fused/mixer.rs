@@ -62,10 +62,10 @@ pub(super) fn mamba_step(
     if cdt != zx.dtype || zx.width != din + channels + heads {
         return Err("conv state dtype or in_proj width does not match".into());
     }
-    let rows = if ctx.gemm {
-        crate::tune("STEP_ROWS_BATCHED", STEP_ROWS)
-    } else {
-        STEP_ROWS
+    // The knob's rows where they split the head, the default's otherwise.
+    let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS) {
+        r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,
+        _ => STEP_ROWS,
     };
     let pb = (*head_dim).min(rows.max(1));
     let psplit = head_dim.div_ceil(pb);
