@@ -564,22 +564,13 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             ),
         ));
     }
-    let mut b = Builder::new("", out.dtype)
+    let b = Builder::new("", out.dtype)
         .set("n", n)
         .set("k", k)
         .set("x_stride", x.stride)
         .set("out_stride", out.stride)
         .set("w_stride", spec.row_stride);
-    let mut res = None;
-    match ctx.epilogue {
-        Epilogue::None => b = b.set("epi", "none"),
-        Epilogue::Residual(r) => {
-            b = b.set("epi", "residual").set("res_stride", r.stride);
-            res = Some(r);
-        }
-        Epilogue::Accumulate => b = b.set("epi", "accumulate"),
-        Epilogue::Silu => return Err(ctx.err(pos, "a linear has no SiLU epilogue")),
-    }
+    let (b, res) = linear_epilogue(b, ctx.epilogue).map_err(|m| ctx.err(pos, m))?;
     // The three GEMM/GEMV families share one parameter list (x, weight, out, rows); they differ
     // in template, grid and block.
     let kernel = |mut b: Builder, family: &'static str, grid: [Extent; 3], block: usize| {
@@ -821,28 +812,19 @@ pub(crate) fn pair_sum(
             prod.dtype, prod.width
         ));
     }
-    let mut b = Builder::new("pair_sum", out.dtype)
+    let b = Builder::new("pair_sum", out.dtype)
         .set("width", n)
         .set("prod_stride", prod.stride)
         .set("out_stride", out.stride)
         .input("prod", prod);
-    let res_bytes = match epilogue {
-        Epilogue::None => {
-            b = b.set("epi", "none");
-            0
-        }
-        Epilogue::Residual(r) => {
-            b = b
-                .set("epi", "residual")
-                .set("res_stride", r.stride)
-                .input("res", &r);
+    let (mut b, res) = linear_epilogue(b, epilogue)?;
+    let res_bytes = match (epilogue, res) {
+        (_, Some(r)) => {
+            b = b.input("res", &r);
             n * r.dtype.size()
         }
-        Epilogue::Accumulate => {
-            b = b.set("epi", "accumulate");
-            n * out.dtype.size()
-        }
-        Epilogue::Silu => return Err("a linear has no SiLU epilogue".into()),
+        (Epilogue::Accumulate, _) => n * out.dtype.size(),
+        _ => 0,
     };
     Ok(b.output(out)
         .scalar("rows", Arg::Rows)
@@ -852,6 +834,24 @@ pub(crate) fn pair_sum(
             ..Default::default()
         })
         .finish(rows_grid(n, EW_BLOCK), EW_BLOCK))
+}
+
+/// A linear's `epilogue` as templates/linear_epilogue.cu reads it (`epi`, `res_stride`), for
+/// every kernel that ends a projection (the GEMV/GEMM families, `pair_sum`); the residual
+/// operand, which the caller passes as parameter `res` where its parameter list has it.
+fn linear_epilogue(
+    b: Builder,
+    epilogue: Epilogue,
+) -> Result<(Builder, Option<Operand>), &'static str> {
+    Ok(match epilogue {
+        Epilogue::None => (b.set("epi", "none"), None),
+        Epilogue::Residual(r) => (
+            b.set("epi", "residual").set("res_stride", r.stride),
+            Some(r),
+        ),
+        Epilogue::Accumulate => (b.set("epi", "accumulate"), None),
+        Epilogue::Silu => return Err("a linear has no SiLU epilogue"),
+    })
 }
 
 /// Whether the prompt-path linear can use the tensor-core kernel (`templates/linear_mma.cu`):

@@ -7,10 +7,8 @@ use crate::families::{flit, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
 /// Splits of the cached positions per head in the one-row `decode` table's `attention_decode`
-/// (32 heads × 16 splits fill the GPU for one sequence), and the most any table uses: the
-/// workspace holds `heads × ATTN_SPLITS × (d + 2)` floats per row unless sized by
-/// [`attn_splits`].
-pub const ATTN_SPLITS: usize = 16;
+/// (32 heads × 16 splits fill the GPU for one sequence).
+const ATTN_SPLITS: usize = 16;
 /// Splits in the `decode_rows` table (steps of ≥ 16 rows): its rows already give enough blocks
 /// (64 rows × 32 heads × 4 on the 2.7B), and each split costs fixed work (RoPE, the shared
 /// merge, the workspace round trip, the counter); `ZAMBA2C_TUNE_ATTN_ROWS_SPLITS` overrides it.

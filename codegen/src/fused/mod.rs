@@ -16,7 +16,7 @@ mod prompt;
 mod rows;
 mod ssd;
 
-pub use attention::{attention_decode, attn_splits, ATTN_SPLITS};
+pub use attention::{attention_decode, attn_splits};
 use gemv::{adapters_first, gemv, projection, Epilogue, InSeg, Input};
 use mixer::mamba_step;
 

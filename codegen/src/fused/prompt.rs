@@ -90,7 +90,7 @@ impl Emit<'_, '_, '_> {
 
     /// The shape a new temporary of `width` activations has (offset 0, rows `width` apart):
     /// what GEMM eligibility reads, for a value that may never be materialised.
-    pub(super) fn temp_shape(&self, width: usize) -> Operand {
+    fn temp_shape(&self, width: usize) -> Operand {
         Operand {
             value: 0,
             root: 0,
@@ -182,32 +182,42 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         residual: Option<Operand>,
     ) -> Result<(), String> {
+        let emit_norm = |e: &mut Self, dst: Operand, split_out: bool| {
+            let form = Form {
+                split_out,
+                ..Form::default()
+            };
+            e.base_as(norm, inputs, dst, Epilogue::None, form)
+        };
+        self.norm_project_with(width, emit_norm, projs, out, residual)
+    }
+
+    /// [`Emit::norm_project`] for a norm of `width` channels whose kernels `emit_norm` emits
+    /// into `dst`: the bf16 split planes (`true`: twice the width) or an f32 temporary.
+    pub(super) fn norm_project_with(
+        &mut self,
+        width: usize,
+        emit_norm: impl FnOnce(&mut Self, Operand, bool) -> Result<(), String>,
+        projs: &[Proj],
+        out: Operand,
+        residual: Option<Operand>,
+    ) -> Result<(), String> {
         let shape = self.temp_shape(width);
         if !splits(self.ctx, &shape, projs, true) {
             let xn = self.new_temp(width);
-            self.base(norm, inputs, xn, Epilogue::None)?;
+            emit_norm(self, xn, false)?;
             return self.project(xn, projs, out, residual);
         }
         let planes = (self.temp)(2 * width, DType::BF16);
-        let form = Form {
-            split_out: true,
-            ..Form::default()
-        };
-        self.base_as(norm, inputs, planes, Epilogue::None, form)?;
-        self.project_from(
-            None,
-            Some(cols(planes, 0, width)),
-            shape,
-            projs,
-            out,
-            residual,
-        )
+        emit_norm(self, planes, true)?;
+        let hi = cols(planes, 0, width);
+        self.project_from(None, Some(hi), shape, projs, out, residual)
     }
 
     /// The projections of [`Emit::project`] from the f32 input `x` and/or its split planes
     /// `split` (hi columns; `shape` is the f32 input's, for eligibility): every GEMM that
     /// takes planes reads `split`, the others `x`.
-    pub(super) fn project_from(
+    fn project_from(
         &mut self,
         x: Option<Operand>,
         split: Option<Operand>,
@@ -285,7 +295,7 @@ fn rms_norm(n: &Norm) -> Op {
 
 /// Whether the projections of the f32 input `x` read split planes: some of them (`all`: false),
 /// or every projection and every adapter's first GEMM (`all`: true).
-pub(super) fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
+fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
     let mut gemms = projs.iter().flat_map(|p| {
         std::iter::once(p.weight.as_str()).chain(p.adapter.as_ref().map(|a| a.a.as_str()))
     });

@@ -10,7 +10,7 @@ use zamba2c_ir::kernel::LaunchCost;
 use zamba2c_ir::{DType, Op};
 
 use super::mixer::mamba_step;
-use super::prompt::{cols, prompt_specs, splits, Emit};
+use super::prompt::{prompt_specs, Emit};
 use super::Temp;
 use crate::families::{flit, weight_ref, Builder, KernelSpec};
 use crate::program::{Extent, NodeCtx, Operand};
@@ -57,27 +57,13 @@ pub fn rows_specs(
         weight: out_proj.clone(),
         adapter: None,
     }];
-    // The norm writes the split planes out_proj's GEMM reads when it takes them
-    // (`Emit::norm_project`'s rule).
-    let shape = e.temp_shape(din);
-    if splits(ctx, &shape, &p, true) {
-        let planes = (e.temp)(2 * din, DType::BF16);
+    // The gated group norm, as planes when out_proj's GEMM reads them (`Emit::norm_project`).
+    let emit_norm = |e: &mut Emit, dst: Operand, split: bool| {
         e.specs
-            .push(group_rms_norm(ctx, norm, *groups, gated, planes, true)?);
-        e.project_from(
-            None,
-            Some(cols(planes, 0, din)),
-            shape,
-            &p,
-            ctx.out,
-            residual,
-        )?;
-    } else {
-        let yn = e.new_temp(din);
-        e.specs
-            .push(group_rms_norm(ctx, norm, *groups, gated, yn, false)?);
-        e.project(yn, &p, ctx.out, residual)?;
-    }
+            .push(group_rms_norm(ctx, norm, *groups, gated, dst, split)?);
+        Ok(())
+    };
+    e.norm_project_with(din, emit_norm, &p, ctx.out, residual)?;
     Ok(e.specs)
 }
 

@@ -204,6 +204,40 @@ impl Batcher {
         })
     }
 
+    /// Decodes `rows` through the logits and samples each row's token with its sequence's
+    /// sampler; the logits become the step's buffer ([`Batcher::step_logits`]), row `r` for
+    /// the `r`-th of `rows`.
+    fn sample_step(
+        &mut self,
+        rows: &[(SlotId, u32)],
+        vocab: usize,
+    ) -> Result<Vec<u32>, RuntimeError> {
+        let logits = self.engine.decode(rows)?;
+        super::check_step_logits(rows.len(), logits.len(), vocab)?;
+        // A sequence still pointing into the previous step's logits that is not in this step
+        // (its context is full) keeps its row as its own before the buffer is replaced.
+        let left_out = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter(|(slot, _)| !rows.iter().any(|&(sl, _)| sl == *slot))
+            .filter_map(|(_, s)| s.as_mut());
+        for s in left_out {
+            if let Logits::Row(r) = s.logits {
+                let own = logits_row(&self.step_logits, r, vocab).map(<[f32]>::to_vec);
+                s.logits = own.map_or(Logits::None, Logits::Own);
+            }
+        }
+        let mut tokens = Vec::with_capacity(rows.len());
+        for (&(slot, _), row) in rows.iter().zip(logits.chunks_exact(vocab)) {
+            if let Some(s) = self.slots[slot].as_mut() {
+                tokens.push(s.sampler.next(row));
+            }
+        }
+        self.step_logits = logits;
+        Ok(tokens)
+    }
+
     /// One step: decodes the waiting token of every sequence that has one (a sequence whose
     /// state holds the whole context is skipped: release it), then runs up to
     /// `prefill_chunk` prompt tokens, and samples a token for every sequence that got logits.
@@ -222,26 +256,37 @@ impl Batcher {
                 (self.engine.position(slot) < ctx).then_some((slot, token))
             })
             .collect();
-        // Greedy tokens without the logits when nobody will read them.
-        let tokens_only = !self.keep_logits
-            && rows.iter().all(|&(slot, _)| {
-                self.slots[slot]
-                    .as_ref()
-                    .is_some_and(|s| s.sampler.params.is_argmax())
-            });
-        if !rows.is_empty() && tokens_only {
-            let tokens = self.engine.decode_greedy(&rows)?;
-            if tokens.len() != rows.len() {
-                return Err(RuntimeError::Input(format!(
-                    "a decode step of {} sequences gave {} tokens",
-                    rows.len(),
-                    tokens.len()
-                )));
-            }
-            for (&(slot, _), token) in rows.iter().zip(tokens) {
+        if !rows.is_empty() {
+            // Greedy tokens without the logits when nobody will read them.
+            let tokens_only = !self.keep_logits
+                && rows.iter().all(|&(slot, _)| {
+                    self.slots[slot]
+                        .as_ref()
+                        .is_some_and(|s| s.sampler.params.is_argmax())
+                });
+            let tokens = if tokens_only {
+                let tokens = self.engine.decode_greedy(&rows)?;
+                if tokens.len() != rows.len() {
+                    return Err(RuntimeError::Input(format!(
+                        "a decode step of {} sequences gave {} tokens",
+                        rows.len(),
+                        tokens.len()
+                    )));
+                }
+                tokens
+            } else {
+                self.sample_step(&rows, vocab)?
+            };
+            for (r, (&(slot, _), token)) in rows.iter().zip(tokens).enumerate() {
                 if let Some(s) = self.slots[slot].as_mut() {
-                    s.sampler.accept(token);
-                    s.logits = Logits::None;
+                    if tokens_only {
+                        s.sampler.accept(token);
+                    }
+                    s.logits = if tokens_only {
+                        Logits::None
+                    } else {
+                        Logits::Row(r)
+                    };
                     s.pending = Some(token);
                     out.push(Sampled {
                         slot,
@@ -250,37 +295,6 @@ impl Batcher {
                     });
                 }
             }
-        } else if !rows.is_empty() {
-            let logits = self.engine.decode(&rows)?;
-            super::check_step_logits(rows.len(), logits.len(), vocab)?;
-            // A sequence still pointing into the previous step's logits that is not in this
-            // step (its context is full) keeps its row as its own before the buffer is
-            // replaced.
-            let left_out = self
-                .slots
-                .iter_mut()
-                .enumerate()
-                .filter(|(slot, _)| !rows.iter().any(|&(sl, _)| sl == *slot))
-                .filter_map(|(_, s)| s.as_mut());
-            for s in left_out {
-                if let Logits::Row(r) = s.logits {
-                    let own = logits_row(&self.step_logits, r, vocab).map(<[f32]>::to_vec);
-                    s.logits = own.map_or(Logits::None, Logits::Own);
-                }
-            }
-            for (r, (&(slot, _), row)) in rows.iter().zip(logits.chunks_exact(vocab)).enumerate() {
-                if let Some(s) = self.slots[slot].as_mut() {
-                    let token = s.sampler.next(row);
-                    s.logits = Logits::Row(r);
-                    s.pending = Some(token);
-                    out.push(Sampled {
-                        slot,
-                        token,
-                        first: false,
-                    });
-                }
-            }
-            self.step_logits = logits;
         }
 
         let mut prefilling: Vec<(u64, SlotId)> = self

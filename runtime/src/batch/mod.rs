@@ -43,11 +43,18 @@ pub trait BatchEngine {
     /// largest logit, [`argmax`]) instead of its logits. A backend that can pick them where
     /// the logits are (the CUDA engine, on the device) saves moving the logits.
     fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
-        let vocab = self.vocab_size();
-        let logits = self.decode(batch)?;
-        check_step_logits(batch.len(), logits.len(), vocab)?;
-        Ok(logits.chunks_exact(vocab.max(1)).map(argmax).collect())
+        greedy_tokens(&self.decode(batch)?, batch.len(), self.vocab_size())
     }
+}
+
+/// Each row's greedy token ([`argmax`]) of a decode step's `rows × vocab` logits.
+pub(crate) fn greedy_tokens(
+    logits: &[f32],
+    rows: usize,
+    vocab: usize,
+) -> Result<Vec<u32>, RuntimeError> {
+    check_step_logits(rows, logits.len(), vocab)?;
+    Ok(logits.chunks_exact(vocab.max(1)).map(argmax).collect())
 }
 
 /// That a decode step of `rows` sequences gave `rows × vocab` logits (`len`).

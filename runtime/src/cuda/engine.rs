@@ -40,7 +40,6 @@ use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 use super::blas::{Blas, GemmPtrs};
 use super::graph::{DecodeGraphs, StepKey, StepMode};
 use crate::batch::{BatchEngine, SlotId};
-use crate::generate::sampling::argmax;
 use crate::{Engine, RuntimeError, Tensor};
 
 /// Called with every node's output during an observed run.
@@ -1346,35 +1345,30 @@ impl BatchEngine for CudaEngine {
     }
 
     fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
+        let vocab = Engine::vocab_size(self);
+        // The table the step runs on picks the tokens itself when it can (`argmax_rows`).
+        let id = self.decode_table_for(batch.len());
+        let picks = self.table(id)?.0.greedy;
+        let Some(v) = picks.filter(|_| !super::graph::env_flag(NO_DEVICE_ARGMAX_ENV)) else {
+            let logits = BatchEngine::decode(self, batch)?;
+            return crate::batch::greedy_tokens(&logits, batch.len(), vocab);
+        };
         let (slots, tokens): (Vec<SlotId>, Vec<u32>) = batch.iter().copied().unzip();
         let (_, id) = self.launch_call(Phase::Decode, &slots, &tokens, None)?;
-        let vocab = Engine::vocab_size(self);
-        let on_device = self.table(id)?.0.greedy;
-        match on_device.filter(|_| !super::graph::env_flag(NO_DEVICE_ARGMAX_ENV)) {
-            // One i32 a row (templates/argmax_rows.cu), exact as f32 below 2^24.
-            Some(v) => self
-                .read_rows(id, v, slots.len(), 1, 0..1)?
-                .data
-                .into_iter()
-                .map(|x| {
-                    let t = x as u32;
-                    if x >= 0.0 && (t as usize) < vocab && t as f32 == x {
-                        Ok(t)
-                    } else {
-                        Err(RuntimeError::Device(format!(
-                            "the device picked token {x} of a vocabulary of {vocab}"
-                        )))
-                    }
-                })
-                .collect(),
-            None => {
-                let out = self.output_value(id)?;
-                let logits = self.read_rows(id, out, slots.len(), 1, 0..1)?.data;
-                Ok(logits.chunks_exact(vocab.max(1)).map(argmax).collect())
-            }
-        }
+        // One i32 a row (templates/argmax_rows.cu), exact as f32 below 2^24.
+        self.read_rows(id, v, slots.len(), 1, 0..1)?
+            .data
+            .into_iter()
+            .map(|x| {
+                let t = x as u32;
+                if x >= 0.0 && (t as usize) < vocab && t as f32 == x {
+                    Ok(t)
+                } else {
+                    Err(RuntimeError::Device(format!(
+                        "the device picked token {x} of a vocabulary of {vocab}"
+                    )))
+                }
+            })
+            .collect()
     }
 }
