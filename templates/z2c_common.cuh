@@ -199,6 +199,35 @@ __device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, u
 }
 #endif
 
+// Thread-block clusters (sm_90+; docs/KERNELS.md "decode_rows", split-K GEMM): a kernel declared
+// with Z2C_CLUSTER(n) runs in clusters of n consecutive blocks along x, whose shared memory each
+// block of the cluster can read. Before sm_90 the attribute is absent and such kernels take their
+// single-block path.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define Z2C_CLUSTER(n) __cluster_dims__(n, 1, 1)
+// Every thread of every block of the cluster arrives; shared-memory writes before it are visible
+// to the whole cluster after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// The address, in the cluster's shared window, of shared address `a` in block `rank` of the cluster.
+__device__ __forceinline__ unsigned cluster_map(unsigned a, unsigned rank) {
+  unsigned r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ float4 ld_cluster_f4(unsigned a) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 { %0, %1, %2, %3 }, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(a)
+               : "memory");
+  return v;
+}
+#else
+#define Z2C_CLUSTER(n)
+#endif
+
 // Programmatic dependent launch (docs/KERNELS.md "Overlapping launches"). The runtime launches
 // every kernel allowed to start before the previous one has finished (sm_90+). Nothing a
 // kernel reads that an earlier launch writes, and nothing it writes, may be touched before

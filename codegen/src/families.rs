@@ -640,6 +640,9 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 let b = b.set("tile", MMA_TILE).set("bk", MMA_BK);
                 return Ok(kernel(b, "linear_mma", grid, 32 * MMA_WARPS));
             }
+            if rows_gemm(ctx) {
+                return Ok(skinny_gemm(ctx, b, (n, k), kernel));
+            }
             // Narrow outputs take 64-row tiles so a 512-token chunk still fills the GPU
             // (2560 features: 20 × 8 blocks rather than 20 × 4).
             let bm = if n <= crate::tune("MMA_NARROW_N", PIPE_NARROW_N) {
@@ -652,14 +655,9 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 128
             };
             let stages = crate::tune("MMA_STAGES", PIPE_STAGES).clamp(2, 6);
-            // Bytes per x element in shared memory: f32, or two bf16 planes, or one.
-            let (x_bytes, xmode) = match (ctx.presplit, x.dtype) {
-                (true, _) => (4, "presplit"),
-                (false, DType::F32) => (4, "f32"),
-                _ => (2, "bf16"),
-            };
+            let (x_bytes, xmode) = pipe_x_mode(ctx);
             let b = b.set("xmode", xmode);
-            let smem = stages * (bm * (MMA_BK + 8) * x_bytes + MMA_TILE * (MMA_BK + 8) * 2);
+            let smem = pipe_smem(stages, bm, MMA_BK, x_bytes);
             let grid = [
                 Extent::Const(n.div_ceil(MMA_TILE) as u32),
                 row_tiles(bm),
@@ -685,6 +683,95 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             kernel(b, "linear_gemm", grid, GEMM_THREADS)
         }
     })
+}
+
+/// How `linear_mma_pipe` stages its input (`xmode`) and the bytes of one x element in shared
+/// memory: two bf16 planes of a presplit input, an f32 value, or one bf16 value.
+fn pipe_x_mode(ctx: &NodeCtx) -> (usize, &'static str) {
+    match (ctx.presplit, ctx.inputs[0].dtype) {
+        (true, _) => (4, "presplit"),
+        (false, DType::F32) => (4, "f32"),
+        _ => (2, "bf16"),
+    }
+}
+
+/// Dynamic shared memory of `linear_mma_pipe`: `stages` x tiles of `bm` rows and W tiles of
+/// `MMA_TILE` features, `bk` columns each plus the 8-element row padding of the template.
+fn pipe_smem(stages: usize, bm: usize, bk: usize, x_bytes: usize) -> usize {
+    stages * (bm * (bk + 8) * x_bytes + MMA_TILE * (bk + 8) * 2)
+}
+
+/// Rows of the split-K GEMM's block tile (`skinny_gemm`): a whole step of up to 64 rows.
+const SKINNY_BM: usize = 64;
+
+/// Whether the linears of this table run as the split-K GEMM of a few rows ([`skinny_gemm`]):
+/// in `decode_rows` with `ZAMBA2C_TUNE_ROWS_GEMM=2`. Not the default: on a 64-row step of the
+/// 2.7B shape its 196 launches took 9.06 ms against 5.14 ms for the library's stacked GEMMs and
+/// their `pair_sum` (docs/PERFORMANCE.md, 2026-12-02 sixth session).
+pub(crate) fn rows_gemm(ctx: &NodeCtx) -> bool {
+    ctx.phase == Phase::Decode && ctx.gemm && crate::tune("ROWS_GEMM", 1) == 2
+}
+
+/// `linear_mma_pipe` for a step of a few rows (docs/KERNELS.md "decode_rows"): one 64-row tile
+/// covers the step, and each 128-feature tile is split along k over a thread-block cluster of
+/// `splits` blocks, so the weight streams once from enough blocks to fill the GPU (a 2560-wide
+/// projection is 20 tiles: 160 blocks with 8 splits); the partial tiles are added in shared
+/// memory across the cluster, in rank order. A split input's two planes are multiplied into
+/// the same output fragments, so there is no product to add afterwards.
+fn skinny_gemm(
+    ctx: &NodeCtx,
+    b: Builder,
+    (n, k): (usize, usize),
+    kernel: impl FnOnce(Builder, &'static str, [Extent; 3], usize) -> KernelSpec,
+) -> KernelSpec {
+    let (x_bytes, xmode) = pipe_x_mode(ctx);
+    // Measurement knobs: k-tiles of 64 (half the waits and barriers per weight byte; bf16 tiles
+    // only; 3 stages by default so two blocks still fit an SM) and the lo plane's products in
+    // accumulators of their own (`ROWS_DUAL=2`, presplit inputs).
+    let bk = match crate::tune("ROWS_BK", MMA_BK) {
+        64 if xmode != "f32" => 64,
+        _ => MMA_BK,
+    };
+    let stages = crate::tune("ROWS_STAGES", if bk == 64 { 3 } else { 4 }).clamp(2, 6);
+    let tiles = n.div_ceil(MMA_TILE);
+    let kt = k.div_ceil(bk);
+    // Double the splits (up to 8, the portable cluster size) while the grid has fewer than
+    // ROWS_BLOCKS blocks (two per SM of an H200) and each split keeps >= 4 k-tiles.
+    let target = crate::tune("ROWS_BLOCKS", 264);
+    let max_splits = crate::tune("ROWS_SPLITS", 8).clamp(1, 8);
+    let mut splits = 1;
+    while splits < max_splits && tiles * splits < target && kt / (2 * splits) >= 4 {
+        splits *= 2;
+    }
+    let kts = kt.div_ceil(splits);
+    let smem = pipe_smem(stages, SKINNY_BM, bk, x_bytes);
+    let mut b = b
+        .set("xmode", xmode)
+        .set("bm", SKINNY_BM)
+        .set("bn", MMA_TILE)
+        .set("bk", bk)
+        .set("stages", stages)
+        .set("skinny", true)
+        .set("splits", splits)
+        .set("kts", kts)
+        .set("pdl_inside", true);
+    if splits > 1 {
+        b = b.set("cluster", splits);
+    }
+    if xmode == "presplit" && crate::tune("ROWS_DUAL", 1) == 2 {
+        b = b.set("dual", true);
+    }
+    let grid = [
+        Extent::Const((tiles * splits) as u32),
+        Extent::Rows {
+            mul: ctx.row_stack,
+            div: SKINNY_BM,
+        },
+        Extent::Const(1),
+    ];
+    let mut mma = kernel(b, "linear_mma_pipe", grid, 32 * MMA_WARPS);
+    mma.smem = smem as u32;
+    mma
 }
 
 /// The projection of a `linear_mma_pipe` launch as a library GEMM, when the library can compute

@@ -14,6 +14,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("prelude.cu", include_str!("../../templates/prelude.cu")),
     ("embedding.cu", include_str!("../../templates/embedding.cu")),
+    ("norm_body.cu", include_str!("../../templates/norm_body.cu")),
     ("rms_norm.cu", include_str!("../../templates/rms_norm.cu")),
     (
         "elementwise.cu",
@@ -42,6 +43,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/argmax_rows.cu"),
     ),
     ("mma_store.cu", include_str!("../../templates/mma_store.cu")),
+    (
+        "mma_reduce_cluster.cu",
+        include_str!("../../templates/mma_reduce_cluster.cu"),
+    ),
     (
         "linear_mma_pipe.cu",
         include_str!("../../templates/linear_mma_pipe.cu"),

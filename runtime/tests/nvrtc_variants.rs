@@ -1,8 +1,9 @@
 //! Kernel variants behind codegen tuning knobs (docs/KERNELS.md "Tuning knobs") render and
 //! compile with NVRTC for sm_90 like the default kernels (nvrtc_compile.rs), so a variant
-//! waiting for its GPU measurement cannot rot: the register-staged prompt attention and the
-//! whole-head `mamba_step` of decode_rows. One test in this binary: the knobs are read from
-//! the environment when a program is built, and this test sets them before anything else runs.
+//! waiting for its GPU measurement cannot rot: the register-staged prompt attention, the
+//! whole-head `mamba_step` of decode_rows and decode_rows' split-K GEMM (thread-block
+//! clusters). One test in this binary: the knobs are read from the environment when a program
+//! is built, and this test sets them before anything else runs.
 
 mod common;
 
@@ -17,6 +18,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // The only test of this binary: nothing else reads the environment meanwhile.
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     std::env::set_var("ZAMBA2C_TUNE_STEP_ROWS_BATCHED", "64");
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_GEMM", "2");
     // Head sizes 64 and 160 (the 2.7B's), GQA and RoPE, a bf16 KV cache under f32 and bf16
     // activations: the prompt attention's register-staged kernel (the cp.async one is the
     // default, compiled by nvrtc_compile.rs).
@@ -83,6 +85,54 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         );
         jobs.push((name.to_string(), k.source.clone(), format!("{name}.cu")));
     }
+    // decode_rows' linears as the split-K GEMM of a few rows on the 2.7B shape: f32 activations
+    // split into planes, clusters of up to 8 blocks, no library GEMM and no stacked planes.
+    let big = config(json!({
+        "vocab_size": 32000, "hidden_size": 2560, "num_hidden_layers": 54,
+        "layers_block_type": serde_json::Value::Null, "mamba_d_state": 64, "n_mamba_heads": 80,
+        "intermediate_size": 10240, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "num_mem_blocks": 2, "adapter_rank": 128, "max_position_embeddings": 4096
+    }));
+    let m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
+    // As built by default, then with k-tiles of 64 and separate lo-plane accumulators.
+    for (tag, bk, dual) in [("rows", "32", "1"), ("rows-bk64-dual", "64", "2")] {
+        std::env::set_var("ZAMBA2C_TUNE_ROWS_BK", bk);
+        std::env::set_var("ZAMBA2C_TUNE_ROWS_DUAL", dual);
+        let p = build_program(&m).expect("2.7B program");
+        let rows = p.decode_rows.as_ref().expect("decode_rows");
+        let gemms: std::collections::BTreeSet<&str> = rows
+            .launches
+            .iter()
+            .filter(|l| p.kernels[&l.kernel].family == "linear_mma_pipe")
+            .inspect(|l| {
+                assert!(l.library.is_none(), "{}: a library GEMM", l.kernel);
+                assert!(!l.args.contains(&zamba2c_ir::kernel::Arg::RowsTimes(2)));
+            })
+            .map(|l| l.kernel.as_str())
+            .collect();
+        assert!(gemms
+            .iter()
+            .any(|k| p.kernels[*k].source.contains("Z2C_CLUSTER(8)")));
+        for name in gemms {
+            let k = &p.kernels[name];
+            assert!(k.source.contains("Split-K for steps"), "{name}");
+            assert!(
+                k.source.contains("split\n  // beforehand"),
+                "{name}: planes"
+            );
+            assert!(k.source.contains(&format!("BK = {bk},")), "{name}: BK {bk}");
+            assert_eq!(
+                k.source.contains("acc_lo"),
+                dual == "2",
+                "{name}: lo accumulators"
+            );
+            jobs.push((
+                name.to_string(),
+                k.source.clone(),
+                format!("{tag}/{name}.cu"),
+            ));
+        }
+    }
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
@@ -94,5 +144,11 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     for ((name, _, _), ptx) in jobs.iter().zip(&ptxs) {
         assert!(ptx.contains(&format!(".entry {name}(")), "{name}");
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
+        if name.contains("linear_mma_pipe") && ptx.contains(".reqnctapercluster") {
+            assert!(
+                ptx.contains("barrier.cluster") && ptx.contains("mapa"),
+                "{name}"
+            );
+        }
     }
 }

@@ -6,13 +6,15 @@ use zamba2c_ir::{DType, Op, StateSpec};
 use crate::families::{weight_ref, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
-/// Rows of an SSM head one `mamba_step` block updates, and its threads. The `decode_rows` table
-/// takes the same by default: a whole head per block there (64 rows: the B/C conv once per head,
-/// 4× the state bytes in flight per thread) was measured slower, 5.76 against 4.26 ms for the
-/// 54 launches of a 64-row step (docs/PERFORMANCE.md, 2026-12-02);
-/// `ZAMBA2C_TUNE_STEP_ROWS_BATCHED` sets it there for measurements.
+/// Rows of an SSM head one `mamba_step` block updates, and its threads.
 const STEP_ROWS: usize = 16;
 const STEP_THREADS: usize = 256;
+/// The same in the `decode_rows` table (`ZAMBA2C_TUNE_STEP_ROWS_BATCHED` sets it for
+/// measurements). A 64-row step of the 2.7B shape took 11.03 ms with 32-row blocks, 11.70 with
+/// 16 and 13.21 with a whole head (64 rows) per block (docs/PERFORMANCE.md, 2026-12-02 sixth
+/// session). A 32-row block computes the group's B/C conv for twice the rows of a 16-row one;
+/// why the whole-head block loses has not been profiled.
+const STEP_ROWS_BATCHED: usize = 32;
 
 /// The decode step of a mixer: conv + SiLU + SSM update + D skip + gate
 /// (templates/mamba_step.cu), writing the gated output into `gated` (f32).
@@ -62,8 +64,8 @@ pub(super) fn mamba_step(
     if cdt != zx.dtype || zx.width != din + channels + heads {
         return Err("conv state dtype or in_proj width does not match".into());
     }
-    // The knob's rows where they split the head, the default's otherwise.
-    let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS) {
+    // In decode_rows, the knob's rows where they split the head, 16 otherwise.
+    let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED) {
         r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,
         _ => STEP_ROWS,
     };

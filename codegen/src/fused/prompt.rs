@@ -308,15 +308,17 @@ fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
 }
 
 /// Whether split planes run as stacked rows of one GEMM ([`Emit::split_linear`]): in the
-/// `decode_rows` table, where the two presplit GEMMs of a few rows each read the whole weight
-/// (docs/PERFORMANCE.md, 2026-12-02: cuBLASLt 6.9 ms of a 17 ms 64-row step). Prompts keep the
-/// presplit GEMM: their products are large beside the weight. `ZAMBA2C_TUNE_STACK_SPLIT=2`
-/// turns stacking off, `=3` stacks prompts too (measurements).
+/// `decode_rows` table when its linears are library GEMMs (`ZAMBA2C_TUNE_ROWS_GEMM=2`), where
+/// the two presplit GEMMs of a few rows each read the whole weight (docs/PERFORMANCE.md,
+/// 2026-12-02: cuBLASLt 6.9 ms of a 17 ms 64-row step); the split-K GEMM of `decode_rows`
+/// (`families::rows_gemm`) reads both planes per weight tile itself. Prompts keep the presplit
+/// GEMM: their products are large beside the weight. `ZAMBA2C_TUNE_STACK_SPLIT=2` turns
+/// stacking off, `=3` stacks prompts too (measurements).
 fn stacked_planes(ctx: &NodeCtx) -> bool {
     match crate::tune("STACK_SPLIT", 1) {
         2 => false,
         3 => true,
-        _ => ctx.gemm,
+        _ => ctx.gemm && !families::rows_gemm(ctx),
     }
 }
 

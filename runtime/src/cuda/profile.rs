@@ -348,7 +348,8 @@ pub fn profile_batch(
     prompt_len: usize,
 ) -> Result<BatchProfileReport, RuntimeError> {
     const STEPS: usize = 8;
-    let mut options = CudaOptions::new(prompt_len + 3 * STEPS + 4);
+    // Each step below appends one token to every slot: 2 warm-up calls, then four runs of STEPS.
+    let mut options = CudaOptions::new(prompt_len + 4 * STEPS + 2);
     options.max_batch = batch.max(1);
     let mut e = CudaEngine::with_options(plan, options)?;
     let vocab = Engine::vocab_size(&e) as u32;
