@@ -22,11 +22,20 @@
                     : to_f(state[so + ((META_POS(b) + q) % {{ k }} + {{ k }}) % {{ k }}]);
   }
   const float bc = to_f(bias[c]);
-  for (int t = t0; t < t1; ++t) {
+  // The chunk's inputs, all loaded before the first output is stored (a store could alias the
+  // next input for the compiler, which then waited for each load in turn).
+  float xin[{{ tch }}];
+#pragma unroll
+  for (int i = 0; i < {{ tch }}; ++i)
+    xin[i] = t0 + i < t1 ? to_f(x[((long)b * seq + t0 + i) * {{ x_stride }} + c]) : 0.f;
+#pragma unroll
+  for (int i = 0; i < {{ tch }}; ++i) {
+    const int t = t0 + i;
+    if (t >= t1) break;
     const long row = (long)b * seq + t;
 #pragma unroll
     for (int j = 0; j + 1 < {{ k }}; ++j) win[j] = win[j + 1];
-    win[{{ k }} - 1] = to_f(x[row * {{ x_stride }} + c]);
+    win[{{ k }} - 1] = xin[i];
     float acc = bc;
 #pragma unroll
     for (int j = 0; j < {{ k }}; ++j) acc += w[j] * win[j];

@@ -13,13 +13,29 @@
   const int nch = (seq + L - 1) / L;
   float* cp = chunks + ((long)b * nch * H + h) * (P * N) + e;
   float S = *st;
-  for (int c = 0; c < nch; ++c) {
-    const int tl = min(seq, (c + 1) * L) - 1;
-    const float decay = expf(ws[((long)b * seq + tl) * (2 * H) + H + h]);
-    float* q = cp + (long)c * H * (P * N);
-    const float local = *q;
-    *q = S;
-    S = fmaf(decay, S, local);
+  // Chunks in groups of G: the group's loads are all issued before its stores (a store could
+  // alias the next chunk's loads for the compiler, which then waited for each load in turn);
+  // the same updates in the same order, so the same bits.
+  constexpr int G = 8;
+  for (int c0 = 0; c0 < nch; c0 += G) {
+    float decay[G], local[G];
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      const int c = c0 + j;
+      if (c < nch) {
+        const int tl = min(seq, (c + 1) * L) - 1;
+        decay[j] = expf(ws[((long)b * seq + tl) * (2 * H) + H + h]);
+        local[j] = cp[(long)c * H * (P * N)];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      const int c = c0 + j;
+      if (c < nch) {
+        cp[(long)c * H * (P * N)] = S;
+        S = fmaf(decay[j], S, local[j]);
+      }
+    }
   }
   *st = S;
 }
