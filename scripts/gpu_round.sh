@@ -11,7 +11,10 @@
 # LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
 # VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
 # BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
-# RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting).
+# RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting),
+# NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
+# of prompts against each alone on the 2.7B shape, issue 12). Knob variants take
+# several knobs as KNOB=V,KNOB2=V2.
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -21,12 +24,14 @@ Z=$PWD/.gpu/bin/zamba2c
 rc=0
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for t in .gpu/tests/cuda_kernels-*; do
+    [ -e "$t" ] || continue
     ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 2>&1 | tail -40 > "$OUT/kernels.log" || rc=1
     tail -5 "$OUT/kernels.log"
   done
   # The batched engine (runtime/tests/cuda_batch.rs): sequences joining and leaving slots
   # against the CPU alone, one slot against the one-sequence engine bitwise.
   for t in .gpu/tests/cuda_batch-*; do
+    [ -e "$t" ] || continue
     timeout 300 "$t" --test-threads 1 > "$OUT/batch_tests.log" 2>&1 || rc=1
     grep -E "panicked|differ|test result|^test " "$OUT/batch_tests.log" | head -20
   done
@@ -34,10 +39,18 @@ fi
 # Kernel variants behind codegen knobs (VARIANT_TESTS="STEP_ROWS_BATCHED=64 ..."): the CUDA
 # kernel tests again with ZAMBA2C_TUNE_<KNOB>=<V>, every kernel against the CPU interpreter.
 # The batched-engine tests too: decode_rows runs only there.
+# The environment ZAMBA2C_TUNE_<KNOB>=<V> of each knob of a variant KNOB=V[,KNOB2=V2...].
+tune_env() {
+  local kv k
+  IFS=, read -ra kv <<< "$1"
+  for k in "${kv[@]}"; do printf 'ZAMBA2C_TUNE_%s\n' "$k"; done
+}
 for v in ${VARIANT_TESTS:-}; do
   for t in .gpu/tests/cuda_kernels-* .gpu/tests/cuda_batch-*; do
-    log="$OUT/variant_${v//=/-}_$(basename "${t%-*}").log"
-    env "ZAMBA2C_TUNE_$v" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 \
+    [ -e "$t" ] || continue
+    log="$OUT/variant_${v//[=,]/-}_$(basename "${t%-*}").log"
+    mapfile -t knobs < <(tune_env "$v")
+    env "${knobs[@]}" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 \
       > "$log" 2>&1 || rc=1
     echo "variant $v $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
     grep -E "panicked|differ" "$log" | head -5
@@ -79,9 +92,12 @@ if [ -n "${VARIANTS:-}" ]; then
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2))"
   done
 fi
-# The dummy-weights 2.7B plan compiled with one codegen knob KNOB=V (ZAMBA2C_TUNE_KNOB) into $2.
+# The dummy-weights 2.7B plan compiled with codegen knobs KNOB=V[,KNOB2=V2...] (ZAMBA2C_TUNE_KNOB)
+# into $2.
 variant_plan() {
-  env "ZAMBA2C_TUNE_$1" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype bf16 --arch sm_90 \
+  local knobs
+  mapfile -t knobs < <(tune_env "$1")
+  env "${knobs[@]}" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype bf16 --arch sm_90 \
     > /dev/null 2>&1 || { echo "variant $1: compile failed"; return 1; }
 }
 for v in ${VARIANTS:-}; do
@@ -112,7 +128,7 @@ for e in ${RUN_VARIANTS:-}; do
 done
 if [ -n "${BATCH_VARIANTS:-}" ]; then
   for v in $BATCH_VARIANTS; do
-    d=/tmp/bvar-${v//=/-}
+    d=/tmp/bvar-${v//[=,]/-}
     variant_plan "$v" "$d" || { rc=1; continue; }
     for b in ${VARIANT_BATCHES:-64}; do batch_line "$v" "$d" "$b"; done
   done
@@ -130,6 +146,20 @@ if [ "${PDL:-0}" = 1 ]; then
   for ctx in 512 4096; do
     echo "pdl default plan ctx $ctx on $(decode_ms "$M" $ctx X=1) off $(decode_ms "$M" $ctx ZAMBA2C_NO_PDL=1)" | tee -a "$OUT/pdl.txt"
   done
+fi
+# Nsight Compute over the GEMMs of a 64-row step (NCU_ROWS=1): the decode_rows linears
+# (kernels z2c_linear_mma_pipe_r*), their time, throughput, occupancy and launch statistics;
+# NCU_ROWS_PLAN picks a plan (e.g. /tmp/bvar-ROWS_GEMM-2 from BATCH_VARIANTS=ROWS_GEMM=2),
+# NCU_ROWS_METRICS adds metrics (e.g. the stall reasons
+# smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,...).
+if [ "${NCU_ROWS:-0}" = 1 ] && command -v ncu >/dev/null; then
+  timeout 300 ncu --clock-control none --kernel-name regex:"${NCU_ROWS_REGEX:-linear_mma_pipe_r}" \
+    --launch-count "${NCU_COUNT:-12}" --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis \
+    ${NCU_ROWS_METRICS:+--metrics "$NCU_ROWS_METRICS"} \
+    "$Z" bench "${NCU_ROWS_PLAN:-$M}" --device cuda --batch 64 --prompt-len 512 --gen-len 2 \
+    --prefill-chunk 32768 --max-context 640 > "$OUT/ncu_rows.txt" 2>&1 || rc=1
+  grep -E "z2c_|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Stall|stalled|Cluster|Block Limit|Waves Per SM|Grid Size|Shared Memory Config|Bank Conflicts" "$OUT/ncu_rows.txt" | head -${NCU_LINES:-160}
 fi
 if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
   toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
@@ -190,6 +220,13 @@ for b in batches:
         row = (1e3 / ms if ms else 0.0, 1e3 / ms if ms else 0.0, ms, ms, ttft, ttft)
     print(f"{b:>5} {r.get('rows_per_step', 1):>9} {row[0]:>10.1f} {row[1]:>12.1f} {row[2]:>8.3f} {row[3]:>11.3f} {row[4]:>11.1f} {row[5]:>11.1f}")
 PY
+fi
+# Issue 12's GPU check (BATCH_CHECK=1): random prompts on the 2.7B shape run as one batch of
+# up to BATCH_CHECK_B (default 64) against each run alone, greedy tokens compared
+# (scripts/gpu_batch_check.py; batch_check.json).
+if [ "${BATCH_CHECK:-0}" = 1 ]; then
+  timeout 400 python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
+    --batch "${BATCH_CHECK_B:-64}" 2>&1 | tail -4 || rc=1
 fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then
   # Batched decode on the tensor-core table `decode_rows` (docs/KERNELS.md "decode_rows") against

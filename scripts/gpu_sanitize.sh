@@ -25,18 +25,28 @@ for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
   done
 done
 # The batched engine (slots, per-row meta, the several-row proj_gemv): `bench --batch 4` of
-# short prompts, eager, under both tools (BATCHED=0 skips it).
+# short prompts, eager, under both tools; then `bench --batch 16` with every prompt prefilled
+# first, so each step runs 16 rows through decode_rows (norms writing planes, the stacked
+# library GEMMs and pair_sum, 32-row mamba_step blocks, argmax_rows), and the same on a plan
+# with decode_rows' split-K cluster GEMM (ZAMBA2C_TUNE_ROWS_GEMM=2). BATCHED=0 skips them.
 if [ "${BATCHED:-1}" = 1 ]; then
   m=${MODELS%% *}; m=${m:-two_blocks_adapter_rope}
   p=/tmp/san-$m-bf16
   [ -d "$p" ] || "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype bf16 > /dev/null 2>&1
-  for tool in memcheck racecheck; do
-    ZAMBA2C_NO_CUDA_GRAPH=1 timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
-      "$Z" bench "$p" --device cuda --batch 4 --prompt-len 20 --gen-len 6 --max-context 64 --json \
-      > "$OUT/san-batch-$tool.log" 2>&1
-    r=$?
-    echo "$m bf16 batch 4 $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-batch-$tool.log" | tail -1)"
-    [ $r -eq 0 ] || rc=1
+  ps=/tmp/san-$m-bf16-splitk
+  ZAMBA2C_TUNE_ROWS_GEMM=2 "$Z" compile "tests/fixtures/models/$m" -o "$ps" --dtype bf16 > /dev/null 2>&1 \
+    || { echo "compile $m split-K failed"; rc=1; }
+  for run in "4 $p" "16 $p" "16 $ps"; do
+    set -- $run
+    b=$1 plan=$2 tag=$(basename "$2")-b$1
+    for tool in memcheck racecheck; do
+      ZAMBA2C_NO_CUDA_GRAPH=1 timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
+        "$Z" bench "$plan" --device cuda --batch "$b" --prompt-len 20 --gen-len 6 --max-context 64 \
+        --prefill-chunk $((b * 20)) --json > "$OUT/san-$tag-$tool.log" 2>&1
+      r=$?
+      echo "$tag batch $b $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-$tag-$tool.log" | tail -1)"
+      [ $r -eq 0 ] || rc=1
+    done
   done
 fi
 exit $rc

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Issue 12's GPU check on the 2.7B shape: a batch of prompts against each prompt run alone.
+
+    python3 scripts/gpu_batch_check.py --zamba2c .gpu/bin/zamba2c --out $OUT [--batch 64]
+
+Compiles the 2.7B config (examples/zamba2-2.7b-config, random weights: --dummy-weights) with
+the demo model's tokenizer (the same 32,000-token vocabulary), writes --prompts random prompts
+of 8 to 400 words, and runs them twice with greedy decoding and --ignore-eos: all at once
+(`run --prompts-file F --max-batch B`: steps of up to B rows, decode_rows from 16 rows, the
+device's greedy picks) and one at a time (`--max-batch 1`: the one-sequence decode table).
+Both runs are the same plan on the same GPU, so the only differences are the kernels a step of
+many rows takes (docs/KERNELS.md "decode_rows"). Reports, over every generated position, the
+share where both runs picked the same token, the share of each prompt's tokens before its
+first difference, and how many prompts are identical. Issue 12's bar: the same greedy tokens at
+>= 99% of positions. The logits themselves are compared with the CPU interpreter by the
+`cuda_batch` tests (runtime/tests/cuda_batch.rs), not here.
+"""
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "examples" / "zamba2-2.7b-config" / "config.json"
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"]
+TOKENIZER_DIR = ROOT / "examples" / "demo-model"
+WORDS = (
+    "the a model state token cache layer batch engine kernel memory river stone light "
+    "garden window paper music number future simple quiet bright early winter market "
+    "letter forest silver coffee engine signal travel summer animal doctor island"
+).split()
+
+
+def compile_plan(z: str, work: Path, config: Path, arch: list) -> Path:
+    model = work / "model"
+    model.mkdir()
+    shutil.copy(config, model / "config.json")
+    for f in TOKENIZER_FILES:
+        if (TOKENIZER_DIR / f).exists():
+            shutil.copy(TOKENIZER_DIR / f, model / f)
+    plan = work / "plan"
+    subprocess.run(
+        [z, "compile", str(model), "-o", str(plan), "--dummy-weights", "--dtype", "bf16", *arch],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    return plan
+
+
+def run(z: str, plan: Path, prompts: Path, batch: int, gen: int, context: int, device: str) -> list:
+    t = time.time()
+    out = subprocess.run(
+        [z, "run", str(plan), "--prompts-file", str(prompts), "--max-batch", str(batch),
+         "-n", str(gen), "--ignore-eos", "--temperature", "0", "--device", device,
+         "--max-context", str(context), "--quiet"],
+        check=True, capture_output=True, text=True,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    print(f"batch {batch}: {len(rows)} results in {time.time() - t:.1f} s", flush=True)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zamba2c", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--prompts", type=int, default=96)
+    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--max-words", type=int, default=400)
+    # A dry run of the script on the CPU: --config examples/demo-model/config.json --device cpu.
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--device", default="cuda")
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        arch = ["--arch", "sm_90"] if a.device == "cuda" else []
+        plan = compile_plan(a.zamba2c, work, a.config, arch)
+        prompts = work / "prompts.txt"
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, a.max_words)))
+                 for _ in range(a.prompts)]
+        prompts.write_text("\n".join(lines) + "\n")
+        context = 1024
+        batched = run(a.zamba2c, plan, prompts, a.batch, a.gen, context, a.device)
+        alone = run(a.zamba2c, plan, prompts, 1, a.gen, context, a.device)
+    if len(batched) != len(alone) or len(batched) != a.prompts:
+        print(f"BATCH_CHECK failed: {len(batched)} batched and {len(alone)} alone results")
+        return 1
+    same = total = prefix = identical = 0
+    first_diff = []
+    for b, s in zip(batched, alone):
+        if b["prompt_tokens"] != s["prompt_tokens"]:
+            print(f"BATCH_CHECK failed: prompt {b.get('index')} tokenized differently")
+            return 1
+        gb, gs = b["generated_tokens"], s["generated_tokens"]
+        n = min(len(gb), len(gs))
+        total += max(len(gb), len(gs))
+        same += sum(x == y for x, y in zip(gb, gs))
+        k = next((i for i in range(n) if gb[i] != gs[i]), n)
+        prefix += k
+        identical += gb == gs
+        if gb != gs:
+            first_diff.append(k)
+    summary = {
+        "batch": a.batch,
+        "prompts": a.prompts,
+        "generated_per_prompt": a.gen,
+        "positions_same": same / total if total else 0.0,
+        "positions_before_first_difference": prefix / total if total else 0.0,
+        "prompts_identical": identical,
+        "first_differences": sorted(first_diff),
+    }
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "batch_check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    ok = summary["positions_same"] >= 0.99
+    print(
+        f"BATCH_CHECK B={a.batch} prompts={a.prompts} positions_same="
+        f"{summary['positions_same']:.4f} before_first_difference="
+        f"{summary['positions_before_first_difference']:.4f} identical={identical}/{a.prompts} "
+        f"{'ok' if ok else 'BELOW 0.99'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
