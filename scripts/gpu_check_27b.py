@@ -147,7 +147,7 @@ def main():
         r["decode_top1_agree"] = float((ours.argmax(-1) == ref_dec.argmax(-1)).mean())
         res[key] = r
         print(key, json.dumps(r), flush=True)
-        if dtype == "bf16":
+        if dtype in ("bf16", "f16"):
             for pl, gl in [(512, 128), (2048, 32), (4064, 32)] if not knobs else [(512, 32), (2048, 8)]:
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
                 res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])

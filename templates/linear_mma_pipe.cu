@@ -1,16 +1,17 @@
 {% include "prelude.cu" %}
 {
-  // out[m, n] = Σ_k x[m, k] · W[n, k] on tensor cores (bf16 weights; sm_80+ mma.sync m16n8k16,
+  // out[m, n] = Σ_k x[m, k] · W[n, k] on tensor cores ({{ wt }} weights; sm_80+ mma.sync m16n8k16,
   // f32 accumulation), with a {{ stages }}-stage cp.async pipeline: while the warps multiply
   // k-tile i, the tiles i+1 .. i+{{ stages }}-1 are in flight from global memory. Block tile
   // {{ bm }}×{{ bn }} (M×N), k-tiles of {{ bk }}; 8 warps as 2 (M) × 4 (N), each {{ bm }}/2 × 32.
-  // W tiles are bf16 in shared memory, read as B fragments with ldmatrix. x tiles: {% if xmode == "f32" %}f32,
-  // converted to bf16 pairs (cvt.rn.bf16x2) as each A fragment is built{% if split %}, split as
+  // W tiles are {{ wt }} in shared memory, read as B fragments with ldmatrix. x tiles: {% if xmode == "f32" %}f32,
+  // converted to {{ wt }} pairs (cvt.rn.{{ wt }}x2) as each A fragment is built{% if split %}, split as
   // x = hi + lo (hi = bf16(x), lo = bf16(x − hi)) with both parts multiplied by the same W
   // fragment: ~16 mantissa bits kept{% endif %}{% elif xmode == "presplit" %}f32 activations split
   // beforehand (templates/split_bf16.cu: hi in columns 0..K, lo in K..2K of the same rows, x = hi
   // + lo with ~16 mantissa bits kept), both planes staged as bf16 and read with ldmatrix, each
-  // multiplied by the same W fragment{% else %}bf16, read with ldmatrix{% endif %}. Codegen
+  // multiplied by the same W fragment{% elif xmode == "f16" %}f16 (in an f16-weight plan, f32 activations rounded
+  // once beforehand: templates/round_f16.cu or the norm that writes them), read with ldmatrix{% else %}bf16, read with ldmatrix{% endif %}. Codegen
   // guarantees K, both row strides and both offsets are multiples of 8 elements (whole 16-byte
   // chunks); rows past `rows`, features past N and k past K are zero-filled by cp.async.
 {% if skinny is defined %}  // Split-K for steps of a few rows (docs/KERNELS.md "decode_rows"): the {{ splits }} blocks of a
@@ -151,9 +152,9 @@
         v[3] = *reinterpret_cast<const float2*>(xt + (r0 + g + 8) * XSTR + ks + 2 * t + 8);
         unsigned a[4];
 #pragma unroll
-        for (int q = 0; q < 4; ++q) a[q] = cvt_bf16x2(v[q].x, v[q].y);
+        for (int q = 0; q < 4; ++q) a[q] = {{ cvt }}(v[q].x, v[q].y);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
 {% if split %}#pragma unroll
         for (int q = 0; q < 4; ++q) {
           float r0f = v[q].x - __uint_as_float(a[q] << 16);
@@ -163,16 +164,16 @@
           a[q] = cvt_bf16x2(r0f, r1f);
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
 {% endif %}{% elif dual is defined %}        const int mat = lane >> 3, r = lane & 7;
         unsigned a[4];
         ldmatrix_x4(xt + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1], a[2], a[3]);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
         ldmatrix_x4(xt + BM * XSTR + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1], a[2],
                     a[3]);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc_lo[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) {{ mma }}(acc_lo[i][j], a, b[j][0], b[j][1]);
 {% else %}        const int mat = lane >> 3, r = lane & 7;
 #pragma unroll
         for (int pl = 0; pl < XPLANES; ++pl) {
@@ -180,7 +181,7 @@
           ldmatrix_x4(xt + pl * BM * XSTR + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1],
                       a[2], a[3]);
 #pragma unroll
-          for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a, b[j][0], b[j][1]);
+          for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
         }
 {% endif %}      }
     }

@@ -32,8 +32,9 @@
   }
 {% endif %}  ss = block_sum(ss, scratch);
   const float inv = 1.f / sqrtf(ss / {{ count }}.f + {{ eps }});
-{% if split %}  // With `split`, written as the bf16 hi and lo planes its GEMMs read (templates/split_bf16.cu).
-  bf16_t* o = out + r * {{ 2 * width }} + c0;
+{% if split %}  // With `split`, written as the input planes its GEMMs read (store_gemm_input: bf16 hi and lo as
+  // templates/split_bf16.cu splits, or one f16 plane in an f16-weight plan).
+  auto* o = out + r * {{ planes * width }} + c0;
 {% else %}  act_t* o = out + r * {{ width }} + c0;
 {% endif %}{% if count <= block * 32 %}#pragma unroll
   for (int i = 0; i < PT; ++i) {
@@ -42,6 +43,6 @@
     const float v = xv[i], w = wv[i];
 {% else %}  for (int c = threadIdx.x; c < {{ count }}; c += blockDim.x) {
     const float v = to_f(src[src_off + c]){% if gated %} * silu_f(to_f(z[z_off + c])){% endif %}, w = to_f(weight[c0 + c]);
-{% endif %}{% if split %}    store_split_bf16(o + c, {{ width }}, w * rnd<act_t>(v * inv));
+{% endif %}{% if split %}    store_gemm_input(o + c, {{ width }}, w * rnd<act_t>(v * inv));
 {% else %}    o[c] = from_f<act_t>(w * rnd<act_t>(v * inv));
 {% endif %}  }

@@ -71,6 +71,15 @@ __device__ __forceinline__ void loadv(const bf16_t* p, float (&o)[8]) {
   uint4 v = *reinterpret_cast<const uint4*>(p);
   unpack2(v.x, o); unpack2(v.y, o + 2); unpack2(v.z, o + 4); unpack2(v.w, o + 6);
 }
+// Eight f16 weights (f16-weight plans), converted exactly to f32.
+__device__ __forceinline__ void unpack2(unsigned w, float* o, half_t) {
+  o[0] = to_f(half_t{(unsigned short)(w & 0xffffu)});
+  o[1] = to_f(half_t{(unsigned short)(w >> 16)});
+}
+__device__ __forceinline__ void loadv(const half_t* p, float (&o)[8]) {
+  uint4 v = *reinterpret_cast<const uint4*>(p);
+  unpack2(v.x, o, half_t{}); unpack2(v.y, o + 2, half_t{}); unpack2(v.z, o + 4, half_t{}); unpack2(v.w, o + 6, half_t{});
+}
 
 // MT consecutive f32 values of shared memory to registers and back (16-byte accesses when MT
 // is 4: the caller keeps such rows 16-byte aligned). The chunked scan's register tiles.
@@ -144,6 +153,11 @@ __device__ __forceinline__ void store_split_bf16(bf16_t* o, int k, float x) {
   o[0] = h;
   o[k] = from_f<bf16_t>(r);
 }
+// The GEMM input of f16-weight plans: one f16 plane, x rounded once to nearest even (11
+// significant bits; docs/KERNELS.md "GEMM inputs"). Same call shape as store_split_bf16, so a
+// norm writes either form through `store_gemm_input`.
+__device__ __forceinline__ void store_gemm_input(bf16_t* o, int k, float x) { store_split_bf16(o, k, x); }
+__device__ __forceinline__ void store_gemm_input(half_t* o, int, float x) { o[0] = from_f<half_t>(x); }
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 // d += a · b for one m16n8k16 tile: bf16 inputs, f32 accumulation (PTX mma.sync, sm_80+).
 // (Braces spaced from '%': the header is a tera template.)
@@ -156,6 +170,22 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The same with f16 inputs (f16-weight plans: one f16 plane of the activations).
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                              unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 { %0, %1, %2, %3 }, "
+      "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two f32 values to a packed f16 pair, round to nearest even, `lo` in the low half.
+__device__ __forceinline__ unsigned cvt_f16x2(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
 // Two f32 values to a packed bf16 pair, round to nearest even, `lo` in the low half (the order
 // mma fragments use). PTX cvt puts its first source in the upper half.
 __device__ __forceinline__ unsigned cvt_bf16x2(float lo, float hi) {

@@ -36,9 +36,12 @@ pub fn base_costs(ctx: &NodeCtx) -> Vec<LaunchCost> {
         }],
         Op::Linear { weight } => {
             let k = ins.first().map_or(0, |x| x.width) as u64;
-            // A presplit input is read as two bf16 planes; stacked rows are each a whole row of
-            // input and output (the weight is still read once).
-            let x_bytes = if ctx.presplit { 2 * all_in } else { all_in };
+            // A presplit input is read as its GEMM input planes (two bf16, or one f16); stacked
+            // rows are each a whole row of input and output (the weight is still read once).
+            let x_bytes = match ins.first() {
+                Some(x) if ctx.presplit => crate::families::planes_of(x.dtype) as u64 * all_in,
+                _ => all_in,
+            };
             let stack = ctx.row_stack as u64;
             vec![LaunchCost {
                 weight_bytes: wbytes(ctx, weight),

@@ -2,7 +2,7 @@
 //! here, in Rust), the parameter list with the argument bound to each parameter, and the grid.
 
 use serde_json::{json, Map, Value as Json};
-use zamba2c_ir::{DType, Op, Phase, StateSpec};
+use zamba2c_ir::{DType, Module, Op, Phase, StateSpec};
 
 use crate::program::{Arg, CType, Epilogue, Extent, NodeCtx, Operand, Param};
 use crate::CodegenError;
@@ -227,7 +227,7 @@ fn one_per_row() -> Extent {
 fn vec_width(d: DType, k: usize, offsets: &[usize]) -> usize {
     let v = match d {
         DType::F32 => 4,
-        DType::BF16 => 8,
+        DType::BF16 | DType::F16 => 8,
         _ => 1,
     };
     if k.is_multiple_of(v) && offsets.iter().all(|o| o.is_multiple_of(v)) {
@@ -253,14 +253,21 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
         }
     }
     let out = ctx.out;
-    // A norm written as split planes computes in f32 (the planes' source dtype) over half the
-    // planes' width.
+    // A norm written as GEMM input planes computes in f32 (the planes' source dtype) over the
+    // planes' width divided by their count.
     let (act, w) = match ctx.op {
         Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } if ctx.split_out => {
-            if out.dtype != DType::BF16 || !out.width.is_multiple_of(2) {
-                return Err(ctx.err(pos, "split planes are bf16 of twice the width"));
+            let planes = GemmPlanes::of_module(ctx.module);
+            if out.dtype != planes.dtype || !out.width.is_multiple_of(planes.count) {
+                return Err(ctx.err(
+                    pos,
+                    format!(
+                        "GEMM input planes are {} of {}× the width",
+                        planes.dtype, planes.count
+                    ),
+                ));
             }
-            (DType::F32, out.width / 2)
+            (DType::F32, out.width / planes.count)
         }
         _ if ctx.split_out => return Err(ctx.err(pos, "only a norm writes split planes")),
         _ => (act, out.width),
@@ -299,6 +306,14 @@ fn base_specs(
         Op::RmsNorm { weight, eps } => vec![Builder::new("rms_norm", act)
             .set("width", w)
             .set("split", ctx.split_out)
+            .set(
+                "planes",
+                if ctx.split_out {
+                    planes_of(out.dtype)
+                } else {
+                    1
+                },
+            )
             .set("x_stride", ins[0].stride)
             .set("eps", flit(*eps))
             .input("x", &ins[0])
@@ -499,6 +514,14 @@ fn base_specs(
             vec![Builder::new("gated_rms_norm", act)
                 .set("width", w)
                 .set("split", ctx.split_out)
+                .set(
+                    "planes",
+                    if ctx.split_out {
+                        planes_of(out.dtype)
+                    } else {
+                        1
+                    },
+                )
                 .set("group", w / groups)
                 .set("eps", flit(*eps))
                 .set("y_stride", ins[0].stride)
@@ -604,10 +627,11 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                     k,
                     &[x.stride, x.offset, spec.row_stride, spec.offset],
                 ),
-                // f32 activations beside bf16 weights: 8 weights (16 B) and two float4 loads.
-                (DType::F32, DType::BF16)
+                // f32 activations beside bf16 or f16 weights: 8 weights (16 B) and two float4
+                // loads.
+                (DType::F32, w @ (DType::BF16 | DType::F16))
                     if vec_width(DType::F32, k, &[x.stride, x.offset]) == 4
-                        && vec_width(DType::BF16, k, &[spec.row_stride, spec.offset]) == 8 =>
+                        && vec_width(w, k, &[spec.row_stride, spec.offset]) == 8 =>
                 {
                     8
                 }
@@ -627,8 +651,19 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
         _ if mma_eligible(x, &spec, k) => {
             // f32 activations: split into two bf16 parts (~16 mantissa bits kept) unless the
             // knob MMA_SPLIT=2 asks for one bf16 rounding (measured in docs/PERFORMANCE.md).
-            let split = x.dtype == DType::F32 && mma_split();
-            let b = b.set("split", split).set("f32x", x.dtype == DType::F32);
+            let split = x.dtype == DType::F32 && spec.dtype == DType::BF16 && mma_split();
+            // The tensor-core instruction and the conversion of f32 activations follow the
+            // weight's dtype (docs/KERNELS.md "GEMM inputs").
+            let (wt, mma, cvt) = match spec.dtype {
+                DType::F16 => ("f16", "mma_f16_16816", "cvt_f16x2"),
+                _ => ("bf16", "mma_bf16_16816", "cvt_bf16x2"),
+            };
+            let b = b
+                .set("split", split)
+                .set("f32x", x.dtype == DType::F32)
+                .set("wt", wt)
+                .set("mma", mma)
+                .set("cvt", cvt);
             if !pipelined_gemm() {
                 // The first tensor-core GEMM (register-staged, one shared stage), kept as the
                 // baseline the pipelined one is measured against.
@@ -689,9 +724,46 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
 /// memory: two bf16 planes of a presplit input, an f32 value, or one bf16 value.
 fn pipe_x_mode(ctx: &NodeCtx) -> (usize, &'static str) {
     match (ctx.presplit, ctx.inputs[0].dtype) {
+        (_, DType::F16) => (2, "f16"),
         (true, _) => (4, "presplit"),
         (false, DType::F32) => (4, "f32"),
         _ => (2, "bf16"),
+    }
+}
+
+/// How a projection GEMM reads f32 activations (docs/KERNELS.md "GEMM inputs"): with bf16
+/// weights as two bf16 planes, `x = hi + lo` (~16 mantissa bits: one bf16 rounding misses the
+/// fidelity bar); with f16 weights as one f16 plane, x rounded once (11 significant bits, half
+/// the tensor-core work and no second product). The planes of a row lie side by side: plane
+/// `p` in columns `p·K .. (p+1)·K`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GemmPlanes {
+    pub dtype: DType,
+    pub count: usize,
+}
+
+impl GemmPlanes {
+    /// The planes of the module's projections (its weight dtype decides).
+    pub(crate) fn of_module(m: &Module) -> Self {
+        match m.dtype {
+            DType::F16 => GemmPlanes {
+                dtype: DType::F16,
+                count: 1,
+            },
+            _ => GemmPlanes {
+                dtype: DType::BF16,
+                count: 2,
+            },
+        }
+    }
+}
+
+/// Planes in a GEMM input value of `dtype` (f16: one, bf16: hi and lo).
+pub(crate) fn planes_of(dtype: DType) -> usize {
+    if dtype == DType::F16 {
+        1
+    } else {
+        2
     }
 }
 
@@ -786,13 +858,15 @@ fn library_gemm(
     xmode: &str,
 ) -> Option<LibraryGemm> {
     let (x, out) = (&ctx.inputs[0], &ctx.out);
-    let split = match xmode {
-        "presplit" => true,
-        "bf16" => false,
+    let (split, input) = match xmode {
+        "presplit" => (true, DType::BF16),
+        "bf16" => (false, DType::BF16),
+        "f16" => (false, DType::F16),
         _ => return None,
     };
     if crate::tune("LIBRARY_GEMM", 1) != 1
-        || x.dtype != DType::BF16
+        || x.dtype != input
+        || weight.dtype != input
         || !matches!(out.dtype, DType::F32 | DType::BF16)
         || (split && out.dtype != DType::F32)
     {
@@ -812,6 +886,7 @@ fn library_gemm(
         x: x.arg(),
         x_ld: x.stride,
         split,
+        input,
         weight: weight.arg(),
         w_ld: weight.row_stride,
         out: out.arg(),
@@ -836,22 +911,29 @@ fn pipelined_gemm() -> bool {
 }
 
 /// Whether a prompt linear of `x` by weight `w` (a table name or view) runs on the pipelined
-/// tensor-core GEMM, so its f32 input can be split once beforehand ([`split_bf16`]).
+/// tensor-core GEMM, so its f32 input can be made into GEMM input planes once beforehand
+/// ([`gemm_input_planes`]).
 pub(crate) fn presplit_eligible(ctx: &NodeCtx, x: &Operand, w: &str) -> bool {
     x.dtype == DType::F32
-        && mma_split()
+        && (mma_split() || GemmPlanes::of_module(ctx.module).count == 1)
         && pipelined_gemm()
         && weight_ref(ctx, w).is_some_and(|r| {
             r.shape.len() == 2 && r.shape[1] == x.width && mma_eligible(x, &r, x.width)
         })
 }
 
-/// `out[:, 0..K] = bf16(x)`, `out[:, K..2K] = bf16(x − bf16(x))`: f32 activations split once for
-/// the GEMMs that read them (templates/split_bf16.cu). `out` is bf16 of width 2K.
-pub(crate) fn split_bf16(x: &Operand, out: &Operand) -> KernelSpec {
+/// f32 activations made once into the GEMM input planes (`GemmPlanes`) the GEMMs that read them
+/// take: with a bf16 `out` of width 2K, `out[:, 0..K] = bf16(x)`, `out[:, K..2K] = bf16(x −
+/// bf16(x))` (templates/split_bf16.cu); with an f16 `out` of width K, `f16(x)`
+/// (templates/round_f16.cu).
+pub(crate) fn gemm_input_planes(x: &Operand, out: &Operand) -> KernelSpec {
     const BLOCK: usize = 256;
     let k = x.width;
-    Builder::new("split_bf16", DType::F32)
+    let family = match out.dtype {
+        DType::F16 => "round_f16",
+        _ => "split_bf16",
+    };
+    Builder::new(family, DType::F32)
         .set("k", k)
         .set("x_stride", x.stride)
         .set("out_stride", out.stride)
@@ -859,7 +941,7 @@ pub(crate) fn split_bf16(x: &Operand, out: &Operand) -> KernelSpec {
         .output(out)
         .scalar("rows", Arg::Rows)
         .cost(LaunchCost {
-            bytes_per_row: (k * 4 + 2 * k * 2) as u64,
+            bytes_per_row: (k * 4 + planes_of(out.dtype) * k * 2) as u64,
             ..Default::default()
         })
         .finish(rows_grid(k, 4 * BLOCK), BLOCK)
@@ -946,8 +1028,14 @@ fn linear_epilogue(
 /// multiples of 8 elements, so every global load is a whole, 16-byte aligned 8-element k chunk
 /// (buffers themselves are allocated aligned). Anything else takes the FMA GEMM.
 fn mma_eligible(x: &Operand, w: &WeightRef, k: usize) -> bool {
-    w.dtype == DType::BF16
-        && matches!(x.dtype, DType::F32 | DType::BF16)
+    let types = match w.dtype {
+        DType::BF16 => matches!(x.dtype, DType::F32 | DType::BF16),
+        // f16 weights: f32 activations rounded once to f16, or f16 planes; on the pipelined
+        // kernel only (docs/KERNELS.md "GEMM inputs").
+        DType::F16 => matches!(x.dtype, DType::F32 | DType::F16) && pipelined_gemm(),
+        _ => false,
+    };
+    types
         && k > 0
         && [k, x.stride, x.offset, w.row_stride, w.offset]
             .iter()

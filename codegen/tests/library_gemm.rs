@@ -115,6 +115,69 @@ fn decode_rows_stacks_the_split_planes_and_sums_the_products() {
         .all(|g| g.row_stack == 1 && g.split));
 }
 
+/// f16 weights (docs/KERNELS.md "GEMM inputs"): every tensor-core GEMM of f32 activations reads
+/// one f16 plane, rounded once by the norm that writes it or by `round_f16`: one library GEMM
+/// per projection in the prompt and in `decode_rows` alike, with no bf16 planes, no stacked rows
+/// and no `pair_sum`.
+#[test]
+fn f16_weights_feed_every_gemm_one_f16_plane() {
+    let m = module(DType::F16);
+    let p = build_program(&m).expect("program");
+    let mut gemms = 0;
+    for (id, gp) in p.tables() {
+        for l in &gp.launches {
+            let family = p.kernels[&l.kernel].family.as_str();
+            assert!(
+                !matches!(family, "split_bf16" | "pair_sum"),
+                "{id:?}: {family} in an f16-weight plan"
+            );
+            let Some(g) = &l.library else { continue };
+            gemms += 1;
+            assert_eq!(g.input, DType::F16, "{id:?} {}", l.kernel);
+            assert!(!g.split && g.row_stack == 1, "{id:?} {}", l.kernel);
+            let Arg::Value { value, .. } = g.x else {
+                panic!("input is a value")
+            };
+            assert_eq!(gp.values[value].dtype, DType::F16);
+            let name = match &g.weight {
+                Arg::Weight { name, .. } => name,
+                a => panic!("{a:?}"),
+            };
+            assert_eq!(m.weights[name].dtype, DType::F16);
+        }
+    }
+    let in_prompt = p
+        .prompt
+        .launches
+        .iter()
+        .filter(|l| l.library.is_some())
+        .count();
+    let rows = p.decode_rows.as_ref().expect("a decode_rows table");
+    assert!(in_prompt > 0 && rows.launches.iter().any(|l| l.library.is_some()));
+    assert_eq!(gemms, libraries(&p));
+    // Norms write the f16 plane their GEMMs read; other f32 inputs are rounded by round_f16.
+    let families: Vec<&str> = p
+        .prompt
+        .launches
+        .iter()
+        .map(|l| p.kernels[&l.kernel].family.as_str())
+        .collect();
+    assert!(families.contains(&"round_f16"), "{families:?}");
+    let kernel_source = |family: &str| {
+        p.kernels
+            .values()
+            .filter(|k| k.family == family)
+            .map(|k| k.source.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(kernel_source("rms_norm")
+        .iter()
+        .any(|s| s.contains("store_gemm_input(o + c") && s.contains("half_t* __restrict__ out")));
+    assert!(kernel_source("linear_mma_pipe")
+        .iter()
+        .all(|s| s.contains("mma_f16_16816(acc") && !s.contains("mma_bf16_16816(acc")));
+}
+
 #[test]
 fn f32_weights_have_no_library_gemm_and_no_scratch() {
     let m = module(DType::F32);

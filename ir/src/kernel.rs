@@ -270,7 +270,7 @@ pub struct Launch {
 
 /// `out[m, n] = Σ_k x[m, k] · w[n, k]` (+ the epilogue) for `m < B·T`, `n < n`, `k < k`, as a
 /// library GEMM: what a `linear_mma_pipe` launch computes, described by its operands so the
-/// runtime can hand it to cuBLASLt (bf16 inputs, f32 accumulation, output in `out_dtype`).
+/// runtime can hand it to cuBLASLt (bf16 or f16 inputs, f32 accumulation, output in `out_dtype`).
 /// Every operand is row-major with the given leading dimension (elements between rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LibraryGemm {
@@ -281,7 +281,11 @@ pub struct LibraryGemm {
     pub x: Arg,
     pub x_ld: usize,
     pub split: bool,
-    /// bf16 weight rows (`[n, k]` at `weight`, rows `w_ld` apart).
+    /// Element type of the input planes and the weight: bf16, or f16 in an f16-weight plan
+    /// (one f16 plane, never `split`; docs/KERNELS.md "GEMM inputs").
+    #[serde(default = "bf16", skip_serializing_if = "is_bf16")]
+    pub input: DType,
+    /// Weight rows (`[n, k]` at `weight`, rows `w_ld` apart) of the `input` type.
     pub weight: Arg,
     pub w_ld: usize,
     pub out: Arg,
@@ -298,6 +302,14 @@ pub struct LibraryGemm {
 
 fn one_row() -> usize {
     1
+}
+
+fn bf16() -> DType {
+    DType::BF16
+}
+
+fn is_bf16(d: &DType) -> bool {
+    *d == DType::BF16
 }
 
 /// What a [`LibraryGemm`] adds to the product (its `beta · C` term).
@@ -759,6 +771,11 @@ impl LibraryGemm {
         if self.split && self.out_dtype != DType::F32 {
             return Err("a split input needs an f32 output".into());
         }
+        if !matches!(self.input, DType::BF16 | DType::F16)
+            || (self.split && self.input != DType::BF16)
+        {
+            return Err(format!("{} inputs (split: {})", self.input, self.split));
+        }
         let stack = self.row_stack;
         if !(1..=MAX_ROW_STACK).contains(&stack) || (stack > 1 && self.split) {
             return Err(format!(
@@ -790,7 +807,7 @@ impl LibraryGemm {
             }
         };
         let planes = if self.split { 2 } else { 1 };
-        value(&self.x, "the input", DType::BF16, self.x_ld, planes * k)?;
+        value(&self.x, "the input", self.input, self.x_ld, planes * k)?;
         if !matches!(self.out_dtype, DType::F32 | DType::BF16) {
             return Err(format!("a {} output", self.out_dtype));
         }
@@ -809,7 +826,7 @@ impl LibraryGemm {
             .checked_mul(self.w_ld)
             .and_then(|e| e.checked_add(*offset))
             .and_then(|e| e.checked_add(k));
-        if w.dtype != DType::BF16 || self.w_ld < k || end.is_none_or(|e| e > w.numel()) {
+        if w.dtype != self.input || self.w_ld < k || end.is_none_or(|e| e > w.numel()) {
             return Err(format!(
                 "weight {name} ({} {:?}) does not hold {n} rows of {k} from element {offset}, {} apart",
                 w.dtype, w.shape, self.w_ld

@@ -134,10 +134,22 @@ fn kernels_match_cpu_on_tiny_modules() {
     );
     let mut fused160 = lower_with_kv(&kv160, DType::BF16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut fused160, 1, None).expect("the passes run");
+    // `compile --dtype f16`: f16 weights, f32 activations, a bf16 cache; every tensor-core GEMM
+    // reads one f16 plane (round_f16, norms writing f16, mma f16, the library in f16).
+    let mut f16_160 = lower_with_kv(&kv160, DType::F16, DType::F32, DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut f16_160, 1, None).expect("the passes run");
+    let adapters = config(
+        json!({"use_shared_attention_adapter": true, "use_mem_rope": true,
+        "hidden_size": 64, "intermediate_size": 128, "n_mamba_heads": 4, "adapter_rank": 8}),
+    );
+    let mut f16_adapters = lower_with_kv(&adapters, DType::F16, DType::F32, DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut f16_adapters, 1, None).expect("the passes run");
     for (name, m) in [
         ("gqa_rope_kv_bf16", &base),
         ("gqa_rope_kv_bf16_fused", &fused),
         ("attn160_gqa_rope_kv_bf16_fused", &fused160),
+        ("attn160_gqa_rope_f16_kv_bf16_fused", &f16_160),
+        ("adapters_rope_f16_kv_bf16_fused", &f16_adapters),
     ] {
         check(name, m, &tokens(70, 67), 4);
         check(&format!("{name}_short"), m, &tokens(1, 67), 2);

@@ -72,6 +72,25 @@ fn modules() -> Vec<(String, Module)> {
             kv_bf16
                 .into_iter()
                 .map(|(n, e)| (n, e, DType::BF16, DType::F32, DType::BF16)),
+        )
+        .chain(
+            // f16 weights under f32 activations (`compile --dtype f16`): every GEMM reads one
+            // f16 plane (round_f16, norms writing f16, mma f16), adapters and head size 160.
+            [
+                (
+                    "adapters_rope_f16_act_f32_kv_bf16",
+                    json!({"use_shared_attention_adapter": true, "use_mem_rope": true,
+                        "num_mem_blocks": 1, "hidden_size": 64, "intermediate_size": 128,
+                        "n_mamba_heads": 4, "adapter_rank": 8}),
+                ),
+                (
+                    "attn160_rope_f16_act_f32_kv_bf16",
+                    json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+                        "num_key_value_heads": 2, "use_mem_rope": true}),
+                ),
+            ]
+            .into_iter()
+            .map(|(n, e)| (n, e, DType::F16, DType::F32, DType::BF16)),
         );
     for (name, extra, dtype, act, kv) in cases {
         let m = lower_with_kv(&config(extra), dtype, act, kv);

@@ -187,7 +187,7 @@ const B_PARAMS: [&str; MAX_PROJS] = ["b0", "b1", "b2", "b3"];
 /// offset and stride involved (1 when they do not all allow it).
 fn gemv_vec(x: DType, w: DType, offsets: &[usize]) -> usize {
     let v = match (x, w) {
-        (DType::F32, DType::BF16) | (DType::BF16, DType::BF16) => 8,
+        (DType::F32 | DType::BF16, DType::BF16) | (DType::F32 | DType::F16, DType::F16) => 8,
         (DType::F32, DType::F32) => 4,
         _ => 1,
     };

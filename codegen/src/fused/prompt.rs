@@ -101,6 +101,13 @@ impl Emit<'_, '_, '_> {
         }
     }
 
+    /// A temporary for the GEMM input planes of `width` f32 activations (`GemmPlanes`: two bf16
+    /// planes side by side, or one f16 plane).
+    fn planes_temp(&mut self, width: usize) -> Operand {
+        let p = families::GemmPlanes::of_module(self.ctx.module);
+        (self.temp)(p.count * width, p.dtype)
+    }
+
     /// The linear of weight `w` on split planes (`planes`: the hi columns, lo `k` columns
     /// later in the same rows) into `out` with `epilogue`: one GEMM on the presplit input, or,
     /// where the planes are stacked ([`stacked_planes`]), one GEMM over the hi and lo planes as
@@ -116,7 +123,8 @@ impl Emit<'_, '_, '_> {
         let lin = Op::Linear {
             weight: w.to_string(),
         };
-        if !stacked_planes(self.ctx) {
+        // One f16 plane (an f16-weight plan) is one GEMM input: nothing to stack.
+        if !stacked_planes(self.ctx) || families::planes_of(planes.dtype) == 1 {
             let form = Form {
                 presplit: true,
                 ..Form::default()
@@ -158,11 +166,12 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         residual: Option<Operand>,
     ) -> Result<(), String> {
-        // f32 activations are split into bf16 hi/lo planes once, for every tensor-core GEMM of
-        // this input (the projections and their adapters' first GEMMs).
+        // f32 activations are made into GEMM input planes once (bf16 hi/lo, or one f16 plane:
+        // `families::GemmPlanes`), for every tensor-core GEMM of this input (the projections
+        // and their adapters' first GEMMs).
         let split = if splits(self.ctx, &x, projs, false) {
-            let planes = (self.temp)(2 * x.width, DType::BF16);
-            self.specs.push(families::split_bf16(&x, &planes));
+            let planes = self.planes_temp(x.width);
+            self.specs.push(families::gemm_input_planes(&x, &planes));
             Some(cols(planes, 0, x.width))
         } else {
             None
@@ -208,7 +217,7 @@ impl Emit<'_, '_, '_> {
             emit_norm(self, xn, false)?;
             return self.project(xn, projs, out, residual);
         }
-        let planes = (self.temp)(2 * width, DType::BF16);
+        let planes = self.planes_temp(width);
         emit_norm(self, planes, true)?;
         let hi = cols(planes, 0, width);
         self.project_from(None, Some(hi), shape, projs, out, residual)
@@ -265,8 +274,8 @@ impl Emit<'_, '_, '_> {
                 // The adapter's product is split too when its GEMM is on the tensor cores, so
                 // that GEMM reads bf16 planes (and can run as a library GEMM).
                 if families::presplit_eligible(self.ctx, &a, &ad.b) {
-                    let planes = (self.temp)(2 * r, DType::BF16);
-                    self.specs.push(families::split_bf16(&a, &planes));
+                    let planes = self.planes_temp(r);
+                    self.specs.push(families::gemm_input_planes(&a, &planes));
                     let a_split = cols(planes, 0, r);
                     self.split_linear(&ad.b, a_split, slice, Epilogue::Accumulate)?;
                 } else {

@@ -1,7 +1,7 @@
 //! The `decode_rows` launch table's fused ops (docs/KERNELS.md "decode_rows"): a decode step of
 //! many rows keeps the decode graph's state kernels (`mamba_step`, `attention_decode`, each row
 //! at its own position and slot) and lowers every projection as the prompt path does (norm
-//! kernels, `split_bf16`, `linear_mma_pipe` with residual and adapter epilogues), so each input
+//! kernels, `split_bf16` (or `round_f16`), `linear_mma_pipe` with residual and adapter epilogues), so each input
 //! tile serves 128 output features instead of the GEMV's 2 (docs/PERFORMANCE.md, "What bounds
 //! it").
 
@@ -12,7 +12,7 @@ use zamba2c_ir::{DType, Op};
 use super::mixer::mamba_step;
 use super::prompt::{prompt_specs, Emit};
 use super::Temp;
-use crate::families::{flit, weight_ref, Builder, KernelSpec};
+use crate::families::{self, flit, weight_ref, Builder, KernelSpec};
 use crate::program::{Extent, NodeCtx, Operand};
 
 /// Threads of a `group_rms_norm` block (one block per row and norm group).
@@ -68,8 +68,8 @@ pub fn rows_specs(
 }
 
 /// `out = w ⊙ groupnorm(x)` over `groups` equal groups of channels (templates/group_rms_norm.cu):
-/// the mixer's gated norm on `mamba_step`'s gated f32 output; with `split`, `out` is the bf16
-/// hi and lo planes of that (width 2·w).
+/// the mixer's gated norm on `mamba_step`'s gated f32 output; with `split`, `out` is the GEMM
+/// input planes of that (`GemmPlanes`: bf16 hi and lo, width 2·w, or one f16 plane).
 fn group_rms_norm(
     ctx: &NodeCtx,
     norm: &Norm,
@@ -81,11 +81,12 @@ fn group_rms_norm(
     let w = x.width;
     let wr = weight_ref(ctx, &norm.weight)
         .ok_or(format!("weight {} is not in the table", norm.weight))?;
-    let planes = if split { 2 } else { 1 };
+    let form = families::GemmPlanes::of_module(ctx.module);
+    let planes = if split { form.count } else { 1 };
     if wr.shape != [w]
         || out.width != planes * w
         || out.stride != planes * w
-        || (split && out.dtype != DType::BF16)
+        || (split && out.dtype != form.dtype)
     {
         return Err(format!(
             "norm weight {:?} for {w} channels into a value of width {}",
@@ -103,6 +104,7 @@ fn group_rms_norm(
         .cost(cost)
         .set("width", w)
         .set("split", split)
+        .set("planes", planes)
         .set("group", w / groups)
         .set("eps", flit(norm.eps))
         .set("x_stride", x.stride)

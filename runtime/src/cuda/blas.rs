@@ -1,6 +1,6 @@
 //! cuBLASLt for the launches a plan marks as library GEMMs (`zamba2c_ir::kernel::LibraryGemm`,
 //! docs/KERNELS.md "Library GEMMs"): the same projection as the launch's `linear_mma_pipe`
-//! kernel, computed by the library with bf16 inputs, f32 accumulation and the epilogue as its
+//! kernel, computed by the library with bf16 or f16 inputs, f32 accumulation and the epilogue as its
 //! `beta · C` term. The library is loaded at run time (cudarc's dynamic loading); without it,
 //! or with `ZAMBA2C_NO_LIBRARY_GEMM=1`, every launch runs its kernel.
 //!
@@ -152,7 +152,11 @@ impl Blas {
                 )))
             }
         };
-        let bf16 = sys::cudaDataType::CUDA_R_16BF;
+        // The input planes and the weight share one element type (LibraryGemm::input).
+        let in_type = match g.input {
+            DType::F16 => sys::cudaDataType::CUDA_R_16F,
+            _ => sys::cudaDataType::CUDA_R_16BF,
+        };
         let desc = result::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             sys::cudaDataType::CUDA_R_32F,
@@ -181,8 +185,8 @@ impl Blas {
             result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
                 .map_err(|e| lib_err("matrix layout", e))
         };
-        p.a = layout(bf16, g.k, g.n, g.w_ld)?;
-        p.b = layout(bf16, g.k, m, g.x_ld)?;
+        p.a = layout(in_type, g.k, g.n, g.w_ld)?;
+        p.b = layout(in_type, g.k, m, g.x_ld)?;
         p.d = layout(out_type, g.n, m, g.out_ld)?;
         let pref = result::create_matmul_pref().map_err(|e| lib_err("preference", e))?;
         let lo = if g.split { lo_plane(g, ptrs.x) } else { ptrs.x };

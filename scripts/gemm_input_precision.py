@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""How far from transformers f32 each way of rounding the GEMM inputs puts the 2.7B shape.
+
+    python3 scripts/gemm_input_precision.py [--tokens 256] [--out docs/gemm_input_precision.json]
+
+Runs on the CPU (no GPU, no zamba2c): transformers' Zamba2 at the exact 2.7B shape, its own
+random initialisation rounded to bfloat16 (as `scripts/gpu_check_27b.py` builds it), in float32,
+with the roundings a zamba2c plan applies emulated by hooks:
+- `kv_bf16`: the key and value projections' outputs rounded to bf16 (the default plan's bf16 KV
+  cache; this config has no RoPE, so the cache holds exactly these values);
+- `gemm_<dtype>`: every `nn.Linear`'s input rounded once to <dtype> (bf16 or f16) before the
+  product, as a tensor-core GEMM fed one plane of that type does. The weights are exactly
+  representable in f16 as well where |w| >= 2^-17 (bf16 has 8 significant bits, f16 11), so
+  only the activation rounding differs between the two.
+Reports, against the unrounded f32 run over --tokens positions, rel = max|d| / max|ref| and the
+top-1 agreement, the figures docs/PERFORMANCE.md measures plans by. The bf16 rows calibrate the
+emulation against what the H200 measured for the real kernels (the default plan 4.5e-3 / 99.6%,
+one bf16 rounding of GEMM inputs 4.0e-2 / 93.0%).
+"""
+import argparse
+import json
+import time
+
+import torch
+from transformers import Zamba2Config, Zamba2ForCausalLM
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="docs/gemm_input_precision.json")
+    ap.add_argument("--variants", default="kv_bf16,kv_bf16+gemm_bf16,kv_bf16+gemm_f16,gemm_f16")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cfg = Zamba2Config(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
+                       use_mem_rope=False, vocab_size=32000)
+    t = time.time()
+    # Initialised in bf16 (as the GPU check rounds its f32 init to bf16), then run in f32.
+    torch.set_default_dtype(torch.bfloat16)
+    model = Zamba2ForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    model = model.float().eval()
+    res = {"tokens": args.tokens, "seed": args.seed, "init_s": time.time() - t}
+    # The share of weights a bf16 -> f16 conversion would not keep exactly (|w| < 2^-17 and
+    # nonzero low bits, or beyond f16's range).
+    inexact = total = 0
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and "embed" not in name:
+            w = p.detach()
+            inexact += int((w.half().float() != w).sum())
+            total += w.numel()
+    res["matrix_weights"] = total
+    res["f16_inexact_weights"] = inexact
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, cfg.vocab_size, (1, args.tokens), generator=g)
+    with torch.no_grad():
+        t = time.time()
+        ref = model(ids, use_cache=False).logits[0].float()
+        res["ref_s"] = time.time() - t
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    res["linears"] = len(linears)
+    for variant in args.variants.split(","):
+        hooks = []
+        for part in variant.split("+"):
+            if part == "kv_bf16":
+                for n, m in linears:
+                    if n.endswith("k_proj") or n.endswith("v_proj"):
+                        hooks.append(m.register_forward_hook(
+                            lambda _m, _i, o: o.to(torch.bfloat16).float()))
+            elif part.startswith("gemm_"):
+                dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[5:]]
+                for _, m in linears:
+                    hooks.append(m.register_forward_pre_hook(
+                        lambda _m, i, dt=dt: (i[0].to(dt).float(),) + tuple(i[1:])))
+            else:
+                raise SystemExit(f"unknown variant part {part}")
+        with torch.no_grad():
+            t = time.time()
+            out = model(ids, use_cache=False).logits[0].float()
+        for h in hooks:
+            h.remove()
+        r = {"rel": rel(out, ref), "top1_agree": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
+             "s": time.time() - t}
+        res[variant] = r
+        print(variant, json.dumps(r), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
