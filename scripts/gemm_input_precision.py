@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How far from transformers f32 each way of rounding the GEMM inputs puts the 2.7B shape.
 
-    python3 scripts/gemm_input_precision.py [--tokens 256] [--out docs/gemm_input_precision.json]
+    python3 scripts/gemm_input_precision.py [--tokens 256] [--out FILE]  (~11 min on 2 cores, 16 GB)
 
 Runs on the CPU (no GPU, no zamba2c): transformers' Zamba2 at the exact 2.7B shape, its own
 random initialisation rounded to bfloat16 (as `scripts/gpu_check_27b.py` builds it), in float32,
@@ -11,7 +11,9 @@ with the roundings a zamba2c plan applies emulated by hooks:
 - `gemm_<dtype>`: every `nn.Linear`'s input rounded once to <dtype> (bf16 or f16) before the
   product, as a tensor-core GEMM fed one plane of that type does. The weights are exactly
   representable in f16 as well where |w| >= 2^-17 (bf16 has 8 significant bits, f16 11), so
-  only the activation rounding differs between the two.
+  only the activation rounding differs between the two;
+- `w_f16`: every `nn.Linear` weight converted to f16 and back (`compile --dtype f16` of a bf16
+  checkpoint: only the few weights below 2^-17 in magnitude change), restored afterwards.
 Reports, against the unrounded f32 run over --tokens positions, rel = max|d| / max|ref| and the
 top-1 agreement, the figures docs/PERFORMANCE.md measures plans by. The bf16 rows calibrate the
 emulation against what the H200 measured for the real kernels (the default plan 4.5e-3 / 99.6%,
@@ -33,7 +35,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="docs/gemm_input_precision.json")
+    ap.add_argument("--out", default="/tmp/gemm_input_precision.json")
     ap.add_argument("--variants", default="kv_bf16,kv_bf16+gemm_bf16,kv_bf16+gemm_f16,gemm_f16")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -67,6 +69,7 @@ def main():
     res["linears"] = len(linears)
     for variant in args.variants.split(","):
         hooks = []
+        saved = []
         for part in variant.split("+"):
             if part == "kv_bf16":
                 for n, m in linears:
@@ -78,6 +81,13 @@ def main():
                 for _, m in linears:
                     hooks.append(m.register_forward_pre_hook(
                         lambda _m, i, dt=dt: (i[0].to(dt).float(),) + tuple(i[1:])))
+            elif part == "w_f16":
+                with torch.no_grad():
+                    for _, m in linears:
+                        w = m.weight
+                        idx = (w.half().float() != w).nonzero(as_tuple=True)
+                        saved.append((w, idx, w[idx].clone()))
+                        w[idx] = w[idx].half().float()
             else:
                 raise SystemExit(f"unknown variant part {part}")
         with torch.no_grad():
@@ -85,6 +95,9 @@ def main():
             out = model(ids, use_cache=False).logits[0].float()
         for h in hooks:
             h.remove()
+        with torch.no_grad():
+            for w, idx, orig in saved:
+                w[idx] = orig
         r = {"rel": rel(out, ref), "top1_agree": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
              "s": time.time() - t}
         res[variant] = r
