@@ -159,26 +159,19 @@ __device__ __forceinline__ void store_split_bf16(bf16_t* o, int k, float x) {
 __device__ __forceinline__ void store_gemm_input(bf16_t* o, int k, float x) { store_split_bf16(o, k, x); }
 __device__ __forceinline__ void store_gemm_input(half_t* o, int, float x) { o[0] = from_f<half_t>(x); }
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-// d += a · b for one m16n8k16 tile: bf16 inputs, f32 accumulation (PTX mma.sync, sm_80+).
-// (Braces spaced from '%': the header is a tera template.)
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
-                                               unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 { %0, %1, %2, %3 }, "
-      "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// The same with f16 inputs (f16-weight plans: one f16 plane of the activations).
-__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
-                                              unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 { %0, %1, %2, %3 }, "
-      "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+// d += a · b for one m16n8k16 tile: 16-bit inputs of type T (bf16 or f16), f32 accumulation (PTX
+// mma.sync, sm_80+): mma_bf16_16816 and mma_f16_16816 (f16-weight plans, docs/KERNELS.md "GEMM
+// inputs"). (Braces spaced from '%': the header is a tera template.)
+#define Z2C_MMA_16816(NAME, T)                                                                  \
+  __device__ __forceinline__ void NAME(float (&d)[4], const unsigned (&a)[4], unsigned b0,      \
+                                       unsigned b1) {                                           \
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 { %0, %1, %2, %3 }, "  \
+                 "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"                        \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                               \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));               \
+  }
+Z2C_MMA_16816(mma_bf16_16816, "bf16")
+Z2C_MMA_16816(mma_f16_16816, "f16")
 
 // Two f32 values to a packed f16 pair, round to nearest even, `lo` in the low half.
 __device__ __forceinline__ unsigned cvt_f16x2(float lo, float hi) {
