@@ -37,7 +37,7 @@ WORDS = (
 ).split()
 
 
-def compile_plan(z: str, work: Path, config: Path, arch: list) -> Path:
+def compile_plan(z: str, work: Path, config: Path, arch: list, dtype: str) -> Path:
     model = work / "model"
     model.mkdir()
     shutil.copy(config, model / "config.json")
@@ -46,7 +46,7 @@ def compile_plan(z: str, work: Path, config: Path, arch: list) -> Path:
             shutil.copy(TOKENIZER_DIR / f, model / f)
     plan = work / "plan"
     subprocess.run(
-        [z, "compile", str(model), "-o", str(plan), "--dummy-weights", "--dtype", "bf16", *arch],
+        [z, "compile", str(model), "-o", str(plan), "--dummy-weights", "--dtype", dtype, *arch],
         check=True, stdout=subprocess.DEVNULL,
     )
     return plan
@@ -77,12 +77,14 @@ def main() -> int:
     # A dry run of the script on the CPU: --config examples/demo-model/config.json --device cpu.
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--device", default="cuda")
+    # The plan's weight dtype: bf16 (the default plan) or f16 (f16 GEMM inputs, docs/KERNELS.md).
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
     a = ap.parse_args()
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         arch = ["--arch", "sm_90"] if a.device == "cuda" else []
-        plan = compile_plan(a.zamba2c, work, a.config, arch)
+        plan = compile_plan(a.zamba2c, work, a.config, arch, a.dtype)
         prompts = work / "prompts.txt"
         lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, a.max_words)))
                  for _ in range(a.prompts)]

@@ -235,7 +235,7 @@ fi
 # (scripts/gpu_batch_check.py; batch_check.json).
 if [ "${BATCH_CHECK:-0}" = 1 ]; then
   timeout 400 python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
-    --batch "${BATCH_CHECK_B:-64}" 2>&1 | tail -4 || rc=1
+    --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" 2>&1 | tail -4 || rc=1
 fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then
   # Batched decode on the tensor-core table `decode_rows` (docs/KERNELS.md "decode_rows") against
