@@ -8,7 +8,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 Z=$PWD/.gpu/bin/zamba2c
 rc=0
 for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
-  for dt in f32 bf16; do
+  # f16: f16 weights, every GEMM on one f16 plane (round_f16, norms writing f16, mma f16).
+  for dt in ${DTYPES:-f32 bf16 f16}; do
     p=/tmp/san-$m-$dt
     "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype "$dt" > /dev/null 2>&1 || { echo "compile $m $dt failed"; rc=1; continue; }
     # 150 tokens: three chunks of the chunked scan (one partial), three query tiles of the
@@ -36,7 +37,9 @@ if [ "${BATCHED:-1}" = 1 ]; then
   ps=/tmp/san-$m-bf16-splitk
   ZAMBA2C_TUNE_ROWS_GEMM=2 "$Z" compile "tests/fixtures/models/$m" -o "$ps" --dtype bf16 > /dev/null 2>&1 \
     || { echo "compile $m split-K failed"; rc=1; }
-  for run in "4 $p" "16 $p" "16 $ps"; do
+  pf=/tmp/san-$m-f16
+  [ -d "$pf" ] || "$Z" compile "tests/fixtures/models/$m" -o "$pf" --dtype f16 > /dev/null 2>&1
+  for run in "4 $p" "16 $p" "16 $ps" "16 $pf"; do
     set -- $run
     b=$1 plan=$2 tag=$(basename "$2")-b$1
     for tool in memcheck racecheck; do
