@@ -45,6 +45,16 @@ def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def flip_margins(ours, ref):
+    """Where the top-1 differs, the reference's gap between its top two logits, relative to
+    max|ref|: how near a tie each flipped position was (random weights give small margins, so a
+    tiny perturbation flips some; docs/PERFORMANCE.md, 2026-12-02 seventh session)."""
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    margin = (top2[:, 1] - top2[:, 0]) / np.abs(ref).max()
+    flipped = ours.argmax(-1) != ref.argmax(-1)
+    return {"flipped_margins": [float(m) for m in margin[flipped]], "median_margin": float(np.median(margin))}
+
+
 def long_run(z, plan, work, n, vocab):
     """n decode steps after a 1-token prompt vs one prompt pass over the same n+1 tokens: the
     recurrent state must not drift (issue 6). Compares the last 64 positions."""
@@ -140,11 +150,13 @@ def main():
         ours = load_file(lo)["logits"]
         r["prompt_rel"] = rel(ours, ref)
         r["prompt_top1_agree"] = float((ours.argmax(-1) == ref.argmax(-1)).mean())
+        r["prompt_flips"] = flip_margins(ours, ref)
         r["logits_cmd_s"] = dt
         sh([z, "logits", plan, "--tokens", toks, "--out", lo, "--device", "cuda", "--decode-from", str(K)])
         ours = load_file(lo)["logits"]
         r["decode_rel"] = rel(ours, ref_dec)
         r["decode_top1_agree"] = float((ours.argmax(-1) == ref_dec.argmax(-1)).mean())
+        r["decode_flips"] = flip_margins(ours, ref_dec)
         res[key] = r
         print(key, json.dumps(r), flush=True)
         if dtype in ("bf16", "f16"):
