@@ -306,14 +306,7 @@ fn base_specs(
         Op::RmsNorm { weight, eps } => vec![Builder::new("rms_norm", act)
             .set("width", w)
             .set("split", ctx.split_out)
-            .set(
-                "planes",
-                if ctx.split_out {
-                    planes_of(out.dtype)
-                } else {
-                    1
-                },
-            )
+            .set("planes", out_planes(ctx))
             .set("x_stride", ins[0].stride)
             .set("eps", flit(*eps))
             .input("x", &ins[0])
@@ -514,14 +507,7 @@ fn base_specs(
             vec![Builder::new("gated_rms_norm", act)
                 .set("width", w)
                 .set("split", ctx.split_out)
-                .set(
-                    "planes",
-                    if ctx.split_out {
-                        planes_of(out.dtype)
-                    } else {
-                        1
-                    },
-                )
+                .set("planes", out_planes(ctx))
                 .set("group", w / groups)
                 .set("eps", flit(*eps))
                 .set("y_stride", ins[0].stride)
@@ -764,6 +750,15 @@ pub(crate) fn planes_of(dtype: DType) -> usize {
         1
     } else {
         2
+    }
+}
+
+/// Planes a norm kernel writes: its GEMM input planes with `split_out`, else one plain value.
+fn out_planes(ctx: &NodeCtx) -> usize {
+    if ctx.split_out {
+        planes_of(ctx.out.dtype)
+    } else {
+        1
     }
 }
 

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""How far from transformers f32 a 16-bit SSM state would put the 2.7B shape's decode path.
+
+    python3 scripts/ssm_state_precision.py [--tokens 256] [--decode-from 192] [--out FILE]
+
+Runs on the CPU (no GPU, no zamba2c; ~15 min on 2 cores, 16 GB): transformers' Zamba2 at the
+2.7B shape, its own random init in bf16, run in f32 on the decode path of
+`scripts/gpu_check_27b.py` (the first K tokens as a prompt, the rest decoded one at a time
+through the cache). Emulated with hooks, as `scripts/gemm_input_precision.py` does:
+- `kv_bf16`: the key and value projections' outputs rounded to bf16 (the default plan's cache);
+- `gemm_f16`: every `nn.Linear` input rounded once to f16 (f16-weight plans' tensor-core GEMMs);
+- `state_<dtype>`: the Mamba2 SSM state stored in <dtype> (f16 or bf16): the prompt's final
+  state and every decode step's new state rounded when stored, the step's output computed from
+  the unrounded one (as a kernel that keeps the new state in registers for y = S·C would).
+The state is ~all of a batched decode step's per-sequence traffic (71 MB of f32 a sequence on
+the 2.7B shape, read and written every step): a 16-bit state halves it. Reports rel =
+max|d| / max|ref| and the top-1 agreement against the unrounded f32 decode.
+"""
+import argparse
+import json
+import time
+
+import torch
+from transformers import Zamba2Config, Zamba2ForCausalLM
+from transformers.models.zamba2 import modeling_zamba2
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+STATE_DTYPE = {"value": None}
+_original_step = modeling_zamba2.mamba2_selective_state_update
+
+
+def rounding_step(state, *args, **kwargs):
+    out = _original_step(state, *args, **kwargs)
+    if STATE_DTYPE["value"] is not None:
+        state.copy_(state.to(STATE_DTYPE["value"]).float())
+    return out
+
+
+modeling_zamba2.mamba2_selective_state_update = rounding_step
+
+
+def round_cache_states(cache, dtype):
+    """Rounds every SSM state held by `cache` in place (the prompt's final states)."""
+    seen = 0
+    for i in range(len(cache.layers)):
+        try:
+            s = cache.get_recurrent_state(i, state_idx=0)
+        except (KeyError, IndexError, AttributeError, ValueError):
+            continue
+        if torch.is_tensor(s) and s.numel() > 0:
+            s.copy_(s.to(dtype).float())
+            seen += 1
+    return seen
+
+
+def decode_path(model, ids, k, state_dtype):
+    STATE_DTYPE["value"] = state_dtype
+    with torch.no_grad():
+        out = model(ids[:, :k], use_cache=True)
+        cache = out.past_key_values
+        rounded = round_cache_states(cache, state_dtype) if state_dtype is not None else 0
+        rows = [out.logits[0].float()]
+        for t in range(k, ids.shape[1]):
+            o = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+            cache = o.past_key_values
+            rows.append(o.logits[0].float())
+    STATE_DTYPE["value"] = None
+    return torch.cat(rows, 0), rounded
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--decode-from", type=int, default=192)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="/tmp/ssm_state_precision.json")
+    ap.add_argument("--small", action="store_true", help="a tiny config: a smoke test of the script")
+    ap.add_argument("--variants", default="kv_bf16,kv_bf16+state_f16,kv_bf16+state_bf16,"
+                    "kv_bf16+gemm_f16+state_f16")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    cfg = Zamba2Config(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
+                       use_mem_rope=False, vocab_size=32000)
+    if args.small:
+        cfg = Zamba2Config(hidden_size=64, num_hidden_layers=4, n_mamba_heads=4, mamba_d_state=16,
+                           num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
+                           num_mem_blocks=1, use_shared_attention_adapter=False, use_mem_rope=False,
+                           vocab_size=200, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])
+    t = time.time()
+    torch.set_default_dtype(torch.bfloat16)
+    model = Zamba2ForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    model = model.float().eval()
+    res = {"tokens": args.tokens, "decode_from": args.decode_from, "seed": args.seed,
+           "init_s": time.time() - t}
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, cfg.vocab_size, (1, args.tokens), generator=g)
+    t = time.time()
+    ref, _ = decode_path(model, ids, args.decode_from, None)
+    res["ref_s"] = time.time() - t
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for variant in args.variants.split(","):
+        hooks, state = [], None
+        for part in variant.split("+"):
+            if part == "kv_bf16":
+                for n, m in linears:
+                    if n.endswith("k_proj") or n.endswith("v_proj"):
+                        hooks.append(m.register_forward_hook(
+                            lambda _m, _i, o: o.to(torch.bfloat16).float()))
+            elif part == "gemm_f16":
+                for _, m in linears:
+                    hooks.append(m.register_forward_pre_hook(
+                        lambda _m, i: (i[0].to(torch.float16).float(),) + tuple(i[1:])))
+            elif part.startswith("state_"):
+                state = {"f16": torch.float16, "bf16": torch.bfloat16}[part[6:]]
+            else:
+                raise SystemExit(f"unknown variant part {part}")
+        t = time.time()
+        out, rounded = decode_path(model, ids, args.decode_from, state)
+        for h in hooks:
+            h.remove()
+        dec = slice(args.decode_from, None)
+        r = {"rel": rel(out, ref), "top1_agree": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
+             "decoded_rel": rel(out[dec], ref[dec]),
+             "decoded_top1_agree": float((out[dec].argmax(-1) == ref[dec].argmax(-1)).float().mean()),
+             "prompt_states_rounded": rounded, "s": time.time() - t}
+        res[variant] = r
+        print(variant, json.dumps(r), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
