@@ -39,7 +39,10 @@ pub struct CompileArgs {
     /// or a zamba2c plan holding nothing but its own files.
     #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
-    /// Weight and activation dtype of the plan: f32, bf16 or f16.
+    /// Weight dtype of the plan: f32, bf16 or f16. With 16-bit weights the prompt's and batched
+    /// steps' GEMMs run on tensor cores: bf16 weights read f32 activations as two bf16 planes
+    /// (hi + lo), f16 weights as one f16 rounding (half the tensor-core work; docs/KERNELS.md
+    /// "GEMM inputs").
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Activation dtype (residual stream, conv state, KV cache). f32 by default: with bf16
