@@ -9,6 +9,7 @@ Runs on the CPU (no GPU, no zamba2c; ~15 min on 2 cores, 16 GB): transformers' Z
 through the cache). Emulated with hooks, as `scripts/gemm_input_precision.py` does:
 - `kv_bf16`: the key and value projections' outputs rounded to bf16 (the default plan's cache);
 - `gemm_f16`: every `nn.Linear` input rounded once to f16 (f16-weight plans' tensor-core GEMMs);
+- `state_zero`: a control: every stored state zeroed, what the state weighs in the outputs;
 - `state_<dtype>`: the Mamba2 SSM state stored in <dtype> (f16 or bf16): the prompt's final
   state and every decode step's new state rounded when stored, the step's output computed from
   the unrounded one (as a kernel that keeps the new state in registers for y = S·C would).
@@ -35,7 +36,9 @@ _original_step = modeling_zamba2.mamba2_selective_state_update
 
 def rounding_step(state, *args, **kwargs):
     out = _original_step(state, *args, **kwargs)
-    if STATE_DTYPE["value"] is not None:
+    if STATE_DTYPE["value"] == "zero":
+        state.zero_()
+    elif STATE_DTYPE["value"] is not None:
         state.copy_(state.to(STATE_DTYPE["value"]).float())
     return out
 
@@ -52,7 +55,10 @@ def round_cache_states(cache, dtype):
         except (KeyError, IndexError, AttributeError, ValueError):
             continue
         if torch.is_tensor(s) and s.numel() > 0:
-            s.copy_(s.to(dtype).float())
+            if dtype == "zero":
+                s.zero_()
+            else:
+                s.copy_(s.to(dtype).float())
             seen += 1
     return seen
 
@@ -116,7 +122,9 @@ def main():
                     hooks.append(m.register_forward_pre_hook(
                         lambda _m, i: (i[0].to(torch.float16).float(),) + tuple(i[1:])))
             elif part.startswith("state_"):
-                state = {"f16": torch.float16, "bf16": torch.bfloat16}[part[6:]]
+                # state_zero: a control, every stored state zeroed (what the state is worth to
+                # the outputs at all on these weights).
+                state = {"f16": torch.float16, "bf16": torch.bfloat16, "zero": "zero"}[part[6:]]
             else:
                 raise SystemExit(f"unknown variant part {part}")
         t = time.time()
