@@ -85,6 +85,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="/tmp/ssm_state_precision.json")
     ap.add_argument("--small", action="store_true", help="a tiny config: a smoke test of the script")
+    ap.add_argument("--bc-scale", type=float, default=1.0,
+                    help="scale in_proj's B and C rows of every mixer by this (S·C grows by its "
+                    "square): a random model whose outputs depend on the state (state_zero shows "
+                    "how much)")
     ap.add_argument("--variants", default="kv_bf16,kv_bf16+state_f16,kv_bf16+state_bf16,"
                     "kv_bf16+gemm_f16+state_f16")
     args = ap.parse_args()
@@ -101,7 +105,15 @@ def main():
     model = Zamba2ForCausalLM(cfg)
     torch.set_default_dtype(torch.float32)
     model = model.float().eval()
-    res = {"tokens": args.tokens, "decode_from": args.decode_from, "seed": args.seed,
+    if args.bc_scale != 1.0:
+        # in_proj rows: z (d_inner), x (d_inner), B (G·N), C (G·N), dt (heads) (ZAMBA2.md §3.2).
+        d_inner = cfg.mamba_expand * cfg.hidden_size
+        gn = cfg.mamba_ngroups * cfg.mamba_d_state
+        with torch.no_grad():
+            for n, m in model.named_modules():
+                if n.endswith("mamba.in_proj"):
+                    m.weight[2 * d_inner:2 * d_inner + 2 * gn] *= args.bc_scale
+    res = {"bc_scale": args.bc_scale,"tokens": args.tokens, "decode_from": args.decode_from, "seed": args.seed,
            "init_s": time.time() - t}
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, cfg.vocab_size, (1, args.tokens), generator=g)
