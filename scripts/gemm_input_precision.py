@@ -24,11 +24,8 @@ import json
 import time
 
 import torch
-from transformers import Zamba2Config, Zamba2ForCausalLM
 
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+from zamba2_emulation import linears, model_27b, rel, rounding_hook
 
 
 def main():
@@ -39,15 +36,8 @@ def main():
     ap.add_argument("--variants", default="kv_bf16,kv_bf16+gemm_bf16,kv_bf16+gemm_f16,gemm_f16")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = Zamba2Config(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
-                       use_mem_rope=False, vocab_size=32000)
     t = time.time()
-    # Initialised in bf16 (as the GPU check rounds its f32 init to bf16), then run in f32.
-    torch.set_default_dtype(torch.bfloat16)
-    model = Zamba2ForCausalLM(cfg)
-    torch.set_default_dtype(torch.float32)
-    model = model.float().eval()
+    model = model_27b()
     res = {"tokens": args.tokens, "seed": args.seed, "init_s": time.time() - t}
     # The share of weights a bf16 -> f16 conversion would not keep exactly (|w| < 2^-17 and
     # nonzero low bits, or beyond f16's range).
@@ -60,30 +50,22 @@ def main():
     res["matrix_weights"] = total
     res["f16_inexact_weights"] = inexact
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, cfg.vocab_size, (1, args.tokens), generator=g)
+    ids = torch.randint(3, model.config.vocab_size, (1, args.tokens), generator=g)
     with torch.no_grad():
         t = time.time()
         ref = model(ids, use_cache=False).logits[0].float()
         res["ref_s"] = time.time() - t
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    res["linears"] = len(linears)
+    res["linears"] = len(linears(model))
     for variant in args.variants.split(","):
         hooks = []
         saved = []
         for part in variant.split("+"):
-            if part == "kv_bf16":
-                for n, m in linears:
-                    if n.endswith("k_proj") or n.endswith("v_proj"):
-                        hooks.append(m.register_forward_hook(
-                            lambda _m, _i, o: o.to(torch.bfloat16).float()))
-            elif part.startswith("gemm_"):
-                dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[5:]]
-                for _, m in linears:
-                    hooks.append(m.register_forward_pre_hook(
-                        lambda _m, i, dt=dt: (i[0].to(dt).float(),) + tuple(i[1:])))
+            h = rounding_hook(model, part)
+            if h is not None:
+                hooks += h
             elif part == "w_f16":
                 with torch.no_grad():
-                    for _, m in linears:
+                    for _, m in linears(model):
                         w = m.weight
                         idx = (w.half().float() != w).nonzero(as_tuple=True)
                         saved.append((w, idx, w[idx].clone()))

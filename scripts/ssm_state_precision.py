@@ -22,12 +22,10 @@ import json
 import time
 
 import torch
-from transformers import Zamba2Config, Zamba2ForCausalLM
+from transformers import Zamba2Config
 from transformers.models.zamba2 import modeling_zamba2
 
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+from zamba2_emulation import SHAPE_27B, random_model, rel, rounding_hook
 
 
 STATE_DTYPE = {"value": None}
@@ -93,18 +91,14 @@ def main():
                     "kv_bf16+gemm_f16+state_f16")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    cfg = Zamba2Config(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
-                       use_mem_rope=False, vocab_size=32000)
+    cfg = Zamba2Config(**SHAPE_27B)
     if args.small:
         cfg = Zamba2Config(hidden_size=64, num_hidden_layers=4, n_mamba_heads=4, mamba_d_state=16,
                            num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
                            num_mem_blocks=1, use_shared_attention_adapter=False, use_mem_rope=False,
                            vocab_size=200, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])
     t = time.time()
-    torch.set_default_dtype(torch.bfloat16)
-    model = Zamba2ForCausalLM(cfg)
-    torch.set_default_dtype(torch.float32)
-    model = model.float().eval()
+    model = random_model(cfg)
     if args.bc_scale != 1.0:
         # in_proj rows: z (d_inner), x (d_inner), B (G·N), C (G·N), dt (heads) (ZAMBA2.md §3.2).
         d_inner = cfg.mamba_expand * cfg.hidden_size
@@ -120,19 +114,12 @@ def main():
     t = time.time()
     ref, _ = decode_path(model, ids, args.decode_from, None)
     res["ref_s"] = time.time() - t
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     for variant in args.variants.split(","):
         hooks, state = [], None
         for part in variant.split("+"):
-            if part == "kv_bf16":
-                for n, m in linears:
-                    if n.endswith("k_proj") or n.endswith("v_proj"):
-                        hooks.append(m.register_forward_hook(
-                            lambda _m, _i, o: o.to(torch.bfloat16).float()))
-            elif part == "gemm_f16":
-                for _, m in linears:
-                    hooks.append(m.register_forward_pre_hook(
-                        lambda _m, i: (i[0].to(torch.float16).float(),) + tuple(i[1:])))
+            h = rounding_hook(model, part)
+            if h is not None:
+                hooks += h
             elif part.startswith("state_"):
                 # state_zero: a control, every stored state zeroed (what the state is worth to
                 # the outputs at all on these weights).

@@ -89,22 +89,19 @@
   };
 
   float acc[MI][4][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
 {% if dual is defined %}  // The lo plane's products in accumulators of their own, added after the loop: two independent
   // chains of tensor-core operations per output fragment instead of one.
   float acc_lo[MI][4][4];
-#pragma unroll
+{% endif %}#pragma unroll
   for (int i = 0; i < MI; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int c = 0; c < 4; ++c) acc_lo[i][j][c] = 0.f;
-{% endif %}
+      for (int c = 0; c < 4; ++c) {
+        acc[i][j][c] = 0.f;
+{% if dual is defined %}        acc_lo[i][j][c] = 0.f;
+{% endif %}      }
+
 {% if skinny is defined %}#pragma unroll
   for (int s = 0; s < ST - 1; ++s)
     if (s < ktn) issue_w(s);

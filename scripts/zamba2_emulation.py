@@ -1,0 +1,44 @@
+"""Shared by the CPU emulation scripts (gemm_input_precision.py, ssm_state_precision.py):
+transformers' Zamba2 at the 2.7B shape with its own random init in bf16, run in f32, and hooks
+that emulate a zamba2c plan's roundings on its `nn.Linear` modules."""
+import torch
+from transformers import Zamba2Config, Zamba2ForCausalLM
+
+# The fidelity checks' 2.7B shape (scripts/gpu_check_27b.py).
+SHAPE_27B = dict(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
+                 use_mem_rope=False, vocab_size=32000)
+
+
+def rel(a, b):
+    """max|a - b| / max|b|: the figure docs/PERFORMANCE.md measures plans by."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def random_model(cfg):
+    """`cfg`'s model initialised in bf16 (as the GPU check rounds its init to bf16), in f32."""
+    torch.set_default_dtype(torch.bfloat16)
+    model = Zamba2ForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    return model.float().eval()
+
+
+def model_27b():
+    return random_model(Zamba2Config(**SHAPE_27B))
+
+
+def linears(model):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def rounding_hook(model, part):
+    """The hooks of one rounding, or None when `part` is not one: `kv_bf16` (the key and value
+    projections' outputs to bf16: the cache, this config having no RoPE) or `gemm_<bf16|f16>`
+    (every `nn.Linear` input rounded once, as a tensor-core GEMM fed one plane does)."""
+    if part == "kv_bf16":
+        return [m.register_forward_hook(lambda _m, _i, o: o.to(torch.bfloat16).float())
+                for n, m in linears(model) if n.endswith("k_proj") or n.endswith("v_proj")]
+    if part.startswith("gemm_"):
+        dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[5:]]
+        return [m.register_forward_pre_hook(lambda _m, i, dt=dt: (i[0].to(dt).float(),) + tuple(i[1:]))
+                for _, m in linears(model)]
+    return None
