@@ -20,12 +20,11 @@ emulation against what the H200 measured for the real kernels (the default plan 
 one bf16 rounding of GEMM inputs 4.0e-2 / 93.0%).
 """
 import argparse
-import json
 import time
 
 import torch
 
-from zamba2_emulation import linears, model_27b, rel, rounding_hook
+from zamba2_emulation import linears, model_27b, record, rel, rounding_hook, top1, write
 
 
 def main():
@@ -80,13 +79,8 @@ def main():
         with torch.no_grad():
             for w, idx, orig in saved:
                 w[idx] = orig
-        r = {"rel": rel(out, ref), "top1_agree": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
-             "s": time.time() - t}
-        res[variant] = r
-        print(variant, json.dumps(r), flush=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
+        record(res, variant, {"rel": rel(out, ref), "top1_agree": top1(out, ref), "s": time.time() - t})
+    write(res, args.out)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ the 2.7B shape, read and written every step): a 16-bit state halves it. Reports 
 max|d| / max|ref| and the top-1 agreement against the unrounded f32 decode.
 """
 import argparse
-import json
 import time
 
 import torch
 from transformers import Zamba2Config
 from transformers.models.zamba2 import modeling_zamba2
 
-from zamba2_emulation import SHAPE_27B, random_model, rel, rounding_hook
+from zamba2_emulation import SHAPE_27B, random_model, record, rel, rounding_hook, top1, write
 
 
 STATE_DTYPE = {"value": None}
@@ -131,15 +130,11 @@ def main():
         for h in hooks:
             h.remove()
         dec = slice(args.decode_from, None)
-        r = {"rel": rel(out, ref), "top1_agree": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
-             "decoded_rel": rel(out[dec], ref[dec]),
-             "decoded_top1_agree": float((out[dec].argmax(-1) == ref[dec].argmax(-1)).float().mean()),
-             "prompt_states_rounded": rounded, "s": time.time() - t}
-        res[variant] = r
-        print(variant, json.dumps(r), flush=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
+        record(res, variant, {"rel": rel(out, ref), "top1_agree": top1(out, ref),
+                              "decoded_rel": rel(out[dec], ref[dec]),
+                              "decoded_top1_agree": top1(out[dec], ref[dec]),
+                              "prompt_states_rounded": rounded, "s": time.time() - t})
+    write(res, args.out)
 
 
 if __name__ == "__main__":

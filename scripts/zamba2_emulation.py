@@ -1,6 +1,8 @@
 """Shared by the CPU emulation scripts (gemm_input_precision.py, ssm_state_precision.py):
 transformers' Zamba2 at the 2.7B shape with its own random init in bf16, run in f32, and hooks
 that emulate a zamba2c plan's roundings on its `nn.Linear` modules."""
+import json
+
 import torch
 from transformers import Zamba2Config, Zamba2ForCausalLM
 
@@ -12,6 +14,23 @@ SHAPE_27B = dict(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapte
 def rel(a, b):
     """max|a - b| / max|b|: the figure docs/PERFORMANCE.md measures plans by."""
     return float((a - b).abs().max() / b.abs().max())
+
+
+def top1(a, b):
+    """The share of positions whose largest logit is the same."""
+    return float((a.argmax(-1) == b.argmax(-1)).float().mean())
+
+
+def record(res, variant, r):
+    """Prints one variant's figures as they come (a run takes minutes) and keeps them."""
+    res[variant] = r
+    print(variant, json.dumps(r), flush=True)
+
+
+def write(res, path):
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
 
 
 def random_model(cfg):
