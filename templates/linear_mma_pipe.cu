@@ -149,9 +149,9 @@
         v[3] = *reinterpret_cast<const float2*>(xt + (r0 + g + 8) * XSTR + ks + 2 * t + 8);
         unsigned a[4];
 #pragma unroll
-        for (int q = 0; q < 4; ++q) a[q] = {{ cvt }}(v[q].x, v[q].y);
+        for (int q = 0; q < 4; ++q) a[q] = cvt_{{ wt }}x2(v[q].x, v[q].y);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) mma_{{ wt }}_16816(acc[i][j], a, b[j][0], b[j][1]);
 {% if split %}#pragma unroll
         for (int q = 0; q < 4; ++q) {
           float r0f = v[q].x - __uint_as_float(a[q] << 16);
@@ -161,16 +161,16 @@
           a[q] = cvt_bf16x2(r0f, r1f);
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) mma_{{ wt }}_16816(acc[i][j], a, b[j][0], b[j][1]);
 {% endif %}{% elif dual is defined %}        const int mat = lane >> 3, r = lane & 7;
         unsigned a[4];
         ldmatrix_x4(xt + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1], a[2], a[3]);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) mma_{{ wt }}_16816(acc[i][j], a, b[j][0], b[j][1]);
         ldmatrix_x4(xt + BM * XSTR + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1], a[2],
                     a[3]);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {{ mma }}(acc_lo[i][j], a, b[j][0], b[j][1]);
+        for (int j = 0; j < 4; ++j) mma_{{ wt }}_16816(acc_lo[i][j], a, b[j][0], b[j][1]);
 {% else %}        const int mat = lane >> 3, r = lane & 7;
 #pragma unroll
         for (int pl = 0; pl < XPLANES; ++pl) {
@@ -178,7 +178,7 @@
           ldmatrix_x4(xt + pl * BM * XSTR + (r0 + (mat & 1) * 8 + r) * XSTR + ks + (mat >> 1) * 8, a[0], a[1],
                       a[2], a[3]);
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {{ mma }}(acc[i][j], a, b[j][0], b[j][1]);
+          for (int j = 0; j < 4; ++j) mma_{{ wt }}_16816(acc[i][j], a, b[j][0], b[j][1]);
         }
 {% endif %}      }
     }

@@ -72,13 +72,13 @@ __device__ __forceinline__ void loadv(const bf16_t* p, float (&o)[8]) {
   unpack2(v.x, o); unpack2(v.y, o + 2); unpack2(v.z, o + 4); unpack2(v.w, o + 6);
 }
 // Eight f16 weights (f16-weight plans), converted exactly to f32.
-__device__ __forceinline__ void unpack2(unsigned w, float* o, half_t) {
+__device__ __forceinline__ void unpack2_f16(unsigned w, float* o) {
   o[0] = to_f(half_t{(unsigned short)(w & 0xffffu)});
   o[1] = to_f(half_t{(unsigned short)(w >> 16)});
 }
 __device__ __forceinline__ void loadv(const half_t* p, float (&o)[8]) {
   uint4 v = *reinterpret_cast<const uint4*>(p);
-  unpack2(v.x, o, half_t{}); unpack2(v.y, o + 2, half_t{}); unpack2(v.z, o + 4, half_t{}); unpack2(v.w, o + 6, half_t{});
+  unpack2_f16(v.x, o); unpack2_f16(v.y, o + 2); unpack2_f16(v.z, o + 4); unpack2_f16(v.w, o + 6);
 }
 
 // MT consecutive f32 values of shared memory to registers and back (16-byte accesses when MT

@@ -257,17 +257,14 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
     // planes' width divided by their count.
     let (act, w) = match ctx.op {
         Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } if ctx.split_out => {
-            let planes = GemmPlanes::of_module(ctx.module);
-            if out.dtype != planes.dtype || !out.width.is_multiple_of(planes.count) {
+            let (dtype, count) = gemm_planes(ctx.module);
+            if out.dtype != dtype || !out.width.is_multiple_of(count) {
                 return Err(ctx.err(
                     pos,
-                    format!(
-                        "GEMM input planes are {} of {}× the width",
-                        planes.dtype, planes.count
-                    ),
+                    format!("GEMM input planes are {dtype} of {count}× the width"),
                 ));
             }
-            (DType::F32, out.width / planes.count)
+            (DType::F32, out.width / count)
         }
         _ if ctx.split_out => return Err(ctx.err(pos, "only a norm writes split planes")),
         _ => (act, out.width),
@@ -638,18 +635,18 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
             // f32 activations: split into two bf16 parts (~16 mantissa bits kept) unless the
             // knob MMA_SPLIT=2 asks for one bf16 rounding (measured in docs/PERFORMANCE.md).
             let split = x.dtype == DType::F32 && spec.dtype == DType::BF16 && mma_split();
-            // The tensor-core instruction and the conversion of f32 activations follow the
-            // weight's dtype (docs/KERNELS.md "GEMM inputs").
-            let (wt, mma, cvt) = match spec.dtype {
-                DType::F16 => ("f16", "mma_f16_16816", "cvt_f16x2"),
-                _ => ("bf16", "mma_bf16_16816", "cvt_bf16x2"),
+            // The tensor-core instruction (`mma_<wt>_16816`) and the conversion of f32
+            // activations (`cvt_<wt>x2`) follow the weight's dtype (docs/KERNELS.md "GEMM
+            // inputs").
+            let wt = if spec.dtype == DType::F16 {
+                "f16"
+            } else {
+                "bf16"
             };
             let b = b
                 .set("split", split)
                 .set("f32x", x.dtype == DType::F32)
-                .set("wt", wt)
-                .set("mma", mma)
-                .set("cvt", cvt);
+                .set("wt", wt);
             if !pipelined_gemm() {
                 // The first tensor-core GEMM (register-staged, one shared stage), kept as the
                 // baseline the pipelined one is measured against.
@@ -707,7 +704,7 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
 }
 
 /// How `linear_mma_pipe` stages its input (`xmode`) and the bytes of one x element in shared
-/// memory: two bf16 planes of a presplit input, an f32 value, or one bf16 value.
+/// memory: one f16 plane, two bf16 planes of a presplit input, an f32 value, or one bf16 value.
 fn pipe_x_mode(ctx: &NodeCtx) -> (usize, &'static str) {
     match (ctx.presplit, ctx.inputs[0].dtype) {
         (_, DType::F16) => (2, "f16"),
@@ -717,31 +714,19 @@ fn pipe_x_mode(ctx: &NodeCtx) -> (usize, &'static str) {
     }
 }
 
-/// How a projection GEMM reads f32 activations (docs/KERNELS.md "GEMM inputs"): with bf16
-/// weights as two bf16 planes, `x = hi + lo` (~16 mantissa bits: one bf16 rounding misses the
-/// fidelity bar); with f16 weights as one f16 plane, x rounded once (11 significant bits, half
-/// the tensor-core work and no second product). The planes of a row lie side by side: plane
-/// `p` in columns `p·K .. (p+1)·K`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct GemmPlanes {
-    pub dtype: DType,
-    pub count: usize,
-}
-
-impl GemmPlanes {
-    /// The planes of the module's projections (its weight dtype decides).
-    pub(crate) fn of_module(m: &Module) -> Self {
-        match m.dtype {
-            DType::F16 => GemmPlanes {
-                dtype: DType::F16,
-                count: 1,
-            },
-            _ => GemmPlanes {
-                dtype: DType::BF16,
-                count: 2,
-            },
-        }
-    }
+/// How a projection GEMM reads f32 activations (docs/KERNELS.md "GEMM inputs"), as the dtype of
+/// its input planes and their count, decided by the module's weight dtype: with bf16 weights
+/// two bf16 planes, `x = hi + lo` (~16 mantissa bits: one bf16 rounding misses the fidelity
+/// bar); with f16 weights one f16 plane, x rounded once (11 significant bits, half the
+/// tensor-core work and no second product). The planes of a row lie side by side: plane `p` in
+/// columns `p·K .. (p+1)·K`.
+pub(crate) fn gemm_planes(m: &Module) -> (DType, usize) {
+    let dtype = if m.dtype == DType::F16 {
+        DType::F16
+    } else {
+        DType::BF16
+    };
+    (dtype, planes_of(dtype))
 }
 
 /// Planes in a GEMM input value of `dtype` (f16: one, bf16: hi and lo).
@@ -842,7 +827,7 @@ fn skinny_gemm(
 }
 
 /// The projection of a `linear_mma_pipe` launch as a library GEMM, when the library can compute
-/// exactly it: bf16 inputs (presplit planes or bf16 activations), an f32 output when the input
+/// exactly it: bf16 inputs (presplit planes or bf16 activations) or f16 ones (one f16 plane), an f32 output when the input
 /// is split (the lo product accumulates into it), and an epilogue that is the GEMM's
 /// `beta · C` (a residual in the output's layout, or the output itself). Anything else stays
 /// on the kernel alone. `ZAMBA2C_TUNE_LIBRARY_GEMM=0` emits none (a measurement).
@@ -910,14 +895,14 @@ fn pipelined_gemm() -> bool {
 /// ([`gemm_input_planes`]).
 pub(crate) fn presplit_eligible(ctx: &NodeCtx, x: &Operand, w: &str) -> bool {
     x.dtype == DType::F32
-        && (mma_split() || GemmPlanes::of_module(ctx.module).count == 1)
+        && (mma_split() || gemm_planes(ctx.module).1 == 1)
         && pipelined_gemm()
         && weight_ref(ctx, w).is_some_and(|r| {
             r.shape.len() == 2 && r.shape[1] == x.width && mma_eligible(x, &r, x.width)
         })
 }
 
-/// f32 activations made once into the GEMM input planes (`GemmPlanes`) the GEMMs that read them
+/// f32 activations made once into the GEMM input planes ([`gemm_planes`]) the GEMMs that read them
 /// take: with a bf16 `out` of width 2K, `out[:, 0..K] = bf16(x)`, `out[:, K..2K] = bf16(x −
 /// bf16(x))` (templates/split_bf16.cu); with an f16 `out` of width K, `f16(x)`
 /// (templates/round_f16.cu).

@@ -101,11 +101,11 @@ impl Emit<'_, '_, '_> {
         }
     }
 
-    /// A temporary for the GEMM input planes of `width` f32 activations (`GemmPlanes`: two bf16
-    /// planes side by side, or one f16 plane).
+    /// A temporary for the GEMM input planes of `width` f32 activations
+    /// (`families::gemm_planes`: two bf16 planes side by side, or one f16 plane).
     fn planes_temp(&mut self, width: usize) -> Operand {
-        let p = families::GemmPlanes::of_module(self.ctx.module);
-        (self.temp)(p.count * width, p.dtype)
+        let (dtype, count) = families::gemm_planes(self.ctx.module);
+        (self.temp)(count * width, dtype)
     }
 
     /// The linear of weight `w` on split planes (`planes`: the hi columns, lo `k` columns
@@ -123,8 +123,7 @@ impl Emit<'_, '_, '_> {
         let lin = Op::Linear {
             weight: w.to_string(),
         };
-        // One f16 plane (an f16-weight plan) is one GEMM input: nothing to stack.
-        if !stacked_planes(self.ctx) || families::planes_of(planes.dtype) == 1 {
+        if !stacked_planes(self.ctx) {
             let form = Form {
                 presplit: true,
                 ..Form::default()
@@ -167,7 +166,7 @@ impl Emit<'_, '_, '_> {
         residual: Option<Operand>,
     ) -> Result<(), String> {
         // f32 activations are made into GEMM input planes once (bf16 hi/lo, or one f16 plane:
-        // `families::GemmPlanes`), for every tensor-core GEMM of this input (the projections
+        // `families::gemm_planes`), for every tensor-core GEMM of this input (the projections
         // and their adapters' first GEMMs).
         let split = if splits(self.ctx, &x, projs, false) {
             let planes = self.planes_temp(x.width);
@@ -322,8 +321,12 @@ fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
 /// 2026-12-02: cuBLASLt 6.9 ms of a 17 ms 64-row step); the split-K GEMM of `decode_rows`
 /// (`families::rows_gemm`) reads both planes per weight tile itself. Prompts keep the presplit
 /// GEMM: their products are large beside the weight. `ZAMBA2C_TUNE_STACK_SPLIT=2` turns
-/// stacking off, `=3` stacks prompts too (measurements).
+/// stacking off, `=3` stacks prompts too (measurements). One f16 plane (an f16-weight plan) is
+/// one GEMM input: nothing to stack.
 fn stacked_planes(ctx: &NodeCtx) -> bool {
+    if families::gemm_planes(ctx.module).1 == 1 {
+        return false;
+    }
     match crate::tune("STACK_SPLIT", 1) {
         2 => false,
         3 => true,

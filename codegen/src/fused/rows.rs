@@ -69,7 +69,7 @@ pub fn rows_specs(
 
 /// `out = w ⊙ groupnorm(x)` over `groups` equal groups of channels (templates/group_rms_norm.cu):
 /// the mixer's gated norm on `mamba_step`'s gated f32 output; with `split`, `out` is the GEMM
-/// input planes of that (`GemmPlanes`: bf16 hi and lo, width 2·w, or one f16 plane).
+/// input planes of that (`families::gemm_planes`: bf16 hi and lo, width 2·w, or one f16 plane).
 fn group_rms_norm(
     ctx: &NodeCtx,
     norm: &Norm,
@@ -81,12 +81,12 @@ fn group_rms_norm(
     let w = x.width;
     let wr = weight_ref(ctx, &norm.weight)
         .ok_or(format!("weight {} is not in the table", norm.weight))?;
-    let form = families::GemmPlanes::of_module(ctx.module);
-    let planes = if split { form.count } else { 1 };
+    let (plane_dtype, count) = families::gemm_planes(ctx.module);
+    let planes = if split { count } else { 1 };
     if wr.shape != [w]
         || out.width != planes * w
         || out.stride != planes * w
-        || (split && out.dtype != form.dtype)
+        || (split && out.dtype != plane_dtype)
     {
         return Err(format!(
             "norm weight {:?} for {w} channels into a value of width {}",
