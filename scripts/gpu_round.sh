@@ -12,6 +12,7 @@
 # VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
 # BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
 # RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting),
+# RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (the cuda_batch tests under a runtime setting),
 # NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
 # of prompts against each alone on the 2.7B shape, issue 12). Knob variants take
 # several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16
@@ -62,6 +63,16 @@ for v in ${VARIANT_TESTS:-}; do
     env "${knobs[@]}" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 \
       > "$log" 2>&1 || rc=1
     echo "variant $v $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
+    grep -E "panicked|differ" "$log" | head -5
+  done
+done
+# The batched-engine tests under a runtime setting (RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1").
+for e in ${RUN_VARIANT_TESTS:-}; do
+  for t in .gpu/tests/cuda_batch-*; do
+    [ -e "$t" ] || continue
+    log="$OUT/run_variant_${e//[=,]/-}.log"
+    env "$e" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 > "$log" 2>&1 || rc=1
+    echo "run variant $e $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
     grep -E "panicked|differ" "$log" | head -5
   done
 done

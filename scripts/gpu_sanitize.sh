@@ -7,7 +7,8 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 Z=$PWD/.gpu/bin/zamba2c
 rc=0
-for m in ${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}; do
+MODELS=${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}
+for m in $( [ "${BATCHED:-1}" = only ] || echo $MODELS ); do
   # f16: f16 weights, every GEMM on one f16 plane (round_f16, norms writing f16, mma f16).
   for dt in ${DTYPES:-f32 bf16 f16}; do
     p=/tmp/san-$m-$dt
@@ -29,9 +30,10 @@ done
 # short prompts, eager, under both tools; then `bench --batch 16` with every prompt prefilled
 # first, so each step runs 16 rows through decode_rows (norms writing planes, the stacked
 # library GEMMs and pair_sum, 32-row mamba_step blocks, argmax_rows), and the same on a plan
-# with decode_rows' split-K cluster GEMM (ZAMBA2C_TUNE_ROWS_GEMM=2). BATCHED=0 skips them.
-if [ "${BATCHED:-1}" = 1 ]; then
-  m=${MODELS%% *}; m=${m:-two_blocks_adapter_rope}
+# with decode_rows' split-K cluster GEMM (ZAMBA2C_TUNE_ROWS_GEMM=2). BATCHED=0 skips them;
+# BATCHED=only runs nothing else.
+if [ "${BATCHED:-1}" != 0 ]; then
+  m=${MODELS%% *}
   p=/tmp/san-$m-bf16
   [ -d "$p" ] || "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype bf16 > /dev/null 2>&1
   ps=/tmp/san-$m-bf16-splitk
