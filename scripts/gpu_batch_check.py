@@ -12,7 +12,8 @@ Both runs are the same plan on the same GPU, so the only differences are the ker
 many rows takes (docs/KERNELS.md "decode_rows"). Reports, over every generated position, the
 share where both runs picked the same token, the share of each prompt's tokens before its
 first difference, and how many prompts are identical. Issue 12's bar: the same greedy tokens at
->= 99% of positions. The logits themselves are compared with the CPU interpreter by the
+>= 99% of positions. At each first difference (up to --margin-prompts) it reports how near a
+tie the alone run's choice was, from that history's logits. The logits themselves are compared with the CPU interpreter by the
 `cuda_batch` tests (runtime/tests/cuda_batch.rs), not here.
 """
 
@@ -65,6 +66,50 @@ def run(z: str, plan: Path, prompts: Path, batch: int, gen: int, context: int, d
     return rows
 
 
+def first_difference_margins(a, plan: Path, work: Path, batched: list, alone: list, context: int) -> list:
+    """At the first difference of up to --margin-prompts prompts: how near a tie the alone run's
+    choice was. The logits of the alone run's history up to that position (`zamba2c logits`,
+    the prompt on the prompt path and the generated tokens on the decode path, as the alone run
+    did), scaled by their largest magnitude as gpu_check_27b.py does: `top2` the gap between
+    the two largest, `pair` the gap between the alone run's token and the batched run's, and
+    `median_top2` the median gap over every position of that history (the scale of a
+    non-tie)."""
+    out = []
+    for b, s in zip(batched, alone):
+        if len(out) >= a.margin_prompts:
+            break
+        gb, gs = b["generated_tokens"], s["generated_tokens"]
+        k = next((i for i in range(min(len(gb), len(gs))) if gb[i] != gs[i]), None)
+        if k is None:
+            continue
+        # Only needed once two runs differ (the CPU dry run has no numpy).
+        import numpy as np
+        from safetensors.numpy import load_file
+
+        prompt = s["prompt_tokens"]
+        toks = ",".join(str(t) for t in prompt + gs[:k])
+        f = work / "margin.safetensors"
+        subprocess.run(
+            [a.zamba2c, "logits", str(plan), "--tokens", toks, "--out", str(f), "--device",
+             a.device, "--decode-from", str(len(prompt)), "--max-context", str(context)],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        logits = load_file(str(f))["logits"]
+        scale = float(np.abs(logits[-1]).max()) or 1.0
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        gaps = (top2[:, 1] - top2[:, 0]) / np.abs(logits).max(axis=1).clip(min=1e-30)
+        last = logits[-1]
+        out.append({
+            "prompt": b.get("index"),
+            "position": k,
+            "alone_is_argmax": int(np.argmax(last)) == gs[k],
+            "top2": float(gaps[-1]),
+            "pair": float((last[gs[k]] - last[gb[k]]) / scale),
+            "median_top2": float(np.median(gaps)),
+        })
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zamba2c", required=True)
@@ -79,6 +124,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     # The plan's weight dtype: bf16 (the default plan) or f16 (f16 GEMM inputs, docs/KERNELS.md).
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
+    # Prompts whose first difference gets its near-tie measured (one `logits` run each).
+    ap.add_argument("--margin-prompts", type=int, default=8)
     a = ap.parse_args()
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory() as d:
@@ -92,9 +139,10 @@ def main() -> int:
         context = 1024
         batched = run(a.zamba2c, plan, prompts, a.batch, a.gen, context, a.device)
         alone = run(a.zamba2c, plan, prompts, 1, a.gen, context, a.device)
-    if len(batched) != len(alone) or len(batched) != a.prompts:
-        print(f"BATCH_CHECK failed: {len(batched)} batched and {len(alone)} alone results")
-        return 1
+        if len(batched) != len(alone) or len(batched) != a.prompts:
+            print(f"BATCH_CHECK failed: {len(batched)} batched and {len(alone)} alone results")
+            return 1
+        margins = first_difference_margins(a, plan, work, batched, alone, context)
     same = total = prefix = identical = 0
     first_diff = []
     for b, s in zip(batched, alone):
@@ -118,6 +166,7 @@ def main() -> int:
         "positions_before_first_difference": prefix / total if total else 0.0,
         "prompts_identical": identical,
         "first_differences": sorted(first_diff),
+        "first_difference_margins": margins,
     }
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "batch_check.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -128,6 +177,10 @@ def main() -> int:
         f"{summary['positions_before_first_difference']:.4f} identical={identical}/{a.prompts} "
         f"{'ok' if ok else 'BELOW 0.99'}"
     )
+    for m in margins:
+        print(f"BATCH_CHECK first difference: prompt {m['prompt']} position {m['position']} "
+              f"top2 {m['top2']:.2e} pair {m['pair']:.2e} (median top2 {m['median_top2']:.2e}, "
+              f"alone token is the argmax: {m['alone_is_argmax']})")
     return 0 if ok else 1
 
 
