@@ -173,6 +173,53 @@ __device__ __forceinline__ void store_gemm_input(half_t* o, int, float x) { o[0]
 Z2C_MMA_16816(mma_bf16_16816, "bf16")
 Z2C_MMA_16816(mma_f16_16816, "f16")
 
+// 3xTF32 (docs/KERNELS.md "ssd"): v = hi + lo, both tf32 (11 significant bits, rounded to
+// nearest, ties away), so a·b ≈ a_hi·b_hi + a_hi·b_lo + a_lo·b_hi on tensor cores to about f32
+// precision (what is dropped, a_lo·b_lo and the rest of v, is near 2^-22 of the product).
+__device__ __forceinline__ void split_tf32(float v, unsigned& hi, unsigned& lo) {
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(v));
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(lo) : "f"(v - __uint_as_float(hi)));
+}
+// d += a · b for one m16n8k8 tile of tf32 inputs, f32 accumulation (PTX mma.sync, sm_80+).
+__device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                              unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 { %0, %1, %2, %3 }, "
+               "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// One warp: acc[j] += A · B over k in [k0, k1) (a multiple of 8) for 16 rows of A and 8·NJ
+// columns of B, f32 values in shared memory, 3xTF32. A(r, k) is a[r·lda + k], or a[k·lda + r]
+// when A_COLS; B(k, c) is b[k·ldb + c], or b[c·ldb + k] when B_COLS (pointers at the tile's
+// first row and column). acc[j] holds the m16n8 tile of columns 8j.. in mma's C layout: [i] is
+// row lane/4 + 8·(i/2), column 2·(lane%4) + i%2.
+template <int NJ, bool A_COLS, bool B_COLS>
+__device__ __forceinline__ void warp_mma_3xtf32(float (&acc)[NJ][4], const float* a, int lda,
+                                                const float* b, int ldb, int k0, int k1) {
+  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  for (int k = k0; k < k1; k += 8) {
+    unsigned ah[4], al[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // Fragment A: rows gq, gq + 8; columns tq, tq + 4.
+      const int r = gq + 8 * (i & 1), kk = k + tq + 4 * (i >> 1);
+      split_tf32(A_COLS ? a[kk * lda + r] : a[r * lda + kk], ah[i], al[i]);
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      // Fragment B: rows tq, tq + 4; column gq.
+      const int cc = 8 * j + gq;
+      unsigned bh0, bl0, bh1, bl1;
+      split_tf32(B_COLS ? b[cc * ldb + k + tq] : b[(k + tq) * ldb + cc], bh0, bl0);
+      split_tf32(B_COLS ? b[cc * ldb + k + tq + 4] : b[(k + tq + 4) * ldb + cc], bh1, bl1);
+      // The small terms first, the large one last.
+      mma_tf32_1688(acc[j], al, bh0, bh1);
+      mma_tf32_1688(acc[j], ah, bl0, bl1);
+      mma_tf32_1688(acc[j], ah, bh0, bh1);
+    }
+  }
+}
+
 // Two f32 values to a packed f16 pair, round to nearest even, `lo` in the low half.
 __device__ __forceinline__ unsigned cvt_f16x2(float lo, float hi) {
   unsigned r;

@@ -70,6 +70,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/ssd_chunk_out.cu"),
     ),
     (
+        "ssd_chunk_state_mma.cu",
+        include_str!("../../templates/ssd_chunk_state_mma.cu"),
+    ),
+    (
+        "ssd_chunk_out_mma.cu",
+        include_str!("../../templates/ssd_chunk_out_mma.cu"),
+    ),
+    (
         "gated_rms_norm.cu",
         include_str!("../../templates/gated_rms_norm.cu"),
     ),

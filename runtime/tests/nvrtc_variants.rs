@@ -2,8 +2,9 @@
 //! compile with NVRTC for sm_90 like the default kernels (nvrtc_compile.rs), so a variant
 //! waiting for its GPU measurement cannot rot: the register-staged prompt attention, the
 //! whole-head `mamba_step` of decode_rows and decode_rows' split-K GEMM (thread-block
-//! clusters). One test in this binary: the knobs are read from the environment when a program
-//! is built, and this test sets them before anything else runs.
+//! clusters), the chunked scan on tensor cores (3xTF32). One test in this binary: the knobs
+//! are read from the environment when a program is built, and this test sets them before
+//! anything else runs.
 
 mod common;
 
@@ -133,6 +134,36 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             ));
         }
     }
+    // The chunked scan's first and last steps on tensor cores (3xTF32), on the 2.7B shape
+    // (head_dim = d_state = 64) under f32 and bf16 activations, and on a small one (32 × 16).
+    std::env::set_var("ZAMBA2C_TUNE_SSD_MMA", "1");
+    let small = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 16}));
+    for (tag, cfg, act) in [
+        ("ssd-mma-f32", &big, DType::F32),
+        ("ssd-mma-bf16", &big, DType::BF16),
+        ("ssd-mma-small", &small, DType::F32),
+    ] {
+        let mut m = lower_with_kv(cfg, DType::BF16, act, DType::BF16);
+        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+        let p = build_program(&m).expect("program");
+        let ssd: std::collections::BTreeSet<&str> = p
+            .prompt
+            .launches
+            .iter()
+            .map(|l| l.kernel.as_str())
+            .filter(|k| p.kernels[*k].family.starts_with("ssd_chunk"))
+            .collect();
+        assert_eq!(ssd.len(), 2, "{tag}: {ssd:?}");
+        for name in ssd {
+            let k = &p.kernels[name];
+            assert!(k.family.ends_with("_mma"), "{tag}: {name} is {}", k.family);
+            jobs.push((
+                name.to_string(),
+                k.source.clone(),
+                format!("{tag}/{name}.cu"),
+            ));
+        }
+    }
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
@@ -141,8 +172,15 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         return;
     }
     let ptxs = nvrtc::compile_many(&jobs, "sm_90").unwrap_or_else(|e| panic!("{e}"));
-    for ((name, _, _), ptx) in jobs.iter().zip(&ptxs) {
+    for ((name, source, _), ptx) in jobs.iter().zip(&ptxs) {
         assert!(ptx.contains(&format!(".entry {name}(")), "{name}");
+        if source.contains("warp_mma_3xtf32<") {
+            assert!(
+                ptx.contains("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32")
+                    && ptx.contains("cvt.rna.tf32.f32"),
+                "{name}"
+            );
+        }
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
         if name.contains("linear_mma_pipe") && ptx.contains(".reqnctapercluster") {
             assert!(

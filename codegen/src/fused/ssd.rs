@@ -31,6 +31,27 @@ fn smem_bytes(head_dim: usize, d_state: usize) -> (usize, usize) {
     (out, state)
 }
 
+/// Bytes of shared memory of the tensor-core output step (dynamic) and state step (static):
+/// rows padded so mma fragment loads hit 32 banks (templates/ssd_chunk_out_mma.cu).
+fn mma_smem_bytes(head_dim: usize, d_state: usize) -> (usize, usize) {
+    let (l, p, n) = (SSD_CHUNK, head_dim, d_state);
+    let out = 4 * (2 * l * (n + 4) + l * (l + 4) + l * (p + 8) + n * (p + 8) + 2 * l);
+    let state = 4 * (3 * l + l * (p + 8) + l * (n + 8));
+    (out, state)
+}
+
+/// Whether the scan's first and last steps run on tensor cores (3xTF32 mma.sync: about f32
+/// precision; docs/KERNELS.md "ssd"): `ZAMBA2C_TUNE_SSD_MMA=1`, head_dim and d_state multiples
+/// of 16, and shared memory to fit. Off by default until the H200 has measured it.
+fn use_mma(head_dim: usize, d_state: usize) -> bool {
+    let (out, state) = mma_smem_bytes(head_dim, d_state);
+    crate::tune("SSD_MMA", 0) == 1
+        && head_dim.is_multiple_of(16)
+        && d_state.is_multiple_of(16)
+        && out <= MAX_DYNAMIC_SMEM as usize
+        && state <= DEFAULT_DYNAMIC_SMEM as usize
+}
+
 /// Whether the chunked scan serves this shape (its shared memory fits the GPU).
 pub fn fits(head_dim: usize, d_state: usize) -> bool {
     let (out, state) = smem_bytes(head_dim, d_state);
@@ -107,21 +128,26 @@ pub fn ssd_specs(
         Extent::SeqDiv { div: l },
         Extent::Batch,
     ];
-    let mut chunk_state = common("ssd_chunk_state")
-        .input("x", x)
-        .input("dt", dt)
-        .input("bm", bm)
-        .weight("dt_bias", ctx, dt_bias)
-        .weight("a_log", ctx, a_log)
-        .param("ws", CType::Ptr(DType::F32), ws.arg())
-        .param("chunks", CType::Ptr(DType::F32), chunks.arg())
-        .scalar("seq", Arg::Seq)
-        .cost(LaunchCost {
-            bytes_per_row: es(x) + (h * dt.dtype.size()) as u64 + es(bm) + 8 * h as u64 + chunk_row,
-            flops_per_row: 2 * pn,
-            ..Default::default()
-        })
-        .finish(grid_chunks, SSD_THREADS);
+    let mma = use_mma(p, n);
+    let mut chunk_state = common(if mma {
+        "ssd_chunk_state_mma"
+    } else {
+        "ssd_chunk_state"
+    })
+    .input("x", x)
+    .input("dt", dt)
+    .input("bm", bm)
+    .weight("dt_bias", ctx, dt_bias)
+    .weight("a_log", ctx, a_log)
+    .param("ws", CType::Ptr(DType::F32), ws.arg())
+    .param("chunks", CType::Ptr(DType::F32), chunks.arg())
+    .scalar("seq", Arg::Seq)
+    .cost(LaunchCost {
+        bytes_per_row: es(x) + (h * dt.dtype.size()) as u64 + es(bm) + 8 * h as u64 + chunk_row,
+        flops_per_row: 2 * pn,
+        ..Default::default()
+    })
+    .finish(grid_chunks, SSD_THREADS);
     chunk_state.seq_align = l;
     let mut pass = common("ssd_state_pass")
         .param("ws", CType::ConstPtr(DType::F32), ws.arg())
@@ -144,24 +170,32 @@ pub fn ssd_specs(
             SSD_THREADS,
         );
     pass.seq_align = l;
-    let (smem, _) = smem_bytes(p, n);
-    let mut chunk_out = common("ssd_chunk_out")
-        .input("x", x)
-        .input("bm", bm)
-        .input("cm", cm)
-        .weight("d_skip", ctx, d)
-        .param("ws", CType::ConstPtr(DType::F32), ws.arg())
-        .param("chunks", CType::ConstPtr(DType::F32), chunks.arg())
-        .output(&out)
-        .scalar("seq", Arg::Seq)
-        .cost(LaunchCost {
-            bytes_per_row: es(x) + es(bm) + es(cm) + 8 * h as u64 + chunk_row + es(&out),
-            // The causal mixing matrix (half of L·L·N), its product with x (half of L·L·P),
-            // and the entering state's contribution (N·P), per token and head.
-            flops_per_row: (h * (l * n + l * p + 2 * n * p)) as u64,
-            ..Default::default()
-        })
-        .finish(grid_chunks, SSD_THREADS);
+    let (smem, _) = if mma {
+        mma_smem_bytes(p, n)
+    } else {
+        smem_bytes(p, n)
+    };
+    let mut chunk_out = common(if mma {
+        "ssd_chunk_out_mma"
+    } else {
+        "ssd_chunk_out"
+    })
+    .input("x", x)
+    .input("bm", bm)
+    .input("cm", cm)
+    .weight("d_skip", ctx, d)
+    .param("ws", CType::ConstPtr(DType::F32), ws.arg())
+    .param("chunks", CType::ConstPtr(DType::F32), chunks.arg())
+    .output(&out)
+    .scalar("seq", Arg::Seq)
+    .cost(LaunchCost {
+        bytes_per_row: es(x) + es(bm) + es(cm) + 8 * h as u64 + chunk_row + es(&out),
+        // The causal mixing matrix (half of L·L·N), its product with x (half of L·L·P),
+        // and the entering state's contribution (N·P), per token and head.
+        flops_per_row: (h * (l * n + l * p + 2 * n * p)) as u64,
+        ..Default::default()
+    })
+    .finish(grid_chunks, SSD_THREADS);
     chunk_out.smem = smem as u32;
     chunk_out.seq_align = l;
     Ok(vec![chunk_state, pass, chunk_out])
