@@ -7,7 +7,8 @@ Runs on the CPU (no GPU, no zamba2c): transformers' Zamba2 at the exact 2.7B sha
 random initialisation rounded to bfloat16 (as `scripts/gpu_check_27b.py` builds it), in float32,
 with the roundings a zamba2c plan applies emulated by hooks:
 - `kv_bf16`: the key and value projections' outputs rounded to bf16 (the default plan's bf16 KV
-  cache; this config has no RoPE, so the cache holds exactly these values);
+  cache; this config has no RoPE, so the cache holds exactly these values); `kv_f16` likewise
+  to f16 (`compile --kv-dtype f16`);
 - `gemm_<dtype>`: every `nn.Linear`'s input rounded once to <dtype> (bf16 or f16) before the
   product, as a tensor-core GEMM fed one plane of that type does. The weights are exactly
   representable in f16 as well where |w| >= 2^-17 (bf16 has 8 significant bits, f16 11), so

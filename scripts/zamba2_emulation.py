@@ -50,11 +50,13 @@ def linears(model):
 
 
 def rounding_hook(model, part):
-    """The hooks of one rounding, or None when `part` is not one: `kv_bf16` (the key and value
-    projections' outputs to bf16: the cache, this config having no RoPE) or `gemm_<bf16|f16>`
-    (every `nn.Linear` input rounded once, as a tensor-core GEMM fed one plane does)."""
-    if part == "kv_bf16":
-        return [m.register_forward_hook(lambda _m, _i, o: o.to(torch.bfloat16).float())
+    """The hooks of one rounding, or None when `part` is not one: `kv_<bf16|f16>` (the key and
+    value projections' outputs to that type: the cache, this config having no RoPE) or
+    `gemm_<bf16|f16>` (every `nn.Linear` input rounded once, as a tensor-core GEMM fed one plane
+    does)."""
+    if part in ("kv_bf16", "kv_f16"):
+        dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[3:]]
+        return [m.register_forward_hook(lambda _m, _i, o, dt=dt: o.to(dt).float())
                 for n, m in linears(model) if n.endswith("k_proj") or n.endswith("v_proj")]
     if part.startswith("gemm_"):
         dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[5:]]

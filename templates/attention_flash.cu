@@ -4,21 +4,23 @@
   // §6.3): block = ({{ qt }} query rows of head h, sequence b), 4 warps of 16 rows. The chunk's
   // queries continue after META_POS(b) cached tokens, so row t sits at position META_POS(b) + t and
   // attends keys 0 ..= that position of the KV cache (which kv_append filled before this
-  // launch). Key tiles of {{ kt }} are staged in dynamic shared memory as bf16; Q·Kᵀ and P·V run
-  // on tensor cores (mma.sync m16n8k16, f32 accumulation); the softmax is online, in f32.
-  // Operands that are not exactly bf16 (f32 or f16 values, the unnormalised probabilities P)
-  // are split as x = hi + lo, both bf16, and the products summed as hi·hi + hi·lo + lo·hi
-  // (~16 mantissa bits; the lo·lo term is below f32 rounding of the sum).
+  // launch). Key tiles of {{ kt }} are staged in dynamic shared memory as {{ tiles }} (f16 with an f16
+  // cache, else bf16); Q·Kᵀ and P·V run on tensor cores (mma.sync m16n8k16, f32 accumulation);
+  // the softmax is online, in f32. Operands that are not exactly of the tiles' type (f32
+  // values, the unnormalised probabilities P) are split as x = hi + lo, both of that type, and
+  // the products summed as hi·hi + hi·lo + lo·hi (~16 mantissa bits with bf16, ~22 with f16;
+  // the lo·lo term is below f32 rounding of the sum).
   constexpr int D = {{ d }}, HALF = {{ half }}, QT = {{ qt }}, KT = {{ kt }}, NT = {{ block }};
-  constexpr int LDQ = D + 8, LDK = D + 8, LDV = KT + 8;  // bf16 row pitches: +8 (16 bytes)
+  constexpr int LDQ = D + 8, LDK = D + 8, LDV = KT + 8;  // 16-bit row pitches: +8 (16 bytes)
   // makes each fragment load of 8 rows × 4 words hit 32 different banks.
   constexpr int KS = D / 16, NS = KT / 8, ND = D / 8;
   constexpr bool SPLIT_Q = {{ split_q }}, SPLIT_KV = {{ split_kv }}, SPLIT_P = {{ split_p }};
   static_assert(D % 16 == 0 && KT % 16 == 0 && NT == 2 * QT, "attention_flash's fragment mapping");
+  typedef {% if tiles == "f16" %}half_t{% else %}bf16_t{% endif %} tile_t;
   extern __shared__ __align__(16) unsigned short smem[];
   unsigned short* qh = smem;                          // [QT][LDQ]: q (RoPE applied), hi
   unsigned short* ql = qh + QT * LDQ;                 // lo (only when SPLIT_Q)
-{% if kv_async %}  // A bf16 cache is copied as it is stored: two stages of key and value tiles, [KT][LDK] each
+{% if kv_async %}  // A {{ tiles }} cache is copied as it is stored: two stages of key and value tiles, [KT][LDK] each
   // (values by key, read transposed by ldmatrix), the next tile in flight while one is used.
   constexpr int ST = 2;
   static_assert(!SPLIT_KV && D % 8 == 0, "attention_flash's cp.async tiles");
@@ -39,20 +41,20 @@
   const long kvo = ((long)META_SLOT(b) * {{ kv_heads }} + kvh) * cap * D;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 
-  // x as its bf16 hi part (and lo part when `split`) at element o of hi / lo.
+  // x as its tile_t hi part (and lo part when `split`) at element o of hi / lo.
   auto put = [](unsigned short* hi, unsigned short* lo, int o, float x, bool split) {
-    const bf16_t xh = from_f<bf16_t>(x);
+    const tile_t xh = from_f<tile_t>(x);
     hi[o] = xh.bits;
     if (split) {
       float r = x - to_f(xh);
       if (!(r == r)) r = 0.f;  // inf stays in hi
-      lo[o] = from_f<bf16_t>(r).bits;
+      lo[o] = from_f<tile_t>(r).bits;
     }
   };
   // x0, x1 at elements o, o + 1 (o even): one 32-bit store per part.
   auto put2 = [](unsigned short* hi, unsigned short* lo, int o, float x0, float x1, bool split) {
     unsigned h, l;
-    split_bf16x2(x0, x1, h, l);
+    split_{{ tiles }}x2(x0, x1, h, l);
     *reinterpret_cast<unsigned*>(hi + o) = h;
     if (split) *reinterpret_cast<unsigned*>(lo + o) = l;
   };
@@ -134,11 +136,11 @@
         unsigned vb[4];  // B fragments of value columns 8n.. and 8(n + 1)..
         ldmatrix_x4_trans(vt + (kk * 16 + (mat & 1) * 8 + r) * LDK + (n + (mat >> 1)) * 8, vb[0], vb[1],
                           vb[2], vb[3]);
-        mma_bf16_16816(o[n], ph, vb[0], vb[1]);
-        mma_bf16_16816(o[n + 1], ph, vb[2], vb[3]);
+        mma_{{ tiles }}_16816(o[n], ph, vb[0], vb[1]);
+        mma_{{ tiles }}_16816(o[n + 1], ph, vb[2], vb[3]);
         if (SPLIT_P) {
-          mma_bf16_16816(o[n], pl, vb[0], vb[1]);
-          mma_bf16_16816(o[n + 1], pl, vb[2], vb[3]);
+          mma_{{ tiles }}_16816(o[n], pl, vb[0], vb[1]);
+          mma_{{ tiles }}_16816(o[n + 1], pl, vb[2], vb[3]);
         }
       }
     }
@@ -182,9 +184,9 @@
       for (int n = 0; n < ND; ++n) {
         const int ob = (n * 8 + g) * LDV + kk * 16 + 2 * t;
         const unsigned b0 = ld32(vh + ob), b1 = ld32(vh + ob + 8);
-        mma_bf16_16816(o[n], ph, b0, b1);
-        if (SPLIT_P) mma_bf16_16816(o[n], pl, b0, b1);
-        if (SPLIT_KV) mma_bf16_16816(o[n], ph, ld32(vl + ob), ld32(vl + ob + 8));
+        mma_{{ tiles }}_16816(o[n], ph, b0, b1);
+        if (SPLIT_P) mma_{{ tiles }}_16816(o[n], pl, b0, b1);
+        if (SPLIT_KV) mma_{{ tiles }}_16816(o[n], ph, ld32(vl + ob), ld32(vl + ob + 8));
       }
     }
   }

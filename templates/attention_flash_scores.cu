@@ -22,9 +22,9 @@
       for (int n = 0; n < NS; ++n) {
         const int ob = (n * 8 + g) * LDK + ks * 16 + 2 * t;
         const unsigned b0 = ld32(kh + ob), b1 = ld32(kh + ob + 8);
-        mma_bf16_16816(s[n], ah, b0, b1);
-        if (SPLIT_Q) mma_bf16_16816(s[n], al, b0, b1);
-        if (SPLIT_KV) mma_bf16_16816(s[n], ah, ld32(kl + ob), ld32(kl + ob + 8));
+        mma_{{ tiles }}_16816(s[n], ah, b0, b1);
+        if (SPLIT_Q) mma_{{ tiles }}_16816(s[n], al, b0, b1);
+        if (SPLIT_KV) mma_{{ tiles }}_16816(s[n], ah, ld32(kl + ob), ld32(kl + ob + 8));
       }
     }
 

@@ -144,6 +144,16 @@ __device__ __forceinline__ void split_bf16x2(float x0, float x1, unsigned& hi, u
   hi = pack_bf16x2(h0, h1);
   lo = pack_bf16x2(from_f<bf16_t>(r0), from_f<bf16_t>(r1));
 }
+// The same split into f16 parts (11 significant bits each: ~22 survive), for attention tiles of
+// an f16 cache (templates/attention_flash.cu). A value beyond f16's range keeps lo = 0.
+__device__ __forceinline__ void split_f16x2(float x0, float x1, unsigned& hi, unsigned& lo) {
+  const half_t h0 = from_f<half_t>(x0), h1 = from_f<half_t>(x1);
+  float r0 = x0 - to_f(h0), r1 = x1 - to_f(h1);
+  if (!(fabsf(r0) <= 65504.f)) r0 = 0.f;
+  if (!(fabsf(r1) <= 65504.f)) r1 = 0.f;
+  hi = (unsigned)h0.bits | ((unsigned)h1.bits << 16);
+  lo = (unsigned)from_f<half_t>(r0).bits | ((unsigned)from_f<half_t>(r1).bits << 16);
+}
 // One f32 value split by the same rule into its hi plane at o[0] and its lo plane at o[k]: a norm
 // that writes the planes its GEMMs read (templates/rms_norm.cu, `split`).
 __device__ __forceinline__ void store_split_bf16(bf16_t* o, int k, float x) {

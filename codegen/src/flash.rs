@@ -29,15 +29,24 @@ pub struct FlashPlan {
     pub split_kv: bool,
     /// The unnormalised probabilities P are split hi + lo (every non-bf16 plan).
     pub split_p: bool,
-    /// A bf16 cache is copied into two stages of shared memory with cp.async (the next key
-    /// tile in flight while one is used) and values are read with ldmatrix.trans; otherwise
-    /// each tile is loaded, converted (and split) by the threads, then used.
+    /// A 16-bit cache of the tiles' type is copied into two stages of shared memory with
+    /// cp.async (the next key tile in flight while one is used) and values are read with
+    /// ldmatrix.trans; otherwise each tile is loaded, converted (and split) by the threads,
+    /// then used.
     pub kv_async: bool,
+    /// The 16-bit type of the tiles and of the mma: f16 with an f16 cache (its values as they
+    /// are cached), else bf16.
+    pub tiles: DType,
 }
 
 impl FlashPlan {
     /// The template context of this plan.
-    pub fn context(&self) -> [(&'static str, serde_json::Value); 6] {
+    pub fn context(&self) -> [(&'static str, serde_json::Value); 7] {
+        let tiles = if self.tiles == DType::F16 {
+            "f16"
+        } else {
+            "bf16"
+        };
         [
             ("qt", FLASH_QT.into()),
             ("kt", self.kt.into()),
@@ -45,6 +54,7 @@ impl FlashPlan {
             ("split_kv", self.split_kv.into()),
             ("split_p", self.split_p.into()),
             ("kv_async", self.kv_async.into()),
+            ("tiles", tiles.into()),
         ]
     }
 }
@@ -63,7 +73,7 @@ fn smem_bytes(d: usize, kt: usize, split_q: bool, split_kv: bool, kv_async: bool
     2 * (q + kv)
 }
 
-/// Whether a bf16 cache is staged with cp.async (`FlashPlan::kv_async`): the default since the
+/// Whether a 16-bit cache is staged with cp.async (`FlashPlan::kv_async`): the default since the
 /// H200 measured it (docs/PERFORMANCE.md, 2026-12-02: TTFT 24.3 -> 22.7 ms at 512 tokens,
 /// 109 -> 93 ms at 2048); `ZAMBA2C_TUNE_ATTN_KERNEL=1` keeps the register-staged kernel.
 fn kv_async_knob() -> bool {
@@ -72,17 +82,24 @@ fn kv_async_knob() -> bool {
 
 /// The plan for head size `d` with `act` activations and a `cache` KV cache, or `None` when the
 /// kernel does not serve the shape (then the one-block-per-query `attention` kernel runs):
-/// `d` must be a multiple of 16 (the k of the mma) and at most [`FLASH_MAX_D`]. `split`
-/// off (the tuning knob `ATTN_SPLIT=2`) rounds every operand once to bf16 instead.
+/// `d` must be a multiple of 16 (the k of the mma) and at most [`FLASH_MAX_D`]. The tiles are
+/// f16 with an f16 cache (`compile --kv-dtype f16`: keys and values used as cached, q split
+/// into f16 parts), else bf16. `split` off (the tuning knob `ATTN_SPLIT=2`) rounds every
+/// operand once to the tiles' type instead.
 pub fn flash_plan(d: usize, act: DType, cache: DType, split: bool) -> Option<FlashPlan> {
     let float = |t: DType| matches!(t, DType::F32 | DType::BF16 | DType::F16);
     if d == 0 || !d.is_multiple_of(16) || d > FLASH_MAX_D || !float(act) || !float(cache) {
         return None;
     }
-    let split_q = split && act != DType::BF16;
-    let split_kv = split && cache != DType::BF16;
+    let tiles = if cache == DType::F16 {
+        DType::F16
+    } else {
+        DType::BF16
+    };
+    let split_q = split && act != tiles;
+    let split_kv = split && cache != tiles;
     let split_p = split && act != DType::BF16;
-    let kv_async = cache == DType::BF16 && !split_kv && kv_async_knob();
+    let kv_async = cache == tiles && !split_kv && kv_async_knob();
     let kt = if smem_bytes(d, 64, split_q, split_kv, kv_async) <= TWO_BLOCKS_SMEM {
         64
     } else {
@@ -96,5 +113,6 @@ pub fn flash_plan(d: usize, act: DType, cache: DType, split: bool) -> Option<Fla
         split_kv,
         split_p,
         kv_async,
+        tiles,
     })
 }

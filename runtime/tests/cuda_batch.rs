@@ -300,6 +300,11 @@ fn modules() -> Vec<(String, Module)> {
     let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_f16_act_f32_kv_bf16_O1".into(), m));
+    // The same with an f16 cache (`compile --dtype f16`'s default): prompt attention on f16
+    // tiles staged by cp.async, decode attention reading f16.
+    let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("adapters_rope_f16_act_f32_kv_f16_O1".into(), m));
     out
 }
 

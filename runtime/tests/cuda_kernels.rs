@@ -138,6 +138,12 @@ fn kernels_match_cpu_on_tiny_modules() {
     // reads one f16 plane (round_f16, norms writing f16, mma f16, the library in f16).
     let mut f16_160 = lower_with_kv(&kv160, DType::F16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut f16_160, 1, None).expect("the passes run");
+    // With an f16 cache (its default): the prompt attention on f16 tiles (cp.async, f16 mma, q
+    // split into f16 parts), decode attention reading f16; and under bf16 weights.
+    let mut f16_160_kv16 = lower_with_kv(&kv160, DType::F16, DType::F32, DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut f16_160_kv16, 1, None).expect("the passes run");
+    let mut kv16 = lower_with_kv(&kv, DType::BF16, DType::F32, DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut kv16, 1, None).expect("the passes run");
     let adapters = config(
         json!({"use_shared_attention_adapter": true, "use_mem_rope": true,
         "hidden_size": 64, "intermediate_size": 128, "n_mamba_heads": 4, "adapter_rank": 8}),
@@ -159,6 +165,8 @@ fn kernels_match_cpu_on_tiny_modules() {
         ("gqa_rope_kv_bf16_fused", &fused),
         ("attn160_gqa_rope_kv_bf16_fused", &fused160),
         ("attn160_gqa_rope_f16_kv_bf16_fused", &f16_160),
+        ("attn160_gqa_rope_f16_kv_f16_fused", &f16_160_kv16),
+        ("gqa_rope_kv_f16_fused", &kv16),
         ("adapters_rope_f16_kv_bf16_fused", &f16_adapters),
     ] {
         check(name, m, &tokens(70, 67), 4);

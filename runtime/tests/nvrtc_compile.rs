@@ -91,6 +91,25 @@ fn modules() -> Vec<(String, Module)> {
             ]
             .into_iter()
             .map(|(n, e)| (n, e, DType::F16, DType::F32, DType::BF16)),
+        )
+        .chain(
+            // An f16 cache (`compile --kv-dtype f16`, the f16 plan's default): the prompt
+            // attention on f16 tiles, under f16 and bf16 weights.
+            [
+                (
+                    "attn160_rope_f16_act_f32_kv_f16",
+                    json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+                        "num_key_value_heads": 2, "use_mem_rope": true}),
+                    DType::F16,
+                ),
+                (
+                    "gqa_rope_bf16_act_f32_kv_f16",
+                    json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+                    DType::BF16,
+                ),
+            ]
+            .into_iter()
+            .map(|(n, e, w)| (n, e, w, DType::F32, DType::F16)),
         );
     for (name, extra, dtype, act, kv) in cases {
         let m = lower_with_kv(&config(extra), dtype, act, kv);
@@ -212,6 +231,16 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90() {
                 "{}: no grid dependency wait (templates/z2c_common.cuh z2c_grid_wait)",
                 k.name
             );
+            // An f16 cache's prompt attention: f16 tiles staged by cp.async, f16 mma.
+            if k.family == "attention_flash" && m.kv_dtype == DType::F16 {
+                assert!(
+                    ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
+                        && !ptx.contains(".bf16.bf16")
+                        && ptx.contains("cp.async"),
+                    "{name}/{}: not the f16 cp.async kernel",
+                    k.name
+                );
+            }
         }
         total += ks.len();
     }

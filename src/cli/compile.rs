@@ -50,12 +50,13 @@ pub struct CompileArgs {
     /// run is 7.5e-2), with f32 activations and bf16 weights 2.8e-5 (docs/PERFORMANCE.md).
     #[arg(long, default_value = "f32")]
     pub act_dtype: String,
-    /// KV cache dtype: f32 or bf16 (default: bf16 with bf16 or f16 weights, else the
-    /// activation dtype). bf16 halves the cache and the bytes decode attention reads per cached token; K
-    /// and V are rounded to bf16 when cached, on the CPU as on the GPU. On the 2.7B shape the
-    /// bf16 plan with a bf16 cache is 4.5e-3 from transformers f32, top-1 99.6%, inside the
-    /// 2e-2 / 99% bar (docs/PERFORMANCE.md, 2026-12-01).
-    #[arg(long, value_name = "f32|bf16")]
+    /// KV cache dtype: f32, bf16 or f16 (default: the weights' type with bf16 or f16 weights,
+    /// else the activation dtype). A 16-bit cache halves the cache and the bytes decode attention
+    /// reads per cached token; K and V are rounded to it when cached, on the CPU as on the GPU.
+    /// On the 2.7B shape the bf16 plan with a bf16 cache is 4.5e-3 from transformers f32, top-1
+    /// 99.6%, inside the 2e-2 / 99% bar (docs/PERFORMANCE.md, 2026-12-01); f16 keeps 3 more
+    /// bits (emulated: 4.8e-4 for the cache alone against bf16's 4.0e-3).
+    #[arg(long, value_name = "f32|bf16|f16")]
     pub kv_dtype: Option<String>,
     /// Random weights (the directory needs only config.json); the plan records the seed.
     #[arg(long)]
@@ -86,12 +87,15 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
         )
     })?;
     let kv_dtype = match a.kv_dtype.as_deref() {
-        // 16-bit weights: a bf16 cache by default (docs/PERFORMANCE.md: inside the fidelity bar).
-        None if matches!(dtype, DType::BF16 | DType::F16) => DType::BF16,
+        // 16-bit weights: a 16-bit cache by default, of the weights' type (docs/PERFORMANCE.md:
+        // bf16 is inside the fidelity bar; with f16 weights an f16 cache keeps 3 more bits).
+        None if dtype == DType::BF16 => DType::BF16,
+        None if dtype == DType::F16 => DType::F16,
         None => act_dtype,
         Some("f32") => DType::F32,
         Some("bf16") => DType::BF16,
-        Some(other) => bail!("--kv-dtype: {other:?} is not one of f32, bf16"),
+        Some("f16") => DType::F16,
+        Some(other) => bail!("--kv-dtype: {other:?} is not one of f32, bf16, f16"),
     };
     if let Some(arch) = &a.arch {
         if !valid_arch(arch) {
