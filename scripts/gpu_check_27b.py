@@ -125,16 +125,20 @@ def main():
     z = args.zamba2c
     for spec in args.plans.split(","):
         # dtype:act[:kv][:KNOB=V...]: the KV-cache dtype, then codegen's ZAMBA2C_TUNE_<KNOB>
-        # settings (variants of one round).
+        # settings (variants of one round); STATE=<dtype> is `compile --state-dtype`.
         dtype, act, *rest = spec.split(":")
         kv = rest[0] if rest and "=" not in rest[0] else None
-        knobs = [k for k in rest if "=" in k]
+        knobs = [k for k in rest if "=" in k and not k.startswith("STATE=")]
+        state = next((k.split("=")[1] for k in rest if k.startswith("STATE=")), None)
         key = dtype if dtype == act else f"{dtype}_act_{act}"
         kv_flag = []
         if kv is not None:
             key += f"_kv_{kv}"
             kv_flag = ["--kv-dtype", kv]
         key += "".join(f"_{k.lower()}" for k in knobs)
+        if state is not None:
+            key += f"_state_{state}"
+            kv_flag += ["--state-dtype", state]
         plan = os.path.join(args.work, f"plan-{key}")
         env = dict(os.environ)
         for k in knobs:

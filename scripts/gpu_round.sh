@@ -15,8 +15,8 @@
 # RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (the cuda_batch tests under a runtime setting),
 # NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
 # of prompts against each alone on the 2.7B shape, issue 12). Knob variants take
-# several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16
-# (DTYPE=f16 in the environment: the main 2.7B plan too).
+# several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16,
+# STATE=f16 with --state-dtype f16 (DTYPE / STATE in the environment: the main 2.7B plan too).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -45,7 +45,9 @@ fi
 tune_env() {
   local kv k
   IFS=, read -ra kv <<< "$1"
-  for k in "${kv[@]}"; do [ "${k%%=*}" = DTYPE ] || printf 'ZAMBA2C_TUNE_%s\n' "$k"; done
+  for k in "${kv[@]}"; do
+    case "${k%%=*}" in DTYPE|STATE) ;; *) printf 'ZAMBA2C_TUNE_%s\n' "$k" ;; esac
+  done
 }
 # The weight dtype a variant spec asks for (DTYPE=f16 among its knobs: `compile --dtype f16`),
 # else $DTYPE (default bf16: the default plan).
@@ -53,6 +55,14 @@ spec_dtype() {
   local kv k d=${DTYPE:-bf16}
   IFS=, read -ra kv <<< "$1"
   for k in "${kv[@]}"; do [ "${k%%=*}" = DTYPE ] && d=${k#*=}; done
+  echo "$d"
+}
+# The SSM state dtype a variant spec asks for (STATE=f16 among its knobs: `compile
+# --state-dtype f16`), else $STATE (default f32).
+spec_state() {
+  local kv k d=${STATE:-f32}
+  IFS=, read -ra kv <<< "$1"
+  for k in "${kv[@]}"; do [ "${k%%=*}" = STATE ] && d=${k#*=}; done
   echo "$d"
 }
 for v in ${VARIANT_TESTS:-}; do
@@ -83,7 +93,8 @@ fi
 # The 2.7B shape with random weights straight from its config (no Python process holding GPU
 # memory beside it): what the memory figures of issue 11 are measured on.
 M=/tmp/mem27
-"$Z" compile examples/zamba2-2.7b-config -o "$M" --dummy-weights --dtype "${DTYPE:-bf16}" --arch sm_90 > /dev/null 2>&1 || rc=1
+"$Z" compile examples/zamba2-2.7b-config -o "$M" --dummy-weights --dtype "${DTYPE:-bf16}" \
+  --state-dtype "${STATE:-f32}" --arch sm_90 > /dev/null 2>&1 || rc=1
 # Batched decode step per launch (BATCH_PROFILE=1, `bench --profile --batch B`, B from
 # PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
 if [ "${BATCH_PROFILE:-0}" = 1 ]; then
@@ -117,7 +128,8 @@ fi
 variant_plan() {
   local knobs
   mapfile -t knobs < <(tune_env "$1")
-  env X=1 "${knobs[@]}" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype "$(spec_dtype "$1")" --arch sm_90 \
+  env X=1 "${knobs[@]}" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype "$(spec_dtype "$1")" \
+    --state-dtype "$(spec_state "$1")" --arch sm_90 \
     > /dev/null 2>&1 || { echo "variant $1: compile failed"; return 1; }
 }
 for v in ${VARIANTS:-}; do

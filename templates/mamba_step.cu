@@ -22,7 +22,8 @@
   const int pr = t / {{ tpr }}, q = t % {{ tpr }};
   const bool active = pr < {{ pb }};
   const int p = p0 + (active ? pr : 0);
-  float* st = ssm_state + (((long)slot * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }};
+  // Stored as ssm_t (`compile --state-dtype`: f32, or 16-bit rounded when stored); f32 math.
+  ssm_t* st = ssm_state + (((long)slot * {{ heads }} + h) * {{ head_dim }} + p) * {{ n }};
   // State column of this thread's element j. With float4 loads the groups of 4 are interleaved
   // over the row's {{ tpr }} threads, so each load instruction of a warp reads whole contiguous
   // row segments (with 16 threads a row, 4 columns each, that is the plain q·4 + j).
@@ -31,13 +32,10 @@
 {% endif %}  float sv[{{ npt }}];
 {% if vec4 %}  if (active) {
 #pragma unroll
-    for (int j = 0; j < {{ npt }}; j += 4) {
-      const float4 v = *reinterpret_cast<const float4*>(st + col(j));
-      sv[j] = v.x; sv[j + 1] = v.y; sv[j + 2] = v.z; sv[j + 3] = v.w;
-    }
+    for (int j = 0; j < {{ npt }}; j += 4) ld4(st + col(j), sv + j);
   }
 {% else %}#pragma unroll
-  for (int j = 0; j < {{ npt }}; ++j) sv[j] = (active && col(j) < {{ n }}) ? st[col(j)] : 0.f;
+  for (int j = 0; j < {{ npt }}; ++j) sv[j] = (active && col(j) < {{ n }}) ? to_f(st[col(j)]) : 0.f;
 {% endif %}  const float A = -expf(to_f(a_log[h]));
   // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
   // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
@@ -83,11 +81,10 @@
   }
   if (active) {
 {% if vec4 %}#pragma unroll
-    for (int j = 0; j < {{ npt }}; j += 4)
-      *reinterpret_cast<float4*>(st + col(j)) = make_float4(sv[j], sv[j + 1], sv[j + 2], sv[j + 3]);
+    for (int j = 0; j < {{ npt }}; j += 4) st4(st + col(j), sv + j);
 {% else %}#pragma unroll
     for (int j = 0; j < {{ npt }}; ++j)
-      if (col(j) < {{ n }}) st[col(j)] = sv[j];
+      if (col(j) < {{ n }}) st[col(j)] = from_f<ssm_t>(sv[j]);
 {% endif %}  }
   // Rows are {{ tpr }} aligned lanes of one warp: every lane takes part in the shuffles.
 #pragma unroll

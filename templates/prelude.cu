@@ -13,6 +13,7 @@ typedef {{ act }} act_t;
 {% if w_t is defined %}typedef {{ w_t }} w_t;
 {% endif %}{% if out_t is defined %}typedef {{ out_t }} out_t;
 {% endif %}{% if x_t is defined %}typedef {{ x_t }} x_t;
+{% endif %}{% if ssm_t is defined %}typedef {{ ssm_t }} ssm_t;
 {% endif %}{% if cache_t is defined %}typedef {{ cache_t }} cache_t;
 {% endif %}{% if rope is defined and rope %}
 // RoPE inverse frequencies theta^(-2j/d), computed in f32 by codegen (ZAMBA2.md §2.4).

@@ -9,10 +9,11 @@
   if (e >= P * N) return;
   const int h = blockIdx.y, b = blockIdx.z;
   const int n = e / P, p = e % P;  // chunk slots are [n][p]; the state is [p][n]
-  float* st = state + ((long)META_SLOT(b) * H + h) * (P * N) + p * N + n;  // slot of row b
+  // The recurrent state is stored as ssm_t (`compile --state-dtype`); the chunk slots are f32.
+  ssm_t* st = state + ((long)META_SLOT(b) * H + h) * (P * N) + p * N + n;  // slot of row b
   const int nch = (seq + L - 1) / L;
   float* cp = chunks + ((long)b * nch * H + h) * (P * N) + e;
-  float S = *st;
+  float S = to_f(*st);
   // Chunks in groups of G: the group's loads are all issued before its stores (a store could
   // alias the next chunk's loads for the compiler, which then waited for each load in turn);
   // the same updates in the same order, so the same bits.
@@ -37,5 +38,5 @@
       }
     }
   }
-  *st = S;
+  *st = from_f<ssm_t>(S);
 }

@@ -1,6 +1,7 @@
 {% include "prelude.cu" %}
 {
-  // Mamba2 SSM recurrence, sequential over time (ZAMBA2.md §3.2, §3.5), f32 state and math.
+  // Mamba2 SSM recurrence, sequential over time (ZAMBA2.md §3.2, §3.5), f32 math; the state is
+  // stored as ssm_t (`compile --state-dtype`), rounded once at the end of the call.
   // One block per (head, sequence); warp w owns head rows p = w, w+{{ nw }}, ...; lane l owns
   // state columns n = l, l+32, ... The state [B, {{ heads }}, {{ head_dim }}, {{ d_state }}] lives in registers.
   const int h = tile, b = blockIdx.y;
@@ -9,7 +10,7 @@
   const float A = -expf(to_f(a_log[h]));
   const float Dh = to_f(d_skip[h]);
   const float dtb = to_f(dt_bias[h]);
-  float* st = state + ((long)META_SLOT(b) * {{ heads }} + h) * {{ pn }};  // slot of row b
+  ssm_t* st = state + ((long)META_SLOT(b) * {{ heads }} + h) * {{ pn }};  // slot of row b
   float s[{{ pp }}][{{ nn }}];
 #pragma unroll
   for (int i = 0; i < {{ pp }}; ++i) {
@@ -17,7 +18,7 @@
 #pragma unroll
     for (int j = 0; j < {{ nn }}; ++j) {
       const int n = lane + j * 32;
-      s[i][j] = (p < {{ head_dim }} && n < {{ d_state }}) ? st[p * {{ d_state }} + n] : 0.f;
+      s[i][j] = (p < {{ head_dim }} && n < {{ d_state }}) ? to_f(st[p * {{ d_state }} + n]) : 0.f;
     }
   }
   for (int t = 0; t < seq; ++t) {
@@ -55,7 +56,7 @@
 #pragma unroll
     for (int j = 0; j < {{ nn }}; ++j) {
       const int n = lane + j * 32;
-      if (p < {{ head_dim }} && n < {{ d_state }}) st[p * {{ d_state }} + n] = s[i][j];
+      if (p < {{ head_dim }} && n < {{ d_state }}) st[p * {{ d_state }} + n] = from_f<ssm_t>(s[i][j]);
     }
   }
 }

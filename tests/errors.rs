@@ -1374,7 +1374,10 @@ fn interrupted_compile_leaves_nothing_behind() {
             interrupted = true;
             break;
         }
-        assert!(interrupted, "no compile of 10 was caught before it finished");
+        assert!(
+            interrupted,
+            "no compile of 10 was caught before it finished"
+        );
     }
 }
 
@@ -1996,6 +1999,34 @@ fn module_weight_table_must_match_its_config() {
     std::fs::write(&f, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     rehash(&p, "module.json");
     fails(&["inspect", s(&p)], &[s(&f), NORM, "the config implies"]);
+}
+
+#[test]
+fn module_state_table_must_match_its_config() {
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let f = p.join("module.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    let ssm: Vec<usize> = v["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s["kind"] == "ssm")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(ssm.len() >= 2, "{ssm:?}");
+    // A state dtype that is not a float type, then SSM states of two dtypes.
+    for (i, dtype, want) in [
+        (ssm[0], "i32", "not a float type"),
+        (ssm[1], "f16", "not the one the config implies"),
+    ] {
+        let mut w = v.clone();
+        w["states"][i]["dtype"] = Value::from(dtype);
+        std::fs::write(&f, serde_json::to_vec_pretty(&w).unwrap()).unwrap();
+        rehash(&p, "module.json");
+        fails(&["inspect", s(&p)], &[s(&f), "states", want]);
+    }
 }
 
 // --- prompts and lengths

@@ -26,6 +26,12 @@ const KV_BF16_TOL: f64 = 8e-2;
 /// a bf16 cache 8.1e-3 .. 5.8e-2, CPU, 2026-12-02): held to ~3× the worst.
 const KV_F16_TOL: f64 = 1.5e-2;
 
+/// A 16-bit SSM state (`compile --state-dtype`), rounded whenever stored: the fixtures' logits
+/// moved by 9.7e-5 .. 1.2e-3 with f16 and 6.5e-4 .. 9.8e-3 with bf16 (CPU, 2026-12-02): held to
+/// ~3× the worst of each.
+const STATE_F16_TOL: f64 = 4e-3;
+const STATE_BF16_TOL: f64 = 3e-2;
+
 /// f16 weights against transformers f32 on the fixtures: ~3× the worst measured, 1.74e-2
 /// (see `every_fixture_with_f16_weights_stays_close`).
 const F16_TOL: f64 = 5e-2;
@@ -211,5 +217,22 @@ fn every_fixture_with_an_f16_kv_cache_stays_close() {
     assert!(
         worst > TOL && worst < worst_bf16,
         "f16 cache worst {worst:.2e}, bf16 cache worst {worst_bf16:.2e}"
+    );
+}
+
+/// A 16-bit SSM state (`compile --state-dtype`): the logits stay within [`STATE_F16_TOL`] or
+/// [`STATE_BF16_TOL`] of transformers f32; f16 closer than bf16.
+#[test]
+fn every_fixture_with_a_16_bit_ssm_state_stays_close() {
+    let (mut worst_f16, mut worst_bf16) = (0f64, 0f64);
+    for model in fixture_models() {
+        let f = check_model_within(&model, &["--state-dtype", "f16"], STATE_F16_TOL, false);
+        let b = check_model_within(&model, &["--state-dtype", "bf16"], STATE_BF16_TOL, false);
+        worst_f16 = worst_f16.max(f);
+        worst_bf16 = worst_bf16.max(b);
+    }
+    assert!(
+        worst_f16 > TOL && worst_f16 < worst_bf16,
+        "f16 state worst {worst_f16:.2e}, bf16 state worst {worst_bf16:.2e}"
     );
 }

@@ -447,7 +447,13 @@ fn base_specs(
             if *groups == 0 || !heads.is_multiple_of(*groups) {
                 return Err(ctx.err(pos, format!("{heads} heads in {groups} groups")));
             }
+            // The state's element type (`compile --state-dtype`).
+            let sdt = match ctx.module.states.get(*state) {
+                Some(s @ StateSpec::Ssm { .. }) => s.dtype(),
+                _ => return Err(ctx.err(pos, format!("state {state} is not an SSM state"))),
+            };
             let mut b = Builder::new("ssm_scan", act)
+                .set("ssm_t", CType::elem(sdt))
                 .set("heads", *heads)
                 .set("head_dim", *head_dim)
                 .set("d_state", *d_state)
@@ -475,7 +481,7 @@ fn base_specs(
                 .weight("d_skip", ctx, d)
                 .param(
                     "state",
-                    CType::Ptr(DType::F32),
+                    CType::Ptr(sdt),
                     Arg::State {
                         id: *state,
                         part: 0,

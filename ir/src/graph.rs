@@ -402,12 +402,16 @@ pub enum StateSpec {
         kernel: usize,
         dtype: DType,
     },
-    /// The SSM state of layer `layer`: `[B, heads, head_dim, d_state]`, always f32.
+    /// The SSM state of layer `layer`: `[B, heads, head_dim, d_state]`, stored in `dtype`
+    /// (`compile --state-dtype`; f32 unless set, and in plans written before the option). The
+    /// recurrence runs in f32; the state is rounded to `dtype` whenever it is stored.
     Ssm {
         layer: usize,
         heads: usize,
         head_dim: usize,
         d_state: usize,
+        #[serde(default = "f32_dtype", skip_serializing_if = "is_f32")]
+        dtype: DType,
     },
     /// The K and V caches of hybrid layer `layer`: each `[B, kv_heads, max_context, head_dim]`.
     Kv {
@@ -439,10 +443,19 @@ impl StateSpec {
     /// Element dtype.
     pub fn dtype(&self) -> DType {
         match self {
-            StateSpec::Conv { dtype, .. } | StateSpec::Kv { dtype, .. } => *dtype,
-            StateSpec::Ssm { .. } => DType::F32,
+            StateSpec::Conv { dtype, .. }
+            | StateSpec::Ssm { dtype, .. }
+            | StateSpec::Kv { dtype, .. } => *dtype,
         }
     }
+}
+
+fn f32_dtype() -> DType {
+    DType::F32
+}
+
+fn is_f32(d: &DType) -> bool {
+    *d == DType::F32
 }
 
 /// A lowered model: both graphs with the weight and state tables they share.
@@ -462,6 +475,27 @@ pub struct Module {
 }
 
 impl Module {
+    /// Stores every layer's SSM state in `dtype` (`compile --state-dtype`): a 16-bit state
+    /// halves the bytes each decode step reads and writes per sequence.
+    pub fn set_ssm_state_dtype(&mut self, dtype: DType) {
+        for s in &mut self.states {
+            if let StateSpec::Ssm { dtype: d, .. } = s {
+                *d = dtype;
+            }
+        }
+    }
+
+    /// The SSM states' element dtype (f32 for a model without Mamba layers).
+    pub fn ssm_state_dtype(&self) -> DType {
+        self.states
+            .iter()
+            .find_map(|s| match s {
+                StateSpec::Ssm { dtype, .. } => Some(*dtype),
+                _ => None,
+            })
+            .unwrap_or(DType::F32)
+    }
+
     /// The graph of the given phase.
     pub fn graph(&self, phase: Phase) -> &Graph {
         match phase {

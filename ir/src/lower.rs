@@ -62,6 +62,7 @@ fn state_table(c: &Zamba2Config, act_dtype: DType, kv_dtype: DType) -> Vec<State
             heads: c.n_mamba_heads,
             head_dim: c.mamba_headdim,
             d_state: c.mamba_d_state,
+            dtype: DType::F32,
         });
         if *t == LayerType::Hybrid {
             s.push(StateSpec::Kv {

@@ -135,7 +135,24 @@ impl ModuleFile {
                 self.dtype, self.act_dtype
             ));
         }
-        let lowered = lower_with_kv(&self.config, self.dtype, self.act_dtype, kv_dtype);
+        let mut lowered = lower_with_kv(&self.config, self.dtype, self.act_dtype, kv_dtype);
+        // The SSM states' dtype (`compile --state-dtype`) is the one field of the state table
+        // the config does not imply: taken from the file's first SSM state, after which the
+        // whole table must match.
+        let ssm_dtype = self
+            .states
+            .iter()
+            .find_map(|s| match s {
+                StateSpec::Ssm { dtype, .. } => Some(*dtype),
+                _ => None,
+            })
+            .unwrap_or(DType::F32);
+        if !float(ssm_dtype) {
+            return Err(format!(
+                "states: SSM state dtype {ssm_dtype} is not a float type"
+            ));
+        }
+        lowered.set_ssm_state_dtype(ssm_dtype);
         if let Some((name, spec)) = self
             .weights
             .iter()

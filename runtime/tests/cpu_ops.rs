@@ -324,6 +324,7 @@ fn ssm_state(batch: usize, p: &ScanParams) -> SsmState {
         heads: p.heads,
         head_dim: p.head_dim,
         d_state: p.d_state,
+        dtype: zamba2c_ir::DType::F32,
         data: vec![0.0; batch * p.heads * p.head_dim * p.d_state],
     }
 }
@@ -649,6 +650,7 @@ fn eval_node_dispatches_and_reports_errors() {
         heads: 1,
         head_dim: 1,
         d_state: 1,
+        dtype: zamba2c_ir::DType::F32,
     }];
     let mut st = InferenceState::new(&specs, 1, 16);
     let conv = Op::CausalConv1d {

@@ -305,6 +305,12 @@ fn modules() -> Vec<(String, Module)> {
     let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_f16_act_f32_kv_f16_O1".into(), m));
+    // And an f16 SSM state (`compile --state-dtype f16`): decode_rows' 32-row mamba_step
+    // blocks reading and writing 16-bit state rows.
+    let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::F16);
+    m.set_ssm_state_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("adapters_rope_f16_act_f32_kv_f16_state_f16_O1".into(), m));
     out
 }
 

@@ -158,7 +158,18 @@ fn kernels_match_cpu_on_tiny_modules() {
     zamba2c_passes::pipeline::run_pipeline(&mut ssd_f32, 1, None).expect("the passes run");
     let mut ssd_bf16 = lower_with_kv(&ssd, DType::BF16, DType::BF16, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut ssd_bf16, 1, None).expect("the passes run");
+    // 16-bit SSM states (`compile --state-dtype`), rounded when stored: f16 on the scan's
+    // shapes (mamba_step's float4 path: 8-byte loads and stores) and bf16 on 12 state columns
+    // (its scalar path), both with an f16 cache.
+    let mut state_f16 = lower_with_kv(&ssd, DType::F16, DType::F32, DType::F16);
+    state_f16.set_ssm_state_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut state_f16, 1, None).expect("the passes run");
+    let mut state_bf16 = lower_with_kv(&kv, DType::BF16, DType::F32, DType::F16);
+    state_bf16.set_ssm_state_dtype(DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut state_bf16, 1, None).expect("the passes run");
     for (name, m) in [
+        ("ssd_shape_f16_kv_f16_state_f16_fused", &state_f16),
+        ("gqa_rope_kv_f16_state_bf16_fused", &state_bf16),
         ("ssd_shape_kv_bf16_fused", &ssd_f32),
         ("ssd_shape_bf16_fused", &ssd_bf16),
         ("gqa_rope_kv_bf16", &base),

@@ -111,8 +111,30 @@ fn modules() -> Vec<(String, Module)> {
             .into_iter()
             .map(|(n, e, w)| (n, e, w, DType::F32, DType::F16)),
         );
-    for (name, extra, dtype, act, kv) in cases {
-        let m = lower_with_kv(&config(extra), dtype, act, kv);
+    // 16-bit SSM states (`compile --state-dtype`): mamba_step's float4 path (32 state
+    // columns) and scalar path (12), the scan and the chunked scan's pass.
+    let states = [
+        (
+            "ssd_shape_f16_state_f16",
+            json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 32}),
+            DType::F16,
+        ),
+        (
+            "gqa_rope_state_bf16",
+            json!({"num_key_value_heads": 2, "use_mem_rope": true, "mamba_ngroups": 2}),
+            DType::BF16,
+        ),
+    ];
+    let cases = cases
+        .map(|(n, e, w, a, k)| (n, e, w, a, k, DType::F32))
+        .chain(
+            states
+                .into_iter()
+                .map(|(n, e, s)| (n, e, s, DType::F32, s, s)),
+        );
+    for (name, extra, dtype, act, kv, state) in cases {
+        let mut m = lower_with_kv(&config(extra), dtype, act, kv);
+        m.set_ssm_state_dtype(state);
         let mut f = m.clone();
         zamba2c_passes::pipeline::run_pipeline(&mut f, 1, None).expect("the passes run");
         let fused = f

@@ -58,6 +58,13 @@ pub struct CompileArgs {
     /// bits (emulated: 4.8e-4 for the cache alone against bf16's 4.0e-3).
     #[arg(long, value_name = "f32|bf16|f16")]
     pub kv_dtype: Option<String>,
+    /// SSM state dtype: f32 (default), f16 or bf16. The recurrence runs in f32; the state each
+    /// Mamba layer keeps per sequence (71 MB per sequence in f32 on the 2.7B) is rounded to it
+    /// when stored, halving what a decode step reads and writes per sequence. Emulated in
+    /// transformers on a 2.7B whose outputs the state carries, an f16 state adds 2.6e-4
+    /// relative, bf16 3.1e-3 (docs/PERFORMANCE.md, 2026-12-02); f16 needs values below 65504.
+    #[arg(long, value_name = "f32|f16|bf16", default_value = "f32")]
+    pub state_dtype: String,
     /// Random weights (the directory needs only config.json); the plan records the seed.
     #[arg(long)]
     pub dummy_weights: bool,
@@ -97,6 +104,12 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
         Some("f16") => DType::F16,
         Some(other) => bail!("--kv-dtype: {other:?} is not one of f32, bf16, f16"),
     };
+    let state_dtype = DType::parse_float(&a.state_dtype).with_context(|| {
+        format!(
+            "--state-dtype: {:?} is not one of f32, f16, bf16",
+            a.state_dtype
+        )
+    })?;
     if let Some(arch) = &a.arch {
         if !valid_arch(arch) {
             bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
@@ -139,6 +152,7 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
     steps.enable_steady_tick(std::time::Duration::from_millis(120));
     steps.set_message("lowering and running the passes");
     let mut module = lower_with_kv(&config, dtype, act_dtype, kv_dtype);
+    module.set_ssm_state_dtype(state_dtype);
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
     if let Some(ck) = &checkpoint {

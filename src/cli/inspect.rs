@@ -277,6 +277,10 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 m.act_dtype,
                 m.kv_dtype
             );
+            if m.ssm_state_dtype() != zamba2c_ir::DType::F32 {
+                // Only a non-default state is named (the line's fields stay as they were).
+                t.insert_str(t.len() - 2, &format!(", SSM state {}", m.ssm_state_dtype()));
+            }
             if let Some(layout) = plan.manifest.checkpoint_layout {
                 t += &format!("checkpoint layout: {}\n", layout.describe());
             }

@@ -64,6 +64,12 @@ pub(super) fn mamba_step(
     if cdt != zx.dtype || zx.width != din + channels + heads {
         return Err("conv state dtype or in_proj width does not match".into());
     }
+    // The SSM state's element type (`compile --state-dtype`): f32, or 16-bit (rounded when
+    // stored, the recurrence in f32).
+    let sdt = match ctx.module.states.get(*ssm_state) {
+        Some(s @ StateSpec::Ssm { .. }) => s.dtype(),
+        _ => return Err(format!("state {ssm_state} is not an SSM state")),
+    };
     // In decode_rows, the knob's rows where they split the head, 16 otherwise.
     let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED) {
         r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,
@@ -91,8 +97,8 @@ pub(super) fn mamba_step(
         weight_bytes: wsz(conv_weight) + wsz(conv_bias) + wsz(dt_bias) + wsz(a_log) + wsz(d),
         // in_proj's output read, the gated output written (f32).
         bytes_per_row: zx.width as u64 * zx.dtype.size() as u64 + din as u64 * 4,
-        // The f32 SSM state read and written; the conv ring: K-1 older inputs read, one written.
-        bytes_per_seq: 2 * (din * d_state * 4) as u64 + channels as u64 * k as u64 * csz,
+        // The SSM state read and written; the conv ring: K-1 older inputs read, one written.
+        bytes_per_seq: 2 * (din * d_state * sdt.size()) as u64 + channels as u64 * k as u64 * csz,
         flops_per_row: (6 * din * d_state + 2 * channels * k) as u64,
         ..Default::default()
     };
@@ -113,6 +119,7 @@ pub(super) fn mamba_step(
         .set("head_dim", *head_dim)
         .set("heads_per_group", heads / groups)
         .set("zx_stride", zx.stride)
+        .set("ssm_t", CType::elem(sdt))
         .input("zxbcdt", &zx)
         .weight("conv_weight", ctx, conv_weight)
         .weight("conv_bias", ctx, conv_bias)
@@ -129,7 +136,7 @@ pub(super) fn mamba_step(
         )
         .param(
             "ssm_state",
-            CType::Ptr(DType::F32),
+            CType::Ptr(sdt),
             Arg::State {
                 id: *ssm_state,
                 part: 0,

@@ -91,6 +91,13 @@ pub fn ssd_specs(
     }
     let act = out.dtype;
     let l = SSD_CHUNK;
+    // The recurrent state's element type (`compile --state-dtype`): the pass reads and writes it.
+    let sdt = ctx
+        .module
+        .states
+        .get(*state)
+        .map(|s| s.dtype())
+        .ok_or_else(|| format!("no state {state}"))?;
     let mt = if p.is_multiple_of(4) && n.is_multiple_of(4) {
         4
     } else {
@@ -152,12 +159,13 @@ pub fn ssd_specs(
     let mut pass = common("ssd_state_pass")
         .param("ws", CType::ConstPtr(DType::F32), ws.arg())
         .param("chunks", CType::Ptr(DType::F32), chunks.arg())
-        .param("state", CType::Ptr(DType::F32), state_arg)
+        .set("ssm_t", CType::elem(sdt))
+        .param("state", CType::Ptr(sdt), state_arg)
         .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
         .scalar("seq", Arg::Seq)
         .cost(LaunchCost {
             bytes_per_row: 2 * chunk_row,
-            bytes_per_seq: 8 * pn,
+            bytes_per_seq: 2 * pn * sdt.size() as u64,
             flops_per_row: 2 * pn / l as u64,
             ..Default::default()
         })

@@ -5,6 +5,7 @@ use crate::cpu::math;
 use crate::cpu::ops::bad;
 use crate::cpu::state::{ConvState, SsmState};
 use crate::{RuntimeError, Tensor};
+use zamba2c_ir::tensor::round_to;
 
 /// `[B, T, W]` of a rank-3 activation.
 pub(crate) fn btw(op: &str, x: &Tensor) -> Result<(usize, usize, usize), RuntimeError> {
@@ -163,7 +164,11 @@ pub fn ssm_scan(
                     yh[pi] = (acc + dh * xv) as f32;
                 }
             }
-            sh.iter_mut().zip(&s).for_each(|(d, v)| *d = *v as f32);
+            // Stored in the state's dtype (`compile --state-dtype`); the steps above ran in
+            // f64 from the stored values.
+            sh.iter_mut()
+                .zip(&s)
+                .for_each(|(d, v)| *d = round_to(*v as f32, state.dtype));
         }
     }
     Ok(Tensor::new(vec![bs, t, nh * hp], y))

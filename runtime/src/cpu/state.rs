@@ -14,12 +14,15 @@ pub struct ConvState {
     pub data: Vec<f32>,
 }
 
-/// The SSM state of one layer: `[B, heads, head_dim, d_state]`, always f32.
+/// The SSM state of one layer: `[B, heads, head_dim, d_state]`, held as f32 values of its
+/// element dtype (`compile --state-dtype`): the scan rounds to it when it stores the state, as
+/// the GPU does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SsmState {
     pub heads: usize,
     pub head_dim: usize,
     pub d_state: usize,
+    pub dtype: DType,
     pub data: Vec<f32>,
 }
 
@@ -76,11 +79,13 @@ impl InferenceState {
                     heads,
                     head_dim,
                     d_state,
+                    dtype,
                     ..
                 } => StateRegion::Ssm(SsmState {
                     heads,
                     head_dim,
                     d_state,
+                    dtype,
                     data: vec![0.0; batch * heads * head_dim * d_state],
                 }),
                 StateSpec::Kv {
@@ -247,7 +252,8 @@ impl StateRegion {
                 a.data.extend_from_slice(&b.data)
             }
             (StateRegion::Ssm(a), StateRegion::Ssm(b))
-                if (a.heads, a.head_dim, a.d_state) == (b.heads, b.head_dim, b.d_state) =>
+                if (a.heads, a.head_dim, a.d_state, a.dtype)
+                    == (b.heads, b.head_dim, b.d_state, b.dtype) =>
             {
                 a.data.extend_from_slice(&b.data)
             }
