@@ -30,7 +30,8 @@ done
 # short prompts, eager, under both tools; then `bench --batch 16` with every prompt prefilled
 # first, so each step runs 16 rows through decode_rows (norms writing planes, the stacked
 # library GEMMs and pair_sum, 32-row mamba_step blocks, argmax_rows), and the same on a plan
-# with decode_rows' split-K cluster GEMM (ZAMBA2C_TUNE_ROWS_GEMM=2). BATCHED=0 skips them;
+# with decode_rows' split-K cluster GEMM (ZAMBA2C_TUNE_ROWS_GEMM=2), and an f16 plan with an f16
+# SSM state. BATCHED=0 skips them;
 # BATCHED=only runs nothing else.
 if [ "${BATCHED:-1}" != 0 ]; then
   m=${MODELS%% *}
@@ -41,7 +42,11 @@ if [ "${BATCHED:-1}" != 0 ]; then
     || { echo "compile $m split-K failed"; rc=1; }
   pf=/tmp/san-$m-f16
   [ -d "$pf" ] || "$Z" compile "tests/fixtures/models/$m" -o "$pf" --dtype f16 > /dev/null 2>&1
-  for run in "4 $p" "16 $p" "16 $ps" "16 $pf"; do
+  # An f16 SSM state (mamba_step's 16-bit loads and stores in decode_rows).
+  pst=/tmp/san-$m-f16-state
+  "$Z" compile "tests/fixtures/models/$m" -o "$pst" --dtype f16 --state-dtype f16 > /dev/null 2>&1 \
+    || { echo "compile $m f16 state failed"; rc=1; }
+  for run in "4 $p" "16 $p" "16 $ps" "16 $pf" "16 $pst"; do
     set -- $run
     b=$1 plan=$2 tag=$(basename "$2")-b$1
     for tool in memcheck racecheck; do
