@@ -489,6 +489,9 @@ impl PlanWriter {
         // cleanup sees either the old plan in place or the new one, never neither.
         let old = {
             let mut reg = scratch::lock();
+            if scratch::interrupted() {
+                scratch::yield_to_signal(reg);
+            }
             self.swap_into_place(&mut reg)
         }?;
         if let Some((old, id)) = old {

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The registered paths, by registration id.
 pub struct Registry {
@@ -17,6 +18,33 @@ pub struct Registry {
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
+
+/// Set from inside the signal handler the moment a signal that ends the process arrives (the
+/// CLI registers it with its handler, `src/cli/signals.rs`), before the thread that cleans up
+/// and ends the process has run: a commit that sees it must not replace the user's file.
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// The flag a signal handler sets (see [`interrupted`]).
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    INTERRUPTED
+        .get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
+}
+
+/// Whether a signal that ends the process has arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::SeqCst))
+}
+
+/// For a commit that holds `guard` and finds [`interrupted`]: releases the lock to the signal
+/// thread's cleanup and waits for it to end the process (the flag is only ever set where that
+/// thread runs), so the interrupted command neither replaces the user's file nor exits 0.
+pub fn yield_to_signal(guard: MutexGuard<'static, Registry>) -> ! {
+    drop(guard);
+    loop {
+        std::thread::park();
+    }
+}
 
 /// Locks the registry: the signal handler's cleanup waits until the guard is dropped.
 pub fn lock() -> MutexGuard<'static, Registry> {

@@ -107,6 +107,9 @@ impl OutputFile {
         drop(file);
         check_destination(&self.path).map_err(fail)?;
         let mut reg = scratch::lock();
+        if scratch::interrupted() {
+            scratch::yield_to_signal(reg);
+        }
         std::fs::rename(&self.tmp, &self.path).map_err(|e| fail(format!("cannot write: {e}")))?;
         reg.unregister(self.reg);
         self.committed = true;

@@ -27,8 +27,20 @@ pub fn install() {
                 die_of(sig);
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start the signal thread ({e})");
+    match spawned {
+        // The flag commits check (zamba2c_ir::scratch::interrupted): set inside the handler
+        // itself, so a compile finishing while the thread above is not yet scheduled does not
+        // replace the plan. Only with the thread running, which ends the process.
+        Ok(_) => {
+            for &sig in &wanted {
+                if let Err(e) =
+                    signal_hook::flag::register(sig, zamba2c_ir::scratch::interrupt_flag())
+                {
+                    tracing::warn!("cannot register signal {sig} for commits ({e})");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot start the signal thread ({e})"),
     }
 }
 
