@@ -16,30 +16,7 @@
   __shared__ float dv[L], av[L], w[L];
   __shared__ __align__(16) float xs[L * P];
   __shared__ __align__(16) float bs[L * N];
-  const float A = -expf(to_f(a_log[h]));
-  const float dtb = to_f(dt_bias[h]);
-  for (int s = tid; s < L; s += NT) {
-    float d = 0.f;
-    if (s < lc) {
-      d = softplus_f(to_f(dt[(row0 + s) * {{ dt_stride }} + h]) + dtb);
-{% if clamp %}      d = fmaxf(d, {{ dt_min }});  // HF 5.24 clamps on the prompt path only (§3.5)
-{% endif %}    }
-    dv[s] = d;
-    av[s] = d * A;
-  }
-  __syncthreads();
-  for (int s = tid; s < lc; s += NT) {
-    float acc = 0.f;
-    for (int u = 0; u <= s; ++u) acc += av[u];
-    w[s] = acc;
-    ws[(row0 + s) * (2 * H) + h] = dv[s];
-    ws[(row0 + s) * (2 * H) + H + h] = acc;
-  }
-  __syncthreads();
-  const float cl = w[lc - 1];
-  __syncthreads();
-  for (int s = tid; s < L; s += NT) w[s] = s < lc ? expf(cl - w[s]) * dv[s] : 0.f;
-  __syncthreads();
+{% include "ssd_chunk_weights.cu" %}
   for (int e = tid; e < L * P; e += NT) {
     const int s = e / P, p = e % P;
     xs[e] = s < lc ? to_f(x[(row0 + s) * {{ x_stride }} + h * P + p]) * w[s] : 0.f;

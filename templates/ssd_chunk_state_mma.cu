@@ -29,30 +29,7 @@
     const int s = e / N, n = e % N;
     bmat[s * LDB + n] = s < lc ? to_f(bm[(row0 + s) * {{ b_stride }} + g * N + n]) : 0.f;
   }
-  const float A = -expf(to_f(a_log[h]));
-  const float dtb = to_f(dt_bias[h]);
-  for (int s = tid; s < L; s += NT) {
-    float d = 0.f;
-    if (s < lc) {
-      d = softplus_f(to_f(dt[(row0 + s) * {{ dt_stride }} + h]) + dtb);
-{% if clamp %}      d = fmaxf(d, {{ dt_min }});  // HF 5.24 clamps on the prompt path only (§3.5)
-{% endif %}    }
-    dv[s] = d;
-    av[s] = d * A;
-  }
-  __syncthreads();
-  for (int s = tid; s < lc; s += NT) {
-    float acc = 0.f;
-    for (int u = 0; u <= s; ++u) acc += av[u];
-    w[s] = acc;
-    ws[(row0 + s) * (2 * H) + h] = dv[s];
-    ws[(row0 + s) * (2 * H) + H + h] = acc;
-  }
-  __syncthreads();
-  const float cl = w[lc - 1];
-  __syncthreads();
-  for (int s = tid; s < L; s += NT) w[s] = s < lc ? expf(cl - w[s]) * dv[s] : 0.f;
-  __syncthreads();
+{% include "ssd_chunk_weights.cu" %}
   for (int e = tid; e < lc * P; e += NT) xmat[(e / P) * LDX + e % P] *= w[e / P];
   __syncthreads();
   // Sc = Bᵀ · (w x): A(n, k = s) is bmat[s][n], B(s, p) is xmat[s][p]; rows past lc are zero.

@@ -1334,6 +1334,20 @@ fn errors_come_before_the_work() {
 
 /// An interrupted compile (SIGINT, SIGTERM) removes its temporary directory and ends by the
 /// signal, leaving the old plan as it was.
+/// Waits (up to 20 s) until `child`, a compile into `dir/plan`, has made its temporary plan
+/// directory, or has ended; whether the directory is there.
+fn wait_for_plan_tmp(child: &mut std::process::Child, dir: &Path) -> bool {
+    let tmp = dir.join(format!(".plan.tmp-{}", child.id()));
+    let start = Instant::now();
+    while !tmp.exists() && start.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    tmp.exists()
+}
+
 #[test]
 fn interrupted_compile_leaves_nothing_behind() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -1353,14 +1367,7 @@ fn interrupted_compile_leaves_nothing_behind() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let tmp = t.path().join(format!(".plan.tmp-{}", child.id()));
-            let start = Instant::now();
-            while !tmp.exists() && start.elapsed() < Duration::from_secs(20) {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            wait_for_plan_tmp(&mut child, t.path());
             // SAFETY: signalling our own child (a zombie until waited for, so its pid is not
             // reused even when it has exited).
             assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
@@ -1399,16 +1406,8 @@ fn ignored_sigint_stays_ignored() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let tmp = t.path().join(format!(".plan.tmp-{}", child.id()));
-    let start = Instant::now();
-    while !tmp.exists() && start.elapsed() < Duration::from_secs(20) {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
     assert!(
-        tmp.exists(),
+        wait_for_plan_tmp(&mut child, t.path()),
         "the compile did not start its temporary directory"
     );
     // SAFETY: signalling our own child.

@@ -70,6 +70,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/ssd_chunk_out.cu"),
     ),
     (
+        "ssd_chunk_weights.cu",
+        include_str!("../../templates/ssd_chunk_weights.cu"),
+    ),
+    (
         "ssd_chunk_state_mma.cu",
         include_str!("../../templates/ssd_chunk_state_mma.cu"),
     ),

@@ -135,26 +135,30 @@ pub fn ssd_specs(
         Extent::SeqDiv { div: l },
         Extent::Batch,
     ];
+    // The first and last steps' family: on CUDA cores, or on tensor cores (`use_mma`).
     let mma = use_mma(p, n);
-    let mut chunk_state = common(if mma {
-        "ssd_chunk_state_mma"
-    } else {
-        "ssd_chunk_state"
-    })
-    .input("x", x)
-    .input("dt", dt)
-    .input("bm", bm)
-    .weight("dt_bias", ctx, dt_bias)
-    .weight("a_log", ctx, a_log)
-    .param("ws", CType::Ptr(DType::F32), ws.arg())
-    .param("chunks", CType::Ptr(DType::F32), chunks.arg())
-    .scalar("seq", Arg::Seq)
-    .cost(LaunchCost {
-        bytes_per_row: es(x) + (h * dt.dtype.size()) as u64 + es(bm) + 8 * h as u64 + chunk_row,
-        flops_per_row: 2 * pn,
-        ..Default::default()
-    })
-    .finish(grid_chunks, SSD_THREADS);
+    let step = |cuda_cores: &'static str, tensor_cores: &'static str| {
+        if mma {
+            tensor_cores
+        } else {
+            cuda_cores
+        }
+    };
+    let mut chunk_state = common(step("ssd_chunk_state", "ssd_chunk_state_mma"))
+        .input("x", x)
+        .input("dt", dt)
+        .input("bm", bm)
+        .weight("dt_bias", ctx, dt_bias)
+        .weight("a_log", ctx, a_log)
+        .param("ws", CType::Ptr(DType::F32), ws.arg())
+        .param("chunks", CType::Ptr(DType::F32), chunks.arg())
+        .scalar("seq", Arg::Seq)
+        .cost(LaunchCost {
+            bytes_per_row: es(x) + (h * dt.dtype.size()) as u64 + es(bm) + 8 * h as u64 + chunk_row,
+            flops_per_row: 2 * pn,
+            ..Default::default()
+        })
+        .finish(grid_chunks, SSD_THREADS);
     chunk_state.seq_align = l;
     let mut pass = common("ssd_state_pass")
         .param("ws", CType::ConstPtr(DType::F32), ws.arg())
@@ -183,27 +187,23 @@ pub fn ssd_specs(
     } else {
         smem_bytes(p, n)
     };
-    let mut chunk_out = common(if mma {
-        "ssd_chunk_out_mma"
-    } else {
-        "ssd_chunk_out"
-    })
-    .input("x", x)
-    .input("bm", bm)
-    .input("cm", cm)
-    .weight("d_skip", ctx, d)
-    .param("ws", CType::ConstPtr(DType::F32), ws.arg())
-    .param("chunks", CType::ConstPtr(DType::F32), chunks.arg())
-    .output(&out)
-    .scalar("seq", Arg::Seq)
-    .cost(LaunchCost {
-        bytes_per_row: es(x) + es(bm) + es(cm) + 8 * h as u64 + chunk_row + es(&out),
-        // The causal mixing matrix (half of L·L·N), its product with x (half of L·L·P),
-        // and the entering state's contribution (N·P), per token and head.
-        flops_per_row: (h * (l * n + l * p + 2 * n * p)) as u64,
-        ..Default::default()
-    })
-    .finish(grid_chunks, SSD_THREADS);
+    let mut chunk_out = common(step("ssd_chunk_out", "ssd_chunk_out_mma"))
+        .input("x", x)
+        .input("bm", bm)
+        .input("cm", cm)
+        .weight("d_skip", ctx, d)
+        .param("ws", CType::ConstPtr(DType::F32), ws.arg())
+        .param("chunks", CType::ConstPtr(DType::F32), chunks.arg())
+        .output(&out)
+        .scalar("seq", Arg::Seq)
+        .cost(LaunchCost {
+            bytes_per_row: es(x) + es(bm) + es(cm) + 8 * h as u64 + chunk_row + es(&out),
+            // The causal mixing matrix (half of L·L·N), its product with x (half of L·L·P),
+            // and the entering state's contribution (N·P), per token and head.
+            flops_per_row: (h * (l * n + l * p + 2 * n * p)) as u64,
+            ..Default::default()
+        })
+        .finish(grid_chunks, SSD_THREADS);
     chunk_out.smem = smem as u32;
     chunk_out.seq_align = l;
     Ok(vec![chunk_state, pass, chunk_out])
