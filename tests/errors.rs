@@ -1350,6 +1350,7 @@ fn wait_for_plan_tmp(child: &mut std::process::Child, dir: &Path) -> bool {
 
 #[test]
 fn interrupted_compile_leaves_nothing_behind() {
+    use std::os::unix::process::CommandExt;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let t = tempdir();
         let plan = t.path().join("plan");
@@ -1362,11 +1363,20 @@ fn interrupted_compile_leaves_nothing_behind() {
         let mut interrupted = false;
         for _attempt in 0..10 {
             let before = common::snapshot(&plan);
-            let mut child = Command::new(common::zamba2c_bin())
-                .args(["compile", s(&model), "-o", s(&plan), "--dtype", "bf16"])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut cmd = Command::new(common::zamba2c_bin());
+            cmd.args(["compile", s(&model), "-o", s(&plan), "--dtype", "bf16"])
+                .stderr(Stdio::null());
+            // The signals at their default action in the child, however the tests were started
+            // (a background job inherits SIGINT ignored, and zamba2c rightly keeps it so).
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGINT, libc::SIG_DFL);
+                    libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().unwrap();
             wait_for_plan_tmp(&mut child, t.path());
             // SAFETY: signalling our own child (a zombie until waited for, so its pid is not
             // reused even when it has exited).
