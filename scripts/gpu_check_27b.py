@@ -79,6 +79,11 @@ def main():
     ap.add_argument("--work", default="/tmp/z27")
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--decode-from", type=int, default=192)
+    # Random weights barely use the SSM state (zeroing it moves the logits by 1.4e-3,
+    # docs/PERFORMANCE.md seventh session), so a state-path change (`--state-dtype`) cannot show
+    # here. S scales every mixer's B and C rows of in_proj (S·C by S²): at 16 the state carries
+    # the outputs (zeroing it: 0.54 relative; scripts/ssm_state_precision.py).
+    ap.add_argument("--bc-scale", type=float, default=1.0)
     ap.add_argument("--long-run", type=int, default=0, help="decode steps of the drift check (0: skip)")
     ap.add_argument("--plans", default="f32:f32,bf16:bf16,bf16:f32,bf16:f32:f32",
                     help="weight:activation[:kv] dtypes of the plans to check (kv: compile --kv-dtype)")
@@ -91,6 +96,15 @@ def main():
     t = time.time()
     with torch.device("cuda"):
         model = Zamba2ForCausalLM(cfg)
+    if args.bc_scale != 1.0:
+        # in_proj rows: z (d_inner), x (d_inner), B (G·N), C (G·N), dt (heads) (ZAMBA2.md §3.2).
+        d_inner = cfg.mamba_expand * cfg.hidden_size
+        gn = cfg.mamba_ngroups * cfg.mamba_d_state
+        with torch.no_grad():
+            for n, m in model.named_modules():
+                if n.endswith("mamba.in_proj"):
+                    m.weight[2 * d_inner:2 * d_inner + 2 * gn] *= args.bc_scale
+    res["bc_scale"] = args.bc_scale
     model = model.to(torch.bfloat16).eval()
     ck = os.path.join(args.work, "ckpt")
     model.save_pretrained(ck)

@@ -5,7 +5,8 @@
 # 2. the 2.7B shape against transformers (default plan and f32 plan) and `bench` at 512, 2048
 #    and 4096 tokens of context (scripts/gpu_check_27b.py);
 # 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
-# PROFILE=0 skips the one-sequence profiles. Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
+# PROFILE=0 skips the one-sequence profiles; CHECK_ARGS="--bc-scale 16" passes options to step 2.
+# Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
 # LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
@@ -87,7 +88,7 @@ for e in ${RUN_VARIANT_TESTS:-}; do
   done
 done
 if [ "${PLANS:-}" != none ]; then
-  timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
+  timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" ${CHECK_ARGS:-} 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
   tail -25 "$OUT/check27b.log"
 fi
 # The 2.7B shape with random weights straight from its config (no Python process holding GPU
