@@ -38,7 +38,7 @@ WORDS = (
 ).split()
 
 
-def compile_plan(z: str, work: Path, config: Path, arch: list, dtype: str) -> Path:
+def compile_plan(z: str, work: Path, config: Path, arch: list, dtype: str, kv: list = ()) -> Path:
     model = work / "model"
     model.mkdir()
     shutil.copy(config, model / "config.json")
@@ -47,7 +47,7 @@ def compile_plan(z: str, work: Path, config: Path, arch: list, dtype: str) -> Pa
             shutil.copy(TOKENIZER_DIR / f, model / f)
     plan = work / "plan"
     subprocess.run(
-        [z, "compile", str(model), "-o", str(plan), "--dummy-weights", "--dtype", dtype, *arch],
+        [z, "compile", str(model), "-o", str(plan), "--dummy-weights", "--dtype", dtype, *kv, *arch],
         check=True, stdout=subprocess.DEVNULL,
     )
     return plan
@@ -124,6 +124,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     # The plan's weight dtype: bf16 (the default plan) or f16 (f16 GEMM inputs, docs/KERNELS.md).
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
+    # The KV cache dtype (`compile --kv-dtype`); the compile's default when not given.
+    ap.add_argument("--kv-dtype", choices=["f32", "bf16", "f16"])
     # Prompts whose first difference gets its near-tie measured (one `logits` run each).
     ap.add_argument("--margin-prompts", type=int, default=8)
     a = ap.parse_args()
@@ -131,7 +133,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         arch = ["--arch", "sm_90"] if a.device == "cuda" else []
-        plan = compile_plan(a.zamba2c, work, a.config, arch, a.dtype)
+        kv = ["--kv-dtype", a.kv_dtype] if a.kv_dtype else []
+        plan = compile_plan(a.zamba2c, work, a.config, arch, a.dtype, kv)
         prompts = work / "prompts.txt"
         lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, a.max_words)))
                  for _ in range(a.prompts)]

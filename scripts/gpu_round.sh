@@ -17,7 +17,8 @@
 # NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
 # of prompts against each alone on the 2.7B shape, issue 12). Knob variants take
 # several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16,
-# STATE=f16 with --state-dtype f16 (DTYPE / STATE in the environment: the main 2.7B plan too).
+# STATE=f16 with --state-dtype f16, KV=f16 with --kv-dtype f16 (DTYPE / STATE / KV in the
+# environment: the main 2.7B plan too).
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -47,7 +48,7 @@ tune_env() {
   local kv k
   IFS=, read -ra kv <<< "$1"
   for k in "${kv[@]}"; do
-    case "${k%%=*}" in DTYPE|STATE) ;; *) printf 'ZAMBA2C_TUNE_%s\n' "$k" ;; esac
+    case "${k%%=*}" in DTYPE|STATE|KV) ;; *) printf 'ZAMBA2C_TUNE_%s\n' "$k" ;; esac
   done
 }
 # The weight dtype a variant spec asks for (DTYPE=f16 among its knobs: `compile --dtype f16`),
@@ -65,6 +66,14 @@ spec_state() {
   IFS=, read -ra kv <<< "$1"
   for k in "${kv[@]}"; do [ "${k%%=*}" = STATE ] && d=${k#*=}; done
   echo "$d"
+}
+# The `compile --kv-dtype` flags a variant spec asks for (KV=f16 among its knobs), else $KV;
+# none: the compile's default.
+spec_kv() {
+  local kv k d=${KV:-}
+  IFS=, read -ra kv <<< "$1"
+  for k in "${kv[@]}"; do [ "${k%%=*}" = KV ] && d=${k#*=}; done
+  [ -n "$d" ] && echo "--kv-dtype $d"
 }
 for v in ${VARIANT_TESTS:-}; do
   for t in .gpu/tests/cuda_kernels-* .gpu/tests/cuda_batch-*; do
@@ -95,7 +104,7 @@ fi
 # memory beside it): what the memory figures of issue 11 are measured on.
 M=/tmp/mem27
 "$Z" compile examples/zamba2-2.7b-config -o "$M" --dummy-weights --dtype "${DTYPE:-bf16}" \
-  --state-dtype "${STATE:-f32}" --arch sm_90 > /dev/null 2>&1 || rc=1
+  --state-dtype "${STATE:-f32}" $(spec_kv "") --arch sm_90 > /dev/null 2>&1 || rc=1
 # Batched decode step per launch (BATCH_PROFILE=1, `bench --profile --batch B`, B from
 # PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
 if [ "${BATCH_PROFILE:-0}" = 1 ]; then
@@ -130,7 +139,7 @@ variant_plan() {
   local knobs
   mapfile -t knobs < <(tune_env "$1")
   env X=1 "${knobs[@]}" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype "$(spec_dtype "$1")" \
-    --state-dtype "$(spec_state "$1")" --arch sm_90 \
+    --state-dtype "$(spec_state "$1")" $(spec_kv "$1") --arch sm_90 \
     > /dev/null 2>&1 || { echo "variant $1: compile failed"; return 1; }
 }
 for v in ${VARIANTS:-}; do
@@ -259,7 +268,7 @@ fi
 # (scripts/gpu_batch_check.py; batch_check.json).
 if [ "${BATCH_CHECK:-0}" = 1 ]; then
   timeout 400 python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
-    --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" 2>&1 | tail -4 || rc=1
+    --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" ${KV:+--kv-dtype "$KV"} 2>&1 | tail -12 || rc=1
 fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then
   # Batched decode on the tensor-core table `decode_rows` (docs/KERNELS.md "decode_rows") against
