@@ -97,13 +97,9 @@ def main():
     with torch.device("cuda"):
         model = Zamba2ForCausalLM(cfg)
     if args.bc_scale != 1.0:
-        # in_proj rows: z (d_inner), x (d_inner), B (G·N), C (G·N), dt (heads) (ZAMBA2.md §3.2).
-        d_inner = cfg.mamba_expand * cfg.hidden_size
-        gn = cfg.mamba_ngroups * cfg.mamba_d_state
-        with torch.no_grad():
-            for n, m in model.named_modules():
-                if n.endswith("mamba.in_proj"):
-                    m.weight[2 * d_inner:2 * d_inner + 2 * gn] *= args.bc_scale
+        from zamba2_emulation import scale_bc
+
+        scale_bc(model, cfg, args.bc_scale)
     res["bc_scale"] = args.bc_scale
     model = model.to(torch.bfloat16).eval()
     ck = os.path.join(args.work, "ckpt")

@@ -24,7 +24,7 @@ import torch
 from transformers import Zamba2Config
 from transformers.models.zamba2 import modeling_zamba2
 
-from zamba2_emulation import SHAPE_27B, random_model, record, rel, rounding_hook, top1, write
+from zamba2_emulation import SHAPE_27B, random_model, record, rel, rounding_hook, scale_bc, top1, write
 
 
 STATE_DTYPE = {"value": None}
@@ -99,13 +99,7 @@ def main():
     t = time.time()
     model = random_model(cfg)
     if args.bc_scale != 1.0:
-        # in_proj rows: z (d_inner), x (d_inner), B (G·N), C (G·N), dt (heads) (ZAMBA2.md §3.2).
-        d_inner = cfg.mamba_expand * cfg.hidden_size
-        gn = cfg.mamba_ngroups * cfg.mamba_d_state
-        with torch.no_grad():
-            for n, m in model.named_modules():
-                if n.endswith("mamba.in_proj"):
-                    m.weight[2 * d_inner:2 * d_inner + 2 * gn] *= args.bc_scale
+        scale_bc(model, cfg, args.bc_scale)
     res = {"bc_scale": args.bc_scale,"tokens": args.tokens, "decode_from": args.decode_from, "seed": args.seed,
            "init_s": time.time() - t}
     g = torch.Generator().manual_seed(1)

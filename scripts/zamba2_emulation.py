@@ -1,4 +1,5 @@
-"""Shared by the CPU emulation scripts (gemm_input_precision.py, ssm_state_precision.py):
+"""Shared by the CPU emulation scripts (gemm_input_precision.py, ssm_state_precision.py; and
+gpu_check_27b.py's `scale_bc`):
 transformers' Zamba2 at the 2.7B shape with its own random init in bf16, run in f32, and hooks
 that emulate a zamba2c plan's roundings on its `nn.Linear` modules."""
 import json
@@ -9,6 +10,18 @@ from transformers import Zamba2Config, Zamba2ForCausalLM
 # The fidelity checks' 2.7B shape (scripts/gpu_check_27b.py).
 SHAPE_27B = dict(n_mamba_heads=80, num_mem_blocks=2, use_shared_attention_adapter=False,
                  use_mem_rope=False, vocab_size=32000)
+
+
+def scale_bc(model, cfg, s):
+    """Scales every mixer's B and C rows of in_proj by `s` (so S·C by s²): a random model whose
+    outputs the SSM state carries (random init barely uses it). in_proj rows: z (d_inner),
+    x (d_inner), B (G·N), C (G·N), dt (heads) (ZAMBA2.md §3.2)."""
+    d_inner = cfg.mamba_expand * cfg.hidden_size
+    gn = cfg.mamba_ngroups * cfg.mamba_d_state
+    with torch.no_grad():
+        for n, m in model.named_modules():
+            if n.endswith("mamba.in_proj"):
+                m.weight[2 * d_inner:2 * d_inner + 2 * gn] *= s
 
 
 def rel(a, b):
