@@ -81,34 +81,6 @@ __device__ __forceinline__ void loadv(const half_t* p, float (&o)[8]) {
   unpack2_f16(v.x, o); unpack2_f16(v.y, o + 2); unpack2_f16(v.z, o + 4); unpack2_f16(v.w, o + 6);
 }
 
-// Four consecutive values of an f32 or 16-bit array (16- or 8-byte aligned) to f32 and back,
-// rounding to nearest even: the SSM state rows of templates/mamba_step.cu.
-__device__ __forceinline__ void ld4(const float* p, float* o) {
-  const float4 v = *reinterpret_cast<const float4*>(p);
-  o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
-}
-__device__ __forceinline__ void ld4(const half_t* p, float* o) {
-  const uint2 v = *reinterpret_cast<const uint2*>(p);
-  unpack2_f16(v.x, o); unpack2_f16(v.y, o + 2);
-}
-__device__ __forceinline__ void ld4(const bf16_t* p, float* o) {
-  const uint2 v = *reinterpret_cast<const uint2*>(p);
-  o[0] = __uint_as_float(v.x << 16); o[1] = __uint_as_float(v.x & 0xffff0000u);
-  o[2] = __uint_as_float(v.y << 16); o[3] = __uint_as_float(v.y & 0xffff0000u);
-}
-__device__ __forceinline__ void st4(float* p, const float* v) {
-  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-}
-template <typename T> __device__ __forceinline__ unsigned pack2_16(float a, float b) {
-  return (unsigned)from_f<T>(a).bits | ((unsigned)from_f<T>(b).bits << 16);
-}
-__device__ __forceinline__ void st4(half_t* p, const float* v) {
-  *reinterpret_cast<uint2*>(p) = make_uint2(pack2_16<half_t>(v[0], v[1]), pack2_16<half_t>(v[2], v[3]));
-}
-__device__ __forceinline__ void st4(bf16_t* p, const float* v) {
-  *reinterpret_cast<uint2*>(p) = make_uint2(pack2_16<bf16_t>(v[0], v[1]), pack2_16<bf16_t>(v[2], v[3]));
-}
-
 // MT consecutive f32 values of shared memory to registers and back (16-byte accesses when MT
 // is 4: the caller keeps such rows 16-byte aligned). The chunked scan's register tiles.
 template <int MT> __device__ __forceinline__ void lds_row(const float* p, float (&o)[MT]) {
@@ -162,6 +134,9 @@ __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log
 __device__ __forceinline__ unsigned pack_bf16x2(bf16_t a, bf16_t b) {
   return (unsigned)a.bits | ((unsigned)b.bits << 16);
 }
+__device__ __forceinline__ unsigned pack_f16x2(half_t a, half_t b) {
+  return (unsigned)a.bits | ((unsigned)b.bits << 16);
+}
 // Splits two f32 values as x = hi + lo with hi = bf16(x), lo = bf16(x - hi) (x - hi is exact in
 // f32): ~16 bits of mantissa survive. A non-finite x keeps lo = 0, so inf stays inf.
 __device__ __forceinline__ void split_bf16x2(float x0, float x1, unsigned& hi, unsigned& lo) {
@@ -179,8 +154,33 @@ __device__ __forceinline__ void split_f16x2(float x0, float x1, unsigned& hi, un
   float r0 = x0 - to_f(h0), r1 = x1 - to_f(h1);
   if (!(fabsf(r0) <= 65504.f)) r0 = 0.f;
   if (!(fabsf(r1) <= 65504.f)) r1 = 0.f;
-  hi = (unsigned)h0.bits | ((unsigned)h1.bits << 16);
-  lo = (unsigned)from_f<half_t>(r0).bits | ((unsigned)from_f<half_t>(r1).bits << 16);
+  hi = pack_f16x2(h0, h1);
+  lo = pack_f16x2(from_f<half_t>(r0), from_f<half_t>(r1));
+}
+// Four consecutive values of an f32 or 16-bit array (16- or 8-byte aligned) to f32 and back,
+// rounding to nearest even: the SSM state rows of templates/mamba_step.cu.
+__device__ __forceinline__ void ld4(const float* p, float* o) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+}
+__device__ __forceinline__ void ld4(const half_t* p, float* o) {
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  unpack2_f16(v.x, o); unpack2_f16(v.y, o + 2);
+}
+__device__ __forceinline__ void ld4(const bf16_t* p, float* o) {
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  unpack2(v.x, o); unpack2(v.y, o + 2);
+}
+__device__ __forceinline__ void st4(float* p, const float* v) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void st4(half_t* p, const float* v) {
+  *reinterpret_cast<uint2*>(p) = make_uint2(pack_f16x2(from_f<half_t>(v[0]), from_f<half_t>(v[1])),
+                                            pack_f16x2(from_f<half_t>(v[2]), from_f<half_t>(v[3])));
+}
+__device__ __forceinline__ void st4(bf16_t* p, const float* v) {
+  *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1])),
+                                            pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3])));
 }
 // One f32 value split by the same rule into its hi plane at o[0] and its lo plane at o[k]: a norm
 // that writes the planes its GEMMs read (templates/rms_norm.cu, `split`).

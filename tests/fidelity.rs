@@ -182,41 +182,31 @@ fn every_fixture_with_f16_weights_stays_close() {
     );
 }
 
-/// A bf16 KV cache: the logits stay within [`KV_BF16_TOL`] of transformers f32 (greedy tokens
-/// may flip where two logits are that close, so they are not compared).
-#[test]
-fn every_fixture_with_a_bf16_kv_cache_stays_close() {
-    let mut worst = 0f64;
-    for model in fixture_models() {
-        worst = worst.max(check_model_within(
-            &model,
-            &["--kv-dtype", "bf16"],
-            KV_BF16_TOL,
-            false,
-        ));
-    }
-    // The cache really is bf16: an f32 cache stays within TOL everywhere.
-    assert!(
-        worst > TOL,
-        "no fixture moved beyond {TOL:e}: worst {worst:.2e}"
-    );
+/// The largest error against transformers f32 of any fixture compiled with `args`, each held
+/// to `tol`.
+fn worst_over_fixtures(args: &[&str], tol: f64) -> f64 {
+    fixture_models()
+        .iter()
+        .map(|model| check_model_within(model, args, tol, false))
+        .fold(0f64, f64::max)
 }
 
-/// An f16 KV cache: the logits stay within [`KV_F16_TOL`] of transformers f32, and closer than
-/// a bf16 cache puts them.
+/// 16-bit KV caches: the logits stay within [`KV_BF16_TOL`] (bf16) or [`KV_F16_TOL`] (f16) of
+/// transformers f32 (greedy tokens may flip where two logits are that close, so they are not
+/// compared).
 #[test]
-fn every_fixture_with_an_f16_kv_cache_stays_close() {
-    let (mut worst, mut worst_bf16) = (0f64, 0f64);
-    for model in fixture_models() {
-        let e = check_model_within(&model, &["--kv-dtype", "f16"], KV_F16_TOL, false);
-        let b = check_model_within(&model, &["--kv-dtype", "bf16"], KV_BF16_TOL, false);
-        worst = worst.max(e);
-        worst_bf16 = worst_bf16.max(b);
-    }
-    // The cache really is 16-bit, and f16 is the closer of the two.
+fn every_fixture_with_a_16_bit_kv_cache_stays_close() {
+    let worst_bf16 = worst_over_fixtures(&["--kv-dtype", "bf16"], KV_BF16_TOL);
+    let worst_f16 = worst_over_fixtures(&["--kv-dtype", "f16"], KV_F16_TOL);
+    // The caches really are 16-bit (an f32 cache stays within TOL everywhere), and f16 is the
+    // closer of the two.
     assert!(
-        worst > TOL && worst < worst_bf16,
-        "f16 cache worst {worst:.2e}, bf16 cache worst {worst_bf16:.2e}"
+        worst_bf16 > TOL,
+        "no fixture moved beyond {TOL:e}: worst {worst_bf16:.2e}"
+    );
+    assert!(
+        worst_f16 > TOL && worst_f16 < worst_bf16,
+        "f16 cache worst {worst_f16:.2e}, bf16 cache worst {worst_bf16:.2e}"
     );
 }
 
@@ -224,13 +214,8 @@ fn every_fixture_with_an_f16_kv_cache_stays_close() {
 /// [`STATE_BF16_TOL`] of transformers f32; f16 closer than bf16.
 #[test]
 fn every_fixture_with_a_16_bit_ssm_state_stays_close() {
-    let (mut worst_f16, mut worst_bf16) = (0f64, 0f64);
-    for model in fixture_models() {
-        let f = check_model_within(&model, &["--state-dtype", "f16"], STATE_F16_TOL, false);
-        let b = check_model_within(&model, &["--state-dtype", "bf16"], STATE_BF16_TOL, false);
-        worst_f16 = worst_f16.max(f);
-        worst_bf16 = worst_bf16.max(b);
-    }
+    let worst_f16 = worst_over_fixtures(&["--state-dtype", "f16"], STATE_F16_TOL);
+    let worst_bf16 = worst_over_fixtures(&["--state-dtype", "bf16"], STATE_BF16_TOL);
     assert!(
         worst_f16 > TOL && worst_f16 < worst_bf16,
         "f16 state worst {worst_f16:.2e}, bf16 state worst {worst_bf16:.2e}"

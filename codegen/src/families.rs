@@ -447,11 +447,7 @@ fn base_specs(
             if *groups == 0 || !heads.is_multiple_of(*groups) {
                 return Err(ctx.err(pos, format!("{heads} heads in {groups} groups")));
             }
-            // The state's element type (`compile --state-dtype`).
-            let sdt = match ctx.module.states.get(*state) {
-                Some(s @ StateSpec::Ssm { .. }) => s.dtype(),
-                _ => return Err(ctx.err(pos, format!("state {state} is not an SSM state"))),
-            };
+            let sdt = ssm_state_dtype(ctx, *state).map_err(|e| ctx.err(pos, e))?;
             let mut b = Builder::new("ssm_scan", act)
                 .set("ssm_t", CType::elem(sdt))
                 .set("heads", *heads)
@@ -733,6 +729,15 @@ pub(crate) fn gemm_planes(m: &Module) -> (DType, usize) {
         DType::BF16
     };
     (dtype, planes_of(dtype))
+}
+
+/// The element type of SSM state `id` (`compile --state-dtype`: f32, or 16-bit rounded when
+/// stored), or why `id` is not an SSM state.
+pub(crate) fn ssm_state_dtype(ctx: &NodeCtx, id: usize) -> Result<DType, String> {
+    match ctx.module.states.get(id) {
+        Some(s @ StateSpec::Ssm { .. }) => Ok(s.dtype()),
+        _ => Err(format!("state {id} is not an SSM state")),
+    }
 }
 
 /// Planes in a GEMM input value of `dtype` (f16: one, bf16: hi and lo).

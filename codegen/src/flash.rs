@@ -42,11 +42,6 @@ pub struct FlashPlan {
 impl FlashPlan {
     /// The template context of this plan.
     pub fn context(&self) -> [(&'static str, serde_json::Value); 7] {
-        let tiles = if self.tiles == DType::F16 {
-            "f16"
-        } else {
-            "bf16"
-        };
         [
             ("qt", FLASH_QT.into()),
             ("kt", self.kt.into()),
@@ -54,7 +49,7 @@ impl FlashPlan {
             ("split_kv", self.split_kv.into()),
             ("split_p", self.split_p.into()),
             ("kv_async", self.kv_async.into()),
-            ("tiles", tiles.into()),
+            ("tiles", self.tiles.to_string().into()),
         ]
     }
 }

@@ -450,6 +450,20 @@ impl StateSpec {
     }
 }
 
+impl StateSpec {
+    /// The element dtype of the first SSM state in `states` (f32 when there is none): what
+    /// `compile --state-dtype` set for all of them.
+    pub fn ssm_dtype(states: &[StateSpec]) -> DType {
+        states
+            .iter()
+            .find_map(|s| match s {
+                StateSpec::Ssm { dtype, .. } => Some(*dtype),
+                _ => None,
+            })
+            .unwrap_or(DType::F32)
+    }
+}
+
 fn f32_dtype() -> DType {
     DType::F32
 }
@@ -487,13 +501,7 @@ impl Module {
 
     /// The SSM states' element dtype (f32 for a model without Mamba layers).
     pub fn ssm_state_dtype(&self) -> DType {
-        self.states
-            .iter()
-            .find_map(|s| match s {
-                StateSpec::Ssm { dtype, .. } => Some(*dtype),
-                _ => None,
-            })
-            .unwrap_or(DType::F32)
+        StateSpec::ssm_dtype(&self.states)
     }
 
     /// The graph of the given phase.

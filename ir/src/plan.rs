@@ -488,10 +488,7 @@ impl PlanWriter {
         // Move any old plan aside and the new one in under the scratch lock, so a signal's
         // cleanup sees either the old plan in place or the new one, never neither.
         let old = {
-            let mut reg = scratch::lock();
-            if scratch::interrupted() {
-                scratch::yield_to_signal(reg);
-            }
+            let mut reg = scratch::lock_to_commit();
             self.swap_into_place(&mut reg)
         }?;
         if let Some((old, id)) = old {

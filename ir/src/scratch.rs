@@ -36,14 +36,19 @@ pub fn interrupted() -> bool {
     INTERRUPTED.get().is_some_and(|f| f.load(Ordering::SeqCst))
 }
 
-/// For a commit that holds `guard` and finds [`interrupted`]: releases the lock to the signal
-/// thread's cleanup and waits for it to end the process (the flag is only ever set where that
-/// thread runs), so the interrupted command neither replaces the user's file nor exits 0.
-pub fn yield_to_signal(guard: MutexGuard<'static, Registry>) -> ! {
-    drop(guard);
-    loop {
-        std::thread::park();
+/// [`lock`] for the renames that commit a command's output: when a signal has already arrived
+/// ([`interrupted`]), releases the lock to the signal thread's cleanup instead and waits for it
+/// to end the process (the flag is only ever set where that thread runs), so the interrupted
+/// command neither replaces the user's file nor exits 0.
+pub fn lock_to_commit() -> MutexGuard<'static, Registry> {
+    let guard = lock();
+    if interrupted() {
+        drop(guard);
+        loop {
+            std::thread::park();
+        }
     }
+    guard
 }
 
 /// Locks the registry: the signal handler's cleanup waits until the guard is dropped.

@@ -139,14 +139,7 @@ impl ModuleFile {
         // The SSM states' dtype (`compile --state-dtype`) is the one field of the state table
         // the config does not imply: taken from the file's first SSM state, after which the
         // whole table must match.
-        let ssm_dtype = self
-            .states
-            .iter()
-            .find_map(|s| match s {
-                StateSpec::Ssm { dtype, .. } => Some(*dtype),
-                _ => None,
-            })
-            .unwrap_or(DType::F32);
+        let ssm_dtype = StateSpec::ssm_dtype(&self.states);
         if !float(ssm_dtype) {
             return Err(format!(
                 "states: SSM state dtype {ssm_dtype} is not a float type"

@@ -268,8 +268,13 @@ pub fn main(a: InspectArgs) -> Result<()> {
         .transpose()?;
     let text = match a.format {
         Format::Text => {
+            // Only a non-default SSM state is named (the line's other fields stay as they were).
+            let state = match m.ssm_state_dtype() {
+                zamba2c_ir::DType::F32 => String::new(),
+                d => format!(", SSM state {d}"),
+            };
             let mut t = format!(
-                "plan {} (format {}, {}, weights {}, activations {}, KV cache {})\n",
+                "plan {} (format {}, {}, weights {}, activations {}, KV cache {}{state})\n",
                 a.plan.display(),
                 plan.manifest.format_version,
                 plan.manifest.created_by,
@@ -277,10 +282,6 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 m.act_dtype,
                 m.kv_dtype
             );
-            if m.ssm_state_dtype() != zamba2c_ir::DType::F32 {
-                // Only a non-default state is named (the line's fields stay as they were).
-                t.insert_str(t.len() - 2, &format!(", SSM state {}", m.ssm_state_dtype()));
-            }
             if let Some(layout) = plan.manifest.checkpoint_layout {
                 t += &format!("checkpoint layout: {}\n", layout.describe());
             }

@@ -106,10 +106,7 @@ impl OutputFile {
             .map_err(|e| fail(format!("cannot write: {e}")))?;
         drop(file);
         check_destination(&self.path).map_err(fail)?;
-        let mut reg = scratch::lock();
-        if scratch::interrupted() {
-            scratch::yield_to_signal(reg);
-        }
+        let mut reg = scratch::lock_to_commit();
         std::fs::rename(&self.tmp, &self.path).map_err(|e| fail(format!("cannot write: {e}")))?;
         reg.unregister(self.reg);
         self.committed = true;

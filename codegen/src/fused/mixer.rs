@@ -64,12 +64,7 @@ pub(super) fn mamba_step(
     if cdt != zx.dtype || zx.width != din + channels + heads {
         return Err("conv state dtype or in_proj width does not match".into());
     }
-    // The SSM state's element type (`compile --state-dtype`): f32, or 16-bit (rounded when
-    // stored, the recurrence in f32).
-    let sdt = match ctx.module.states.get(*ssm_state) {
-        Some(s @ StateSpec::Ssm { .. }) => s.dtype(),
-        _ => return Err(format!("state {ssm_state} is not an SSM state")),
-    };
+    let sdt = crate::families::ssm_state_dtype(ctx, *ssm_state)?;
     // In decode_rows, the knob's rows where they split the head, 16 otherwise.
     let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED) {
         r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,

@@ -91,13 +91,8 @@ pub fn ssd_specs(
     }
     let act = out.dtype;
     let l = SSD_CHUNK;
-    // The recurrent state's element type (`compile --state-dtype`): the pass reads and writes it.
-    let sdt = ctx
-        .module
-        .states
-        .get(*state)
-        .map(|s| s.dtype())
-        .ok_or_else(|| format!("no state {state}"))?;
+    // The recurrent state's element type: the pass reads and writes it.
+    let sdt = crate::families::ssm_state_dtype(ctx, *state)?;
     let mt = if p.is_multiple_of(4) && n.is_multiple_of(4) {
         4
     } else {
