@@ -23,6 +23,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+. "$(dirname "$0")/pack_out.sh"
 export PYTHONUNBUFFERED=1
 Z=$PWD/.gpu/bin/zamba2c
 rc=0

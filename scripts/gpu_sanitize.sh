@@ -5,6 +5,7 @@
 #   bash scripts/gpu_sanitize.sh     (after staging .gpu/bin/zamba2c; carry .gpu)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+. "$(dirname "$0")/pack_out.sh"
 Z=$PWD/.gpu/bin/zamba2c
 rc=0
 MODELS=${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}
