@@ -5,7 +5,7 @@
 # 2. the 2.7B shape against transformers (default plan and f32 plan) and `bench` at 512, 2048
 #    and 4096 tokens of context (scripts/gpu_check_27b.py);
 # 3. Nsight Compute over one decode step of the default plan: time and DRAM bytes per kernel.
-# PROFILE=0 skips the one-sequence profiles; CHECK_ARGS="--bc-scale 16" passes options to step 2.
+# PROFILE=0 skips the one-sequence profiles (PROFILE_PLANS="dir dir2" profiles several plans); CHECK_ARGS="--bc-scale 16" passes options to step 2.
 # Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
@@ -15,7 +15,7 @@
 # RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting),
 # RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (the cuda_batch tests under a runtime setting),
 # NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
-# of prompts against each alone on the 2.7B shape, issue 12). Knob variants take
+# of prompts against each alone on the 2.7B shape, issue 12; BATCH_CHECK_KNOBS=K=V,.. its knobs). Knob variants take
 # several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16,
 # STATE=f16 with --state-dtype f16, KV=f16 with --kv-dtype f16 (DTYPE / STATE / KV in the
 # environment: the main 2.7B plan too).
@@ -173,7 +173,8 @@ if [ -n "${BATCH_VARIANTS:-}" ]; then
   for v in $BATCH_VARIANTS; do
     d=/tmp/bvar-${v//[=,]/-}
     variant_plan "$v" "$d" || { rc=1; continue; }
-    for b in ${VARIANT_BATCHES:-64}; do batch_line "$v" "$d" "$b"; done
+    # The knobs in the environment of the runs too (runtime ones: ROWS_MMA_MIN=1).
+    for b in ${VARIANT_BATCHES:-64}; do batch_line "$v" "$d" "$b" "$(tune_env "$v" | tr '\n' ' ')"; done
   done
 fi
 # Overlapped launches (docs/KERNELS.md "Overlapping launches"): decode ms/token of the default
@@ -211,11 +212,19 @@ if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
     "$Z" logits "$M" --tokens "$toks" --out /tmp/ncu_prompt.safetensors --device cuda > "$OUT/ncu_prompt.txt" 2>&1 || rc=1
   grep -E "z2c_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Block Limit|Waves Per SM" "$OUT/ncu_prompt.txt" | head -120
 fi
-if [ -d "$P" ] && [ "${PROFILE:-1}" = 1 ]; then
-  for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
-    timeout 120 "$Z" bench "$P" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
-      --out "$OUT/profile_$ctx.json" > "$OUT/profile_$ctx.txt" 2>&1 || rc=1
-    head -40 "$OUT/profile_$ctx.txt"
+# One-sequence profiles of $P, or of each plan in PROFILE_PLANS (files profile_<ctx>_<i>.*).
+if [ "${PROFILE:-1}" = 1 ]; then
+  i=0
+  for pp in ${PROFILE_PLANS:-$P}; do
+    [ -d "$pp" ] || { echo "profile: no plan $pp"; continue; }
+    sfx=""; [ -n "${PROFILE_PLANS:-}" ] && sfx="_$i"
+    echo "profile of $pp"
+    for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
+      timeout 120 "$Z" bench "$pp" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
+        --out "$OUT/profile_$ctx$sfx.json" > "$OUT/profile_$ctx$sfx.txt" 2>&1 || rc=1
+      head -40 "$OUT/profile_$ctx$sfx.txt"
+    done
+    i=$((i + 1))
   done
 fi
 if [ "${SWEEP:-0}" = 1 ] && [ -d /tmp/z27/ckpt ]; then
@@ -268,7 +277,9 @@ fi
 # up to BATCH_CHECK_B (default 64) against each run alone, greedy tokens compared
 # (scripts/gpu_batch_check.py; batch_check.json).
 if [ "${BATCH_CHECK:-0}" = 1 ]; then
-  timeout 400 python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
+  # BATCH_CHECK_KNOBS="ROWS_GEMM=3,ROWS_MMA_MIN=1,LIBRARY_GEMM=0": codegen and runtime knobs
+  # for the check's compile and runs (the batch-invariant configuration, docs/KERNELS.md).
+  env X=1 $(tune_env "${BATCH_CHECK_KNOBS:-}") timeout 400 python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
     --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" ${KV:+--kv-dtype "$KV"} 2>&1 | tail -12 || rc=1
 fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then

@@ -277,6 +277,17 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
 }
+// 16 bytes of read-only data streamed from global memory into registers, not kept in L1 (a
+// weight byte is used once per launch; L1 keeps the activations every warp re-reads:
+// templates/linear_rows.cu). Volatile keeps it where it is written: ahead of the products it
+// overlaps.
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 { %0, %1, %2, %3 }, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
 // 16 bytes global → shared without passing through registers; `ok` false fills zeros (the
 // source is not read).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {

@@ -661,6 +661,9 @@ fn linear(ctx: &NodeCtx, pos: usize, weight: &str) -> Result<KernelSpec, Codegen
                 return Ok(kernel(b, "linear_mma", grid, 32 * MMA_WARPS));
             }
             if rows_gemm(ctx) {
+                if let Some(shape) = rows_direct_shape(ctx, (n, k)) {
+                    return Ok(rows_direct(b, k, (x.dtype, spec.dtype), shape, kernel));
+                }
                 return Ok(skinny_gemm(ctx, b, (n, k), kernel));
             }
             // Narrow outputs take 64-row tiles so a 512-token chunk still fills the GPU
@@ -772,7 +775,114 @@ const SKINNY_BM: usize = 64;
 /// 2.7B shape its 196 launches took 9.06 ms against 5.14 ms for the library's stacked GEMMs and
 /// their `pair_sum` (docs/PERFORMANCE.md, 2026-12-02 sixth session).
 pub(crate) fn rows_gemm(ctx: &NodeCtx) -> bool {
-    ctx.phase == Phase::Decode && ctx.gemm && crate::tune("ROWS_GEMM", 1) == 2
+    ctx.phase == Phase::Decode && ctx.gemm && matches!(crate::tune("ROWS_GEMM", 1), 2 | 3)
+}
+
+/// Warps of a `linear_rows` block, and 8-feature n-tiles per warp.
+const ROWS_WARPS: usize = 8;
+const ROWS_NTW: usize = 4;
+
+/// `linear_rows` (templates/linear_rows.cu, docs/KERNELS.md "linear_rows") for this projection
+/// of `decode_rows`, with `ZAMBA2C_TUNE_ROWS_GEMM=3`: weights straight from global memory into
+/// tensor-core fragments, x from L1, split-K over the block's warps and a cluster, partials
+/// summed in a fixed order (the same bits for a row whatever the step's other rows). Needs
+/// 16-bit input planes (bf16 hi/lo or one f16/bf16 plane) and k in whole 16-byte chunks.
+///
+/// The block's shape trades x traffic against parallelism: `wn` warps side by side along the
+/// features share each x chunk through L1 (at 64 rows of two bf16 planes x is 8 KB a chunk
+/// beside the block's `wn`·2 KB of weights), the other `8/wn` split k. The widest `wn` whose
+/// grid, with up to 8 cluster splits, still gives every SM a block is taken.
+fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape> {
+    if crate::tune("ROWS_GEMM", 1) != 3 || ctx.row_stack != 1 {
+        return None;
+    }
+    let (x, out) = (&ctx.inputs[0], &ctx.out);
+    let (_, xmode) = pipe_x_mode(ctx);
+    let (planes, wt) = match xmode {
+        "presplit" => (2, "bf16"),
+        "bf16" => (1, "bf16"),
+        "f16" => (1, "f16"),
+        _ => return None,
+    };
+    if !k.is_multiple_of(8) || x.stride < planes * k || out.width != n {
+        return None;
+    }
+    let kc = k.div_ceil(32);
+    let target = crate::tune("ROWS_BLOCKS", 264);
+    let min_blocks = crate::tune("ROWS_MIN_BLOCKS", 132);
+    // (wn, splits, blocks) for each block shape; the first with enough blocks, else the most.
+    let shapes = [8, 4, 2, 1].map(|wn: usize| {
+        let wk = ROWS_WARPS / wn;
+        let tiles = n.div_ceil(wn * ROWS_NTW * 8);
+        let mut s = 1;
+        while s < 8 && 2 * tiles * s <= target && kc / (2 * s * wk) >= 2 {
+            s *= 2;
+        }
+        (wn, s, tiles * s)
+    });
+    let (wn, splits, blocks) = shapes
+        .iter()
+        .copied()
+        .find(|&(_, _, b)| b >= min_blocks)
+        .unwrap_or_else(|| {
+            *shapes
+                .iter()
+                .max_by_key(|&&(_, _, b)| b)
+                .unwrap_or(&shapes[3])
+        });
+    Some(RowsShape {
+        wt,
+        planes,
+        wn,
+        splits,
+        blocks,
+    })
+}
+
+/// The block shape of a `linear_rows` launch ([`rows_direct_shape`]).
+#[derive(Clone, Copy)]
+struct RowsShape {
+    wt: &'static str,
+    planes: usize,
+    wn: usize,
+    splits: usize,
+    blocks: usize,
+}
+
+/// The `linear_rows` launch of shape `sh` on the shared linear parameter list (`kernel`).
+fn rows_direct(
+    b: Builder,
+    k: usize,
+    (x, w): (DType, DType),
+    sh: RowsShape,
+    kernel: impl FnOnce(Builder, &'static str, [Extent; 3], usize) -> KernelSpec,
+) -> KernelSpec {
+    let wk = ROWS_WARPS / sh.wn;
+    let bnb = sh.wn * ROWS_NTW * 8;
+    // The parked partial tiles: one 64-row f32 tile per k warp (templates/linear_rows.cu).
+    let smem = wk * 64 * (bnb + 4) * 4;
+    let mut b = b
+        .set("wt", sh.wt)
+        .set("w_t", CType::elem(w))
+        .set("x_t", CType::elem(x))
+        .set("planes", sh.planes)
+        .set("ntw", ROWS_NTW)
+        .set("wn", sh.wn)
+        .set("wk", wk)
+        .set("splits", sh.splits)
+        .set("k_tail", !k.is_multiple_of(32))
+        .set("pdl_inside", true);
+    if sh.splits > 1 {
+        b = b.set("cluster", sh.splits);
+    }
+    let grid = [
+        Extent::Const(sh.blocks as u32),
+        Extent::Rows { mul: 1, div: 64 },
+        Extent::Const(1),
+    ];
+    let mut spec = kernel(b, "linear_rows", grid, 32 * ROWS_WARPS);
+    spec.smem = smem as u32;
+    spec
 }
 
 /// `linear_mma_pipe` for a step of a few rows (docs/KERNELS.md "decode_rows"): one 64-row tile

@@ -53,6 +53,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/linear_mma_pipe.cu"),
     ),
     (
+        "linear_rows.cu",
+        include_str!("../../templates/linear_rows.cu"),
+    ),
+    (
         "causal_conv1d.cu",
         include_str!("../../templates/causal_conv1d.cu"),
     ),

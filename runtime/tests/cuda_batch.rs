@@ -491,7 +491,10 @@ fn rows_of_a_step(name: &str, m: &Module, n: usize) {
                 "{name}: step {s}: graph replay differs from eager"
             );
         }
-        let tol = if n >= zamba2c_ir::kernel::ROWS_MMA_MIN {
+        let invariant = batch_invariant(&single);
+        let tol = if invariant {
+            0.0
+        } else if n >= zamba2c_ir::kernel::ROWS_MMA_MIN {
             module_tolerance(m)
         } else if exact_f32(m) {
             1e-4
@@ -506,9 +509,37 @@ fn rows_of_a_step(name: &str, m: &Module, n: usize) {
                     d <= tol,
                     "{name}: step {s}, row {i}: {d:e} from the sequence alone (tolerance {tol:e})"
                 );
+                if invariant {
+                    assert!(
+                        got.iter()
+                            .zip(&alone_logits[i][s])
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{name}: step {s}, row {i}: not bitwise the sequence alone"
+                    );
+                }
             }
         }
     }
+}
+
+/// Whether a row's decode logits cannot depend on the other rows of its step: every step, of
+/// one row too, runs `decode_rows` (`ZAMBA2C_TUNE_ROWS_MMA_MIN=1`), whose projections are all on
+/// `linear_rows` (a fixed summation order per row, `ZAMBA2C_TUNE_ROWS_GEMM=3`; docs/KERNELS.md
+/// "linear_rows") and none on the library. Then a row must equal the sequence alone bitwise.
+fn batch_invariant(gpu: &CudaEngine) -> bool {
+    let p = gpu.program();
+    let Some(rows) = &p.decode_rows else {
+        return false;
+    };
+    gpu.rows_mma_min() == 1
+        && rows.launches.iter().all(|l| {
+            let f = p.kernels[&l.kernel].family.as_str();
+            l.library.is_none() && !matches!(f, "linear_mma_pipe" | "linear_gemm" | "pair_sum")
+        })
+        && rows
+            .launches
+            .iter()
+            .any(|l| p.kernels[&l.kernel].family == "linear_rows")
 }
 
 /// Bad calls of the slots API are refused with an error, not a crash or a corrupted state.

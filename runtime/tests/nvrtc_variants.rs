@@ -2,7 +2,8 @@
 //! compile with NVRTC for sm_90 like the default kernels (nvrtc_compile.rs), so a variant
 //! waiting for its GPU measurement cannot rot: the register-staged prompt attention, the
 //! whole-head `mamba_step` of decode_rows and decode_rows' split-K GEMM (thread-block
-//! clusters), the chunked scan on tensor cores (3xTF32). One test in this binary: the knobs
+//! clusters), the chunked scan on tensor cores (3xTF32), decode_rows' linears on `linear_rows`
+//! (weights straight into tensor-core fragments). One test in this binary: the knobs
 //! are read from the environment when a program is built, and this test sets them before
 //! anything else runs.
 
@@ -164,6 +165,46 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             ));
         }
     }
+    // decode_rows' linears on `linear_rows` (ROWS_GEMM=3: weights straight into tensor-core
+    // fragments, a fixed summation order per row): the 2.7B shape with bf16 weights (two bf16
+    // planes) and f16 weights (one f16 plane), and a small model whose adapters' rank is not a
+    // whole 32-wide chunk. Every projection of the table is on it: no other GEMM, no library
+    // GEMM, no stacked planes or `pair_sum`.
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_GEMM", "3");
+    let adapters = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "adapter_rank": 8}));
+    for (tag, cfg, wdt) in [
+        ("rows-direct-bf16", &big, DType::BF16),
+        ("rows-direct-f16", &big, DType::F16),
+        ("rows-direct-small", &adapters, DType::BF16),
+    ] {
+        let mut m = lower_with_kv(cfg, wdt, DType::F32, DType::BF16);
+        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+        let p = build_program(&m).expect("program");
+        let rows = p.decode_rows.as_ref().expect("decode_rows");
+        let mut names = std::collections::BTreeSet::new();
+        for l in &rows.launches {
+            let f = p.kernels[&l.kernel].family.as_str();
+            assert!(l.library.is_none(), "{tag}: {} on the library", l.kernel);
+            assert!(
+                !matches!(f, "linear_mma_pipe" | "linear_gemm" | "pair_sum"),
+                "{tag}: {} is {f}",
+                l.kernel
+            );
+            if f == "linear_rows" {
+                names.insert(l.kernel.clone());
+            }
+        }
+        assert!(!names.is_empty(), "{tag}: no linear_rows");
+        let planes = if wdt == DType::F16 { 1 } else { 2 };
+        for name in names {
+            let k = &p.kernels[&name];
+            assert!(
+                k.source.contains(&format!("PL = {planes};")),
+                "{tag}: {name}"
+            );
+            jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
+        }
+    }
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
@@ -182,7 +223,16 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             );
         }
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
-        if name.contains("linear_mma_pipe") && ptx.contains(".reqnctapercluster") {
+        if name.contains("linear_rows") {
+            assert!(
+                ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32")
+                    && ptx.contains("ld.global.nc.L1::no_allocate.v4.u32"),
+                "{name}"
+            );
+        }
+        if (name.contains("linear_mma_pipe") || name.contains("linear_rows"))
+            && ptx.contains(".reqnctapercluster")
+        {
             assert!(
                 ptx.contains("barrier.cluster") && ptx.contains("mapa"),
                 "{name}"

@@ -1,0 +1,170 @@
+{% include "prelude.cu" %}
+{
+  // out[m, n] = Σ_k x[m, k] · W[n, k] for a decode step of up to 64 rows per blockIdx.y
+  // (docs/KERNELS.md "linear_rows"): the weights go from global memory straight into mma.sync
+  // B fragments, each 16-byte load used once, no shared-memory staging. Lane (g, t) = (lane / 4,
+  // lane % 4) loads W[n0 + 8j + g][k0 + 8t .. k0 + 8t + 8] for its warp's {{ ntw }} n-tiles j: eight
+  // k values that serve two m16n8k16 steps, because the k order inside a 32-wide chunk is
+  // permuted alike for x and W (a sum does not care): step 1 takes k 8t+0..3 (the fragment's
+  // slots 2t, 2t+1, 2t+8, 2t+9), step 2 takes k 8t+4..7. The x fragment is then rows g and g + 8
+  // at the same 16 bytes, read from L1 (every warp of the block reads the same rows).
+  // {% if planes == 2 %}x is two bf16 planes (hi in columns 0..K, lo in K..2K; x = hi + lo, ~16
+  // mantissa bits), both multiplied by the same W fragment{% else %}x is one {{ wt }} plane{% endif %}.
+  // Block: {{ wn }} × {{ wk }} warps (features × k); each warp owns {{ ntw }}·8 features and every
+  // {{ wk }}-th 32-wide k chunk of the block's k range; the {{ splits }} block(s) of a cluster take
+  // consecutive k ranges. Partial tiles are parked in shared memory and summed in a fixed order
+  // (cluster rank, then warp), so a row's result never depends on the other rows of the step:
+  // the same sequence gives the same bits alone or in any batch.
+  constexpr int NTW = {{ ntw }}, WN = {{ wn }}, WK = {{ wk }}, S = {{ splits }}, PL = {{ planes }};
+  constexpr int BNB = WN * NTW * 8;                  // features per block
+  constexpr int KC = ({{ k }} + 31) / 32;            // 32-wide k chunks{% if k_tail %}; the last one partly past K (zeros){% endif %}
+  constexpr int KCS = (KC + S - 1) / S;              // chunks per split
+  constexpr int RSTR = BNB + 4;                      // f32 row stride of a parked partial tile
+  static_assert(WN * WK * 32 == {{ block }} && BNB % (4 * S) == 0, "linear_rows' mapping");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* red = reinterpret_cast<float*>(smem_raw);  // [WK][64][RSTR]
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int wn = warp % WN, wk = warp / WN;
+  const long m0 = (long)blockIdx.y * 64;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int rank = S > 1 ? tile % S : 0;
+#else
+  if (S > 1 && tile % S != 0) return;  // no clusters before sm_90: the first block takes all of K
+  const int rank = 0;
+#endif
+  const int n0 = (tile / S) * BNB + wn * NTW * 8;
+  const int c0 = S > 1 ? rank * KCS : 0;
+  const int c1 = S > 1 ? min(KC, c0 + KCS) : KC;
+{% if splits > 1 %}#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
+  const int c0e = 0, c1e = KC;
+#else
+  const int c0e = c0, c1e = c1;
+#endif
+{% else %}  const int c0e = c0, c1e = c1;
+{% endif %}  // Weight rows of this lane: feature n0 + 8j + g (features past N re-read row 0, never stored).
+  const w_t* wrow[NTW];
+#pragma unroll
+  for (int j = 0; j < NTW; ++j) {
+    const int n = n0 + 8 * j + g;
+    wrow[j] = weight + (long)(n < {{ n }} ? n : 0) * {{ w_stride }} + 8 * t;
+  }
+  const int mrows = rows - m0 < 64 ? (int)(rows - m0) : 64;
+  const int mt_n = (mrows + 15) / 16;  // m16 tiles holding rows of this step (warp-uniform)
+  float acc[4][NTW][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < NTW; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+  // The first chunk's weights before waiting for the previous launch (a step never writes them).
+  int c = c0e + wk;
+  uint4 wv[NTW];
+#pragma unroll
+  for (int j = 0; j < NTW; ++j)
+    wv[j] = c < c1e{% if k_tail %} && c * 32 + 8 * t < {{ k }}{% endif %} ? ld_stream16(wrow[j] + (long)c * 32) : make_uint4(0u, 0u, 0u, 0u);
+  z2c_grid_wait();
+  z2c_launch_dependents();
+  for (; c < c1e; c += WK) {
+    // The next chunk's weights are requested before this chunk's products.
+    uint4 nv[NTW];
+    const int cn = c + WK;
+#pragma unroll
+    for (int j = 0; j < NTW; ++j)
+      nv[j] = cn < c1e{% if k_tail %} && cn * 32 + 8 * t < {{ k }}{% endif %} ? ld_stream16(wrow[j] + (long)cn * 32) : make_uint4(0u, 0u, 0u, 0u);
+    const int k0 = c * 32 + 8 * t;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (i >= mt_n) break;
+      const int r0 = 16 * i + g, r1 = r0 + 8;
+#pragma unroll
+      for (int p = 0; p < PL; ++p) {
+        const x_t* xp = x + (m0 * {{ x_stride }}) + p * {{ k }} + k0;
+        const uint4 a0 = r0 < mrows{% if k_tail %} && k0 < {{ k }}{% endif %} ? *reinterpret_cast<const uint4*>(xp + (long)r0 * {{ x_stride }}) : make_uint4(0u, 0u, 0u, 0u);
+        const uint4 a1 = r1 < mrows{% if k_tail %} && k0 < {{ k }}{% endif %} ? *reinterpret_cast<const uint4*>(xp + (long)r1 * {{ x_stride }}) : make_uint4(0u, 0u, 0u, 0u);
+        const unsigned fa[4] = {a0.x, a1.x, a0.y, a1.y}, fb[4] = {a0.z, a1.z, a0.w, a1.w};
+#pragma unroll
+        for (int j = 0; j < NTW; ++j) {
+          mma_{{ wt }}_16816(acc[i][j], fa, wv[j].x, wv[j].y);
+          mma_{{ wt }}_16816(acc[i][j], fb, wv[j].z, wv[j].w);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < NTW; ++j) wv[j] = nv[j];
+  }
+  // Park this warp's partial tile: rows g, g+8 of each m16 tile, features 2t, 2t+1 of each n-tile.
+  float* mine = red + (long)wk * 64 * RSTR;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (i >= mt_n) break;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < NTW; ++j)
+        *reinterpret_cast<float2*>(mine + (16 * i + g + 8 * h) * RSTR + wn * NTW * 8 + 8 * j + 2 * t) =
+            make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+  }
+{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cluster_sync();  // every block's partial tiles are parked and visible to the cluster
+  const unsigned base = smem_addr(red);
+#else
+  __syncthreads();
+#endif
+{% else %}  __syncthreads();
+{% endif %}  // Block `rank` finishes columns [rank·BNB/S, (rank+1)·BNB/S) of the valid rows: the sum over the
+  // cluster's blocks in rank order, each over its k warps in order, then the linear's epilogue.
+  // (Before sm_90 the one block of a split group finishes every column.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int CPB = BNB / S;
+#else
+  constexpr int CPB = BNB;
+#endif
+  const int nb = (tile / S) * BNB;
+  for (int e = tid; e < mrows * (CPB / 4); e += {{ block }}) {
+    const int r = e / (CPB / 4), cc = rank * CPB + (e % (CPB / 4)) * 4;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#pragma unroll
+    for (int q = 0; q < S; ++q)
+#pragma unroll
+      for (int w = 0; w < WK; ++w) {
+        const float4 p = ld_cluster_f4(cluster_map(base + (unsigned)((w * 64 + r) * RSTR + cc) * 4u, q));
+        sum.x += p.x;
+        sum.y += p.y;
+        sum.z += p.z;
+        sum.w += p.w;
+      }
+#else
+#pragma unroll
+    for (int w = 0; w < WK; ++w) {
+      const float4 p = *reinterpret_cast<const float4*>(red + (w * 64 + r) * RSTR + cc);
+      sum.x += p.x;
+      sum.y += p.y;
+      sum.z += p.z;
+      sum.w += p.w;
+    }
+#endif
+{% else %}#pragma unroll
+    for (int w = 0; w < WK; ++w) {
+      const float4 p = *reinterpret_cast<const float4*>(red + (w * 64 + r) * RSTR + cc);
+      sum.x += p.x;
+      sum.y += p.y;
+      sum.z += p.z;
+      sum.w += p.w;
+    }
+{% endif %}    const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int n = nb + cc + q;
+      if (n < {{ n }}) {
+        const long row = m0 + r, o = row * {{ out_stride }} + n;
+        float v = sums[q];
+{% include "linear_epilogue.cu" %}        out[o] = from_f<act_t>(v);
+      }
+    }
+  }
+{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cluster_sync();  // no block leaves while another still reads its tiles
+#endif
+{% endif %}}
