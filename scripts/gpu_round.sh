@@ -9,7 +9,7 @@
 # Optional steps by environment: MEMORY=1, SWEEP=1, SERVE=1, BATCH=1 (`bench --batch` at
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
-# LIBRARY=1 (library GEMMs on and off), BATCH_PROFILE=1 (`bench --profile --batch`),
+# LIBRARY=1 (library GEMMs on and off), CHUNKS="1024 2048" (TTFT per prompt launch size), BATCH_PROFILE=1 (`bench --profile --batch`),
 # VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
 # BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
 # RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting),
@@ -125,6 +125,19 @@ if [ "${MEMORY:-0}" = 1 ]; then
   done
   RUST_LOG=info timeout 200 "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 16 --repeat 2 > "$OUT/bench_table.txt" 2>&1 || rc=1
   cat "$OUT/bench_table.txt"
+fi
+# TTFT against the prompt launch size (CHUNKS="1024 2048 4096": `bench --prompt-chunk C`, one
+# sequence, 2048- and 4064-token prompts) on the dummy-weights 2.7B plan, beside the default 512.
+if [ -n "${CHUNKS:-}" ]; then
+  for pl in 2048 4064; do
+    for c in 512 $CHUNKS; do
+      [ "$c" -le 4096 ] || continue
+      timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 \
+        --prompt-chunk "$c" --json 2>/dev/null | tail -1 \
+        | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('chunk $c prompt $pl ttft_ms', round(b['ttft_ms'],2), 'peak_gib', round(b['peak_gpu_bytes']/2**30,3), 'engine_gib', round(b['engine_bytes']/2**30,3))" \
+        || echo "chunk $c prompt $pl failed"
+    done
+  done
 fi
 # Codegen knob variants on the dummy-weights 2.7B plan: TTFT only (VARIANTS="MMA_NARROW_BM=32 ..."),
 # beside the default plan's, measured once.
