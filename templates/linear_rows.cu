@@ -57,21 +57,25 @@
     for (int j = 0; j < NTW; ++j)
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
-  // The first chunk's weights before waiting for the previous launch (a step never writes them).
+  // Weights of AH chunks ahead in flight (`ZAMBA2C_TUNE_ROWS_AHEAD`): wq[0] is the chunk being
+  // multiplied, wq[1..AH] the next ones. The first AH are requested before waiting for the
+  // previous launch (a step never writes weights).
+  constexpr int AH = {{ ahead }};
   int c = c0e + wk;
-  uint4 wv[NTW];
+  uint4 wq[AH + 1][NTW];
+  auto load_chunk = [&](uint4 (&dst)[NTW], int cc) {
 #pragma unroll
-  for (int j = 0; j < NTW; ++j)
-    wv[j] = c < c1e{% if k_tail %} && c * 32 + 8 * t < {{ k }}{% endif %} ? ld_stream16(wrow[j] + (long)c * 32) : make_uint4(0u, 0u, 0u, 0u);
+    for (int j = 0; j < NTW; ++j)
+      dst[j] = cc < c1e{% if k_tail %} && cc * 32 + 8 * t < {{ k }}{% endif %} ? ld_stream16(wrow[j] + (long)cc * 32) : make_uint4(0u, 0u, 0u, 0u);
+  };
+#pragma unroll
+  for (int a = 0; a < AH; ++a) load_chunk(wq[a], c + a * WK);
   z2c_grid_wait();
   z2c_launch_dependents();
   for (; c < c1e; c += WK) {
-    // The next chunk's weights are requested before this chunk's products.
-    uint4 nv[NTW];
-    const int cn = c + WK;
-#pragma unroll
-    for (int j = 0; j < NTW; ++j)
-      nv[j] = cn < c1e{% if k_tail %} && cn * 32 + 8 * t < {{ k }}{% endif %} ? ld_stream16(wrow[j] + (long)cn * 32) : make_uint4(0u, 0u, 0u, 0u);
+    // The chunk AH ahead is requested before this chunk's products.
+    load_chunk(wq[AH], c + AH * WK);
+    const uint4 (&wv)[NTW] = wq[0];
     const int k0 = c * 32 + 8 * t;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -91,7 +95,9 @@
       }
     }
 #pragma unroll
-    for (int j = 0; j < NTW; ++j) wv[j] = nv[j];
+    for (int a = 0; a < AH; ++a)
+#pragma unroll
+      for (int j = 0; j < NTW; ++j) wq[a][j] = wq[a + 1][j];
   }
   // Park this warp's partial tile: rows g, g+8 of each m16 tile, features 2t, 2t+1 of each n-tile.
   float* mine = red + (long)wk * 64 * RSTR;

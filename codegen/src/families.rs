@@ -871,6 +871,9 @@ fn rows_direct(
         .set("wk", wk)
         .set("splits", sh.splits)
         .set("k_tail", !k.is_multiple_of(32))
+        // Chunks of weights in flight ahead of the one multiplied (a measurement knob: 2 costs
+        // 16 registers a thread).
+        .set("ahead", crate::tune("ROWS_AHEAD", 1).clamp(1, 3))
         .set("pdl_inside", true);
     if sh.splits > 1 {
         b = b.set("cluster", sh.splits);

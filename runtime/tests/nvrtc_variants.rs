@@ -172,11 +172,13 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // GEMM, no stacked planes or `pair_sum`.
     std::env::set_var("ZAMBA2C_TUNE_ROWS_GEMM", "3");
     let adapters = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "adapter_rank": 8}));
-    for (tag, cfg, wdt) in [
-        ("rows-direct-bf16", &big, DType::BF16),
-        ("rows-direct-f16", &big, DType::F16),
-        ("rows-direct-small", &adapters, DType::BF16),
+    for (tag, cfg, wdt, ahead) in [
+        ("rows-direct-bf16", &big, DType::BF16, "1"),
+        ("rows-direct-f16", &big, DType::F16, "1"),
+        ("rows-direct-small", &adapters, DType::BF16, "1"),
+        ("rows-direct-ahead2", &adapters, DType::F16, "2"),
     ] {
+        std::env::set_var("ZAMBA2C_TUNE_ROWS_AHEAD", ahead);
         let mut m = lower_with_kv(cfg, wdt, DType::F32, DType::BF16);
         zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
         let p = build_program(&m).expect("program");
@@ -200,6 +202,10 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             let k = &p.kernels[&name];
             assert!(
                 k.source.contains(&format!("PL = {planes};")),
+                "{tag}: {name}"
+            );
+            assert!(
+                k.source.contains(&format!("AH = {ahead};")),
                 "{tag}: {name}"
             );
             jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
