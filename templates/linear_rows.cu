@@ -26,22 +26,19 @@
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int wn = warp % WN, wk = warp / WN;
   const long m0 = (long)blockIdx.y * 64;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const int rank = S > 1 ? tile % S : 0;
+  // The {{ splits }} blocks of a cluster split k (sm_90; before it, the first block takes all of K).
+{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define Z2C_ROWS_CLUSTER
+#endif
+{% endif %}#ifdef Z2C_ROWS_CLUSTER
+  const int rank = tile % S;
+  const int c0e = rank * KCS, c1e = min(KC, c0e + KCS);
 #else
-  if (S > 1 && tile % S != 0) return;  // no clusters before sm_90: the first block takes all of K
-  const int rank = 0;
+  if (S > 1 && tile % S != 0) return;
+  const int rank = 0, c0e = 0, c1e = KC;
 #endif
   const int n0 = (tile / S) * BNB + wn * NTW * 8;
-  const int c0 = S > 1 ? rank * KCS : 0;
-  const int c1 = S > 1 ? min(KC, c0 + KCS) : KC;
-{% if splits > 1 %}#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
-  const int c0e = 0, c1e = KC;
-#else
-  const int c0e = c0, c1e = c1;
-#endif
-{% else %}  const int c0e = c0, c1e = c1;
-{% endif %}  // Weight rows of this lane: feature n0 + 8j + g (features past N re-read row 0, never stored).
+  // Weight rows of this lane: feature n0 + 8j + g (features past N re-read row 0, never stored).
   const w_t* wrow[NTW];
 #pragma unroll
   for (int j = 0; j < NTW; ++j) {
@@ -111,55 +108,31 @@
         *reinterpret_cast<float2*>(mine + (16 * i + g + 8 * h) * RSTR + wn * NTW * 8 + 8 * j + 2 * t) =
             make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
   }
-{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Block `rank` finishes columns [rank·BNB/S, (rank+1)·BNB/S) of the valid rows: the sum over the
+  // cluster's blocks in rank order, each over its k warps in order, then the linear's epilogue.
+  // (Before sm_90, or with one split, the block alone finishes every column.)
+#ifdef Z2C_ROWS_CLUSTER
+  constexpr int QN = S;
   cluster_sync();  // every block's partial tiles are parked and visible to the cluster
   const unsigned base = smem_addr(red);
+  auto part = [&](int q, int w, int r, int cc) {
+    return ld_cluster_f4(cluster_map(base + (unsigned)((w * 64 + r) * RSTR + cc) * 4u, q));
+  };
 #else
+  constexpr int QN = 1;
   __syncthreads();
+  auto part = [&](int, int w, int r, int cc) { return *reinterpret_cast<const float4*>(red + (w * 64 + r) * RSTR + cc); };
 #endif
-{% else %}  __syncthreads();
-{% endif %}  // Block `rank` finishes columns [rank·BNB/S, (rank+1)·BNB/S) of the valid rows: the sum over the
-  // cluster's blocks in rank order, each over its k warps in order, then the linear's epilogue.
-  // (Before sm_90 the one block of a split group finishes every column.)
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int CPB = BNB / S;
-#else
-  constexpr int CPB = BNB;
-#endif
+  constexpr int CPB = BNB / QN;
   const int nb = (tile / S) * BNB;
   for (int e = tid; e < mrows * (CPB / 4); e += {{ block }}) {
     const int r = e / (CPB / 4), cc = rank * CPB + (e % (CPB / 4)) * 4;
     float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #pragma unroll
-    for (int q = 0; q < S; ++q)
+    for (int q = 0; q < QN; ++q)
 #pragma unroll
-      for (int w = 0; w < WK; ++w) {
-        const float4 p = ld_cluster_f4(cluster_map(base + (unsigned)((w * 64 + r) * RSTR + cc) * 4u, q));
-        sum.x += p.x;
-        sum.y += p.y;
-        sum.z += p.z;
-        sum.w += p.w;
-      }
-#else
-#pragma unroll
-    for (int w = 0; w < WK; ++w) {
-      const float4 p = *reinterpret_cast<const float4*>(red + (w * 64 + r) * RSTR + cc);
-      sum.x += p.x;
-      sum.y += p.y;
-      sum.z += p.z;
-      sum.w += p.w;
-    }
-#endif
-{% else %}#pragma unroll
-    for (int w = 0; w < WK; ++w) {
-      const float4 p = *reinterpret_cast<const float4*>(red + (w * 64 + r) * RSTR + cc);
-      sum.x += p.x;
-      sum.y += p.y;
-      sum.z += p.z;
-      sum.w += p.w;
-    }
-{% endif %}    const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
+      for (int w = 0; w < WK; ++w) add_f4(sum, part(q, w, r, cc));
+    const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int n = nb + cc + q;
@@ -170,7 +143,7 @@
       }
     }
   }
-{% if splits > 1 %}#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifdef Z2C_ROWS_CLUSTER
   cluster_sync();  // no block leaves while another still reads its tiles
 #endif
-{% endif %}}
+}

@@ -27,11 +27,7 @@
       float4 sum = ld_cluster_f4(cluster_map(a, 0));
 #pragma unroll
       for (int q = 1; q < S; ++q) {
-        const float4 p = ld_cluster_f4(cluster_map(a, q));
-        sum.x += p.x;
-        sum.y += p.y;
-        sum.z += p.z;
-        sum.w += p.w;
+        add_f4(sum, ld_cluster_f4(cluster_map(a, q)));
       }
       const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
 #pragma unroll

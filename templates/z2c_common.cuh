@@ -271,6 +271,13 @@ __device__ __forceinline__ unsigned cvt_bf16x2(float lo, float hi) {
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
+// s += p, component by component (partial tiles summed in a fixed order).
+__device__ __forceinline__ void add_f4(float4& s, const float4& p) {
+  s.x += p.x;
+  s.y += p.y;
+  s.z += p.z;
+  s.w += p.w;
+}
 // Shared-memory address of a generic pointer, for cp.async and ldmatrix.
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   unsigned a;
