@@ -412,3 +412,94 @@ fn stacked_states_split_back_unchanged() {
     assert!(InferenceState::stack(vec![parts[1].clone(), two]).is_err());
     assert!(InferenceState::stack(vec![]).is_err());
 }
+
+/// A CPU batched engine that declares prompts splittable only at multiples of `align` (as the
+/// CUDA engine's chunked scan does) and records every prefill call as `(slot, start, len)`.
+struct Aligned {
+    inner: CpuBatchEngine,
+    align: usize,
+    calls: std::rc::Rc<std::cell::RefCell<Vec<(usize, usize, usize)>>>,
+}
+
+impl BatchEngine for Aligned {
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+    fn max_context(&self) -> usize {
+        self.inner.max_context()
+    }
+    fn position(&self, slot: usize) -> usize {
+        self.inner.position(slot)
+    }
+    fn prefill(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let start = self.inner.position(slot);
+        self.calls.borrow_mut().push((slot, start, tokens.len()));
+        self.inner.prefill(slot, tokens)
+    }
+    fn decode(&mut self, batch: &[(usize, u32)]) -> Result<Vec<f32>, RuntimeError> {
+        self.inner.decode(batch)
+    }
+    fn reset(&mut self, slot: usize) -> Result<(), RuntimeError> {
+        self.inner.reset(slot)
+    }
+    fn prefill_align(&self) -> usize {
+        self.align
+    }
+}
+
+/// Prompts sharing a step's prompt tokens are split only at multiples of the engine's
+/// `prefill_align` from their start (the last piece excepted), every prompt still finishes, and
+/// a chunk smaller than one granule is raised to one.
+#[test]
+fn prompts_split_only_at_the_engines_alignment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tiny_plan(tmp.path());
+    let greedy = SamplingParams::default();
+    for (chunk, align) in [(10, 4), (3, 4), (9, 1)] {
+        let calls = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let engine = Aligned {
+            inner: CpuBatchEngine::new(&plan, 3, 32).unwrap(),
+            align,
+            calls: calls.clone(),
+        };
+        let mut b = Batcher::new(Box::new(engine), chunk);
+        let lens = [13usize, 7, 22];
+        for (i, &n) in lens.iter().enumerate() {
+            b.add(prompt(i as u64 + 1, n, 40), greedy, 0).unwrap();
+        }
+        let mut firsts = 0;
+        for _ in 0..40 {
+            firsts += b.step().unwrap().iter().filter(|s| s.first).count();
+        }
+        assert_eq!(
+            firsts,
+            lens.len(),
+            "chunk {chunk}, align {align}: every prompt finishes"
+        );
+        let budget = chunk.max(align) / align * align;
+        let mut total: BTreeMap<usize, usize> = BTreeMap::new();
+        for &(slot, start, len) in calls.borrow().iter() {
+            assert!(
+                len <= budget,
+                "chunk {chunk}, align {align}: a call of {len}"
+            );
+            assert_eq!(
+                start % align,
+                0,
+                "chunk {chunk}, align {align}: slot {slot} split at {start}"
+            );
+            let end = start + len;
+            assert!(
+                end == lens[slot] || end % align == 0,
+                "chunk {chunk}, align {align}: slot {slot} split at {end}"
+            );
+            *total.entry(slot).or_default() += len;
+        }
+        for (slot, &n) in lens.iter().enumerate() {
+            assert_eq!(total[&slot], n, "slot {slot}: every prompt token once");
+        }
+    }
+}

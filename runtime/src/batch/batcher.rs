@@ -2,7 +2,9 @@
 //! decodes every sequence that has a sampled token waiting (one engine call for all of them)
 //! and then runs up to `prefill_chunk` prompt tokens of the sequences still reading their
 //! prompts, oldest first, so a long new prompt is spread over several steps and never stalls
-//! the running sequences for longer than one chunk.
+//! the running sequences for longer than one chunk. A prompt is split only at multiples of the
+//! engine's [`BatchEngine::prefill_align`] from its start, so how the other sequences share a
+//! step's prompt tokens never changes what a sequence computes.
 
 use crate::batch::{BatchEngine, SlotId};
 use crate::generate::sampling::{Sampler, SamplingParams};
@@ -54,6 +56,8 @@ pub struct Batcher {
     engine: Box<dyn BatchEngine>,
     slots: Vec<Option<Sequence>>,
     prefill_chunk: usize,
+    /// [`BatchEngine::prefill_align`]: prompts are split only at its multiples.
+    align: usize,
     admitted: u64,
     /// The logits of the last decode step, `[rows, vocab]`.
     step_logits: Vec<f32>,
@@ -62,13 +66,16 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Drives `engine`, running at most `prefill_chunk` (at least 1) prompt tokens per step.
+    /// Drives `engine`, running at most `prefill_chunk` prompt tokens per step (rounded down to
+    /// a multiple of the engine's [`BatchEngine::prefill_align`], at least one).
     pub fn new(engine: Box<dyn BatchEngine>, prefill_chunk: usize) -> Self {
         let slots = (0..engine.max_batch()).map(|_| None).collect();
+        let align = engine.prefill_align().max(1);
         Batcher {
             engine,
             slots,
-            prefill_chunk: prefill_chunk.max(1),
+            prefill_chunk: prefill_chunk.max(align) / align * align,
+            align,
             admitted: 0,
             step_logits: Vec::new(),
             keep_logits: true,
@@ -315,7 +322,17 @@ impl Batcher {
             let Some(s) = self.slots[slot].as_mut() else {
                 continue;
             };
-            let n = (s.prompt.len() - s.prefilled).min(budget);
+            // The rest of the prompt if it fits, else whole multiples of `align` (a later,
+            // shorter prompt may still finish in what is left).
+            let rest = s.prompt.len() - s.prefilled;
+            let n = if rest <= budget {
+                rest
+            } else {
+                budget / self.align * self.align
+            };
+            if n == 0 {
+                continue;
+            }
             let chunk = &s.prompt[s.prefilled..s.prefilled + n];
             let row = self.engine.prefill(slot, chunk)?;
             s.prefilled += n;

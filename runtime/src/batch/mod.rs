@@ -39,6 +39,14 @@ pub trait BatchEngine {
     fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError>;
     /// Clears `slot`'s state for a new sequence.
     fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError>;
+    /// Prompt tokens at whose multiples, counted from a sequence's start, its prompt may be
+    /// split across [`BatchEngine::prefill`] calls without changing what it computes. The CUDA
+    /// engine's chunked scan hands a state from chunk to chunk the same way within a call and
+    /// across calls only at its chunk boundaries (`GraphProgram::seq_align`); 1 where any
+    /// split gives the same results.
+    fn prefill_align(&self) -> usize {
+        1
+    }
     /// [`BatchEngine::decode`], returning each row's greedy token (the first index of its
     /// largest logit, [`argmax`]) instead of its logits. A backend that can pick them where
     /// the logits are (the CUDA engine, on the device) saves moving the logits.

@@ -1344,6 +1344,10 @@ impl BatchEngine for CudaEngine {
         self.reset_slot(slot)
     }
 
+    fn prefill_align(&self) -> usize {
+        self.program.prompt.seq_align.max(1)
+    }
+
     fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
         let vocab = Engine::vocab_size(self);
         // The table the step runs on picks the tokens itself when it can (`argmax_rows`).
