@@ -12,32 +12,15 @@
   const long row0 = (long)b * seq + t0;
   const int tid = threadIdx.x;
   extern __shared__ __align__(16) float smem[];
-  float* ct = smem;          // [N][LP]: C transposed
-  float* bt = ct + N * LP;   // [N][LP]: B transposed
-  float* gm = bt + N * LP;   // [L][L]: G, row t, column s
-  float* xs = gm + L * L;    // [L][P]
-  float* sn = xs + L * P;    // [N][P]: the state entering the chunk
-  float* cs = sn + N * P;    // [L]
-  float* dv = cs + L;        // [L]
-  for (int s = tid; s < L; s += NT) {
-    const bool in = s < lc;
-    dv[s] = in ? ws[(row0 + s) * (2 * H) + h] : 0.f;
-    cs[s] = in ? ws[(row0 + s) * (2 * H) + H + h] : 0.f;
-  }
-  for (int e = tid; e < L * N; e += NT) {
-    const int t = e / N, n = e % N;
-    const bool in = t < lc;
-    ct[n * LP + t] = in ? to_f(cm[(row0 + t) * {{ c_stride }} + g * N + n]) : 0.f;
-    bt[n * LP + t] = in ? to_f(bm[(row0 + t) * {{ b_stride }} + g * N + n]) : 0.f;
-  }
-  for (int e = tid; e < L * P; e += NT) {
-    const int t = e / P, p = e % P;
-    xs[e] = t < lc ? to_f(x[(row0 + t) * {{ x_stride }} + h * P + p]) : 0.f;
-  }
-  const int nch = gridDim.y;
-  const float* src = chunks + (((long)b * nch + c) * H + h) * (P * N);
-  for (int e = tid; e < N * P; e += NT) sn[e] = src[e];
-  __syncthreads();
+  float* cmat = smem;            // [N][LP]: C transposed
+  float* bmat = cmat + N * LP;   // [N][LP]: B transposed
+  float* gm = bmat + N * LP;     // [L][L]: G, row t, column s
+  float* xmat = gm + L * L;      // [L][P]
+  float* smat = xmat + L * P;    // [N][P]: the state entering the chunk
+  float* cs = smat + N * P;      // [L]
+  float* dv = cs + L;            // [L]
+  constexpr int CR = 1, CC = LP, XR = P, SR = P;
+{% include "ssd_chunk_out_load.cu" %}
 
   // G[t][s] = (C_t · B_s) exp(cs_t − cs_s) dt_s for s ≤ t, else 0.
   for (int tl = tid; tl < (L / MT) * (L / MT); tl += NT) {
@@ -50,8 +33,8 @@
     if (sa <= ta + MT - 1) {
       for (int n = 0; n < N; ++n) {
         float cv[MT], bv[MT];
-        lds_row<MT>(ct + n * LP + ta, cv);
-        lds_row<MT>(bt + n * LP + sa, bv);
+        lds_row<MT>(cmat + n * LP + ta, cv);
+        lds_row<MT>(bmat + n * LP + sa, bv);
 #pragma unroll
         for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -83,8 +66,8 @@
     // From the state entering the chunk: exp(cs_t) C_t · S[p].
     for (int n = 0; n < N; ++n) {
       float cv[MT], sv[MT];
-      lds_row<MT>(ct + n * LP + ta, cv);
-      lds_row<MT>(sn + n * P + pa, sv);
+      lds_row<MT>(cmat + n * LP + ta, cv);
+      lds_row<MT>(smat + n * P + pa, sv);
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -102,7 +85,7 @@
       float gv[MT], xv[MT];
 #pragma unroll
       for (int i = 0; i < MT; ++i) gv[i] = gm[(ta + i) * L + s];
-      lds_row<MT>(xs + s * P + pa, xv);
+      lds_row<MT>(xmat + s * P + pa, xv);
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -115,7 +98,7 @@
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
         const int p = pa + j;
-        out[(row0 + t) * {{ out_stride }} + h * P + p] = from_f<act_t>(acc[i][j] + Dh * xs[t * P + p]);
+        out[(row0 + t) * {{ out_stride }} + h * P + p] = from_f<act_t>(acc[i][j] + Dh * xmat[t * P + p]);
       }
     }
   }

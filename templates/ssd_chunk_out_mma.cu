@@ -26,25 +26,8 @@
   float* smat = xmat + L * LDX;    // [N][LDX]: the state entering the chunk
   float* cs = smat + N * LDX;      // [L]
   float* dv = cs + L;              // [L]
-  for (int s = tid; s < L; s += NT) {
-    const bool in = s < lc;
-    dv[s] = in ? ws[(row0 + s) * (2 * H) + h] : 0.f;
-    cs[s] = in ? ws[(row0 + s) * (2 * H) + H + h] : 0.f;
-  }
-  for (int e = tid; e < L * N; e += NT) {
-    const int t = e / N, n = e % N;
-    const bool in = t < lc;
-    cmat[t * LDC + n] = in ? to_f(cm[(row0 + t) * {{ c_stride }} + g * N + n]) : 0.f;
-    bmat[t * LDC + n] = in ? to_f(bm[(row0 + t) * {{ b_stride }} + g * N + n]) : 0.f;
-  }
-  for (int e = tid; e < L * P; e += NT) {
-    const int t = e / P, p = e % P;
-    xmat[t * LDX + p] = t < lc ? to_f(x[(row0 + t) * {{ x_stride }} + h * P + p]) : 0.f;
-  }
-  const int nch = gridDim.y;
-  const float* src = chunks + (((long)b * nch + c) * H + h) * (P * N);
-  for (int e = tid; e < N * P; e += NT) smat[(e / P) * LDX + e % P] = src[e];
-  __syncthreads();
+  constexpr int CR = LDC, CC = 1, XR = LDX, SR = LDX;
+{% include "ssd_chunk_out_load.cu" %}
 
   const int mr = 16 * (warp & 3), half = warp >> 2;
   {

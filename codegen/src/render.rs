@@ -53,6 +53,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/linear_mma_pipe.cu"),
     ),
     (
+        "ssd_chunk_out_load.cu",
+        include_str!("../../templates/ssd_chunk_out_load.cu"),
+    ),
+    (
         "linear_rows.cu",
         include_str!("../../templates/linear_rows.cu"),
     ),

@@ -12,8 +12,17 @@ mod common;
 use common::config;
 use serde_json::json;
 use zamba2c_codegen::build_program;
-use zamba2c_ir::{lower_with_kv, DType};
+use zamba2c_ir::kernel::Program;
+use zamba2c_ir::{lower_with_kv, DType, Zamba2Config};
 use zamba2c_runtime::cuda::nvrtc;
+
+/// `cfg` lowered with `weights` and `act` dtypes and a bf16 KV cache, through the -O1 passes,
+/// built into a program with the knobs the environment holds now.
+fn program(cfg: &Zamba2Config, weights: DType, act: DType, what: &str) -> Program {
+    let mut m = lower_with_kv(cfg, weights, act, DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    build_program(&m).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
 
 #[test]
 fn knob_variants_render_and_compile_with_nvrtc() {
@@ -43,9 +52,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     ];
     let mut jobs = Vec::new();
     for (i, (extra, act)) in cases.into_iter().enumerate() {
-        let mut m = lower_with_kv(&config(extra), DType::BF16, act, DType::BF16);
-        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-        let p = build_program(&m).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let p = program(&config(extra), DType::BF16, act, &format!("case {i}"));
         let flash: Vec<_> = p
             .kernels
             .values()
@@ -68,9 +75,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // A whole SSM head per `mamba_step` block in decode_rows, at the 2.7B's head (64 rows of 64
     // state columns: 4 threads a row, float4 groups interleaved over them).
     let mixer = config(json!({"hidden_size": 128, "n_mamba_heads": 4, "mamba_d_state": 64}));
-    let mut m = lower_with_kv(&mixer, DType::BF16, DType::F32, DType::BF16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    let p = build_program(&m).expect("program");
+    let p = program(&mixer, DType::BF16, DType::F32, "mixer");
     let rows = p.decode_rows.as_ref().expect("decode_rows");
     let steps: std::collections::BTreeSet<&str> = rows
         .launches
@@ -144,9 +149,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         ("ssd-mma-bf16", &big, DType::BF16),
         ("ssd-mma-small", &small, DType::F32),
     ] {
-        let mut m = lower_with_kv(cfg, DType::BF16, act, DType::BF16);
-        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-        let p = build_program(&m).expect("program");
+        let p = program(cfg, DType::BF16, act, tag);
         let ssd: std::collections::BTreeSet<&str> = p
             .prompt
             .launches
@@ -179,9 +182,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         ("rows-direct-ahead2", &adapters, DType::F16, "2"),
     ] {
         std::env::set_var("ZAMBA2C_TUNE_ROWS_AHEAD", ahead);
-        let mut m = lower_with_kv(cfg, wdt, DType::F32, DType::BF16);
-        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-        let p = build_program(&m).expect("program");
+        let p = program(cfg, wdt, DType::F32, tag);
         let rows = p.decode_rows.as_ref().expect("decode_rows");
         let mut names = std::collections::BTreeSet::new();
         for l in &rows.launches {
