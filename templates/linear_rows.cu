@@ -7,7 +7,12 @@
   // k values that serve two m16n8k16 steps, because the k order inside a 32-wide chunk is
   // permuted alike for x and W (a sum does not care): step 1 takes k 8t+0..3 (the fragment's
   // slots 2t, 2t+1, 2t+8, 2t+9), step 2 takes k 8t+4..7. The x fragment is then rows g and g + 8
-  // at the same 16 bytes, read from L1 (every warp of the block reads the same rows).
+  // at the same 16 bytes.
+  // x goes through shared memory: the block walks its k range in stages of {{ wk }} chunks (one
+  // per k warp), each stage's x (every row of the step, {{ planes }} plane(s)) copied with
+  // cp.async {{ xstages }} - 1 stages ahead, so every warp reads x at shared-memory latency and the
+  // block reads each x byte from L2 once (the first version read x from L1 in each warp and,
+  // at 64 rows, ran at 14% of the weights' floor: docs/PERFORMANCE.md, tenth session).
   // {% if planes == 2 %}x is two bf16 planes (hi in columns 0..K, lo in K..2K; x = hi + lo, ~16
   // mantissa bits), both multiplied by the same W fragment{% else %}x is one {{ wt }} plane{% endif %}.
   // Block: {{ wn }} × {{ wk }} warps (features × k); each warp owns {{ ntw }}·8 features and every
@@ -20,9 +25,12 @@
   constexpr int KC = ({{ k }} + 31) / 32;            // 32-wide k chunks{% if k_tail %}; the last one partly past K (zeros){% endif %}
   constexpr int KCS = (KC + S - 1) / S;              // chunks per split
   constexpr int RSTR = BNB + 4;                      // f32 row stride of a parked partial tile
-  static_assert(WN * WK * 32 == {{ block }} && BNB % (4 * S) == 0, "linear_rows' mapping");
+  constexpr int XST = {{ xstages }};                  // x stages in shared memory
+  constexpr int XCH = PL * 64 * 32;                  // x of one chunk: [plane][row][32 k]
+  static_assert(WN * WK * 32 == {{ block }} && BNB % (4 * S) == 0 && XST >= 2, "linear_rows' mapping");
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* red = reinterpret_cast<float*>(smem_raw);  // [WK][64][RSTR]
+  x_t* xs = reinterpret_cast<x_t*>(smem_raw);        // [XST][WK][XCH]: the x stages
+  float* red = reinterpret_cast<float*>(smem_raw);   // [WK][64][RSTR], after the k loop (over xs)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int wn = warp % WN, wk = warp / WN;
   const long m0 = (long)blockIdx.y * 64;
@@ -56,38 +64,66 @@
       for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
   // Weights of AH chunks ahead in flight (`ZAMBA2C_TUNE_ROWS_AHEAD`): wq[0] is the chunk being
   // multiplied, wq[1..AH] the next ones. The first AH are requested before waiting for the
-  // previous launch (a step never writes weights).
+  // previous launch (a step never writes weights); x is the previous launch's output.
   constexpr int AH = {{ ahead }};
-  int c = c0e + wk;
+  const int nst = (c1e - c0e + WK - 1) / WK;  // stages of this block (block-uniform)
   uint4 wq[AH + 1][NTW];
   auto load_chunk = [&](uint4 (&dst)[NTW], int cc) {
 #pragma unroll
     for (int j = 0; j < NTW; ++j)
       dst[j] = cc < c1e{% if k_tail %} && cc * 32 + 8 * t < {{ k }}{% endif %} ? ld_stream16(wrow[j] + (long)cc * 32) : make_uint4(0u, 0u, 0u, 0u);
   };
+  // Stage st's x into its buffer: for each of the WK chunks, plane and row of the step, the
+  // chunk's 64 bytes as four 16-byte copies (zeros past the block's k range{% if k_tail %} or K{% endif %}). Rows past
+  // the step are neither copied nor read. Stages past the last commit an empty group, so the
+  // count of groups in flight stays XST - 1.
+  auto stage_x = [&](int st) {
+    if (st < nst) {
+      x_t* dst = xs + (st % XST) * WK * XCH;
 #pragma unroll
-  for (int a = 0; a < AH; ++a) load_chunk(wq[a], c + a * WK);
+      for (int it = 0; it < WK * PL * 256 / {{ block }}; ++it) {
+        const int e = tid + it * {{ block }};
+        const int q = e & 3, r = (e >> 2) & 63, p = (e >> 8) % PL, w = (e >> 8) / PL;
+        if (r >= mrows) continue;
+        const int cc = c0e + st * WK + w, kk = cc * 32 + 8 * q;
+        const bool ok = cc < c1e{% if k_tail %} && kk < {{ k }}{% endif %};
+        cp_async16(dst + w * XCH + (p * 64 + r) * 32 + 8 * q,
+                   ok ? x + (m0 + r) * {{ x_stride }} + p * {{ k }} + kk : x, ok);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int a = 0; a < AH; ++a) load_chunk(wq[a], c0e + wk + a * WK);
   z2c_grid_wait();
   z2c_launch_dependents();
-  for (; c < c1e; c += WK) {
+#pragma unroll
+  for (int st = 0; st < XST - 1; ++st) stage_x(st);
+  for (int st = 0; st < nst; ++st) {
+    cp_async_wait<XST - 2>();  // this thread's copies of stage st have landed
+    __syncthreads();           // everyone's have; and every warp is done with stage st - 1
+    stage_x(st + XST - 1);     // into stage st - 1's buffer
+    const int c = c0e + st * WK + wk;
     // The chunk AH ahead is requested before this chunk's products.
     load_chunk(wq[AH], c + AH * WK);
-    const uint4 (&wv)[NTW] = wq[0];
-    const int k0 = c * 32 + 8 * t;
+    if (c < c1e) {
+      const uint4 (&wv)[NTW] = wq[0];
+      const x_t* xw = xs + ((st % XST) * WK + wk) * XCH + 8 * t;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if (i >= mt_n) break;
-      const int r0 = 16 * i + g, r1 = r0 + 8;
+      for (int i = 0; i < 4; ++i) {
+        if (i >= mt_n) break;
+        const int r0 = 16 * i + g, r1 = r0 + 8;
 #pragma unroll
-      for (int p = 0; p < PL; ++p) {
-        const x_t* xp = x + (m0 * {{ x_stride }}) + p * {{ k }} + k0;
-        const uint4 a0 = r0 < mrows{% if k_tail %} && k0 < {{ k }}{% endif %} ? *reinterpret_cast<const uint4*>(xp + (long)r0 * {{ x_stride }}) : make_uint4(0u, 0u, 0u, 0u);
-        const uint4 a1 = r1 < mrows{% if k_tail %} && k0 < {{ k }}{% endif %} ? *reinterpret_cast<const uint4*>(xp + (long)r1 * {{ x_stride }}) : make_uint4(0u, 0u, 0u, 0u);
-        const unsigned fa[4] = {a0.x, a1.x, a0.y, a1.y}, fb[4] = {a0.z, a1.z, a0.w, a1.w};
+        for (int p = 0; p < PL; ++p) {
+          // A quarter warp reads rows r0 and r0 + 1 whole: 128 bytes, no bank conflict.
+          const uint4 a0 = r0 < mrows ? *reinterpret_cast<const uint4*>(xw + (p * 64 + r0) * 32) : make_uint4(0u, 0u, 0u, 0u);
+          const uint4 a1 = r1 < mrows ? *reinterpret_cast<const uint4*>(xw + (p * 64 + r1) * 32) : make_uint4(0u, 0u, 0u, 0u);
+          const unsigned fa[4] = {a0.x, a1.x, a0.y, a1.y}, fb[4] = {a0.z, a1.z, a0.w, a1.w};
 #pragma unroll
-        for (int j = 0; j < NTW; ++j) {
-          mma_{{ wt }}_16816(acc[i][j], fa, wv[j].x, wv[j].y);
-          mma_{{ wt }}_16816(acc[i][j], fb, wv[j].z, wv[j].w);
+          for (int j = 0; j < NTW; ++j) {
+            mma_{{ wt }}_16816(acc[i][j], fa, wv[j].x, wv[j].y);
+            mma_{{ wt }}_16816(acc[i][j], fb, wv[j].z, wv[j].w);
+          }
         }
       }
     }
@@ -96,6 +132,8 @@
 #pragma unroll
       for (int j = 0; j < NTW; ++j) wq[a][j] = wq[a + 1][j];
   }
+  cp_async_wait<0>();
+  __syncthreads();  // the partial tiles below reuse the x stages' shared memory
   // Park this warp's partial tile: rows g, g+8 of each m16 tile, features 2t, 2t+1 of each n-tile.
   float* mine = red + (long)wk * 64 * RSTR;
 #pragma unroll

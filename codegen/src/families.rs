@@ -781,15 +781,18 @@ pub(crate) fn rows_gemm(ctx: &NodeCtx) -> bool {
 /// Warps of a `linear_rows` block, and 8-feature n-tiles per warp.
 const ROWS_WARPS: usize = 8;
 const ROWS_NTW: usize = 4;
+/// The shared memory one `linear_rows` block may have on sm_90 (227 KB).
+const ROWS_SMEM_MAX: usize = 227 * 1024;
 
 /// `linear_rows` (templates/linear_rows.cu, docs/KERNELS.md "linear_rows") for this projection
 /// of `decode_rows`, with `ZAMBA2C_TUNE_ROWS_GEMM=3`: weights straight from global memory into
-/// tensor-core fragments, x from L1, split-K over the block's warps and a cluster, partials
-/// summed in a fixed order (the same bits for a row whatever the step's other rows). Needs
-/// 16-bit input planes (bf16 hi/lo or one f16/bf16 plane) and k in whole 16-byte chunks.
+/// tensor-core fragments, x staged in shared memory, split-K over the block's warps and a
+/// cluster, partials summed in a fixed order (the same bits for a row whatever the step's other
+/// rows). Needs 16-bit input planes (bf16 hi/lo or one f16/bf16 plane) and k in whole 16-byte
+/// chunks.
 ///
 /// The block's shape trades x traffic against parallelism: `wn` warps side by side along the
-/// features share each x chunk through L1 (at 64 rows of two bf16 planes x is 8 KB a chunk
+/// features share each staged x chunk (at 64 rows of two bf16 planes x is 8 KB a chunk
 /// beside the block's `wn`·2 KB of weights), the other `8/wn` split k. The widest `wn` whose
 /// grid, with up to 8 cluster splits, still gives every SM a block is taken.
 fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape> {
@@ -859,14 +862,21 @@ fn rows_direct(
 ) -> KernelSpec {
     let wk = ROWS_WARPS / sh.wn;
     let bnb = sh.wn * ROWS_NTW * 8;
-    // The parked partial tiles: one 64-row f32 tile per k warp (templates/linear_rows.cu).
-    let smem = wk * 64 * (bnb + 4) * 4;
+    // The parked partial tiles (one 64-row f32 tile per k warp) reuse the x stages' memory
+    // (templates/linear_rows.cu): a stage is x for 64 rows of the block's `wk` chunks, 32 k of
+    // 16-bit values per plane. As many stages as fit the 227 KB an sm_90 block may have
+    // (`ZAMBA2C_TUNE_ROWS_XSTAGES`, default 3, at least 2).
+    let red = wk * 64 * (bnb + 4) * 4;
+    let stage = wk * sh.planes * 64 * 32 * 2;
+    let xstages = crate::tune("ROWS_XSTAGES", 3).clamp(2, (ROWS_SMEM_MAX / stage).max(2));
+    let smem = red.max(xstages * stage);
     let mut b = b
         .set("wt", sh.wt)
         .set("w_t", CType::elem(w))
         .set("x_t", CType::elem(x))
         .set("planes", sh.planes)
         .set("ntw", ROWS_NTW)
+        .set("xstages", xstages)
         .set("wn", sh.wn)
         .set("wk", wk)
         .set("splits", sh.splits)
