@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# linear_rows probe (one device call): the 64- and 32-row step profiles of the 2.7B bf16 plan
-# with ZAMBA2C_TUNE_ROWS_GEMM=3 beside the library plan, and ms/step of knob variants.
+# linear_rows probe (one device call, docs/PERFORMANCE.md tenth session): `bench --profile
+# --batch B` (B in PROBE_PROFILE, default 64) of the 2.7B plan with ZAMBA2C_TUNE_ROWS_GEMM=3
+# (linear_rows) beside the library's plan, then ms per step of codegen knob variants
+# (PROBE_VARIANTS="ROWS_GEMM=3,ROWS_XSTAGES=2 ...") at PROBE_BATCHES rows, every step on
+# decode_rows (ZAMBA2C_TUNE_ROWS_MMA_MIN=1). DTYPE, STATE, KV: the plans' --dtype,
+# --state-dtype, --kv-dtype (default bf16, f32, the plan's).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 Z=$PWD/.gpu/bin/zamba2c
-comp() { env "$@" "$Z" compile examples/zamba2-2.7b-config -o "$D" --dummy-weights --dtype ${DTYPE:-bf16} --arch sm_90 > /dev/null 2>&1 || echo "compile $D failed"; }
+comp() { env "$@" "$Z" compile examples/zamba2-2.7b-config -o "$D" --dummy-weights --dtype ${DTYPE:-bf16} --state-dtype ${STATE:-f32} ${KV:+--kv-dtype $KV} --arch sm_90 > /dev/null 2>&1 || echo "compile $D failed"; }
 D=/tmp/lib; comp X=1
 D=/tmp/rows; comp ZAMBA2C_TUNE_ROWS_GEMM=3
 for b in ${PROBE_PROFILE:-64}; do

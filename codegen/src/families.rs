@@ -868,7 +868,13 @@ fn rows_direct(
     // (`ZAMBA2C_TUNE_ROWS_XSTAGES`, default 3, at least 2).
     let red = wk * 64 * (bnb + 4) * 4;
     let stage = wk * sh.planes * 64 * 32 * 2;
-    let xstages = crate::tune("ROWS_XSTAGES", 3).clamp(2, (ROWS_SMEM_MAX / stage).max(2));
+    // `ZAMBA2C_TUNE_ROWS_OCC=2` (a measurement): two blocks an SM, registers capped at 128
+    // (ptxas spills 8 bytes) and the stages cut to fit half the SM's shared memory where they
+    // can; one block an SM otherwise (142-154 registers).
+    let occ = crate::tune("ROWS_OCC", 1).clamp(1, 2);
+    let budget = ROWS_SMEM_MAX / occ;
+    let fit = if red <= budget { budget / stage } else { 0 };
+    let xstages = crate::tune("ROWS_XSTAGES", 3).clamp(2, fit.max(2).min(ROWS_SMEM_MAX / stage));
     let smem = red.max(xstages * stage);
     let mut b = b
         .set("wt", sh.wt)
@@ -887,6 +893,9 @@ fn rows_direct(
         .set("pdl_inside", true);
     if sh.splits > 1 {
         b = b.set("cluster", sh.splits);
+    }
+    if occ > 1 {
+        b = b.set("min_blocks", occ);
     }
     let grid = [
         Extent::Const(sh.blocks as u32),

@@ -175,15 +175,16 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // GEMM, no stacked planes or `pair_sum`.
     std::env::set_var("ZAMBA2C_TUNE_ROWS_GEMM", "3");
     let adapters = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "adapter_rank": 8}));
-    // The last also with two x stages instead of three.
-    for (tag, cfg, wdt, ahead, xstages) in [
-        ("rows-direct-bf16", &big, DType::BF16, "1", "3"),
-        ("rows-direct-f16", &big, DType::F16, "1", "3"),
-        ("rows-direct-small", &adapters, DType::BF16, "1", "3"),
-        ("rows-direct-ahead2", &adapters, DType::F16, "2", "2"),
+    // The last also with two x stages instead of three and two blocks an SM (128 registers).
+    for (tag, cfg, wdt, ahead, xstages, occ) in [
+        ("rows-direct-bf16", &big, DType::BF16, "1", "3", "1"),
+        ("rows-direct-f16", &big, DType::F16, "1", "3", "1"),
+        ("rows-direct-small", &adapters, DType::BF16, "1", "3", "1"),
+        ("rows-direct-ahead2", &adapters, DType::F16, "2", "2", "2"),
     ] {
         std::env::set_var("ZAMBA2C_TUNE_ROWS_AHEAD", ahead);
         std::env::set_var("ZAMBA2C_TUNE_ROWS_XSTAGES", xstages);
+        std::env::set_var("ZAMBA2C_TUNE_ROWS_OCC", occ);
         let p = program(cfg, wdt, DType::F32, tag);
         let rows = p.decode_rows.as_ref().expect("decode_rows");
         let mut names = std::collections::BTreeSet::new();
@@ -215,6 +216,12 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                 k.source.contains(&format!("XST = {xstages};")),
                 "{tag}: {name}"
             );
+            let bounds = if occ == "1" {
+                "__launch_bounds__(256) ".to_string()
+            } else {
+                format!("__launch_bounds__(256, {occ})")
+            };
+            assert!(k.source.contains(&bounds), "{tag}: {name}: {bounds}");
             jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
         }
     }

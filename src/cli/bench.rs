@@ -66,7 +66,9 @@ pub struct BenchArgs {
     /// arena is sized for it; default 512, at most the context). Longer prompts run in chunks.
     #[arg(long, value_name = "N")]
     pub prompt_chunk: Option<usize>,
-    /// With --batch: prompt tokens run per step, between decode steps.
+    /// With --batch: prompt tokens run per step, between decode steps (at least the engine's
+    /// prompt launch size, 512 on CUDA, where prompts are split: a prompt in a batch runs the
+    /// launches it runs alone).
     #[arg(long, default_value_t = DEFAULT_PREFILL_CHUNK, value_name = "N")]
     pub prefill_chunk: usize,
     /// Print the report as one JSON object.

@@ -10,7 +10,8 @@ use crate::batch::{BatchEngine, SlotId};
 use crate::generate::sampling::{Sampler, SamplingParams};
 use crate::RuntimeError;
 
-/// Prompt tokens run per step unless told otherwise.
+/// Prompt tokens run per step unless told otherwise (raised to the engine's
+/// [`BatchEngine::prefill_align`]: 512 on the CUDA engine by default).
 pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 
 /// A token a step sampled for the sequence in `slot`.

@@ -40,10 +40,10 @@ pub trait BatchEngine {
     /// Clears `slot`'s state for a new sequence.
     fn reset(&mut self, slot: SlotId) -> Result<(), RuntimeError>;
     /// Prompt tokens at whose multiples, counted from a sequence's start, its prompt may be
-    /// split across [`BatchEngine::prefill`] calls without changing what it computes. The CUDA
-    /// engine's chunked scan hands a state from chunk to chunk the same way within a call and
-    /// across calls only at its chunk boundaries (`GraphProgram::seq_align`); 1 where any
-    /// split gives the same results.
+    /// split across [`BatchEngine::prefill`] calls without changing what it computes: the CUDA
+    /// engine's prompt launch size (a prompt alone runs in launches of that many tokens, so a
+    /// prompt split there runs the same launches in a batch); 1 where any split gives the same
+    /// results.
     fn prefill_align(&self) -> usize {
         1
     }

@@ -1344,8 +1344,12 @@ impl BatchEngine for CudaEngine {
         self.reset_slot(slot)
     }
 
+    /// The prompt launch size: a prompt alone runs in launches of `prompt_chunk` tokens from
+    /// its start ([`Engine::prefill_last`]), so a prompt split only at its multiples runs the
+    /// same launches in a batch as alone, whatever a launch boundary does to the arithmetic
+    /// (docs/KERNELS.md "linear_rows", the prompt side).
     fn prefill_align(&self) -> usize {
-        self.program.prompt.seq_align.max(1)
+        self.options.prompt_chunk.max(1)
     }
 
     fn decode_greedy(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<u32>, RuntimeError> {
