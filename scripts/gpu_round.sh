@@ -30,14 +30,14 @@ rc=0
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for t in .gpu/tests/cuda_kernels-*; do
     [ -e "$t" ] || continue
-    ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 2>&1 | tail -40 > "$OUT/kernels.log" || rc=1
+    ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout $(tmo 300) "$t" --test-threads 1 2>&1 | tail -40 > "$OUT/kernels.log" || rc=1
     tail -5 "$OUT/kernels.log"
   done
   # The batched engine (runtime/tests/cuda_batch.rs): sequences joining and leaving slots
   # against the CPU alone, one slot against the one-sequence engine bitwise.
   for t in .gpu/tests/cuda_batch-*; do
     [ -e "$t" ] || continue
-    timeout 300 "$t" --test-threads 1 > "$OUT/batch_tests.log" 2>&1 || rc=1
+    timeout $(tmo 300) "$t" --test-threads 1 > "$OUT/batch_tests.log" 2>&1 || rc=1
     grep -E "panicked|differ|test result|^test " "$OUT/batch_tests.log" | head -20
   done
 fi
@@ -81,7 +81,7 @@ for v in ${VARIANT_TESTS:-}; do
     [ -e "$t" ] || continue
     log="$OUT/variant_${v//[=,]/-}_$(basename "${t%-*}").log"
     mapfile -t knobs < <(tune_env "$v")
-    env "${knobs[@]}" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 \
+    env "${knobs[@]}" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout $(tmo 300) "$t" --test-threads 1 \
       > "$log" 2>&1 || rc=1
     echo "variant $v $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
     grep -E "panicked|differ" "$log" | head -5
@@ -92,13 +92,13 @@ for e in ${RUN_VARIANT_TESTS:-}; do
   for t in .gpu/tests/cuda_batch-*; do
     [ -e "$t" ] || continue
     log="$OUT/run_variant_${e//[=,]/-}.log"
-    env "$e" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout 300 "$t" --test-threads 1 > "$log" 2>&1 || rc=1
+    env "$e" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout $(tmo 300) "$t" --test-threads 1 > "$log" 2>&1 || rc=1
     echo "run variant $e $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
     grep -E "panicked|differ" "$log" | head -5
   done
 done
 if [ "${PLANS:-}" != none ]; then
-  timeout ${CHECK_TIMEOUT:-420} python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" ${CHECK_ARGS:-} 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
+  timeout $(tmo ${CHECK_TIMEOUT:-420}) python3 scripts/gpu_check_27b.py --zamba2c "$Z" --out "$OUT" --plans "${PLANS:-bf16:f32,f32:f32}" ${CHECK_ARGS:-} 2>&1 | tail -60 > "$OUT/check27b.log" || rc=1
   tail -25 "$OUT/check27b.log"
 fi
 # The 2.7B shape with random weights straight from its config (no Python process holding GPU
@@ -110,7 +110,7 @@ M=/tmp/mem27
 # PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
 if [ "${BATCH_PROFILE:-0}" = 1 ]; then
   for b in ${PROFILE_BATCHES:-16 64}; do
-    timeout 120 "$Z" bench "$M" --device cuda --profile --batch "$b" --prompt-len 512 \
+    timeout $(tmo 120) "$Z" bench "$M" --device cuda --profile --batch "$b" --prompt-len 512 \
       --out "$OUT/profile_batch_$b.json" 2>&1 | head -32 || rc=1
   done
 fi
@@ -119,11 +119,11 @@ P=${PROFILE_PLAN:-/tmp/z27/plan-bf16_act_f32}
 if [ "${MEMORY:-0}" = 1 ]; then
   for spec in "448 64 512" "4064 32 4096" "16320 64 16384"; do
     set -- $spec
-    timeout 120 "$Z" bench "$M" --device cuda --prompt-len "$1" --gen-len "$2" --max-context "$3" --json \
+    timeout $(tmo 120) "$Z" bench "$M" --device cuda --prompt-len "$1" --gen-len "$2" --max-context "$3" --json \
       > "$OUT/memory_$3.json" 2> "$OUT/memory_$3.err" || rc=1
     python3 -c "import json,sys; b=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print('memory', sys.argv[2], 'predicted', b.get('predicted_bytes'), 'engine', b.get('engine_bytes'), 'baseline', b.get('baseline_gpu_bytes'), 'peak', b.get('peak_gpu_bytes'), 'peak GiB %.3f' % (b['peak_gpu_bytes']/2**30), 'ttft', b.get('ttft_ms'), 'decode', b.get('decode_ms_per_token'))" "$OUT/memory_$3.json" "$3" || tail -3 "$OUT/memory_$3.err"
   done
-  RUST_LOG=info timeout 200 "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 16 --repeat 2 > "$OUT/bench_table.txt" 2>&1 || rc=1
+  RUST_LOG=info timeout $(tmo 200) "$Z" bench "$M" --prompt-len 128,512,2048 --gen-len 16 --repeat 2 > "$OUT/bench_table.txt" 2>&1 || rc=1
   cat "$OUT/bench_table.txt"
 fi
 # TTFT against the prompt launch size (CHUNKS="1024 2048 4096": `bench --prompt-chunk C`, one
@@ -132,7 +132,7 @@ if [ -n "${CHUNKS:-}" ]; then
   for pl in 2048 4064; do
     for c in 512 $CHUNKS; do
       [ "$c" -le 4096 ] || continue
-      timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 \
+      timeout $(tmo 90) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 \
         --prompt-chunk "$c" --json 2>/dev/null | tail -1 \
         | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('chunk $c prompt $pl ttft_ms', round(b['ttft_ms'],2), 'peak_gib', round(b['peak_gpu_bytes']/2**30,3), 'engine_gib', round(b['engine_bytes']/2**30,3))" \
         || echo "chunk $c prompt $pl failed"
@@ -143,7 +143,7 @@ fi
 # beside the default plan's, measured once.
 if [ -n "${VARIANTS:-}" ]; then
   for pl in 512 2048; do
-    timeout 60 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
+    timeout $(tmo 60) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2))"
   done
 fi
@@ -160,7 +160,7 @@ for v in ${VARIANTS:-}; do
   d=/tmp/var-${v//=/-}
   variant_plan "$v" "$d" || { rc=1; continue; }
   for pl in 512 2048; do
-    timeout 60 "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
+    timeout $(tmo 60) "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
       | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2))"
   done
 done
@@ -168,7 +168,7 @@ done
 # at B in VARIANT_BATCHES (default 64; every prompt prefilled first, so each step runs all B
 # rows) on the default plan and on each variant's plan, one line each.
 batch_line() {  # label, plan, batch, [VAR=value of the environment]
-  env ${4:-X=1} timeout 200 "$Z" bench "$2" --device cuda --batch "$3" --prompt-len 512 --gen-len 128 \
+  env ${4:-X=1} timeout $(tmo 200) "$Z" bench "$2" --device cuda --batch "$3" --prompt-len 512 --gen-len 128 \
     --prefill-chunk $(($3 * 512)) --max-context 640 --json 2>/dev/null | tail -1 \
     | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch_variant $1 B=$3 decode_tok_s %.1f ms_step %.3f rows %s' % (r['decode_tokens_per_s'], r['ms_per_step'], r['rows_per_step']))" \
     || echo "batch_variant $1 B=$3 failed"
@@ -195,7 +195,7 @@ fi
 # plan).
 decode_ms() {  # plan, context, extra env...
   local plan=$1 ctx=$2; shift 2
-  env "$@" timeout 90 "$Z" bench "$plan" --device cuda --prompt-len $((ctx - 64)) --gen-len 64 \
+  env "$@" timeout $(tmo 90) "$Z" bench "$plan" --device cuda --prompt-len $((ctx - 64)) --gen-len 64 \
     --max-context "$ctx" --repeat 2 --json 2>/dev/null | tail -1 \
     | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["decode_ms_per_token"], 4))'
 }
@@ -210,7 +210,7 @@ fi
 # NCU_ROWS_METRICS adds metrics (e.g. the stall reasons
 # smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,...).
 if [ "${NCU_ROWS:-0}" = 1 ] && command -v ncu >/dev/null; then
-  timeout 300 ncu --clock-control none --kernel-name regex:"${NCU_ROWS_REGEX:-linear_mma_pipe_r}" \
+  timeout $(tmo 300) ncu --clock-control none --kernel-name regex:"${NCU_ROWS_REGEX:-linear_mma_pipe_r}" \
     --launch-count "${NCU_COUNT:-12}" --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis \
     ${NCU_ROWS_METRICS:+--metrics "$NCU_ROWS_METRICS"} \
@@ -220,7 +220,7 @@ if [ "${NCU_ROWS:-0}" = 1 ] && command -v ncu >/dev/null; then
 fi
 if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
   toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
-  timeout 240 ncu --clock-control none --kernel-name regex:'linear_mma_pipe|ssd_chunk_out|attention_flash' \
+  timeout $(tmo 240) ncu --clock-control none --kernel-name regex:'linear_mma_pipe|ssd_chunk_out|attention_flash' \
     --launch-count 8 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     "$Z" logits "$M" --tokens "$toks" --out /tmp/ncu_prompt.safetensors --device cuda > "$OUT/ncu_prompt.txt" 2>&1 || rc=1
   grep -E "z2c_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Block Limit|Waves Per SM" "$OUT/ncu_prompt.txt" | head -120
@@ -233,7 +233,7 @@ if [ "${PROFILE:-1}" = 1 ]; then
     sfx=""; [ -n "${PROFILE_PLANS:-}" ] && sfx="_$i"
     echo "profile of $pp"
     for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
-      timeout 120 "$Z" bench "$pp" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
+      timeout $(tmo 120) "$Z" bench "$pp" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
         --out "$OUT/profile_$ctx$sfx.json" > "$OUT/profile_$ctx$sfx.txt" 2>&1 || rc=1
       head -40 "$OUT/profile_$ctx$sfx.txt"
     done
@@ -247,7 +247,7 @@ if [ "${SWEEP:-0}" = 1 ] && [ -d /tmp/z27/ckpt ]; then
       d=/tmp/sweep-$loads-$mw
       ZAMBA2C_TUNE_GEMV_LOADS=$loads ZAMBA2C_TUNE_GEMV_MIN_WARPS=$mw "$Z" compile /tmp/z27/ckpt -o "$d" \
         --dtype bf16 --dummy-weights --arch sm_90 > /dev/null 2>&1 || { echo "sweep compile $loads $mw failed"; continue; }
-      ms=$(timeout 60 "$Z" bench "$d" --device cuda --prompt-len 512 --gen-len 64 --json 2>/dev/null \
+      ms=$(timeout $(tmo 60) "$Z" bench "$d" --device cuda --prompt-len 512 --gen-len 64 --json 2>/dev/null \
         | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read().strip().splitlines()[-1])["decode_ms_per_token"], 4))')
       echo "sweep loads=$loads min_warps=$mw decode_ms=$ms" | tee -a "$OUT/sweep.txt"
     done
@@ -261,7 +261,7 @@ if [ "${BATCH:-0}" = 1 ]; then
   # decode steps run all B rows (`rows_per_step`); BATCH_PREFILL=256 admits one chunk a step
   # instead, as `serve` does.
   for b in ${BATCHES:-1 8 32 64}; do
-    timeout 300 "$Z" bench "$M" --device cuda --batch "$b" --prompt-len 512 --gen-len 128 \
+    timeout $(tmo 300) "$Z" bench "$M" --device cuda --batch "$b" --prompt-len 512 --gen-len 128 \
       --prefill-chunk "${BATCH_PREFILL:-$((b * 512))}" \
       --max-context 640 --json > "$OUT/batch_$b.json" 2> "$OUT/batch_$b.err" || { rc=1; tail -3 "$OUT/batch_$b.err"; }
   done
@@ -292,7 +292,7 @@ fi
 if [ "${BATCH_CHECK:-0}" = 1 ]; then
   # BATCH_CHECK_KNOBS="ROWS_GEMM=3,ROWS_MMA_MIN=1,LIBRARY_GEMM=0": codegen and runtime knobs
   # for the check's compile and runs (the batch-invariant configuration, docs/KERNELS.md).
-  env X=1 $(tune_env "${BATCH_CHECK_KNOBS:-}") timeout 400 python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
+  env X=1 $(tune_env "${BATCH_CHECK_KNOBS:-}") timeout $(tmo 400) python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
     --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" ${KV:+--kv-dtype "$KV"} 2>&1 | tail -12 || rc=1
 fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then
@@ -305,7 +305,7 @@ if [ "${BATCH_MMA:-0}" = 1 ]; then
   for b in ${MMA_BATCHES:-16 32 64}; do
     for knob in default 1000; do
       if [ "$knob" = default ]; then envs="X=1"; else envs="ZAMBA2C_TUNE_ROWS_MMA_MIN=$knob"; fi
-      env "$envs" timeout 300 "$Z" bench "$M" --device cuda --batch "$b" --prompt-len 512 --gen-len 128 \
+      env "$envs" timeout $(tmo 300) "$Z" bench "$M" --device cuda --batch "$b" --prompt-len 512 --gen-len 128 \
         --max-context 640 --json 2> /tmp/batch_mma.err | tail -1 > /tmp/batch_mma.one \
         || { rc=1; tail -3 /tmp/batch_mma.err; }
       cat /tmp/batch_mma.one >> "$OUT/batch_mma.json"
@@ -336,7 +336,7 @@ fi
 if [ "${CHUNKS:-0}" = 1 ]; then
   for c in 512 1024 2048; do
     for pl in ${CHUNK_PROMPTS:-2048 4064}; do
-      timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 --prompt-chunk $c --json \
+      timeout $(tmo 90) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --max-context 4096 --prompt-chunk $c --json \
         2>/dev/null | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('prompt chunk $c prompt $pl ttft_ms %.1f prefill_gpu_ms %.1f engine_GiB %.3f' % (r['ttft_ms'], r['prefill_gpu_ms'], r['engine_bytes']/2**30))"
     done
   done
@@ -348,7 +348,7 @@ if [ "${LIBRARY:-0}" = 1 ]; then
   RUST_LOG=info "$Z" bench "$M" --device cuda --prompt-len 64 --gen-len 2 2>&1 | grep -i "library" | head -2
   for pl in 512 2048; do
     for envs in X=1 ZAMBA2C_NO_LIBRARY_GEMM=1; do
-      env "$envs" timeout 90 "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 32 --max-context 4096 --json \
+      env "$envs" timeout $(tmo 90) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 32 --max-context 4096 --json \
         2>/dev/null | tail -1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('library $envs prompt $pl ttft_ms %.2f decode_ms %.3f' % (r['ttft_ms'], r['decode_ms_per_token']))"
     done
   done
@@ -376,13 +376,13 @@ PY
     kill -0 $sp 2> /dev/null || break
     sleep 1
   done
-  timeout 300 python3 scripts/load_serve.py --url http://127.0.0.1:8124 --concurrency ${LOAD_LEVELS:-1,16,64} \
+  timeout $(tmo 300) python3 scripts/load_serve.py --url http://127.0.0.1:8124 --concurrency ${LOAD_LEVELS:-1,16,64} \
     --prompt-len 512 --gen-len 128 --requests 1 --out "$OUT/load_serve.json" 2>&1 | tail -8 || rc=1
   kill -TERM $sp 2> /dev/null; wait $sp
   tail -3 "$OUT/serve_load.log"
 fi
 if [ "${NCU:-1}" = 1 ] && [ -d "$P" ] && command -v ncu >/dev/null; then
-  ZAMBA2C_NO_CUDA_GRAPH=1 timeout 240 ncu --clock-control none \
+  ZAMBA2C_NO_CUDA_GRAPH=1 timeout $(tmo 240) ncu --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \
     "$Z" logits "$P" --tokens 5,6 --decode-from 1 --max-context 600 --out /tmp/ncu_logits.safetensors --device cuda \
     > "$OUT/ncu_decode.csv" 2>/dev/null || rc=1

@@ -7,6 +7,7 @@
 # --state-dtype, --kv-dtype (default bf16, f32, the plan's).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+. "$(dirname "$0")/pack_out.sh"
 Z=$PWD/.gpu/bin/zamba2c
 comp() { env "$@" "$Z" compile examples/zamba2-2.7b-config -o "$D" --dummy-weights --dtype ${DTYPE:-bf16} --state-dtype ${STATE:-f32} ${KV:+--kv-dtype $KV} --arch sm_90 > /dev/null 2>&1 || echo "compile $D failed"; }
 D=/tmp/lib; comp X=1
@@ -14,12 +15,12 @@ D=/tmp/rows; comp ZAMBA2C_TUNE_ROWS_GEMM=3
 for b in ${PROBE_PROFILE:-64}; do
   for p in lib rows; do
     echo "== profile $p B=$b"
-    ZAMBA2C_TUNE_ROWS_MMA_MIN=${MMA_MIN:-1} timeout 100 "$Z" bench /tmp/$p --device cuda --profile --batch $b --prompt-len 512 --out "$OUT/prof_${p}_$b.json" 2>&1 | head -${PROFILE_LINES:-24}
+    ZAMBA2C_TUNE_ROWS_MMA_MIN=${MMA_MIN:-1} timeout $(tmo 100) "$Z" bench /tmp/$p --device cuda --profile --batch $b --prompt-len 512 --out "$OUT/prof_${p}_$b.json" 2>&1 | head -${PROFILE_LINES:-24}
   done
 done
 line() { # label plan batch env...
   local l=$1 p=$2 b=$3; shift 3
-  env X=1 "$@" timeout 100 "$Z" bench "$p" --device cuda --batch $b --prompt-len 512 --gen-len 64 --prefill-chunk $((b*512)) --max-context 640 --json 2>/dev/null | tail -1 \
+  env X=1 "$@" timeout $(tmo 100) "$Z" bench "$p" --device cuda --batch $b --prompt-len 512 --gen-len 64 --prefill-chunk $((b*512)) --max-context 640 --json 2>/dev/null | tail -1 \
    | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('$l B=$b ms_step %.3f tok_s %.1f' % (r['ms_per_step'], r['decode_tokens_per_s']))" || echo "$l B=$b failed"
 }
 for v in ${PROBE_VARIANTS:-}; do

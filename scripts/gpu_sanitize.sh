@@ -18,7 +18,7 @@ for m in $( [ "${BATCHED:-1}" = only ] || echo $MODELS ); do
     # flash prompt attention; then decode steps.
     toks=$(python3 -c 'print(",".join(str((i*37+11)%60) for i in range(150)))')
     for tool in memcheck racecheck; do
-      ZAMBA2C_NO_CUDA_GRAPH=1 timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
+      ZAMBA2C_NO_CUDA_GRAPH=1 timeout $(tmo ${SAN_TIMEOUT:-200}) compute-sanitizer --tool $tool --error-exitcode 9 \
         "$Z" logits "$p" --tokens "$toks" --decode-from 144 --device cuda --out /tmp/san.safetensors \
         > "$OUT/san-$m-$dt-$tool.log" 2>&1
       r=$?
@@ -51,7 +51,7 @@ if [ "${BATCHED:-1}" != 0 ]; then
     set -- $run
     b=$1 plan=$2 tag=$(basename "$2")-b$1
     for tool in memcheck racecheck; do
-      ZAMBA2C_NO_CUDA_GRAPH=1 timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 \
+      ZAMBA2C_NO_CUDA_GRAPH=1 timeout $(tmo ${SAN_TIMEOUT:-200}) compute-sanitizer --tool $tool --error-exitcode 9 \
         "$Z" bench "$plan" --device cuda --batch "$b" --prompt-len 20 --gen-len 6 --max-context 64 \
         --prefill-chunk $((b * 20)) --json > "$OUT/san-$tag-$tool.log" 2>&1
       r=$?

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device tool brings back at most 8 files from $OUT (its README, "Limits"): when a round
 # wrote more, every file goes into one $OUT/round.tar.gz (unpack here with `tar xzf`), so a
-# profile is never left behind. Sourced by gpu_round.sh and gpu_sanitize.sh as an EXIT trap.
+# profile is never left behind. Sourced by gpu_round.sh, gpu_sanitize.sh and gpu_rows_probe.sh
+# as an EXIT trap.
 pack_out() {
   local n
   n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
@@ -12,3 +13,19 @@ pack_out() {
   fi
 }
 trap pack_out EXIT
+# Seconds a step may run: its own limit, cut to what is left until ROUND_DEADLINE (epoch
+# seconds; several scripts in one call share it: `export ROUND_DEADLINE=$(($(date +%s) + 540));`
+# first) or else of ROUND_BUDGET from this script's start (default 540 s, under the device
+# tool's 600 s a call), less 20 s, at least 1. A call killed at the device's limit comes back
+# without its files (the trap above cannot run), so every `timeout` of a round asks `tmo` and
+# the round ends, packed, before the limit.
+tmo() {
+  local left
+  if [ -n "${ROUND_DEADLINE:-}" ]; then
+    left=$((ROUND_DEADLINE - $(date +%s) - 20))
+  else
+    left=$((${ROUND_BUDGET:-540} - SECONDS - 20))
+  fi
+  [ "$left" -lt 1 ] && left=1
+  if [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
+}
