@@ -874,7 +874,7 @@ fn rows_direct(
     let occ = crate::tune("ROWS_OCC", 1).clamp(1, 2);
     let budget = ROWS_SMEM_MAX / occ;
     let fit = if red <= budget { budget / stage } else { 0 };
-    let xstages = crate::tune("ROWS_XSTAGES", 3).clamp(2, fit.max(2).min(ROWS_SMEM_MAX / stage));
+    let xstages = crate::tune("ROWS_XSTAGES", 3).clamp(2, fit.min(ROWS_SMEM_MAX / stage).max(2));
     let smem = red.max(xstages * stage);
     let mut b = b
         .set("wt", sh.wt)
