@@ -128,6 +128,8 @@ def main() -> int:
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
     # The KV cache dtype (`compile --kv-dtype`); the compile's default when not given.
     ap.add_argument("--kv-dtype", choices=["f32", "bf16", "f16"])
+    # `compile --batch-invariant`: every step on decode_rows' linear_rows (the bar is then 100%).
+    ap.add_argument("--batch-invariant", action="store_true")
     # Prompts whose first difference gets its near-tie measured (one `logits` run each).
     ap.add_argument("--margin-prompts", type=int, default=8)
     a = ap.parse_args()
@@ -136,6 +138,7 @@ def main() -> int:
         work = Path(d)
         arch = ["--arch", "sm_90"] if a.device == "cuda" else []
         kv = ["--kv-dtype", a.kv_dtype] if a.kv_dtype else []
+        kv += ["--batch-invariant"] if a.batch_invariant else []
         plan = compile_plan(a.zamba2c, work, a.config, arch, a.dtype, kv)
         prompts = work / "prompts.txt"
         lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, a.max_words)))

@@ -290,10 +290,10 @@ fi
 # up to BATCH_CHECK_B (default 64) against each run alone, greedy tokens compared
 # (scripts/gpu_batch_check.py; batch_check.json).
 if [ "${BATCH_CHECK:-0}" = 1 ]; then
-  # BATCH_CHECK_KNOBS="ROWS_GEMM=3,ROWS_MMA_MIN=1,LIBRARY_GEMM=0": codegen and runtime knobs
-  # for the check's compile and runs (the batch-invariant configuration, docs/KERNELS.md).
+  # BATCH_CHECK_KNOBS="ROWS_BLOCKS=528": codegen and runtime knobs for the check's compile and
+  # runs; BATCH_CHECK_ARGS="--batch-invariant": the plan compiled `--batch-invariant`.
   env X=1 $(tune_env "${BATCH_CHECK_KNOBS:-}") timeout $(tmo 400) python3 scripts/gpu_batch_check.py --zamba2c "$Z" --out "$OUT" \
-    --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" ${KV:+--kv-dtype "$KV"} 2>&1 | tail -12 || rc=1
+    --batch "${BATCH_CHECK_B:-64}" --dtype "${DTYPE:-bf16}" ${KV:+--kv-dtype "$KV"} ${BATCH_CHECK_ARGS:-} 2>&1 | tail -12 || rc=1
 fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then
   # Batched decode on the tensor-core table `decode_rows` (docs/KERNELS.md "decode_rows") against

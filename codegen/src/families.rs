@@ -775,7 +775,9 @@ const SKINNY_BM: usize = 64;
 /// 2.7B shape its 196 launches took 9.06 ms against 5.14 ms for the library's stacked GEMMs and
 /// their `pair_sum` (docs/PERFORMANCE.md, 2026-12-02 sixth session).
 pub(crate) fn rows_gemm(ctx: &NodeCtx) -> bool {
-    ctx.phase == Phase::Decode && ctx.gemm && matches!(crate::tune("ROWS_GEMM", 1), 2 | 3)
+    ctx.phase == Phase::Decode
+        && ctx.gemm
+        && (ctx.module.batch_invariant || matches!(crate::tune("ROWS_GEMM", 1), 2 | 3))
 }
 
 /// Warps of a `linear_rows` block, and 8-feature n-tiles per warp.
@@ -796,7 +798,8 @@ const ROWS_SMEM_MAX: usize = 227 * 1024;
 /// beside the block's `wn`·2 KB of weights), the other `8/wn` split k. The widest `wn` whose
 /// grid, with up to 8 cluster splits, still gives every SM a block is taken.
 fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape> {
-    if crate::tune("ROWS_GEMM", 1) != 3 || ctx.row_stack != 1 {
+    let direct = ctx.module.batch_invariant || crate::tune("ROWS_GEMM", 1) == 3;
+    if !direct || ctx.row_stack != 1 {
         return None;
     }
     let (x, out) = (&ctx.inputs[0], &ctx.out);

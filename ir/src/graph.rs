@@ -482,6 +482,10 @@ pub struct Module {
     pub act_dtype: DType,
     /// Element dtype of the KV caches (`compile --kv-dtype`; the activation dtype unless set).
     pub kv_dtype: DType,
+    /// `compile --batch-invariant`: a decode step gives each sequence the same bits whatever
+    /// the step's other rows (every step, of one row too, on `decode_rows`, whose projections
+    /// sum in an order fixed at compile time; docs/KERNELS.md "linear_rows").
+    pub batch_invariant: bool,
     pub weights: BTreeMap<String, WeightSpec>,
     pub states: Vec<StateSpec>,
     pub prompt: Graph,

@@ -479,6 +479,11 @@ pub struct Program {
     /// `None` in launch tables written before it existed (every step then runs `decode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_rows: Option<GraphProgram>,
+    /// Rows from which a step runs `decode_rows` when the plan fixes it: 1 in a
+    /// `compile --batch-invariant` plan (every step, so a sequence computes the same sums alone
+    /// and in a batch); absent, [`ROWS_MMA_MIN`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_mma_min: Option<usize>,
 }
 
 impl Program {

@@ -40,6 +40,7 @@ pub fn lower_with_kv(
         dtype,
         act_dtype,
         kv_dtype,
+        batch_invariant: false,
         weights,
         states,
         prompt,

@@ -38,6 +38,9 @@ pub struct ModuleFile {
     /// the activation dtype, which is what an absent field means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_dtype: Option<DType>,
+    /// `compile --batch-invariant` (absent: false, as in plans written before it existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_invariant: bool,
     pub weights: BTreeMap<String, WeightSpec>,
     pub states: Vec<StateSpec>,
     pub prompt: GraphFile,
@@ -110,6 +113,7 @@ impl From<&Module> for ModuleFile {
             dtype: m.dtype,
             act_dtype: m.act_dtype,
             kv_dtype: Some(m.kv_dtype),
+            batch_invariant: m.batch_invariant,
             weights: m.weights.clone(),
             states: m.states.clone(),
             prompt: (&m.prompt).into(),
@@ -187,6 +191,7 @@ impl ModuleFile {
             dtype: self.dtype,
             act_dtype: self.act_dtype,
             kv_dtype,
+            batch_invariant: self.batch_invariant,
             weights: self.weights.clone(),
             states: self.states.clone(),
             prompt,

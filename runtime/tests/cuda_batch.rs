@@ -312,6 +312,12 @@ fn modules() -> Vec<(String, Module)> {
     m.set_ssm_state_dtype(DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_f16_act_f32_kv_f16_state_f16_O1".into(), m));
+    // `compile --batch-invariant`: every step, of one row too, on decode_rows' `linear_rows`;
+    // `batch_invariant` is then true and the tests hold rows to the sequence alone bitwise.
+    let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);
+    m.batch_invariant = true;
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("adapters_rope_bf16_batch_invariant_O1".into(), m));
     out
 }
 
@@ -644,9 +650,10 @@ fn through_the_batcher(name: &str, m: &Module) {
 }
 
 /// Whether a row's decode logits cannot depend on the other rows of its step: every step, of
-/// one row too, runs `decode_rows` (`ZAMBA2C_TUNE_ROWS_MMA_MIN=1`), whose projections are all on
-/// `linear_rows` (a fixed summation order per row, `ZAMBA2C_TUNE_ROWS_GEMM=3`; docs/KERNELS.md
-/// "linear_rows") and none on the library. Then a row must equal the sequence alone bitwise.
+/// one row too, runs `decode_rows` (a `--batch-invariant` plan, or `ZAMBA2C_TUNE_ROWS_MMA_MIN=1`),
+/// whose projections are all on `linear_rows` (a fixed summation order per row; the plan, or
+/// `ZAMBA2C_TUNE_ROWS_GEMM=3`; docs/KERNELS.md "linear_rows") and none on the library. Then a
+/// row must equal the sequence alone bitwise.
 fn batch_invariant(gpu: &CudaEngine) -> bool {
     let p = gpu.program();
     let Some(rows) = &p.decode_rows else {

@@ -65,6 +65,13 @@ pub struct CompileArgs {
     /// relative, bf16 3.1e-3 (docs/PERFORMANCE.md, 2026-12-02); f16 needs values below 65504.
     #[arg(long, value_name = "f32|f16|bf16", default_value = "f32")]
     pub state_dtype: String,
+    /// A sequence's tokens do not depend on the other sequences of a batch (`run --prompts-file
+    /// --max-batch B` prints what each prompt gives alone, bit for bit): every decode step, of
+    /// one row too, runs the `decode_rows` table, whose projections sum in an order fixed at
+    /// compile time (docs/KERNELS.md "linear_rows"). Costs single-sequence decode speed (more
+    /// launches than the one-row table).
+    #[arg(long)]
+    pub batch_invariant: bool,
     /// Random weights (the directory needs only config.json); the plan records the seed.
     #[arg(long)]
     pub dummy_weights: bool,
@@ -153,6 +160,7 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
     steps.set_message("lowering and running the passes");
     let mut module = lower_with_kv(&config, dtype, act_dtype, kv_dtype);
     module.set_ssm_state_dtype(state_dtype);
+    module.batch_invariant = a.batch_invariant;
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;
     if let Some(ck) = &checkpoint {

@@ -269,10 +269,13 @@ pub fn main(a: InspectArgs) -> Result<()> {
     let text = match a.format {
         Format::Text => {
             // Only a non-default SSM state is named (the line's other fields stay as they were).
-            let state = match m.ssm_state_dtype() {
+            let mut state = match m.ssm_state_dtype() {
                 zamba2c_ir::DType::F32 => String::new(),
                 d => format!(", SSM state {d}"),
             };
+            if m.batch_invariant {
+                state += ", batch-invariant";
+            }
             let mut t = format!(
                 "plan {} (format {}, {}, weights {}, activations {}, KV cache {}{state})\n",
                 a.plan.display(),

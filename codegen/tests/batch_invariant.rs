@@ -1,0 +1,82 @@
+//! `compile --batch-invariant` (ir `Module::batch_invariant`, docs/KERNELS.md "linear_rows"):
+//! the plan runs every decode step on `decode_rows` (`Program::rows_mma_min` = 1), whose
+//! projections are all `linear_rows` (sums in an order fixed at compile time), none on the
+//! library, no stacked planes and no `pair_sum`; the prompt table is the default plan's. Without
+//! the flag the program is exactly what it was.
+
+mod common;
+use common::config;
+
+use serde_json::json;
+use zamba2c_codegen::build_program;
+use zamba2c_ir::kernel::GraphId;
+use zamba2c_ir::serial::ModuleFile;
+use zamba2c_ir::{lower_with_kv, DType, Module};
+
+/// The 8-aligned tiny config with adapters, fused, with `weights`, f32 activations and a bf16
+/// cache.
+fn module(weights: DType, invariant: bool) -> Module {
+    let c = config(json!({
+        "hidden_size": 64, "intermediate_size": 128, "n_mamba_heads": 4,
+        "use_shared_attention_adapter": true, "use_mem_rope": true, "adapter_rank": 8
+    }));
+    let mut m = lower_with_kv(&c, weights, DType::F32, DType::BF16);
+    m.batch_invariant = invariant;
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    m
+}
+
+#[test]
+fn a_batch_invariant_plan_runs_every_step_on_linear_rows() {
+    for weights in [DType::BF16, DType::F16] {
+        let m = module(weights, true);
+        let p = build_program(&m).expect("program");
+        assert_eq!(p.rows_mma_min, Some(1), "{weights}");
+        let rows = p.decode_rows.as_ref().expect("decode_rows");
+        let mut linear_rows = 0;
+        for l in &rows.launches {
+            let f = p.kernels[&l.kernel].family.as_str();
+            assert!(
+                l.library.is_none(),
+                "{weights}: {} on the library",
+                l.kernel
+            );
+            assert!(
+                !matches!(f, "linear_mma_pipe" | "linear_gemm" | "pair_sum"),
+                "{weights}: {} is {f}",
+                l.kernel
+            );
+            linear_rows += usize::from(f == "linear_rows");
+        }
+        assert!(linear_rows > 0, "{weights}: no linear_rows");
+        // The prompt and one-row tables are the default plan's.
+        let d = build_program(&module(weights, false)).expect("program");
+        assert_eq!(d.rows_mma_min, None);
+        for id in [GraphId::Prompt, GraphId::Decode] {
+            let (a, b) = (p.table(id).expect("table"), d.table(id).expect("table"));
+            assert_eq!(a.launches.len(), b.launches.len(), "{weights} {id:?}");
+        }
+    }
+}
+
+#[test]
+fn the_flag_round_trips_through_module_json_and_is_absent_when_off() {
+    let on = module(DType::BF16, true);
+    let text = on.to_json();
+    assert!(text.contains("\"batch_invariant\": true"));
+    let back = serde_json::from_str::<ModuleFile>(&text)
+        .expect("module.json")
+        .to_module()
+        .expect("module");
+    assert!(back.batch_invariant);
+    let off = module(DType::BF16, false).to_json();
+    assert!(
+        !off.contains("batch_invariant"),
+        "default plans are unchanged"
+    );
+    let back = serde_json::from_str::<ModuleFile>(&off)
+        .expect("module.json")
+        .to_module()
+        .expect("module");
+    assert!(!back.batch_invariant);
+}
