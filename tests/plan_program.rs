@@ -87,3 +87,44 @@ fn compiling_twice_gives_identical_plans_and_dumps() {
         model.display()
     );
 }
+
+/// `compile --batch-invariant` (docs/KERNELS.md "linear_rows"): module.json and program.json
+/// carry it, the program reads back, `inspect` names it; a program.json whose `rows_mma_min`
+/// disagrees with the module is refused at load, naming the field (module.json itself cannot
+/// be edited: the manifest's checksums refuse it first).
+#[test]
+fn a_batch_invariant_plan_says_so_and_its_program_must_agree() {
+    let model = fixture_models().pop().expect("a fixture");
+    let tmp = tempfile::tempdir().unwrap();
+    let plan_dir = tmp.path().join("plan");
+    let p = plan_dir.to_str().unwrap();
+    zamba2c_ok(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        p,
+        "--dtype",
+        "bf16",
+        "--batch-invariant",
+    ]);
+    let plan = Plan::open(&plan_dir).expect("plan opens");
+    assert!(plan.module.batch_invariant);
+    let read = zamba2c_runtime::cuda::engine::read_program(&plan).expect("program reads back");
+    assert_eq!(read.rows_mma_min, Some(1));
+    let out = zamba2c_ok(&["inspect", p]);
+    assert!(
+        out.lines().next().unwrap_or("").contains("batch-invariant"),
+        "{out}"
+    );
+    // The same program under a module without the flag: refused, naming the field.
+    let mut plan = plan;
+    plan.module.batch_invariant = false;
+    let err = zamba2c_runtime::cuda::engine::read_program(&plan)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("program.json") && err.contains("rows_mma_min"),
+        "{err}"
+    );
+}
