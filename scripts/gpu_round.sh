@@ -37,8 +37,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   # against the CPU alone, one slot against the one-sequence engine bitwise.
   for t in .gpu/tests/cuda_batch-*; do
     [ -e "$t" ] || continue
-    timeout $(tmo 300) "$t" --test-threads 1 > "$OUT/batch_tests.log" 2>&1 || rc=1
-    grep -E "panicked|differ|test result|^test " "$OUT/batch_tests.log" | head -20
+    timeout $(tmo 300) "$t" --test-threads 1 --nocapture > "$OUT/batch_tests.log" 2>&1 || rc=1
+    grep -E "panicked|differ|test result|^test |bitwise" "$OUT/batch_tests.log" | head -40
   done
 fi
 # Kernel variants behind codegen knobs (VARIANT_TESTS="STEP_ROWS_BATCHED=64 ..."): the CUDA
