@@ -55,7 +55,6 @@ pub fn build_program(module: &Module) -> Result<Program, CodegenError> {
         prompt,
         decode,
         decode_rows: Some(decode_rows),
-        rows_mma_min: module.batch_invariant.then_some(1),
     })
 }
 

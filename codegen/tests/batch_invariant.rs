@@ -1,5 +1,5 @@
 //! `compile --batch-invariant` (ir `Module::batch_invariant`, docs/KERNELS.md "linear_rows"):
-//! the plan runs every decode step on `decode_rows` (`Program::rows_mma_min` = 1), whose
+//! the plan runs every decode step on `decode_rows` (`plan_rows_mma_min` = 1), whose
 //! projections are all `linear_rows` (sums in an order fixed at compile time), none on the
 //! library, no stacked planes and no `pair_sum`; the prompt table is the default plan's. Without
 //! the flag the program is exactly what it was.
@@ -9,7 +9,7 @@ use common::config;
 
 use serde_json::json;
 use zamba2c_codegen::build_program;
-use zamba2c_ir::kernel::GraphId;
+use zamba2c_ir::kernel::{plan_rows_mma_min, GraphId};
 use zamba2c_ir::serial::ModuleFile;
 use zamba2c_ir::{lower_with_kv, DType, Module};
 
@@ -31,7 +31,7 @@ fn a_batch_invariant_plan_runs_every_step_on_linear_rows() {
     for weights in [DType::BF16, DType::F16] {
         let m = module(weights, true);
         let p = build_program(&m).expect("program");
-        assert_eq!(p.rows_mma_min, Some(1), "{weights}");
+        assert_eq!(plan_rows_mma_min(&m), Some(1), "{weights}");
         let rows = p.decode_rows.as_ref().expect("decode_rows");
         let mut linear_rows = 0;
         for l in &rows.launches {
@@ -50,8 +50,9 @@ fn a_batch_invariant_plan_runs_every_step_on_linear_rows() {
         }
         assert!(linear_rows > 0, "{weights}: no linear_rows");
         // The prompt and one-row tables are the default plan's.
-        let d = build_program(&module(weights, false)).expect("program");
-        assert_eq!(d.rows_mma_min, None);
+        let default = module(weights, false);
+        assert_eq!(plan_rows_mma_min(&default), None);
+        let d = build_program(&default).expect("program");
         for id in [GraphId::Prompt, GraphId::Decode] {
             let (a, b) = (p.table(id).expect("table"), d.table(id).expect("table"));
             assert_eq!(a.launches.len(), b.launches.len(), "{weights} {id:?}");

@@ -435,6 +435,13 @@ impl GraphProgram {
 /// `ZAMBA2C_TUNE_ROWS_MMA_MIN` override it for measurements.
 pub const ROWS_MMA_MIN: usize = 16;
 
+/// Rows from which a step of `module`'s plan runs `decode_rows` when the plan fixes it: 1 for a
+/// `compile --batch-invariant` module (every step, so a sequence computes the same sums alone
+/// and in a batch), else `None` ([`ROWS_MMA_MIN`] or the engine's option).
+pub fn plan_rows_mma_min(module: &crate::Module) -> Option<usize> {
+    module.batch_invariant.then_some(1)
+}
+
 /// Which launch table of a [`Program`] a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum GraphId {
@@ -479,11 +486,6 @@ pub struct Program {
     /// `None` in launch tables written before it existed (every step then runs `decode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_rows: Option<GraphProgram>,
-    /// Rows from which a step runs `decode_rows` when the plan fixes it: 1 in a
-    /// `compile --batch-invariant` plan (every step, so a sequence computes the same sums alone
-    /// and in a batch); absent, [`ROWS_MMA_MIN`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows_mma_min: Option<usize>,
 }
 
 impl Program {

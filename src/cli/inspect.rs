@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use zamba2c_ir::device::{DeviceLayout, DeviceShape, MemoryTable};
-use zamba2c_ir::kernel::{Program, PROGRAM_PATH, ROWS_MMA_MIN};
+use zamba2c_ir::kernel::{plan_rows_mma_min, Program, PROGRAM_PATH, ROWS_MMA_MIN};
 use zamba2c_ir::units::si;
 use zamba2c_ir::{Manifest, Plan, WeightsSource};
 use zamba2c_runtime::cuda::blas::LIBRARY_FAMILY;
@@ -142,9 +142,10 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program, rows: usize) -> String {
         si(c.prompt.flops, "FLOP")
     );
     if let Some(r) = &c.decode_rows {
+        let from = plan_rows_mma_min(m).unwrap_or(ROWS_MMA_MIN);
         let _ = writeln!(
             s,
-            "  decode step of {} rows (steps of >= {ROWS_MMA_MIN} rows run decode_rows: projections on the tensor-core GEMMs; ZAMBA2C_TUNE_ROWS_MMA_MIN changes it): {} launches, {} per step at empty context (decode table: {}), +{} per cached token per row, {}",
+            "  decode step of {} rows (steps of >= {from} rows run decode_rows: projections on the tensor-core GEMMs; ZAMBA2C_TUNE_ROWS_MMA_MIN changes it): {} launches, {} per step at empty context (decode table: {}), +{} per cached token per row, {}",
             r.rows,
             r.launches,
             si(r.bytes_per_step, "B"),
@@ -349,7 +350,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 // "decode_rows"): its cost at `rows` rows, families and kernels per op.
                 if let Some(rows) = &p.decode_rows {
                     out["program"]["decode_rows"] = serde_json::json!({
-                        "rows_mma_min": ROWS_MMA_MIN,
+                        "rows_mma_min": plan_rows_mma_min(m).unwrap_or(ROWS_MMA_MIN),
                         "cost": c.decode_rows,
                         "decomposed": rows.decomposed,
                         "families": family_counts(p, rows),

@@ -30,8 +30,8 @@ use zamba2c_ir::device::{
     META_INTS_PER_ROW,
 };
 use zamba2c_ir::kernel::{
-    ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch, LibraryEpilogue, Program,
-    PROGRAM_PATH, ROWS_MMA_MIN,
+    plan_rows_mma_min, ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch,
+    LibraryEpilogue, Program, PROGRAM_PATH, ROWS_MMA_MIN,
 };
 
 use super::nvrtc;
@@ -69,8 +69,8 @@ pub struct CudaOptions {
     pub overlap_launches: bool,
     /// Rows from which a decode step runs the tensor-core table `decode_rows` (when the plan
     /// has one) instead of `decode`'s `proj_gemv`. Default
-    /// [`zamba2c_ir::kernel::ROWS_MMA_MIN`]; a plan that fixes it (`Program::rows_mma_min`,
-    /// `compile --batch-invariant`) wins; `ZAMBA2C_TUNE_ROWS_MMA_MIN=N` in the environment
+    /// [`zamba2c_ir::kernel::ROWS_MMA_MIN`]; a plan that fixes it
+    /// ([`zamba2c_ir::kernel::plan_rows_mma_min`], `compile --batch-invariant`) wins; `ZAMBA2C_TUNE_ROWS_MMA_MIN=N` in the environment
     /// overrides it at load (for measurements: a value above `max_batch` keeps every step on
     /// `decode`).
     pub rows_mma_min: usize,
@@ -392,7 +392,7 @@ impl CudaEngine {
         let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
         // A `compile --batch-invariant` plan fixes it (every step on `decode_rows`).
-        let rows_from = rows_mma_min(program.rows_mma_min.unwrap_or(options.rows_mma_min));
+        let rows_from = rows_mma_min(plan_rows_mma_min(module).unwrap_or(options.rows_mma_min));
         Ok(CudaEngine {
             state_specs: module.states.clone(),
             ctx,
@@ -1148,15 +1148,6 @@ pub fn read_program(plan: &Plan) -> Result<Program, RuntimeError> {
     program
         .validate(&plan.module)
         .map_err(|e| RuntimeError::Input(format!("{}: {e}", path.display())))?;
-    // `rows_mma_min` is what module.json's `batch_invariant` implies, nothing else.
-    if program.rows_mma_min != plan.module.batch_invariant.then_some(1) {
-        return Err(RuntimeError::Input(format!(
-            "{}: rows_mma_min {:?} does not match module.json's batch_invariant ({})",
-            path.display(),
-            program.rows_mma_min,
-            plan.module.batch_invariant
-        )));
-    }
     attach_nodes(&plan.module, &mut program);
     Ok(program)
 }
