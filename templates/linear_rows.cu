@@ -170,17 +170,9 @@
     for (int q = 0; q < QN; ++q)
 #pragma unroll
       for (int w = 0; w < WK; ++w) add_f4(sum, part(q, w, r, cc));
-    const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int n = nb + cc + q;
-      if (n < {{ n }}) {
-        const long row = m0 + r, o = row * {{ out_stride }} + n;
-        float v = sums[q];
-{% include "linear_epilogue.cu" %}        out[o] = from_f<act_t>(v);
-      }
-    }
-  }
+    const long row = m0 + r;
+    const int first = nb + cc;
+{% include "linear_store4.cu" %}  }
 #ifdef Z2C_ROWS_CLUSTER
   cluster_sync();  // no block leaves while another still reads its tiles
 #endif

@@ -29,17 +29,9 @@
       for (int q = 1; q < S; ++q) {
         add_f4(sum, ld_cluster_f4(cluster_map(a, q)));
       }
-      const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int n = n0 + c + q;
-        if (n < {{ n }}) {
-          const long row = m0 + r, o = row * {{ out_stride }} + n;
-          float v = sums[q];
-{% include "linear_epilogue.cu" %}          out[o] = from_f<act_t>(v);
-        }
-      }
-    }
+      const long row = m0 + r;
+      const int first = n0 + c;
+{% include "linear_store4.cu" %}    }
     cluster_sync();  // no block leaves while another still reads its tile
   }
 #else

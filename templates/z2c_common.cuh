@@ -285,9 +285,8 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return a;
 }
 // 16 bytes of read-only data streamed from global memory into registers, not kept in L1 (a
-// weight byte is used once per launch; L1 keeps the activations every warp re-reads:
-// templates/linear_rows.cu). Volatile keeps it where it is written: ahead of the products it
-// overlaps.
+// weight byte is used once per launch: templates/linear_rows.cu). Volatile keeps it where it
+// is written: ahead of the products it overlaps.
 __device__ __forceinline__ uint4 ld_stream16(const void* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 { %0, %1, %2, %3 }, [%4];"

@@ -61,6 +61,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/linear_rows.cu"),
     ),
     (
+        "linear_store4.cu",
+        include_str!("../../templates/linear_store4.cu"),
+    ),
+    (
         "causal_conv1d.cu",
         include_str!("../../templates/causal_conv1d.cu"),
     ),
