@@ -8,7 +8,7 @@ reads, `mma.sync m16n8k16` by the PTX fragment layout (A rows g and g+8, k slots
 2t+8, 2t+9; B columns g), the permuted k order that lets one 16-byte weight load feed two
 steps, the parked partial tiles and the cluster's sum in rank order. Checks the result equals
 x @ W.T (the planes summed) for shapes with row, feature and k tails, 1 to 8 warps along k,
-1 to 4 cluster splits, one or two planes, two or three stages (docs/KERNELS.md "linear_rows").
+1 to 7 cluster splits (any size, not only powers of two), one or two planes, two or three stages (docs/KERNELS.md "linear_rows").
 Run it after changing the kernel's index math, before spending GPU time on it.
 """
 import numpy as np
@@ -94,10 +94,11 @@ def run(N, K, rows, WN, S, PL, XST, NTW=4, BLOCK=256):
                                     col = wn*NTW*8 + 8*j + 2*t
                                     red[wk, 16*i+g+8*h, col:col+2] = acc[warp][i][j][lane][2*h:2*h+2]
                 reds.append(red)
-            CPB = BNB // S
+            CPB = (BNB//4 + S - 1)//S*4
             for rank in range(S):
-                for e in range(mrows*(CPB//4)):
-                    r, cc = e // (CPB//4), rank*CPB + (e % (CPB//4))*4
+                mine_c = max(0, min(CPB, BNB - rank*CPB))
+                for e in range(mrows*(mine_c//4)):
+                    r, cc = e // (mine_c//4), rank*CPB + (e % (mine_c//4))*4
                     ssum = np.zeros(4)
                     for q in range(S):
                         for w in range(WK): ssum += reds[q][w, r, cc:cc+4]
@@ -113,3 +114,6 @@ run(72, 200, 19, 2, 2, 1, 2)
 run(64, 256, 64, 8, 4, 2, 3)
 run(33, 96, 1, 4, 1, 1, 3)
 run(128, 520, 37, 4, 2, 2, 2)
+run(40, 800, 9, 1, 3, 1, 2)
+run(260, 1000, 17, 8, 7, 1, 3)
+run(40, 128, 6, 4, 3, 2, 2)

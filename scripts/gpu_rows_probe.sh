@@ -4,7 +4,7 @@
 # (linear_rows) beside the library's plan, then ms per step of codegen knob variants
 # (PROBE_VARIANTS="ROWS_GEMM=3,ROWS_XSTAGES=2 ...") at PROBE_BATCHES rows, every step on
 # decode_rows (ZAMBA2C_TUNE_ROWS_MMA_MIN=1). DTYPE, STATE, KV: the plans' --dtype,
-# --state-dtype, --kv-dtype (default bf16, f32, the plan's).
+# --state-dtype, --kv-dtype (default bf16, f32, the plan's); PROBE_TAG prefixes the lines.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 . "$(dirname "$0")/pack_out.sh"
@@ -23,8 +23,10 @@ line() { # label plan batch env...
   env X=1 "$@" timeout $(tmo 100) "$Z" bench "$p" --device cuda --batch $b --prompt-len 512 --gen-len 64 --prefill-chunk $((b*512)) --max-context 640 --json 2>/dev/null | tail -1 \
    | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('$l B=$b ms_step %.3f tok_s %.1f' % (r['ms_per_step'], r['decode_tokens_per_s']))" || echo "$l B=$b failed"
 }
+# The variants' lines also go to $OUT/probe_lines.txt (a later tool's output can push them out
+# of the call's tail).
 for v in ${PROBE_VARIANTS:-}; do
   D=/tmp/v-${v//[=,]/-}; IFS=, read -ra kv <<< "$v"; envs=(); for k in "${kv[@]}"; do envs+=("ZAMBA2C_TUNE_$k"); done
   comp "${envs[@]}"
-  for b in ${PROBE_BATCHES:-8 64}; do line "$v" "$D" $b ZAMBA2C_TUNE_ROWS_MMA_MIN=1; done
+  for b in ${PROBE_BATCHES:-8 64}; do line "${PROBE_TAG:-}$v" "$D" $b ZAMBA2C_TUNE_ROWS_MMA_MIN=1 | tee -a "$OUT/probe_lines.txt"; done
 done

@@ -27,7 +27,7 @@
   constexpr int RSTR = BNB + 4;                      // f32 row stride of a parked partial tile
   constexpr int XST = {{ xstages }};                  // x stages in shared memory
   constexpr int XCH = PL * 64 * 32;                  // x of one chunk: [plane][row][32 k]
-  static_assert(WN * WK * 32 == {{ block }} && BNB % (4 * S) == 0 && XST >= 2, "linear_rows' mapping");
+  static_assert(WN * WK * 32 == {{ block }} && BNB % 4 == 0 && XST >= 2, "linear_rows' mapping");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   x_t* xs = reinterpret_cast<x_t*>(smem_raw);        // [XST][WK][XCH]: the x stages
   float* red = reinterpret_cast<float*>(smem_raw);   // [WK][64][RSTR], after the k loop (over xs)
@@ -146,9 +146,11 @@
         *reinterpret_cast<float2*>(mine + (16 * i + g + 8 * h) * RSTR + wn * NTW * 8 + 8 * j + 2 * t) =
             make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
   }
-  // Block `rank` finishes columns [rank·BNB/S, (rank+1)·BNB/S) of the valid rows: the sum over the
-  // cluster's blocks in rank order, each over its k warps in order, then the linear's epilogue.
-  // (Before sm_90, or with one split, the block alone finishes every column.)
+  // Block `rank` finishes columns [rank·CPB, (rank+1)·CPB) of the valid rows (CPB: BNB/S rounded
+  // up to whole float4s, so a cluster of any size up to 8 covers the block's columns; the last
+  // ranks may get fewer or none): the sum over the cluster's blocks in rank order, each over its
+  // k warps in order, then the linear's epilogue. (Before sm_90, or with one split, the block
+  // alone finishes every column.)
 #ifdef Z2C_ROWS_CLUSTER
   constexpr int QN = S;
   cluster_sync();  // every block's partial tiles are parked and visible to the cluster
@@ -161,10 +163,11 @@
   __syncthreads();
   auto part = [&](int, int w, int r, int cc) { return *reinterpret_cast<const float4*>(red + (w * 64 + r) * RSTR + cc); };
 #endif
-  constexpr int CPB = BNB / QN;
+  constexpr int CPB = (BNB / 4 + QN - 1) / QN * 4;
   const int nb = (tile / S) * BNB;
-  for (int e = tid; e < mrows * (CPB / 4); e += {{ block }}) {
-    const int r = e / (CPB / 4), cc = rank * CPB + (e % (CPB / 4)) * 4;
+  const int mine_c = max(0, min(CPB, BNB - rank * CPB));  // columns this block finishes
+  for (int e = tid; e < mrows * (mine_c / 4); e += {{ block }}) {
+    const int r = e / (mine_c / 4), cc = rank * CPB + (e % (mine_c / 4)) * 4;
     float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int q = 0; q < QN; ++q)

@@ -795,8 +795,11 @@ const ROWS_SMEM_MAX: usize = 227 * 1024;
 ///
 /// The block's shape trades x traffic against parallelism: `wn` warps side by side along the
 /// features share each staged x chunk (at 64 rows of two bf16 planes x is 8 KB a chunk
-/// beside the block's `wn`·2 KB of weights), the other `8/wn` split k. The widest `wn` whose
-/// grid, with up to 8 cluster splits, still gives every SM a block is taken.
+/// beside the block's `wn`·2 KB of weights), the other `8/wn` split k; a cluster of `splits`
+/// blocks splits k further. The widest `wn` whose grid, with clusters of up to 8 (doubled while
+/// the grid stays within `ZAMBA2C_TUNE_ROWS_BLOCKS`), still gives every SM a block is taken.
+/// (A shape chosen by a waves × block-bytes model, clusters of any size, lost 5% at 64 rows:
+/// docs/PERFORMANCE.md, eleventh session.)
 fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape> {
     let direct = ctx.module.batch_invariant || crate::tune("ROWS_GEMM", 1) == 3;
     if !direct || ctx.row_stack != 1 {
@@ -813,20 +816,46 @@ fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape>
     if !k.is_multiple_of(8) || x.stride < planes * k || out.width != n {
         return None;
     }
+    let (wn, splits, blocks) = linear_rows_grid(n, k, planes, rows_occupancy());
+    Some(RowsShape {
+        wt,
+        planes,
+        wn,
+        splits,
+        blocks,
+    })
+}
+
+/// Blocks of `linear_rows` an SM holds: 1 (142-154 registers), or 2 with
+/// `ZAMBA2C_TUNE_ROWS_OCC=2` (a measurement: registers capped at 128, ptxas spills 8 bytes).
+fn rows_occupancy() -> usize {
+    crate::tune("ROWS_OCC", 1).clamp(1, 2)
+}
+
+/// (`wn`, cluster splits, blocks) of a `linear_rows` launch for an `n` × `k` weight
+/// ([`rows_direct_shape`] says why); `planes` and `occ` do not change it.
+fn linear_rows_grid(n: usize, k: usize, _planes: usize, _occ: usize) -> (usize, usize, usize) {
     let kc = k.div_ceil(32);
     let target = crate::tune("ROWS_BLOCKS", 264);
     let min_blocks = crate::tune("ROWS_MIN_BLOCKS", 132);
+    // A test may force the cluster's size (`ZAMBA2C_TUNE_ROWS_CLUSTER`, any size up to 8, at
+    // most one block a k chunk) to reach sizes a small model would not get.
+    let forced = crate::tune("ROWS_CLUSTER", 0);
     // (wn, splits, blocks) for each block shape; the first with enough blocks, else the most.
     let shapes = [8, 4, 2, 1].map(|wn: usize| {
         let wk = ROWS_WARPS / wn;
         let tiles = n.div_ceil(wn * ROWS_NTW * 8);
         let mut s = 1;
-        while s < 8 && 2 * tiles * s <= target && kc / (2 * s * wk) >= 2 {
-            s *= 2;
+        if forced > 0 {
+            s = forced.min(kc).clamp(1, 8);
+        } else {
+            while s < 8 && 2 * tiles * s <= target && kc / (2 * s * wk) >= 2 {
+                s *= 2;
+            }
         }
         (wn, s, tiles * s)
     });
-    let (wn, splits, blocks) = shapes
+    shapes
         .iter()
         .copied()
         .find(|&(_, _, b)| b >= min_blocks)
@@ -835,14 +864,7 @@ fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape>
                 .iter()
                 .max_by_key(|&&(_, _, b)| b)
                 .unwrap_or(&shapes[3])
-        });
-    Some(RowsShape {
-        wt,
-        planes,
-        wn,
-        splits,
-        blocks,
-    })
+        })
 }
 
 /// The block shape of a `linear_rows` launch ([`rows_direct_shape`]).
@@ -871,10 +893,8 @@ fn rows_direct(
     // (`ZAMBA2C_TUNE_ROWS_XSTAGES`, default 3, at least 2).
     let red = wk * 64 * (bnb + 4) * 4;
     let stage = wk * sh.planes * 64 * 32 * 2;
-    // `ZAMBA2C_TUNE_ROWS_OCC=2` (a measurement): two blocks an SM, registers capped at 128
-    // (ptxas spills 8 bytes) and the stages cut to fit half the SM's shared memory where they
-    // can; one block an SM otherwise (142-154 registers).
-    let occ = crate::tune("ROWS_OCC", 1).clamp(1, 2);
+    // With two blocks an SM the stages are cut to fit half its shared memory where they can.
+    let occ = rows_occupancy();
     let budget = ROWS_SMEM_MAX / occ;
     let fit = if red <= budget { budget / stage } else { 0 };
     let xstages = crate::tune("ROWS_XSTAGES", 3).clamp(2, fit.min(ROWS_SMEM_MAX / stage).max(2));
