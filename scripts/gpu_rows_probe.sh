@@ -10,8 +10,11 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 . "$(dirname "$0")/pack_out.sh"
 Z=$PWD/.gpu/bin/zamba2c
 comp() { env "$@" "$Z" compile examples/zamba2-2.7b-config -o "$D" --dummy-weights --dtype ${DTYPE:-bf16} --state-dtype ${STATE:-f32} ${KV:+--kv-dtype $KV} --arch sm_90 > /dev/null 2>&1 || echo "compile $D failed"; }
-D=/tmp/lib; comp X=1
-D=/tmp/rows; comp ZAMBA2C_TUNE_ROWS_GEMM=3
+# The two base plans only when something is profiled (PROBE_PROFILE=" ": variants alone).
+if [ -n "${PROBE_PROFILE:-64}" ] && [ -n "${PROBE_PROFILE// /}" ]; then
+  D=/tmp/lib; comp X=1
+  D=/tmp/rows; comp ZAMBA2C_TUNE_ROWS_GEMM=3
+fi
 for b in ${PROBE_PROFILE:-64}; do
   for p in lib rows; do
     echo "== profile $p B=$b"

@@ -26,9 +26,14 @@
 {% for p in projs %}    {% if not loop.first %}else {% endif %}if (n < {{ p.end }}) wrow[i] = {{ p.w }} + (long)(n - {{ p.start }}) * {{ p.w_stride }};
 {% endfor %}  }
   // Programmatic dependent launch (z2c_common.cuh): the previous launch's output is this one's
-  // input. (Asking L2 for the first weight lines before this wait was measured slower: 2.66 vs
-  // 2.55 ms per token with 1 KB per row, docs/PERFORMANCE.md.)
-  z2c_grid_wait();
+  // input. (Asking L2 for the first weight lines before this wait in every projection was
+  // measured slower: 2.66 vs 2.55 ms per token with 1 KB per row, docs/PERFORMANCE.md.)
+{% if pf_lines > 0 %}  // This one follows a launch that moves few bytes (codegen/src/fused/gemv.rs Input): the
+  // first {{ pf_lines }} 128-byte lines of each weight row are asked into L2 while it runs.
+#pragma unroll 1
+  for (int l = lane + 32 * kp; l < {{ wr }} * {{ pf_lines }}; l += 32 * KS)
+    prefetch_l2(reinterpret_cast<const char*>(wrow[l / {{ pf_lines }}] + {{ pf_col }}) + 128 * (l % {{ pf_lines }}));
+{% endif %}  z2c_grid_wait();
   // Rows go in groups of R = {{ rg }}: each weight chunk a lane loads serves every row of the
   // group (per-row accumulators), so a group costs the weight bytes of one row. Rows past the
   // end of the last group re-read row m0 and are never stored.

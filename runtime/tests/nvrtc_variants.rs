@@ -225,6 +225,64 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
         }
     }
+    // A cluster size that is not a power of two (ROWS_CLUSTER=3: the last rank finishes fewer
+    // columns of the block's tile).
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_CLUSTER", "3");
+    let p = program(&big, DType::F16, DType::F32, "rows-cluster3");
+    let rows = p.decode_rows.as_ref().expect("decode_rows");
+    let names: std::collections::BTreeSet<String> = rows
+        .launches
+        .iter()
+        .filter(|l| p.kernels[&l.kernel].family == "linear_rows")
+        .map(|l| l.kernel.clone())
+        .collect();
+    assert!(!names.is_empty(), "rows-cluster3: no linear_rows");
+    for name in names {
+        let k = &p.kernels[&name];
+        assert!(k.source.contains("S = 3,"), "rows-cluster3: {name}");
+        jobs.push((
+            name.clone(),
+            k.source.clone(),
+            format!("rows-cluster3/{name}.cu"),
+        ));
+    }
+    for knob in [
+        "ROWS_GEMM",
+        "ROWS_AHEAD",
+        "ROWS_XSTAGES",
+        "ROWS_OCC",
+        "ROWS_CLUSTER",
+    ] {
+        std::env::remove_var(format!("ZAMBA2C_TUNE_{knob}"));
+    }
+    // The measurement knobs of the decode step: out_proj's weights asked into L2 while
+    // mamba_step runs (GEMV_PREFETCH bytes a row), and 64-row steps' mamba_step over whole heads
+    // (STEP_HEADS heads a block).
+    std::env::set_var("ZAMBA2C_TUNE_GEMV_PREFETCH", "4096");
+    std::env::set_var("ZAMBA2C_TUNE_STEP_HEADS", "4");
+    let p = program(&big, DType::BF16, DType::F32, "decode-knobs");
+    let rows = p.decode_rows.as_ref().expect("decode_rows");
+    let mut found = (0, 0);
+    for l in p.decode.launches.iter().chain(&rows.launches) {
+        let k = &p.kernels[&l.kernel];
+        let pf = k.source.contains("prefetch_l2(reinterpret_cast");
+        let heads = k.source.contains("HPB = 4,");
+        if pf || heads {
+            found.0 += usize::from(pf);
+            found.1 += usize::from(heads);
+            let job = (
+                l.kernel.clone(),
+                k.source.clone(),
+                format!("decode-knobs/{}.cu", l.kernel),
+            );
+            if !jobs.contains(&job) {
+                jobs.push(job);
+            }
+        }
+    }
+    assert!(found.0 > 0 && found.1 > 0, "decode-knobs: {found:?}");
+    std::env::remove_var("ZAMBA2C_TUNE_GEMV_PREFETCH");
+    std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
@@ -243,6 +301,9 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             );
         }
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
+        if source.contains("prefetch_l2(reinterpret_cast") {
+            assert!(ptx.contains("prefetch.global.L2"), "{name}");
+        }
         if name.contains("linear_rows") {
             assert!(
                 ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32")

@@ -74,6 +74,9 @@ pub(super) struct Input {
     pub(super) segs: Vec<InSeg>,
     pub(super) groups: Vec<usize>,
     pub(super) split: Option<(Operand, usize)>,
+    /// The input comes from a launch that moves few bytes (the mixer's `mamba_step`): the
+    /// weights may be asked into L2 before waiting for it (`ZAMBA2C_TUNE_GEMV_PREFETCH`).
+    pub(super) after_light_launch: bool,
 }
 
 impl Input {
@@ -82,6 +85,7 @@ impl Input {
             segs: vec![InSeg::new("x", x, 0, x.width, 0, 0)],
             groups: vec![x.width],
             split: None,
+            after_light_launch: false,
         }
     }
 }
@@ -420,7 +424,26 @@ pub(super) fn gemv(
         flops_per_row: 2 * wrows as u64 * k_read as u64 + 2 * adapted_rows * rank as u64,
         ..Default::default()
     };
-    let b = b.set("ks", ks).set("pdl_inside", true).cost(cost);
+    // A measurement (`ZAMBA2C_TUNE_GEMV_PREFETCH`, bytes of each weight row, default 0): before
+    // its wait, a projection that follows a launch moving few bytes asks L2 for the first lines
+    // of its weight rows, so HBM streams while that launch runs (the same prefetch ahead of every
+    // projection was measured slower: it competed with the previous projection's stream;
+    // docs/PERFORMANCE.md, 2026-12-01 third session).
+    let wcols = input.segs.iter().filter(|s| s.read_w);
+    let wcol0 = wcols.clone().map(|s| s.wcol).min().unwrap_or(0);
+    let wcol1 = wcols.map(|s| s.wcol + s.len).max().unwrap_or(0);
+    let row_lines = (wcol1.saturating_sub(wcol0) * w_dtype.size()) / 128;
+    let pf_lines = if input.after_light_launch {
+        (tune("GEMV_PREFETCH", 0) / 128).min(row_lines)
+    } else {
+        0
+    };
+    let b = b
+        .set("ks", ks)
+        .set("pdl_inside", true)
+        .set("pf_lines", pf_lines)
+        .set("pf_col", wcol0)
+        .cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
     let mut spec = b.output(&out).scalar("rows", Arg::Rows).finish(
         [

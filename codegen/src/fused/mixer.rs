@@ -70,6 +70,16 @@ pub(super) fn mamba_step(
         r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,
         _ => STEP_ROWS,
     };
+    // Heads a block updates in decode_rows (`ZAMBA2C_TUNE_STEP_HEADS`, a measurement): whole
+    // heads of one group, all their state loaded before the wait and the group's B/C conv
+    // computed once for them. Nsight Compute shows the 64-row step's 32-row blocks at 31% of
+    // DRAM bandwidth, 15.5 waves of ~3 µs; yet 2 and 4 heads a block were measured slower
+    // (f16 plan, 64 rows: 8.45 -> 8.57 / 8.78 ms a step; docs/PERFORMANCE.md, eleventh session).
+    let hpb = match crate::tune("STEP_HEADS", 1) {
+        hb if ctx.gemm && hb > 1 && (heads / groups).is_multiple_of(hb) => hb,
+        _ => 1,
+    };
+    let rows = if hpb > 1 { *head_dim } else { rows };
     let pb = (*head_dim).min(rows.max(1));
     let psplit = head_dim.div_ceil(pb);
     if psplit * pb != *head_dim {
@@ -101,6 +111,8 @@ pub(super) fn mamba_step(
         .cost(cost)
         .set("pdl_inside", true)
         .set("pb", pb)
+        .set("hpb", hpb)
+        .set("passes", (hpb * pb).div_ceil(STEP_THREADS / tpr))
         .set("psplit", psplit)
         .set("tpr", tpr)
         .set("npt", d_state.div_ceil(tpr))
@@ -141,7 +153,7 @@ pub(super) fn mamba_step(
         .output(&gated)
         .finish(
             [
-                Extent::Const((heads * psplit) as u32),
+                Extent::Const((heads / hpb * psplit) as u32),
                 Extent::Batch,
                 Extent::Const(1),
             ],

@@ -68,6 +68,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
                 segs: vec![InSeg::new("x", e, 0, *hidden, *hidden, *hidden)],
                 groups: vec![*hidden],
                 split: None,
+                after_light_launch: false,
             };
             let projs: Vec<Proj> = weights
                 .iter()
@@ -91,6 +92,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
                 ],
                 groups: vec![2 * hidden],
                 split: None,
+                after_light_launch: false,
             };
             match ins.get(2) {
                 // No shared embedding half: the norm over the concatenation, both halves read.
@@ -105,6 +107,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
                         segs: vec![InSeg::new("x", h, 0, *hidden, 0, 0), e_only],
                         groups: vec![*hidden, *hidden],
                         split: Some((emb, *hidden)),
+                        after_light_launch: false,
                     };
                     let mut out = a.specs;
                     out.push(gemv(
@@ -222,6 +225,8 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
                     .collect(),
                 groups: vec![gs; *groups],
                 split: None,
+                // out_proj follows mamba_step, which moves a few MB.
+                after_light_launch: true,
             };
             let p = [Proj {
                 weight: out_proj.clone(),
