@@ -10,7 +10,7 @@
 # B = 1 8 32 64 on the 2.7B shape, issue 12; BATCHES="8 64" picks others), BATCH_MMA=1
 # (`bench --batch` at 16 32 64 on decode_rows and on decode, MMA_BATCHES picks others),
 # LIBRARY=1 (library GEMMs on and off), CHUNKS="1024 2048" (TTFT per prompt launch size), BATCH_PROFILE=1 (`bench --profile --batch`),
-# VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT),
+# VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT and decode),
 # BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
 # RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting),
 # RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (the cuda_batch tests under a runtime setting),
@@ -139,12 +139,14 @@ if [ -n "${CHUNKS:-}" ]; then
     done
   done
 fi
-# Codegen knob variants on the dummy-weights 2.7B plan: TTFT only (VARIANTS="MMA_NARROW_BM=32 ..."),
-# beside the default plan's, measured once.
+# Codegen knob variants on the dummy-weights 2.7B plan: TTFT, and decode ms per token (64
+# tokens after the 512-token prompt, 8 after 2048) (VARIANTS="MMA_NARROW_BM=32 ..."), beside the
+# default plan's, measured once.
+gen_for() { if [ "$1" = 512 ]; then echo 64; else echo 8; fi; }
 if [ -n "${VARIANTS:-}" ]; then
   for pl in 512 2048; do
-    timeout $(tmo 60) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
-      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2))"
+    timeout $(tmo 60) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len $(gen_for $pl) --json 2>/dev/null | tail -1 \
+      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2), 'decode_ms', round(b['decode_ms_per_token'],4))"
   done
 fi
 # The dummy-weights 2.7B plan compiled with codegen knobs KNOB=V[,KNOB2=V2...] (ZAMBA2C_TUNE_KNOB)
@@ -160,8 +162,8 @@ for v in ${VARIANTS:-}; do
   d=/tmp/var-${v//=/-}
   variant_plan "$v" "$d" || { rc=1; continue; }
   for pl in 512 2048; do
-    timeout $(tmo 60) "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len 8 --json 2>/dev/null | tail -1 \
-      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2))"
+    timeout $(tmo 60) "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len $(gen_for $pl) --json 2>/dev/null | tail -1 \
+      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2), 'decode_ms', round(b['decode_ms_per_token'],4))"
   done
 done
 # Codegen knob variants on batched decode (BATCH_VARIANTS="STACK_SPLIT=2 ..."): `bench --batch`

@@ -107,8 +107,15 @@ pub(super) fn mamba_step(
         flops_per_row: (6 * din * d_state + 2 * channels * k) as u64,
         ..Default::default()
     };
-    Ok(Builder::new("mamba_step", zx.dtype)
-        .cost(cost)
+    // Blocks an SM must hold in decode_rows (`ZAMBA2C_TUNE_STEP_MIN_BLOCKS`, a measurement):
+    // the 64-row step's blocks are latency-bound and 48 registers hold the SM to 5 of them (15.5
+    // waves); ptxas fits 6 in 40 registers without spilling, 8 in 32 with 36 bytes spilled.
+    let mut b = Builder::new("mamba_step", zx.dtype);
+    match crate::tune("STEP_MIN_BLOCKS", 0) {
+        m if ctx.gemm && m > 1 => b = b.set("min_blocks", m.min(8)),
+        _ => {}
+    }
+    Ok(b.cost(cost)
         .set("pdl_inside", true)
         .set("pb", pb)
         .set("hpb", hpb)
