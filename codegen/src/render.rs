@@ -126,6 +126,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
     (
+        "persistent_decode.cu",
+        include_str!("../../templates/persistent_decode.cu"),
+    ),
+    (
         "conv_state_update.cu",
         include_str!("../../templates/conv_state_update.cu"),
     ),
@@ -174,6 +178,7 @@ impl Renderer {
             serde_json::from_str(context).map_err(|e| err(e.to_string()))?;
         let mut ctx = Context::from_value(value).map_err(|e| err(error_chain(&e)))?;
         ctx.insert("name", name);
+        ctx.insert("in_persistent", &false);
         let body = self
             .tera
             .render(&template, &ctx)
@@ -183,6 +188,64 @@ impl Renderer {
             .render("wrapper.cu", &ctx)
             .map_err(|e| err(error_chain(&e)))?;
         Ok(body + &wrapper)
+    }
+}
+
+/// One kernel's body inside the persistent decode kernel (templates/persistent_decode.cu).
+pub struct PersistentMember {
+    /// The kernel's name (its body is `<name>_body`).
+    pub name: String,
+    pub family: String,
+    /// Its template context, with `block` already the persistent kernel's.
+    pub context: String,
+    /// Each parameter as read from the argument table `a`: `(const float* __restrict__)a[0]`.
+    pub args: Vec<String>,
+}
+
+impl Renderer {
+    /// The persistent decode kernel `name` of `block` threads, at least `min_blocks` an SM, around
+    /// `members`' bodies.
+    pub fn render_persistent(
+        &self,
+        name: &str,
+        (block, min_blocks): (u32, u32),
+        members: &[PersistentMember],
+    ) -> Result<String, CodegenError> {
+        let err = |template: &str, msg: String| CodegenError::Template {
+            template: format!("templates/{template}"),
+            msg,
+        };
+        let mut rendered = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let template = format!("{}.cu", m.family);
+            let value: serde_json::Value =
+                serde_json::from_str(&m.context).map_err(|e| err(&template, e.to_string()))?;
+            let mut ctx =
+                Context::from_value(value).map_err(|e| err(&template, error_chain(&e)))?;
+            ctx.insert("name", &m.name);
+            // The prelude leaves out the shared device header (the persistent kernel has it
+            // once); no __global__ wrapper.
+            ctx.insert("in_persistent", &true);
+            let source = self
+                .tera
+                .render(&template, &ctx)
+                .map_err(|e| err(&template, error_chain(&e)))?;
+            rendered.push(serde_json::json!({
+                "ns": format!("z2c_m{i}"),
+                "name": m.name,
+                "source": source,
+                "args": m.args,
+            }));
+        }
+        let mut ctx = Context::new();
+        ctx.insert("name", name);
+        ctx.insert("block", &block);
+        ctx.insert("min_blocks", &min_blocks);
+        ctx.insert("members", &rendered);
+        ctx.insert("in_persistent", &false);
+        self.tera
+            .render("persistent_decode.cu", &ctx)
+            .map_err(|e| err("persistent_decode.cu", error_chain(&e)))
     }
 }
 

@@ -486,6 +486,25 @@ pub struct Program {
     /// `None` in launch tables written before it existed (every step then runs `decode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_rows: Option<GraphProgram>,
+    /// The one-row `decode` table as one persistent kernel (docs/KERNELS.md "Persistent decode
+    /// step"), when codegen was asked for it (`ZAMBA2C_TUNE_PERSISTENT=1`, a measurement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_decode: Option<PersistentDecode>,
+}
+
+/// One kernel that runs every launch of the one-row `decode` table in order, with a grid-wide
+/// barrier between launches: its blocks stay resident for the whole step and walk each
+/// launch's tiles (templates/persistent_decode.cu).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentDecode {
+    /// The kernel (in [`Program::kernels`]); its parameters are `(args, ops, nops, barrier)`,
+    /// which the runtime fills from the `decode` table (not the kernel's `params` list).
+    pub kernel: String,
+    /// The `decode` table's kernels whose bodies it contains, in the order of its switch:
+    /// launch `l` of the table runs member `members.index(launches[l].kernel)`.
+    pub members: Vec<String>,
+    /// Threads of a block (every member's body runs with this many).
+    pub block: u32,
 }
 
 impl Program {

@@ -671,6 +671,71 @@ fn batch_invariant(gpu: &CudaEngine) -> bool {
 }
 
 /// Bad calls of the slots API are refused with an error, not a crash or a corrupted state.
+/// The one-row decode step through the persistent kernel (docs/KERNELS.md "Persistent decode
+/// step"; every launch of the `decode` table in one kernel, a grid barrier between launches)
+/// gives the CPU's logits within the module's tolerance, as the launch-by-launch engine does,
+/// in slot 0 and in slot 2 of three, and again after a reset.
+#[test]
+fn the_persistent_decode_step_matches_the_cpu_and_the_launches() {
+    let mut ran = 0;
+    for (name, m) in modules() {
+        let program = zamba2c_codegen::build_program_with(
+            &m,
+            &zamba2c_codegen::BuildOptions {
+                persistent_decode: true,
+            },
+        )
+        .expect("program");
+        if program.persistent_decode.is_none() || m.batch_invariant {
+            // -O0 tables have kernels it does not hold; an invariant plan decodes on decode_rows.
+            continue;
+        }
+        let v = m.config.vocab_size;
+        let s = Seq {
+            prompt: prompt(13, 2, v),
+            gen: 6,
+            arrives: 0,
+        };
+        let ctx = s.prompt.len() + s.gen + 1;
+        let mut cpu = CpuEngine::from_parts(m.clone(), CpuWeights::dummy(&m, SEED));
+        cpu.set_max_context(ctx);
+        let want = reference(&mut cpu, &s);
+        let tol = module_tolerance(&m);
+        let store = WeightStore::dummy(SEED, &m);
+        let opts = CudaOptions {
+            max_batch: 3,
+            prompt_chunk: 8,
+            ..CudaOptions::new(ctx)
+        };
+        let mut gpu = CudaEngine::from_program(&m, &store, program, opts)
+            .unwrap_or_else(|e| panic!("{name}: loading on the GPU: {e}"));
+        assert!(gpu.runs_persistent(), "{name}");
+        let mut launches = load(&m, 3, ctx, 8);
+        assert!(!launches.runs_persistent(), "{name}");
+        for slot in [0, 2, 0] {
+            for e in [&mut gpu, &mut launches] {
+                BatchEngine::reset(e, slot).expect("reset");
+                BatchEngine::prefill(e, slot, &s.prompt).expect("prefill");
+            }
+            let mut worst = 0f32;
+            for (i, &t) in want.tokens.iter().enumerate() {
+                let got = BatchEngine::decode(&mut gpu, &[(slot, t)]).expect("decode");
+                let alone = BatchEngine::decode(&mut launches, &[(slot, t)]).expect("decode");
+                let d = rel_diff(&got, &want.logits[i + 1]);
+                let dl = rel_diff(&got, &alone);
+                worst = worst.max(d);
+                assert!(
+                    d <= tol && dl <= tol,
+                    "{name}: slot {slot}, step {i}: {d:e} from the CPU, {dl:e} from the launches (tolerance {tol:e})"
+                );
+            }
+            eprintln!("{name}: persistent decode, slot {slot}: worst {worst:e} from the CPU");
+        }
+        ran += 1;
+    }
+    assert!(ran >= 4, "only {ran} modules had a persistent kernel");
+}
+
 #[test]
 fn the_slots_api_refuses_bad_calls() {
     let m = lower(&config(json!({})), DType::F32);

@@ -3,7 +3,7 @@
 //! waiting for its GPU measurement cannot rot: the register-staged prompt attention, the
 //! whole-head `mamba_step` of decode_rows and decode_rows' split-K GEMM (thread-block
 //! clusters), the chunked scan on tensor cores (3xTF32), decode_rows' linears on `linear_rows`
-//! (weights straight into tensor-core fragments). One test in this binary: the knobs
+//! (weights straight into tensor-core fragments), the persistent decode kernel. One test in this binary: the knobs
 //! are read from the environment when a program is built, and this test sets them before
 //! anything else runs.
 
@@ -285,6 +285,23 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PREFETCH");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_MIN_BLOCKS");
+    // The persistent decode kernel (every decode kernel's body in one kernel) of the 2.7B shape
+    // in bf16 and of a small f16 model with adapters.
+    for (tag, cfg, wdt) in [
+        ("persistent-bf16", &big, DType::BF16),
+        ("persistent-small-f16", &adapters, DType::F16),
+    ] {
+        std::env::set_var("ZAMBA2C_TUNE_PERSISTENT", "1");
+        let p = program(cfg, wdt, DType::F32, tag);
+        std::env::remove_var("ZAMBA2C_TUNE_PERSISTENT");
+        let pd = p.persistent_decode.as_ref().expect("a persistent kernel");
+        let k = &p.kernels[&pd.kernel];
+        jobs.push((
+            k.name.clone(),
+            k.source.clone(),
+            format!("{tag}/{}.cu", k.name),
+        ));
+    }
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
@@ -303,6 +320,13 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             );
         }
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
+        if name == "z2c_persistent_decode" {
+            // The grid barrier's atomics, and every member's body behind a call.
+            assert!(
+                ptx.contains("atom.global.add.u32") && ptx.contains("call"),
+                "{name}"
+            );
+        }
         if source.contains("prefetch_l2(reinterpret_cast") {
             assert!(ptx.contains("prefetch.global.L2"), "{name}");
         }

@@ -37,10 +37,14 @@ use zamba2c_ir::kernel::{
 use super::nvrtc;
 use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
+mod persistent;
+
 use super::blas::{Blas, GemmPtrs};
 use super::graph::{DecodeGraphs, StepKey, StepMode};
 use crate::batch::{BatchEngine, SlotId};
 use crate::{Engine, RuntimeError, Tensor};
+use persistent::PersistentStep;
+pub use persistent::NO_PERSISTENT_ENV;
 
 /// Called with every node's output during an observed run.
 pub type NodeObserver<'a> = dyn FnMut(NodeIndex, &Tensor) + 'a;
@@ -232,6 +236,9 @@ pub struct CudaEngine {
     /// cuBLASLt for the launches marked as library GEMMs, when it loaded (docs/KERNELS.md
     /// "Library GEMMs"); `None` runs every launch's kernel.
     blas: Option<Blas>,
+    /// The plan's persistent kernel for one-row decode steps, when it has one (and it is not
+    /// turned off: `ZAMBA2C_NO_PERSISTENT`).
+    persistent: Option<PersistentStep>,
 }
 
 impl CudaEngine {
@@ -393,7 +400,7 @@ impl CudaEngine {
         stream.synchronize().map_err(dev)?;
         // A `compile --batch-invariant` plan fixes it (every step on `decode_rows`).
         let rows_from = rows_mma_min(plan_rows_mma_min(module).unwrap_or(options.rows_mma_min));
-        Ok(CudaEngine {
+        let mut engine = CudaEngine {
             state_specs: module.states.clone(),
             ctx,
             stream,
@@ -421,7 +428,16 @@ impl CudaEngine {
             graphs,
             overlap,
             blas,
-        })
+            persistent: None,
+        };
+        engine.persistent = engine.persistent_step()?;
+        engine.stream.synchronize().map_err(dev)?;
+        Ok(engine)
+    }
+
+    /// Whether one-row decode steps run the plan's persistent kernel.
+    pub fn runs_persistent(&self) -> bool {
+        self.persistent.is_some()
     }
 
     /// Whether `launch` runs as a library GEMM (cuBLASLt) rather than its kernel.
@@ -898,6 +914,9 @@ impl CudaEngine {
     /// too, so `decode` and `decode_rows` never share one). The token ids and `meta` are
     /// already copied (stream-ordered before whatever this issues); the logits are read after.
     fn run_decode_launches(&mut self, id: GraphId, b: usize, t: usize) -> Result<(), RuntimeError> {
+        if let (GraphId::Decode, 1, 1, Some(p)) = (id, b, t, &self.persistent) {
+            return self.run_persistent(p);
+        }
         let key = (id, b, t);
         let n = self.table(id)?.0.launches.len();
         match self.graphs.mode(key) {

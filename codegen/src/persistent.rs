@@ -1,0 +1,108 @@
+//! The one-row decode step as one persistent kernel (docs/KERNELS.md "Persistent decode step";
+//! templates/persistent_decode.cu): the `decode` table's kernels become members of one kernel
+//! whose resident blocks run every launch's tiles in order, a grid-wide barrier between launches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use zamba2c_ir::kernel::{CType, GraphProgram, Kernel, PersistentDecode};
+
+use crate::render::{PersistentMember, Renderer};
+use crate::CodegenError;
+
+/// The persistent kernel's name and its blocks' threads.
+pub const PERSISTENT_KERNEL: &str = "z2c_persistent_decode";
+const PERSISTENT_BLOCK: u32 = 256;
+
+/// The families whose bodies run unchanged as members: they index their block only through
+/// `blockIdx` (renamed in the persistent kernel) with the tile as `blockIdx.x`, use no dynamic
+/// shared memory and no cluster, and work with 256 threads (`attention_decode` with 8 warps).
+const MEMBER_FAMILIES: [&str; 4] = ["proj_gemv", "mamba_step", "attention_decode", "embedding"];
+
+/// The persistent kernel of `decode` (the one-row table) from its kernels' template contexts
+/// (`contexts`: name -> (family, context)), or why the table cannot have one.
+pub fn persistent_decode(
+    decode: &GraphProgram,
+    kernels: &BTreeMap<String, Kernel>,
+    contexts: &BTreeMap<String, (String, String)>,
+    renderer: &Renderer,
+) -> Result<Result<(Kernel, PersistentDecode), String>, CodegenError> {
+    let mut names = BTreeSet::new();
+    for l in &decode.launches {
+        let Some(k) = kernels.get(&l.kernel) else {
+            return Ok(Err(format!("kernel {} is not in the program", l.kernel)));
+        };
+        let block_ok =
+            l.block == PERSISTENT_BLOCK || (k.family == "attention_decode" && l.block == 128);
+        if l.library.is_some()
+            || l.smem != 0
+            || !block_ok
+            || !MEMBER_FAMILIES.contains(&k.family.as_str())
+        {
+            return Ok(Err(format!(
+                "launch of {} (node %{}): family {}, {} threads, {} bytes of shared memory{}",
+                l.kernel,
+                l.node,
+                k.family,
+                l.block,
+                l.smem,
+                if l.library.is_some() {
+                    ", library GEMM"
+                } else {
+                    ""
+                }
+            )));
+        }
+        names.insert(l.kernel.clone());
+    }
+    let mut members = Vec::new();
+    for name in &names {
+        let (family, context) = contexts.get(name).ok_or_else(|| CodegenError::Template {
+            template: "templates/persistent_decode.cu".into(),
+            msg: format!("no template context for {name}"),
+        })?;
+        let mut ctx: serde_json::Map<String, serde_json::Value> = serde_json::from_str(context)
+            .map_err(|e| CodegenError::Template {
+                template: format!("templates/{family}.cu"),
+                msg: e.to_string(),
+            })?;
+        ctx.insert("block".into(), PERSISTENT_BLOCK.into());
+        if family == "attention_decode" {
+            // Its warps are a template constant: 8 warps fill the 256 threads.
+            ctx.insert("nw".into(), (PERSISTENT_BLOCK / 32).into());
+        }
+        let args = kernels[name]
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p.ty {
+                CType::I32 => format!("(i32)a[{i}]"),
+                CType::ConstPtr(d) => format!("(const {}*)a[{i}]", CType::elem(d)),
+                CType::Ptr(d) => format!("({}*)a[{i}]", CType::elem(d)),
+            })
+            .collect();
+        members.push(PersistentMember {
+            name: name.clone(),
+            family: family.clone(),
+            context: serde_json::Value::Object(ctx).to_string(),
+            args,
+        });
+    }
+    // Blocks an SM (`ZAMBA2C_TUNE_PERSISTENT_MIN_BLOCKS`): 2 caps the registers at 128, which
+    // ptxas meets with next to no spilling on the 2.7B shape (175 unbounded); 3 is 80, 4 is 64.
+    let min_blocks = crate::tune("PERSISTENT_MIN_BLOCKS", 2).clamp(1, 8) as u32;
+    let source =
+        renderer.render_persistent(PERSISTENT_KERNEL, (PERSISTENT_BLOCK, min_blocks), &members)?;
+    Ok(Ok((
+        Kernel {
+            name: PERSISTENT_KERNEL.into(),
+            family: "persistent_decode".into(),
+            params: Vec::new(),
+            source,
+        },
+        PersistentDecode {
+            kernel: PERSISTENT_KERNEL.into(),
+            members: names.into_iter().collect(),
+            block: PERSISTENT_BLOCK,
+        },
+    )))
+}

@@ -1,0 +1,64 @@
+// {{ name }}: zamba2c kernel, the one-row decode step as one persistent kernel
+// (docs/KERNELS.md "Persistent decode step"). Generated from templates/persistent_decode.cu
+// around the bodies of the `decode` table's kernels: each member's body is its own kernel's
+// (the same template and context, {{ block }} threads), in a namespace of its own so their
+// typedefs do not meet. The blocks stay resident for the whole step (a cooperative launch
+// sized to the GPU): for each launch of the table, in order, they walk its grid's tiles (block
+// index (x, y, z) as the member's body sees it: `blockIdx` is renamed to a shared variable
+// inside the bodies), then meet at a grid-wide barrier, which orders the launch's writes
+// before the next launch's reads as the stream order did. The runtime passes every launch's
+// arguments in one table (`args`, 8 bytes each: device addresses, or the i32 scalars) and the
+// launches as (member, grid x, y, z, first argument) in `ops`.
+{% include "z2c_common.cuh" %}
+struct z2c_vblock_t { unsigned x, y, z; };
+// The block index of the tile being run (written by thread 0 between barriers).
+__shared__ z2c_vblock_t z2c_vb;
+{% for m in members %}
+namespace {{ m.ns }} {
+#define blockIdx z2c_vb
+{{ m.source }}
+#undef blockIdx
+// The tiles of one launch of {{ m.name }} (grid gx × gy × gz) that fall to this block.
+__device__ __noinline__ void tiles(const unsigned long long* a, unsigned gx, unsigned gy, unsigned gz) {
+  const unsigned n = gx * gy * gz;
+  for (unsigned t = blockIdx.x; t < n; t += gridDim.x) {
+    if (threadIdx.x == 0) z2c_vb = {t % gx, (t / gx) % gy, t / (gx * gy)};
+    __syncthreads();
+    {{ m.name }}_body(t % gx{% for a in m.args %}, {{ a }}{% endfor %});
+    __syncthreads();  // the body's shared memory and z2c_vb are reused by the next tile
+  }
+}
+}  // namespace {{ m.ns }}
+{% endfor %}
+// Grid-wide barrier: every block's writes before it are visible to every block after it
+// (bar[0] counts arrivals, bar[1] is the generation; both persist across steps).
+__device__ __forceinline__ void z2c_grid_sync(unsigned* bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned* gen = bar + 1;
+    const unsigned g = *gen;
+    __threadfence();
+    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+      bar[0] = 0;
+      __threadfence();
+      atomicAdd(bar + 1, 1u);
+    } else {
+      while (*gen == g) __nanosleep(20);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// At least {{ min_blocks }} block(s) an SM: the members' own kernels run at 40-48 registers (118 for
+// attention), but one kernel holds registers for its widest member; ptxas caps them to fit.
+extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ name }}(const unsigned long long* __restrict__ args, const unsigned* __restrict__ ops, int nops, unsigned* bar) {
+  for (int i = 0; i < nops; ++i) {
+    const unsigned* o = ops + 5 * i;
+    switch (o[0]) {
+{% for m in members %}      case {{ loop.index0 }}: {{ m.ns }}::tiles(args + o[4], o[1], o[2], o[3]); break;
+{% endfor %}      default: break;
+    }
+    if (i + 1 < nops) z2c_grid_sync(bar);
+  }
+}
