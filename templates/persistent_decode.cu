@@ -8,7 +8,8 @@
 // inside the bodies), then meet at a grid-wide barrier, which orders the launch's writes
 // before the next launch's reads as the stream order did. The runtime passes every launch's
 // arguments in one table (`args`, 8 bytes each: device addresses, or the i32 scalars) and the
-// launches as (member, grid x, y, z, first argument) in `ops`.
+// launches in `ops` as (member, grid x, y, z, first argument, the argument of the weight its
+// tiles stream in order or ~0, that weight's bytes a tile).
 {% include "z2c_common.cuh" %}
 struct z2c_vblock_t { unsigned x, y, z; };
 // The block index of the tile being run (written by thread 0 between barriers).
@@ -53,12 +54,23 @@ __device__ __forceinline__ void z2c_grid_sync(unsigned* bar) {
 // At least {{ min_blocks }} block(s) an SM: the members' own kernels run at 40-48 registers (118 for
 // attention), but one kernel holds registers for its widest member; ptxas caps them to fit.
 extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ name }}(const unsigned long long* __restrict__ args, const unsigned* __restrict__ ops, int nops, unsigned* bar) {
+  constexpr int OPW = 7;
   for (int i = 0; i < nops; ++i) {
-    const unsigned* o = ops + 5 * i;
+    const unsigned* o = ops + OPW * i;
     switch (o[0]) {
 {% for m in members %}      case {{ loop.index0 }}: {{ m.ns }}::tiles(args + o[4], o[1], o[2], o[3]); break;
 {% endfor %}      default: break;
     }
-    if (i + 1 < nops) z2c_grid_sync(bar);
+    if (i + 1 < nops) {
+{% if prefetch > 0 %}      // Done with this launch: ask L2 for the start of this block's first tile of the next
+      // one while the others finish ({{ prefetch }} bytes at most), so HBM keeps streaming through the barrier.
+      const unsigned* nx = o + OPW;
+      if (nx[5] != 0xffffffffu && blockIdx.x < nx[1] * nx[2] * nx[3]) {
+        const char* w = reinterpret_cast<const char*>(args[nx[4] + nx[5]]) + (unsigned long long)blockIdx.x * nx[6];
+        const unsigned bytes = min(nx[6], {{ prefetch }}u);
+        for (unsigned off = threadIdx.x * 128u; off < bytes; off += blockDim.x * 128u) prefetch_l2(w + off);
+      }
+{% endif %}      z2c_grid_sync(bar);
+    }
   }
 }

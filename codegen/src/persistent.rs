@@ -55,7 +55,20 @@ pub fn persistent_decode(
         names.insert(l.kernel.clone());
     }
     let mut members = Vec::new();
+    let mut prefetch_param = Vec::new();
     for name in &names {
+        // A projection with one weight matrix: its tiles are consecutive row blocks of it.
+        let params = &kernels[name].params;
+        let weights: Vec<usize> = (0..params.len())
+            .filter(|&i| {
+                let n = &params[i].name;
+                n.len() > 1 && n.starts_with('w') && n[1..].bytes().all(|b| b.is_ascii_digit())
+            })
+            .collect();
+        prefetch_param.push(match (kernels[name].family.as_str(), weights.as_slice()) {
+            ("proj_gemv", [w]) => Some(*w as u32),
+            _ => None,
+        });
         let (family, context) = contexts.get(name).ok_or_else(|| CodegenError::Template {
             template: "templates/persistent_decode.cu".into(),
             msg: format!("no template context for {name}"),
@@ -90,8 +103,14 @@ pub fn persistent_decode(
     // Blocks an SM (`ZAMBA2C_TUNE_PERSISTENT_MIN_BLOCKS`): 2 caps the registers at 128, which
     // ptxas meets with next to no spilling on the 2.7B shape (175 unbounded); 3 is 80, 4 is 64.
     let min_blocks = crate::tune("PERSISTENT_MIN_BLOCKS", 2).clamp(1, 8) as u32;
-    let source =
-        renderer.render_persistent(PERSISTENT_KERNEL, (PERSISTENT_BLOCK, min_blocks), &members)?;
+    // Bytes of the next launch's weights a block asks L2 for before each barrier
+    // (`ZAMBA2C_TUNE_PERSISTENT_PREFETCH`, 0: none; a measurement).
+    let prefetch = crate::tune("PERSISTENT_PREFETCH", 0) as u32;
+    let source = renderer.render_persistent(
+        PERSISTENT_KERNEL,
+        (PERSISTENT_BLOCK, min_blocks, prefetch),
+        &members,
+    )?;
     Ok(Ok((
         Kernel {
             name: PERSISTENT_KERNEL.into(),
@@ -103,6 +122,7 @@ pub fn persistent_decode(
             kernel: PERSISTENT_KERNEL.into(),
             members: names.into_iter().collect(),
             block: PERSISTENT_BLOCK,
+            prefetch_param,
         },
     )))
 }

@@ -203,12 +203,13 @@ pub struct PersistentMember {
 }
 
 impl Renderer {
-    /// The persistent decode kernel `name` of `block` threads, at least `min_blocks` an SM, around
+    /// The persistent decode kernel `name` of `block` threads, at least `min_blocks` an SM, asking
+    /// L2 for up to `prefetch` bytes of the next launch's weights before each barrier, around
     /// `members`' bodies.
     pub fn render_persistent(
         &self,
         name: &str,
-        (block, min_blocks): (u32, u32),
+        (block, min_blocks, prefetch): (u32, u32, u32),
         members: &[PersistentMember],
     ) -> Result<String, CodegenError> {
         let err = |template: &str, msg: String| CodegenError::Template {
@@ -241,6 +242,7 @@ impl Renderer {
         ctx.insert("name", name);
         ctx.insert("block", &block);
         ctx.insert("min_blocks", &min_blocks);
+        ctx.insert("prefetch", &prefetch);
         ctx.insert("members", &rendered);
         ctx.insert("in_persistent", &false);
         self.tera

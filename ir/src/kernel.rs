@@ -505,6 +505,12 @@ pub struct PersistentDecode {
     pub members: Vec<String>,
     /// Threads of a block (every member's body runs with this many).
     pub block: u32,
+    /// Per member, the parameter holding the one weight matrix its tiles stream in order
+    /// (tile t reads that weight's t-th slice of `weight bytes / tiles`), if it has one: before
+    /// the barrier ahead of such a launch, each block asks L2 for the start of its first
+    /// tile's slice (up to the kernel's prefetch budget).
+    #[serde(default)]
+    pub prefetch_param: Vec<Option<u32>>,
 }
 
 impl Program {

@@ -291,11 +291,18 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         ("persistent-bf16", &big, DType::BF16),
         ("persistent-small-f16", &adapters, DType::F16),
     ] {
+        // The small one also asks L2 for the next launch's weights before each barrier.
+        let prefetch = tag.contains("small");
         std::env::set_var("ZAMBA2C_TUNE_PERSISTENT", "1");
+        if prefetch {
+            std::env::set_var("ZAMBA2C_TUNE_PERSISTENT_PREFETCH", "65536");
+        }
         let p = program(cfg, wdt, DType::F32, tag);
         std::env::remove_var("ZAMBA2C_TUNE_PERSISTENT");
+        std::env::remove_var("ZAMBA2C_TUNE_PERSISTENT_PREFETCH");
         let pd = p.persistent_decode.as_ref().expect("a persistent kernel");
         let k = &p.kernels[&pd.kernel];
+        assert_eq!(k.source.contains("prefetch_l2(w + off)"), prefetch, "{tag}");
         jobs.push((
             k.name.clone(),
             k.source.clone(),

@@ -16,8 +16,9 @@ use crate::RuntimeError;
 /// has a persistent kernel (for A/B measurements): anything but `""` or `"0"`.
 pub const NO_PERSISTENT_ENV: &str = "ZAMBA2C_NO_PERSISTENT";
 
-/// Words of one op: member, grid x, y, z, index of its first argument.
-const OP_WORDS: usize = 5;
+/// Words of one op: member, grid x, y, z, index of its first argument, the parameter of the
+/// weight its tiles stream (`u32::MAX`: none) and that weight's bytes a tile.
+const OP_WORDS: usize = 7;
 
 /// A plan's persistent decode kernel, loaded with its tables.
 pub(super) struct PersistentStep {
@@ -73,7 +74,18 @@ impl CudaEngine {
                 });
             }
             let (gx, gy, gz) = l.grid(1, 1);
-            ops.extend([member as u32, gx, gy, gz, first]);
+            let prefetch = pd.prefetch_param.get(member).copied().flatten();
+            let tile_bytes =
+                (l.cost.weight_bytes / u64::from((gx * gy * gz).max(1))).min(u64::from(u32::MAX));
+            ops.extend([
+                member as u32,
+                gx,
+                gy,
+                gz,
+                first,
+                prefetch.unwrap_or(u32::MAX),
+                tile_bytes as u32,
+            ]);
         }
         let nops = i32::try_from(gp.launches.len()).map_err(|_| bad("too many launches".into()))?;
         let per_sm = f
