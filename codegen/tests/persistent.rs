@@ -146,3 +146,50 @@ fn the_persistent_kernel_holds_every_decode_kernel_and_changes_no_table() {
         assert!(!plain_json.contains("persistent"), "{name}");
     }
 }
+
+/// A launch table read from disk is checked before the runtime builds the kernel's tables: a
+/// persistent entry naming a kernel or member that is not there, a prefetch parameter that is
+/// not a pointer of its member, or a table launch outside its members is refused.
+#[test]
+fn a_bad_persistent_entry_is_refused_by_validate() {
+    let (_, m) = modules().pop().expect("a module");
+    let p = with_persistent(&m);
+    p.validate(&m).expect("the program is valid");
+    let refused = |f: &dyn Fn(&mut Program), what: &str| {
+        let mut q = p.clone();
+        f(&mut q);
+        let e = q.validate(&m).expect_err(what);
+        assert!(e.starts_with("persistent decode kernel: "), "{what}: {e}");
+    };
+    let pd = |q: &mut Program| q.persistent_decode.as_mut().expect("persistent").clone();
+    refused(
+        &|q| q.persistent_decode.as_mut().expect("pd").kernel = "z2c_nothing".into(),
+        "kernel",
+    );
+    refused(
+        &|q| {
+            let mut d = pd(q);
+            d.members.pop();
+            d.prefetch_param.pop();
+            q.persistent_decode = Some(d);
+        },
+        "a member missing",
+    );
+    refused(
+        &|q| {
+            let mut d = pd(q);
+            let i = d
+                .prefetch_param
+                .iter()
+                .position(|p| p.is_some())
+                .expect("a prefetch");
+            d.prefetch_param[i] = Some(999);
+            q.persistent_decode = Some(d);
+        },
+        "prefetch parameter",
+    );
+    refused(
+        &|q| q.persistent_decode.as_mut().expect("pd").block = 100,
+        "block",
+    );
+}

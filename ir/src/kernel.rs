@@ -787,6 +787,38 @@ impl Program {
                 }
             }
         }
+        if let Some(pd) = &self.persistent_decode {
+            let ctx = |msg: String| format!("persistent decode kernel: {msg}");
+            if !self.kernels.contains_key(&pd.kernel) {
+                return Err(ctx(format!("kernel {} is not in the program", pd.kernel)));
+            }
+            if pd.block == 0 || pd.block > 1024 || pd.block % 32 != 0 {
+                return Err(ctx(format!("{} threads a block", pd.block)));
+            }
+            if pd.members.len() > u32::MAX as usize
+                || !(pd.prefetch_param.is_empty() || pd.prefetch_param.len() == pd.members.len())
+            {
+                return Err(ctx("members and their prefetch parameters disagree".into()));
+            }
+            for (i, m) in pd.members.iter().enumerate() {
+                let Some(k) = self.kernels.get(m) else {
+                    return Err(ctx(format!("member {m} is not in the program")));
+                };
+                if let Some(Some(p)) = pd.prefetch_param.get(i) {
+                    if !k.params.get(*p as usize).is_some_and(|p| p.ty.is_ptr()) {
+                        return Err(ctx(format!("member {m}: prefetch parameter {p}")));
+                    }
+                }
+            }
+            if let Some(l) = self
+                .decode
+                .launches
+                .iter()
+                .find(|l| !pd.members.contains(&l.kernel))
+            {
+                return Err(ctx(format!("{} is not one of its members", l.kernel)));
+            }
+        }
         Ok(())
     }
 }
