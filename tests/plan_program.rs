@@ -127,3 +127,51 @@ fn a_batch_invariant_plan_says_so() {
         );
     }
 }
+
+/// A plan compiled with the persistent decode step (`ZAMBA2C_TUNE_PERSISTENT=1`, docs/KERNELS.md
+/// "Persistent decode step") carries its kernel and says so in `inspect` (text and JSON); a
+/// default plan does neither.
+#[test]
+fn a_persistent_decode_plan_says_so() {
+    let model = fixture_models().pop().expect("a fixture");
+    let tmp = tempfile::tempdir().unwrap();
+    for persistent in [true, false] {
+        let plan_dir = tmp.path().join(format!("plan-{persistent}"));
+        let p = plan_dir.to_str().unwrap();
+        let out = std::process::Command::new(common::zamba2c_bin())
+            .args([
+                "compile",
+                model.to_str().unwrap(),
+                "-o",
+                p,
+                "--dtype",
+                "bf16",
+            ])
+            .env(
+                "ZAMBA2C_TUNE_PERSISTENT",
+                if persistent { "1" } else { "0" },
+            )
+            .output()
+            .expect("spawn zamba2c");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plan = Plan::open(&plan_dir).expect("plan opens");
+        let program = zamba2c_runtime::cuda::engine::read_program(&plan).expect("program reads");
+        assert_eq!(program.persistent_decode.is_some(), persistent);
+        assert_eq!(
+            plan_dir.join("kernels/z2c_persistent_decode.cu").exists(),
+            persistent
+        );
+        let text = zamba2c_ok(&["inspect", p]);
+        assert_eq!(text.contains("one persistent kernel"), persistent, "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&zamba2c_ok(&["inspect", p, "--format", "json"])).expect("json");
+        assert_eq!(
+            json["program"]["persistent_decode"]["kernel"] == "z2c_persistent_decode",
+            persistent
+        );
+    }
+}
