@@ -710,8 +710,11 @@ fn the_persistent_decode_step_matches_the_cpu_and_the_launches() {
         let mut gpu = CudaEngine::from_program(&m, &store, program, opts)
             .unwrap_or_else(|e| panic!("{name}: loading on the GPU: {e}"));
         assert!(gpu.runs_persistent(), "{name}");
+        // The reference engine runs launch by launch (unless the environment asks every plan
+        // for the persistent step: `ZAMBA2C_TUNE_PERSISTENT=1`, then both are persistent).
         let mut launches = load(&m, 3, ctx, 8);
-        assert!(!launches.runs_persistent(), "{name}");
+        let forced = std::env::var("ZAMBA2C_TUNE_PERSISTENT").is_ok_and(|v| v == "1");
+        assert_eq!(launches.runs_persistent(), forced, "{name}");
         for slot in [0, 2, 0] {
             for e in [&mut gpu, &mut launches] {
                 BatchEngine::reset(e, slot).expect("reset");
