@@ -100,9 +100,10 @@ pub fn persistent_decode(
             args,
         });
     }
-    // Blocks an SM (`ZAMBA2C_TUNE_PERSISTENT_MIN_BLOCKS`): 2 caps the registers at 128, which
-    // ptxas meets with next to no spilling on the 2.7B shape (175 unbounded); 3 is 80, 4 is 64.
-    let min_blocks = crate::tune("PERSISTENT_MIN_BLOCKS", 2).clamp(1, 8) as u32;
+    // Blocks an SM (`ZAMBA2C_TUNE_PERSISTENT_MIN_BLOCKS`): 3 caps the registers at 80, which
+    // ptxas meets on the 2.7B shape with a few bytes spilled (175 unbounded; 2: 128, 4: 64), and
+    // lets all 320 `mamba_step` tiles of a layer run in one round (396 blocks resident).
+    let min_blocks = crate::tune("PERSISTENT_MIN_BLOCKS", 3).clamp(1, 8) as u32;
     // Bytes of the next launch's weights a block asks L2 for before each barrier
     // (`ZAMBA2C_TUNE_PERSISTENT_PREFETCH`, 0: none; a measurement).
     let prefetch = crate::tune("PERSISTENT_PREFETCH", 0) as u32;

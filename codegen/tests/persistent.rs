@@ -115,7 +115,7 @@ fn the_persistent_kernel_holds_every_decode_kernel_and_changes_no_table() {
             "{name}"
         );
         assert!(
-            src.contains("__launch_bounds__(256, 2) z2c_persistent_decode("),
+            src.contains("__launch_bounds__(256, 3) z2c_persistent_decode("),
             "{name}"
         );
         // Attention bodies run with 8 warps (256 threads).

@@ -101,13 +101,14 @@ impl CudaEngine {
             );
             return Ok(None);
         }
+        let grid = persistent_grid(gp, sms * per_sm);
         let args_d = self.stream.clone_htod(&args).map_err(dev)?;
         let ops_d = self.stream.clone_htod(&ops).map_err(dev)?;
         let barrier = self.stream.alloc_zeros::<u32>(2).map_err(dev)?;
         tracing::info!(
-            "persistent decode kernel: {} launches, {} blocks of {} ({} an SM)",
+            "persistent decode kernel: {} launches, {} blocks of {} (up to {} an SM)",
             nops,
-            sms * per_sm,
+            grid,
             pd.block,
             per_sm
         );
@@ -117,7 +118,7 @@ impl CudaEngine {
             ops: ops_d,
             nops,
             barrier,
-            grid: sms * per_sm,
+            grid,
             block: pd.block,
         }))
     }
@@ -149,6 +150,88 @@ impl CudaEngine {
             )
         }
         .map_err(|e| RuntimeError::Device(format!("launching the persistent decode kernel: {e:?}")))
+    }
+}
+
+/// The environment variable that fixes the persistent kernel's block count (for measurements;
+/// at most what the GPU holds at once).
+pub const PERSISTENT_GRID_ENV: &str = "ZAMBA2C_PERSISTENT_GRID";
+
+/// A round of tiles that stream nothing still costs their latency: ~4 µs for `mamba_step`'s
+/// (docs/PERFORMANCE.md), what HBM moves in that time at 4.28 TB/s.
+const ROUND_LATENCY_BYTES: u64 = 16 << 20;
+
+/// Blocks of the persistent kernel: at most `resident` (what the GPU holds at once), at least
+/// half of it. A block runs a launch's tiles round robin, so a launch of T tiles takes
+/// ceil(T / G) rounds of one tile's time; with min(T, G) blocks sharing HBM a round of a
+/// projection moves that many tiles' weights, so its time goes as ceil(T / G) · min(T, G) / T of
+/// its bytes, and every round adds a tile's latency: the G with the least of that summed over
+/// the step is taken. (With 2 blocks an SM of an H200, 264 blocks would run the 653 tiles of
+/// in_proj in 3 rounds where 2.47 would do, and `mamba_step`'s 320 tiles in 2.)
+fn persistent_grid(gp: &GraphProgram, resident: u32) -> u32 {
+    if let Some(g) = std::env::var(PERSISTENT_GRID_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&g| g > 0)
+    {
+        return g.min(resident);
+    }
+    let launches: Vec<(u64, u64)> = gp
+        .launches
+        .iter()
+        .map(|l| {
+            let (x, y, z) = l.grid(1, 1);
+            (
+                u64::from(x) * u64::from(y) * u64::from(z),
+                l.cost.weight_bytes,
+            )
+        })
+        .collect();
+    pick_grid(&launches, resident)
+}
+
+/// [`persistent_grid`]'s choice for launches of (tiles, weight bytes).
+fn pick_grid(launches: &[(u64, u64)], resident: u32) -> u32 {
+    let cost = |g: u32| -> f64 {
+        launches
+            .iter()
+            .filter(|&&(tiles, _)| tiles > 0)
+            .map(|&(tiles, bytes)| {
+                let rounds = tiles.div_ceil(u64::from(g));
+                let active = tiles.min(u64::from(g));
+                bytes as f64 * (rounds * active) as f64 / tiles as f64
+                    + (rounds * ROUND_LATENCY_BYTES) as f64
+            })
+            .sum()
+    };
+    let lo = (resident / 2).max(1);
+    (lo..=resident.max(1))
+        .rev()
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+        .unwrap_or(resident.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_grid;
+
+    /// Rounds of `tiles` over `g` blocks, against the fraction a perfect split would take.
+    fn waste(tiles: u64, g: u32) -> f64 {
+        (tiles.div_ceil(u64::from(g)) * tiles.min(u64::from(g))) as f64 / tiles as f64
+    }
+
+    #[test]
+    fn the_grid_avoids_a_last_round_of_few_tiles() {
+        // in_proj of the 2.7B shape: 653 tiles of 82 KB; 264 blocks would take 3 rounds.
+        let g = pick_grid(&[(653, 53_600_000)], 264);
+        assert!((132..=264).contains(&g), "{g}");
+        assert!(waste(653, g) < 1.05, "{g}: {}", waste(653, g));
+        assert!(waste(653, 264) > 1.15);
+        // mamba_step's 320 latency-bound tiles: one round when the GPU holds them all.
+        assert!(pick_grid(&[(320, 0)], 396) >= 320);
+        // Nothing to split: every resident block.
+        assert_eq!(pick_grid(&[], 396), 396);
+        assert_eq!(pick_grid(&[(0, 5)], 0), 1);
     }
 }
 
