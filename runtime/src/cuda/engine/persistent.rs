@@ -211,30 +211,6 @@ fn pick_grid(launches: &[(u64, u64)], resident: u32) -> u32 {
         .unwrap_or(resident.max(1))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pick_grid;
-
-    /// Rounds of `tiles` over `g` blocks, against the fraction a perfect split would take.
-    fn waste(tiles: u64, g: u32) -> f64 {
-        (tiles.div_ceil(u64::from(g)) * tiles.min(u64::from(g))) as f64 / tiles as f64
-    }
-
-    #[test]
-    fn the_grid_avoids_a_last_round_of_few_tiles() {
-        // in_proj of the 2.7B shape: 653 tiles of 82 KB; 264 blocks would take 3 rounds.
-        let g = pick_grid(&[(653, 53_600_000)], 264);
-        assert!((132..=264).contains(&g), "{g}");
-        assert!(waste(653, g) < 1.05, "{g}: {}", waste(653, g));
-        assert!(waste(653, 264) > 1.15);
-        // mamba_step's 320 latency-bound tiles: one round when the GPU holds them all.
-        assert!(pick_grid(&[(320, 0)], 396) >= 320);
-        // Nothing to split: every resident block.
-        assert_eq!(pick_grid(&[], 396), 396);
-        assert_eq!(pick_grid(&[(0, 5)], 0), 1);
-    }
-}
-
 /// Launches `f` as a cooperative kernel (`CU_LAUNCH_ATTRIBUTE_COOPERATIVE`: the driver checks
 /// that every block can be resident at once, which the kernel's grid barrier needs).
 ///
@@ -274,4 +250,28 @@ unsafe fn launch_cooperative(
         )
     }
     .result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_grid;
+
+    /// Rounds of `tiles` over `g` blocks, against the fraction a perfect split would take.
+    fn waste(tiles: u64, g: u32) -> f64 {
+        (tiles.div_ceil(u64::from(g)) * tiles.min(u64::from(g))) as f64 / tiles as f64
+    }
+
+    #[test]
+    fn the_grid_avoids_a_last_round_of_few_tiles() {
+        // in_proj of the 2.7B shape: 653 tiles of 82 KB; 264 blocks would take 3 rounds.
+        let g = pick_grid(&[(653, 53_600_000)], 264);
+        assert!((132..=264).contains(&g), "{g}");
+        assert!(waste(653, g) < 1.05, "{g}: {}", waste(653, g));
+        assert!(waste(653, 264) > 1.15);
+        // mamba_step's 320 latency-bound tiles: one round when the GPU holds them all.
+        assert!(pick_grid(&[(320, 0)], 396) >= 320);
+        // Nothing to split: every resident block.
+        assert_eq!(pick_grid(&[], 396), 396);
+        assert_eq!(pick_grid(&[(0, 5)], 0), 1);
+    }
 }
