@@ -816,7 +816,7 @@ fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape>
     if !k.is_multiple_of(8) || x.stride < planes * k || out.width != n {
         return None;
     }
-    let (wn, splits, blocks) = linear_rows_grid(n, k, planes, rows_occupancy());
+    let (wn, splits, blocks) = linear_rows_grid(n, k);
     Some(RowsShape {
         wt,
         planes,
@@ -833,8 +833,8 @@ fn rows_occupancy() -> usize {
 }
 
 /// (`wn`, cluster splits, blocks) of a `linear_rows` launch for an `n` × `k` weight
-/// ([`rows_direct_shape`] says why); `planes` and `occ` do not change it.
-fn linear_rows_grid(n: usize, k: usize, _planes: usize, _occ: usize) -> (usize, usize, usize) {
+/// ([`rows_direct_shape`] says why).
+fn linear_rows_grid(n: usize, k: usize) -> (usize, usize, usize) {
     let kc = k.div_ceil(32);
     let target = crate::tune("ROWS_BLOCKS", 264);
     let min_blocks = crate::tune("ROWS_MIN_BLOCKS", 132);

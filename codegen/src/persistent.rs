@@ -96,7 +96,7 @@ pub fn persistent_decode(
         members.push(PersistentMember {
             name: name.clone(),
             family: family.clone(),
-            context: serde_json::Value::Object(ctx).to_string(),
+            context: ctx,
             args,
         });
     }

@@ -169,25 +169,47 @@ impl Renderer {
         context: &str,
         name: &str,
     ) -> Result<String, CodegenError> {
-        let template = format!("{family}.cu");
-        let err = |msg: String| CodegenError::Template {
-            template: format!("templates/{template}"),
-            msg,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(context).map_err(|e| err(e.to_string()))?;
-        let mut ctx = Context::from_value(value).map_err(|e| err(error_chain(&e)))?;
-        ctx.insert("name", name);
-        ctx.insert("in_persistent", &false);
-        let body = self
-            .tera
-            .render(&template, &ctx)
-            .map_err(|e| err(error_chain(&e)))?;
+        let value: serde_json::Value = serde_json::from_str(context)
+            .map_err(|e| template_err(&format!("{family}.cu"), e.to_string()))?;
+        let ctx = kernel_context(family, value, name, false)?;
+        let body = self.render_file(&format!("{family}.cu"), &ctx)?;
+        // The wrapper's errors name the kernel's template, as they always have.
         let wrapper = self
             .tera
             .render("wrapper.cu", &ctx)
-            .map_err(|e| err(error_chain(&e)))?;
+            .map_err(|e| template_err(&format!("{family}.cu"), error_chain(&e)))?;
         Ok(body + &wrapper)
+    }
+
+    /// Renders template file `file` with `ctx`.
+    fn render_file(&self, file: &str, ctx: &Context) -> Result<String, CodegenError> {
+        self.tera
+            .render(file, ctx)
+            .map_err(|e| template_err(file, error_chain(&e)))
+    }
+}
+
+/// The tera context of kernel `name` of template `family` from its JSON context; inside the
+/// persistent decode kernel (`in_persistent`) the prelude leaves out the shared device header,
+/// which that kernel has once.
+fn kernel_context(
+    family: &str,
+    value: serde_json::Value,
+    name: &str,
+    in_persistent: bool,
+) -> Result<Context, CodegenError> {
+    let mut ctx = Context::from_value(value)
+        .map_err(|e| template_err(&format!("{family}.cu"), error_chain(&e)))?;
+    ctx.insert("name", name);
+    ctx.insert("in_persistent", &in_persistent);
+    Ok(ctx)
+}
+
+/// A template error naming `templates/<file>`.
+fn template_err(file: &str, msg: String) -> CodegenError {
+    CodegenError::Template {
+        template: format!("templates/{file}"),
+        msg,
     }
 }
 
@@ -197,7 +219,7 @@ pub struct PersistentMember {
     pub name: String,
     pub family: String,
     /// Its template context, with `block` already the persistent kernel's.
-    pub context: String,
+    pub context: serde_json::Map<String, serde_json::Value>,
     /// Each parameter as read from the argument table `a`: `(const float* __restrict__)a[0]`.
     pub args: Vec<String>,
 }
@@ -205,36 +227,21 @@ pub struct PersistentMember {
 impl Renderer {
     /// The persistent decode kernel `name` of `block` threads, at least `min_blocks` an SM, asking
     /// L2 for up to `prefetch` bytes of the next launch's weights before each barrier, around
-    /// `members`' bodies.
+    /// `members`' bodies (each without its `__global__` wrapper).
     pub fn render_persistent(
         &self,
         name: &str,
         (block, min_blocks, prefetch): (u32, u32, u32),
         members: &[PersistentMember],
     ) -> Result<String, CodegenError> {
-        let err = |template: &str, msg: String| CodegenError::Template {
-            template: format!("templates/{template}"),
-            msg,
-        };
         let mut rendered = Vec::new();
         for (i, m) in members.iter().enumerate() {
-            let template = format!("{}.cu", m.family);
-            let value: serde_json::Value =
-                serde_json::from_str(&m.context).map_err(|e| err(&template, e.to_string()))?;
-            let mut ctx =
-                Context::from_value(value).map_err(|e| err(&template, error_chain(&e)))?;
-            ctx.insert("name", &m.name);
-            // The prelude leaves out the shared device header (the persistent kernel has it
-            // once); no __global__ wrapper.
-            ctx.insert("in_persistent", &true);
-            let source = self
-                .tera
-                .render(&template, &ctx)
-                .map_err(|e| err(&template, error_chain(&e)))?;
+            let value = serde_json::Value::Object(m.context.clone());
+            let ctx = kernel_context(&m.family, value, &m.name, true)?;
             rendered.push(serde_json::json!({
                 "ns": format!("z2c_m{i}"),
                 "name": m.name,
-                "source": source,
+                "source": self.render_file(&format!("{}.cu", m.family), &ctx)?,
                 "args": m.args,
             }));
         }
@@ -244,10 +251,7 @@ impl Renderer {
         ctx.insert("min_blocks", &min_blocks);
         ctx.insert("prefetch", &prefetch);
         ctx.insert("members", &rendered);
-        ctx.insert("in_persistent", &false);
-        self.tera
-            .render("persistent_decode.cu", &ctx)
-            .map_err(|e| err("persistent_decode.cu", error_chain(&e)))
+        self.render_file("persistent_decode.cu", &ctx)
     }
 }
 

@@ -111,9 +111,9 @@ pub(super) fn mamba_step(
     // the 64-row step's blocks are latency-bound and 48 registers hold the SM to 5 of them (15.5
     // waves); ptxas fits 6 in 40 registers without spilling, 8 in 32 with 36 bytes spilled.
     let mut b = Builder::new("mamba_step", zx.dtype);
-    match crate::tune("STEP_MIN_BLOCKS", 0) {
-        m if ctx.gemm && m > 1 => b = b.set("min_blocks", m.min(8)),
-        _ => {}
+    let min_blocks = crate::tune("STEP_MIN_BLOCKS", 0);
+    if ctx.gemm && min_blocks > 1 {
+        b = b.set("min_blocks", min_blocks.min(8));
     }
     Ok(b.cost(cost)
         .set("pdl_inside", true)
