@@ -135,29 +135,50 @@ fn rows_mma_min(option: usize) -> usize {
     }
 }
 
-/// Launches `f` on `stream` with `(grid, block, dynamic shared bytes)`; with `overlap`, marked
-/// for programmatic stream serialization, so it may start while the previous kernel on the
-/// stream runs (its blocks wait in `griddepcontrol.wait`; stream capture keeps the relation as
-/// a programmatic graph edge).
+/// How a kernel is launched besides its grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaunchMode {
+    /// In stream order.
+    Plain,
+    /// Marked for programmatic stream serialization, so it may start while the previous kernel
+    /// on the stream runs (its blocks wait in `griddepcontrol.wait`; stream capture keeps the
+    /// relation as a programmatic graph edge).
+    Overlap,
+    /// Cooperative: the driver checks that every block can be resident at once (what a
+    /// grid-wide barrier needs; the persistent decode kernel).
+    Cooperative,
+}
+
+/// Launches `f` on `stream` with `(grid, block, dynamic shared bytes)` as `mode` says.
 ///
 /// # Safety
 /// As `cuLaunchKernel`: `f` is a loaded function, `params` holds one pointer per parameter of
 /// its C signature to a value of that type, and every device address in them stays valid until
-/// the launch completes. With `overlap`, the kernel must not touch what the previous kernel
-/// writes before its grid dependency wait (templates/z2c_common.cuh).
+/// the launch completes. With [`LaunchMode::Overlap`], the kernel must not touch what the
+/// previous kernel writes before its grid dependency wait (templates/z2c_common.cuh).
 unsafe fn launch_kernel(
     f: cudarc::driver::sys::CUfunction,
     (grid, block, smem): ((u32, u32, u32), (u32, u32, u32), u32),
     stream: cudarc::driver::sys::CUstream,
     params: &mut [*mut c_void],
-    overlap: bool,
+    mode: LaunchMode,
 ) -> Result<(), DriverError> {
     use cudarc::driver::sys;
     // SAFETY: an all-zero CUlaunchAttribute is a valid (ignored) attribute; its fields are
     // plain integers and a union of plain data.
     let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attr.value.programmaticStreamSerializationAllowed = 1;
+    match mode {
+        LaunchMode::Plain => {}
+        LaunchMode::Overlap => {
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+        }
+        LaunchMode::Cooperative => {
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+            attr.value.cooperative = 1;
+        }
+    }
     let config = sys::CUlaunchConfig {
         gridDimX: grid.0,
         gridDimY: grid.1,
@@ -168,7 +189,7 @@ unsafe fn launch_kernel(
         sharedMemBytes: smem,
         hStream: stream,
         attrs: &mut attr,
-        numAttrs: u32::from(overlap),
+        numAttrs: u32::from(mode != LaunchMode::Plain),
     };
     // SAFETY: `config` and `attr` outlive the call (the driver copies them); the caller upholds
     // the rest (see above).
@@ -431,7 +452,6 @@ impl CudaEngine {
             persistent: None,
         };
         engine.persistent = engine.persistent_step()?;
-        engine.stream.synchronize().map_err(dev)?;
         Ok(engine)
     }
 
@@ -1032,7 +1052,11 @@ impl CudaEngine {
                 (grid, (launch.block, 1, 1), launch.smem),
                 self.stream.cu_stream(),
                 &mut params,
-                self.overlap,
+                if self.overlap {
+                    LaunchMode::Overlap
+                } else {
+                    LaunchMode::Plain
+                },
             )
         }
         .map_err(|e| {

@@ -6,10 +6,9 @@
 use std::ffi::c_void;
 
 use cudarc::driver::sys;
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, DriverError};
-use zamba2c_ir::kernel::GraphProgram;
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
 
-use super::{dev, ArgValue, CudaEngine};
+use super::{dev, launch_kernel, ArgValue, CudaEngine, LaunchMode};
 use crate::RuntimeError;
 
 /// The environment variable that runs the `decode` table launch by launch even when the plan
@@ -48,23 +47,19 @@ impl CudaEngine {
             .get(&pd.kernel)
             .ok_or_else(|| bad(format!("kernel {} is not loaded", pd.kernel)))?
             .clone();
-        let gp: &GraphProgram = &self.program.decode;
+        // `Program::validate` (at load) has checked that every launch's kernel is a member and
+        // its arguments fit the kernel's parameters.
+        let gp = &self.program.decode;
         let mut args: Vec<u64> = Vec::new();
         let mut ops: Vec<u32> = Vec::with_capacity(gp.launches.len() * OP_WORDS);
+        // (tiles, weight bytes) of each launch, for the block count.
+        let mut work: Vec<(u64, u64)> = Vec::with_capacity(gp.launches.len());
         for l in &gp.launches {
             let member = pd
                 .members
                 .iter()
                 .position(|m| *m == l.kernel)
                 .ok_or_else(|| bad(format!("{} is not one of its members", l.kernel)))?;
-            let kernel = self
-                .program
-                .kernels
-                .get(&l.kernel)
-                .ok_or_else(|| bad(format!("kernel {} is not in the program", l.kernel)))?;
-            if kernel.params.len() != l.args.len() {
-                return Err(bad(format!("launch of {}: argument count", l.kernel)));
-            }
             let first = u32::try_from(args.len()).map_err(|_| bad("too many arguments".into()))?;
             for a in &l.args {
                 args.push(match self.arg_value(gp, &self.decode, a, 1, 1)? {
@@ -74,9 +69,14 @@ impl CudaEngine {
                 });
             }
             let (gx, gy, gz) = l.grid(1, 1);
+            // The kernel counts a launch's tiles in 32 bits.
+            let tiles = u64::from(gx) * u64::from(gy) * u64::from(gz);
+            if tiles > u64::from(u32::MAX) {
+                return Err(bad(format!("launch of {}: grid {gx}x{gy}x{gz}", l.kernel)));
+            }
+            work.push((tiles, l.cost.weight_bytes));
             let prefetch = pd.prefetch_param.get(member).copied().flatten();
-            let tile_bytes =
-                (l.cost.weight_bytes / u64::from((gx * gy * gz).max(1))).min(u64::from(u32::MAX));
+            let tile_bytes = (l.cost.weight_bytes / tiles.max(1)).min(u64::from(u32::MAX));
             ops.extend([
                 member as u32,
                 gx,
@@ -101,10 +101,12 @@ impl CudaEngine {
             );
             return Ok(None);
         }
-        let grid = persistent_grid(gp, sms * per_sm);
+        let grid = persistent_grid(&work, sms * per_sm);
         let args_d = self.stream.clone_htod(&args).map_err(dev)?;
         let ops_d = self.stream.clone_htod(&ops).map_err(dev)?;
         let barrier = self.stream.alloc_zeros::<u32>(2).map_err(dev)?;
+        // The host tables are dropped on return: the copies must have read them.
+        self.stream.synchronize().map_err(dev)?;
         tracing::info!(
             "persistent decode kernel: {} launches, {} blocks of {} (up to {} an SM)",
             nops,
@@ -142,11 +144,12 @@ impl CudaEngine {
         // long as the engine; the grid is the blocks the GPU holds at once (occupancy × SMs), so
         // the cooperative launch keeps every block resident for the grid barrier.
         unsafe {
-            launch_cooperative(
-                &p.f,
-                (p.grid, p.block),
+            launch_kernel(
+                p.f.cu_function(),
+                ((p.grid, 1, 1), (p.block, 1, 1), 0),
                 self.stream.cu_stream(),
                 &mut params,
+                LaunchMode::Cooperative,
             )
         }
         .map_err(|e| RuntimeError::Device(format!("launching the persistent decode kernel: {e:?}")))
@@ -168,7 +171,7 @@ const ROUND_LATENCY_BYTES: u64 = 16 << 20;
 /// its bytes, and every round adds a tile's latency: the G with the least of that summed over
 /// the step is taken. (With 2 blocks an SM of an H200, 264 blocks would run the 653 tiles of
 /// in_proj in 3 rounds where 2.47 would do, and `mamba_step`'s 320 tiles in 2.)
-fn persistent_grid(gp: &GraphProgram, resident: u32) -> u32 {
+fn persistent_grid(work: &[(u64, u64)], resident: u32) -> u32 {
     if let Some(g) = std::env::var(PERSISTENT_GRID_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
@@ -176,21 +179,10 @@ fn persistent_grid(gp: &GraphProgram, resident: u32) -> u32 {
     {
         return g.min(resident);
     }
-    let launches: Vec<(u64, u64)> = gp
-        .launches
-        .iter()
-        .map(|l| {
-            let (x, y, z) = l.grid(1, 1);
-            (
-                u64::from(x) * u64::from(y) * u64::from(z),
-                l.cost.weight_bytes,
-            )
-        })
-        .collect();
-    pick_grid(&launches, resident)
+    pick_grid(work, resident)
 }
 
-/// [`persistent_grid`]'s choice for launches of (tiles, weight bytes).
+/// [`persistent_grid`]'s choice for launches of (tiles, weight bytes) without the override.
 fn pick_grid(launches: &[(u64, u64)], resident: u32) -> u32 {
     let cost = |g: u32| -> f64 {
         launches
@@ -209,47 +201,6 @@ fn pick_grid(launches: &[(u64, u64)], resident: u32) -> u32 {
         .rev()
         .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
         .unwrap_or(resident.max(1))
-}
-
-/// Launches `f` as a cooperative kernel (`CU_LAUNCH_ATTRIBUTE_COOPERATIVE`: the driver checks
-/// that every block can be resident at once, which the kernel's grid barrier needs).
-///
-/// # Safety
-/// As `cuLaunchKernel`: `params` holds one pointer per parameter of `f`'s C signature to a
-/// value of that type, and the device addresses in them stay valid until the launch completes.
-unsafe fn launch_cooperative(
-    f: &CudaFunction,
-    (grid, block): (u32, u32),
-    stream: sys::CUstream,
-    params: &mut [*mut c_void],
-) -> Result<(), DriverError> {
-    // SAFETY: an all-zero CUlaunchAttribute is a valid attribute of plain data.
-    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
-    attr.value.cooperative = 1;
-    let config = sys::CUlaunchConfig {
-        gridDimX: grid,
-        gridDimY: 1,
-        gridDimZ: 1,
-        blockDimX: block,
-        blockDimY: 1,
-        blockDimZ: 1,
-        sharedMemBytes: 0,
-        hStream: stream,
-        attrs: &mut attr,
-        numAttrs: 1,
-    };
-    // SAFETY: `config` and `attr` outlive the call (the driver copies them); the caller upholds
-    // the rest.
-    unsafe {
-        sys::cuLaunchKernelEx(
-            &config,
-            f.cu_function(),
-            params.as_mut_ptr(),
-            std::ptr::null_mut(),
-        )
-    }
-    .result()
 }
 
 #[cfg(test)]
