@@ -142,12 +142,13 @@ fi
 # Codegen knob variants on the dummy-weights 2.7B plan: TTFT, and decode ms per token (64
 # tokens after the 512-token prompt, 8 after 2048) (VARIANTS="MMA_NARROW_BM=32 ..."), beside the
 # default plan's, measured once.
-gen_for() { if [ "$1" = 512 ]; then echo 64; else echo 8; fi; }
+variant_line() {  # label, plan, prompt length
+  local gen=8; [ "$3" = 512 ] && gen=64
+  timeout $(tmo 60) "$Z" bench "$2" --device cuda --prompt-len "$3" --gen-len $gen --json 2>/dev/null | tail -1 \
+    | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('$1 prompt $3 ttft_ms', round(b['ttft_ms'],2), 'decode_ms', round(b['decode_ms_per_token'],4))"
+}
 if [ -n "${VARIANTS:-}" ]; then
-  for pl in 512 2048; do
-    timeout $(tmo 60) "$Z" bench "$M" --device cuda --prompt-len $pl --gen-len $(gen_for $pl) --json 2>/dev/null | tail -1 \
-      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('default prompt $pl ttft_ms', round(b['ttft_ms'],2), 'decode_ms', round(b['decode_ms_per_token'],4))"
-  done
+  for pl in 512 2048; do variant_line default "$M" $pl; done
 fi
 # The dummy-weights 2.7B plan compiled with codegen knobs KNOB=V[,KNOB2=V2...] (ZAMBA2C_TUNE_KNOB)
 # into $2.
@@ -161,10 +162,7 @@ variant_plan() {
 for v in ${VARIANTS:-}; do
   d=/tmp/var-${v//=/-}
   variant_plan "$v" "$d" || { rc=1; continue; }
-  for pl in 512 2048; do
-    timeout $(tmo 60) "$Z" bench "$d" --device cuda --prompt-len $pl --gen-len $(gen_for $pl) --json 2>/dev/null | tail -1 \
-      | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('variant $v prompt $pl ttft_ms', round(b['ttft_ms'],2), 'decode_ms', round(b['decode_ms_per_token'],4))"
-  done
+  for pl in 512 2048; do variant_line "variant $v" "$d" $pl; done
 done
 # Codegen knob variants on batched decode (BATCH_VARIANTS="STACK_SPLIT=2 ..."): `bench --batch`
 # at B in VARIANT_BATCHES (default 64; every prompt prefilled first, so each step runs all B
