@@ -31,15 +31,28 @@ __device__ __noinline__ void tiles(const unsigned long long* a, unsigned gx, uns
 }
 }  // namespace {{ m.ns }}
 {% endfor %}
+// The GPU's nanosecond clock (for the trace).
+__device__ __forceinline__ unsigned long long z2c_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 // Grid-wide barrier: every block's writes before it are visible to every block after it
-// (bar[0] counts arrivals, bar[1] is the generation; both persist across steps).
-__device__ __forceinline__ void z2c_grid_sync(unsigned* bar) {
+// (bar[0] counts arrivals, bar[1] is the generation; both persist across steps). With a trace
+// (`tr`, the runtime's ZAMBA2C_PERSISTENT_TRACE): the first and the last block's arrival and
+// block 0's exit, in ns, so a launch's work, its spread over the blocks and the barrier's own
+// cost can be told apart.
+__device__ __forceinline__ void z2c_grid_sync(unsigned* bar, unsigned long long* tr) {
   __syncthreads();
   if (threadIdx.x == 0) {
     volatile unsigned* gen = bar + 1;
     const unsigned g = *gen;
     __threadfence();
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+    const unsigned arrived = atomicAdd(bar, 1u);
+    if (tr != nullptr && arrived == 0) tr[0] = z2c_now();
+    if (arrived == gridDim.x - 1) {
+      if (tr != nullptr) tr[1] = z2c_now();
       bar[0] = 0;
       __threadfence();
       atomicAdd(bar + 1, 1u);
@@ -47,6 +60,7 @@ __device__ __forceinline__ void z2c_grid_sync(unsigned* bar) {
       while (*gen == g) __nanosleep(20);
     }
     __threadfence();
+    if (tr != nullptr && blockIdx.x == 0) tr[2] = z2c_now();
   }
   __syncthreads();
 }
@@ -55,6 +69,9 @@ __device__ __forceinline__ void z2c_grid_sync(unsigned* bar) {
 // attention), but one kernel holds registers for its widest member; ptxas caps them to fit.
 extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ name }}(const unsigned long long* __restrict__ args, const unsigned* __restrict__ ops, int nops, unsigned* bar) {
   constexpr int OPW = 7;
+  // bar[2] != 0: trace the step into bar[4..] (u64: the start, then three times a launch).
+  unsigned long long* tr = bar[2] != 0 ? reinterpret_cast<unsigned long long*>(bar + 4) : nullptr;
+  if (tr != nullptr && blockIdx.x == 0 && threadIdx.x == 0) tr[0] = z2c_now();
   for (int i = 0; i < nops; ++i) {
     const unsigned* o = ops + OPW * i;
     switch (o[0]) {
@@ -70,7 +87,9 @@ extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ n
         const unsigned bytes = min(nx[6], {{ prefetch }}u);
         for (unsigned off = threadIdx.x * 128u; off < bytes; off += blockDim.x * 128u) prefetch_l2(w + off);
       }
-{% endif %}      z2c_grid_sync(bar);
+{% endif %}      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr);
+    } else if (tr != nullptr) {
+      z2c_grid_sync(bar, tr + 1 + 3 * i);  // the last launch's end, traced
     }
   }
 }

@@ -707,6 +707,7 @@ fn the_persistent_decode_step_matches_the_cpu_and_the_launches() {
             prompt_chunk: 8,
             ..CudaOptions::new(ctx)
         };
+        let decode_launches = program.decode.launches.len();
         let mut gpu = CudaEngine::from_program(&m, &store, program, opts)
             .unwrap_or_else(|e| panic!("{name}: loading on the GPU: {e}"));
         assert!(gpu.runs_persistent(), "{name}");
@@ -733,6 +734,25 @@ fn the_persistent_decode_step_matches_the_cpu_and_the_launches() {
                 );
             }
             eprintln!("{name}: persistent decode, slot {slot}: worst {worst:e} from the CPU");
+        }
+        // With ZAMBA2C_PERSISTENT_TRACE set (a run variant), the last step's trace: one entry
+        // a launch, times that add up inside the step.
+        if let Some(path) = std::env::var_os("ZAMBA2C_PERSISTENT_TRACE") {
+            let t: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("trace")).expect("json");
+            let ops = t["launches"].as_array().expect("launches");
+            let n = decode_launches;
+            assert_eq!(ops.len(), n, "{name}: traced launches");
+            let step = t["step_us"].as_f64().expect("step_us");
+            let sum: f64 = ops
+                .iter()
+                .map(|o| o["work_us"].as_f64().unwrap() + o["barrier_us"].as_f64().unwrap())
+                .sum();
+            assert!(
+                step > 0.0 && (sum - step).abs() <= 1e-3 * step.max(1.0),
+                "{name}: {sum} of {step} us"
+            );
+            eprintln!("{name}: traced step {step:.1} us over {n} launches");
         }
         ran += 1;
     }

@@ -15,6 +15,15 @@ use crate::RuntimeError;
 /// has a persistent kernel (for A/B measurements): anything but `""` or `"0"`.
 pub const NO_PERSISTENT_ENV: &str = "ZAMBA2C_NO_PERSISTENT";
 
+/// The environment variable naming a JSON file that receives the trace of the last persistent
+/// step (each launch's work, its spread over the blocks and the grid barrier's cost, from the
+/// GPU's nanosecond clock; every step then waits for the GPU: for measurements only).
+pub const PERSISTENT_TRACE_ENV: &str = "ZAMBA2C_PERSISTENT_TRACE";
+
+/// u32 words ahead of the trace in the barrier buffer: arrivals, generation, the trace flag and
+/// padding to 8 bytes (templates/persistent_decode.cu).
+const BARRIER_WORDS: usize = 4;
+
 /// Words of one op: member, grid x, y, z, index of its first argument, the parameter of the
 /// weight its tiles stream (`u32::MAX`: none) and that weight's bytes a tile.
 const OP_WORDS: usize = 7;
@@ -25,8 +34,13 @@ pub(super) struct PersistentStep {
     args: CudaSlice<u64>,
     ops: CudaSlice<u32>,
     nops: i32,
-    /// The grid barrier's arrival count and generation (zero at start, count zero after a step).
+    /// The grid barrier's arrival count and generation (zero at start, count zero after a step),
+    /// the trace flag, then the trace: u64 start, and (first arrival, last arrival, block 0's
+    /// exit) a launch.
     barrier: CudaSlice<u32>,
+    /// Where the trace of the last step goes (`ZAMBA2C_PERSISTENT_TRACE`), with each launch's
+    /// kernel name and tiles.
+    trace: Option<(std::path::PathBuf, Vec<(String, u64)>)>,
     grid: u32,
     block: u32,
 }
@@ -104,7 +118,18 @@ impl CudaEngine {
         let grid = persistent_grid(&work, sms * per_sm);
         let args_d = self.stream.clone_htod(&args).map_err(dev)?;
         let ops_d = self.stream.clone_htod(&ops).map_err(dev)?;
-        let barrier = self.stream.alloc_zeros::<u32>(2).map_err(dev)?;
+        let trace = std::env::var_os(PERSISTENT_TRACE_ENV)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let names = gp.launches.iter().zip(&work);
+                (
+                    p.into(),
+                    names.map(|(l, w)| (l.kernel.clone(), w.0)).collect(),
+                )
+            });
+        let mut words = vec![0u32; BARRIER_WORDS + 2 * (1 + 3 * gp.launches.len())];
+        words[2] = u32::from(trace.is_some());
+        let barrier = self.stream.clone_htod(&words).map_err(dev)?;
         // The host tables are dropped on return: the copies must have read them.
         self.stream.synchronize().map_err(dev)?;
         tracing::info!(
@@ -120,6 +145,7 @@ impl CudaEngine {
             ops: ops_d,
             nops,
             barrier,
+            trace,
             grid,
             block: pd.block,
         }))
@@ -152,7 +178,54 @@ impl CudaEngine {
                 LaunchMode::Cooperative,
             )
         }
-        .map_err(|e| RuntimeError::Device(format!("launching the persistent decode kernel: {e:?}")))
+        .map_err(|e| {
+            RuntimeError::Device(format!("launching the persistent decode kernel: {e:?}"))
+        })?;
+        if let Some((path, launches)) = &p.trace {
+            self.write_persistent_trace(p, path, launches)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the step and writes its trace (see [`PERSISTENT_TRACE_ENV`]): per launch, in
+    /// µs, `work` from block 0 leaving the previous barrier to the last block's arrival,
+    /// `spread` between the first and the last arrival, `barrier` from the last arrival to block
+    /// 0 leaving.
+    fn write_persistent_trace(
+        &self,
+        p: &PersistentStep,
+        path: &std::path::Path,
+        launches: &[(String, u64)],
+    ) -> Result<(), RuntimeError> {
+        let words = self.stream.clone_dtoh(&p.barrier).map_err(dev)?;
+        let t: Vec<u64> = words[BARRIER_WORDS..]
+            .chunks_exact(2)
+            .map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32))
+            .collect();
+        let us = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e3;
+        let mut prev = t[0];
+        let ops: Vec<serde_json::Value> = launches
+            .iter()
+            .enumerate()
+            .map(|(i, (kernel, tiles))| {
+                let (first, last, exit) = (t[1 + 3 * i], t[2 + 3 * i], t[3 + 3 * i]);
+                let op = serde_json::json!({
+                    "kernel": kernel, "tiles": tiles, "work_us": us(prev, last),
+                    "spread_us": us(first, last), "barrier_us": us(last, exit),
+                });
+                prev = exit;
+                op
+            })
+            .collect();
+        let step = serde_json::json!({
+            "grid": p.grid, "block": p.block, "step_us": us(t[0], prev), "launches": ops,
+        });
+        std::fs::write(path, step.to_string()).map_err(|e| {
+            RuntimeError::Input(format!(
+                "{}: writing the persistent trace: {e}",
+                path.display()
+            ))
+        })
     }
 }
 
