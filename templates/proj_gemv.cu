@@ -44,6 +44,9 @@
       if (c < {{ segs[0].len }} / {{ vec }})
         wpre[u][i] = *reinterpret_cast<const uint4*>(wrow[i] + {{ segs[0].wcol }} + c * {{ vec }});
   }
+{% endif %}{% if early_trigger %}  // ZAMBA2C_TUNE_GEMV_EARLY_TRIGGER (a measurement): the next launch may come in now, its
+  // blocks loading their own first weights while this one streams.
+  z2c_launch_dependents();
 {% endif %}  z2c_grid_wait();
   // Rows go in groups of R = {{ rg }}: each weight chunk a lane loads serves every row of the
   // group (per-row accumulators), so a group costs the weight bytes of one row. Rows past the
@@ -100,7 +103,8 @@
 {% endif %}      }
 {% endfor %}    }
 {% endfor %}    // The weights are streamed: the next launch's blocks may come in and reach their wait.
-    if (m0 + R >= rows) z2c_launch_dependents();
+{% if not early_trigger %}    if (m0 + R >= rows) z2c_launch_dependents();
+{% endif %}
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 {% if norm != "none" %}#pragma unroll

@@ -258,9 +258,11 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // The measurement knobs of the decode step: out_proj's weights asked into L2 while
     // mamba_step runs (GEMV_PREFETCH bytes a row), and 64-row steps' mamba_step over whole heads
     // (STEP_HEADS heads a block) with six blocks an SM (STEP_MIN_BLOCKS), and every projection's
-    // first weight chunks loaded before its wait (GEMV_PRELOAD iterations).
+    // first weight chunks loaded before its wait (GEMV_PRELOAD iterations) and the next launch
+    // let in at its start (GEMV_EARLY_TRIGGER).
     std::env::set_var("ZAMBA2C_TUNE_GEMV_PREFETCH", "4096");
     std::env::set_var("ZAMBA2C_TUNE_GEMV_PRELOAD", "2");
+    std::env::set_var("ZAMBA2C_TUNE_GEMV_EARLY_TRIGGER", "1");
     std::env::set_var("ZAMBA2C_TUNE_STEP_HEADS", "4");
     std::env::set_var("ZAMBA2C_TUNE_STEP_MIN_BLOCKS", "6");
     let p = program(&big, DType::BF16, DType::F32, "decode-knobs");
@@ -291,6 +293,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     );
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PREFETCH");
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PRELOAD");
+    std::env::remove_var("ZAMBA2C_TUNE_GEMV_EARLY_TRIGGER");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_MIN_BLOCKS");
     // The persistent decode kernel (every decode kernel's body in one kernel) of the 2.7B shape

@@ -452,6 +452,7 @@ pub(super) fn gemv(
         .set("pdl_inside", true)
         .set("pf_lines", pf_lines)
         .set("preload", preload)
+        .set("early_trigger", tune("GEMV_EARLY_TRIGGER", 0) != 0)
         .set("pf_col", wcol0)
         .cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
