@@ -91,7 +91,7 @@ done
 for e in ${RUN_VARIANT_TESTS:-}; do
   for t in .gpu/tests/cuda_batch-*; do
     [ -e "$t" ] || continue
-    log="$OUT/run_variant_${e//[=,]/-}.log"
+    log="$OUT/run_variant_${e//[^A-Za-z0-9_.-]/-}.log"  # a value may hold a path
     env "$e" ZAMBA2C_FIXTURES=$PWD/.gpu/fixtures timeout $(tmo 300) "$t" --test-threads 1 > "$log" 2>&1 || rc=1
     echo "run variant $e $(basename "${t%-*}"): $(grep -E '^test result' "$log" | tail -1)"
     grep -E "panicked|differ" "$log" | head -5
