@@ -14,16 +14,28 @@
 struct z2c_vblock_t { unsigned x, y, z; };
 // The block index of the tile being run (written by thread 0 between barriers).
 __shared__ z2c_vblock_t z2c_vb;
+{% if dynamic %}// The tile thread 0 took from the launch's counter, for the whole block.
+__shared__ unsigned z2c_next;
+{% endif %}
 {% for m in members %}
 namespace {{ m.ns }} {
 #define blockIdx z2c_vb
 {{ m.source }}
 #undef blockIdx
-// The tiles of one launch of {{ m.name }} (grid gx × gy × gz) that fall to this block.
+{% if dynamic %}// The tiles of one launch of {{ m.name }} (grid gx × gy × gz) this block takes from the
+// launch's counter `ctr`, one at a time, until none is left.
+__device__ __noinline__ void tiles(const unsigned long long* a, unsigned gx, unsigned gy, unsigned gz, unsigned* ctr) {
+  const unsigned n = gx * gy * gz;
+  for (;;) {
+    if (threadIdx.x == 0) z2c_next = atomicAdd(ctr, 1u);
+    __syncthreads();
+    const unsigned t = z2c_next;
+    if (t >= n) break;  // the same t in every thread
+{% else %}// The tiles of one launch of {{ m.name }} (grid gx × gy × gz) that fall to this block.
 __device__ __noinline__ void tiles(const unsigned long long* a, unsigned gx, unsigned gy, unsigned gz) {
   const unsigned n = gx * gy * gz;
   for (unsigned t = blockIdx.x; t < n; t += gridDim.x) {
-    if (threadIdx.x == 0) z2c_vb = {t % gx, (t / gx) % gy, t / (gx * gy)};
+{% endif %}    if (threadIdx.x == 0) z2c_vb = {t % gx, (t / gx) % gy, t / (gx * gy)};
     __syncthreads();
     {{ m.name }}_body(t % gx{% for a in m.args %}, {{ a }}{% endfor %});
     __syncthreads();  // the body's shared memory and z2c_vb are reused by the next tile
@@ -43,7 +55,9 @@ __device__ __forceinline__ unsigned long long z2c_now() {
 // (`tr`, the runtime's ZAMBA2C_PERSISTENT_TRACE): the first and the last block's arrival and
 // block 0's exit, in ns, so a launch's work, its spread over the blocks and the barrier's own
 // cost can be told apart.
-__device__ __forceinline__ void z2c_grid_sync(unsigned* bar, unsigned long long* tr) {
+// `done`, when not null, is the counter of the launch just finished: every block has taken its
+// last tile from it, so the last to arrive sets it back to zero for the next step.
+__device__ __forceinline__ void z2c_grid_sync(unsigned* bar, unsigned long long* tr, unsigned* done) {
   __syncthreads();
   if (threadIdx.x == 0) {
     volatile unsigned* gen = bar + 1;
@@ -53,6 +67,7 @@ __device__ __forceinline__ void z2c_grid_sync(unsigned* bar, unsigned long long*
     if (tr != nullptr && arrived == 0) tr[0] = z2c_now();
     if (arrived == gridDim.x - 1) {
       if (tr != nullptr) tr[1] = z2c_now();
+      if (done != nullptr) *done = 0;
       bar[0] = 0;
       __threadfence();
       atomicAdd(bar + 1, 1u);
@@ -72,10 +87,12 @@ extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ n
   // bar[2] != 0: trace the step into bar[4..] (u64: the start, then three times a launch).
   unsigned long long* tr = bar[2] != 0 ? reinterpret_cast<unsigned long long*>(bar + 4) : nullptr;
   if (tr != nullptr && blockIdx.x == 0 && threadIdx.x == 0) tr[0] = z2c_now();
+  // Each launch's tile counter (after the trace), zero at the start of every step.
+  unsigned* ctrs = bar + 4 + 2 * (1 + 3 * nops);
   for (int i = 0; i < nops; ++i) {
     const unsigned* o = ops + OPW * i;
     switch (o[0]) {
-{% for m in members %}      case {{ loop.index0 }}: {{ m.ns }}::tiles(args + o[4], o[1], o[2], o[3]); break;
+{% for m in members %}      case {{ loop.index0 }}: {{ m.ns }}::tiles(args + o[4], o[1], o[2], o[3]{% if dynamic %}, ctrs + i{% endif %}); break;
 {% endfor %}      default: break;
     }
     if (i + 1 < nops) {
@@ -87,9 +104,10 @@ extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ n
         const unsigned bytes = min(nx[6], {{ prefetch }}u);
         for (unsigned off = threadIdx.x * 128u; off < bytes; off += blockDim.x * 128u) prefetch_l2(w + off);
       }
-{% endif %}      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr);
-    } else if (tr != nullptr) {
-      z2c_grid_sync(bar, tr + 1 + 3 * i);  // the last launch's end, traced
+{% endif %}      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr, {% if dynamic %}ctrs + i{% else %}nullptr{% endif %});
+    } else if ({% if dynamic %}true{% else %}tr != nullptr{% endif %}) {
+      // The last launch's end: traced{% if dynamic %}, and its counter set back{% endif %}.
+      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr, {% if dynamic %}ctrs + i{% else %}nullptr{% endif %});
     }
   }
 }

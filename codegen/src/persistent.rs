@@ -54,8 +54,13 @@ pub fn persistent_decode(
         }
         names.insert(l.kernel.clone());
     }
+    // Warps a `proj_gemv` member splits each row group's input over
+    // (`ZAMBA2C_TUNE_PERSISTENT_KS`, a measurement; 1: as its own kernel): more warps a row group
+    // means fewer rows a tile, so more, shorter tiles for the blocks to share.
+    let ks_target = crate::tune("PERSISTENT_KS", 1).max(1);
     let mut members = Vec::new();
     let mut prefetch_param = Vec::new();
+    let mut tile_scale = Vec::new();
     for name in &names {
         // A projection with one weight matrix: its tiles are consecutive row blocks of it.
         let params = &kernels[name].params;
@@ -79,6 +84,11 @@ pub fn persistent_decode(
                 msg: e.to_string(),
             })?;
         ctx.insert("block".into(), PERSISTENT_BLOCK.into());
+        tile_scale.push(if family == "proj_gemv" {
+            split_rows(&mut ctx, ks_target as u64)
+        } else {
+            1
+        });
         if family == "attention_decode" {
             // Its warps are a template constant: 8 warps fill the 256 threads.
             ctx.insert("nw".into(), (PERSISTENT_BLOCK / 32).into());
@@ -107,9 +117,13 @@ pub fn persistent_decode(
     // Bytes of the next launch's weights a block asks L2 for before each barrier
     // (`ZAMBA2C_TUNE_PERSISTENT_PREFETCH`, 0: none; a measurement).
     let prefetch = crate::tune("PERSISTENT_PREFETCH", 0) as u32;
+    // Blocks take a launch's tiles from a counter instead of round robin
+    // (`ZAMBA2C_TUNE_PERSISTENT_DYNAMIC=1`, a measurement): a block whose tiles came back early
+    // takes more, so a launch ends about one tile after its last block starts its last tile.
+    let dynamic = crate::tune("PERSISTENT_DYNAMIC", 0) != 0;
     let source = renderer.render_persistent(
         PERSISTENT_KERNEL,
-        (PERSISTENT_BLOCK, min_blocks, prefetch),
+        (PERSISTENT_BLOCK, min_blocks, prefetch, dynamic),
         &members,
     )?;
     Ok(Ok((
@@ -124,6 +138,66 @@ pub fn persistent_decode(
             members: names.into_iter().collect(),
             block: PERSISTENT_BLOCK,
             prefetch_param,
+            tile_scale,
         },
     )))
+}
+
+/// Raises a `proj_gemv` context's `ks` (warps splitting a row group's input) towards `target`
+/// while every warp keeps at least 64 16-byte chunks of input (as codegen/src/fused/gemv.rs
+/// asks of its own kernels) and the block's warps divide evenly; returns how many times more
+/// tiles the member then has than its kernel (1 when nothing changed).
+fn split_rows(ctx: &mut serde_json::Map<String, serde_json::Value>, target: u64) -> u32 {
+    let get = |k: &str| ctx.get(k).and_then(serde_json::Value::as_u64);
+    let (Some(ks), Some(warps), Some(vec)) = (get("ks"), get("warps"), get("vec")) else {
+        return 1;
+    };
+    let chunks: u64 = ctx
+        .get("segs")
+        .and_then(serde_json::Value::as_array)
+        .map(|segs| {
+            segs.iter()
+                .filter(|s| s["read_w"].as_bool() == Some(true))
+                .filter_map(|s| s["len"].as_u64())
+                .map(|len| len / vec.max(1))
+                .sum()
+        })
+        .unwrap_or(0);
+    let mut new = ks.max(1);
+    while new * 2 <= target && new * 2 <= warps && warps % (new * 2) == 0 && chunks >= 64 * new * 2
+    {
+        new *= 2;
+    }
+    ctx.insert("ks".into(), new.into());
+    (new / ks.max(1)).clamp(1, u64::from(zamba2c_ir::kernel::MAX_TILE_SCALE)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_rows;
+    use serde_json::json;
+
+    fn ctx(ks: u64, len: u64) -> serde_json::Map<String, serde_json::Value> {
+        let v = json!({"ks": ks, "warps": 8, "vec": 8, "segs": [
+            {"read_w": true, "len": len}, {"read_w": false, "len": 99999}]});
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn smaller_tiles_keep_64_chunks_a_warp() {
+        // 2560 inputs: 320 chunks, enough for 4 warps a row group, not 8.
+        let mut c = ctx(1, 2560);
+        assert_eq!(split_rows(&mut c, 8), 4);
+        assert_eq!(c["ks"], 4);
+        // 1024 inputs: 128 chunks, 2 warps at most; from a kernel already at 2, no change.
+        let mut c = ctx(1, 1024);
+        assert_eq!(split_rows(&mut c, 4), 2);
+        let mut c = ctx(2, 1024);
+        assert_eq!(split_rows(&mut c, 4), 1);
+        assert_eq!(c["ks"], 2);
+        // Target 1: the kernel's own tiles.
+        let mut c = ctx(1, 2560);
+        assert_eq!(split_rows(&mut c, 1), 1);
+        assert_eq!(c["ks"], 1);
+    }
 }

@@ -231,7 +231,7 @@ impl Renderer {
     pub fn render_persistent(
         &self,
         name: &str,
-        (block, min_blocks, prefetch): (u32, u32, u32),
+        (block, min_blocks, prefetch, dynamic): (u32, u32, u32, bool),
         members: &[PersistentMember],
     ) -> Result<String, CodegenError> {
         let mut rendered = Vec::new();
@@ -250,6 +250,7 @@ impl Renderer {
         ctx.insert("block", &block);
         ctx.insert("min_blocks", &min_blocks);
         ctx.insert("prefetch", &prefetch);
+        ctx.insert("dynamic", &dynamic);
         ctx.insert("members", &rendered);
         self.render_file("persistent_decode.cu", &ctx)
     }

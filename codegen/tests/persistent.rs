@@ -155,6 +155,7 @@ fn a_bad_persistent_entry_is_refused_by_validate() {
             let mut d = pd(q);
             d.members.pop();
             d.prefetch_param.pop();
+            d.tile_scale.pop();
             q.persistent_decode = Some(d);
         },
         "a member missing",
@@ -175,5 +176,23 @@ fn a_bad_persistent_entry_is_refused_by_validate() {
     refused(
         &|q| q.persistent_decode.as_mut().expect("pd").block = 100,
         "block",
+    );
+    for bad in [0, zamba2c_ir::kernel::MAX_TILE_SCALE + 1] {
+        refused(
+            &|q| {
+                let mut d = pd(q);
+                d.tile_scale = vec![bad; d.members.len()];
+                q.persistent_decode = Some(d);
+            },
+            "tile scale",
+        );
+    }
+    refused(
+        &|q| {
+            let mut d = pd(q);
+            d.tile_scale = vec![1];
+            q.persistent_decode = Some(d);
+        },
+        "tile scales for one member",
     );
 }

@@ -511,7 +511,15 @@ pub struct PersistentDecode {
     /// tile's slice (up to the kernel's prefetch budget).
     #[serde(default)]
     pub prefetch_param: Vec<Option<u32>>,
+    /// Per member, how many of its tiles make one tile of its own kernel (a member rendered with
+    /// smaller tiles than its kernel: `ZAMBA2C_TUNE_PERSISTENT_KS`); a launch of grid x `gx`
+    /// runs `gx · scale` tiles. Empty: 1 for every member.
+    #[serde(default)]
+    pub tile_scale: Vec<u32>,
 }
+
+/// The most a persistent member's tiles may be split ([`PersistentDecode::tile_scale`]).
+pub const MAX_TILE_SCALE: u32 = 64;
 
 impl Program {
     /// The cost of what runs: a prompt chunk of `prompt_tokens` tokens, a decode step, and a
@@ -799,6 +807,11 @@ impl Program {
                 || !(pd.prefetch_param.is_empty() || pd.prefetch_param.len() == pd.members.len())
             {
                 return Err(ctx("members and their prefetch parameters disagree".into()));
+            }
+            if !(pd.tile_scale.is_empty() || pd.tile_scale.len() == pd.members.len())
+                || pd.tile_scale.iter().any(|&t| t == 0 || t > MAX_TILE_SCALE)
+            {
+                return Err(ctx(format!("tile scales {:?}", pd.tile_scale)));
             }
             for (i, m) in pd.members.iter().enumerate() {
                 let Some(k) = self.kernels.get(m) else {

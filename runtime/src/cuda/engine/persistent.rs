@@ -36,7 +36,7 @@ pub(super) struct PersistentStep {
     nops: i32,
     /// The grid barrier's arrival count and generation (zero at start, count zero after a step),
     /// the trace flag, then the trace: u64 start, and (first arrival, last arrival, block 0's
-    /// exit) a launch.
+    /// exit) a launch; then each launch's tile counter (`ZAMBA2C_TUNE_PERSISTENT_DYNAMIC`).
     barrier: CudaSlice<u32>,
     /// Where the trace of the last step goes (`ZAMBA2C_PERSISTENT_TRACE`), with each launch's
     /// kernel name and tiles.
@@ -83,6 +83,11 @@ impl CudaEngine {
                 });
             }
             let (gx, gy, gz) = l.grid(1, 1);
+            // A member rendered with smaller tiles runs `scale` of them for each of its kernel's.
+            let scale = pd.tile_scale.get(member).copied().unwrap_or(1);
+            let gx = gx
+                .checked_mul(scale)
+                .ok_or_else(|| bad(format!("launch of {}: grid {gx} x {scale}", l.kernel)))?;
             // The kernel counts a launch's tiles in 32 bits.
             let tiles = u64::from(gx) * u64::from(gy) * u64::from(gz);
             if tiles > u64::from(u32::MAX) {
@@ -127,7 +132,9 @@ impl CudaEngine {
                     names.map(|(l, w)| (l.kernel.clone(), w.0)).collect(),
                 )
             });
-        let mut words = vec![0u32; BARRIER_WORDS + 2 * (1 + 3 * gp.launches.len())];
+        // Header, trace, then one tile counter a launch (templates/persistent_decode.cu).
+        let trace_words = 2 * (1 + 3 * gp.launches.len());
+        let mut words = vec![0u32; BARRIER_WORDS + trace_words + gp.launches.len()];
         words[2] = u32::from(trace.is_some());
         let barrier = self.stream.clone_htod(&words).map_err(dev)?;
         // The host tables are dropped on return: the copies must have read them.
@@ -198,7 +205,7 @@ impl CudaEngine {
         launches: &[(String, u64)],
     ) -> Result<(), RuntimeError> {
         let words = self.stream.clone_dtoh(&p.barrier).map_err(dev)?;
-        let t: Vec<u64> = words[BARRIER_WORDS..]
+        let t: Vec<u64> = words[BARRIER_WORDS..BARRIER_WORDS + 2 * (1 + 3 * launches.len())]
             .chunks_exact(2)
             .map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32))
             .collect();
