@@ -94,6 +94,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/ssd_chunk_out_mma.cu"),
     ),
     (
+        "ssd_chunk_out_heads.cu",
+        include_str!("../../templates/ssd_chunk_out_heads.cu"),
+    ),
+    (
         "gated_rms_norm.cu",
         include_str!("../../templates/gated_rms_norm.cu"),
     ),

@@ -168,6 +168,41 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             ));
         }
     }
+    // The chunked scan's output step over several heads of a group a block (SSD_OUT_HEADS): the
+    // 2.7B shape (80 heads, one group) with 8 a block and the small one (4 heads) with 2.
+    std::env::remove_var("ZAMBA2C_TUNE_SSD_MMA");
+    for (tag, cfg, act, hpb) in [
+        ("ssd-heads-bf16", &big, DType::BF16, 8),
+        ("ssd-heads-small", &small, DType::F32, 2),
+    ] {
+        std::env::set_var("ZAMBA2C_TUNE_SSD_OUT_HEADS", hpb.to_string());
+        let p = program(cfg, DType::BF16, act, tag);
+        std::env::remove_var("ZAMBA2C_TUNE_SSD_OUT_HEADS");
+        let outs: Vec<&zamba2c_ir::kernel::Launch> = p
+            .prompt
+            .launches
+            .iter()
+            .filter(|l| p.kernels[&l.kernel].family == "ssd_chunk_out_heads")
+            .collect();
+        assert!(!outs.is_empty(), "{tag}");
+        let heads = cfg.n_mamba_heads as u32;
+        for l in outs {
+            assert_eq!(
+                l.grid[0],
+                zamba2c_ir::kernel::Extent::Const(heads / hpb),
+                "{tag}"
+            );
+            let k = &p.kernels[&l.kernel];
+            let job = (
+                l.kernel.clone(),
+                k.source.clone(),
+                format!("{tag}/{}.cu", l.kernel),
+            );
+            if !jobs.contains(&job) {
+                jobs.push(job);
+            }
+        }
+    }
     // decode_rows' linears on `linear_rows` (ROWS_GEMM=3: weights straight into tensor-core
     // fragments, a fixed summation order per row): the 2.7B shape with bf16 weights (two bf16
     // planes) and f16 weights (one f16 plane), and a small model whose adapters' rank is not a
