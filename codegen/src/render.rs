@@ -57,6 +57,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/ssd_chunk_out_load.cu"),
     ),
     (
+        "ssd_chunk_out_y.cu",
+        include_str!("../../templates/ssd_chunk_out_y.cu"),
+    ),
+    (
         "linear_rows.cu",
         include_str!("../../templates/linear_rows.cu"),
     ),
