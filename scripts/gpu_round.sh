@@ -233,7 +233,9 @@ if [ "${PROFILE:-1}" = 1 ]; then
     sfx=""; [ -n "${PROFILE_PLANS:-}" ] && sfx="_$i"
     echo "profile of $pp"
     for ctx in ${PROFILE_CONTEXTS:-512 4096}; do
+      # PROFILE_CHUNK=2048: the prompt chunk profiled is that long (at most the context).
       timeout $(tmo 120) "$Z" bench "$pp" --device cuda --profile --prompt-len "$ctx" --gen-len 32 \
+        ${PROFILE_CHUNK:+--prompt-chunk $PROFILE_CHUNK} \
         --out "$OUT/profile_$ctx$sfx.json" > "$OUT/profile_$ctx$sfx.txt" 2>&1 || rc=1
       head -40 "$OUT/profile_$ctx$sfx.txt"
     done

@@ -64,6 +64,7 @@ pub struct BenchArgs {
     pub max_context: Option<usize>,
     /// CUDA, one sequence: most prompt tokens one prompt launch processes (the activation
     /// arena is sized for it; default 512, at most the context). Longer prompts run in chunks.
+    /// With --profile, the prompt chunk profiled is this long (at most --prompt-len).
     #[arg(long, value_name = "N")]
     pub prompt_chunk: Option<usize>,
     /// With --batch: prompt tokens run per step, between decode steps (at least the engine's
@@ -103,8 +104,8 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
         bail!("--prefill-chunk: must be at least 1");
     }
     check_prompt_chunk(a.prompt_chunk)?;
-    if a.prompt_chunk.is_some() && (a.batch > 1 || a.profile) {
-        bail!("--prompt-chunk: only for the one-sequence bench (no --batch, no --profile)");
+    if a.prompt_chunk.is_some() && a.batch > 1 {
+        bail!("--prompt-chunk: only for the one-sequence bench (no --batch)");
     }
     if a.profile && a.device == Device::Cpu {
         bail!("--profile: only with --device cuda (it times GPU kernels)");
@@ -158,8 +159,9 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
             (serde_json::to_string(&p)?, p.to_text())
         } else {
             spinner.set_message(format!("profiling {} on cuda", a.plan.display()));
-            let p = zamba2c_runtime::cuda::profile(&plan, a.prompt_len[0], a.gen_len)
-                .context("bench --profile")?;
+            let p =
+                zamba2c_runtime::cuda::profile(&plan, a.prompt_len[0], a.gen_len, a.prompt_chunk)
+                    .context("bench --profile")?;
             (serde_json::to_string(&p)?, p.to_text())
         };
         spinner.finish_and_clear();

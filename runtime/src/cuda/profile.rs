@@ -12,7 +12,7 @@ use serde::Serialize;
 use zamba2c_ir::kernel::{GraphId, H200_BF16_FLOPS, H200_COPY_BYTES_PER_S};
 use zamba2c_ir::{Phase, Plan};
 
-use super::bench::{bench, BenchReport};
+use super::bench::{bench_with, BenchReport};
 use super::blas::LIBRARY_FAMILY;
 use super::engine::{CudaEngine, CudaOptions};
 use crate::{Engine, RuntimeError};
@@ -197,16 +197,25 @@ fn summarise(
 }
 
 /// Runs the plain bench, then profiles `steps` eager decode steps after a `prompt_len`-token
-/// prompt (per-launch medians) and one prompt chunk of up to `prompt_len` tokens.
+/// prompt (per-launch medians) and one prompt chunk of up to `prompt_len` tokens: the engine's
+/// prompt launch size, or `prompt_chunk` tokens when given (`bench --profile --prompt-chunk`).
 pub fn profile(
     plan: &Plan,
     prompt_len: usize,
     gen_len: usize,
+    prompt_chunk: Option<usize>,
 ) -> Result<ProfileReport, RuntimeError> {
-    let report = bench(plan, prompt_len, gen_len, prompt_len + gen_len)?;
+    let with_chunk = |ctx: usize| {
+        let mut o = CudaOptions::new(ctx);
+        if let Some(n) = prompt_chunk {
+            o.prompt_chunk = o.shape().with_prompt_chunk(n).prompt_chunk;
+        }
+        o
+    };
+    let report = bench_with(plan, prompt_len, gen_len, with_chunk(prompt_len + gen_len))?;
     const STEPS: usize = 8;
     let ctx_len = prompt_len + STEPS + 1;
-    let mut e = CudaEngine::with_options(plan, CudaOptions::new(ctx_len))?;
+    let mut e = CudaEngine::with_options(plan, with_chunk(ctx_len))?;
     e.set_cuda_graph(false);
     let vocab = e.vocab_size() as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e0f);
