@@ -33,20 +33,6 @@
 #pragma unroll 1
   for (int l = lane + 32 * kp; l < {{ wr }} * {{ pf_lines }}; l += 32 * KS)
     prefetch_l2(reinterpret_cast<const char*>(wrow[l / {{ pf_lines }}] + {{ pf_col }}) + 128 * (l % {{ pf_lines }}));
-{% endif %}{% if preload > 0 %}  // The first {{ preload }} chunk iteration(s) of segment 0's weights, loaded before the wait
-  // (ZAMBA2C_TUNE_GEMV_PRELOAD): they stream while the previous launch finishes.
-  uint4 wpre[{{ preload }}][{{ wr }}];
-#pragma unroll
-  for (int u = 0; u < {{ preload }}; ++u) {
-    const int c = lane + 32 * kp + u * 32 * KS;
-#pragma unroll
-    for (int i = 0; i < {{ wr }}; ++i)
-      if (c < {{ segs[0].len }} / {{ vec }})
-        wpre[u][i] = *reinterpret_cast<const uint4*>(wrow[i] + {{ segs[0].wcol }} + c * {{ vec }});
-  }
-{% endif %}{% if early_trigger %}  // ZAMBA2C_TUNE_GEMV_EARLY_TRIGGER (a measurement): the next launch may come in now, its
-  // blocks loading their own first weights while this one streams.
-  z2c_launch_dependents();
 {% endif %}  z2c_grid_wait();
   // Rows go in groups of R = {{ rg }}: each weight chunk a lane loads serves every row of the
   // group (per-row accumulators), so a group costs the weight bytes of one row. Rows past the
@@ -69,14 +55,9 @@
       const x_t* xs[R];
 #pragma unroll
       for (int r = 0; r < R; ++r) xs[r] = {{ s.x }} + (long)(m0 + r < rows ? m0 + r : m0) * {{ s.x_stride }} + {{ s.xoff }};
-{% for pass in s.passes %}{% if pass == "pre" %}      // The preloaded iterations (first row group only), then the rest from memory.
-#pragma unroll
-      for (int u = 0; u < {{ preload }}; ++u) {
-        const int c = lane + 32 * kp + u * 32 * KS;
-        if (m0 != 0 || c >= {{ s.len }} / {{ vec }}) break;
-{% else %}#pragma unroll {{ s.unroll }}
-      for (int c = lane + 32 * kp{% if s.passes | length > 1 %} + (m0 == 0 ? {{ preload }} * 32 * KS : 0){% endif %}; c < {{ s.len }} / {{ vec }}; c += 32 * KS) {
-{% endif %}        const int k = c * {{ vec }};
+#pragma unroll {{ s.unroll }}
+      for (int c = lane + 32 * kp; c < {{ s.len }} / {{ vec }}; c += 32 * KS) {
+        const int k = c * {{ vec }};
         float xv[R][{{ vec }}];
 #pragma unroll
         for (int r = 0; r < R; ++r) loadv(xs[r] + k, xv[r]);
@@ -92,19 +73,16 @@
 {% endif %}{% if s.read_w %}#pragma unroll
         for (int i = 0; i < {{ wr }}; ++i) {
           float wv[{{ vec }}];
-{% if pass == "pre" %}          unpackv(wrow[i], wpre[u][i], wv);
-{% else %}          loadv(wrow[i] + {{ s.wcol }} + k, wv);
-{% endif %}
+          loadv(wrow[i] + {{ s.wcol }} + k, wv);
 #pragma unroll
           for (int r = 0; r < R; ++r)
 #pragma unroll
             for (int j = 0; j < {{ vec }}; ++j) acc[r][i][{{ s.grp }}] += wv[j] * xv[r][j];
         }
 {% endif %}      }
-{% endfor %}    }
+    }
 {% endfor %}    // The weights are streamed: the next launch's blocks may come in and reach their wait.
-{% if not early_trigger %}    if (m0 + R >= rows) z2c_launch_dependents();
-{% endif %}
+    if (m0 + R >= rows) z2c_launch_dependents();
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 {% if norm != "none" %}#pragma unroll

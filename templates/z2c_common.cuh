@@ -80,13 +80,6 @@ __device__ __forceinline__ void loadv(const half_t* p, float (&o)[8]) {
   uint4 v = *reinterpret_cast<const uint4*>(p);
   unpack2_f16(v.x, o); unpack2_f16(v.y, o + 2); unpack2_f16(v.z, o + 4); unpack2_f16(v.w, o + 6);
 }
-// Eight 16-bit weights already loaded as 16 bytes (the pointer names their type only).
-__device__ __forceinline__ void unpackv(const bf16_t*, uint4 v, float (&o)[8]) {
-  unpack2(v.x, o); unpack2(v.y, o + 2); unpack2(v.z, o + 4); unpack2(v.w, o + 6);
-}
-__device__ __forceinline__ void unpackv(const half_t*, uint4 v, float (&o)[8]) {
-  unpack2_f16(v.x, o); unpack2_f16(v.y, o + 2); unpack2_f16(v.z, o + 4); unpack2_f16(v.w, o + 6);
-}
 
 // MT consecutive f32 values of shared memory to registers and back (16-byte accesses when MT
 // is 4: the caller keeps such rows 16-byte aligned). The chunked scan's register tiles.

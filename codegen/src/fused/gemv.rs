@@ -311,19 +311,11 @@ pub(super) fn gemv(
     // The input segments for groups of `rg` rows: the chunk loop is unrolled to keep
     // GEMV_LOADS_IN_FLIGHT weight loads in flight, fewer when each iteration also loads the
     // inputs of several rows.
-    // A measurement (`ZAMBA2C_TUNE_GEMV_PRELOAD`, chunk iterations, default 0): before its wait,
-    // each lane loads its first iterations' 16-byte weight chunks of the first segment into
-    // registers, so the weight stream does not wait on the previous launch's tail.
-    let preload = match input.segs.first() {
-        Some(s0) if s0.read_w && vec == 8 && w_dtype.size() == 2 => tune("GEMV_PRELOAD", 0),
-        _ => 0,
-    };
     let segs = |rg: usize| -> Vec<serde_json::Value> {
         input
             .segs
             .iter()
-            .enumerate()
-            .map(|(si, s)| {
+            .map(|s| {
                 let trip = (s.len / vec).div_ceil(32);
                 let unroll = (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr / rg).max(1);
                 json!({
@@ -331,7 +323,6 @@ pub(super) fn gemv(
                     "wcol": s.wcol, "goff": s.goff,
                     "grp": if norm_kind == "rms" { s.grp } else { 0 },
                     "ss": s.ss, "read_w": s.read_w, "unroll": trip.clamp(1, unroll),
-                    "passes": if si == 0 && preload > 0 { vec!["pre", "main"] } else { vec!["main"] },
                 })
             })
             .collect()
@@ -451,8 +442,6 @@ pub(super) fn gemv(
         .set("ks", ks)
         .set("pdl_inside", true)
         .set("pf_lines", pf_lines)
-        .set("preload", preload)
-        .set("early_trigger", tune("GEMV_EARLY_TRIGGER", 0) != 0)
         .set("pf_col", wcol0)
         .cost(cost);
     let per_block = GEMV_WARPS / ks * rpw;
