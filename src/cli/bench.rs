@@ -188,11 +188,8 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
             let report = match a.device {
                 _ if a.batch > 1 => batch_bench(&plan, &a, prompt_len, ctx_for(prompt_len))?,
                 Device::Cuda => {
-                    let ctx = ctx_for(prompt_len);
-                    let mut options = CudaOptions::new(ctx);
-                    if let Some(n) = a.prompt_chunk {
-                        options.prompt_chunk = options.shape().with_prompt_chunk(n).prompt_chunk;
-                    }
+                    let options =
+                        CudaOptions::new(ctx_for(prompt_len)).with_prompt_chunk(a.prompt_chunk);
                     serde_json::to_value(
                         zamba2c_runtime::cuda::bench_with(&plan, prompt_len, a.gen_len, options)
                             .context("bench --device cuda")?,

@@ -94,6 +94,15 @@ impl CudaOptions {
         }
     }
 
+    /// These options with prompt launches of up to `chunk` tokens when given (clamped as
+    /// [`DeviceShape::with_prompt_chunk`] clamps it; `bench --prompt-chunk`), else unchanged.
+    pub fn with_prompt_chunk(mut self, chunk: Option<usize>) -> Self {
+        if let Some(n) = chunk {
+            self.prompt_chunk = self.shape().with_prompt_chunk(n).prompt_chunk;
+        }
+        self
+    }
+
     /// What the device buffers are sized for: `max_batch` slots (what `inspect --max-batch`
     /// lays out).
     pub fn shape(&self) -> DeviceShape {

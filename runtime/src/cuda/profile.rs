@@ -205,13 +205,7 @@ pub fn profile(
     gen_len: usize,
     prompt_chunk: Option<usize>,
 ) -> Result<ProfileReport, RuntimeError> {
-    let with_chunk = |ctx: usize| {
-        let mut o = CudaOptions::new(ctx);
-        if let Some(n) = prompt_chunk {
-            o.prompt_chunk = o.shape().with_prompt_chunk(n).prompt_chunk;
-        }
-        o
-    };
+    let with_chunk = |ctx: usize| CudaOptions::new(ctx).with_prompt_chunk(prompt_chunk);
     let report = bench_with(plan, prompt_len, gen_len, with_chunk(prompt_len + gen_len))?;
     const STEPS: usize = 8;
     let ctx_len = prompt_len + STEPS + 1;
