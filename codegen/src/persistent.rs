@@ -144,8 +144,9 @@ pub fn persistent_decode(
 }
 
 /// Raises a `proj_gemv` context's `ks` (warps splitting a row group's input) towards `target`
-/// while every warp keeps at least 64 16-byte chunks of input (as codegen/src/fused/gemv.rs
-/// asks of its own kernels) and the block's warps divide evenly; returns how many times more
+/// while every warp keeps at least 64 16-byte chunks of input (stricter than the split
+/// codegen/src/fused/gemv.rs makes for its own kernels, which may leave a warp 32) and the
+/// block's warps divide evenly; returns how many times more
 /// tiles the member then has than its kernel (1 when nothing changed).
 fn split_rows(ctx: &mut serde_json::Map<String, serde_json::Value>, target: u64) -> u32 {
     let get = |k: &str| ctx.get(k).and_then(serde_json::Value::as_u64);

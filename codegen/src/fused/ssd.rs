@@ -200,12 +200,12 @@ pub fn ssd_specs(
         );
     pass.seq_align = l;
     let hpb = if mma { 1 } else { out_heads(h / groups, p, n) };
-    let (smem, _) = if mma {
-        mma_smem_bytes(p, n)
+    let smem = if mma {
+        mma_smem_bytes(p, n).0
     } else if hpb > 1 {
-        (heads_smem_bytes(p, n), 0)
+        heads_smem_bytes(p, n)
     } else {
-        smem_bytes(p, n)
+        smem_bytes(p, n).0
     };
     let out_family = if hpb > 1 {
         "ssd_chunk_out_heads"

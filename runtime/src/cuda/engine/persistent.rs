@@ -24,6 +24,12 @@ pub const PERSISTENT_TRACE_ENV: &str = "ZAMBA2C_PERSISTENT_TRACE";
 /// padding to 8 bytes (templates/persistent_decode.cu).
 const BARRIER_WORDS: usize = 4;
 
+/// u32 words of the trace of a step of `launches` launches: a u64 start, then three u64 a
+/// launch (first arrival, last arrival, block 0's exit).
+fn trace_words(launches: usize) -> usize {
+    2 * (1 + 3 * launches)
+}
+
 /// Words of one op: member, grid x, y, z, index of its first argument, the parameter of the
 /// weight its tiles stream (`u32::MAX`: none) and that weight's bytes a tile.
 const OP_WORDS: usize = 7;
@@ -133,8 +139,8 @@ impl CudaEngine {
                 )
             });
         // Header, trace, then one tile counter a launch (templates/persistent_decode.cu).
-        let trace_words = 2 * (1 + 3 * gp.launches.len());
-        let mut words = vec![0u32; BARRIER_WORDS + trace_words + gp.launches.len()];
+        let n = gp.launches.len();
+        let mut words = vec![0u32; BARRIER_WORDS + trace_words(n) + n];
         words[2] = u32::from(trace.is_some());
         let barrier = self.stream.clone_htod(&words).map_err(dev)?;
         // The host tables are dropped on return: the copies must have read them.
@@ -205,7 +211,7 @@ impl CudaEngine {
         launches: &[(String, u64)],
     ) -> Result<(), RuntimeError> {
         let words = self.stream.clone_dtoh(&p.barrier).map_err(dev)?;
-        let t: Vec<u64> = words[BARRIER_WORDS..BARRIER_WORDS + 2 * (1 + 3 * launches.len())]
+        let t: Vec<u64> = words[BARRIER_WORDS..BARRIER_WORDS + trace_words(launches.len())]
             .chunks_exact(2)
             .map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32))
             .collect();
