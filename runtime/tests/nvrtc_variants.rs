@@ -178,29 +178,20 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         std::env::set_var("ZAMBA2C_TUNE_SSD_OUT_HEADS", hpb.to_string());
         let p = program(cfg, DType::BF16, act, tag);
         std::env::remove_var("ZAMBA2C_TUNE_SSD_OUT_HEADS");
-        let outs: Vec<&zamba2c_ir::kernel::Launch> = p
-            .prompt
-            .launches
-            .iter()
-            .filter(|l| p.kernels[&l.kernel].family == "ssd_chunk_out_heads")
-            .collect();
-        assert!(!outs.is_empty(), "{tag}");
+        // Every launch of the step on the heads' grid; each kernel compiled once.
         let heads = cfg.n_mamba_heads as u32;
-        for l in outs {
-            assert_eq!(
-                l.grid[0],
-                zamba2c_ir::kernel::Extent::Const(heads / hpb),
-                "{tag}"
-            );
-            let k = &p.kernels[&l.kernel];
-            let job = (
-                l.kernel.clone(),
-                k.source.clone(),
-                format!("{tag}/{}.cu", l.kernel),
-            );
-            if !jobs.contains(&job) {
-                jobs.push(job);
+        let mut names = std::collections::BTreeSet::new();
+        for l in p.prompt.launches.iter() {
+            if p.kernels[&l.kernel].family == "ssd_chunk_out_heads" {
+                let want = zamba2c_ir::kernel::Extent::Const(heads / hpb);
+                assert_eq!(l.grid[0], want, "{tag}");
+                names.insert(l.kernel.as_str());
             }
+        }
+        assert!(!names.is_empty(), "{tag}");
+        for name in names {
+            let source = p.kernels[name].source.clone();
+            jobs.push((name.to_string(), source, format!("{tag}/{name}.cu")));
         }
     }
     // decode_rows' linears on `linear_rows` (ROWS_GEMM=3: weights straight into tensor-core
