@@ -95,8 +95,8 @@ extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ n
 {% for m in members %}      case {{ loop.index0 }}: {{ m.ns }}::tiles(args + o[4], o[1], o[2], o[3]{% if dynamic %}, ctrs + i{% endif %}); break;
 {% endfor %}      default: break;
     }
-    if (i + 1 < nops) {
-{% if prefetch > 0 %}      // Done with this launch: ask L2 for the start of this block's first tile of the next
+{% if prefetch > 0 %}    if (i + 1 < nops) {
+      // Done with this launch: ask L2 for the start of this block's first tile of the next
       // one while the others finish ({{ prefetch }} bytes at most), so HBM keeps streaming through the barrier.
       const unsigned* nx = o + OPW;
       if (nx[5] != 0xffffffffu && blockIdx.x < nx[1] * nx[2] * nx[3]) {
@@ -104,10 +104,10 @@ extern "C" __global__ void __launch_bounds__({{ block }}, {{ min_blocks }}) {{ n
         const unsigned bytes = min(nx[6], {{ prefetch }}u);
         for (unsigned off = threadIdx.x * 128u; off < bytes; off += blockDim.x * 128u) prefetch_l2(w + off);
       }
-{% endif %}      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr, {% if dynamic %}ctrs + i{% else %}nullptr{% endif %});
-    } else if ({% if dynamic %}true{% else %}tr != nullptr{% endif %}) {
-      // The last launch's end: traced{% if dynamic %}, and its counter set back{% endif %}.
-      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr, {% if dynamic %}ctrs + i{% else %}nullptr{% endif %});
     }
+{% endif %}    // A barrier after every launch but the last; after the last too when it is traced{% if dynamic %}
+    // (and always here: its counter is set back there){% endif %}.
+    if (i + 1 < nops || {% if dynamic %}true{% else %}tr != nullptr{% endif %})
+      z2c_grid_sync(bar, tr != nullptr ? tr + 1 + 3 * i : nullptr, {% if dynamic %}ctrs + i{% else %}nullptr{% endif %});
   }
 }

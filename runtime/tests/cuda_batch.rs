@@ -741,8 +741,7 @@ fn the_persistent_decode_step_matches_the_cpu_and_the_launches() {
             let t: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&path).expect("trace")).expect("json");
             let ops = t["launches"].as_array().expect("launches");
-            let n = decode_launches;
-            assert_eq!(ops.len(), n, "{name}: traced launches");
+            assert_eq!(ops.len(), decode_launches, "{name}: traced launches");
             let step = t["step_us"].as_f64().expect("step_us");
             let sum: f64 = ops
                 .iter()
@@ -752,7 +751,7 @@ fn the_persistent_decode_step_matches_the_cpu_and_the_launches() {
                 step > 0.0 && (sum - step).abs() <= 1e-3 * step.max(1.0),
                 "{name}: {sum} of {step} us"
             );
-            eprintln!("{name}: traced step {step:.1} us over {n} launches");
+            eprintln!("{name}: traced step {step:.1} us over {decode_launches} launches");
         }
         ran += 1;
     }
