@@ -2,7 +2,7 @@
 // are baked in, the parameter list comes from codegen's kernel spec (one list for signature and
 // launch). The body is a __device__ function of the block's tile index, so fused and persistent
 // kernels can call it; the __global__ wrapper at the end (templates/wrapper.cu) only forwards.
-{% if not in_persistent %}{% include "z2c_common.cuh" %}{% endif %}
+{% include "z2c_common.cuh" %}
 // Row b of a call (the b-th sequence of the batch) continues the sequence held in state slot
 // META_SLOT(b), after META_POS(b) tokens already cached: `meta` is [pos, slot] per row
 // (ir/src/kernel.rs `Arg::Meta`, docs/KERNELS.md "meta"). Activations are addressed by b,

@@ -14,13 +14,12 @@ pub mod cost;
 pub mod families;
 pub mod flash;
 pub mod fused;
-pub mod persistent;
 pub mod program;
 pub mod render;
 
 pub use program::{
-    build_program, build_program_with, Arg, BuildOptions, CType, Decomposed, Extent, GraphProgram,
-    Kernel, Launch, Param, Program, Storage, Value,
+    build_program, Arg, CType, Decomposed, Extent, GraphProgram, Kernel, Launch, Param, Program,
+    Storage, Value,
 };
 pub use zamba2c_ir::kernel::{ptx_path, source_path, PROGRAM_PATH};
 

@@ -41,57 +41,20 @@ impl Operand {
 /// kernels deduplicated across them. The prompt and decode tables are built first, so their
 /// kernels and names are what they are without the third.
 pub fn build_program(module: &Module) -> Result<Program, CodegenError> {
-    build_program_with(
-        module,
-        &BuildOptions {
-            persistent_decode: crate::tune("PERSISTENT", 0) == 1,
-        },
-    )
-}
-
-/// What [`build_program`] adds beyond the three tables (its defaults come from the
-/// environment's tuning knobs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BuildOptions {
-    /// The one-row `decode` table also as one persistent kernel (`Program::persistent_decode`,
-    /// docs/KERNELS.md "Persistent decode step"; `ZAMBA2C_TUNE_PERSISTENT=1`).
-    pub persistent_decode: bool,
-}
-
-/// [`build_program`] with explicit options.
-pub fn build_program_with(module: &Module, opts: &BuildOptions) -> Result<Program, CodegenError> {
     let renderer = Renderer::new()?;
     let mut kernels = Kernels {
         by_key: BTreeMap::new(),
         kernels: BTreeMap::new(),
-        contexts: BTreeMap::new(),
         renderer,
     };
     let prompt = build_graph(module, &module.prompt, GraphId::Prompt, &mut kernels)?;
     let decode = build_graph(module, &module.decode, GraphId::Decode, &mut kernels)?;
     let decode_rows = build_graph(module, &module.decode, GraphId::DecodeRows, &mut kernels)?;
-    // The one-row step as one persistent kernel, on request (a measurement).
-    let mut persistent_decode = None;
-    if opts.persistent_decode {
-        match crate::persistent::persistent_decode(
-            &decode,
-            &kernels.kernels,
-            &kernels.contexts,
-            &kernels.renderer,
-        )? {
-            Ok((kernel, pd)) => {
-                kernels.kernels.insert(kernel.name.clone(), kernel);
-                persistent_decode = Some(pd);
-            }
-            Err(why) => tracing::warn!("no persistent decode kernel: {why}"),
-        }
-    }
     Ok(Program {
         kernels: kernels.kernels,
         prompt,
         decode,
         decode_rows: Some(decode_rows),
-        persistent_decode,
     })
 }
 
@@ -99,8 +62,6 @@ pub fn build_program_with(module: &Module, opts: &BuildOptions) -> Result<Progra
 struct Kernels {
     by_key: BTreeMap<String, String>,
     kernels: BTreeMap<String, Kernel>,
-    /// Each kernel's family and template context (the persistent kernel renders them again).
-    contexts: BTreeMap<String, (String, String)>,
     renderer: Renderer,
 }
 
@@ -131,8 +92,6 @@ impl Kernels {
         }
         let source = self.renderer.render_context(family, context, &name)?;
         self.by_key.insert(key, name.clone());
-        self.contexts
-            .insert(name.clone(), (family.to_string(), context.to_string()));
         self.kernels.insert(
             name.clone(),
             Kernel {

@@ -134,10 +134,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
     (
-        "persistent_decode.cu",
-        include_str!("../../templates/persistent_decode.cu"),
-    ),
-    (
         "conv_state_update.cu",
         include_str!("../../templates/conv_state_update.cu"),
     ),
@@ -179,7 +175,7 @@ impl Renderer {
     ) -> Result<String, CodegenError> {
         let value: serde_json::Value = serde_json::from_str(context)
             .map_err(|e| template_err(&format!("{family}.cu"), e.to_string()))?;
-        let ctx = kernel_context(family, value, name, false)?;
+        let ctx = kernel_context(family, value, name)?;
         let body = self.render_file(&format!("{family}.cu"), &ctx)?;
         // The wrapper's errors name the kernel's template, as they always have.
         let wrapper = self
@@ -197,19 +193,15 @@ impl Renderer {
     }
 }
 
-/// The tera context of kernel `name` of template `family` from its JSON context; inside the
-/// persistent decode kernel (`in_persistent`) the prelude leaves out the shared device header,
-/// which that kernel has once.
+/// The tera context of kernel `name` of template `family` from its JSON context.
 fn kernel_context(
     family: &str,
     value: serde_json::Value,
     name: &str,
-    in_persistent: bool,
 ) -> Result<Context, CodegenError> {
     let mut ctx = Context::from_value(value)
         .map_err(|e| template_err(&format!("{family}.cu"), error_chain(&e)))?;
     ctx.insert("name", name);
-    ctx.insert("in_persistent", &in_persistent);
     Ok(ctx)
 }
 
@@ -218,49 +210,6 @@ fn template_err(file: &str, msg: String) -> CodegenError {
     CodegenError::Template {
         template: format!("templates/{file}"),
         msg,
-    }
-}
-
-/// One kernel's body inside the persistent decode kernel (templates/persistent_decode.cu).
-pub struct PersistentMember {
-    /// The kernel's name (its body is `<name>_body`).
-    pub name: String,
-    pub family: String,
-    /// Its template context, with `block` already the persistent kernel's.
-    pub context: serde_json::Map<String, serde_json::Value>,
-    /// Each parameter as read from the argument table `a`: `(const float* __restrict__)a[0]`.
-    pub args: Vec<String>,
-}
-
-impl Renderer {
-    /// The persistent decode kernel `name` of `block` threads, at least `min_blocks` an SM, asking
-    /// L2 for up to `prefetch` bytes of the next launch's weights before each barrier, around
-    /// `members`' bodies (each without its `__global__` wrapper).
-    pub fn render_persistent(
-        &self,
-        name: &str,
-        (block, min_blocks, prefetch, dynamic): (u32, u32, u32, bool),
-        members: &[PersistentMember],
-    ) -> Result<String, CodegenError> {
-        let mut rendered = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let value = serde_json::Value::Object(m.context.clone());
-            let ctx = kernel_context(&m.family, value, &m.name, true)?;
-            rendered.push(serde_json::json!({
-                "ns": format!("z2c_m{i}"),
-                "name": m.name,
-                "source": self.render_file(&format!("{}.cu", m.family), &ctx)?,
-                "args": m.args,
-            }));
-        }
-        let mut ctx = Context::new();
-        ctx.insert("name", name);
-        ctx.insert("block", &block);
-        ctx.insert("min_blocks", &min_blocks);
-        ctx.insert("prefetch", &prefetch);
-        ctx.insert("dynamic", &dynamic);
-        ctx.insert("members", &rendered);
-        self.render_file("persistent_decode.cu", &ctx)
     }
 }
 

@@ -486,40 +486,7 @@ pub struct Program {
     /// `None` in launch tables written before it existed (every step then runs `decode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_rows: Option<GraphProgram>,
-    /// The one-row `decode` table as one persistent kernel (docs/KERNELS.md "Persistent decode
-    /// step"), when codegen was asked for it (`ZAMBA2C_TUNE_PERSISTENT=1`, a measurement).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub persistent_decode: Option<PersistentDecode>,
 }
-
-/// One kernel that runs every launch of the one-row `decode` table in order, with a grid-wide
-/// barrier between launches: its blocks stay resident for the whole step and walk each
-/// launch's tiles (templates/persistent_decode.cu).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistentDecode {
-    /// The kernel (in [`Program::kernels`]); its parameters are `(args, ops, nops, barrier)`,
-    /// which the runtime fills from the `decode` table (not the kernel's `params` list).
-    pub kernel: String,
-    /// The `decode` table's kernels whose bodies it contains, in the order of its switch:
-    /// launch `l` of the table runs member `members.index(launches[l].kernel)`.
-    pub members: Vec<String>,
-    /// Threads of a block (every member's body runs with this many).
-    pub block: u32,
-    /// Per member, the parameter holding the one weight matrix its tiles stream in order
-    /// (tile t reads that weight's t-th slice of `weight bytes / tiles`), if it has one: before
-    /// the barrier ahead of such a launch, each block asks L2 for the start of its first
-    /// tile's slice (up to the kernel's prefetch budget).
-    #[serde(default)]
-    pub prefetch_param: Vec<Option<u32>>,
-    /// Per member, how many of its tiles make one tile of its own kernel (a member rendered with
-    /// smaller tiles than its kernel: `ZAMBA2C_TUNE_PERSISTENT_KS`); a launch of grid x `gx`
-    /// runs `gx · scale` tiles. Empty: 1 for every member.
-    #[serde(default)]
-    pub tile_scale: Vec<u32>,
-}
-
-/// The most a persistent member's tiles may be split ([`PersistentDecode::tile_scale`]).
-pub const MAX_TILE_SCALE: u32 = 64;
 
 impl Program {
     /// The cost of what runs: a prompt chunk of `prompt_tokens` tokens, a decode step, and a
@@ -793,43 +760,6 @@ impl Program {
                         }
                     }
                 }
-            }
-        }
-        if let Some(pd) = &self.persistent_decode {
-            let ctx = |msg: String| format!("persistent decode kernel: {msg}");
-            if !self.kernels.contains_key(&pd.kernel) {
-                return Err(ctx(format!("kernel {} is not in the program", pd.kernel)));
-            }
-            if pd.block == 0 || pd.block > 1024 || pd.block % 32 != 0 {
-                return Err(ctx(format!("{} threads a block", pd.block)));
-            }
-            if pd.members.len() > u32::MAX as usize
-                || !(pd.prefetch_param.is_empty() || pd.prefetch_param.len() == pd.members.len())
-            {
-                return Err(ctx("members and their prefetch parameters disagree".into()));
-            }
-            if !(pd.tile_scale.is_empty() || pd.tile_scale.len() == pd.members.len())
-                || pd.tile_scale.iter().any(|&t| t == 0 || t > MAX_TILE_SCALE)
-            {
-                return Err(ctx(format!("tile scales {:?}", pd.tile_scale)));
-            }
-            for (i, m) in pd.members.iter().enumerate() {
-                let Some(k) = self.kernels.get(m) else {
-                    return Err(ctx(format!("member {m} is not in the program")));
-                };
-                if let Some(Some(p)) = pd.prefetch_param.get(i) {
-                    if !k.params.get(*p as usize).is_some_and(|p| p.ty.is_ptr()) {
-                        return Err(ctx(format!("member {m}: prefetch parameter {p}")));
-                    }
-                }
-            }
-            if let Some(l) = self
-                .decode
-                .launches
-                .iter()
-                .find(|l| !pd.members.contains(&l.kernel))
-            {
-                return Err(ctx(format!("{} is not one of its members", l.kernel)));
             }
         }
         Ok(())

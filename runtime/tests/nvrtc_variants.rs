@@ -3,7 +3,7 @@
 //! waiting for its GPU measurement cannot rot: the register-staged prompt attention, the
 //! whole-head `mamba_step` of decode_rows and decode_rows' split-K GEMM (thread-block
 //! clusters), the chunked scan on tensor cores (3xTF32), decode_rows' linears on `linear_rows`
-//! (weights straight into tensor-core fragments), the persistent decode kernel. One test in this binary: the knobs
+//! (weights straight into tensor-core fragments). One test in this binary: the knobs
 //! are read from the environment when a program is built, and this test sets them before
 //! anything else runs.
 
@@ -311,47 +311,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PREFETCH");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_MIN_BLOCKS");
-    // The persistent decode kernel (every decode kernel's body in one kernel) of the 2.7B shape
-    // in bf16 and of a small f16 model with adapters, and the 2.7B one with tiles taken from
-    // counters and its projections split into smaller tiles.
-    for (tag, cfg, wdt) in [
-        ("persistent-bf16", &big, DType::BF16),
-        ("persistent-small-f16", &adapters, DType::F16),
-        ("persistent-dynamic-bf16", &big, DType::BF16),
-    ] {
-        // The small one also asks L2 for the next launch's weights before each barrier.
-        let prefetch = tag.contains("small");
-        let dynamic = tag.contains("dynamic");
-        std::env::set_var("ZAMBA2C_TUNE_PERSISTENT", "1");
-        if prefetch {
-            std::env::set_var("ZAMBA2C_TUNE_PERSISTENT_PREFETCH", "65536");
-        }
-        if dynamic {
-            std::env::set_var("ZAMBA2C_TUNE_PERSISTENT_DYNAMIC", "1");
-            std::env::set_var("ZAMBA2C_TUNE_PERSISTENT_KS", "4");
-        }
-        let p = program(cfg, wdt, DType::F32, tag);
-        for knob in ["", "_PREFETCH", "_DYNAMIC", "_KS"] {
-            std::env::remove_var(format!("ZAMBA2C_TUNE_PERSISTENT{knob}"));
-        }
-        let pd = p.persistent_decode.as_ref().expect("a persistent kernel");
-        let k = &p.kernels[&pd.kernel];
-        assert_eq!(k.source.contains("prefetch_l2(w + off)"), prefetch, "{tag}");
-        assert_eq!(k.source.contains("atomicAdd(ctr, 1u)"), dynamic, "{tag}");
-        // Smaller tiles for the 2.7B in_proj (K = 2560: four warps a row group keep 80 chunks
-        // each), none without the knob.
-        assert_eq!(
-            pd.tile_scale.iter().any(|&t| t > 1),
-            dynamic,
-            "{tag}: {:?}",
-            pd.tile_scale
-        );
-        jobs.push((
-            k.name.clone(),
-            k.source.clone(),
-            format!("{tag}/{}.cu", k.name),
-        ));
-    }
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
@@ -370,13 +329,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             );
         }
         assert!(ptx.contains("griddepcontrol.wait"), "{name}");
-        if name == "z2c_persistent_decode" {
-            // The grid barrier's atomics, and every member's body behind a call.
-            assert!(
-                ptx.contains("atom.global.add.u32") && ptx.contains("call"),
-                "{name}"
-            );
-        }
         if source.contains("prefetch_l2(reinterpret_cast") {
             assert!(ptx.contains("prefetch.global.L2"), "{name}");
         }

@@ -166,16 +166,6 @@ fn program_text(m: &zamba2c_ir::Module, p: &Program, rows: usize) -> String {
             .collect();
         let _ = writeln!(s, "  {phase} kernels by family: {}", fams.join(", "));
     }
-    if let Some(pd) = &p.persistent_decode {
-        let _ = writeln!(
-            s,
-            "  one-row decode steps: one persistent kernel {} ({} launches as {} member kernels, {} threads a block, a grid barrier between launches; ZAMBA2C_NO_PERSISTENT=1 runs them launch by launch)",
-            pd.kernel,
-            p.decode.launches.len(),
-            pd.members.len(),
-            pd.block
-        );
-    }
     let order = m.decode.topo_order();
     let mut per_node: std::collections::BTreeMap<usize, (usize, f64)> = Default::default();
     for l in &p.decode.launches {
@@ -358,9 +348,6 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 });
                 // Steps of at least `rows_mma_min` rows run the third table (docs/KERNELS.md
                 // "decode_rows"): its cost at `rows` rows, families and kernels per op.
-                if let Some(pd) = &p.persistent_decode {
-                    out["program"]["persistent_decode"] = serde_json::to_value(pd)?;
-                }
                 if let Some(rows) = &p.decode_rows {
                     out["program"]["decode_rows"] = serde_json::json!({
                         "rows_mma_min": plan_rows_mma_min(m).unwrap_or(ROWS_MMA_MIN),

@@ -37,14 +37,10 @@ use zamba2c_ir::kernel::{
 use super::nvrtc;
 use zamba2c_ir::{DType, Module, Phase, Plan, StateSpec, WeightStore};
 
-mod persistent;
-
 use super::blas::{Blas, GemmPtrs};
 use super::graph::{DecodeGraphs, StepKey, StepMode};
 use crate::batch::{BatchEngine, SlotId};
 use crate::{Engine, RuntimeError, Tensor};
-use persistent::PersistentStep;
-pub use persistent::NO_PERSISTENT_ENV;
 
 /// Called with every node's output during an observed run.
 pub type NodeObserver<'a> = dyn FnMut(NodeIndex, &Tensor) + 'a;
@@ -144,50 +140,29 @@ fn rows_mma_min(option: usize) -> usize {
     }
 }
 
-/// How a kernel is launched besides its grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LaunchMode {
-    /// In stream order.
-    Plain,
-    /// Marked for programmatic stream serialization, so it may start while the previous kernel
-    /// on the stream runs (its blocks wait in `griddepcontrol.wait`; stream capture keeps the
-    /// relation as a programmatic graph edge).
-    Overlap,
-    /// Cooperative: the driver checks that every block can be resident at once (what a
-    /// grid-wide barrier needs; the persistent decode kernel).
-    Cooperative,
-}
-
-/// Launches `f` on `stream` with `(grid, block, dynamic shared bytes)` as `mode` says.
+/// Launches `f` on `stream` with `(grid, block, dynamic shared bytes)`; with `overlap`, marked
+/// for programmatic stream serialization, so it may start while the previous kernel on the
+/// stream runs (its blocks wait in `griddepcontrol.wait`; stream capture keeps the relation as
+/// a programmatic graph edge).
 ///
 /// # Safety
 /// As `cuLaunchKernel`: `f` is a loaded function, `params` holds one pointer per parameter of
 /// its C signature to a value of that type, and every device address in them stays valid until
-/// the launch completes. With [`LaunchMode::Overlap`], the kernel must not touch what the
-/// previous kernel writes before its grid dependency wait (templates/z2c_common.cuh).
+/// the launch completes. With `overlap`, the kernel must not touch what the previous kernel
+/// writes before its grid dependency wait (templates/z2c_common.cuh).
 unsafe fn launch_kernel(
     f: cudarc::driver::sys::CUfunction,
     (grid, block, smem): ((u32, u32, u32), (u32, u32, u32), u32),
     stream: cudarc::driver::sys::CUstream,
     params: &mut [*mut c_void],
-    mode: LaunchMode,
+    overlap: bool,
 ) -> Result<(), DriverError> {
     use cudarc::driver::sys;
     // SAFETY: an all-zero CUlaunchAttribute is a valid (ignored) attribute; its fields are
     // plain integers and a union of plain data.
     let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    match mode {
-        LaunchMode::Plain => {}
-        LaunchMode::Overlap => {
-            attr.id =
-                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-            attr.value.programmaticStreamSerializationAllowed = 1;
-        }
-        LaunchMode::Cooperative => {
-            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
-            attr.value.cooperative = 1;
-        }
-    }
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
     let config = sys::CUlaunchConfig {
         gridDimX: grid.0,
         gridDimY: grid.1,
@@ -198,7 +173,7 @@ unsafe fn launch_kernel(
         sharedMemBytes: smem,
         hStream: stream,
         attrs: &mut attr,
-        numAttrs: u32::from(mode != LaunchMode::Plain),
+        numAttrs: u32::from(overlap),
     };
     // SAFETY: `config` and `attr` outlive the call (the driver copies them); the caller upholds
     // the rest (see above).
@@ -266,9 +241,6 @@ pub struct CudaEngine {
     /// cuBLASLt for the launches marked as library GEMMs, when it loaded (docs/KERNELS.md
     /// "Library GEMMs"); `None` runs every launch's kernel.
     blas: Option<Blas>,
-    /// The plan's persistent kernel for one-row decode steps, when it has one (and it is not
-    /// turned off: `ZAMBA2C_NO_PERSISTENT`).
-    persistent: Option<PersistentStep>,
 }
 
 impl CudaEngine {
@@ -430,7 +402,7 @@ impl CudaEngine {
         stream.synchronize().map_err(dev)?;
         // A `compile --batch-invariant` plan fixes it (every step on `decode_rows`).
         let rows_from = rows_mma_min(plan_rows_mma_min(module).unwrap_or(options.rows_mma_min));
-        let mut engine = CudaEngine {
+        Ok(CudaEngine {
             state_specs: module.states.clone(),
             ctx,
             stream,
@@ -458,15 +430,7 @@ impl CudaEngine {
             graphs,
             overlap,
             blas,
-            persistent: None,
-        };
-        engine.persistent = engine.persistent_step()?;
-        Ok(engine)
-    }
-
-    /// Whether one-row decode steps run the plan's persistent kernel.
-    pub fn runs_persistent(&self) -> bool {
-        self.persistent.is_some()
+        })
     }
 
     /// Whether `launch` runs as a library GEMM (cuBLASLt) rather than its kernel.
@@ -943,9 +907,6 @@ impl CudaEngine {
     /// too, so `decode` and `decode_rows` never share one). The token ids and `meta` are
     /// already copied (stream-ordered before whatever this issues); the logits are read after.
     fn run_decode_launches(&mut self, id: GraphId, b: usize, t: usize) -> Result<(), RuntimeError> {
-        if let (GraphId::Decode, 1, 1, Some(p)) = (id, b, t, &self.persistent) {
-            return self.run_persistent(p);
-        }
         let key = (id, b, t);
         let n = self.table(id)?.0.launches.len();
         match self.graphs.mode(key) {
@@ -1061,11 +1022,7 @@ impl CudaEngine {
                 (grid, (launch.block, 1, 1), launch.smem),
                 self.stream.cu_stream(),
                 &mut params,
-                if self.overlap {
-                    LaunchMode::Overlap
-                } else {
-                    LaunchMode::Plain
-                },
+                self.overlap,
             )
         }
         .map_err(|e| {
