@@ -57,10 +57,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/ssd_chunk_out_load.cu"),
     ),
     (
-        "ssd_chunk_out_y.cu",
-        include_str!("../../templates/ssd_chunk_out_y.cu"),
-    ),
-    (
         "linear_rows.cu",
         include_str!("../../templates/linear_rows.cu"),
     ),
@@ -96,10 +92,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     (
         "ssd_chunk_out_mma.cu",
         include_str!("../../templates/ssd_chunk_out_mma.cu"),
-    ),
-    (
-        "ssd_chunk_out_heads.cu",
-        include_str!("../../templates/ssd_chunk_out_heads.cu"),
     ),
     (
         "gated_rms_norm.cu",

@@ -168,32 +168,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             ));
         }
     }
-    // The chunked scan's output step over several heads of a group a block (SSD_OUT_HEADS): the
-    // 2.7B shape (80 heads, one group) with 8 a block and the small one (4 heads) with 2.
-    std::env::remove_var("ZAMBA2C_TUNE_SSD_MMA");
-    for (tag, cfg, act, hpb) in [
-        ("ssd-heads-bf16", &big, DType::BF16, 8),
-        ("ssd-heads-small", &small, DType::F32, 2),
-    ] {
-        std::env::set_var("ZAMBA2C_TUNE_SSD_OUT_HEADS", hpb.to_string());
-        let p = program(cfg, DType::BF16, act, tag);
-        std::env::remove_var("ZAMBA2C_TUNE_SSD_OUT_HEADS");
-        // Every launch of the step on the heads' grid; each kernel compiled once.
-        let heads = cfg.n_mamba_heads as u32;
-        let mut names = std::collections::BTreeSet::new();
-        for l in p.prompt.launches.iter() {
-            if p.kernels[&l.kernel].family == "ssd_chunk_out_heads" {
-                let want = zamba2c_ir::kernel::Extent::Const(heads / hpb);
-                assert_eq!(l.grid[0], want, "{tag}");
-                names.insert(l.kernel.as_str());
-            }
-        }
-        assert!(!names.is_empty(), "{tag}");
-        for name in names {
-            let source = p.kernels[name].source.clone();
-            jobs.push((name.to_string(), source, format!("{tag}/{name}.cu")));
-        }
-    }
     // decode_rows' linears on `linear_rows` (ROWS_GEMM=3: weights straight into tensor-core
     // fragments, a fixed summation order per row): the 2.7B shape with bf16 weights (two bf16
     // planes) and f16 weights (one f16 plane), and a small model whose adapters' rank is not a

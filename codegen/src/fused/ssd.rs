@@ -40,28 +40,6 @@ fn mma_smem_bytes(head_dim: usize, d_state: usize) -> (usize, usize) {
     (out, state)
 }
 
-/// Bytes of dynamic shared memory of the output step over several heads a block: the group's
-/// C·Bᵀ beside the head's mixing matrix (templates/ssd_chunk_out_heads.cu).
-fn heads_smem_bytes(head_dim: usize, d_state: usize) -> usize {
-    let (l, p, n) = (SSD_CHUNK, head_dim, d_state);
-    4 * (2 * n * (l + 4) + 2 * l * l + l * p + n * p + 2 * l)
-}
-
-/// Heads of one group a block of the output step (`ZAMBA2C_TUNE_SSD_OUT_HEADS`, a measurement;
-/// 1: one head a block): they share B and C, so C·Bᵀ is made once. 1 when the knob is off, the
-/// group's heads do not divide by it, or its shared memory does not fit.
-fn out_heads(heads_per_group: usize, head_dim: usize, d_state: usize) -> usize {
-    let hpb = crate::tune("SSD_OUT_HEADS", 1);
-    if hpb > 1
-        && heads_per_group.is_multiple_of(hpb)
-        && heads_smem_bytes(head_dim, d_state) <= MAX_DYNAMIC_SMEM as usize
-    {
-        hpb
-    } else {
-        1
-    }
-}
-
 /// Whether the scan's first and last steps run on tensor cores (3xTF32 mma.sync: about f32
 /// precision; docs/KERNELS.md "ssd"): `ZAMBA2C_TUNE_SSD_MMA=1`, head_dim and d_state multiples
 /// of 16, and shared memory to fit. Off by default until the H200 has measured it.
@@ -199,29 +177,12 @@ pub fn ssd_specs(
             SSD_THREADS,
         );
     pass.seq_align = l;
-    let hpb = if mma { 1 } else { out_heads(h / groups, p, n) };
-    let smem = if mma {
-        mma_smem_bytes(p, n).0
-    } else if hpb > 1 {
-        heads_smem_bytes(p, n)
+    let (smem, _) = if mma {
+        mma_smem_bytes(p, n)
     } else {
-        smem_bytes(p, n).0
+        smem_bytes(p, n)
     };
-    let out_family = if hpb > 1 {
-        "ssd_chunk_out_heads"
-    } else {
-        step("ssd_chunk_out", "ssd_chunk_out_mma")
-    };
-    let out_grid = [
-        Extent::Const((h / hpb) as u32),
-        Extent::SeqDiv { div: l },
-        Extent::Batch,
-    ];
-    let mut out_builder = common(out_family);
-    if hpb > 1 {
-        out_builder = out_builder.set("hpb", hpb);
-    }
-    let mut chunk_out = out_builder
+    let mut chunk_out = common(step("ssd_chunk_out", "ssd_chunk_out_mma"))
         .input("x", x)
         .input("bm", bm)
         .input("cm", cm)
@@ -232,13 +193,12 @@ pub fn ssd_specs(
         .scalar("seq", Arg::Seq)
         .cost(LaunchCost {
             bytes_per_row: es(x) + es(bm) + es(cm) + 8 * h as u64 + chunk_row + es(&out),
-            // The causal mixing matrix (half of L·L·N, once for each block's heads), its
-            // product with x (half of L·L·P), and the entering state's contribution (N·P), per
-            // token and head.
-            flops_per_row: (h / hpb * l * n + h * (l * p + 2 * n * p)) as u64,
+            // The causal mixing matrix (half of L·L·N), its product with x (half of L·L·P),
+            // and the entering state's contribution (N·P), per token and head.
+            flops_per_row: (h * (l * n + l * p + 2 * n * p)) as u64,
             ..Default::default()
         })
-        .finish(out_grid, SSD_THREADS);
+        .finish(grid_chunks, SSD_THREADS);
     chunk_out.smem = smem as u32;
     chunk_out.seq_align = l;
     Ok(vec![chunk_state, pass, chunk_out])
