@@ -8,7 +8,13 @@
   // the reduction: out = Σ_g inv_g · Σ_{k∈g} W[n,k]·γ[k]·x[k] (f32 throughout).
   // {{ ks }} warps split the input of one row group (interleaved 16-byte chunks) and combine
   // their partial sums through shared memory, so narrow outputs still fill the GPU.
-  constexpr int KS = {{ ks }}, GROUPS = {{ warps }} / KS;
+{% if plain %}  // The same address through a move the compiler cannot see into: loads from it are plain
+  // (not read-only-cache loads it may issue all up front; codegen/src/fused/gemv.rs segs).
+#define Z2C_PLAIN(p, T) do { unsigned long long v_; asm("mov.b64 %0, %1;" : "=l"(v_) : "l"(p)); p = reinterpret_cast<T>(v_); } while (0)
+  const bf16_t* gamma_p = nullptr;
+{% if norm != "none" %}  gamma_p = gamma;
+  Z2C_PLAIN(gamma_p, const bf16_t*);
+{% endif %}{% endif %}  constexpr int KS = {{ ks }}, GROUPS = {{ warps }} / KS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int rg = warp / KS, kp = warp % KS;
   const int o0 = (tile * GROUPS + rg) * {{ rpw }};
@@ -24,7 +30,8 @@
     const int n = {% if gelu_mul %}(i < {{ rpw }}) ? oi : oi + {{ inter }}{% else %}oi{% endif %};
     wrow[i] = {{ projs[0].w }};
 {% for p in projs %}    {% if not loop.first %}else {% endif %}if (n < {{ p.end }}) wrow[i] = {{ p.w }} + (long)(n - {{ p.start }}) * {{ p.w_stride }};
-{% endfor %}  }
+{% endfor %}{% if plain %}    Z2C_PLAIN(wrow[i], const w_t*);
+{% endif %}  }
   // Programmatic dependent launch (z2c_common.cuh): the previous launch's output is this one's
   // input. (Asking L2 for the first weight lines before this wait in every projection was
   // measured slower: 2.66 vs 2.55 ms per token with 1 KB per row, docs/PERFORMANCE.md.)
@@ -55,14 +62,21 @@
       const x_t* xs[R];
 #pragma unroll
       for (int r = 0; r < R; ++r) xs[r] = {{ s.x }} + (long)(m0 + r < rows ? m0 + r : m0) * {{ s.x_stride }} + {{ s.xoff }};
+{% if plain %}#pragma unroll
+      for (int r = 0; r < R; ++r) Z2C_PLAIN(xs[r], const x_t*);
+      // {{ s.trips }} passes of 32·KS lanes, a count known here (codegen/src/fused/gemv.rs segs).
 #pragma unroll {{ s.unroll }}
+      for (int it = 0; it < {{ s.trips }}; ++it) {
+        const int c = lane + 32 * kp + it * 32 * KS;
+{% if s.ragged %}        if (c >= {{ s.len }} / {{ vec }}) break;
+{% endif %}{% else %}#pragma unroll {{ s.unroll }}
       for (int c = lane + 32 * kp; c < {{ s.len }} / {{ vec }}; c += 32 * KS) {
-        const int k = c * {{ vec }};
+{% endif %}        const int k = c * {{ vec }};
         float xv[R][{{ vec }}];
 #pragma unroll
         for (int r = 0; r < R; ++r) loadv(xs[r] + k, xv[r]);
 {% if norm != "none" %}        float gv[{{ vec }}];
-        loadv(gamma + {{ s.goff }} + k, gv);
+        loadv({% if plain %}gamma_p{% else %}gamma{% endif %} + {{ s.goff }} + k, gv);
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll

@@ -18,6 +18,9 @@ pub const GEMV_ROWS_PER_WARP: usize = 2;
 const GEMV_MIN_WARPS: usize = 4096;
 /// 16-byte weight loads in flight per lane (unrolled chunk loop × weight rows per warp).
 const GEMV_LOADS_IN_FLIGHT: usize = 16;
+/// With `ZAMBA2C_TUNE_GEMV_PLAIN=1`: most weight loads a lane's whole chunk loop may hold for it
+/// to be unrolled whole (passes × weight rows × rows of a group; the 2.7B's in_proj: 10 × 2).
+const GEMV_FULL_UNROLL: usize = 48;
 /// Rows the batched variant of `proj_gemv` serves per pass over the weights (a decode step of
 /// several sequences; `Launch::batched`). Each weight element loaded serves this many rows,
 /// with one accumulator per row; a step of more rows makes several passes, the later ones
@@ -311,6 +314,25 @@ pub(super) fn gemv(
     // The input segments for groups of `rg` rows: the chunk loop is unrolled to keep
     // GEMV_LOADS_IN_FLIGHT weight loads in flight, fewer when each iteration also loads the
     // inputs of several rows.
+    //
+    // A measurement (`ZAMBA2C_TUNE_GEMV_PLAIN=1`, docs/PERFORMANCE.md thirteenth session): each
+    // lane's chunk loop with a trip count known at compile time (`trips`; `ragged`: a partial
+    // last pass), unrolled whole when its weight loads fit GEMV_FULL_UNROLL, and the operands
+    // read through pointers the compiler cannot see as `__restrict__` (`Z2C_PLAIN`). Unrolled
+    // whole with `__restrict__` operands, the compiler issues every load up front (241
+    // registers, one block an SM: 2.95 ms a token against 2.50); without it the loads stay
+    // interleaved at ~44 registers, as in scripts/gemv_lab.cu's `curfix<16>`, which streamed
+    // in_proj at 3.7 TB/s against 3.0 for this loop.
+    //
+    // K-split: warps per row group, a power of two up to the block, while the launch is short
+    // of GEMV_MIN_WARPS and each warp keeps at least one 32-lane pass over its input.
+    let chunks = k_read / vec;
+    let mut ks = 1;
+    let min_warps = tune("GEMV_MIN_WARPS", GEMV_MIN_WARPS);
+    while ks < GEMV_WARPS && nout.div_ceil(rpw) * ks < min_warps && chunks >= 64 * ks {
+        ks *= 2;
+    }
+    let plain = tune("GEMV_PLAIN", 0) == 1;
     let segs = |rg: usize| -> Vec<serde_json::Value> {
         input
             .segs
@@ -318,11 +340,21 @@ pub(super) fn gemv(
             .map(|s| {
                 let trip = (s.len / vec).div_ceil(32);
                 let unroll = (tune("GEMV_LOADS", GEMV_LOADS_IN_FLIGHT) / wr / rg).max(1);
+                let lanes = 32 * ks;
+                let trips = (s.len / vec).div_ceil(lanes);
+                let unroll = if !plain {
+                    trip.clamp(1, unroll)
+                } else if trips * wr * rg <= tune("GEMV_FULL_UNROLL", GEMV_FULL_UNROLL) {
+                    trips.max(1)
+                } else {
+                    unroll.clamp(1, trips.max(1))
+                };
                 json!({
                     "x": s.param, "x_stride": s.op.stride, "xoff": s.xoff, "len": s.len,
                     "wcol": s.wcol, "goff": s.goff,
                     "grp": if norm_kind == "rms" { s.grp } else { 0 },
-                    "ss": s.ss, "read_w": s.read_w, "unroll": trip.clamp(1, unroll),
+                    "ss": s.ss, "read_w": s.read_w, "unroll": unroll,
+                    "trips": trips, "ragged": !(s.len / vec).is_multiple_of(lanes),
                 })
             })
             .collect()
@@ -349,7 +381,8 @@ pub(super) fn gemv(
         .set("adapter", lora.is_some())
         .set("rank", rank)
         .set("residual", epi.residual.is_some())
-        .set("split_e", input.split.is_some());
+        .set("split_e", input.split.is_some())
+        .set("plain", plain);
     if let Some(n) = norm {
         b = b.set("eps", flit(n.eps));
     }
@@ -383,14 +416,6 @@ pub(super) fn gemv(
     }
     if let Some(r) = epi.residual {
         b = b.set("res_stride", r.stride).input("res", &r);
-    }
-    // K-split: warps per row group, a power of two up to the block, while the launch is short
-    // of GEMV_MIN_WARPS and each warp keeps at least one 32-lane pass over its input.
-    let chunks = k_read / vec;
-    let mut ks = 1;
-    let min_warps = tune("GEMV_MIN_WARPS", GEMV_MIN_WARPS);
-    while ks < GEMV_WARPS && nout.div_ceil(rpw) * ks < min_warps && chunks >= 64 * ks {
-        ks *= 2;
     }
     // Bytes: each weight row's columns read once, the norm weight, the adapters' B; per row the
     // input segments, the output and what the epilogue reads.
