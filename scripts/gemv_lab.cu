@@ -6,7 +6,9 @@
 // and checked against a one-thread-a-row reference. A streaming read of the same bytes gives the
 // ceiling. Designs:
 //   cur<U>    proj_gemv's present design: 8 warps a block, 2 rows a warp, x and γ read from global
-//             memory beside each weight chunk, U chunk iterations unrolled (16 loads in flight: U=8)
+//             memory beside each weight chunk, U chunk iterations unrolled (16 loads in flight: U=8);
+//             curfix: the loop's trip count known at compile time; curplain: and every operand
+//             `__restrict__` but read through an opaque move (proj_gemv's GEMV_PLAIN)
 //   smem<R,U> x̂ = γ ⊙ x staged once a block in shared memory (and Σx² there), R rows a warp
 //   nc<R,U>   as smem, weights read with ld.global.nc.L1::no_allocate (streamed past L1)
 //   tma<RB,S> a block streams tiles of RB whole rows into an S-stage shared-memory ring with
@@ -56,14 +58,26 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
 constexpr float EPS = 1e-5f;
 
 // ---- cur: the present proj_gemv (templates/proj_gemv.cu with one row, norm "rms", one group).
-template <int K, int U, bool FIX>
-__global__ void __launch_bounds__(256) gemv_cur(const bf16_bits* __restrict__ W, const float* x,
-                                                const bf16_bits* g, float* y, int N) {
+// PLAIN: every operand `__restrict__`, as in the plan's kernels, then passed through an opaque
+// move (proj_gemv's ZAMBA2C_TUNE_GEMV_PLAIN), so the loads are plain ones the compiler keeps
+// interleaved.
+template <typename T>
+__device__ __forceinline__ T* opaque(T* p) {
+  unsigned long long v;
+  asm("mov.b64 %0, %1;" : "=l"(v) : "l"(p));
+  return reinterpret_cast<T*>(v);
+}
+template <int K, int U, bool FIX, bool PLAIN>
+__device__ __forceinline__ void gemv_cur_body(const bf16_bits* W, const float* x_, const bf16_bits* g_, float* y,
+                                              int N) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int o0 = (blockIdx.x * 8 + warp) * 2;
   if (o0 >= N) return;
+  const float* x = PLAIN ? opaque(x_) : x_;
+  const bf16_bits* g = PLAIN ? opaque(g_) : g_;
   const bf16_bits* w0 = W + (long)o0 * K;
   const bf16_bits* w1 = W + (long)(o0 + 1 < N ? o0 + 1 : o0) * K;
+  if (PLAIN) { w0 = opaque(w0); w1 = opaque(w1); }
   float a0 = 0.f, a1 = 0.f, ss = 0.f;
 #pragma unroll U
   for (int it = 0; it < (FIX ? K / 256 : 1 << 30); ++it) {
@@ -84,6 +98,16 @@ __global__ void __launch_bounds__(256) gemv_cur(const bf16_bits* __restrict__ W,
   ss = warp_sum(ss); a0 = warp_sum(a0); a1 = warp_sum(a1);
   const float inv = rsqrtf(ss / K + EPS);
   if (lane == 0) { y[o0] = a0 * inv; if (o0 + 1 < N) y[o0 + 1] = a1 * inv; }
+}
+template <int K, int U, bool FIX>
+__global__ void __launch_bounds__(256) gemv_cur(const bf16_bits* __restrict__ W, const float* x,
+                                                const bf16_bits* g, float* y, int N) {
+  gemv_cur_body<K, U, FIX, false>(W, x, g, y, N);
+}
+template <int K, int U>
+__global__ void __launch_bounds__(256) gemv_curplain(const bf16_bits* __restrict__ W, const float* __restrict__ x,
+                                                     const bf16_bits* __restrict__ g, float* __restrict__ y, int N) {
+  gemv_cur_body<K, U, true, true>(W, x, g, y, N);
 }
 
 // The block's prologue for the shared-memory designs: x̂ = γ ⊙ x into xs, and 1/rms(x).
@@ -462,6 +486,8 @@ void bench(const Shape& sh, const Ctx& c) {
   run("cur<8>", [&](const bf16_bits* w) { gemv_cur<K, 8, false><<<(N + 15) / 16, 256, 0, st>>>(w, x, g, y, N); }, true);
   run("curfix<8>", [&](const bf16_bits* w) { gemv_cur<K, 8, true><<<(N + 15) / 16, 256, 0, st>>>(w, x, g, y, N); }, true);
   run("curfix<16>", [&](const bf16_bits* w) { gemv_cur<K, 16, true><<<(N + 15) / 16, 256, 0, st>>>(w, x, g, y, N); }, true);
+  run("curplain<16>", [&](const bf16_bits* w) { gemv_curplain<K, 16><<<(N + 15) / 16, 256, 0, st>>>(w, x, g, y, N); }, true);
+  run("curplain<40>", [&](const bf16_bits* w) { gemv_curplain<K, 40><<<(N + 15) / 16, 256, 0, st>>>(w, x, g, y, N); }, true);
   const size_t xsb = K * 4;
 #define SMEM(R, U, NC, label)                                                                              \
   {                                                                                                        \
