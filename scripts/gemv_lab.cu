@@ -47,6 +47,27 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Eight f32 values of x̂ (shared memory) at p.
+__device__ __forceinline__ void load_x8(const float* p, float (&xv)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  xv[0] = a.x; xv[1] = a.y; xv[2] = a.z; xv[3] = a.w; xv[4] = b.x; xv[5] = b.y; xv[6] = b.z; xv[7] = b.w;
+}
+// acc[i] += W chunk i · xv for each of a warp's R rows.
+template <int R>
+__device__ __forceinline__ void fma_rows(float (&acc)[R], const uint4 (&wv)[R], const float (&xv)[8]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    float f[8];
+    unpack8(wv[i], f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[i] += f[j] * xv[j];
+  }
+}
+// The warp's R sums reduced over its lanes; lane i stores row o0 + i.
+template <int R>
+__device__ __forceinline__ void store_rows(float (&acc)[R], int lane, int o0, int N, float inv, float* y) {
+  store_rows(acc, lane, o0, N, inv, y);
+}
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -152,21 +173,11 @@ __global__ void __launch_bounds__(256) gemv_smem(const bf16_bits* __restrict__ W
     uint4 wv[R];
 #pragma unroll
     for (int i = 0; i < R; ++i) wv[i] = NC ? ldg_stream(wr[i] + k) : *reinterpret_cast<const uint4*>(wr[i] + k);
-    const float4 xa = *reinterpret_cast<const float4*>(xs + k), xb = *reinterpret_cast<const float4*>(xs + k + 4);
-    const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-      float f[8];
-      unpack8(wv[i], f);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) acc[i] += f[j] * xv[j];
-    }
+    float xv[8];
+    load_x8(xs + k, xv);
+    fma_rows(acc, wv, xv);
   }
-#pragma unroll
-  for (int i = 0; i < R; ++i) acc[i] = warp_sum(acc[i]);
-#pragma unroll
-  for (int i = 0; i < R; ++i)
-    if (lane == i && o0 + i < N) y[o0 + i] = acc[i] * inv;
+  store_rows(acc, lane, o0, N, inv, y);
 }
 
 // ---- batch / pipe: as smem, but each lane's weight loads written as batches of B chunks a row
@@ -210,25 +221,15 @@ __global__ void __launch_bounds__(256) gemv_batch(const bf16_bits* __restrict__ 
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       const int k = (b * B + u) * 256 + lane * 8;
-      const float4 xa = *reinterpret_cast<const float4*>(xs + k), xb = *reinterpret_cast<const float4*>(xs + k + 4);
-      const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-#pragma unroll
-      for (int i = 0; i < R; ++i) {
-        float f[8];
-        unpack8(cur[u][i], f);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i] += f[j] * xv[j];
-      }
+      float xv[8];
+      load_x8(xs + k, xv);
+      fma_rows(acc, cur[u], xv);
     }
   }
-#pragma unroll
-  for (int i = 0; i < R; ++i) acc[i] = warp_sum(acc[i]);
-#pragma unroll
-  for (int i = 0; i < R; ++i)
-    if (lane == i && o0 + i < N) y[o0 + i] = acc[i] * inv;
+  store_rows(acc, lane, o0, N, inv, y);
 }
 
-__device__ __forceinline__ unsigned smem_addr_g(const void* p) {
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
@@ -236,7 +237,7 @@ __device__ __forceinline__ unsigned smem_addr_g(const void* p) {
 // shared memory, filled with cp.async (no registers held while in flight, so the compiler cannot
 // sink the loads); one commit group a chunk (R rows), cp.async.wait_group D-1 before each use.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr_g(dst)), "l"(src) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N_>
@@ -271,32 +272,19 @@ __global__ void __launch_bounds__(256) gemv_ring(const bf16_bits* __restrict__ W
   for (int c = 0; c < CPL; ++c) {
     cp_wait<D - 1>();
     const int k = c * 256 + lane * 8;
-    const float4 xa = *reinterpret_cast<const float4*>(xs + k), xb = *reinterpret_cast<const float4*>(xs + k + 4);
-    const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+    float xv[8];
+    load_x8(xs + k, xv);
     uint4 wv[R];
 #pragma unroll
     for (int i = 0; i < R; ++i) wv[i] = ring[((c % D) * R + i) * 256 + threadIdx.x];
     issue(c + D);  // the slot just read is refilled (this lane's own slot: no barrier needed)
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-      float f[8];
-      unpack8(wv[i], f);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) acc[i] += f[j] * xv[j];
-    }
+    fma_rows(acc, wv, xv);
   }
   if (o0 >= N) return;
-#pragma unroll
-  for (int i = 0; i < R; ++i) acc[i] = warp_sum(acc[i]);
-#pragma unroll
-  for (int i = 0; i < R; ++i)
-    if (lane == i && o0 + i < N) y[o0 + i] = acc[i] * inv;
+  store_rows(acc, lane, o0, N, inv, y);
 }
 
 // ---- tma: tiles of RB rows through an S-stage ring filled by cp.async.bulk.
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
 __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
 }
