@@ -30,7 +30,7 @@
     const int n = {% if gelu_mul %}(i < {{ rpw }}) ? oi : oi + {{ inter }}{% else %}oi{% endif %};
     wrow[i] = {{ projs[0].w }};
 {% for p in projs %}    {% if not loop.first %}else {% endif %}if (n < {{ p.end }}) wrow[i] = {{ p.w }} + (long)(n - {{ p.start }}) * {{ p.w_stride }};
-{% endfor %}{% if plain %}    Z2C_PLAIN(wrow[i], const w_t*);
+{% endfor %}{% if plain_w %}    Z2C_PLAIN(wrow[i], const w_t*);
 {% endif %}  }
   // Programmatic dependent launch (z2c_common.cuh): the previous launch's output is this one's
   // input. (Asking L2 for the first weight lines before this wait in every projection was

@@ -286,20 +286,32 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_MIN_BLOCKS");
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
-    // (GEMV_PLAIN), on both shapes: every projection family (norms, split norm, adapters,
-    // GELU·up, residual) and the batched variants, ragged passes included on the small shape.
-    std::env::set_var("ZAMBA2C_TUNE_GEMV_PLAIN", "1");
-    let mut plain = 0;
-    for (module, tag) in [(&big, "gemv-plain"), (&small, "gemv-plain-small")] {
-        let p = program(module, DType::BF16, DType::F32, tag);
-        for (name, k) in &p.kernels {
-            if k.source.contains("Z2C_PLAIN(wrow[i]") {
-                plain += 1;
-                jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
+    // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every
+    // projection family (norms, split norm, adapters, GELU·up, residual) and the batched
+    // variants, ragged passes included on the small shape.
+    for (mode, weights_plain) in [("1", true), ("2", false)] {
+        std::env::set_var("ZAMBA2C_TUNE_GEMV_PLAIN", mode);
+        let mut plain = 0;
+        for (module, shape) in [(&big, "big"), (&small, "small")] {
+            let tag = format!("gemv-plain{mode}-{shape}");
+            let p = program(module, DType::BF16, DType::F32, &tag);
+            for (name, k) in &p.kernels {
+                if k.source.contains("Z2C_PLAIN(xs[r]") {
+                    assert_eq!(
+                        k.source.contains("Z2C_PLAIN(wrow[i]"),
+                        weights_plain,
+                        "{tag}: {name}"
+                    );
+                    plain += 1;
+                    jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
+                }
             }
         }
+        assert!(
+            plain > 0,
+            "GEMV_PLAIN={mode}: no proj_gemv kernel rendered plain"
+        );
     }
-    assert!(plain > 0, "gemv-plain: no proj_gemv kernel rendered plain");
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PLAIN");
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {

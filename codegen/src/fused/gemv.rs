@@ -315,14 +315,16 @@ pub(super) fn gemv(
     // GEMV_LOADS_IN_FLIGHT weight loads in flight, fewer when each iteration also loads the
     // inputs of several rows.
     //
-    // A measurement (`ZAMBA2C_TUNE_GEMV_PLAIN=1`, docs/PERFORMANCE.md thirteenth session): each
-    // lane's chunk loop with a trip count known at compile time (`trips`; `ragged`: a partial
-    // last pass), unrolled whole when its weight loads fit GEMV_FULL_UNROLL, and the operands
-    // read through pointers the compiler cannot see as `__restrict__` (`Z2C_PLAIN`). Unrolled
-    // whole with `__restrict__` operands, the compiler issues every load up front (241
-    // registers, one block an SM: 2.95 ms a token against 2.50); without it the loads stay
-    // interleaved at ~44 registers, as in scripts/gemv_lab.cu's `curfix<16>`, which streamed
-    // in_proj at 3.7 TB/s against 3.0 for this loop.
+    // A measurement (`ZAMBA2C_TUNE_GEMV_PLAIN=1` or `=2`, docs/PERFORMANCE.md thirteenth
+    // session): each lane's chunk loop with a trip count known at compile time (`trips`;
+    // `ragged`: a partial last pass), unrolled whole when its weight loads fit
+    // GEMV_FULL_UNROLL, and operands read through pointers the compiler cannot see as
+    // `__restrict__` (`Z2C_PLAIN`): all of them (1), or the input and norm weight only (2).
+    // Unrolled whole with `__restrict__` operands, the compiler issues every load up front (241
+    // registers, one block an SM: 2.95 ms a token against 2.50); with plain inputs the loads
+    // stay interleaved at 46–48 registers, as in scripts/gemv_lab.cu's `curfix<16>` (whose
+    // weights are `__restrict__` and its input not, like 2), which streamed in_proj at 3.7 TB/s
+    // against 3.0 for this loop.
     //
     // K-split: warps per row group, a power of two up to the block, while the launch is short
     // of GEMV_MIN_WARPS and each warp keeps at least one 32-lane pass over its input.
@@ -332,7 +334,10 @@ pub(super) fn gemv(
     while ks < GEMV_WARPS && nout.div_ceil(rpw) * ks < min_warps && chunks >= 64 * ks {
         ks *= 2;
     }
-    let plain = tune("GEMV_PLAIN", 0) == 1;
+    // 1: every operand plain; 2: the input and norm weight only (the weights keep their
+    // read-only-cache loads, as in the lab's `curfix<16>`).
+    let plain_mode = tune("GEMV_PLAIN", 0);
+    let plain = plain_mode == 1 || plain_mode == 2;
     let segs = |rg: usize| -> Vec<serde_json::Value> {
         input
             .segs
@@ -382,7 +387,8 @@ pub(super) fn gemv(
         .set("rank", rank)
         .set("residual", epi.residual.is_some())
         .set("split_e", input.split.is_some())
-        .set("plain", plain);
+        .set("plain", plain)
+        .set("plain_w", plain_mode == 1);
     if let Some(n) = norm {
         b = b.set("eps", flit(n.eps));
     }
