@@ -1171,6 +1171,67 @@ fn attach_nodes(module: &Module, program: &mut Program) {
     }
 }
 
+/// Loads each kernel's PTX (a module a kernel) into `ctx`, several at once: the driver
+/// compiles PTX to machine code at load, one kernel at a time per thread, and that is most of
+/// an engine's start-up (the GPU tests build dozens of engines). The driver API is thread-safe
+/// and `load_module` binds the context on each thread. `ZAMBA2C_SERIAL_LOAD=1` loads one at a
+/// time.
+fn load_modules(
+    ctx: &Arc<CudaContext>,
+    ptx: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, CudaFunction>, RuntimeError> {
+    let started = std::time::Instant::now();
+    let items: Vec<(String, String)> = ptx.into_iter().collect();
+    let threads = if std::env::var("ZAMBA2C_SERIAL_LOAD").as_deref() == Ok("1") {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 16)
+            .min(items.len().max(1))
+    };
+    let load_one = |(name, p): &(String, String)| -> Result<(String, CudaFunction), RuntimeError> {
+        let module = ctx
+            .load_module(Ptx::from_src(p.as_str()))
+            .map_err(|e| RuntimeError::Device(format!("loading PTX of {name}: {e:?}")))?;
+        let f = module
+            .load_function(name)
+            .map_err(|e| RuntimeError::Device(format!("kernel {name} not in its PTX: {e:?}")))?;
+        Ok((name.clone(), f))
+    };
+    let mut results = Vec::with_capacity(items.len());
+    std::thread::scope(|s| {
+        // Thread t loads kernels t, t + threads, ...: neighbours by name are often one family
+        // of similar cost.
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (items, load_one) = (&items, &load_one);
+                s.spawn(move || {
+                    items
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(load_one)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(r) => results.extend(r),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+    });
+    let out = results.into_iter().collect::<Result<BTreeMap<_, _>, _>>()?;
+    tracing::info!(
+        "loaded {} kernels in {:.0} ms ({threads} threads)",
+        out.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(out)
+}
+
 /// Compiles (or reads from the plan or the PTX cache) and loads every kernel.
 fn load_kernels(
     ctx: &Arc<CudaContext>,
@@ -1209,16 +1270,7 @@ fn load_kernels(
             ptx.insert(name, p);
         }
     }
-    let mut out = BTreeMap::new();
-    for (name, p) in ptx {
-        let module = ctx
-            .load_module(Ptx::from_src(p))
-            .map_err(|e| RuntimeError::Device(format!("loading PTX of {name}: {e:?}")))?;
-        let f = module
-            .load_function(&name)
-            .map_err(|e| RuntimeError::Device(format!("kernel {name} not in its PTX: {e:?}")))?;
-        out.insert(name, f);
-    }
+    let out = load_modules(ctx, ptx)?;
     // Kernels launched with more dynamic shared memory than the default must opt in, once.
     let mut smem: BTreeMap<&str, u32> = BTreeMap::new();
     for l in program

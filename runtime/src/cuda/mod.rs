@@ -2,8 +2,9 @@
 //! code of the runtime lives in this module.
 //!
 //! - [`engine`]: [`CudaEngine`] loads a plan (weights uploaded once, one buffer per activation,
-//!   state regions and KV caches of a fixed capacity) and runs the prompt and decode graphs
-//!   with no allocation inside a step.
+//!   state regions and KV caches of a fixed capacity; kernels' PTX loaded on several threads,
+//!   `ZAMBA2C_SERIAL_LOAD=1` one at a time) and runs the prompt and decode graphs with no
+//!   allocation inside a step.
 //! - [`blas`]: cuBLASLt for the launches a plan marks as library GEMMs (falls back to their
 //!   kernels when the library is missing or `ZAMBA2C_NO_LIBRARY_GEMM=1`).
 //! - [`graph`]: the decode step captured once as a CUDA graph and replayed
