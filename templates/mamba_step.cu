@@ -47,7 +47,73 @@
 {% else %}#pragma unroll
     for (int j = 0; j < {{ npt }}; ++j) sv[r][j] = (active && col(j) < {{ n }}) ? to_f(st[r][col(j)]) : 0.f;
 {% endif %}  }
+{% if hoist %}  // Everything else this block reads that no launch of the step writes goes before the wait
+  // too (the conv weights, the ring's older inputs, the head's parameters), and after it the
+  // three values of in_proj's output a thread needs are asked for at once, so the work after
+  // the wait waits for one memory round trip, not three (docs/KERNELS.md "mamba_step").
+  constexpr int CI = (VR + 2 * {{ n }} + {{ block }} - 1) / {{ block }}, CK = {{ k }};
+  int chan[CI];
+  float cb[CI], cw[CI][CK], old[CI][CK - 1];
+#pragma unroll
+  for (int ci = 0; ci < CI; ++ci) {
+    // Channel of xBC: this block's x rows (head by head), then its group's B, then its group's C.
+    const int i = threadIdx.x + ci * {{ block }};
+    int c = 0;
+    if (i < VR) c = (h0 + i / {{ pb }}) * {{ head_dim }} + p0 + i % {{ pb }};
+    else if (i < VR + {{ n }}) c = {{ din }} + g * {{ n }} + (i - VR);
+    else if (i < VR + 2 * {{ n }}) c = {{ din }} + {{ gn }} + g * {{ n }} + (i - VR - {{ n }});
+    chan[ci] = c;
+    cb[ci] = to_f(conv_bias[c]);
+#pragma unroll
+    for (int j = 0; j < CK; ++j) cw[ci][j] = to_f(conv_weight[c * CK + j]);
+#pragma unroll
+    for (int j = 0; j + 1 < CK; ++j) {
+      const int qq = pos - (CK - 1) + j;  // older positions, oldest first
+      old[ci][j] = to_f(cst[(long)c * CK + ((qq % CK) + CK) % CK]);
+    }
+  }
+  float a_neg[NP], dtb[NP], dsk[NP];
+#pragma unroll
+  for (int r = 0; r < NP; ++r) {
+    const int vr = pr + r * RPP;
+    const int hh = h0 + (vr < VR ? vr / {{ pb }} : 0);
+    a_neg[r] = -expf(to_f(a_log[hh]));
+    dtb[r] = to_f(dt_bias[hh]);
+    dsk[r] = to_f(d_skip[hh]);
+  }
   // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
+  // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
+  // finishes; the next launch (out_proj) may then come in and wait for this one.
+  z2c_grid_wait();
+  z2c_launch_dependents();
+  float cur[CI], dt_raw[NP], zg[NP];
+#pragma unroll
+  for (int ci = 0; ci < CI; ++ci)
+    cur[ci] = threadIdx.x + ci * {{ block }} < VR + 2 * {{ n }} ? to_f(zx[{{ din }} + chan[ci]]) : 0.f;
+#pragma unroll
+  for (int r = 0; r < NP; ++r) {
+    const int vr = pr + r * RPP;
+    const bool active = vr < VR;
+    const int hh = h0 + (active ? vr / {{ pb }} : 0), p = p0 + (active ? vr % {{ pb }} : 0);
+    dt_raw[r] = to_f(zx[{{ din }} + {{ channels }} + hh]);
+    zg[r] = to_f(zx[hh * {{ head_dim }} + p]);
+  }
+  const bool writes_bc = (h0 % {{ heads_per_group }} == 0) && part == 0;
+#pragma unroll
+  for (int ci = 0; ci < CI; ++ci) {
+    const int i = threadIdx.x + ci * {{ block }};
+    if (i >= VR + 2 * {{ n }}) continue;
+    float acc = cb[ci];
+#pragma unroll
+    for (int j = 0; j + 1 < CK; ++j) acc += cw[ci][j] * old[ci][j];
+    acc += cw[ci][CK - 1] * cur[ci];
+    const float v = rnd<act_t>(silu_f(rnd<act_t>(acc)));
+    if (i < VR) xs[i] = v;
+    else if (i < VR + {{ n }}) bs[i - VR] = v;
+    else cs[i - VR - {{ n }}] = v;
+    if (i < VR || writes_bc) cst[(long)chan[ci] * CK + pos % CK] = from_f<act_t>(cur[ci]);
+  }
+{% else %}  // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
   // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
   // finishes; the next launch (out_proj) may then come in and wait for this one.
   z2c_grid_wait();
@@ -73,14 +139,17 @@
     else cs[i - VR - {{ n }}] = v;
     if (i < VR || writes_bc) cst[(long)c * {{ k }} + pos % {{ k }}] = from_f<act_t>(cur);
   }
-  __syncthreads();
+{% endif %}  __syncthreads();
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
     const int vr = pr + r * RPP;
     const bool active = vr < VR;
     const int hh = h0 + (active ? vr / {{ pb }} : 0), p = p0 + (active ? vr % {{ pb }} : 0);
-    const float A = -expf(to_f(a_log[hh]));
+{% if hoist %}    const float A = a_neg[r];
+    const float dtv = softplus_f(dt_raw[r] + dtb[r]);
+{% else %}    const float A = -expf(to_f(a_log[hh]));
     const float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + hh]) + to_f(dt_bias[hh]));
+{% endif %}
     const float dA = expf(dtv * A);
     const float xv = active ? xs[vr] : 0.f;
     const float dx = dtv * xv;
@@ -104,8 +173,11 @@
 #pragma unroll
     for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
     if (active && q == 0) {
-      const float yv = rnd<act_t>(y + to_f(d_skip[hh]) * xv);
+{% if hoist %}      const float yv = rnd<act_t>(y + dsk[r] * xv);
+      out[(long)b * {{ din }} + hh * {{ head_dim }} + p] = yv * silu_f(zg[r]);
+{% else %}      const float yv = rnd<act_t>(y + to_f(d_skip[hh]) * xv);
       out[(long)b * {{ din }} + hh * {{ head_dim }} + p] = yv * silu_f(to_f(zx[hh * {{ head_dim }} + p]));
+{% endif %}
     }
   }
 }

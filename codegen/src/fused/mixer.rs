@@ -115,8 +115,14 @@ pub(super) fn mamba_step(
     if ctx.gemm && min_blocks > 1 {
         b = b.set("min_blocks", min_blocks.min(8));
     }
+    // A measurement (`ZAMBA2C_TUNE_STEP_HOIST=1`, docs/KERNELS.md "mamba_step"): the conv
+    // weights, the ring's older inputs and the head's parameters read before the wait, and the
+    // three in_proj outputs a thread needs asked for together after it (one round trip after
+    // the wait instead of three); the same arithmetic in the same order.
+    let hoist = crate::tune("STEP_HOIST", 0) == 1;
     Ok(b.cost(cost)
         .set("pdl_inside", true)
+        .set("hoist", hoist)
         .set("pb", pb)
         .set("hpb", hpb)
         .set("passes", (hpb * pb).div_ceil(STEP_THREADS / tpr))
