@@ -11,9 +11,8 @@
 {% if plain %}  // The same address through a move the compiler cannot see into: loads from it are plain
   // (not read-only-cache loads it may issue all up front; codegen/src/fused/gemv.rs segs).
 #define Z2C_PLAIN(p, T) do { unsigned long long v_; asm("mov.b64 %0, %1;" : "=l"(v_) : "l"(p)); p = reinterpret_cast<T>(v_); } while (0)
-  const bf16_t* gamma_p = nullptr;
-{% if norm != "none" %}  gamma_p = gamma;
-  Z2C_PLAIN(gamma_p, const bf16_t*);
+{% if norm != "none" %}  auto gamma_p = gamma;  // the norm weight's own dtype (bf16, f16 or f32)
+  Z2C_PLAIN(gamma_p, decltype(gamma_p));
 {% endif %}{% endif %}  constexpr int KS = {{ ks }}, GROUPS = {{ warps }} / KS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int rg = warp / KS, kp = warp % KS;

@@ -76,3 +76,11 @@ pub(crate) fn tune(name: &str, default: usize) -> usize {
         .filter(|&v| v > 0)
         .unwrap_or(default)
 }
+
+/// A tuning knob whose 0 is a setting (a mode, or off), not "unset" as in `tune`.
+pub(crate) fn tune_mode(name: &str, default: usize) -> usize {
+    std::env::var(format!("ZAMBA2C_TUNE_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

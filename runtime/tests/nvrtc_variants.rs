@@ -288,13 +288,23 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
     // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every
     // projection family (norms, split norm, adapters, GELU·up, residual) and the batched
-    // variants, ragged passes included on the small shape.
+    // variants, ragged passes included on the small shape; bf16, f16 and f32 weights (the norm
+    // weight's own type), f32 and bf16 activations.
+    let dtypes = [
+        (DType::BF16, DType::F32),
+        (DType::F16, DType::F32),
+        (DType::F32, DType::F32),
+        (DType::BF16, DType::BF16),
+    ];
     for (mode, weights_plain) in [("1", true), ("2", false)] {
         std::env::set_var("ZAMBA2C_TUNE_GEMV_PLAIN", mode);
         let mut plain = 0;
-        for (module, shape) in [(&big, "big"), (&small, "small")] {
-            let tag = format!("gemv-plain{mode}-{shape}");
-            let p = program(module, DType::BF16, DType::F32, &tag);
+        for ((module, shape), (w, act)) in [(&big, "big"), (&small, "small")]
+            .into_iter()
+            .flat_map(|m| dtypes.iter().map(move |d| (m, *d)))
+        {
+            let tag = format!("gemv-plain{mode}-{shape}-{w:?}-{act:?}");
+            let p = program(module, w, act, &tag);
             for (name, k) in &p.kernels {
                 if k.source.contains("Z2C_PLAIN(xs[r]") {
                     assert_eq!(
@@ -313,25 +323,30 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         );
     }
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PLAIN");
-    // mamba_step with its reads hoisted around the wait (STEP_HOIST=1), one head a block and
-    // whole heads (STEP_HEADS=2: two conv channels a thread), decode and decode_rows.
-    std::env::set_var("ZAMBA2C_TUNE_STEP_HOIST", "1");
-    let mut hoisted = 0;
-    for heads in ["1", "2"] {
+    // mamba_step with its reads after the wait (STEP_HOIST=0; hoisted is the default, compiled
+    // by nvrtc_compile.rs) and the default with whole heads (STEP_HEADS=2: two conv channels a
+    // thread), decode and decode_rows.
+    let mut steps = 0;
+    for (hoist, heads) in [("0", "1"), ("0", "2"), ("1", "2")] {
+        std::env::set_var("ZAMBA2C_TUNE_STEP_HOIST", hoist);
         std::env::set_var("ZAMBA2C_TUNE_STEP_HEADS", heads);
         for (module, shape) in [(&big, "big"), (&small, "small")] {
-            let tag = format!("step-hoist-h{heads}-{shape}");
+            let tag = format!("step-hoist{hoist}-h{heads}-{shape}");
             let p = program(module, DType::BF16, DType::F32, &tag);
             for (name, k) in &p.kernels {
                 if k.family == "mamba_step" {
-                    assert!(k.source.contains("dt_raw[r]"), "{tag}: {name}");
-                    hoisted += 1;
+                    assert_eq!(
+                        k.source.contains("dt_raw[r]"),
+                        hoist == "1",
+                        "{tag}: {name}"
+                    );
+                    steps += 1;
                     jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
                 }
             }
         }
     }
-    assert!(hoisted > 0, "STEP_HOIST=1: no mamba_step kernel");
+    assert!(steps > 0, "no mamba_step kernel");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HOIST");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     if !nvrtc::available() {

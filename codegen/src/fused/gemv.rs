@@ -18,7 +18,13 @@ pub const GEMV_ROWS_PER_WARP: usize = 2;
 const GEMV_MIN_WARPS: usize = 4096;
 /// 16-byte weight loads in flight per lane (unrolled chunk loop × weight rows per warp).
 const GEMV_LOADS_IN_FLIGHT: usize = 16;
-/// With `ZAMBA2C_TUNE_GEMV_PLAIN=1`: most weight loads a lane's whole chunk loop may hold for it
+/// How a one-row `proj_gemv` reads its operands (`ZAMBA2C_TUNE_GEMV_PLAIN`): 0, the chunk loop
+/// with its trip count unknown to the compiler; 1, the trip count known and the loop unrolled
+/// whole up to GEMV_FULL_UNROLL loads, every operand read through a plain pointer; 2, the same
+/// with the weights kept on read-only-cache loads. 2 was measured fastest (2.50 -> 2.46 ms a
+/// token alone, 2.41 with `mamba_step`'s hoisted reads; docs/PERFORMANCE.md fourteenth session).
+const GEMV_PLAIN: usize = 2;
+/// With `ZAMBA2C_TUNE_GEMV_PLAIN=1` or `2`: most weight loads a lane's whole chunk loop may hold for it
 /// to be unrolled whole (passes × weight rows × rows of a group; the 2.7B's in_proj: 10 × 2).
 const GEMV_FULL_UNROLL: usize = 48;
 /// Rows the batched variant of `proj_gemv` serves per pass over the weights (a decode step of
@@ -336,9 +342,9 @@ pub(super) fn gemv(
     }
     // 1: every operand plain; 2: the input and norm weight only (the weights keep their
     // read-only-cache loads, as in the lab's `curfix<16>`).
-    let plain_mode = tune("GEMV_PLAIN", 0);
+    let plain_mode = crate::tune_mode("GEMV_PLAIN", GEMV_PLAIN);
     let plain = plain_mode == 1 || plain_mode == 2;
-    let segs = |rg: usize| -> Vec<serde_json::Value> {
+    let segs = |rg: usize, plain: bool| -> Vec<serde_json::Value> {
         input
             .segs
             .iter()
@@ -374,7 +380,7 @@ pub(super) fn gemv(
         .set("rpw", rpw)
         .set("wr", wr)
         .set("vec", vec)
-        .set("segs", segs(1))
+        .set("segs", segs(1, plain))
         .set("rg", 1)
         .set("projs", pj)
         .set("norm", norm_kind)
@@ -490,7 +496,11 @@ pub(super) fn gemv(
         let mut ctx: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&spec.context).map_err(|e| e.to_string())?;
         ctx.insert("rg".into(), json!(rg));
-        ctx.insert("segs".into(), json!(segs(rg)));
+        // The several-rows variant keeps the chunk loop with its trip count unknown (the plain
+        // loop is measured on one row only: docs/PERFORMANCE.md fourteenth session).
+        ctx.insert("segs".into(), json!(segs(rg, false)));
+        ctx.insert("plain".into(), json!(false));
+        ctx.insert("plain_w".into(), json!(false));
         spec.batched = Some(serde_json::Value::Object(ctx).to_string());
     }
     Ok(spec)
