@@ -47,10 +47,11 @@
 {% else %}#pragma unroll
     for (int j = 0; j < {{ npt }}; ++j) sv[r][j] = (active && col(j) < {{ n }}) ? to_f(st[r][col(j)]) : 0.f;
 {% endif %}  }
-{% if hoist %}  // Everything else this block reads that no launch of the step writes goes before the wait
+  // Everything else this block reads that no launch of the step writes goes before the wait
   // too (the conv weights, the ring's older inputs, the head's parameters), and after it the
   // three values of in_proj's output a thread needs are asked for at once, so the work after
-  // the wait waits for one memory round trip, not three (docs/KERNELS.md "mamba_step").
+  // the wait waits for one memory round trip, not three: 2.50 -> 2.46 ms a token
+  // (docs/KERNELS.md "mamba_step", docs/PERFORMANCE.md fourteenth session).
   constexpr int CI = (VR + 2 * {{ n }} + {{ block }} - 1) / {{ block }}, CK = {{ k }};
   int chan[CI];
   float cb[CI], cw[CI][CK], old[CI][CK - 1];
@@ -113,43 +114,14 @@
     else cs[i - VR - {{ n }}] = v;
     if (i < VR || writes_bc) cst[(long)chan[ci] * CK + pos % CK] = from_f<act_t>(cur[ci]);
   }
-{% else %}  // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
-  // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
-  // finishes; the next launch (out_proj) may then come in and wait for this one.
-  z2c_grid_wait();
-  z2c_launch_dependents();
-  const bool writes_bc = (h0 % {{ heads_per_group }} == 0) && part == 0;
-  for (int i = threadIdx.x; i < VR + 2 * {{ n }}; i += blockDim.x) {
-    // Channel of xBC: this block's x rows (head by head), then its group's B, then its group's C.
-    int c;
-    if (i < VR) c = (h0 + i / {{ pb }}) * {{ head_dim }} + p0 + i % {{ pb }};
-    else if (i < VR + {{ n }}) c = {{ din }} + g * {{ n }} + (i - VR);
-    else c = {{ din }} + {{ gn }} + g * {{ n }} + (i - VR - {{ n }});
-    const float cur = to_f(zx[{{ din }} + c]);
-    float acc = to_f(conv_bias[c]);
-#pragma unroll
-    for (int j = 0; j + 1 < {{ k }}; ++j) {
-      const int qq = pos - ({{ k }} - 1) + j;  // older positions, oldest first
-      acc += to_f(conv_weight[c * {{ k }} + j]) * to_f(cst[(long)c * {{ k }} + ((qq % {{ k }}) + {{ k }}) % {{ k }}]);
-    }
-    acc += to_f(conv_weight[c * {{ k }} + {{ k }} - 1]) * cur;
-    const float v = rnd<act_t>(silu_f(rnd<act_t>(acc)));
-    if (i < VR) xs[i] = v;
-    else if (i < VR + {{ n }}) bs[i - VR] = v;
-    else cs[i - VR - {{ n }}] = v;
-    if (i < VR || writes_bc) cst[(long)c * {{ k }} + pos % {{ k }}] = from_f<act_t>(cur);
-  }
-{% endif %}  __syncthreads();
+  __syncthreads();
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
     const int vr = pr + r * RPP;
     const bool active = vr < VR;
     const int hh = h0 + (active ? vr / {{ pb }} : 0), p = p0 + (active ? vr % {{ pb }} : 0);
-{% if hoist %}    const float A = a_neg[r];
+    const float A = a_neg[r];
     const float dtv = softplus_f(dt_raw[r] + dtb[r]);
-{% else %}    const float A = -expf(to_f(a_log[hh]));
-    const float dtv = softplus_f(to_f(zx[{{ din }} + {{ channels }} + hh]) + to_f(dt_bias[hh]));
-{% endif %}
     const float dA = expf(dtv * A);
     const float xv = active ? xs[vr] : 0.f;
     const float dx = dtv * xv;
@@ -173,11 +145,9 @@
 #pragma unroll
     for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
     if (active && q == 0) {
-{% if hoist %}      const float yv = rnd<act_t>(y + dsk[r] * xv);
+      const float yv = rnd<act_t>(y + dsk[r] * xv);
       out[(long)b * {{ din }} + hh * {{ head_dim }} + p] = yv * silu_f(zg[r]);
-{% else %}      const float yv = rnd<act_t>(y + to_f(d_skip[hh]) * xv);
-      out[(long)b * {{ din }} + hh * {{ head_dim }} + p] = yv * silu_f(to_f(zx[hh * {{ head_dim }} + p]));
-{% endif %}
+
     }
   }
 }

@@ -115,15 +115,8 @@ pub(super) fn mamba_step(
     if ctx.gemm && min_blocks > 1 {
         b = b.set("min_blocks", min_blocks.min(8));
     }
-    // The conv weights, the ring's older inputs and the head's parameters read before the wait,
-    // and the three in_proj outputs a thread needs asked for together after it: one round trip
-    // after the wait instead of three, the same arithmetic in the same order (docs/KERNELS.md
-    // "mamba_step"; 2.50 -> 2.46 ms a token, docs/PERFORMANCE.md fourteenth session).
-    // `ZAMBA2C_TUNE_STEP_HOIST=0` keeps the reads after the wait, for comparison.
-    let hoist = crate::tune_mode("STEP_HOIST", 1) == 1;
     Ok(b.cost(cost)
         .set("pdl_inside", true)
-        .set("hoist", hoist)
         .set("pb", pb)
         .set("hpb", hpb)
         .set("passes", (hpb * pb).div_ceil(STEP_THREADS / tpr))
