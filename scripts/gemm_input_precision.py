@@ -13,6 +13,9 @@ with the roundings a zamba2c plan applies emulated by hooks:
   product, as a tensor-core GEMM fed one plane of that type does. The weights are exactly
   representable in f16 as well where |w| >= 2^-17 (bf16 has 8 significant bits, f16 11), so
   only the activation rounding differs between the two;
+- `gemm_bf16_fp8lo`: every `nn.Linear` as two planes, the hi plane bf16 and the lo plane (and
+  a copy of the weight) in FP8 e4m3 with a tensor-wide scale: what a bf16 + FP8 pair of GEMMs
+  would compute (scripts/zamba2_emulation.py `bf16_fp8lo_linear`);
 - `w_f16`: every `nn.Linear` weight converted to f16 and back (`compile --dtype f16` of a bf16
   checkpoint: only the few weights below 2^-17 in magnitude change), restored afterwards.
 Reports, against the unrounded f32 run over --tokens positions, rel = max|d| / max|ref| and the
@@ -59,7 +62,10 @@ def main():
     for variant in args.variants.split(","):
         hooks = []
         saved = []
-        for part in variant.split("+"):
+        # Forward hooks run in the order they were registered, and gemm_bf16_fp8lo's replaces a
+        # projection's output: it goes first, so a kv_* rounding applies to what it computed.
+        parts = sorted(variant.split("+"), key=lambda p: p != "gemm_bf16_fp8lo")
+        for part in parts:
             h = rounding_hook(model, part)
             if h is not None:
                 hooks += h

@@ -62,6 +62,30 @@ def linears(model):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
+def fp8(t):
+    """t through float8 e4m3 with one scale for the whole tensor (its largest magnitude maps
+    to e4m3's largest finite value, 448), back in float32: a tensor-wide-scaled FP8 GEMM
+    operand."""
+    amax = t.abs().max()
+    if amax == 0:
+        return t
+    s = 448.0 / amax
+    return (t * s).to(torch.float8_e4m3fn).float() / s
+
+
+def bf16_fp8lo_linear(m, x):
+    """A two-plane product whose second plane is FP8: x = hi + lo with hi = bf16(x); out =
+    W·hi + W8·lo8, W8 and lo8 the weight and lo through tensor-wide-scaled e4m3 (an FP8 GEMM
+    runs at twice the bf16 rate, so the pair costs 1.5 bf16 GEMMs instead of 2; lo is at most
+    2^-9 of x, so e4m3's 2^-4 rounding of lo and of W costs ~2^-13 of each product)."""
+    hi = x.to(torch.bfloat16).float()
+    lo = x - hi
+    # The weight's FP8 copy is made per call, not kept: a copy of every weight in f32 would
+    # double the emulation's 11 GB.
+    out = torch.nn.functional.linear(hi, m.weight) + torch.nn.functional.linear(fp8(lo), fp8(m.weight))
+    return out if m.bias is None else out + m.bias
+
+
 def rounding_hook(model, part):
     """The hooks of one rounding, or None when `part` is not one: `kv_<bf16|f16>` (the key and
     value projections' outputs to that type: the cache, this config having no RoPE) or
@@ -71,6 +95,9 @@ def rounding_hook(model, part):
         dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[3:]]
         return [m.register_forward_hook(lambda _m, _i, o, dt=dt: o.to(dt).float())
                 for n, m in linears(model) if n.endswith("k_proj") or n.endswith("v_proj")]
+    if part == "gemm_bf16_fp8lo":
+        return [m.register_forward_hook(lambda m, i, o: bf16_fp8lo_linear(m, i[0]))
+                for _, m in linears(model)]
     if part.startswith("gemm_"):
         dt = {"bf16": torch.bfloat16, "f16": torch.float16}[part[5:]]
         return [m.register_forward_pre_hook(lambda _m, i, dt=dt: (i[0].to(dt).float(),) + tuple(i[1:]))
