@@ -32,20 +32,25 @@
   // row segments (with 16 threads a row, 4 columns each, that is the plain q·4 + j).
 {% if vec4 %}  const auto col = [&](int j) { return (j / 4) * {{ 4 * tpr }} + q * 4 + (j % 4); };
 {% else %}  const auto col = [&](int j) { return q * {{ npt }} + j; };
-{% endif %}  float sv[NP][{{ npt }}];
+{% endif %}  // Pass r's row: whether it exists (rows past VR in the last pass do not), its head and its
+  // row within the head (an inactive row reads row p0 of head h0 and stores nothing).
+  bool live[NP];
+  int head[NP], hrow[NP];
+  float sv[NP][{{ npt }}];
   ssm_t* st[NP];
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
     const int vr = pr + r * RPP;
-    const bool active = vr < VR;
-    const int hh = h0 + (active ? vr / {{ pb }} : 0), p = p0 + (active ? vr % {{ pb }} : 0);
-    st[r] = ssm_state + (((long)slot * {{ heads }} + hh) * {{ head_dim }} + p) * {{ n }};
-{% if vec4 %}    if (active) {
+    live[r] = vr < VR;
+    head[r] = h0 + (live[r] ? vr / {{ pb }} : 0);
+    hrow[r] = p0 + (live[r] ? vr % {{ pb }} : 0);
+    st[r] = ssm_state + (((long)slot * {{ heads }} + head[r]) * {{ head_dim }} + hrow[r]) * {{ n }};
+{% if vec4 %}    if (live[r]) {
 #pragma unroll
       for (int j = 0; j < {{ npt }}; j += 4) ld4(st[r] + col(j), sv[r] + j);
     }
 {% else %}#pragma unroll
-    for (int j = 0; j < {{ npt }}; ++j) sv[r][j] = (active && col(j) < {{ n }}) ? to_f(st[r][col(j)]) : 0.f;
+    for (int j = 0; j < {{ npt }}; ++j) sv[r][j] = (live[r] && col(j) < {{ n }}) ? to_f(st[r][col(j)]) : 0.f;
 {% endif %}  }
   // Everything else this block reads that no launch of the step writes goes before the wait
   // too (the conv weights, the ring's older inputs, the head's parameters), and after it the
@@ -76,11 +81,9 @@
   float a_neg[NP], dtb[NP], dsk[NP];
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
-    const int vr = pr + r * RPP;
-    const int hh = h0 + (vr < VR ? vr / {{ pb }} : 0);
-    a_neg[r] = -expf(to_f(a_log[hh]));
-    dtb[r] = to_f(dt_bias[hh]);
-    dsk[r] = to_f(d_skip[hh]);
+    a_neg[r] = -expf(to_f(a_log[head[r]]));
+    dtb[r] = to_f(dt_bias[head[r]]);
+    dsk[r] = to_f(d_skip[head[r]]);
   }
   // Programmatic dependent launch (z2c_common.cuh): the state above is this layer's own (only
   // this kernel writes it, one step earlier), so it loads while in_proj, whose output follows,
@@ -93,11 +96,8 @@
     cur[ci] = threadIdx.x + ci * {{ block }} < VR + 2 * {{ n }} ? to_f(zx[{{ din }} + chan[ci]]) : 0.f;
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
-    const int vr = pr + r * RPP;
-    const bool active = vr < VR;
-    const int hh = h0 + (active ? vr / {{ pb }} : 0), p = p0 + (active ? vr % {{ pb }} : 0);
-    dt_raw[r] = to_f(zx[{{ din }} + {{ channels }} + hh]);
-    zg[r] = to_f(zx[hh * {{ head_dim }} + p]);
+    dt_raw[r] = to_f(zx[{{ din }} + {{ channels }} + head[r]]);
+    zg[r] = to_f(zx[head[r] * {{ head_dim }} + hrow[r]]);
   }
   const bool writes_bc = (h0 % {{ heads_per_group }} == 0) && part == 0;
 #pragma unroll
@@ -117,13 +117,9 @@
   __syncthreads();
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
-    const int vr = pr + r * RPP;
-    const bool active = vr < VR;
-    const int hh = h0 + (active ? vr / {{ pb }} : 0), p = p0 + (active ? vr % {{ pb }} : 0);
-    const float A = a_neg[r];
     const float dtv = softplus_f(dt_raw[r] + dtb[r]);
-    const float dA = expf(dtv * A);
-    const float xv = active ? xs[vr] : 0.f;
+    const float dA = expf(dtv * a_neg[r]);
+    const float xv = live[r] ? xs[pr + r * RPP] : 0.f;
     const float dx = dtv * xv;
     float y = 0.f;
 #pragma unroll
@@ -134,7 +130,7 @@
         y += sv[r][j] * cs[nn];
       }
     }
-    if (active) {
+    if (live[r]) {
 {% if vec4 %}#pragma unroll
       for (int j = 0; j < {{ npt }}; j += 4) st4(st[r] + col(j), sv[r] + j);
 {% else %}#pragma unroll
@@ -144,10 +140,9 @@
     // Rows are {{ tpr }} aligned lanes of one warp: every lane takes part in the shuffles.
 #pragma unroll
     for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-    if (active && q == 0) {
+    if (live[r] && q == 0) {
       const float yv = rnd<act_t>(y + dsk[r] * xv);
-      out[(long)b * {{ din }} + hh * {{ head_dim }} + p] = yv * silu_f(zg[r]);
-
+      out[(long)b * {{ din }} + head[r] * {{ head_dim }} + hrow[r]] = yv * silu_f(zg[r]);
     }
   }
 }

@@ -68,19 +68,20 @@ pub fn write_kernels(
 
 /// A tuning knob of the kernels: `ZAMBA2C_TUNE_<NAME>` from the environment when set
 /// (developer sweeps on the GPU, docs/KERNELS.md), else the default. Plans record what they
-/// were generated with in their kernel sources, so a plan is still reproducible.
+/// were generated with in their kernel sources, so a plan is still reproducible. 0 counts as
+/// unset here; `tune_mode` is for knobs whose 0 is a setting.
 pub(crate) fn tune(name: &str, default: usize) -> usize {
-    std::env::var(format!("ZAMBA2C_TUNE_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
+    knob(name).filter(|&v| v > 0).unwrap_or(default)
 }
 
 /// A tuning knob whose 0 is a setting (a mode, or off), not "unset" as in `tune`.
 pub(crate) fn tune_mode(name: &str, default: usize) -> usize {
+    knob(name).unwrap_or(default)
+}
+
+/// `ZAMBA2C_TUNE_<NAME>` as a number, when set to one.
+fn knob(name: &str) -> Option<usize> {
     std::env::var(format!("ZAMBA2C_TUNE_{name}"))
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
