@@ -9,20 +9,26 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 Z=$PWD/.gpu/bin/zamba2c
 rc=0
 MODELS=${MODELS:-two_blocks_adapter_rope ngroups_gqa_rope}
+# A model is a fixture's name, or `examples/<dir>` (a config only: random weights), e.g.
+# examples/zamba2-ssd-shape-config, whose Mamba heads take the chunked scan's tensor-core steps.
+model_src() {
+  case "$1" in examples/*) echo "$1 --dummy-weights" ;; *) echo "tests/fixtures/models/$1" ;; esac
+}
 for m in $( [ "${BATCHED:-1}" = only ] || echo $MODELS ); do
   # f16: f16 weights, every GEMM on one f16 plane (round_f16, norms writing f16, mma f16).
   for dt in ${DTYPES:-f32 bf16 f16}; do
-    p=/tmp/san-$m-$dt
-    "$Z" compile "tests/fixtures/models/$m" -o "$p" --dtype "$dt" > /dev/null 2>&1 || { echo "compile $m $dt failed"; rc=1; continue; }
+    tag=${m//\//-}
+    p=/tmp/san-$tag-$dt
+    "$Z" compile $(model_src "$m") -o "$p" --dtype "$dt" > /dev/null 2>&1 || { echo "compile $m $dt failed"; rc=1; continue; }
     # 150 tokens: three chunks of the chunked scan (one partial), three query tiles of the
     # flash prompt attention; then decode steps.
     toks=$(python3 -c 'print(",".join(str((i*37+11)%60) for i in range(150)))')
     for tool in memcheck racecheck; do
       ZAMBA2C_NO_CUDA_GRAPH=1 timeout $(tmo ${SAN_TIMEOUT:-200}) compute-sanitizer --tool $tool --error-exitcode 9 \
         "$Z" logits "$p" --tokens "$toks" --decode-from 144 --device cuda --out /tmp/san.safetensors \
-        > "$OUT/san-$m-$dt-$tool.log" 2>&1
+        > "$OUT/san-$tag-$dt-$tool.log" 2>&1
       r=$?
-      echo "$m $dt $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-$m-$dt-$tool.log" | tail -1)"
+      echo "$m $dt $tool: rc=$r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-$tag-$dt-$tool.log" | tail -1)"
       [ $r -eq 0 ] || rc=1
     done
   done

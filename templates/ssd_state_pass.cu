@@ -14,10 +14,10 @@
   const int nch = (seq + L - 1) / L;
   float* cp = chunks + ((long)b * nch * H + h) * (P * N) + e;
   float S = to_f(*st);
-  // Chunks in groups of G: the group's loads are all issued before its stores (a store could
-  // alias the next chunk's loads for the compiler, which then waited for each load in turn);
-  // the same updates in the same order, so the same bits.
-  constexpr int G = 8;
+  // Chunks in groups of G (codegen's `pass_group`): the group's loads are all issued before its
+  // stores (a store could alias the next chunk's loads for the compiler, which then waited for
+  // each load in turn); the same updates in the same order, so the same bits for any G.
+  constexpr int G = {{ pass_group }};
   for (int c0 = 0; c0 < nch; c0 += G) {
     float decay[G], local[G];
 #pragma unroll

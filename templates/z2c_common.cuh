@@ -138,14 +138,24 @@ __device__ __forceinline__ unsigned pack_f16x2(half_t a, half_t b) {
   return (unsigned)a.bits | ((unsigned)b.bits << 16);
 }
 // Splits two f32 values as x = hi + lo with hi = bf16(x), lo = bf16(x - hi) (x - hi is exact in
-// f32): ~16 bits of mantissa survive. A non-finite x keeps lo = 0, so inf stays inf.
+// f32), both rounded to nearest even by the hardware's paired conversion (the same values as
+// from_f<bf16_t> for every non-NaN x, in a tenth of the instructions): ~16 bits of mantissa
+// survive. A non-finite x keeps lo = 0, so inf stays inf.
 __device__ __forceinline__ void split_bf16x2(float x0, float x1, unsigned& hi, unsigned& lo) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(hi) : "f"(x1), "f"(x0));
+  float r0 = x0 - __uint_as_float(hi << 16), r1 = x1 - __uint_as_float(hi & 0xffff0000u);
+  if (!(r0 == r0)) r0 = 0.f;
+  if (!(r1 == r1)) r1 = 0.f;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(lo) : "f"(r1), "f"(r0));
+#else  // no paired conversion before sm_80
   const bf16_t h0 = from_f<bf16_t>(x0), h1 = from_f<bf16_t>(x1);
   float r0 = x0 - to_f(h0), r1 = x1 - to_f(h1);
   if (!(r0 == r0)) r0 = 0.f;
   if (!(r1 == r1)) r1 = 0.f;
   hi = pack_bf16x2(h0, h1);
   lo = pack_bf16x2(from_f<bf16_t>(r0), from_f<bf16_t>(r1));
+#endif
 }
 // The same split into f16 parts (11 significant bits each: ~22 survive), for attention tiles of
 // an f16 cache (templates/attention_flash.cu). A value beyond f16's range keeps lo = 0.
@@ -211,53 +221,6 @@ __device__ __forceinline__ void store_gemm_input(half_t* o, int, float x) { o[0]
 Z2C_MMA_16816(mma_bf16_16816, "bf16")
 Z2C_MMA_16816(mma_f16_16816, "f16")
 
-// 3xTF32 (docs/KERNELS.md "ssd"): v = hi + lo, both tf32 (11 significant bits, rounded to
-// nearest, ties away), so a·b ≈ a_hi·b_hi + a_hi·b_lo + a_lo·b_hi on tensor cores to about f32
-// precision (what is dropped, a_lo·b_lo and the rest of v, is near 2^-22 of the product).
-__device__ __forceinline__ void split_tf32(float v, unsigned& hi, unsigned& lo) {
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(v));
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(lo) : "f"(v - __uint_as_float(hi)));
-}
-// d += a · b for one m16n8k8 tile of tf32 inputs, f32 accumulation (PTX mma.sync, sm_80+).
-__device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const unsigned (&a)[4], unsigned b0,
-                                              unsigned b1) {
-  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 { %0, %1, %2, %3 }, "
-               "{ %4, %5, %6, %7 }, { %8, %9 }, { %0, %1, %2, %3 };\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// One warp: acc[j] += A · B over k in [k0, k1) (a multiple of 8) for 16 rows of A and 8·NJ
-// columns of B, f32 values in shared memory, 3xTF32. A(r, k) is a[r·lda + k], or a[k·lda + r]
-// when A_COLS; B(k, c) is b[k·ldb + c], or b[c·ldb + k] when B_COLS (pointers at the tile's
-// first row and column). acc[j] holds the m16n8 tile of columns 8j.. in mma's C layout: [i] is
-// row lane/4 + 8·(i/2), column 2·(lane%4) + i%2.
-template <int NJ, bool A_COLS, bool B_COLS>
-__device__ __forceinline__ void warp_mma_3xtf32(float (&acc)[NJ][4], const float* a, int lda,
-                                                const float* b, int ldb, int k0, int k1) {
-  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-  for (int k = k0; k < k1; k += 8) {
-    unsigned ah[4], al[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      // Fragment A: rows gq, gq + 8; columns tq, tq + 4.
-      const int r = gq + 8 * (i & 1), kk = k + tq + 4 * (i >> 1);
-      split_tf32(A_COLS ? a[kk * lda + r] : a[r * lda + kk], ah[i], al[i]);
-    }
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      // Fragment B: rows tq, tq + 4; column gq.
-      const int cc = 8 * j + gq;
-      unsigned bh0, bl0, bh1, bl1;
-      split_tf32(B_COLS ? b[cc * ldb + k + tq] : b[(k + tq) * ldb + cc], bh0, bl0);
-      split_tf32(B_COLS ? b[cc * ldb + k + tq + 4] : b[(k + tq + 4) * ldb + cc], bh1, bl1);
-      // The small terms first, the large one last.
-      mma_tf32_1688(acc[j], al, bh0, bh1);
-      mma_tf32_1688(acc[j], ah, bl0, bl1);
-      mma_tf32_1688(acc[j], ah, bh0, bh1);
-    }
-  }
-}
-
 // Two f32 values to a packed f16 pair, round to nearest even, `lo` in the low half.
 __device__ __forceinline__ unsigned cvt_f16x2(float lo, float hi) {
   unsigned r;
@@ -322,6 +285,92 @@ __device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, u
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(smem_addr(p)));
 }
+// 3xBF16 (docs/KERNELS.md "ssd"): f32 operands held in shared memory as two bf16 planes, v = hi +
+// lo (split_bf16x2: ~16 significant bits), multiplied as a_lo·b_hi + a_hi·b_lo + a_hi·b_hi on
+// tensor cores (what is dropped, a_lo·b_lo, is near 2^-16 of the product). One warp: acc[j] +=
+// A · B for 16 rows of A and 8·NJ columns of B (NJ even), k in [k0, k1) (multiples of 16).
+// A(r, k) is at [r·lda + k] of each plane, or at [k·lda + r] when A_KR; B(k, c) is at [c·ldb +
+// k], or at [k·ldb + c] when B_KC (pointers at the tile's first row and column; lo planes
+// `a_lo` / `b_lo` elements after hi). Row pitches of an odd number of 16-byte units keep
+// ldmatrix free of bank conflicts. acc[j] holds the m16n8 tile of columns 8j.. in mma's C layout: [i] is row
+// lane/4 + 8·(i/2), column 2·(lane%4) + i%2.
+template <int NJ, bool A_KR, bool B_KC>
+__device__ __forceinline__ void warp_mma_3xbf16(float (&acc)[NJ][4], const unsigned short* a, int lda,
+                                                int a_lo, const unsigned short* b, int ldb, int b_lo,
+                                                int k0, int k1) {
+  static_assert(NJ % 2 == 0, "B fragments come two column tiles at a time");
+  const int lane = threadIdx.x & 31, mat = lane >> 3, r = lane & 7;
+  for (int k = k0; k < k1; k += 16) {
+    // A fragment: matrices (rows +0, k +0), (rows +8, k +0), (rows +0, k +8), (rows +8, k +8).
+    unsigned ah[4], al[4];
+    const unsigned short* pa = A_KR ? a + (k + (mat >> 1) * 8 + r) * lda + (mat & 1) * 8
+                                    : a + ((mat & 1) * 8 + r) * lda + k + (mat >> 1) * 8;
+    if (A_KR) {
+      ldmatrix_x4_trans(pa, ah[0], ah[1], ah[2], ah[3]);
+      ldmatrix_x4_trans(pa + a_lo, al[0], al[1], al[2], al[3]);
+    } else {
+      ldmatrix_x4(pa, ah[0], ah[1], ah[2], ah[3]);
+      ldmatrix_x4(pa + a_lo, al[0], al[1], al[2], al[3]);
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j += 2) {
+      // B fragments of column tiles j and j + 1: [0], [1] of tile j, [2], [3] of tile j + 1.
+      unsigned bh[4], bl[4];
+      if (B_KC) {
+        const unsigned short* pb = b + (k + (mat & 1) * 8 + r) * ldb + (j + (mat >> 1)) * 8;
+        ldmatrix_x4_trans(pb, bh[0], bh[1], bh[2], bh[3]);
+        ldmatrix_x4_trans(pb + b_lo, bl[0], bl[1], bl[2], bl[3]);
+      } else {
+        const unsigned short* pb = b + ((j + (mat >> 1)) * 8 + r) * ldb + k + (mat & 1) * 8;
+        ldmatrix_x4(pb, bh[0], bh[1], bh[2], bh[3]);
+        ldmatrix_x4(pb + b_lo, bl[0], bl[1], bl[2], bl[3]);
+      }
+      // The small terms first, the large one last.
+      mma_bf16_16816(acc[j], al, bh[0], bh[1]);
+      mma_bf16_16816(acc[j + 1], al, bh[2], bh[3]);
+      mma_bf16_16816(acc[j], ah, bl[0], bl[1]);
+      mma_bf16_16816(acc[j + 1], ah, bl[2], bl[3]);
+      mma_bf16_16816(acc[j], ah, bh[0], bh[1]);
+      mma_bf16_16816(acc[j + 1], ah, bh[2], bh[3]);
+    }
+  }
+}
+// A tile of ROWS rows of W values (W a multiple of 4; row r at src + r·ld, 4-value aligned) in
+// float4 pieces, piece e = thread + i·NT being row e / (W/4), columns 4·(e % (W/4)) ..; rows at or
+// past `valid`, and pieces past the tile, are zero. Loads only, so every load of a block's tiles
+// is in flight before the first store (store_split).
+template <int ROWS, int W, int NT>
+struct Tile {
+  static constexpr int Q = W / 4, PER = (ROWS * Q + NT - 1) / NT;
+  float v[PER][4];
+  template <typename T> __device__ __forceinline__ void load(const T* src, long ld, int valid) {
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      const int e = threadIdx.x + i * NT, r = e / Q, c = (e % Q) * 4;
+      if (e < ROWS * Q && r < valid) {
+        ld4(src + r * ld + c, v[i]);
+      } else {
+        v[i][0] = v[i][1] = v[i][2] = v[i][3] = 0.f;
+      }
+    }
+  }
+  // Into the bf16 planes hi (row r at hi + r·pitch) and hi + lo (split_bf16x2), each row times
+  // scale[r] first when scale is given.
+  __device__ __forceinline__ void store_split(unsigned short* hi, int pitch, int lo,
+                                              const float* scale = nullptr) const {
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      const int e = threadIdx.x + i * NT, r = e / Q, c = (e % Q) * 4;
+      if (e >= ROWS * Q) break;
+      const float m = scale ? scale[r] : 1.f;
+      unsigned h0, l0, h1, l1;
+      split_bf16x2(v[i][0] * m, v[i][1] * m, h0, l0);
+      split_bf16x2(v[i][2] * m, v[i][3] * m, h1, l1);
+      *reinterpret_cast<uint2*>(hi + r * pitch + c) = make_uint2(h0, h1);
+      *reinterpret_cast<uint2*>(hi + lo + r * pitch + c) = make_uint2(l0, l1);
+    }
+  }
+};
 #endif
 
 // Thread-block clusters (sm_90+; docs/KERNELS.md "decode_rows", split-K GEMM): a kernel declared

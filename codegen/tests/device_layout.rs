@@ -278,8 +278,9 @@ fn chunked_scan_rows_cover_whole_chunks() {
     }
 }
 
-/// The prompt scan is chunked where a chunk fits in shared memory (2.7B: P = N = 64) and stays
-/// the token loop where it does not (d_state 512), with rows then unaligned.
+/// The prompt scan is chunked where a chunk fits in shared memory (2.7B: P = N = 64; its output
+/// step on tensor cores in a bf16-weight plan, on CUDA cores in an f32 plan) and stays the
+/// token loop where it does not (d_state 512), with rows then unaligned.
 #[test]
 fn the_scan_is_chunked_where_it_fits() {
     let families = |p: &Program| -> Vec<String> {
@@ -289,14 +290,19 @@ fn the_scan_is_chunked_where_it_fits() {
             .map(|l| p.kernels[&l.kernel].family.clone())
             .collect()
     };
-    let [_, (big, _)] = both_levels(lower_mixed(&config_2p7b(), DType::BF16, DType::F32));
-    let p = build_program(&big).expect("program");
-    let f = families(&p);
-    assert_eq!(f.iter().filter(|f| *f == "ssd_chunk_out").count(), 54);
-    assert!(!f.iter().any(|f| f == "ssm_scan"));
-    for l in &p.prompt.launches {
-        if p.kernels[&l.kernel].family == "ssd_chunk_out" {
-            assert!(l.smem > 48 * 1024 && l.smem <= zamba2c_ir::kernel::MAX_DYNAMIC_SMEM);
+    for (weights, out_family) in [
+        (DType::BF16, "ssd_chunk_out_mma"),
+        (DType::F32, "ssd_chunk_out"),
+    ] {
+        let [_, (big, _)] = both_levels(lower_mixed(&config_2p7b(), weights, DType::F32));
+        let p = build_program(&big).expect("program");
+        let f = families(&p);
+        assert_eq!(f.iter().filter(|f| *f == out_family).count(), 54, "{f:?}");
+        assert!(!f.iter().any(|f| f == "ssm_scan"));
+        for l in &p.prompt.launches {
+            if p.kernels[&l.kernel].family == out_family {
+                assert!(l.smem > 48 * 1024 && l.smem <= zamba2c_ir::kernel::MAX_DYNAMIC_SMEM);
+            }
         }
     }
     let [_, (wide, _)] = both_levels(lower_mixed(

@@ -173,9 +173,10 @@ fn f16_weights_feed_every_gemm_one_f16_plane() {
     assert!(kernel_source("rms_norm")
         .iter()
         .any(|s| s.contains("store_gemm_input(o + c") && s.contains("half_t* __restrict__ out")));
+    // The GEMM's own products (`acc[i][j]`; the shared header's 3xBF16 helper has its own).
     assert!(kernel_source("linear_mma_pipe")
         .iter()
-        .all(|s| s.contains("mma_f16_16816(acc") && !s.contains("mma_bf16_16816(acc")));
+        .all(|s| s.contains("mma_f16_16816(acc[i][j]") && !s.contains("mma_bf16_16816(acc[i][j]")));
 }
 
 #[test]

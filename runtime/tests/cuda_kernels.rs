@@ -151,8 +151,9 @@ fn kernels_match_cpu_on_tiny_modules() {
     let mut f16_adapters = lower_with_kv(&adapters, DType::F16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut f16_adapters, 1, None).expect("the passes run");
     // Mamba heads of 32 with 32 state columns after the passes (the chunked scan): the shapes
-    // its tensor-core steps take (ZAMBA2C_TUNE_SSD_MMA=1; multiples of 16), under f32 and bf16
-    // activations; 70 tokens are a whole chunk and a partial one.
+    // its tensor-core steps take (the default of bf16-weight plans: head_dim a multiple of 32,
+    // d_state of 16), under f32 and bf16 activations; 70 tokens are a whole chunk and a partial
+    // one.
     let ssd = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 32}));
     let mut ssd_f32 = lower_with_kv(&ssd, DType::BF16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut ssd_f32, 1, None).expect("the passes run");

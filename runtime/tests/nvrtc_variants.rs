@@ -2,10 +2,10 @@
 //! compile with NVRTC for sm_90 like the default kernels (nvrtc_compile.rs), so a variant
 //! waiting for its GPU measurement cannot rot: the register-staged prompt attention, the
 //! whole-head `mamba_step` of decode_rows and decode_rows' split-K GEMM (thread-block
-//! clusters), the chunked scan on tensor cores (3xTF32), decode_rows' linears on `linear_rows`
-//! (weights straight into tensor-core fragments). One test in this binary: the knobs
-//! are read from the environment when a program is built, and this test sets them before
-//! anything else runs.
+//! clusters), the chunked scan on tensor cores (3xBF16) and its state pass's load groups,
+//! decode_rows' linears on `linear_rows` (weights straight into tensor-core fragments). One
+//! test in this binary: the knobs are read from the environment when a program is built, and
+//! this test sets them before anything else runs.
 
 mod common;
 
@@ -140,7 +140,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             ));
         }
     }
-    // The chunked scan's first and last steps on tensor cores (3xTF32), on the 2.7B shape
+    // The chunked scan's first and last steps on tensor cores (3xBF16), on the 2.7B shape
     // (head_dim = d_state = 64) under f32 and bf16 activations, and on a small one (32 × 16).
     std::env::set_var("ZAMBA2C_TUNE_SSD_MMA", "1");
     let small = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 16}));
@@ -161,6 +161,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         for name in ssd {
             let k = &p.kernels[name];
             assert!(k.family.ends_with("_mma"), "{tag}: {name} is {}", k.family);
+            assert!(k.source.contains("warp_mma_3xbf16<"), "{tag}: {name}");
             jobs.push((
                 name.to_string(),
                 k.source.clone(),
@@ -168,6 +169,24 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             ));
         }
     }
+    // The scan's state pass with every chunk of a 2048-token launch in one group of loads
+    // (SSD_PASS_GROUP=32), on the 2.7B shape with an f32 and an f16 state.
+    std::env::set_var("ZAMBA2C_TUNE_SSD_PASS_GROUP", "32");
+    for (tag, state) in [("pass-g32-f32", DType::F32), ("pass-g32-f16", DType::F16)] {
+        let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
+        m.set_ssm_state_dtype(state);
+        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+        let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        let k = p
+            .kernels
+            .iter()
+            .find(|(_, k)| k.family == "ssd_state_pass")
+            .map(|(name, k)| (name.clone(), k.source.clone()))
+            .expect("a state pass");
+        assert!(k.1.contains("constexpr int G = 32;"), "{tag}");
+        jobs.push((k.0.clone(), k.1, format!("{tag}/{}.cu", k.0)));
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_SSD_PASS_GROUP");
     // decode_rows' linears on `linear_rows` (ROWS_GEMM=3: weights straight into tensor-core
     // fragments, a fixed summation order per row): the 2.7B shape with bf16 weights (two bf16
     // planes) and f16 weights (one f16 plane), and a small model whose adapters' rank is not a
@@ -333,10 +352,10 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     let ptxs = nvrtc::compile_many(&jobs, "sm_90").unwrap_or_else(|e| panic!("{e}"));
     for ((name, source, _), ptx) in jobs.iter().zip(&ptxs) {
         assert!(ptx.contains(&format!(".entry {name}(")), "{name}");
-        if source.contains("warp_mma_3xtf32<") {
+        if source.contains("warp_mma_3xbf16<") {
             assert!(
-                ptx.contains("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32")
-                    && ptx.contains("cvt.rna.tf32.f32"),
+                ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+                    && ptx.contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"),
                 "{name}"
             );
         }

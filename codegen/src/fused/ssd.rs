@@ -32,22 +32,34 @@ fn smem_bytes(head_dim: usize, d_state: usize) -> (usize, usize) {
 }
 
 /// Bytes of shared memory of the tensor-core output step (dynamic) and state step (static):
-/// rows padded so mma fragment loads hit 32 banks (templates/ssd_chunk_out_mma.cu).
+/// each f32 operand as bf16 hi and lo planes, rows padded so ldmatrix hits 32 banks
+/// (templates/ssd_chunk_out_mma.cu). The output step's mixing matrix G takes B's place once G is
+/// made (B is read only to make it): 72.5 KiB on the 2.7B shape, three blocks an SM.
 fn mma_smem_bytes(head_dim: usize, d_state: usize) -> (usize, usize) {
     let (l, p, n) = (SSD_CHUNK, head_dim, d_state);
-    let out = 4 * (2 * l * (n + 4) + l * (l + 4) + l * (p + 8) + n * (p + 8) + 2 * l);
-    let state = 4 * (3 * l + l * (p + 8) + l * (n + 8));
+    let b_then_g = (l * (n + 8)).max(l * (l + 8));
+    let out = 4 * 2 * l + 2 * 2 * (l * (n + 8) + b_then_g + l * (p + 8) + n * (p + 8));
+    let state = 4 * 3 * l + 2 * 2 * (l * (n + 8) + l * (p + 8));
     (out, state)
 }
 
-/// Whether the scan's first and last steps run on tensor cores (3xTF32 mma.sync: about f32
-/// precision; docs/KERNELS.md "ssd"): `ZAMBA2C_TUNE_SSD_MMA=1`, head_dim and d_state multiples
-/// of 16, and shared memory to fit. Off by default until the H200 has measured it.
-fn use_mma(head_dim: usize, d_state: usize) -> bool {
+/// Whether the scan's first and last steps run on tensor cores (3xBF16 mma.sync: each f32
+/// operand as bf16 hi and lo parts, ~16 significant bits; docs/KERNELS.md "ssd"): head_dim a
+/// multiple of 32 and d_state of 16, x, B and C rows that start on whole 4-value pieces (their
+/// tiles are loaded 4 values at a time), and shared memory to fit. The default of 16-bit-weight
+/// plans where it fits (docs/PERFORMANCE.md fifteenth session: time to first token 21.0 ->
+/// 19.2 ms at 512 tokens, 86.1 -> 80.1 at 2048; fidelity unchanged); `ZAMBA2C_TUNE_SSD_MMA=0`
+/// keeps the CUDA-core steps. An f32 plan is the precision reference (within 1e-4 of
+/// transformers f32): it keeps f32 arithmetic unless `ZAMBA2C_TUNE_SSD_MMA=1` asks.
+fn use_mma(ctx: &NodeCtx, head_dim: usize, d_state: usize, ins: &[&Operand]) -> bool {
     let (out, state) = mma_smem_bytes(head_dim, d_state);
-    crate::tune("SSD_MMA", 0) == 1
-        && head_dim.is_multiple_of(16)
+    let default = usize::from(ctx.module.dtype != DType::F32);
+    crate::tune_mode("SSD_MMA", default) == 1
+        && head_dim.is_multiple_of(32)
         && d_state.is_multiple_of(16)
+        && ins
+            .iter()
+            .all(|o| o.offset.is_multiple_of(4) && o.stride.is_multiple_of(4))
         && out <= MAX_DYNAMIC_SMEM as usize
         && state <= DEFAULT_DYNAMIC_SMEM as usize
 }
@@ -105,6 +117,7 @@ pub fn ssd_specs(
         part: 0,
     };
     let pn = (h * p * n) as u64;
+    let mma = use_mma(ctx, p, n, &[x, bm, cm]);
     let chunk_row = 4 * pn.div_ceil(l as u64);
     let common = |family: &'static str| {
         let mut b = Builder::new(family, act)
@@ -131,7 +144,6 @@ pub fn ssd_specs(
         Extent::Batch,
     ];
     // The first and last steps' family: on CUDA cores, or on tensor cores (`use_mma`).
-    let mma = use_mma(p, n);
     let step = |cuda_cores: &'static str, tensor_cores: &'static str| {
         if mma {
             tensor_cores
@@ -155,7 +167,12 @@ pub fn ssd_specs(
         })
         .finish(grid_chunks, SSD_THREADS);
     chunk_state.seq_align = l;
+    // Chunks whose loads `ssd_state_pass` issues before it stores their slots: a group is one
+    // round trip to memory on each thread's chain (`ZAMBA2C_TUNE_SSD_PASS_GROUP`, a measurement:
+    // 8 is the default, a 2048-token chunk has 32 chunks).
+    let pass_group = crate::tune("SSD_PASS_GROUP", 8).clamp(1, 64);
     let mut pass = common("ssd_state_pass")
+        .set("pass_group", pass_group)
         .param("ws", CType::ConstPtr(DType::F32), ws.arg())
         .param("chunks", CType::Ptr(DType::F32), chunks.arg())
         .set("ssm_t", CType::elem(sdt))
@@ -182,7 +199,14 @@ pub fn ssd_specs(
     } else {
         smem_bytes(p, n)
     };
-    let mut chunk_out = common(step("ssd_chunk_out", "ssd_chunk_out_mma"))
+    let mut out_builder = common(step("ssd_chunk_out", "ssd_chunk_out_mma"));
+    // Three blocks an SM fit the tensor-core step's shared memory (2.7B shape); registers for
+    // three too (`ZAMBA2C_TUNE_SSD_OUT_MIN_BLOCKS`, 0: the compiler's choice, 90 registers, two).
+    let min_blocks = crate::tune_mode("SSD_OUT_MIN_BLOCKS", 3);
+    if mma && min_blocks > 0 {
+        out_builder = out_builder.set("min_blocks", min_blocks.min(8));
+    }
+    let mut chunk_out = out_builder
         .input("x", x)
         .input("bm", bm)
         .input("cm", cm)
