@@ -131,12 +131,15 @@
     for (int kk = 0; kk < KT / 16; ++kk) {
 {% include "attention_flash_p.cu" %}
       const int mat = lane >> 3, r = lane & 7;
-#pragma unroll
+{% if score_ldsm %}      // This lane's value row address, converted once (codegen/src/flash.rs `score_ldsm`).
+      const unsigned va = smem_addr(vt + ((mat & 1) * 8 + r) * LDK + (mat >> 1) * 8);
+{% endif %}#pragma unroll
       for (int n = 0; n < ND; n += 2) {
         unsigned vb[4];  // B fragments of value columns 8n.. and 8(n + 1)..
-        ldmatrix_x4_trans(vt + (kk * 16 + (mat & 1) * 8 + r) * LDK + (n + (mat >> 1)) * 8, vb[0], vb[1],
+{% if score_ldsm %}        ldmatrix_x4_trans(va + 2 * (kk * 16 * LDK + n * 8), vb[0], vb[1], vb[2], vb[3]);
+{% else %}        ldmatrix_x4_trans(vt + (kk * 16 + (mat & 1) * 8 + r) * LDK + (n + (mat >> 1)) * 8, vb[0], vb[1],
                           vb[2], vb[3]);
-        mma_{{ tiles }}_16816(o[n], ph, vb[0], vb[1]);
+{% endif %}        mma_{{ tiles }}_16816(o[n], ph, vb[0], vb[1]);
         mma_{{ tiles }}_16816(o[n + 1], ph, vb[2], vb[3]);
         if (SPLIT_P) {
           mma_{{ tiles }}_16816(o[n], pl, vb[0], vb[1]);

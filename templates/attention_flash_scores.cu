@@ -6,7 +6,39 @@
     for (int n = 0; n < NS; ++n)
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[n][i] = 0.f;
+{% if score_ldsm %}    // Fragments by ldmatrix (codegen/src/flash.rs `score_ldsm`): q's A fragment from matrices
+    // (rows +0, k +0), (rows +8, k +0), (rows +0, k +8), (rows +8, k +8); the B fragments of key
+    // columns 8n.. and 8(n + 1).. from the key rows (k contiguous), as linear_mma_pipe reads its
+    // weight tile. The same values in the same products as the 32-bit loads below.
+    static_assert(NS % 2 == 0, "key columns two tiles at a time");
+    const int lm = lane >> 3, lr = lane & 7;
+    // This lane's row addresses, converted once; each load adds a constant byte offset.
+    const unsigned qa = smem_addr(qh + (wr + (lm & 1) * 8 + lr) * LDQ + (lm >> 1) * 8);
+    const unsigned qla = SPLIT_Q ? smem_addr(ql + (wr + (lm & 1) * 8 + lr) * LDQ + (lm >> 1) * 8) : 0u;
+    const unsigned ka = smem_addr(kh + ((lm >> 1) * 8 + lr) * LDK + (lm & 1) * 8);
+    const unsigned kla = SPLIT_KV ? smem_addr(kl + ((lm >> 1) * 8 + lr) * LDK + (lm & 1) * 8) : 0u;
 #pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      unsigned ah[4], al[4] = {0u, 0u, 0u, 0u};
+      ldmatrix_x4(qa + 2 * ks * 16, ah[0], ah[1], ah[2], ah[3]);
+      if (SPLIT_Q) ldmatrix_x4(qla + 2 * ks * 16, al[0], al[1], al[2], al[3]);
+#pragma unroll
+      for (int n = 0; n < NS; n += 2) {
+        const unsigned ob = 2 * (n * 8 * LDK + ks * 16);
+        unsigned b[4];
+        ldmatrix_x4(ka + ob, b[0], b[1], b[2], b[3]);
+        mma_{{ tiles }}_16816(s[n], ah, b[0], b[1]);
+        if (SPLIT_Q) mma_{{ tiles }}_16816(s[n], al, b[0], b[1]);
+        mma_{{ tiles }}_16816(s[n + 1], ah, b[2], b[3]);
+        if (SPLIT_Q) mma_{{ tiles }}_16816(s[n + 1], al, b[2], b[3]);
+        if (SPLIT_KV) {
+          ldmatrix_x4(kla + ob, b[0], b[1], b[2], b[3]);
+          mma_{{ tiles }}_16816(s[n], ah, b[0], b[1]);
+          mma_{{ tiles }}_16816(s[n + 1], ah, b[2], b[3]);
+        }
+      }
+    }
+{% else %}#pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       const int oa = (wr + g) * LDQ + ks * 16 + 2 * t;
       const unsigned ah[4] = {ld32(qh + oa), ld32(qh + oa + 8 * LDQ), ld32(qh + oa + 8),
@@ -28,7 +60,7 @@
       }
     }
 
-    // Scale and causal mask; the online softmax of rows g (i = 0, 1) and g + 8 (i = 2, 3),
+{% endif %}    // Scale and causal mask; the online softmax of rows g (i = 0, 1) and g + 8 (i = 2, 3),
     // each row's max over the 4 lanes of its quad.
     float mx[2] = {m[0], m[1]};
 #pragma unroll

@@ -277,6 +277,14 @@ __device__ __forceinline__ void ldmatrix_x4(const void* p, unsigned& r0, unsigne
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(smem_addr(p)));
 }
+// The same from a shared-memory address (smem_addr): a base converted once, constant offsets
+// added in bytes, so an unrolled loop's loads take immediate offsets.
+__device__ __forceinline__ void ldmatrix_x4(unsigned a, unsigned& r0, unsigned& r1, unsigned& r2,
+                                            unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 { %0, %1, %2, %3 }, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(a));
+}
 // ldmatrix_x4 with each 8×8 matrix transposed: lane l receives, of each matrix, column l / 4 at
 // rows 2(l % 4) and 2(l % 4) + 1 — the B fragment of mma.m16n8k16 from row-major [k][n] tiles.
 __device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, unsigned& r1,
@@ -284,6 +292,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, u
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 { %0, %1, %2, %3 }, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(smem_addr(p)));
+}
+// The same from a shared-memory address (see ldmatrix_x4 above).
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned a, unsigned& r0, unsigned& r1,
+                                                  unsigned& r2, unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 { %0, %1, %2, %3 }, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(a));
 }
 // 3xBF16 (docs/KERNELS.md "ssd"): f32 operands held in shared memory as two bf16 planes, v = hi +
 // lo (split_bf16x2: ~16 significant bits), multiplied as a_lo·b_hi + a_hi·b_lo + a_hi·b_hi on

@@ -37,11 +37,15 @@ pub struct FlashPlan {
     /// The 16-bit type of the tiles and of the mma: f16 with an f16 cache (its values as they
     /// are cached), else bf16.
     pub tiles: DType,
+    /// `Q·Kᵀ`'s fragments come by `ldmatrix` (q's four registers in one instruction, two key
+    /// columns' B fragments in another) instead of 32-bit shared loads: the same values into
+    /// the same products, fewer instructions (`ZAMBA2C_TUNE_ATTN_LDSM=1`; a measurement).
+    pub score_ldsm: bool,
 }
 
 impl FlashPlan {
     /// The template context of this plan.
-    pub fn context(&self) -> [(&'static str, serde_json::Value); 7] {
+    pub fn context(&self) -> [(&'static str, serde_json::Value); 8] {
         [
             ("qt", FLASH_QT.into()),
             ("kt", self.kt.into()),
@@ -50,6 +54,7 @@ impl FlashPlan {
             ("split_p", self.split_p.into()),
             ("kv_async", self.kv_async.into()),
             ("tiles", self.tiles.to_string().into()),
+            ("score_ldsm", self.score_ldsm.into()),
         ]
     }
 }
@@ -109,5 +114,6 @@ pub fn flash_plan(d: usize, act: DType, cache: DType, split: bool) -> Option<Fla
         split_p,
         kv_async,
         tiles,
+        score_ldsm: crate::tune("ATTN_LDSM", 0) == 1,
     })
 }

@@ -342,6 +342,56 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         );
     }
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PLAIN");
+    // The prompt attention's Q·Kᵀ fragments by ldmatrix (ATTN_LDSM=1): the cp.async kernel on
+    // bf16 and f16 caches, the register-staged one (ATTN_KERNEL=1) on a bf16 cache and on an
+    // f32 cache (keys split into parts), head sizes 64 (GQA, RoPE) and 160, f32 activations.
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_LDSM", "1");
+    let heads = [
+        json!({"hidden_size": 64, "n_mamba_heads": 4, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "use_mem_rope": true}),
+        json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "use_mem_rope": true}),
+    ];
+    for (kernel, cache) in [
+        ("2", DType::BF16),
+        ("2", DType::F16),
+        ("1", DType::BF16),
+        ("1", DType::F32),
+    ] {
+        std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", kernel);
+        for (i, extra) in heads.iter().enumerate() {
+            let tag = format!("attn-ldsm-k{kernel}-{cache:?}-{i}");
+            let mut m = lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache);
+            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let flash: Vec<_> = p
+                .kernels
+                .values()
+                .filter(|k| k.family == "attention_flash")
+                .collect();
+            assert!(!flash.is_empty(), "{tag}: no attention_flash kernel");
+            for k in flash {
+                assert!(
+                    k.source.contains("Fragments by ldmatrix"),
+                    "{tag}: {}",
+                    k.name
+                );
+                assert_eq!(
+                    k.source.contains("cp_async16(kd"),
+                    kernel == "2",
+                    "{tag}: {}",
+                    k.name
+                );
+                jobs.push((
+                    k.name.clone(),
+                    k.source.clone(),
+                    format!("{tag}/{}.cu", k.name),
+                ));
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_ATTN_LDSM");
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("ZAMBA2C_REQUIRE_NVRTC=1 but NVRTC cannot be loaded");
