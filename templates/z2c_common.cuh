@@ -243,10 +243,13 @@ __device__ __forceinline__ void add_f4(float4& s, const float4& p) {
 }
 // Shared-memory address of a generic pointer, for cp.async and ldmatrix.
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
-  unsigned a;
+{% if smem_cvta %}  // The compiler's own conversion (ZAMBA2C_TUNE_SMEM_CVTA=1, a measurement): it sees the
+  // arithmetic, so a loop's addresses become one base and constant offsets.
+  return (unsigned)__cvta_generic_to_shared(p);
+{% else %}  unsigned a;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
-}
+{% endif %}}
 // 16 bytes of read-only data streamed from global memory into registers, not kept in L1 (a
 // weight byte is used once per launch: templates/linear_rows.cu). Volatile keeps it where it
 // is written: ahead of the products it overlaps.

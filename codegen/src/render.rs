@@ -194,6 +194,9 @@ fn kernel_context(
     let mut ctx = Context::from_value(value)
         .map_err(|e| template_err(&format!("{family}.cu"), error_chain(&e)))?;
     ctx.insert("name", name);
+    // How z2c_common.cuh's smem_addr converts a generic pointer: inline PTX (the default) or
+    // the compiler's builtin (`ZAMBA2C_TUNE_SMEM_CVTA=1`; docs/KERNELS.md "Tuning knobs").
+    ctx.insert("smem_cvta", &(crate::tune("SMEM_CVTA", 0) == 1));
     Ok(ctx)
 }
 

@@ -391,6 +391,34 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_LDSM");
+    // smem_addr by the compiler's builtin (SMEM_CVTA=1): every family of the 2.7B bf16 plan
+    // that converts shared addresses (cp.async, ldmatrix), with the cp.async attention.
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "2");
+    std::env::set_var("ZAMBA2C_TUNE_SMEM_CVTA", "1");
+    std::env::remove_var("ZAMBA2C_TUNE_STEP_ROWS_BATCHED");
+    std::env::remove_var("ZAMBA2C_TUNE_ROWS_GEMM");
+    let p = program(&big, DType::BF16, DType::F32, "smem-cvta");
+    let mut cvta = 0;
+    for (name, k) in &p.kernels {
+        assert!(k.source.contains("__cvta_generic_to_shared(p)"), "{name}");
+        if [
+            "linear_mma_pipe",
+            "attention_flash",
+            "ssd_chunk_out_mma",
+            "ssd_chunk_state_mma",
+        ]
+        .contains(&k.family.as_str())
+        {
+            cvta += 1;
+            jobs.push((
+                name.clone(),
+                k.source.clone(),
+                format!("smem-cvta/{name}.cu"),
+            ));
+        }
+    }
+    assert!(cvta >= 4, "{cvta} kernels");
+    std::env::remove_var("ZAMBA2C_TUNE_SMEM_CVTA");
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {
