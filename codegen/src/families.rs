@@ -1093,6 +1093,50 @@ pub(crate) fn gemm_input_planes(x: &Operand, out: &Operand) -> KernelSpec {
         .finish(rows_grid(k, 4 * BLOCK), BLOCK)
 }
 
+/// GELU(gate)·up of a gated MLP's prompt rows in one launch (templates/gelu_mul.cu): `gu` holds
+/// gate in columns 0..inter and up in inter..2·inter (act dtype); `out` is the down
+/// projection's input as it reads it: GEMM input planes (`planes`: bf16 hi/lo of width
+/// 2·inter, or one f16 plane) or act values. The same values as the `gelu` and `mul`
+/// elementwise kernels followed by `split_bf16`/`round_f16`. `None` where the rows are not in
+/// whole 4-value pieces (then those kernels run).
+pub(crate) fn gelu_mul(
+    act: DType,
+    gu: &Operand,
+    out: &Operand,
+    inter: usize,
+    planes: bool,
+) -> Option<KernelSpec> {
+    const BLOCK: usize = 256;
+    let aligned = [inter, gu.offset, gu.stride, out.offset, out.stride]
+        .iter()
+        .all(|v| v.is_multiple_of(4));
+    if !aligned || gu.width != 2 * inter || gu.dtype != act {
+        return None;
+    }
+    let mode = match (planes, out.dtype) {
+        (true, DType::BF16) if out.width == 2 * inter => "bf16",
+        (true, DType::F16) if out.width == inter => "f16",
+        (false, d) if d == act && out.width == inter => "plain",
+        _ => return None,
+    };
+    Some(
+        Builder::new("gelu_mul", act)
+            .set("width", inter)
+            .set("mode", mode)
+            .set("gu_stride", gu.stride)
+            .set("out_stride", out.stride)
+            .input("gu", gu)
+            .output(out)
+            .scalar("rows", Arg::Rows)
+            .cost(LaunchCost {
+                bytes_per_row: (2 * inter * act.size() + out.width * out.dtype.size()) as u64,
+                flops_per_row: (20 * inter) as u64,
+                ..Default::default()
+            })
+            .finish(rows_grid(inter, 4 * BLOCK), BLOCK),
+    )
+}
+
 /// The greedy token of each row of `logits` into the i32 value `ids` (templates/argmax_rows.cu):
 /// the first index of the largest logit, as the host's `argmax` picks it, so a batched step can
 /// download one id a row instead of the logits (`GraphProgram::greedy`).

@@ -37,6 +37,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "split_bf16.cu",
         include_str!("../../templates/split_bf16.cu"),
     ),
+    ("gelu_mul.cu", include_str!("../../templates/gelu_mul.cu")),
     ("round_f16.cu", include_str!("../../templates/round_f16.cu")),
     ("pair_sum.cu", include_str!("../../templates/pair_sum.cu")),
     (

@@ -419,6 +419,40 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     }
     assert!(cvta >= 4, "{cvta} kernels");
     std::env::remove_var("ZAMBA2C_TUNE_SMEM_CVTA");
+    // The prompt MLP's GELU·up in one launch (PROMPT_GELU_MUL=1): bf16 planes (bf16 weights),
+    // an f16 plane (f16 weights), f32 values (f32 weights) and bf16 activations; the 2.7B shape
+    // and a small one with adapters. No `gelu`/`mul` elementwise kernel is left in the prompt.
+    std::env::set_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL", "1");
+    let adapters = config(
+        json!({"use_shared_attention_adapter": true, "hidden_size": 64,
+        "intermediate_size": 128, "n_mamba_heads": 4, "adapter_rank": 8}),
+    );
+    for (shape, cfg) in [("big", &big), ("adapters", &adapters)] {
+        for (w, act, mode) in [
+            (DType::BF16, DType::F32, "// bf16 hi and lo planes"),
+            (DType::F16, DType::F32, "// one f16 plane"),
+            (DType::F32, DType::F32, "// act_t values"),
+            (DType::BF16, DType::BF16, "// act_t values"),
+        ] {
+            let tag = format!("gelu-mul-{shape}-{w:?}-{act:?}");
+            let p = program(cfg, w, act, &tag);
+            let prompt: Vec<&str> = p
+                .prompt
+                .launches
+                .iter()
+                .map(|l| p.kernels[&l.kernel].family.as_str())
+                .collect();
+            assert!(!prompt.contains(&"elementwise"), "{tag}: {prompt:?}");
+            let k = p
+                .kernels
+                .iter()
+                .find(|(_, k)| k.family == "gelu_mul")
+                .unwrap_or_else(|| panic!("{tag}: no gelu_mul"));
+            assert!(k.1.source.contains(mode), "{tag}: not {mode}");
+            jobs.push((k.0.clone(), k.1.source.clone(), format!("{tag}/{}.cu", k.0)));
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL");
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {

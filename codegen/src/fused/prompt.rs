@@ -398,20 +398,53 @@ pub fn prompt_specs(
                 Some(n) => e.norm_project(rms_norm(n), vec![xin], xin.width, gate_up, gu, None)?,
                 None => e.project(xin, gate_up, gu, None)?,
             }
-            let g = e.new_temp(*inter);
-            e.base(Op::Gelu, vec![cols(gu, 0, *inter)], g, Epilogue::None)?;
-            let f = e.new_temp(*inter);
-            e.base(
-                Op::Mul,
-                vec![g, cols(gu, *inter, *inter)],
-                f,
-                Epilogue::None,
-            )?;
+            // GELU·up in one launch that writes the down projection's input planes itself
+            // (`ZAMBA2C_TUNE_PROMPT_GELU_MUL=1`, a measurement: the same values as the
+            // elementwise kernels and the split they feed, two launches and about half the
+            // bytes less); otherwise `gelu` and `mul` as elementwise kernels.
+            let act = e.act();
+            let fits = {
+                let probe = Operand {
+                    offset: 0,
+                    stride: *inter,
+                    width: *inter,
+                    dtype: act,
+                    ..gu
+                };
+                families::gelu_mul(act, &gu, &probe, *inter, false).is_some()
+            };
+            let (mlp_in, down_in): (Operand, Option<_>) =
+                if crate::tune("PROMPT_GELU_MUL", 0) == 1 && fits {
+                    let emit = move |e: &mut Emit, dst: Operand, planes: bool| {
+                        let spec = families::gelu_mul(act, &gu, &dst, *inter, planes)
+                            .ok_or("gelu_mul: operands not in 4-value pieces")?;
+                        e.specs.push(spec);
+                        Ok(())
+                    };
+                    (gu, Some(emit))
+                } else {
+                    let g = e.new_temp(*inter);
+                    e.base(Op::Gelu, vec![cols(gu, 0, *inter)], g, Epilogue::None)?;
+                    let f = e.new_temp(*inter);
+                    e.base(
+                        Op::Mul,
+                        vec![g, cols(gu, *inter, *inter)],
+                        f,
+                        Epilogue::None,
+                    )?;
+                    (f, None)
+                };
+            // The down projection (and the post-norm's projection) from f, or from what the
+            // fused launch writes.
+            let down_from = |e: &mut Emit, dst: Operand, res: Option<Operand>| match down_in {
+                Some(emit) => e.norm_project_with(*inter, emit, &[plain(down)], dst, res),
+                None => e.project(mlp_in, &[plain(down)], dst, res),
+            };
             match post {
-                None => e.project(f, &[plain(down)], out, residual)?,
+                None => down_from(&mut e, out, residual)?,
                 Some(pw) => {
                     let d = e.new_temp(out.width);
-                    e.project(f, &[plain(down)], d, None)?;
+                    down_from(&mut e, d, None)?;
                     e.project(d, &[plain(pw)], out, residual)?
                 }
             }
