@@ -13,10 +13,10 @@
     static_assert(NS % 2 == 0, "key columns two tiles at a time");
     const int lm = lane >> 3, lr = lane & 7;
     // This lane's row addresses, converted once; each load adds a constant byte offset.
-    const unsigned qa = smem_addr(qh + (wr + (lm & 1) * 8 + lr) * LDQ + (lm >> 1) * 8);
-    const unsigned qla = SPLIT_Q ? smem_addr(ql + (wr + (lm & 1) * 8 + lr) * LDQ + (lm >> 1) * 8) : 0u;
-    const unsigned ka = smem_addr(kh + ((lm >> 1) * 8 + lr) * LDK + (lm & 1) * 8);
-    const unsigned kla = SPLIT_KV ? smem_addr(kl + ((lm >> 1) * 8 + lr) * LDK + (lm & 1) * 8) : 0u;
+    const int oq = (wr + (lm & 1) * 8 + lr) * LDQ + (lm >> 1) * 8;
+    const int ko = ((lm >> 1) * 8 + lr) * LDK + (lm & 1) * 8;
+    const unsigned qa = smem_addr(qh + oq), qla = SPLIT_Q ? smem_addr(ql + oq) : 0u;
+    const unsigned ka = smem_addr(kh + ko), kla = SPLIT_KV ? smem_addr(kl + ko) : 0u;
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       unsigned ah[4], al[4] = {0u, 0u, 0u, 0u};

@@ -1,7 +1,8 @@
-  // (Included by ssd_chunk_out.cu and ssd_chunk_out_mma.cu, which lay the tiles out in shared
-  // memory: C_t[n] at cmat[t·CR + n·CC] and B_s[n] likewise in bmat, x_t[p] at xmat[t·XR + p],
-  // the entering state S[n][p] at smat[n·SR + p]; unpadded rows are indexed by e itself.) Each token's dt and cs (step 1's `ws`), C, B
-  // and x of the chunk's rows (zero past lc) and the state entering the chunk (step 2's `chunks`).
+  // (Included by ssd_chunk_out.cu, which lays the tiles out in shared memory: C_t[n] at
+  // cmat[t·CR + n·CC] and B_s[n] likewise in bmat, x_t[p] at xmat[t·XR + p], the entering state
+  // S[n][p] at smat[n·SR + p]; unpadded rows are indexed by e itself.) Each token's dt and cs
+  // (step 1's `ws`), C, B and x of the chunk's rows (zero past lc) and the state entering the
+  // chunk (step 2's `chunks`).
   for (int s = tid; s < L; s += NT) {
     const bool in = s < lc;
     dv[s] = in ? ws[(row0 + s) * (2 * H) + h] : 0.f;

@@ -272,36 +272,33 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
-// Four 8×8 b16 matrices from shared memory; lane l gives the address of row l % 8 of matrix
-// l / 8 and receives, of each matrix, row l / 4, elements 2(l % 4) and 2(l % 4) + 1.
-__device__ __forceinline__ void ldmatrix_x4(const void* p, unsigned& r0, unsigned& r1, unsigned& r2,
-                                            unsigned& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 { %0, %1, %2, %3 }, [%4];"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(smem_addr(p)));
-}
-// The same from a shared-memory address (smem_addr): a base converted once, constant offsets
-// added in bytes, so an unrolled loop's loads take immediate offsets.
+// Four 8×8 b16 matrices from shared memory; lane l gives the shared address (smem_addr) of row
+// l % 8 of matrix l / 8 and receives, of each matrix, row l / 4, elements 2(l % 4) and
+// 2(l % 4) + 1. Taking the address lets a loop convert its base once and add constant byte
+// offsets, so an unrolled loop's loads take immediate offsets.
 __device__ __forceinline__ void ldmatrix_x4(unsigned a, unsigned& r0, unsigned& r1, unsigned& r2,
                                             unsigned& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 { %0, %1, %2, %3 }, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(a));
 }
+// The same from a generic pointer into shared memory.
+__device__ __forceinline__ void ldmatrix_x4(const void* p, unsigned& r0, unsigned& r1, unsigned& r2,
+                                            unsigned& r3) {
+  ldmatrix_x4(smem_addr(p), r0, r1, r2, r3);
+}
 // ldmatrix_x4 with each 8×8 matrix transposed: lane l receives, of each matrix, column l / 4 at
 // rows 2(l % 4) and 2(l % 4) + 1 — the B fragment of mma.m16n8k16 from row-major [k][n] tiles.
-__device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, unsigned& r1,
-                                                  unsigned& r2, unsigned& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 { %0, %1, %2, %3 }, [%4];"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(smem_addr(p)));
-}
-// The same from a shared-memory address (see ldmatrix_x4 above).
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned a, unsigned& r0, unsigned& r1,
                                                   unsigned& r2, unsigned& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 { %0, %1, %2, %3 }, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(a));
+}
+// The same from a generic pointer into shared memory.
+__device__ __forceinline__ void ldmatrix_x4_trans(const void* p, unsigned& r0, unsigned& r1,
+                                                  unsigned& r2, unsigned& r3) {
+  ldmatrix_x4_trans(smem_addr(p), r0, r1, r2, r3);
 }
 // 3xBF16 (docs/KERNELS.md "ssd"): f32 operands held in shared memory as two bf16 planes, v = hi +
 // lo (split_bf16x2: ~16 significant bits), multiplied as a_lo·b_hi + a_hi·b_lo + a_hi·b_hi on

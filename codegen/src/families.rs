@@ -1093,12 +1093,19 @@ pub(crate) fn gemm_input_planes(x: &Operand, out: &Operand) -> KernelSpec {
         .finish(rows_grid(k, 4 * BLOCK), BLOCK)
 }
 
+/// Whether [`gelu_mul`] reads `gu` (gate and up of `inter` columns each, act values) four values
+/// at a time: its rows and both halves start on whole 4-value pieces.
+pub(crate) fn gelu_mul_fits(act: DType, gu: &Operand, inter: usize) -> bool {
+    (inter | gu.offset | gu.stride).is_multiple_of(4) && gu.width == 2 * inter && gu.dtype == act
+}
+
 /// GELU(gate)·up of a gated MLP's prompt rows in one launch (templates/gelu_mul.cu): `gu` holds
 /// gate in columns 0..inter and up in inter..2·inter (act dtype); `out` is the down
 /// projection's input as it reads it: GEMM input planes (`planes`: bf16 hi/lo of width
 /// 2·inter, or one f16 plane) or act values. The same values as the `gelu` and `mul`
-/// elementwise kernels followed by `split_bf16`/`round_f16`. `None` where the rows are not in
-/// whole 4-value pieces (then those kernels run).
+/// elementwise kernels followed by `split_bf16`/`round_f16`. `None` where `gu` does not fit
+/// ([`gelu_mul_fits`]) or `out` is not in whole 4-value pieces of that form (then those kernels
+/// run).
 pub(crate) fn gelu_mul(
     act: DType,
     gu: &Operand,
@@ -1107,10 +1114,7 @@ pub(crate) fn gelu_mul(
     planes: bool,
 ) -> Option<KernelSpec> {
     const BLOCK: usize = 256;
-    let aligned = [inter, gu.offset, gu.stride, out.offset, out.stride]
-        .iter()
-        .all(|v| v.is_multiple_of(4));
-    if !aligned || gu.width != 2 * inter || gu.dtype != act {
+    if !gelu_mul_fits(act, gu, inter) || !(out.offset | out.stride).is_multiple_of(4) {
         return None;
     }
     let mode = match (planes, out.dtype) {

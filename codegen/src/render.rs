@@ -139,6 +139,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
 /// The loaded templates.
 pub struct Renderer {
     tera: Tera,
+    /// How z2c_common.cuh's smem_addr converts a generic pointer: inline PTX (the default) or
+    /// the compiler's builtin (`ZAMBA2C_TUNE_SMEM_CVTA=1`; docs/KERNELS.md "Tuning knobs"). Read
+    /// once, for every kernel this renderer renders.
+    smem_cvta: bool,
 }
 
 impl Renderer {
@@ -151,7 +155,10 @@ impl Renderer {
                 template: "(all)".into(),
                 msg: error_chain(&e),
             })?;
-        Ok(Renderer { tera })
+        Ok(Renderer {
+            tera,
+            smem_cvta: crate::tune("SMEM_CVTA", 0) == 1,
+        })
     }
 
     /// Renders `spec` as kernel `name`.
@@ -168,7 +175,8 @@ impl Renderer {
     ) -> Result<String, CodegenError> {
         let value: serde_json::Value = serde_json::from_str(context)
             .map_err(|e| template_err(&format!("{family}.cu"), e.to_string()))?;
-        let ctx = kernel_context(family, value, name)?;
+        let mut ctx = kernel_context(family, value, name)?;
+        ctx.insert("smem_cvta", &self.smem_cvta);
         let body = self.render_file(&format!("{family}.cu"), &ctx)?;
         // The wrapper's errors name the kernel's template, as they always have.
         let wrapper = self
@@ -195,9 +203,6 @@ fn kernel_context(
     let mut ctx = Context::from_value(value)
         .map_err(|e| template_err(&format!("{family}.cu"), error_chain(&e)))?;
     ctx.insert("name", name);
-    // How z2c_common.cuh's smem_addr converts a generic pointer: inline PTX (the default) or
-    // the compiler's builtin (`ZAMBA2C_TUNE_SMEM_CVTA=1`; docs/KERNELS.md "Tuning knobs").
-    ctx.insert("smem_cvta", &(crate::tune("SMEM_CVTA", 0) == 1));
     Ok(ctx)
 }
 

@@ -403,37 +403,28 @@ pub fn prompt_specs(
             // elementwise kernels and the split they feed, two launches and about half the
             // bytes less); otherwise `gelu` and `mul` as elementwise kernels.
             let act = e.act();
-            let fits = {
-                let probe = Operand {
-                    offset: 0,
-                    stride: *inter,
-                    width: *inter,
-                    dtype: act,
-                    ..gu
+            let (mlp_in, down_in): (Operand, Option<_>) = if crate::tune("PROMPT_GELU_MUL", 0) == 1
+                && families::gelu_mul_fits(act, &gu, *inter)
+            {
+                let emit = move |e: &mut Emit, dst: Operand, planes: bool| {
+                    let spec = families::gelu_mul(act, &gu, &dst, *inter, planes)
+                        .ok_or("gelu_mul: operands not in 4-value pieces")?;
+                    e.specs.push(spec);
+                    Ok(())
                 };
-                families::gelu_mul(act, &gu, &probe, *inter, false).is_some()
+                (gu, Some(emit))
+            } else {
+                let g = e.new_temp(*inter);
+                e.base(Op::Gelu, vec![cols(gu, 0, *inter)], g, Epilogue::None)?;
+                let f = e.new_temp(*inter);
+                e.base(
+                    Op::Mul,
+                    vec![g, cols(gu, *inter, *inter)],
+                    f,
+                    Epilogue::None,
+                )?;
+                (f, None)
             };
-            let (mlp_in, down_in): (Operand, Option<_>) =
-                if crate::tune("PROMPT_GELU_MUL", 0) == 1 && fits {
-                    let emit = move |e: &mut Emit, dst: Operand, planes: bool| {
-                        let spec = families::gelu_mul(act, &gu, &dst, *inter, planes)
-                            .ok_or("gelu_mul: operands not in 4-value pieces")?;
-                        e.specs.push(spec);
-                        Ok(())
-                    };
-                    (gu, Some(emit))
-                } else {
-                    let g = e.new_temp(*inter);
-                    e.base(Op::Gelu, vec![cols(gu, 0, *inter)], g, Epilogue::None)?;
-                    let f = e.new_temp(*inter);
-                    e.base(
-                        Op::Mul,
-                        vec![g, cols(gu, *inter, *inter)],
-                        f,
-                        Epilogue::None,
-                    )?;
-                    (f, None)
-                };
             // The down projection (and the post-norm's projection) from f, or from what the
             // fused launch writes.
             let down_from = |e: &mut Emit, dst: Operand, res: Option<Operand>| match down_in {
