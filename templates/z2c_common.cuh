@@ -243,8 +243,8 @@ __device__ __forceinline__ void add_f4(float4& s, const float4& p) {
 }
 // Shared-memory address of a generic pointer, for cp.async and ldmatrix.
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
-{% if smem_cvta %}  // The compiler's own conversion (ZAMBA2C_TUNE_SMEM_CVTA=1, a measurement): it sees the
-  // arithmetic, so a loop's addresses become one base and constant offsets.
+{% if smem_cvta %}  // The compiler's own conversion (the default): it sees the arithmetic, so a loop's
+  // addresses become one base and constant offsets (inline PTX: ZAMBA2C_TUNE_SMEM_CVTA=0).
   return (unsigned)__cvta_generic_to_shared(p);
 {% else %}  unsigned a;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));

@@ -39,7 +39,8 @@ pub struct FlashPlan {
     pub tiles: DType,
     /// `Q·Kᵀ`'s fragments come by `ldmatrix` (q's four registers in one instruction, two key
     /// columns' B fragments in another) instead of 32-bit shared loads: the same values into
-    /// the same products, fewer instructions (`ZAMBA2C_TUNE_ATTN_LDSM=1`; a measurement).
+    /// the same products, fewer instructions (the default; `ZAMBA2C_TUNE_ATTN_LDSM=0`: 32-bit
+    /// shared loads).
     pub score_ldsm: bool,
 }
 
@@ -114,6 +115,6 @@ pub fn flash_plan(d: usize, act: DType, cache: DType, split: bool) -> Option<Fla
         split_p,
         kv_async,
         tiles,
-        score_ldsm: crate::tune("ATTN_LDSM", 0) == 1,
+        score_ldsm: crate::tune_mode("ATTN_LDSM", 1) == 1,
     })
 }

@@ -139,9 +139,9 @@ pub const TEMPLATES: &[(&str, &str)] = &[
 /// The loaded templates.
 pub struct Renderer {
     tera: Tera,
-    /// How z2c_common.cuh's smem_addr converts a generic pointer: inline PTX (the default) or
-    /// the compiler's builtin (`ZAMBA2C_TUNE_SMEM_CVTA=1`; docs/KERNELS.md "Tuning knobs"). Read
-    /// once, for every kernel this renderer renders.
+    /// How z2c_common.cuh's smem_addr converts a generic pointer: by the compiler's builtin
+    /// (the default) or inline PTX (`ZAMBA2C_TUNE_SMEM_CVTA=0`; docs/KERNELS.md "Tuning
+    /// knobs"). Read once, for every kernel this renderer renders.
     smem_cvta: bool,
 }
 
@@ -157,7 +157,7 @@ impl Renderer {
             })?;
         Ok(Renderer {
             tera,
-            smem_cvta: crate::tune("SMEM_CVTA", 0) == 1,
+            smem_cvta: crate::tune_mode("SMEM_CVTA", 1) == 1,
         })
     }
 

@@ -541,6 +541,7 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
                 "pair_sum",
                 "argmax_rows",
                 "elementwise",
+                "gelu_mul",
                 "mamba_step",
                 "group_rms_norm",
                 "attention_decode"

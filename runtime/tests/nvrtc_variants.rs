@@ -342,10 +342,11 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         );
     }
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PLAIN");
-    // The prompt attention's Q·Kᵀ fragments by ldmatrix (ATTN_LDSM=1): the cp.async kernel on
-    // bf16 and f16 caches, the register-staged one (ATTN_KERNEL=1) on a bf16 cache and on an
-    // f32 cache (keys split into parts), head sizes 64 (GQA, RoPE) and 160, f32 activations.
-    std::env::set_var("ZAMBA2C_TUNE_ATTN_LDSM", "1");
+    // The prompt attention's Q·Kᵀ fragments by 32-bit shared loads (ATTN_LDSM=0; ldmatrix is
+    // the default): the cp.async kernel on bf16 and f16 caches, the register-staged one
+    // (ATTN_KERNEL=1) on a bf16 cache and on an f32 cache (keys split into parts), head sizes
+    // 64 (GQA, RoPE) and 160, f32 activations.
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_LDSM", "0");
     let heads = [
         json!({"hidden_size": 64, "n_mamba_heads": 4, "num_attention_heads": 2,
             "num_key_value_heads": 1, "use_mem_rope": true}),
@@ -372,7 +373,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             assert!(!flash.is_empty(), "{tag}: no attention_flash kernel");
             for k in flash {
                 assert!(
-                    k.source.contains("Fragments by ldmatrix"),
+                    !k.source.contains("Fragments by ldmatrix"),
                     "{tag}: {}",
                     k.name
                 );
@@ -391,16 +392,17 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_LDSM");
-    // smem_addr by the compiler's builtin (SMEM_CVTA=1): every family of the 2.7B bf16 plan
-    // that converts shared addresses (cp.async, ldmatrix), with the cp.async attention.
+    // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
+    // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
+    // the cp.async attention.
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "2");
-    std::env::set_var("ZAMBA2C_TUNE_SMEM_CVTA", "1");
+    std::env::set_var("ZAMBA2C_TUNE_SMEM_CVTA", "0");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_ROWS_BATCHED");
     std::env::remove_var("ZAMBA2C_TUNE_ROWS_GEMM");
     let p = program(&big, DType::BF16, DType::F32, "smem-cvta");
     let mut cvta = 0;
     for (name, k) in &p.kernels {
-        assert!(k.source.contains("__cvta_generic_to_shared(p)"), "{name}");
+        assert!(k.source.contains("cvta.to.shared.u64"), "{name}");
         if [
             "linear_mma_pipe",
             "attention_flash",
@@ -419,10 +421,11 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     }
     assert!(cvta >= 4, "{cvta} kernels");
     std::env::remove_var("ZAMBA2C_TUNE_SMEM_CVTA");
-    // The prompt MLP's GELU·up in one launch (PROMPT_GELU_MUL=1): bf16 planes (bf16 weights),
-    // an f16 plane (f16 weights), f32 values (f32 weights) and bf16 activations; the 2.7B shape
-    // and a small one with adapters. No `gelu`/`mul` elementwise kernel is left in the prompt.
-    std::env::set_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL", "1");
+    // The prompt MLP's GELU·up in one launch (the default): bf16 planes (bf16 weights), an f16
+    // plane (f16 weights), f32 values (f32 weights) and bf16 activations; the 2.7B shape and a
+    // small one with adapters. No `gelu`/`mul` elementwise kernel is left in the prompt; with
+    // PROMPT_GELU_MUL=0 they are back and `gelu_mul` is gone.
+    std::env::remove_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL");
     let adapters = config(
         json!({"use_shared_attention_adapter": true, "hidden_size": 64,
         "intermediate_size": 128, "n_mamba_heads": 4, "adapter_rank": 8}),
@@ -452,6 +455,16 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             jobs.push((k.0.clone(), k.1.source.clone(), format!("{tag}/{}.cu", k.0)));
         }
     }
+    std::env::set_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL", "0");
+    let p = program(&big, DType::BF16, DType::F32, "gelu-mul-off");
+    let prompt: Vec<&str> = p
+        .prompt
+        .launches
+        .iter()
+        .map(|l| p.kernels[&l.kernel].family.as_str())
+        .collect();
+    assert!(prompt.contains(&"elementwise"), "gelu-mul-off: {prompt:?}");
+    assert!(!prompt.contains(&"gelu_mul"), "gelu-mul-off: {prompt:?}");
     std::env::remove_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL");
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     if !nvrtc::available() {

@@ -398,12 +398,14 @@ pub fn prompt_specs(
                 Some(n) => e.norm_project(rms_norm(n), vec![xin], xin.width, gate_up, gu, None)?,
                 None => e.project(xin, gate_up, gu, None)?,
             }
-            // GELU·up in one launch that writes the down projection's input planes itself
-            // (`ZAMBA2C_TUNE_PROMPT_GELU_MUL=1`, a measurement: the same values as the
-            // elementwise kernels and the split they feed, two launches and about half the
-            // bytes less); otherwise `gelu` and `mul` as elementwise kernels.
+            // GELU·up in one launch that writes the down projection's input planes itself:
+            // the same values as the elementwise kernels and the split they feed, two launches
+            // and about half the bytes less (TTFT -2.2 ms at 2048 tokens, docs/PERFORMANCE.md
+            // "sixteenth session"); `ZAMBA2C_TUNE_PROMPT_GELU_MUL=0`: `gelu` and `mul` as
+            // elementwise kernels.
             let act = e.act();
-            let (mlp_in, down_in): (Operand, Option<_>) = if crate::tune("PROMPT_GELU_MUL", 0) == 1
+            let (mlp_in, down_in): (Operand, Option<_>) = if crate::tune_mode("PROMPT_GELU_MUL", 1)
+                == 1
                 && families::gelu_mul_fits(act, &gu, *inter)
             {
                 let emit = move |e: &mut Emit, dst: Operand, planes: bool| {
