@@ -12,7 +12,8 @@
 # LIBRARY=1 (library GEMMs on and off), CHUNKS="1024 2048" (TTFT per prompt launch size), BATCH_PROFILE=1 (`bench --profile --batch`),
 # VARIANT_TESTS="ATTN_KERNEL=1" (kernel tests of a knob variant), VARIANTS="ATTN_KERNEL=1" (its TTFT and decode),
 # BATCH_VARIANTS="STACK_SPLIT=2" (`bench --batch 64` of a knob variant beside the default),
-# RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting),
+# RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting; with
+# RUN_TTFT=1 its TTFT and decode too, the info log kept),
 # RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (the cuda_batch tests under a runtime setting),
 # NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
 # of prompts against each alone on the 2.7B shape, issue 12; BATCH_CHECK_KNOBS=K=V,.. its knobs). Knob variants take
@@ -142,13 +143,24 @@ fi
 # Codegen knob variants on the dummy-weights 2.7B plan: TTFT, and decode ms per token (64
 # tokens after the 512-token prompt, 8 after 2048) (VARIANTS="MMA_NARROW_BM=32 ..."), beside the
 # default plan's, measured once.
-variant_line() {  # label, plan, prompt length
+variant_line() {  # label, plan, prompt length, [VAR=value of the environment]
   local gen=8; [ "$3" = 512 ] && gen=64
-  timeout $(tmo 60) "$Z" bench "$2" --device cuda --prompt-len "$3" --gen-len $gen --json 2>/dev/null | tail -1 \
+  env ${4:-X=1} RUST_LOG=${RUST_LOG:-warn} timeout $(tmo 60) "$Z" bench "$2" --device cuda --prompt-len "$3" --gen-len $gen --json \
+    2>"$OUT/variant_line.err" | tail -1 \
     | python3 -c "import json,sys; b=json.loads(sys.stdin.read()); print('$1 prompt $3 ttft_ms', round(b['ttft_ms'],2), 'decode_ms', round(b['decode_ms_per_token'],4))"
 }
-if [ -n "${VARIANTS:-}" ]; then
+if [ -n "${VARIANTS:-}" ] || [ "${RUN_TTFT:-0}" = 1 ]; then
   for pl in 512 2048; do variant_line default "$M" $pl; done
+fi
+# TTFT and decode under each runtime setting of RUN_VARIANTS (RUN_TTFT=1); the runs' info log
+# (e.g. ZAMBA2C_BLAS_TUNE's choices) kept in run_variant_<setting>_<prompt>.log.
+if [ "${RUN_TTFT:-0}" = 1 ]; then
+  for e in ${RUN_VARIANTS:-}; do
+    for pl in 512 2048; do
+      RUST_LOG=info variant_line "run $e" "$M" $pl "$e"
+      cp "$OUT/variant_line.err" "$OUT/run_variant_${e//[^A-Za-z0-9_.-]/-}_$pl.log"
+    done
+  done
 fi
 # The dummy-weights 2.7B plan compiled with codegen knobs KNOB=V[,KNOB2=V2...] (ZAMBA2C_TUNE_KNOB)
 # into $2.
@@ -169,7 +181,7 @@ done
 # rows) on the default plan and on each variant's plan, one line each.
 batch_line() {  # label, plan, batch, [VAR=value of the environment]
   env ${4:-X=1} timeout $(tmo 200) "$Z" bench "$2" --device cuda --batch "$3" --prompt-len 512 --gen-len 128 \
-    --prefill-chunk $(($3 * 512)) --max-context 640 --json 2>/dev/null | tail -1 \
+    --prefill-chunk $(($3 * 512)) --max-context 640 --json 2>"$OUT/batch_line_${1//[^A-Za-z0-9_.-]/-}_$3.err" | tail -1 \
     | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('batch_variant $1 B=$3 decode_tok_s %.1f ms_step %.3f rows %s' % (r['decode_tokens_per_s'], r['ms_per_step'], r['rows_per_step']))" \
     || echo "batch_variant $1 B=$3 failed"
 }

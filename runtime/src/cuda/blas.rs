@@ -24,6 +24,15 @@ use crate::RuntimeError;
 /// measurements, and a way out should the library misbehave).
 pub const NO_LIBRARY_ENV: &str = "ZAMBA2C_NO_LIBRARY_GEMM";
 
+/// Set to N > 1: time the heuristic's first N algorithms of each GEMM shape on its first call
+/// (outside graph capture) and keep the fastest, instead of taking the heuristic's first
+/// (docs/KERNELS.md "Library GEMMs"). A measurement: the choice depends on timings, so two
+/// processes may sum in different orders.
+pub const TUNE_ENV: &str = "ZAMBA2C_BLAS_TUNE";
+
+/// Timed runs of each candidate algorithm (after one untimed run).
+const TUNE_RUNS: usize = 3;
+
 /// What the profiler and `inspect` call launches the library runs.
 pub const LIBRARY_FAMILY: &str = "cublaslt";
 
@@ -64,6 +73,10 @@ impl Drop for Prepared {
 /// addresses never change for an engine's lifetime, so neither does the algorithm).
 type Key = (GraphId, usize, usize);
 
+/// What a tuned algorithm is kept for: every launch of the same shape, strides, types and
+/// operand alignments takes the same one (the 54 in_proj launches of a step tune once).
+type ShapeKey = (usize, usize, usize, usize, usize, usize, DType, DType, [u32; 4]);
+
 /// One cuBLASLt handle, its workspace, and the GEMMs prepared so far.
 pub struct Blas {
     handle: sys::cublasLtHandle_t,
@@ -72,6 +85,10 @@ pub struct Blas {
     /// Held for the whole of a call: the handle and the descriptors are used by one thread at
     /// a time.
     prepared: Mutex<HashMap<Key, Prepared>>,
+    /// Candidates timed per shape ([`TUNE_ENV`]; 0 or 1: the heuristic's first).
+    tune: usize,
+    /// The algorithm timing chose for each shape tuned so far.
+    tuned: Mutex<HashMap<ShapeKey, sys::cublasLtMatmulAlgo_t>>,
 }
 
 // SAFETY: the cuBLASLt handle and descriptors are plain library handles, not bound to the
@@ -112,6 +129,27 @@ fn lo_plane(g: &LibraryGemm, x: u64) -> u64 {
     x + (g.k * std::mem::size_of::<u16>()) as u64
 }
 
+/// Whether timing runs may write `out = W·x` before the call: the call then writes the output
+/// whole (no accumulation onto what it held) from inputs other than the output.
+fn tunable(g: &LibraryGemm, ptrs: &GemmPtrs) -> bool {
+    match (&g.epilogue, ptrs.res) {
+        (LibraryEpilogue::None, _) => true,
+        (LibraryEpilogue::Residual(_), Some(r)) => r != ptrs.out,
+        _ => false,
+    }
+}
+
+/// Whether `stream` is being captured into a graph (nothing may be waited for then).
+fn capturing(stream: cudarc::driver::sys::CUstream) -> bool {
+    use cudarc::driver::sys::CUstreamCaptureStatus as S;
+    // SAFETY: the engine's live stream; the call only reads its state.
+    match unsafe { cudarc::driver::result::stream::is_capturing(stream) } {
+        Ok(S::CU_STREAM_CAPTURE_STATUS_NONE) => false,
+        // Capturing, invalidated, or unknown: do not wait.
+        _ => true,
+    }
+}
+
 fn lib_err(what: &str, e: result::CublasError) -> RuntimeError {
     RuntimeError::Device(format!("cuBLASLt {what}: {e:?}"))
 }
@@ -128,20 +166,28 @@ impl Blas {
             return Err("libcublasLt cannot be loaded".into());
         }
         let handle = result::create_handle().map_err(|e| format!("cublasLtCreate: {e:?}"))?;
+        let tune = std::env::var(TUNE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Ok(Blas {
             handle,
             workspace,
             workspace_bytes,
             prepared: Mutex::new(HashMap::new()),
+            tune,
+            tuned: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Descriptors and the heuristic's first algorithm for `g` over `m` rows.
+    /// Descriptors and an algorithm for `g` over `m` rows: the heuristic's first, or with
+    /// [`TUNE_ENV`] the fastest of its first few timed on `stream`.
     fn prepare(
         &self,
         g: &LibraryGemm,
         m: usize,
         ptrs: &GemmPtrs,
+        stream: cudarc::driver::sys::CUstream,
     ) -> Result<Prepared, RuntimeError> {
         let out_type = match g.out_dtype {
             DType::F32 => sys::cudaDataType::CUDA_R_32F,
@@ -215,6 +261,15 @@ impl Blas {
                 ),
             ]
         };
+        let aligns = [
+            alignment(ptrs.weight),
+            alignment(ptrs.x).min(alignment(lo)),
+            alignment(ptrs.res.unwrap_or(ptrs.out)).min(alignment(ptrs.out)),
+            alignment(ptrs.out),
+        ];
+        let shape: ShapeKey = (
+            m, g.n, g.k, g.w_ld, g.x_ld, g.out_ld, g.input, g.out_dtype, aligns,
+        );
         let mut chosen = Ok(());
         for (attr, value) in prefs {
             // Workspace bytes are a u64 attribute, alignments u32 ones.
@@ -231,20 +286,189 @@ impl Blas {
                 break;
             }
         }
+        let mut candidates = Vec::new();
         if chosen.is_ok() {
-            // SAFETY: every descriptor is live (C has D's layout: `beta · C` reads the output or
-            // a residual laid out like it).
-            chosen = unsafe {
-                result::get_matmul_algo_heuristic(self.handle, p.desc, p.a, p.b, p.d, p.d, pref)
-            }
-            .map(|h| p.algo = h.algo)
-            .map_err(|e| lib_err(&format!("algorithm for {m}×{}×{}", g.n, g.k), e));
+            chosen = self
+                .heuristics(&p, pref, self.tune.max(1))
+                .map(|c| candidates = c)
+                .map_err(|e| lib_err(&format!("algorithm for {m}×{}×{}", g.n, g.k), e));
         }
         // SAFETY: `pref` was created above and is not used after this.
         unsafe {
             let _ = result::destroy_matmul_pref(pref);
         }
-        chosen.map(|()| p)
+        chosen?;
+        p.algo = candidates[0];
+        let known = self
+            .tuned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&shape)
+            .copied();
+        if let Some(algo) = known {
+            p.algo = algo;
+        } else if candidates.len() > 1 && tunable(g, ptrs) && !capturing(stream) {
+            p.algo = self.fastest(&p, &candidates, g, m, ptrs, stream)?;
+            self.tuned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(shape, p.algo);
+        }
+        Ok(p)
+    }
+
+    /// Up to `count` of the heuristic's algorithms for `p`, best first, those that fit the
+    /// workspace (at least one, or the library's error).
+    fn heuristics(
+        &self,
+        p: &Prepared,
+        pref: sys::cublasLtMatmulPreference_t,
+        count: usize,
+    ) -> Result<Vec<sys::cublasLtMatmulAlgo_t>, result::CublasError> {
+        let count = count.clamp(1, 64);
+        // SAFETY: zeroed heuristic results are plain data the library overwrites.
+        let mut found: Vec<sys::cublasLtMatmulHeuristicResult_t> =
+            vec![unsafe { std::mem::zeroed() }; count];
+        let mut returned: i32 = 0;
+        // SAFETY: every descriptor is live (C has D's layout: `beta · C` reads the output or a
+        // residual laid out like it); `found` holds `count` results and `returned` is live.
+        unsafe {
+            sys::cublasLtMatmulAlgoGetHeuristic(
+                self.handle,
+                p.desc,
+                p.a,
+                p.b,
+                p.d,
+                p.d,
+                pref,
+                count as i32,
+                found.as_mut_ptr(),
+                &mut returned,
+            )
+            .result()?;
+        }
+        let algos: Vec<_> = found
+            .iter()
+            .take(returned.max(0) as usize)
+            .filter(|h| {
+                h.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                    && h.workspaceSize <= self.workspace_bytes
+            })
+            .map(|h| h.algo)
+            .collect();
+        if algos.is_empty() {
+            return Err(result::CublasError(
+                sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED,
+            ));
+        }
+        Ok(algos)
+    }
+
+    /// The fastest of `candidates` for `g` over `m` rows, each run once and then timed over
+    /// [`TUNE_RUNS`] runs with CUDA events on `stream` (waited for). The runs write
+    /// `out = W·x` (β = 0), which the call that follows overwrites or adds to (`tunable`).
+    fn fastest(
+        &self,
+        p: &Prepared,
+        candidates: &[sys::cublasLtMatmulAlgo_t],
+        g: &LibraryGemm,
+        m: usize,
+        ptrs: &GemmPtrs,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<sys::cublasLtMatmulAlgo_t, RuntimeError> {
+        use cudarc::driver::result::{event, stream as cu_stream};
+        let dev = |what: &str, e: cudarc::driver::DriverError| {
+            RuntimeError::Device(format!("cuBLASLt tuning, {what}: {e:?}"))
+        };
+        let flags = cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = event::create(flags).map_err(|e| dev("event", e))?;
+        let end = match event::create(flags) {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: made above, used by nothing yet.
+                let _ = unsafe { event::destroy(start) };
+                return Err(dev("event", e));
+            }
+        };
+        let (one, zero) = (1.0f32, 0.0f32);
+        let run = |algo: &sys::cublasLtMatmulAlgo_t| {
+            // SAFETY: as in `gemm`, with β = 0 and C = D = the output: the descriptors describe
+            // these operands and `algo` came from the heuristic for them.
+            unsafe {
+                result::matmul(
+                    self.handle,
+                    p.desc,
+                    (&one) as *const f32 as *const c_void,
+                    (&zero) as *const f32 as *const c_void,
+                    ptrs.weight as *const c_void,
+                    p.a,
+                    ptrs.x as *const c_void,
+                    p.b,
+                    ptrs.out as *const c_void,
+                    p.d,
+                    ptrs.out as *mut c_void,
+                    p.d,
+                    algo,
+                    self.workspace as *mut c_void,
+                    self.workspace_bytes,
+                    stream as sys::cudaStream_t,
+                )
+            }
+        };
+        let mut times = Vec::with_capacity(candidates.len());
+        let mut failure = None;
+        for algo in candidates {
+            // A candidate the library refuses to run is skipped.
+            if run(algo).is_err() {
+                times.push(f32::INFINITY);
+                continue;
+            }
+            // SAFETY: live events and the engine's live stream; the stream is waited for before
+            // the events are read.
+            let timed = unsafe {
+                event::record(start, stream).and_then(|()| {
+                    let ok = (0..TUNE_RUNS).all(|_| run(algo).is_ok());
+                    event::record(end, stream)?;
+                    cu_stream::synchronize(stream)?;
+                    Ok(if ok {
+                        event::elapsed(start, end)?
+                    } else {
+                        f32::INFINITY
+                    })
+                })
+            };
+            match timed {
+                Ok(ms) => times.push(ms),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // SAFETY: both events were made above; the stream was waited for, nothing uses them.
+        unsafe {
+            let _ = event::destroy(start);
+            let _ = event::destroy(end);
+        }
+        if let Some(e) = failure {
+            return Err(dev("timing", e));
+        }
+        let best = (0..times.len())
+            .min_by(|&a, &b| times[a].total_cmp(&times[b]))
+            .unwrap_or(0);
+        let us = |ms: f32| 1e3 * ms / TUNE_RUNS as f32;
+        tracing::info!(
+            "cuBLASLt {m}×{}×{}: algorithm {best} of {} timed at {:.1} µs (the heuristic's first: {:.1} µs)",
+            g.n,
+            g.k,
+            times.len(),
+            us(times[best]),
+            us(times[0])
+        );
+        if !times[best].is_finite() {
+            return Ok(candidates[0]);
+        }
+        Ok(candidates[best])
     }
 
     /// Enqueues `g` for `m` GEMM rows on `stream` (the call's rows times `g.row_stack`): one
@@ -264,7 +488,7 @@ impl Blas {
         let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
         let p = match prepared.entry(full) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(self.prepare(g, m, ptrs)?),
+            Entry::Vacant(e) => e.insert(self.prepare(g, m, ptrs, stream)?),
         };
         let (one, zero) = (1.0f32, 0.0f32);
         let (c, beta) = match (&g.epilogue, ptrs.res) {
