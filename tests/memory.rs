@@ -103,9 +103,16 @@ fn inspect_reports_the_gpu_memory_of_a_2p7b_plan() {
     };
     let (a512, a1024, a2048) = (acts_at("512"), acts_at("1024"), acts_at("2048"));
     assert_eq!(
-        a512,
+        a1024,
         field(&t, "activations") as f64,
-        "the default chunk is 512"
+        "the default chunk of one sequence is 1024"
+    );
+    // Several slots: prompt launches of 512 (a chunk runs between the others' decode steps).
+    let t2 = memory(&p16, &["--max-context", "4096", "--max-batch", "2"]);
+    assert_eq!(
+        field(&t2, "activations") as f64,
+        a512,
+        "the default chunk of a batch is 512: {t2}"
     );
     for (a, k) in [(a1024, 2.0), (a2048, 4.0)] {
         assert!((a / (k * a512) - 1.0).abs() < 0.01, "{a} vs {k} x {a512}");

@@ -63,7 +63,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub max_context: Option<usize>,
     /// CUDA, one sequence: most prompt tokens one prompt launch processes (the activation
-    /// arena is sized for it; default 512, at most the context). Longer prompts run in chunks.
+    /// arena is sized for it; default 1024, at most the context). Longer prompts run in chunks.
     /// With --profile, the prompt chunk profiled is this long (at most --prompt-len).
     #[arg(long, value_name = "N")]
     pub prompt_chunk: Option<usize>,

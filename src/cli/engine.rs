@@ -106,10 +106,7 @@ pub fn open_batch_engine(
             max_context,
         )?)),
         Device::Cuda => {
-            let options = CudaOptions {
-                max_batch,
-                ..CudaOptions::new(max_context)
-            };
+            let options = CudaOptions::batched(max_context, max_batch);
             Ok(Box::new(
                 CudaEngine::with_options(plan, options)
                     .with_context(|| format!("--device cuda --max-batch {max_batch}"))?,

@@ -50,7 +50,8 @@ pub struct InspectArgs {
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub max_batch: usize,
     /// Prompt tokens per launch the memory table is computed for (the activation arena;
-    /// default 512, at most the context; `bench --prompt-chunk` runs with it).
+    /// default 1024 for one sequence and 512 with --max-batch above 1, at most the context;
+    /// `bench --prompt-chunk` runs with it).
     #[arg(long, value_name = "N")]
     pub prompt_chunk: Option<usize>,
     /// With --format dot: the graph to draw (default: decode), clustered per layer and

@@ -75,7 +75,17 @@ type Key = (GraphId, usize, usize);
 
 /// What a tuned algorithm is kept for: every launch of the same shape, strides, types and
 /// operand alignments takes the same one (the 54 in_proj launches of a step tune once).
-type ShapeKey = (usize, usize, usize, usize, usize, usize, DType, DType, [u32; 4]);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ShapeKey {
+    /// Rows, output features, input features.
+    mnk: [usize; 3],
+    /// Leading dimensions of the weight, the input and the output.
+    lds: [usize; 3],
+    input: DType,
+    output: DType,
+    /// Alignments of the weight, the input, `C` and `D`.
+    aligns: [u32; 4],
+}
 
 /// One cuBLASLt handle, its workspace, and the GEMMs prepared so far.
 pub struct Blas {
@@ -267,9 +277,13 @@ impl Blas {
             alignment(ptrs.res.unwrap_or(ptrs.out)).min(alignment(ptrs.out)),
             alignment(ptrs.out),
         ];
-        let shape: ShapeKey = (
-            m, g.n, g.k, g.w_ld, g.x_ld, g.out_ld, g.input, g.out_dtype, aligns,
-        );
+        let shape = ShapeKey {
+            mnk: [m, g.n, g.k],
+            lds: [g.w_ld, g.x_ld, g.out_ld],
+            input: g.input,
+            output: g.out_dtype,
+            aligns,
+        };
         let mut chosen = Ok(());
         for (attr, value) in prefs {
             // Workspace bytes are a u64 attribute, alignments u32 ones.

@@ -26,8 +26,8 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::device::{
-    meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, LIBRARY_WORKSPACE_BYTES,
-    META_INTS_PER_ROW,
+    meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, DEFAULT_BATCH_PROMPT_CHUNK,
+    LIBRARY_WORKSPACE_BYTES, META_INTS_PER_ROW,
 };
 use zamba2c_ir::kernel::{
     plan_rows_mma_min, ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch,
@@ -87,6 +87,18 @@ impl CudaOptions {
             cuda_graph: true,
             overlap_launches: true,
             rows_mma_min: ROWS_MMA_MIN,
+        }
+    }
+
+    /// Defaults for an engine of `max_batch` sequence slots of `max_context` tokens each, driven
+    /// by a `Batcher`: prompt launches of [`DEFAULT_BATCH_PROMPT_CHUNK`] tokens whatever
+    /// `max_batch` is, so a prompt runs the same launches in a batch of any size (the
+    /// `Batcher` splits prompts at multiples of it; docs/KERNELS.md "decode_rows").
+    pub fn batched(max_context: usize, max_batch: usize) -> Self {
+        CudaOptions {
+            max_batch,
+            prompt_chunk: max_context.clamp(1, DEFAULT_BATCH_PROMPT_CHUNK),
+            ..CudaOptions::new(max_context)
         }
     }
 
@@ -221,6 +233,10 @@ pub struct CudaEngine {
     decode_rows: Option<GraphBufs>,
     /// Rows from which a decode step runs `decode_rows` (options and environment).
     rows_mma_min: usize,
+    /// The first launch of the prompt table's row-wise tail ([`prompt_row_wise_tail`]).
+    prompt_tail: usize,
+    /// A prompt's last chunk runs that tail on its last row only ([`LAST_ROW_ENV`]).
+    last_row_logits: bool,
     /// Decode steps run through `decode_rows`.
     rows_steps: u64,
     module_dtype: DType,
@@ -402,6 +418,7 @@ impl CudaEngine {
         stream.synchronize().map_err(dev)?;
         // A `compile --batch-invariant` plan fixes it (every step on `decode_rows`).
         let rows_from = rows_mma_min(plan_rows_mma_min(module).unwrap_or(options.rows_mma_min));
+        let prompt_tail = prompt_row_wise_tail(&program);
         Ok(CudaEngine {
             state_specs: module.states.clone(),
             ctx,
@@ -420,6 +437,8 @@ impl CudaEngine {
             decode,
             decode_rows,
             rows_mma_min: rows_from,
+            prompt_tail,
+            last_row_logits: super::graph::env_flag(LAST_ROW_ENV),
             rows_steps: 0,
             module_dtype: module.dtype,
             vocab: module.config.vocab_size,
@@ -591,6 +610,19 @@ impl CudaEngine {
         tokens: &[u32],
         observer: Option<&mut NodeObserver>,
     ) -> Result<(usize, GraphId), RuntimeError> {
+        self.launch_call_logits(phase, slots, tokens, observer, Logits::All)
+    }
+
+    /// [`CudaEngine::launch_call`], with a prompt call's logits computed for the rows `logits`
+    /// says (observed calls and decode: every row).
+    fn launch_call_logits(
+        &mut self,
+        phase: Phase,
+        slots: &[SlotId],
+        tokens: &[u32],
+        observer: Option<&mut NodeObserver>,
+        logits: Logits,
+    ) -> Result<(usize, GraphId), RuntimeError> {
         let id = match (phase, &observer) {
             (Phase::Decode, None) => self.decode_table_for(tokens.len()),
             _ => Self::id_of(phase),
@@ -608,8 +640,19 @@ impl CudaEngine {
         match observer {
             None if phase == Phase::Decode => {} // launched above
             None => {
-                for l in 0..gp.launches.len() {
+                let n = gp.launches.len();
+                let tail = match logits {
+                    Logits::All => n,
+                    Logits::Last | Logits::Skip => self.prompt_tail.min(n),
+                };
+                for l in 0..tail {
                     self.launch(id, l, b, t_)?;
+                }
+                // A prompt call is one sequence (`begin_call`): its last row is row t - 1.
+                if logits == Logits::Last {
+                    for l in tail..n {
+                        self.launch_at(id, l, 1, 1, b * t_ - 1)?;
+                    }
                 }
             }
             Some(obs) => {
@@ -634,6 +677,32 @@ impl CudaEngine {
             self.positions[s] += t;
         }
         Ok((t, id))
+    }
+
+    /// Runs the prompt `tokens` in slot `slot` in launches of `prompt_chunk` tokens and returns
+    /// the last token's logits: the chunks before the last skip the prompt table's row-wise
+    /// tail (their logits are never read); the last runs it whole, so the logits are those of
+    /// `Engine::prefill` bit for bit, or on its last row alone with [`LAST_ROW_ENV`].
+    fn prefill_slot_last(
+        &mut self,
+        slot: SlotId,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let chunks: Vec<&[u32]> = tokens.chunks(self.options.prompt_chunk.max(1)).collect();
+        let (last, head) = chunks
+            .split_last()
+            .ok_or_else(|| RuntimeError::Input("the prompt is empty".into()))?;
+        for chunk in head {
+            self.launch_call_logits(Phase::Prompt, &[slot], chunk, None, Logits::Skip)?;
+        }
+        let mode = if self.last_row_logits {
+            Logits::Last
+        } else {
+            Logits::All
+        };
+        let (t, id) = self.launch_call_logits(Phase::Prompt, &[slot], last, None, mode)?;
+        let out = self.output_value(id)?;
+        Ok(self.read_rows(id, out, 1, t, t - 1..t)?.data)
     }
 
     /// Runs graph `phase` on `tokens` as [`CudaEngine::launch_phase`] does and returns the
@@ -946,10 +1015,24 @@ impl CudaEngine {
 
     /// Launches launch `l` of table `id` for batch `b`, `t` tokens.
     fn launch(&self, id: GraphId, l: usize, b: usize, t: usize) -> Result<(), RuntimeError> {
+        self.launch_at(id, l, b, t, 0)
+    }
+
+    /// Launch `l` of table `id` for batch `b`, `t` tokens, every activation operand addressed
+    /// from its row `row0` (a row-wise launch run on rows `row0..row0 + b·t` of a longer call:
+    /// [`CudaEngine::prompt_tail`]).
+    fn launch_at(
+        &self,
+        id: GraphId,
+        l: usize,
+        b: usize,
+        t: usize,
+        row0: usize,
+    ) -> Result<(), RuntimeError> {
         let (gp, bufs, _) = self.table(id)?;
         let launch = &gp.launches[l];
         if let (Some(g), Some(blas)) = (&launch.library, &self.blas) {
-            let ptr = |a: &Arg| match self.arg_value(gp, bufs, a, b, t)? {
+            let ptr = |a: &Arg| match self.arg_value(gp, bufs, a, b, t, row0)? {
                 ArgValue::Ptr(p) => Ok(p),
                 ArgValue::Int(_) => Err(RuntimeError::Device(format!(
                     "library GEMM of node %{}: {a:?} is not an address",
@@ -986,7 +1069,7 @@ impl CudaEngine {
         let mut ptrs = vec![0u64; n];
         let mut ints = vec![0i32; n];
         for (i, (p, a)) in kernel.params.iter().zip(&launch.args).enumerate() {
-            let v = self.arg_value(gp, bufs, a, b, t)?;
+            let v = self.arg_value(gp, bufs, a, b, t, row0)?;
             match (p.ty, v) {
                 (CType::I32, ArgValue::Int(x)) => ints[i] = x,
                 (CType::ConstPtr(_) | CType::Ptr(_), ArgValue::Ptr(x)) => ptrs[i] = x,
@@ -1033,6 +1116,8 @@ impl CudaEngine {
         })
     }
 
+    /// The value of argument `a` for a call of `b` rows of `t` tokens whose activations start
+    /// at row `row0` of their values.
     fn arg_value(
         &self,
         gp: &GraphProgram,
@@ -1040,11 +1125,13 @@ impl CudaEngine {
         a: &Arg,
         b: usize,
         t: usize,
+        row0: usize,
     ) -> Result<ArgValue, RuntimeError> {
         Ok(match a {
             Arg::Value { value, offset } => {
-                let es = gp.values[*value].dtype.size();
-                ArgValue::Ptr(bufs.addr[*value] + (offset * es) as u64)
+                let v = &gp.values[*value];
+                let elems = offset + row0 * v.row_stride;
+                ArgValue::Ptr(bufs.addr[*value] + (elems * v.dtype.size()) as u64)
             }
             Arg::Weight { name, offset } => {
                 let (base, es) = self.weight_addr.get(name).ok_or_else(|| {
@@ -1066,6 +1153,68 @@ impl CudaEngine {
             Arg::Capacity => ArgValue::Int(self.options.max_context as i32),
         })
     }
+}
+
+/// Kernel families whose launches compute each output row from the same row of their inputs
+/// alone (norms, projections, plane splits, elementwise ops of same-shaped rows): run on one
+/// row of a call, they give that row what the whole call gives it.
+pub const ROW_WISE_FAMILIES: [&str; 7] = [
+    "rms_norm",
+    "linear_gemm",
+    "linear_mma",
+    "linear_mma_pipe",
+    "split_bf16",
+    "round_f16",
+    "elementwise",
+];
+
+/// The first launch of the prompt table's row-wise tail: the longest run of launches at its
+/// end that are row-wise ([`ROW_WISE_FAMILIES`]; no state, cache, position or sequence-length
+/// argument) and end with the launch of the logits' node (the final norm and `lm_head`, and
+/// the last layer's projections before them). A prompt chunk whose logits nobody reads skips
+/// them, and the last chunk of a prompt runs them on its last row only ([`Logits`]). The
+/// table's length when there is no such tail.
+pub fn prompt_row_wise_tail(program: &Program) -> usize {
+    let gp = &program.prompt;
+    let n = gp.launches.len();
+    let logits_node = gp
+        .outputs
+        .first()
+        .and_then(|&v| gp.node_values.iter().position(|&x| x == v));
+    match (gp.launches.last(), logits_node) {
+        (Some(last), Some(node)) if last.node == node => {}
+        _ => return n,
+    }
+    let row_wise = |l: &Launch| {
+        program
+            .kernels
+            .get(&l.kernel)
+            .is_some_and(|k| ROW_WISE_FAMILIES.contains(&k.family.as_str()))
+            && l.args.iter().all(|a| {
+                matches!(
+                    a,
+                    Arg::Value { .. } | Arg::Weight { .. } | Arg::Rows | Arg::RowsTimes(_)
+                )
+            })
+    };
+    n - gp.launches.iter().rev().take_while(|l| row_wise(l)).count()
+}
+
+/// Set to anything but `""` or `"0"`: a prompt's last chunk runs the row-wise tail (final norm,
+/// `lm_head`) on its last row alone (a measurement: a library GEMM of one row may sum in
+/// another order than one of the chunk's rows, so the logits may differ from `Engine::prefill`'s
+/// in the last bits). Chunks before the last skip the tail either way.
+pub const LAST_ROW_ENV: &str = "ZAMBA2C_PROMPT_LAST_ROW";
+
+/// Which rows of a prompt call's logits are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    /// Every row (`logits`, validation).
+    All,
+    /// The last row only: the row-wise tail runs on it alone (a prompt's last chunk).
+    Last,
+    /// None: the row-wise tail is skipped (a prompt chunk before the last).
+    Skip,
 }
 
 enum ArgValue {
@@ -1314,16 +1463,7 @@ impl Engine for CudaEngine {
     }
 
     fn prefill_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
-        let chunks: Vec<&[u32]> = tokens.chunks(self.options.prompt_chunk).collect();
-        let (last, head) = chunks
-            .split_last()
-            .ok_or_else(|| RuntimeError::Input("the prompt is empty".into()))?;
-        for chunk in head {
-            self.launch_phase(Phase::Prompt, chunk, None)?;
-        }
-        let t = self.launch_phase(Phase::Prompt, last, None)?;
-        let out = self.output_value(GraphId::Prompt)?;
-        Ok(self.read_rows(GraphId::Prompt, out, 1, t, t - 1..t)?.data)
+        self.prefill_slot_last(0, tokens)
     }
 
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>, RuntimeError> {
@@ -1382,16 +1522,7 @@ impl BatchEngine for CudaEngine {
                 self.vocab
             )));
         }
-        let chunks: Vec<&[u32]> = tokens.chunks(self.options.prompt_chunk).collect();
-        let (last, head) = chunks
-            .split_last()
-            .ok_or_else(|| RuntimeError::Input("the prompt is empty".into()))?;
-        for chunk in head {
-            self.launch_call(Phase::Prompt, &[slot], chunk, None)?;
-        }
-        let (t, id) = self.launch_call(Phase::Prompt, &[slot], last, None)?;
-        let out = self.output_value(id)?;
-        Ok(self.read_rows(id, out, 1, t, t - 1..t)?.data)
+        self.prefill_slot_last(slot, tokens)
     }
 
     fn decode(&mut self, batch: &[(SlotId, u32)]) -> Result<Vec<f32>, RuntimeError> {

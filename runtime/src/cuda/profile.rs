@@ -352,8 +352,7 @@ pub fn profile_batch(
 ) -> Result<BatchProfileReport, RuntimeError> {
     const STEPS: usize = 8;
     // Each step below appends one token to every slot: 2 warm-up calls, then four runs of STEPS.
-    let mut options = CudaOptions::new(prompt_len + 4 * STEPS + 2);
-    options.max_batch = batch.max(1);
+    let options = CudaOptions::batched(prompt_len + 4 * STEPS + 2, batch.max(1));
     let mut e = CudaEngine::with_options(plan, options)?;
     let vocab = Engine::vocab_size(&e) as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xba7c);
