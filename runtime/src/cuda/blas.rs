@@ -549,3 +549,60 @@ impl Blas {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zamba2c_ir::kernel::Arg;
+
+    fn gemm(epilogue: LibraryEpilogue) -> LibraryGemm {
+        let value = |value| Arg::Value { value, offset: 0 };
+        LibraryGemm {
+            n: 8,
+            k: 16,
+            x: value(0),
+            x_ld: 16,
+            split: false,
+            input: DType::BF16,
+            weight: Arg::Weight {
+                name: "w".into(),
+                offset: 0,
+            },
+            w_ld: 16,
+            out: value(1),
+            out_ld: 8,
+            out_dtype: DType::F32,
+            epilogue,
+            row_stack: 1,
+        }
+    }
+
+    /// Timing runs write `out = W·x` before the call: only where the call then overwrites the
+    /// output from other inputs.
+    #[test]
+    fn only_calls_that_overwrite_their_output_are_timed() {
+        let ptrs = |res: Option<u64>| GemmPtrs {
+            x: 0x1000,
+            weight: 0x2000,
+            out: 0x3000,
+            res,
+        };
+        assert!(tunable(&gemm(LibraryEpilogue::None), &ptrs(None)));
+        let residual = LibraryEpilogue::Residual(Arg::Value {
+            value: 2,
+            offset: 0,
+        });
+        assert!(tunable(&gemm(residual.clone()), &ptrs(Some(0x4000))));
+        // An in-place residual reads what the timing runs would overwrite.
+        assert!(!tunable(&gemm(residual), &ptrs(Some(0x3000))));
+        assert!(!tunable(&gemm(LibraryEpilogue::Accumulate), &ptrs(None)));
+    }
+
+    #[test]
+    fn alignment_is_the_largest_power_of_two_up_to_256() {
+        assert_eq!(alignment(0), 256);
+        assert_eq!(alignment(0x1000), 256);
+        assert_eq!(alignment(0x1010), 16);
+        assert_eq!(alignment(0x1002), 2);
+    }
+}
