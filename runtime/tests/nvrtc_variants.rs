@@ -16,6 +16,15 @@ use zamba2c_ir::kernel::Program;
 use zamba2c_ir::{lower_with_kv, DType, Zamba2Config};
 use zamba2c_runtime::cuda::nvrtc;
 
+/// The kernel family of each launch of `p`'s prompt table, in order.
+fn prompt_families(p: &Program) -> Vec<&str> {
+    p.prompt
+        .launches
+        .iter()
+        .map(|l| p.kernels[&l.kernel].family.as_str())
+        .collect()
+}
+
 /// `cfg` lowered with `weights` and `act` dtypes and a bf16 KV cache, through the -O1 passes,
 /// built into a program with the knobs the environment holds now.
 fn program(cfg: &Zamba2Config, weights: DType, act: DType, what: &str) -> Program {
@@ -439,12 +448,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         ] {
             let tag = format!("gelu-mul-{shape}-{w:?}-{act:?}");
             let p = program(cfg, w, act, &tag);
-            let prompt: Vec<&str> = p
-                .prompt
-                .launches
-                .iter()
-                .map(|l| p.kernels[&l.kernel].family.as_str())
-                .collect();
+            let prompt = prompt_families(&p);
             assert!(!prompt.contains(&"elementwise"), "{tag}: {prompt:?}");
             let k = p
                 .kernels
@@ -457,12 +461,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     }
     std::env::set_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL", "0");
     let p = program(&big, DType::BF16, DType::F32, "gelu-mul-off");
-    let prompt: Vec<&str> = p
-        .prompt
-        .launches
-        .iter()
-        .map(|l| p.kernels[&l.kernel].family.as_str())
-        .collect();
+    let prompt = prompt_families(&p);
     assert!(prompt.contains(&"elementwise"), "gelu-mul-off: {prompt:?}");
     assert!(!prompt.contains(&"gelu_mul"), "gelu-mul-off: {prompt:?}");
     std::env::remove_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL");
