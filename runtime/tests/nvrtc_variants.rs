@@ -465,6 +465,46 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     assert!(prompt.contains(&"elementwise"), "gelu-mul-off: {prompt:?}");
     assert!(!prompt.contains(&"gelu_mul"), "gelu-mul-off: {prompt:?}");
     std::env::remove_var("ZAMBA2C_TUNE_PROMPT_GELU_MUL");
+    // decode_rows' projections of one input into one product buffer and one pair_sum
+    // (SHARED_PAIR_SUM=1; library GEMMs on stacked planes, the default): on the 2.7B shape, the
+    // q/k/v of every hybrid layer and the shared blocks' embedding halves. Fewer pair_sum
+    // launches, the same GEMMs, a table that validates, kernels that compile.
+    let mut fused = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
+    zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
+    let rows_families = |p: &Program, family: &str| {
+        p.decode_rows
+            .as_ref()
+            .expect("decode_rows")
+            .launches
+            .iter()
+            .filter(|l| p.kernels[&l.kernel].family == family)
+            .count()
+    };
+    let base = build_program(&fused).expect("2.7B program");
+    std::env::set_var("ZAMBA2C_TUNE_SHARED_PAIR_SUM", "1");
+    let shared = build_program(&fused).expect("2.7B program, shared pair_sum");
+    std::env::remove_var("ZAMBA2C_TUNE_SHARED_PAIR_SUM");
+    assert_eq!(shared.validate(&fused), Ok(()));
+    let (before, after) = (
+        rows_families(&base, "pair_sum"),
+        rows_families(&shared, "pair_sum"),
+    );
+    eprintln!("SHARED_PAIR_SUM=1: decode_rows pair_sum launches {before} -> {after}");
+    // 9 hybrid layers' q/k/v (3 -> 1) and 2 shared blocks' embedding halves (3 -> 1).
+    assert_eq!(after + 2 * 9 + 2 * 2, before);
+    assert_eq!(
+        rows_families(&shared, "linear_mma_pipe"),
+        rows_families(&base, "linear_mma_pipe")
+    );
+    for (name, k) in &shared.kernels {
+        if ["pair_sum", "linear_mma_pipe"].contains(&k.family.as_str()) {
+            jobs.push((
+                name.clone(),
+                k.source.clone(),
+                format!("shared-pair-sum/{name}.cu"),
+            ));
+        }
+    }
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
     if !nvrtc::available() {
         if std::env::var("ZAMBA2C_REQUIRE_NVRTC").as_deref() == Ok("1") {

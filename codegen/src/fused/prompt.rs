@@ -130,7 +130,26 @@ impl Emit<'_, '_, '_> {
             };
             return self.base_as(lin, vec![planes], out, epilogue, form);
         }
-        let (k, n) = (planes.width, out.width);
+        let n = out.width;
+        let prod = (self.temp)(2 * n, DType::F32);
+        self.stacked_gemm(w, planes, prod, 0, n)?;
+        self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
+        Ok(())
+    }
+
+    /// The GEMM of weight `w` (`n` output features) over the hi and lo `planes` stacked as
+    /// rows of their own, into columns `col..col + n` of both halves of `prod` (f32 rows of
+    /// `[hi·Wᵀ | lo·Wᵀ]`, each half as wide as `prod.width / 2`): output row `2r` lands in the
+    /// first half of `prod`'s row `r`, row `2r + 1` in the second, as `pair_sum` reads them.
+    fn stacked_gemm(
+        &mut self,
+        w: &str,
+        planes: Operand,
+        prod: Operand,
+        col: usize,
+        n: usize,
+    ) -> Result<(), String> {
+        let k = planes.width;
         if planes.offset != 0 || planes.stride != 2 * k {
             return Err(format!(
                 "split planes of width {k} in rows of {}",
@@ -141,19 +160,66 @@ impl Emit<'_, '_, '_> {
             stride: k,
             ..planes
         };
-        let prod = (self.temp)(2 * n, DType::F32);
+        let half = prod.width / 2;
         let rows_out = Operand {
-            stride: n,
+            stride: half,
             width: n,
+            offset: prod.offset + col,
             ..prod
         };
         let form = Form {
             row_stack: 2,
             ..Form::default()
         };
-        self.base_as(lin, vec![rows_in], rows_out, Epilogue::None, form)?;
+        let lin = Op::Linear {
+            weight: w.to_string(),
+        };
+        self.base_as(lin, vec![rows_in], rows_out, Epilogue::None, form)
+    }
+
+    /// [`Emit::project_from`]'s projections as stacked GEMMs into one product buffer and one
+    /// `pair_sum` for all of them (`ZAMBA2C_TUNE_SHARED_PAIR_SUM=1`, a measurement: the same
+    /// sums, one launch instead of one a projection), where every projection reads the split
+    /// planes and none has an adapter. Whether it applied (nothing emitted otherwise).
+    fn shared_pair_sum(
+        &mut self,
+        split: Option<Operand>,
+        shape: Operand,
+        projs: &[Proj],
+        out: Operand,
+        residual: Option<Operand>,
+    ) -> Result<bool, String> {
+        let applies = crate::tune("SHARED_PAIR_SUM", 0) == 1
+            && projs.len() > 1
+            && stacked_planes(self.ctx)
+            && projs.iter().all(|p| {
+                p.adapter.is_none() && families::presplit_eligible(self.ctx, &shape, &p.weight)
+            });
+        let Some(planes) = split.filter(|_| applies) else {
+            return Ok(false);
+        };
+        let total = out.width;
+        let prod = (self.temp)(2 * total, DType::F32);
+        let mut col = 0;
+        for p in projs {
+            let n = families::weight_ref(self.ctx, &p.weight)
+                .and_then(|w| w.shape.first().copied())
+                .ok_or(format!("weight {} is not in the table", p.weight))?;
+            if col + n > total {
+                return Err(format!("projections wider than the op's {total} columns"));
+            }
+            self.stacked_gemm(&p.weight, planes, prod, col, n)?;
+            col += n;
+        }
+        if col != total {
+            return Err(format!("projections give {col} columns, the op {total}"));
+        }
+        let epilogue = match residual {
+            Some(r) => Epilogue::Residual(cols(r, 0, total)),
+            None => Epilogue::None,
+        };
         self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
-        Ok(())
+        Ok(true)
     }
 
     /// Each projection of `x` into its slice of `out` (in order), with its adapter's product
@@ -234,6 +300,9 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         residual: Option<Operand>,
     ) -> Result<(), String> {
+        if self.shared_pair_sum(split, shape, projs, out, residual)? {
+            return Ok(());
+        }
         let eligible = |e: &Self, w: &str| families::presplit_eligible(e.ctx, &shape, w);
         let input = |e: &Self, w: &str| match split {
             Some(s) if eligible(e, w) => Ok((s, true)),
