@@ -65,6 +65,18 @@ pub fn meta_bytes(batch: usize) -> usize {
     (batch.saturating_mul(META_INTS_PER_ROW * 4)).max(16)
 }
 
+/// The prompt launch size an engine of `max_context` tokens takes unless told otherwise:
+/// [`DEFAULT_BATCH_PROMPT_CHUNK`] for an engine of sequence slots a batcher drives (`batched`),
+/// [`DEFAULT_PROMPT_CHUNK`] for one sequence, never more than the context.
+pub fn default_prompt_chunk(max_context: usize, batched: bool) -> usize {
+    let chunk = if batched {
+        DEFAULT_BATCH_PROMPT_CHUNK
+    } else {
+        DEFAULT_PROMPT_CHUNK
+    };
+    max_context.clamp(1, chunk)
+}
+
 /// What the device buffers are sized for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DeviceShape {
@@ -81,15 +93,10 @@ impl DeviceShape {
     /// [`DEFAULT_PROMPT_CHUNK`] tokens for one sequence, [`DEFAULT_BATCH_PROMPT_CHUNK`] for
     /// several (never more than the context).
     pub fn new(max_context: usize, batch: usize) -> Self {
-        let chunk = if batch > 1 {
-            DEFAULT_BATCH_PROMPT_CHUNK
-        } else {
-            DEFAULT_PROMPT_CHUNK
-        };
         DeviceShape {
             max_context,
             batch,
-            prompt_chunk: max_context.clamp(1, chunk),
+            prompt_chunk: default_prompt_chunk(max_context, batch > 1),
         }
     }
 

@@ -12,9 +12,16 @@ mod common;
 use common::config;
 use serde_json::json;
 use zamba2c_codegen::build_program;
-use zamba2c_ir::kernel::Program;
+use zamba2c_ir::kernel::{Kernel, Program};
 use zamba2c_ir::{lower_with_kv, DType, Zamba2Config};
 use zamba2c_runtime::cuda::nvrtc;
+
+/// `p`'s kernels of `family`, at least one (`what` names the case in the failure).
+fn kernels_of<'a>(p: &'a Program, family: &str, what: &str) -> Vec<&'a Kernel> {
+    let ks: Vec<_> = p.kernels.values().filter(|k| k.family == family).collect();
+    assert!(!ks.is_empty(), "{what}: no {family} kernel");
+    ks
+}
 
 /// The kernel family of each launch of `p`'s prompt table, in order.
 fn prompt_families(p: &Program) -> Vec<&str> {
@@ -62,13 +69,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     let mut jobs = Vec::new();
     for (i, (extra, act)) in cases.into_iter().enumerate() {
         let p = program(&config(extra), DType::BF16, act, &format!("case {i}"));
-        let flash: Vec<_> = p
-            .kernels
-            .values()
-            .filter(|k| k.family == "attention_flash")
-            .collect();
-        assert!(!flash.is_empty(), "case {i}: no attention_flash kernel");
-        for k in flash {
+        for k in kernels_of(&p, "attention_flash", &format!("case {i}")) {
             assert!(
                 !k.source.contains("cp_async16(kd"),
                 "case {i}: {} is the cp.async kernel, not the register-staged one",
@@ -374,13 +375,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             let mut m = lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache);
             zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
             let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
-            let flash: Vec<_> = p
-                .kernels
-                .values()
-                .filter(|k| k.family == "attention_flash")
-                .collect();
-            assert!(!flash.is_empty(), "{tag}: no attention_flash kernel");
-            for k in flash {
+            for k in kernels_of(&p, "attention_flash", &tag) {
                 assert!(
                     !k.source.contains("Fragments by ldmatrix"),
                     "{tag}: {}",

@@ -137,6 +137,13 @@ impl Emit<'_, '_, '_> {
         Ok(())
     }
 
+    /// The output features of projection weight `w` (its first dimension).
+    fn out_features(&self, w: &str) -> Result<usize, String> {
+        families::weight_ref(self.ctx, w)
+            .and_then(|r| r.shape.first().copied())
+            .ok_or(format!("weight {w} is not in the table"))
+    }
+
     /// The GEMM of weight `w` (`n` output features) over the hi and lo `planes` stacked as
     /// rows of their own, into columns `col..col + n` of both halves of `prod` (f32 rows of
     /// `[hi·Wᵀ | lo·Wᵀ]`, each half as wide as `prod.width / 2`): output row `2r` lands in the
@@ -202,9 +209,7 @@ impl Emit<'_, '_, '_> {
         let prod = (self.temp)(2 * total, DType::F32);
         let mut col = 0;
         for p in projs {
-            let n = families::weight_ref(self.ctx, &p.weight)
-                .and_then(|w| w.shape.first().copied())
-                .ok_or(format!("weight {} is not in the table", p.weight))?;
+            let n = self.out_features(&p.weight)?;
             if col + n > total {
                 return Err(format!("projections wider than the op's {total} columns"));
             }
@@ -312,9 +317,7 @@ impl Emit<'_, '_, '_> {
         };
         let mut col = 0;
         for p in projs {
-            let n = families::weight_ref(self.ctx, &p.weight)
-                .and_then(|w| w.shape.first().copied())
-                .ok_or(format!("weight {} is not in the table", p.weight))?;
+            let n = self.out_features(&p.weight)?;
             let slice = cols(out, col, n);
             let epi = match (residual, &p.adapter) {
                 (None, _) => Epilogue::None,

@@ -246,6 +246,13 @@ impl Blas {
         p.d = layout(out_type, g.n, m, g.out_ld)?;
         let pref = result::create_matmul_pref().map_err(|e| lib_err("preference", e))?;
         let lo = if g.split { lo_plane(g, ptrs.x) } else { ptrs.x };
+        // What cuBLASLt may assume of A (the weight), B (both input planes), C and D.
+        let aligns = [
+            alignment(ptrs.weight),
+            alignment(ptrs.x).min(alignment(lo)),
+            alignment(ptrs.res.unwrap_or(ptrs.out)).min(alignment(ptrs.out)),
+            alignment(ptrs.out),
+        ];
         let prefs: [(sys::cublasLtMatmulPreferenceAttributes_t, u64); 5] = {
             use sys::cublasLtMatmulPreferenceAttributes_t as P;
             [
@@ -255,28 +262,22 @@ impl Blas {
                 ),
                 (
                     P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                    alignment(ptrs.weight) as u64,
+                    aligns[0] as u64,
                 ),
                 (
                     P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                    alignment(ptrs.x).min(alignment(lo)) as u64,
+                    aligns[1] as u64,
                 ),
                 (
                     P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                    alignment(ptrs.res.unwrap_or(ptrs.out)).min(alignment(ptrs.out)) as u64,
+                    aligns[2] as u64,
                 ),
                 (
                     P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                    alignment(ptrs.out) as u64,
+                    aligns[3] as u64,
                 ),
             ]
         };
-        let aligns = [
-            alignment(ptrs.weight),
-            alignment(ptrs.x).min(alignment(lo)),
-            alignment(ptrs.res.unwrap_or(ptrs.out)).min(alignment(ptrs.out)),
-            alignment(ptrs.out),
-        ];
         let shape = ShapeKey {
             mnk: [m, g.n, g.k],
             lds: [g.w_ld, g.x_ld, g.out_ld],

@@ -26,7 +26,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use cudarc::nvrtc::Ptx;
 use petgraph::stable_graph::NodeIndex;
 use zamba2c_ir::device::{
-    meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot, DEFAULT_BATCH_PROMPT_CHUNK,
+    default_prompt_chunk, meta_bytes, DeviceLayout, DeviceShape, GraphLayout, Region, Slot,
     LIBRARY_WORKSPACE_BYTES, META_INTS_PER_ROW,
 };
 use zamba2c_ir::kernel::{
@@ -91,13 +91,13 @@ impl CudaOptions {
     }
 
     /// Defaults for an engine of `max_batch` sequence slots of `max_context` tokens each, driven
-    /// by a `Batcher`: prompt launches of [`DEFAULT_BATCH_PROMPT_CHUNK`] tokens whatever
+    /// by a `Batcher`: prompt launches of [`zamba2c_ir::device::DEFAULT_BATCH_PROMPT_CHUNK`] tokens whatever
     /// `max_batch` is, so a prompt runs the same launches in a batch of any size (the
     /// `Batcher` splits prompts at multiples of it; docs/KERNELS.md "decode_rows").
     pub fn batched(max_context: usize, max_batch: usize) -> Self {
         CudaOptions {
             max_batch,
-            prompt_chunk: max_context.clamp(1, DEFAULT_BATCH_PROMPT_CHUNK),
+            prompt_chunk: default_prompt_chunk(max_context, true),
             ..CudaOptions::new(max_context)
         }
     }
