@@ -438,7 +438,7 @@ impl CudaEngine {
             decode_rows,
             rows_mma_min: rows_from,
             prompt_tail,
-            last_row_logits: super::graph::env_flag(LAST_ROW_ENV),
+            last_row_logits: std::env::var_os(LAST_ROW_ENV).is_none_or(|v| v != "0"),
             rows_steps: 0,
             module_dtype: module.dtype,
             vocab: module.config.vocab_size,
@@ -682,7 +682,7 @@ impl CudaEngine {
     /// Runs the prompt `tokens` in slot `slot` in launches of `prompt_chunk` tokens and returns
     /// the last token's logits: the chunks before the last skip the prompt table's row-wise
     /// tail (their logits are never read); the last runs it whole, so the logits are those of
-    /// `Engine::prefill` bit for bit, or on its last row alone with [`LAST_ROW_ENV`].
+    /// `Engine::prefill` bit for bit with [`LAST_ROW_ENV`]`=0`, else on its last row alone.
     fn prefill_slot_last(
         &mut self,
         slot: SlotId,
@@ -1200,10 +1200,12 @@ pub fn prompt_row_wise_tail(program: &Program) -> usize {
     n - gp.launches.iter().rev().take_while(|l| row_wise(l)).count()
 }
 
-/// Set to anything but `""` or `"0"`: a prompt's last chunk runs the row-wise tail (final norm,
-/// `lm_head`) on its last row alone (a measurement: a library GEMM of one row may sum in
-/// another order than one of the chunk's rows, so the logits may differ from `Engine::prefill`'s
-/// in the last bits). Chunks before the last skip the tail either way.
+/// Set to `"0"`: a prompt's last chunk runs the row-wise tail (final norm, `lm_head`) on all its
+/// rows, as `Engine::prefill` does. By default it runs on the last row alone (TTFT -0.9 ms at
+/// 2048 tokens on the 2.7B, docs/PERFORMANCE.md "seventeenth session"): a library GEMM of one row
+/// may sum in another order than one of the chunk's rows, so these logits may differ from the
+/// last row of `Engine::prefill`'s in the last bits; every `prefill_last` (one sequence or a
+/// batch slot) takes this same path. Chunks before the last skip the tail either way.
 pub const LAST_ROW_ENV: &str = "ZAMBA2C_PROMPT_LAST_ROW";
 
 /// Which rows of a prompt call's logits are computed.
