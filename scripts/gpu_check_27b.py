@@ -147,11 +147,14 @@ def main():
     z = args.zamba2c
     for spec in args.plans.split(","):
         # dtype:act[:kv][:KNOB=V...]: the KV-cache dtype, then codegen's ZAMBA2C_TUNE_<KNOB>
-        # settings (variants of one round); STATE=<dtype> is `compile --state-dtype`.
+        # settings (variants of one round); STATE=<dtype> is `compile --state-dtype`,
+        # SHARED=<dtype> `compile --shared-dtype`.
         dtype, act, *rest = spec.split(":")
         kv = rest[0] if rest and "=" not in rest[0] else None
-        knobs = [k for k in rest if "=" in k and not k.startswith("STATE=")]
+        flags = ("STATE=", "SHARED=")
+        knobs = [k for k in rest if "=" in k and not k.startswith(flags)]
         state = next((k.split("=")[1] for k in rest if k.startswith("STATE=")), None)
+        shared = next((k.split("=")[1] for k in rest if k.startswith("SHARED=")), None)
         key = dtype if dtype == act else f"{dtype}_act_{act}"
         kv_flag = []
         if kv is not None:
@@ -161,6 +164,9 @@ def main():
         if state is not None:
             key += f"_state_{state}"
             kv_flag += ["--state-dtype", state]
+        if shared is not None:
+            key += f"_shared_{shared}"
+            kv_flag += ["--shared-dtype", shared]
         plan = os.path.join(args.work, f"plan-{key}")
         env = dict(os.environ)
         for k in knobs:

@@ -999,6 +999,61 @@ fn bad_dtype_option() {
     );
 }
 
+#[test]
+fn bad_shared_dtype_options() {
+    let t = tempdir();
+    let plan = t.path().join("plan");
+    let model = fixture();
+    for (args, want) in [
+        (
+            &["--dtype", "bf16", "--shared-dtype", "f32"][..],
+            "not one of bf16, f16",
+        ),
+        (&["--shared-dtype", "f16"][..], "needs 16-bit weights"),
+        (
+            &["--dtype", "f32", "--shared-dtype", "bf16"][..],
+            "needs 16-bit weights",
+        ),
+    ] {
+        let mut cmd = vec!["compile", s(&model), "-o", s(&plan)];
+        cmd.extend_from_slice(args);
+        fails(&cmd, &["--shared-dtype", want]);
+        assert!(!plan.exists());
+    }
+}
+
+/// The default bf16 plan stores the shared blocks' projections in f16: a shared weight beyond
+/// f16's range is refused, naming it and the flag that keeps it in bf16.
+#[test]
+fn overflow_in_a_shared_block_of_the_bf16_plan() {
+    const DOWN: &str = "model.layers.1.shared_transformer.feed_forward.down_proj.weight";
+    let t = tempdir();
+    let m = model_copy(t.path());
+    edit_tensors(&m, |t| poke_f32(t, DOWN, 2, 1e6));
+    let plan = t.path().join("plan");
+    fails(
+        &["compile", s(&m), "-o", s(&plan), "--dtype", "bf16"],
+        &[
+            s(&m.join("model.safetensors")),
+            DOWN,
+            "overflows",
+            "--shared-dtype bf16",
+        ],
+    );
+    assert!(!plan.exists());
+    assert_no_temp_left(t.path());
+    common::zamba2c_ok(&[
+        "compile",
+        s(&m),
+        "-o",
+        s(&plan),
+        "--dtype",
+        "bf16",
+        "--shared-dtype",
+        "bf16",
+    ]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // outputs
 
@@ -2008,6 +2063,49 @@ fn module_weight_table_must_match_its_config() {
     std::fs::write(&f, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     rehash(&p, "module.json");
     fails(&["inspect", s(&p)], &[s(&f), NORM, "the config implies"]);
+}
+
+/// The shared blocks' projection dtype is read from module.json's first shared weight: a
+/// 16-bit one beside f32 weights is refused, and so is a table whose shared weights disagree.
+#[test]
+fn module_shared_projection_dtype_must_be_one_compile_makes() {
+    const Q: &str = "model.layers.1.shared_transformer.self_attn.q_proj.weight";
+    const V: &str = "model.layers.3.shared_transformer.self_attn.v_proj.weight";
+    let t = tempdir();
+    let p = plan_copy(t.path());
+    let f = p.join("module.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    assert_eq!(v["dtype"], "f32", "the good plan is an f32 plan");
+    // Every shared projection in f16, as `--shared-dtype f16` would store them: refused
+    // beside f32 weights (compile allows it only with --dtype bf16 or f16).
+    let mut w = v.clone();
+    for (name, spec) in w["weights"].as_object_mut().unwrap() {
+        let matrix = spec["shape"].as_array().is_some_and(|d| d.len() == 2);
+        let shared = name.contains(".shared_transformer.") || name.ends_with(".linear.weight");
+        if matrix && shared {
+            spec["dtype"] = Value::from("f16");
+        }
+    }
+    assert_eq!(w["weights"][Q]["dtype"], "f16");
+    std::fs::write(&f, serde_json::to_vec_pretty(&w).unwrap()).unwrap();
+    rehash(&p, "module.json");
+    fails(
+        &["inspect", s(&p)],
+        &[s(&f), "shared block projections in f16 beside f32"],
+    );
+    // A bf16 plan with f16 shared blocks, one of whose weights says bf16.
+    let bf = t.path().join("bf16");
+    common::zamba2c_ok(&["compile", s(&fixture()), "-o", s(&bf), "--dtype", "bf16"]);
+    let f = bf.join("module.json");
+    let mut w: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    assert_eq!(
+        w["weights"][Q]["dtype"], "f16",
+        "the default bf16 plan's shared blocks"
+    );
+    w["weights"][V]["dtype"] = Value::from("bf16");
+    std::fs::write(&f, serde_json::to_vec_pretty(&w).unwrap()).unwrap();
+    rehash(&bf, "module.json");
+    fails(&["inspect", s(&bf)], &[s(&f), V, "the config implies"]);
 }
 
 #[test]

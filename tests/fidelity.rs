@@ -221,3 +221,43 @@ fn every_fixture_with_a_16_bit_ssm_state_stays_close() {
         "f16 state worst {worst_f16:.2e}, bf16 state worst {worst_bf16:.2e}"
     );
 }
+
+/// `compile --dtype bf16` stores the shared blocks' projections in f16 (`--shared-dtype f16`,
+/// the default; docs/KERNELS.md "GEMM inputs"). A bf16 checkpoint's values are exact in both
+/// 16-bit types (bf16 has 8 significant bits, f16 11; values below 2^-17 aside), so on the CPU
+/// (which multiplies the f32 activations as they are) the bf16 fixture compiled so, with an f32
+/// cache to isolate the weights, stays within [`TOL`] of transformers f32, and so does
+/// `--shared-dtype bf16`; `inspect` names the f16 shared blocks only in the first plan.
+#[test]
+fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
+    let model = fixture_models()
+        .into_iter()
+        .find(|m| m.ends_with("bf16_hub_style"))
+        .expect("the bf16 checkpoint fixture");
+    // On the GPU the GEMMs also round their inputs (one f16 plane in the shared blocks).
+    let tol = if device() == "cpu" { TOL } else { F16_TOL };
+    for (shared, named) in [(None, true), (Some("bf16"), false), (Some("f16"), true)] {
+        let mut args = vec!["--dtype", "bf16", "--kv-dtype", "f32"];
+        if let Some(d) = shared {
+            args.extend(["--shared-dtype", d]);
+        }
+        check_model_within(&model, &args, tol, false);
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = tmp.path().join("plan");
+        let mut compile = vec![
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            plan.to_str().unwrap(),
+        ];
+        compile.extend_from_slice(&args);
+        zamba2c_ok(&compile);
+        let first = zamba2c_ok(&["inspect", plan.to_str().unwrap()]);
+        let first = first.lines().next().unwrap_or_default();
+        assert_eq!(
+            first.contains("shared blocks' projections f16"),
+            named,
+            "--shared-dtype {shared:?}: {first}"
+        );
+    }
+}

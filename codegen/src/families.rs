@@ -2,7 +2,7 @@
 //! here, in Rust), the parameter list with the argument bound to each parameter, and the grid.
 
 use serde_json::{json, Map, Value as Json};
-use zamba2c_ir::{DType, Module, Op, Phase, StateSpec};
+use zamba2c_ir::{DType, Op, Phase, StateSpec};
 
 use crate::program::{Arg, CType, Epilogue, Extent, NodeCtx, Operand, Param};
 use crate::CodegenError;
@@ -257,7 +257,7 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
     // planes' width divided by their count.
     let (act, w) = match ctx.op {
         Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } if ctx.split_out => {
-            let (dtype, count) = gemm_planes(ctx.module);
+            let (dtype, count) = gemm_planes(out.dtype);
             if out.dtype != dtype || !out.width.is_multiple_of(count) {
                 return Err(ctx.err(
                     pos,
@@ -720,18 +720,45 @@ fn pipe_x_mode(ctx: &NodeCtx) -> (usize, &'static str) {
 }
 
 /// How a projection GEMM reads f32 activations (docs/KERNELS.md "GEMM inputs"), as the dtype of
-/// its input planes and their count, decided by the module's weight dtype: with bf16 weights
-/// two bf16 planes, `x = hi + lo` (~16 mantissa bits: one bf16 rounding misses the fidelity
-/// bar); with f16 weights one f16 plane, x rounded once (11 significant bits, half the
+/// its input planes and their count, decided by the dtype of its weight: with bf16 (or f32)
+/// weights two bf16 planes, `x = hi + lo` (~16 mantissa bits: one bf16 rounding misses the
+/// fidelity bar); with f16 weights one f16 plane, x rounded once (11 significant bits, half the
 /// tensor-core work and no second product). The planes of a row lie side by side: plane `p` in
-/// columns `p·K .. (p+1)·K`.
-pub(crate) fn gemm_planes(m: &Module) -> (DType, usize) {
-    let dtype = if m.dtype == DType::F16 {
+/// columns `p·K .. (p+1)·K`. A plan may hold both (`compile --shared-dtype f16`: the shared
+/// blocks' projections in f16, the mixers' in bf16); the GEMMs that share one input share its
+/// weights' dtype ([`weights_planes`]).
+pub(crate) fn gemm_planes(weight_dtype: DType) -> (DType, usize) {
+    let dtype = if weight_dtype == DType::F16 {
         DType::F16
     } else {
         DType::BF16
     };
     (dtype, planes_of(dtype))
+}
+
+/// The GEMM input planes ([`gemm_planes`]) of the projections by `weights` (table names or
+/// views) of one input: their common weight dtype's, or why they have none.
+pub(crate) fn weights_planes<'w>(
+    ctx: &NodeCtx,
+    weights: impl IntoIterator<Item = &'w str>,
+) -> Result<(DType, usize), String> {
+    let mut dtype = None;
+    for w in weights {
+        let d = weight_ref(ctx, w)
+            .map(|r| r.dtype)
+            .ok_or(format!("weight {w} is not in the table"))?;
+        match dtype {
+            None => dtype = Some(d),
+            Some(first) if first != d => {
+                return Err(format!(
+                    "weight {w} is {d} where the other projections of its input are {first}: \
+                     one input's GEMMs read one kind of planes"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(gemm_planes(dtype.unwrap_or(ctx.module.dtype)))
 }
 
 /// The element type of SSM state `id` (`compile --state-dtype`: f32, or 16-bit rounded when
@@ -1061,10 +1088,12 @@ fn pipelined_gemm() -> bool {
 /// ([`gemm_input_planes`]).
 pub(crate) fn presplit_eligible(ctx: &NodeCtx, x: &Operand, w: &str) -> bool {
     x.dtype == DType::F32
-        && (mma_split() || gemm_planes(ctx.module).1 == 1)
         && pipelined_gemm()
         && weight_ref(ctx, w).is_some_and(|r| {
-            r.shape.len() == 2 && r.shape[1] == x.width && mma_eligible(x, &r, x.width)
+            (mma_split() || gemm_planes(r.dtype).1 == 1)
+                && r.shape.len() == 2
+                && r.shape[1] == x.width
+                && mma_eligible(x, &r, x.width)
         })
 }
 

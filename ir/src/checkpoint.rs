@@ -452,7 +452,12 @@ impl Checkpoint {
                 tensor: at.name,
                 index,
                 value: values[index],
-                msg: format!(", which overflows the plan dtype {}", spec.dtype),
+                msg: if spec.dtype == DType::F16 {
+                    ", which overflows f16 (bf16 keeps f32's range: --dtype bf16 --shared-dtype bf16)"
+                        .into()
+                } else {
+                    format!(", which overflows the plan dtype {}", spec.dtype)
+                },
             });
         }
         Ok(from_f32(&values, spec.dtype))

@@ -503,6 +503,33 @@ impl Module {
         }
     }
 
+    /// Stores the shared blocks' projection weights (attention q/k/v/o and their adapters, the
+    /// MLP's gate_up, its adapters and down) and each hybrid layer's `linear` in `dtype`
+    /// (`compile --shared-dtype`), the rest of the weights as they are: with f16 there and bf16
+    /// elsewhere, those GEMMs read one f16 plane of their f32 input and the mixers' GEMMs two
+    /// bf16 planes (docs/KERNELS.md "GEMM inputs"). Norm weights (one dimension) keep theirs.
+    /// Returns how many weights changed.
+    pub fn set_shared_projection_dtype(&mut self, dtype: DType) -> usize {
+        let mut changed = 0;
+        for (name, spec) in &mut self.weights {
+            if spec.shape.len() == 2 && is_shared_projection(name) && spec.dtype != dtype {
+                spec.dtype = dtype;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// The shared blocks' projection dtype where `compile --shared-dtype` made it differ from
+    /// the plan's weight dtype.
+    pub fn shared_projection_dtype(&self) -> Option<DType> {
+        self.weights
+            .iter()
+            .find(|(n, s)| s.shape.len() == 2 && is_shared_projection(n))
+            .map(|(_, s)| s.dtype)
+            .filter(|d| *d != self.dtype)
+    }
+
     /// The SSM states' element dtype (f32 for a model without Mamba layers).
     pub fn ssm_state_dtype(&self) -> DType {
         StateSpec::ssm_dtype(&self.states)
@@ -525,5 +552,43 @@ impl Module {
     /// The ids of a state region, for convenience.
     pub fn state(&self, id: StateId) -> &StateSpec {
         &self.states[id]
+    }
+}
+
+/// Whether checkpoint weight `name` is a projection of the shared blocks (its name holds
+/// `.shared_transformer.`, docs/ZAMBA2.md §5.1) or a hybrid layer's `linear`
+/// (`model.layers.N.linear.weight`).
+pub(crate) fn is_shared_projection(name: &str) -> bool {
+    if name.contains(".shared_transformer.") {
+        return true;
+    }
+    name.strip_prefix("model.layers.")
+        .and_then(|rest| rest.strip_suffix(".linear.weight"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_shared_projection;
+
+    #[test]
+    fn shared_projections_by_name() {
+        for name in [
+            "model.layers.5.shared_transformer.self_attn.q_proj.weight",
+            "model.layers.5.shared_transformer.feed_forward.gate_up_proj_adapter_list.1.0.weight",
+            "model.layers.11.linear.weight",
+        ] {
+            assert!(is_shared_projection(name), "{name}");
+        }
+        for name in [
+            "model.layers.5.mamba.in_proj.weight",
+            "model.layers.5.mamba_decoder.mamba.out_proj.weight",
+            "model.layers..linear.weight",
+            "model.layers.x1.linear.weight",
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+        ] {
+            assert!(!is_shared_projection(name), "{name}");
+        }
     }
 }

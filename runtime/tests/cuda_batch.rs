@@ -312,6 +312,12 @@ fn modules() -> Vec<(String, Module)> {
     m.set_ssm_state_dtype(DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_f16_act_f32_kv_f16_state_f16_O1".into(), m));
+    // `compile --dtype bf16 --shared-dtype f16`: decode_rows with one f16 plane into the
+    // shared blocks' GEMMs and two bf16 planes (stacked rows, pair_sum) into the mixers'.
+    let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);
+    m.set_shared_projection_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("adapters_rope_shared_f16_act_f32_kv_bf16_O1".into(), m));
     // `compile --batch-invariant`: every step, of one row too, on decode_rows' `linear_rows`;
     // `batch_invariant` is then true and the tests hold rows to the sequence alone bitwise.
     let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);

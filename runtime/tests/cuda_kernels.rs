@@ -150,6 +150,14 @@ fn kernels_match_cpu_on_tiny_modules() {
     );
     let mut f16_adapters = lower_with_kv(&adapters, DType::F16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut f16_adapters, 1, None).expect("the passes run");
+    // `compile --dtype bf16 --shared-dtype f16`: the shared blocks' GEMMs (with their adapters)
+    // and each hybrid's `linear` read one f16 plane, the mixers' two bf16 planes, in one plan.
+    let mut shared_f16 = lower_with_kv(&adapters, DType::BF16, DType::F32, DType::BF16);
+    shared_f16.set_shared_projection_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut shared_f16, 1, None).expect("the passes run");
+    let mut shared_f16_160 = lower_with_kv(&kv160, DType::BF16, DType::F32, DType::BF16);
+    shared_f16_160.set_shared_projection_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut shared_f16_160, 1, None).expect("the passes run");
     // Mamba heads of 32 with 32 state columns after the passes (the chunked scan): the shapes
     // its tensor-core steps take (the default of bf16-weight plans: head_dim a multiple of 32,
     // d_state of 16), under f32 and bf16 activations; 70 tokens are a whole chunk and a partial
@@ -180,6 +188,8 @@ fn kernels_match_cpu_on_tiny_modules() {
         ("attn160_gqa_rope_f16_kv_f16_fused", &f16_160_kv16),
         ("gqa_rope_kv_f16_fused", &kv16),
         ("adapters_rope_f16_kv_bf16_fused", &f16_adapters),
+        ("adapters_rope_shared_f16_kv_bf16_fused", &shared_f16),
+        ("attn160_gqa_rope_shared_f16_kv_bf16_fused", &shared_f16_160),
     ] {
         check(name, m, &tokens(70, 67), 4);
         check(&format!("{name}_short"), m, &tokens(1, 67), 2);

@@ -147,6 +147,31 @@ fn modules() -> Vec<(String, Module)> {
         out.push((name.to_string(), m));
         out.push((format!("{name}_fused"), f));
     }
+    // `compile --dtype bf16 --shared-dtype f16`: the shared blocks' GEMMs on one f16 plane,
+    // the mixers' on two bf16 planes, in one plan (with adapters, and at head size 160).
+    for (name, extra) in [
+        (
+            "adapters_rope_shared_f16_act_f32_kv_bf16",
+            json!({"use_shared_attention_adapter": true, "use_mem_rope": true,
+                "hidden_size": 64, "intermediate_size": 128, "n_mamba_heads": 4,
+                "adapter_rank": 8}),
+        ),
+        (
+            "attn160_rope_shared_f16_act_f32_kv_bf16",
+            json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+                "num_key_value_heads": 2, "use_mem_rope": true}),
+        ),
+    ] {
+        let mut m = lower_with_kv(&config(extra), DType::BF16, DType::F32, DType::BF16);
+        assert!(
+            m.set_shared_projection_dtype(DType::F16) > 0,
+            "{name}: no shared weights"
+        );
+        let mut f = m.clone();
+        zamba2c_passes::pipeline::run_pipeline(&mut f, 1, None).expect("the passes run");
+        out.push((name.to_string(), m));
+        out.push((format!("{name}_fused"), f));
+    }
     out
 }
 

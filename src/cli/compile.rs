@@ -65,6 +65,15 @@ pub struct CompileArgs {
     /// relative, bf16 3.1e-3 (docs/PERFORMANCE.md, 2026-12-02); f16 needs values below 65504.
     #[arg(long, value_name = "f32|f16|bf16", default_value = "f32")]
     pub state_dtype: String,
+    /// Weight dtype of the shared attention and MLP blocks' projections (with their adapters)
+    /// and of each hybrid layer's `linear`: bf16 or f16 (default: f16 with --dtype bf16, else
+    /// --dtype). f16 there gives those GEMMs one f16 plane of their f32 input (half the
+    /// tensor-core work of two bf16 planes) while the Mamba mixers' in_proj and out_proj keep
+    /// two bf16 planes: on the 2.7B shape TTFT 71.6 -> 59.9 ms at 2048 tokens, fidelity as the
+    /// all-bf16 plan's (4.5e-3 from transformers f32, top-1 99.6%; docs/PERFORMANCE.md,
+    /// seventeenth session). A weight beyond f16's ±65504 is refused: bf16 here keeps it.
+    #[arg(long, value_name = "bf16|f16")]
+    pub shared_dtype: Option<String>,
     /// A sequence's tokens do not depend on the other sequences of a batch (`run --prompts-file
     /// --max-batch B` prints what each prompt gives alone, bit for bit): every decode step, of
     /// one row too, runs the `decode_rows` table, whose projections sum in an order fixed at
@@ -117,6 +126,19 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
             a.state_dtype
         )
     })?;
+    let shared_dtype = match a.shared_dtype.as_deref() {
+        // The measured default of bf16 plans (the doc comment above).
+        None if dtype == DType::BF16 => Some(DType::F16),
+        None => None,
+        Some(s @ ("bf16" | "f16")) if matches!(dtype, DType::BF16 | DType::F16) => {
+            DType::parse_float(s)
+        }
+        Some("bf16" | "f16") => bail!(
+            "--shared-dtype: needs 16-bit weights (--dtype bf16 or f16), not --dtype {}",
+            a.dtype
+        ),
+        Some(other) => bail!("--shared-dtype: {other:?} is not one of bf16, f16"),
+    };
     if let Some(arch) = &a.arch {
         if !valid_arch(arch) {
             bail!("--arch: {arch:?} is not a GPU architecture like sm_90");
@@ -160,6 +182,9 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
     steps.set_message("lowering and running the passes");
     let mut module = lower_with_kv(&config, dtype, act_dtype, kv_dtype);
     module.set_ssm_state_dtype(state_dtype);
+    if let Some(d) = shared_dtype {
+        module.set_shared_projection_dtype(d);
+    }
     module.batch_invariant = a.batch_invariant;
     verify_module(&module).context("after lowering")?;
     let passes = zamba2c_passes::run_pipeline(&mut module, a.opt_level, a.dump_ir.as_deref())?;

@@ -275,6 +275,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
                 zamba2c_ir::DType::F32 => String::new(),
                 d => format!(", SSM state {d}"),
             };
+            if let Some(d) = m.shared_projection_dtype() {
+                state += &format!(", shared blocks' projections {d}");
+            }
             if m.batch_invariant {
                 state += ", batch-invariant";
             }

@@ -101,11 +101,15 @@ impl Emit<'_, '_, '_> {
         }
     }
 
-    /// A temporary for the GEMM input planes of `width` f32 activations
-    /// (`families::gemm_planes`: two bf16 planes side by side, or one f16 plane).
-    fn planes_temp(&mut self, width: usize) -> Operand {
-        let (dtype, count) = families::gemm_planes(self.ctx.module);
-        (self.temp)(count * width, dtype)
+    /// A temporary for the GEMM input planes of `width` f32 activations read by the GEMMs of
+    /// `weights` (`families::weights_planes`: two bf16 planes side by side, or one f16 plane).
+    fn planes_temp<'w>(
+        &mut self,
+        width: usize,
+        weights: impl IntoIterator<Item = &'w str>,
+    ) -> Result<Operand, String> {
+        let (dtype, count) = families::weights_planes(self.ctx, weights)?;
+        Ok((self.temp)(count * width, dtype))
     }
 
     /// The linear of weight `w` on split planes (`planes`: the hi columns, lo `k` columns
@@ -123,7 +127,7 @@ impl Emit<'_, '_, '_> {
         let lin = Op::Linear {
             weight: w.to_string(),
         };
-        if !stacked_planes(self.ctx) {
+        if !stacked_planes(self.ctx, planes.dtype) {
             let form = Form {
                 presplit: true,
                 ..Form::default()
@@ -198,7 +202,7 @@ impl Emit<'_, '_, '_> {
     ) -> Result<bool, String> {
         let applies = crate::tune("SHARED_PAIR_SUM", 0) == 1
             && projs.len() > 1
-            && stacked_planes(self.ctx)
+            && split.is_some_and(|s| stacked_planes(self.ctx, s.dtype))
             && projs.iter().all(|p| {
                 p.adapter.is_none() && families::presplit_eligible(self.ctx, &shape, &p.weight)
             });
@@ -240,7 +244,7 @@ impl Emit<'_, '_, '_> {
         // `families::gemm_planes`), for every tensor-core GEMM of this input (the projections
         // and their adapters' first GEMMs).
         let split = if splits(self.ctx, &x, projs, false) {
-            let planes = self.planes_temp(x.width);
+            let planes = self.planes_temp(x.width, gemm_weights(projs))?;
             self.specs.push(families::gemm_input_planes(&x, &planes));
             Some(cols(planes, 0, x.width))
         } else {
@@ -287,7 +291,7 @@ impl Emit<'_, '_, '_> {
             emit_norm(self, xn, false)?;
             return self.project(xn, projs, out, residual);
         }
-        let planes = self.planes_temp(width);
+        let planes = self.planes_temp(width, gemm_weights(projs))?;
         emit_norm(self, planes, true)?;
         let hi = cols(planes, 0, width);
         self.project_from(None, Some(hi), shape, projs, out, residual)
@@ -345,7 +349,7 @@ impl Emit<'_, '_, '_> {
                 // The adapter's product is split too when its GEMM is on the tensor cores, so
                 // that GEMM reads bf16 planes (and can run as a library GEMM).
                 if families::presplit_eligible(self.ctx, &a, &ad.b) {
-                    let planes = self.planes_temp(r);
+                    let planes = self.planes_temp(r, [ad.b.as_str()])?;
                     self.specs.push(families::gemm_input_planes(&a, &planes));
                     let a_split = cols(planes, 0, r);
                     self.split_linear(&ad.b, a_split, slice, Epilogue::Accumulate)?;
@@ -376,9 +380,7 @@ fn rms_norm(n: &Norm) -> Op {
 /// Whether the projections of the f32 input `x` read split planes: some of them (`all`: false),
 /// or every projection and every adapter's first GEMM (`all`: true).
 fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
-    let mut gemms = projs.iter().flat_map(|p| {
-        std::iter::once(p.weight.as_str()).chain(p.adapter.as_ref().map(|a| a.a.as_str()))
-    });
+    let mut gemms = gemm_weights(projs);
     let eligible = |w: &str| families::presplit_eligible(ctx, x, w);
     if all {
         !projs.is_empty() && gemms.all(eligible)
@@ -387,7 +389,15 @@ fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
     }
 }
 
-/// Whether split planes run as stacked rows of one GEMM ([`Emit::split_linear`]): in the
+/// The weights of the GEMMs that read a projection group's input: each projection's and its
+/// adapter's first (A).
+fn gemm_weights(projs: &[Proj]) -> impl Iterator<Item = &str> {
+    projs.iter().flat_map(|p| {
+        std::iter::once(p.weight.as_str()).chain(p.adapter.as_ref().map(|a| a.a.as_str()))
+    })
+}
+
+/// Whether split planes (of `plane_dtype`) run as stacked rows of one GEMM ([`Emit::split_linear`]): in the
 /// `decode_rows` table when its linears are library GEMMs (`ZAMBA2C_TUNE_ROWS_GEMM=2`), where
 /// the two presplit GEMMs of a few rows each read the whole weight (docs/PERFORMANCE.md,
 /// 2026-12-02: cuBLASLt 6.9 ms of a 17 ms 64-row step); the split-K GEMM of `decode_rows`
@@ -395,8 +405,8 @@ fn splits(ctx: &NodeCtx, x: &Operand, projs: &[Proj], all: bool) -> bool {
 /// GEMM: their products are large beside the weight. `ZAMBA2C_TUNE_STACK_SPLIT=2` turns
 /// stacking off, `=3` stacks prompts too (measurements). One f16 plane (an f16-weight plan) is
 /// one GEMM input: nothing to stack.
-fn stacked_planes(ctx: &NodeCtx) -> bool {
-    if families::gemm_planes(ctx.module).1 == 1 {
+fn stacked_planes(ctx: &NodeCtx, plane_dtype: DType) -> bool {
+    if families::planes_of(plane_dtype) == 1 {
         return false;
     }
     match crate::tune("STACK_SPLIT", 1) {

@@ -69,7 +69,8 @@ pub fn rows_specs(
 
 /// `out = w ⊙ groupnorm(x)` over `groups` equal groups of channels (templates/group_rms_norm.cu):
 /// the mixer's gated norm on `mamba_step`'s gated f32 output; with `split`, `out` is the GEMM
-/// input planes of that (`families::gemm_planes`: bf16 hi and lo, width 2·w, or one f16 plane).
+/// input planes of that (`families::gemm_planes` of its dtype: bf16 hi and lo, width 2·w, or one
+/// f16 plane).
 fn group_rms_norm(
     ctx: &NodeCtx,
     norm: &Norm,
@@ -81,7 +82,7 @@ fn group_rms_norm(
     let w = x.width;
     let wr = weight_ref(ctx, &norm.weight)
         .ok_or(format!("weight {} is not in the table", norm.weight))?;
-    let (plane_dtype, count) = families::gemm_planes(ctx.module);
+    let (plane_dtype, count) = families::gemm_planes(out.dtype);
     let planes = if split { count } else { 1 };
     if wr.shape != [w]
         || out.width != planes * w

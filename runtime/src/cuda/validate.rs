@@ -101,7 +101,8 @@ pub fn module_tolerance(m: &zamba2c_ir::Module) -> f32 {
     if m.kv_dtype.size() < m.act_dtype.size() {
         tol = tol.max(1e-2);
     }
-    if m.dtype == DType::F16 && m.act_dtype == DType::F32 {
+    let f16_gemms = m.dtype == DType::F16 || m.shared_projection_dtype() == Some(DType::F16);
+    if f16_gemms && m.act_dtype == DType::F32 {
         tol = tol.max(5e-3);
     }
     tol
