@@ -17,7 +17,8 @@ gives the same weights), run in float32 with hooks that emulate a plan's roundin
   a tensor-core GEMM fed one f16 plane computes) and its weights through f16 (what
   `compile --dtype f16` keeps of a bf16 checkpoint).
 Variants: `none` (the bf16 plan's emulation), `all` (the f16 plan's), each family alone, and all
-families but one; or --variants NAME=FAM+FAM,... (combinations). Reports pooled flips and rel = max|d| / max|ref| for each; writes
+families but one; or --variants NAME=FAM+FAM,... (combinations, which may name a column part
+of the mixers' in_proj: its z, x or B/C/dt rows alone on one f16 plane). Reports pooled flips and rel = max|d| / max|ref| for each; writes
 gemm_family_precision.json into --out.
 """
 import argparse
@@ -40,6 +41,32 @@ FAMILIES = {
     "linear": ("linear",),
     "lm_head": ("lm_head",),
 }
+
+
+# Column parts of the mixers' in_proj (rows z, x, B, C, dt: docs/ZAMBA2.md §3.1): a plan could
+# store the rows of one part in f16 and give only their GEMM one f16 plane of the same input.
+PARTS = ("in_proj_z", "in_proj_x", "in_proj_bcdt")
+
+
+def part_rows(cfg, part):
+    """The in_proj weight rows of `part`."""
+    d_inner = cfg.mamba_expand * cfg.hidden_size
+    return {"in_proj_z": (0, d_inner), "in_proj_x": (d_inner, 2 * d_inner),
+            "in_proj_bcdt": (2 * d_inner, None)}[part]
+
+
+def part_hook(rows):
+    """A forward hook that recomputes output columns `rows` of a linear from its input rounded
+    once to f16 and those weight rows through f16 (the rest as computed)."""
+    a, b = rows
+
+    def hook(m, i, o):
+        x = i[0].to(torch.float16).float()
+        w = m.weight[a:b].half().float()
+        o = o.clone()
+        o[..., a:b] = x @ w.T
+        return o
+    return hook
 
 
 def family_of(name):
@@ -89,7 +116,9 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="a small config (smoke test)")
     ap.add_argument("--variants", default="",
                     help="NAME=FAM+FAM,... instead of the default set (none, all, each family "
-                         "alone, all but each); `none` and `all` are always run")
+                         "alone, all but each); `none` and `all` are always run; a FAM may also "
+                         "be a column part of the mixers' in_proj (in_proj_z, in_proj_x, "
+                         "in_proj_bcdt)")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     args = ap.parse_args()
     t = time.time()
@@ -111,7 +140,7 @@ def main():
         for v in args.variants.split(","):
             name, _, fs = v.partition("=")
             chosen = fs.split("+")
-            bad = [f for f in chosen if f not in FAMILIES]
+            bad = [f for f in chosen if f not in FAMILIES and f not in PARTS]
             if bad:
                 raise SystemExit(f"--variants {name}: unknown families {bad} (known: {fams})")
             variants.append((name, chosen))
@@ -123,6 +152,10 @@ def main():
         hooks = [m.register_forward_hook(lambda _m, _i, o: o.to(torch.bfloat16).float()) for m in kv]
         saved = []
         for f in chosen:
+            if f in PARTS:
+                hooks += [m.register_forward_hook(part_hook(part_rows(cfg, f)))
+                          for m in by_family["in_proj"]]
+                continue
             for m in by_family[f]:
                 hooks.append(m.register_forward_pre_hook(
                     lambda _m, i: (i[0].to(torch.float16).float(),) + tuple(i[1:])))
