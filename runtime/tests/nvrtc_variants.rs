@@ -254,6 +254,38 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             jobs.push((name.clone(), k.source.clone(), format!("{tag}/{name}.cu")));
         }
     }
+    // The default bf16 plan's mix (`compile --shared-dtype f16`, `--batch-invariant` plans
+    // included): the shared blocks' `linear_rows` read one f16 plane, the mixers' two bf16
+    // planes, in one program.
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_AHEAD", "1");
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_XSTAGES", "3");
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_OCC", "1");
+    let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
+    m.set_shared_projection_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    let p = build_program(&m).unwrap_or_else(|e| panic!("rows-direct-shared-f16: {e}"));
+    let rows = p.decode_rows.as_ref().expect("decode_rows");
+    let mut planes = std::collections::BTreeMap::new();
+    for l in &rows.launches {
+        let k = &p.kernels[&l.kernel];
+        if k.family == "linear_rows" {
+            let pl = if k.source.contains("PL = 1;") { 1 } else { 2 };
+            planes.entry(pl).or_insert_with(|| l.kernel.clone());
+        }
+    }
+    assert_eq!(
+        planes.keys().copied().collect::<Vec<_>>(),
+        [1, 2],
+        "rows-direct-shared-f16: linear_rows of one and two planes"
+    );
+    for name in planes.into_values() {
+        let k = &p.kernels[&name];
+        jobs.push((
+            name.clone(),
+            k.source.clone(),
+            format!("rows-direct-shared-f16/{name}.cu"),
+        ));
+    }
     // A cluster size that is not a power of two (ROWS_CLUSTER=3: the last rank finishes fewer
     // columns of the block's tile).
     std::env::set_var("ZAMBA2C_TUNE_ROWS_CLUSTER", "3");
