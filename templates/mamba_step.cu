@@ -22,6 +22,15 @@
   const int p0 = part * {{ pb }};
   const int pos = META_POS(b), slot = META_SLOT(b);
   const act_t* zx = zxbcdt + (long)b * {{ zx_stride }};
+  // in_proj's value at column i; with a product pair (zx_pair > 0: the lo product zx_pair
+  // columns on) the two products summed as read, the f32 add `pair_sum` would have done.
+  auto zxv = [zx](int i) -> float {
+{%- if zx_pair %}
+    return to_f(zx[i]) + to_f(zx[i + {{ zx_pair }}]);
+{%- else %}
+    return to_f(zx[i]);
+{%- endif %}
+  };
   act_t* cst = conv_state + (long)slot * {{ channels }} * {{ k }};
   // In pass r, thread t updates virtual row t / {{ tpr }} + r·RPP, state columns {{ npt }}·(t % {{ tpr }}) + j.
   const int t = threadIdx.x;
@@ -93,11 +102,11 @@
   float cur[CI], dt_raw[NP], zg[NP];
 #pragma unroll
   for (int ci = 0; ci < CI; ++ci)
-    cur[ci] = threadIdx.x + ci * {{ block }} < VR + 2 * {{ n }} ? to_f(zx[{{ din }} + chan[ci]]) : 0.f;
+    cur[ci] = threadIdx.x + ci * {{ block }} < VR + 2 * {{ n }} ? zxv({{ din }} + chan[ci]) : 0.f;
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
-    dt_raw[r] = to_f(zx[{{ din }} + {{ channels }} + head[r]]);
-    zg[r] = to_f(zx[head[r] * {{ head_dim }} + hrow[r]]);
+    dt_raw[r] = zxv({{ din }} + {{ channels }} + head[r]);
+    zg[r] = zxv(head[r] * {{ head_dim }} + hrow[r]);
   }
   const bool writes_bc = (h0 % {{ heads_per_group }} == 0) && part == 0;
 #pragma unroll

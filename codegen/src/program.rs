@@ -142,6 +142,10 @@ pub struct NodeCtx<'a> {
     /// A norm's f32 result is written as the split bf16 planes its GEMMs read (hi, then lo
     /// `width` columns later in the same row; templates/split_bf16.cu's rule), not as f32.
     pub split_out: bool,
+    /// The node's value is its projection's two products side by side, `[hi·Wᵀ | lo·Wᵀ]` (f32,
+    /// twice the width), which its one consumer sums as it reads them instead of a `pair_sum`
+    /// launch (`decode_rows`, `ZAMBA2C_TUNE_ROWS_PAIR_FOLD=1`; [`pair_foldable`]).
+    pub pair_out: bool,
 }
 
 /// Work a base kernel does after its op, for fused ops built from base kernels.
@@ -193,6 +197,7 @@ fn build_graph(
         seq_align: 1,
         zeroed: Vec::new(),
         kernels,
+        pair_out: false,
     };
     let mut node_values = Vec::with_capacity(order.len());
     let mut tokens = None;
@@ -212,7 +217,10 @@ fn build_graph(
                 label: &node.label,
                 step: None,
             };
-            b.emit(&node.op, ins, width_of(&node.shape), node.dtype, &at)?
+            b.pair_out = b.gemm && pair_foldable(graph, n);
+            let v = b.emit(&node.op, ins, width_of(&node.shape), node.dtype, &at);
+            b.pair_out = false;
+            v?
         };
         if b.values[v].node.is_none() {
             b.values[v].node = Some(pos);
@@ -283,6 +291,8 @@ struct GraphBuilder<'a> {
     /// Temporaries a kernel expects zero at launch and leaves zero (`GraphProgram::zeroed`).
     zeroed: Vec<usize>,
     kernels: &'a mut Kernels,
+    /// The node being emitted may leave its projection's product pair ([`pair_foldable`]).
+    pair_out: bool,
 }
 
 impl GraphBuilder<'_> {
@@ -432,6 +442,7 @@ impl GraphBuilder<'_> {
             gemm: self.gemm,
             row_stack: 1,
             split_out: false,
+            pair_out: false,
         };
         let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
             CodegenError::Node { msg, .. } => self.err(at, msg),
@@ -497,6 +508,27 @@ impl GraphBuilder<'_> {
         dtype: DType,
         at: &At,
     ) -> Result<Result<usize, String>, CodegenError> {
+        // The product pair where the node may leave it; where its kernels cannot, the plain
+        // value (the consumer tells the two apart by the width).
+        if self.pair_out && at.step.is_none() {
+            if let Ok(v) = self.try_fused(op, ins, 2 * width, dtype, at, true)? {
+                return Ok(Ok(v));
+            }
+        }
+        self.try_fused(op, ins, width, dtype, at, false)
+    }
+
+    /// One attempt of [`GraphBuilder::emit_fused`] into a new value of `width`, as the product
+    /// pair with `pair_out`.
+    fn try_fused(
+        &mut self,
+        op: &Op,
+        ins: &[Operand],
+        width: usize,
+        dtype: DType,
+        at: &At,
+        pair_out: bool,
+    ) -> Result<Result<usize, String>, CodegenError> {
         let mark = self.values.len();
         let v = self.push_value(None, width, dtype);
         let out = self.operand(v);
@@ -512,6 +544,7 @@ impl GraphBuilder<'_> {
             gemm: self.gemm,
             row_stack: 1,
             split_out: false,
+            pair_out,
         };
         match crate::fused::fused_specs(&ctx, &mut |w, d| self.temp(w, d)) {
             Ok(specs) => {
@@ -588,6 +621,7 @@ impl GraphBuilder<'_> {
             gemm: self.gemm,
             row_stack: 1,
             split_out: false,
+            pair_out: false,
         };
         let spec = crate::fused::attention_decode(
             &ctx,
@@ -603,4 +637,35 @@ impl GraphBuilder<'_> {
         }
         Ok(spec)
     }
+}
+
+/// Whether node `n` of a `decode_rows` graph may leave its projection's two products side by
+/// side for its consumer to sum (`NodeCtx::pair_out`; `ZAMBA2C_TUNE_ROWS_PAIR_FOLD=1`, a
+/// measurement: 54 `pair_sum` launches fewer in a 2.7B step, docs/PERFORMANCE.md seventeenth
+/// session): a mixer's in_proj (a `NormLinear` of one projection) read by nothing but the mixer
+/// itself, as its first operand. Whether the kernels can is decided when they are built
+/// (two bf16 planes on stacked rows; the mixer's `mamba_step` reads either form).
+fn pair_foldable(graph: &Graph, n: NodeIndex) -> bool {
+    if crate::tune("ROWS_PAIR_FOLD", 0) != 1 || graph.outputs.contains(&n) {
+        return false;
+    }
+    let Op::NormLinear { projs, .. } = &graph.g[n].op else {
+        return false;
+    };
+    if projs.len() != 1 || projs[0].adapter.is_some() {
+        return false;
+    }
+    let consumers: std::collections::BTreeSet<NodeIndex> = graph
+        .g
+        .neighbors_directed(n, petgraph::Direction::Outgoing)
+        .collect();
+    let [c] = consumers.into_iter().collect::<Vec<_>>()[..] else {
+        return false;
+    };
+    let mixer = match &graph.g[c].op {
+        Op::Residual { inner } => matches!(**inner, Op::MambaMixer { .. }),
+        op => matches!(op, Op::MambaMixer { .. }),
+    };
+    let ins = graph.inputs(c);
+    mixer && ins.first() == Some(&n) && ins.iter().filter(|&&i| i == n).count() == 1
 }

@@ -286,6 +286,54 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             format!("rows-direct-shared-f16/{name}.cu"),
         ));
     }
+    std::env::remove_var("ZAMBA2C_TUNE_ROWS_GEMM");
+    // ROWS_PAIR_FOLD=1: each mixer's in_proj leaves its two stacked products for `mamba_step`
+    // to sum as it reads them (the 2.7B's 54 in_proj `pair_sum` launches gone; the default
+    // mixed plan, library GEMMs on stacked rows).
+    let base = {
+        let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
+        m.set_shared_projection_dtype(DType::F16);
+        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+        m
+    };
+    let count = |p: &Program, f: &str| {
+        let rows = p.decode_rows.as_ref().expect("decode_rows");
+        rows.launches
+            .iter()
+            .filter(|l| p.kernels[&l.kernel].family == f)
+            .count()
+    };
+    let before = build_program(&base).expect("pair-fold base");
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD", "1");
+    let p = build_program(&base).expect("pair-fold");
+    std::env::remove_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD");
+    assert_eq!(
+        count(&before, "pair_sum") - count(&p, "pair_sum"),
+        big.layers_block_type.len(),
+        "pair-fold: one pair_sum fewer a mixer"
+    );
+    assert_eq!(count(&before, "mamba_step"), count(&p, "mamba_step"));
+    let rows = p.decode_rows.as_ref().expect("decode_rows");
+    let folded: std::collections::BTreeSet<&String> = rows
+        .launches
+        .iter()
+        .map(|l| &l.kernel)
+        .filter(|k| {
+            p.kernels[*k].family == "mamba_step" && p.kernels[*k].source.contains("i + 10448]")
+        })
+        .collect();
+    assert!(
+        !folded.is_empty(),
+        "pair-fold: no mamba_step summing a pair"
+    );
+    for name in folded {
+        jobs.push((
+            name.clone(),
+            p.kernels[name].source.clone(),
+            format!("pair-fold/{name}.cu"),
+        ));
+    }
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_GEMM", "3");
     // A cluster size that is not a power of two (ROWS_CLUSTER=3: the last rank finishes fewer
     // columns of the block's tile).
     std::env::set_var("ZAMBA2C_TUNE_ROWS_CLUSTER", "3");

@@ -61,7 +61,11 @@ pub(super) fn mamba_step(
             "{heads} heads in {groups} groups, {channels} conv channels"
         ));
     }
-    if cdt != zx.dtype || zx.width != din + channels + heads {
+    // in_proj's output, or its two products side by side (`NodeCtx::pair_out`: twice the
+    // width, f32), summed here as they are read: the same f32 add `pair_sum` does.
+    let width = din + channels + heads;
+    let pair = zx.width == 2 * width && zx.dtype == DType::F32 && zx.stride == zx.width;
+    if cdt != zx.dtype || (zx.width != width && !pair) {
         return Err("conv state dtype or in_proj width does not match".into());
     }
     let sdt = crate::families::ssm_state_dtype(ctx, *ssm_state)?;
@@ -100,7 +104,7 @@ pub(super) fn mamba_step(
     let csz = cdt.size() as u64;
     let cost = zamba2c_ir::kernel::LaunchCost {
         weight_bytes: wsz(conv_weight) + wsz(conv_bias) + wsz(dt_bias) + wsz(a_log) + wsz(d),
-        // in_proj's output read, the gated output written (f32).
+        // in_proj's output read (both products of a pair), the gated output written (f32).
         bytes_per_row: zx.width as u64 * zx.dtype.size() as u64 + din as u64 * 4,
         // The SSM state read and written; the conv ring: K-1 older inputs read, one written.
         bytes_per_seq: 2 * (din * d_state * sdt.size()) as u64 + channels as u64 * k as u64 * csz,
@@ -133,6 +137,7 @@ pub(super) fn mamba_step(
         .set("head_dim", *head_dim)
         .set("heads_per_group", heads / groups)
         .set("zx_stride", zx.stride)
+        .set("zx_pair", if pair { width } else { 0 })
         .set("ssm_t", CType::elem(sdt))
         .input("zxbcdt", &zx)
         .weight("conv_weight", ctx, conv_weight)

@@ -73,6 +73,7 @@ impl Emit<'_, '_, '_> {
             gemm: self.ctx.gemm,
             row_stack: form.row_stack.max(1),
             split_out: form.split_out,
+            pair_out: false,
         };
         let specs = families::specs(&sub, 0).map_err(|e| e.to_string())?;
         self.specs.extend(specs);
@@ -127,6 +128,22 @@ impl Emit<'_, '_, '_> {
         let lin = Op::Linear {
             weight: w.to_string(),
         };
+        let n = out.width;
+        if self.ctx.pair_out {
+            // The node's value is the product pair itself (`NodeCtx::pair_out`): the stacked
+            // GEMM writes it, the consumer sums the halves.
+            if !stacked_planes(self.ctx, planes.dtype)
+                || epilogue != Epilogue::None
+                || out.stride != 2 * n
+            {
+                return Err("a product pair needs stacked planes and no epilogue".into());
+            }
+            let pair = Operand {
+                width: 2 * n,
+                ..out
+            };
+            return self.stacked_gemm(w, planes, pair, 0, n);
+        }
         if !stacked_planes(self.ctx, planes.dtype) {
             let form = Form {
                 presplit: true,
@@ -134,7 +151,6 @@ impl Emit<'_, '_, '_> {
             };
             return self.base_as(lin, vec![planes], out, epilogue, form);
         }
-        let n = out.width;
         let prod = (self.temp)(2 * n, DType::F32);
         self.stacked_gemm(w, planes, prod, 0, n)?;
         self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
@@ -309,7 +325,17 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         residual: Option<Operand>,
     ) -> Result<(), String> {
-        if self.shared_pair_sum(split, shape, projs, out, residual)? {
+        // A product pair (`NodeCtx::pair_out`) is one projection's two stacked products.
+        let width = if self.ctx.pair_out {
+            let single = projs.len() == 1 && projs[0].adapter.is_none() && residual.is_none();
+            if !single || split.is_none() {
+                return Err("a product pair is one projection of split planes".into());
+            }
+            out.width / 2
+        } else {
+            out.width
+        };
+        if !self.ctx.pair_out && self.shared_pair_sum(split, shape, projs, out, residual)? {
             return Ok(());
         }
         let eligible = |e: &Self, w: &str| families::presplit_eligible(e.ctx, &shape, w);
@@ -335,6 +361,9 @@ impl Emit<'_, '_, '_> {
             };
             match input(self, &p.weight)? {
                 (xin, true) => self.split_linear(&p.weight, xin, slice, epi)?,
+                (_, false) if self.ctx.pair_out => {
+                    return Err(format!("weight {}: no split planes for a pair", p.weight));
+                }
                 (xin, false) => self.base(lin(&p.weight), vec![xin], slice, epi)?,
             }
             if let Some(ad) = &p.adapter {
@@ -359,11 +388,8 @@ impl Emit<'_, '_, '_> {
             }
             col += n;
         }
-        if col != out.width {
-            return Err(format!(
-                "projections give {col} columns, the op {}",
-                out.width
-            ));
+        if col != width {
+            return Err(format!("projections give {col} columns, the op {width}"));
         }
         Ok(())
     }
