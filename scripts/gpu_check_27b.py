@@ -148,7 +148,8 @@ def main():
     for spec in args.plans.split(","):
         # dtype:act[:kv][:KNOB=V...]: the KV-cache dtype, then codegen's ZAMBA2C_TUNE_<KNOB>
         # settings (variants of one round); STATE=<dtype> is `compile --state-dtype`,
-        # SHARED=<dtype> `compile --shared-dtype`.
+        # SHARED=<dtype> `compile --shared-dtype` (a bf16 plan's default is f16 since the
+        # seventeenth session: SHARED=bf16 gives every GEMM two bf16 planes, the earlier plan).
         dtype, act, *rest = spec.split(":")
         kv = rest[0] if rest and "=" not in rest[0] else None
         flags = ("STATE=", "SHARED=")
