@@ -476,6 +476,40 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_LDSM");
+    // Every attention operand rounded once to the tiles' type (ATTN_SPLIT=2: one product for
+    // Q·Kᵀ and one for P·V instead of two each): the cp.async kernel on a bf16 cache (q and P
+    // in bf16) and on an f16 cache (q and P in f16), head sizes 64 and 160.
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "2");
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_SPLIT", "2");
+    for cache in [DType::BF16, DType::F16] {
+        for (i, extra) in heads.iter().enumerate() {
+            let tag = format!("attn-split2-{cache:?}-{i}");
+            let mut m = lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache);
+            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            std::env::remove_var("ZAMBA2C_TUNE_ATTN_SPLIT");
+            let base = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            std::env::set_var("ZAMBA2C_TUNE_ATTN_SPLIT", "2");
+            let flash = kernels_of(&p, "attention_flash", &tag);
+            let split_flash = kernels_of(&base, "attention_flash", &tag);
+            assert!(
+                !flash.is_empty()
+                    && flash
+                        .iter()
+                        .zip(&split_flash)
+                        .all(|(a, b)| a.source != b.source),
+                "{tag}: ATTN_SPLIT=2 renders the same attention"
+            );
+            for k in flash {
+                jobs.push((
+                    k.name.clone(),
+                    k.source.clone(),
+                    format!("{tag}/{}.cu", k.name),
+                ));
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_ATTN_SPLIT");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
     // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
     // the cp.async attention.
