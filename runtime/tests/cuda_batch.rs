@@ -324,6 +324,13 @@ fn modules() -> Vec<(String, Module)> {
     m.batch_invariant = true;
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_bf16_batch_invariant_O1".into(), m));
+    // The same as `compile --dtype bf16 --batch-invariant` gives it now: `linear_rows` on one
+    // f16 plane in the shared blocks and two bf16 planes in the mixers.
+    let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);
+    m.batch_invariant = true;
+    m.set_shared_projection_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("adapters_rope_shared_f16_batch_invariant_O1".into(), m));
     out
 }
 
