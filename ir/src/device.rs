@@ -38,10 +38,10 @@ pub fn align_up(n: usize, a: usize) -> usize {
 /// Most tokens one prompt launch of a one-sequence engine processes by default; longer prompts
 /// run in chunks. Larger launches keep the GEMMs and the scan busier: on the H200 a 2048-token
 /// prompt of the 2.7B takes 73.4 ms in launches of 1024 against 77.5 ms in launches of 512
-/// (70.0 in one of 2048). 1024, not 2048: the activation arena grows with the chunk (the
-/// 2.7B's peak is the shared MLP's f32 gate_up output beside the down projection's bf16
-/// planes, 123 KB a token), and 2048 would take the 2.7B at 4096 tokens of bf16 cache past
-/// 6 GiB (docs/PERFORMANCE.md, sixteenth session).
+/// (70.0 in one of 2048). 1024, not 2048: the activation arena grows with the chunk (~144 KB a
+/// token on the 2.7B; its peak is now a mixer's in_proj output, conv output and scan buffers),
+/// and 2048 would take the 2.7B at 4096 tokens of bf16 cache past 6 GiB (docs/PERFORMANCE.md,
+/// sixteenth and seventeenth sessions).
 pub const DEFAULT_PROMPT_CHUNK: usize = 1024;
 /// The same for an engine of several sequence slots: a prompt chunk runs between two decode
 /// steps of the other sequences, so its length bounds their inter-token latency (~18 ms for

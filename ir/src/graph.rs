@@ -523,11 +523,7 @@ impl Module {
     /// The shared blocks' projection dtype where `compile --shared-dtype` made it differ from
     /// the plan's weight dtype.
     pub fn shared_projection_dtype(&self) -> Option<DType> {
-        self.weights
-            .iter()
-            .find(|(n, s)| s.shape.len() == 2 && is_shared_projection(n))
-            .map(|(_, s)| s.dtype)
-            .filter(|d| *d != self.dtype)
+        shared_projections_dtype(&self.weights).filter(|d| *d != self.dtype)
     }
 
     /// The SSM states' element dtype (f32 for a model without Mamba layers).
@@ -555,10 +551,19 @@ impl Module {
     }
 }
 
+/// The dtype of the first shared-block projection matrix in `weights` (by name order), if the
+/// table has one: what `compile --shared-dtype` set ([`Module::set_shared_projection_dtype`]).
+pub(crate) fn shared_projections_dtype(weights: &BTreeMap<String, WeightSpec>) -> Option<DType> {
+    weights
+        .iter()
+        .find(|(n, s)| s.shape.len() == 2 && is_shared_projection(n))
+        .map(|(_, s)| s.dtype)
+}
+
 /// Whether checkpoint weight `name` is a projection of the shared blocks (its name holds
 /// `.shared_transformer.`, docs/ZAMBA2.md §5.1) or a hybrid layer's `linear`
 /// (`model.layers.N.linear.weight`).
-pub(crate) fn is_shared_projection(name: &str) -> bool {
+fn is_shared_projection(name: &str) -> bool {
     if name.contains(".shared_transformer.") {
         return true;
     }

@@ -152,11 +152,7 @@ impl ModuleFile {
         lowered.set_ssm_state_dtype(ssm_dtype);
         // Likewise the shared blocks' projection dtype (`compile --shared-dtype`): the file's
         // first such weight's, 16-bit beside 16-bit weights only; the table must then match.
-        let shared = self
-            .weights
-            .iter()
-            .find(|(n, s)| s.shape.len() == 2 && crate::graph::is_shared_projection(n))
-            .map(|(_, s)| s.dtype);
+        let shared = crate::graph::shared_projections_dtype(&self.weights);
         if let Some(d) = shared.filter(|d| *d != self.dtype) {
             let half = |d: DType| matches!(d, DType::BF16 | DType::F16);
             if !half(d) || !half(self.dtype) {

@@ -125,9 +125,6 @@ impl Emit<'_, '_, '_> {
         out: Operand,
         epilogue: Epilogue,
     ) -> Result<(), String> {
-        let lin = Op::Linear {
-            weight: w.to_string(),
-        };
         let n = out.width;
         if self.ctx.pair_out {
             // The node's value is the product pair itself (`NodeCtx::pair_out`): the stacked
@@ -148,6 +145,9 @@ impl Emit<'_, '_, '_> {
             let form = Form {
                 presplit: true,
                 ..Form::default()
+            };
+            let lin = Op::Linear {
+                weight: w.to_string(),
             };
             return self.base_as(lin, vec![planes], out, epilogue, form);
         }
@@ -423,14 +423,14 @@ fn gemm_weights(projs: &[Proj]) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Whether split planes (of `plane_dtype`) run as stacked rows of one GEMM ([`Emit::split_linear`]): in the
-/// `decode_rows` table when its linears are library GEMMs (`ZAMBA2C_TUNE_ROWS_GEMM=2`), where
-/// the two presplit GEMMs of a few rows each read the whole weight (docs/PERFORMANCE.md,
+/// Whether split planes (of `plane_dtype`) run as stacked rows of one GEMM
+/// ([`Emit::split_linear`]): in the `decode_rows` table when its linears are library GEMMs
+/// (`ZAMBA2C_TUNE_ROWS_GEMM=2`), where the two presplit GEMMs of a few rows each read the whole weight (docs/PERFORMANCE.md,
 /// 2026-12-02: cuBLASLt 6.9 ms of a 17 ms 64-row step); the split-K GEMM of `decode_rows`
 /// (`families::rows_gemm`) reads both planes per weight tile itself. Prompts keep the presplit
 /// GEMM: their products are large beside the weight. `ZAMBA2C_TUNE_STACK_SPLIT=2` turns
-/// stacking off, `=3` stacks prompts too (measurements). One f16 plane (an f16-weight plan) is
-/// one GEMM input: nothing to stack.
+/// stacking off, `=3` stacks prompts too (measurements). One f16 plane (f16 weights) is one
+/// GEMM input: nothing to stack.
 fn stacked_planes(ctx: &NodeCtx, plane_dtype: DType) -> bool {
     if families::planes_of(plane_dtype) == 1 {
         return false;
