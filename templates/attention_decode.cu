@@ -12,15 +12,24 @@
   // acc) go to a workspace and the last block of the head to finish (an atomic counter, reset
   // for the next step) merges them.
   constexpr int D = {{ d }}, NW = {{ nw }}, LPK = {{ lpk }}, DPL = {{ dpl }}, KPW = 32 / LPK;
-  constexpr int SPLITS = {{ splits }}, VEC = {{ kv_vec }}, NV = DPL / VEC;
+  constexpr int SPLITS = {{ splits }}, VEC = {{ kv_vec }};
   // A VEC-element piece of a lane's span: one aligned VEC * sizeof(cache_t)-byte load
   // (codegen/src/fused/attention.rs kv_vec checks the alignment), elements kept as stored until
   // to_f converts them, so values are those of the scalar reads.
   struct alignas(sizeof(cache_t) * VEC) kvv_t { cache_t e[VEC]; };
   __shared__ float qs[D], kn[D], vn[D];
   __shared__ float wm[NW * KPW], wl[NW * KPW];
-  __shared__ float wacc[NW * KPW][D];
-  __shared__ bool last;
+{% if ring %}  // The warps' cp.async rings (RING stages of KPW keys and their values each) share their
+  // shared memory with the merge's per-group accumulators, which are written only after every
+  // warp has left its loop (the barrier after it).
+  constexpr int RING = {{ ring }}, STAGE = KPW * D, CHUNK = 16 / (int)sizeof(cache_t);
+  constexpr int CPK = D / CHUNK;  // 16-byte chunks of a key row (codegen checks D divides)
+  constexpr int RING_BYTES = NW * RING * 2 * STAGE * (int)sizeof(cache_t);
+  constexpr int WACC_BYTES = NW * KPW * D * (int)sizeof(float);
+  __shared__ alignas(16) unsigned char smem_raw[RING_BYTES > WACC_BYTES ? RING_BYTES : WACC_BYTES];
+  float (*wacc)[D] = reinterpret_cast<float (*)[D]>(smem_raw);
+{% else %}  __shared__ float wacc[NW * KPW][D];
+{% endif %}  __shared__ bool last;
   const int h = tile, s = blockIdx.y, b = blockIdx.z;
   const int kh = h / {{ group }};
   const int pos = META_POS(b), seq_slot = META_SLOT(b);
@@ -61,6 +70,67 @@
   float m = -INFINITY, l = 0.f, acc[DPL];
 #pragma unroll
   for (int i = 0; i < DPL; ++i) acc[i] = 0.f;
+  // Key j (valid: inside this split's range) with this lane's span of it and of its value in
+  // kc/vc: the score over the group's lanes, then the online softmax update.
+  auto consume = [&](const int j, const bool valid, const kvv_t* kc, const kvv_t* vc) {
+    const bool fresh = (j == pos);
+    float sc = 0.f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i)
+      sc += qv[i] * (fresh ? kn[sub * DPL + i] : to_f(kc[i / VEC].e[i % VEC]));
+#pragma unroll
+    for (int o = LPK / 2; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o, LPK);
+    if (valid) {
+      sc *= {{ scale }};
+      const float mn = fmaxf(m, sc);
+      const float corr = expf(m - mn), pr = expf(sc - mn);
+      l = l * corr + pr;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const float vv = fresh ? vn[sub * DPL + i] : to_f(vc[i / VEC].e[i % VEC]);
+        acc[i] = acc[i] * corr + pr * vv;
+      }
+      m = mn;
+    }
+  };
+{% if ring %}  // Each warp streams its keys (KPW a pass, NW * KPW apart) through its own ring of RING
+  // stages with cp.async, RING - 1 passes ahead of its math: the loads in flight cost shared
+  // memory, not registers (the register-pipelined form below keeps one pass ahead at 116
+  // registers a thread, four blocks an SM). A key past the range is zero-filled, never used.
+  const cache_t* kbase = kcache + kvo;
+  const cache_t* vbase = vcache + kvo;
+  cache_t* ring = reinterpret_cast<cache_t*>(smem_raw) + warp * RING * 2 * STAGE;
+  const int jw = j0 + warp * KPW;
+  const int passes = jw < j1 ? (j1 - jw + NW * KPW - 1) / (NW * KPW) : 0;
+  auto issue = [&](const int it) {
+    if (it < passes) {
+      cache_t* st = ring + (it % RING) * 2 * STAGE;
+      const int jb = jw + it * NW * KPW;
+      for (int c = lane; c < 2 * KPW * CPK; c += 32) {
+        const int kv = c / (KPW * CPK), r = c % (KPW * CPK), key = r / CPK, ch = r % CPK;
+        const int j = jb + key;
+        const bool ok = j < j1;
+        const cache_t* src = (kv ? vbase : kbase) + (long)(ok ? j : j0) * D + ch * CHUNK;
+        cp_async16(st + kv * STAGE + key * D + ch * CHUNK, src, ok);
+      }
+    }
+    cp_async_commit();  // a group for every pass, empty or not: the wait counts stay uniform
+  };
+#pragma unroll 1
+  for (int it = 0; it < RING - 1; ++it) issue(it);
+#pragma unroll 1
+  for (int it = 0; it < passes; ++it) {
+    cp_async_wait<RING - 2>();  // this pass's group has landed (this lane's copies)
+    __syncwarp();               // ... and every lane's
+    const cache_t* ks = ring + (it % RING) * 2 * STAGE + grp * D + sub * DPL;
+    const int j = jw + it * NW * KPW + grp;
+    consume(j, j < j1, reinterpret_cast<const kvv_t*>(ks), reinterpret_cast<const kvv_t*>(ks + STAGE));
+    __syncwarp();  // every lane has read the stage the next copy overwrites
+    issue(it + RING - 1);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the rings are dead: wacc may take their shared memory
+{% else %}  constexpr int NV = DPL / VEC;
   // This lane's span of key jb + grp and of its value, into kx/vx. A group whose key is past
   // the range reads key j0 instead (in range; what it computes is never used).
   const cache_t* kspan = kcache + kvo + sub * DPL;
@@ -84,8 +154,6 @@
   int jb = j0 + warp * KPW;
   if (jb < j1) load(jb, kr, vr);
   for (; jb < j1; jb += NW * KPW) {
-    const int j = jb + grp;
-    const bool valid = j < j1, fresh = (j == pos);
     kvv_t kc[NV], vc[NV];
 #pragma unroll
     for (int u = 0; u < NV; ++u) {
@@ -93,26 +161,9 @@
       vc[u] = vr[u];
     }
     if (jb + NW * KPW < j1) load(jb + NW * KPW, kr, vr);
-    float sc = 0.f;
-#pragma unroll
-    for (int i = 0; i < DPL; ++i)
-      sc += qv[i] * (fresh ? kn[sub * DPL + i] : to_f(kc[i / VEC].e[i % VEC]));
-#pragma unroll
-    for (int o = LPK / 2; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o, LPK);
-    if (valid) {
-      sc *= {{ scale }};
-      const float mn = fmaxf(m, sc);
-      const float corr = expf(m - mn), pr = expf(sc - mn);
-      l = l * corr + pr;
-#pragma unroll
-      for (int i = 0; i < DPL; ++i) {
-        const float vv = fresh ? vn[sub * DPL + i] : to_f(vc[i / VEC].e[i % VEC]);
-        acc[i] = acc[i] * corr + pr * vv;
-      }
-      m = mn;
-    }
+    consume(jb + grp, jb + grp < j1, kc, vc);
   }
-  // Per key group (max, sum, acc) -> shared memory; one merge over the block's groups.
+{% endif %}  // Per key group (max, sum, acc) -> shared memory; one merge over the block's groups.
   const int slot = warp * KPW + grp;
   if (sub == 0) { wm[slot] = m; wl[slot] = l; }
 #pragma unroll

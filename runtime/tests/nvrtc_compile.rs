@@ -657,8 +657,9 @@ fn a_crafted_launch_table_is_refused() {
 }
 
 /// `attention_decode`'s variants (docs/KERNELS.md "attention_decode"): 16 splits in `decode`,
-/// 4 in `decode_rows`; at head size 160 (20 dims a lane) 8-byte loads of a bf16 cache and
-/// 16-byte loads of an f32 one, scalar loads at the tiny config's head size 12 (3 dims a lane).
+/// 2 in `decode_rows`; in `decode`, at head size 160 (20 dims a lane) 8-byte loads of a bf16
+/// cache and 16-byte loads of an f32 one, scalar loads at the tiny config's head size 12 (3 dims
+/// a lane); in `decode_rows` the cache copied into the warps' cp.async rings.
 /// Each kernel renders the same twice, compiles with NVRTC, and loads its cache as planned.
 #[test]
 fn attention_decode_variants_split_per_table_and_load_vectors() {
@@ -698,9 +699,13 @@ fn attention_decode_variants_split_per_table_and_load_vectors() {
         let p = build_program(&m).expect("program");
         assert_eq!(p, build_program(&m).expect("program"), "not deterministic");
         let rows = p.decode_rows.as_ref().expect("decode_rows");
-        // 16 and 4 unless ZAMBA2C_TUNE_ATTN_ROWS_SPLITS says otherwise.
+        // 16 and 2 unless ZAMBA2C_TUNE_ATTN_ROWS_SPLITS says otherwise; decode_rows' kernel
+        // copies the cache into its warps' rings (cp.async), the one-row kernel loads it.
         let splits_of = zamba2c_codegen::fused::attn_splits;
-        for (gp, splits) in [(&p.decode, splits_of(false)), (rows, splits_of(true))] {
+        for (gp, splits, ring) in [
+            (&p.decode, splits_of(false), false),
+            (rows, splits_of(true), true),
+        ] {
             let ks: Vec<&Kernel> = gp
                 .launches
                 .iter()
@@ -711,7 +716,7 @@ fn attention_decode_variants_split_per_table_and_load_vectors() {
             for k in ks {
                 assert!(
                     k.source
-                        .contains(&format!("SPLITS = {splits}, VEC = {vec},")),
+                        .contains(&format!("SPLITS = {splits}, VEC = {vec};")),
                     "{}: want {splits} splits and {vec}-element loads",
                     k.name
                 );
@@ -725,6 +730,14 @@ fn attention_decode_variants_split_per_table_and_load_vectors() {
                     "sm_90",
                 )
                 .unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                if ring {
+                    assert!(
+                        ptx.contains("cp.async.cg.shared.global"),
+                        "{}: the cache not streamed through the ring",
+                        k.name
+                    );
+                    continue;
+                }
                 assert!(
                     ptx.contains(ptx_load),
                     "{}: no {ptx_load} in the PTX",

@@ -510,6 +510,34 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_SPLIT");
+    // Decode attention streaming the cache through per-warp cp.async rings (ATTN_RING=3, six
+    // blocks an SM): bf16, f16 and f32 caches (an f32 stage is twice the bytes: two stages),
+    // head sizes 64 and 160, every table's kernel (one row and decode_rows).
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_RING", "3");
+    std::env::set_var("ZAMBA2C_TUNE_ATTN_MIN_BLOCKS", "6");
+    for cache in [DType::BF16, DType::F16, DType::F32] {
+        for (i, extra) in heads.iter().enumerate() {
+            let tag = format!("attn-ring-{cache:?}-{i}");
+            let mut m = lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache);
+            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            for k in kernels_of(&p, "attention_decode", &tag) {
+                assert!(
+                    k.source.contains("cp_async16(st")
+                        && k.source.contains("__launch_bounds__(128, 6)"),
+                    "{tag}: {} is not the ring kernel",
+                    k.name
+                );
+                jobs.push((
+                    k.name.clone(),
+                    k.source.clone(),
+                    format!("{tag}/{}.cu", k.name),
+                ));
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_ATTN_RING");
+    std::env::remove_var("ZAMBA2C_TUNE_ATTN_MIN_BLOCKS");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
     // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
     // the cp.async attention.

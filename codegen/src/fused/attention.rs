@@ -10,9 +10,16 @@ use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 /// (32 heads × 16 splits fill the GPU for one sequence).
 const ATTN_SPLITS: usize = 16;
 /// Splits in the `decode_rows` table (steps of ≥ 16 rows): its rows already give enough blocks
-/// (64 rows × 32 heads × 4 on the 2.7B), and each split costs fixed work (RoPE, the shared
-/// merge, the workspace round trip, the counter); `ZAMBA2C_TUNE_ATTN_ROWS_SPLITS` overrides it.
-const ATTN_ROWS_SPLITS: usize = 4;
+/// (64 rows × 32 heads × 2 on the 2.7B), and each split costs fixed work (RoPE, the shared
+/// merge, the workspace round trip, the counter); `ZAMBA2C_TUNE_ATTN_ROWS_SPLITS` overrides it
+/// (4 until the eighteenth session: 2 measured −0.2 ms of a 64-row step, docs/PERFORMANCE.md).
+const ATTN_ROWS_SPLITS: usize = 2;
+/// Stages of each warp's cp.async ring in the `decode_rows` table (`ZAMBA2C_TUNE_ATTN_RING`, 0:
+/// the register-pipelined loop, the one-row table's default). At 64 rows the register form's 116
+/// registers held four blocks an SM and the cache streamed at 60% of DRAM peak; 4 stages
+/// measured −0.4 ms of a 64-row step, and +0.05 ms a token on the one-row table, whose splits
+/// run too few passes to fill a ring (docs/PERFORMANCE.md, eighteenth session).
+const ATTN_ROWS_RING: usize = 4;
 /// Warps of an `attention_decode` block.
 const ATTN_WARPS: usize = 4;
 
@@ -96,6 +103,26 @@ pub fn attention_decode(
         .set("rope", rope.is_some());
     if let Some(f) = rope {
         b = b.set("inv_freq", f);
+    }
+    // Blocks an SM must hold (`ZAMBA2C_TUNE_ATTN_MIN_BLOCKS`, 0: the compiler's choice; 6 on
+    // the ring spilled and lost 0.3 ms of a 64-row step to the ring alone).
+    // Each warp streams the cache through a cp.async ring of `ring` stages in shared memory
+    // (≥ 2; 0: one pass ahead in registers); a key row must be whole 16-byte chunks.
+    let ring = crate::tune_mode("ATTN_RING", if ctx.gemm { ATTN_ROWS_RING } else { 0 });
+    // 16-byte chunks, and the rings in at most 40 KiB of static shared memory (48 KiB a block,
+    // the rest for the block's other arrays): fewer stages where a stage is large (an f32 cache).
+    let keys_per_warp = 32 / lpk;
+    let stage_bytes = ATTN_WARPS * 2 * keys_per_warp * d * cache_dtype.size();
+    let ring = if ring >= 2 && (d * cache_dtype.size()).is_multiple_of(16) {
+        ring.min(8).min(40 * 1024 / stage_bytes)
+    } else {
+        0
+    };
+    let ring = if ring >= 2 { ring } else { 0 };
+    b = b.set("ring", ring);
+    let min_blocks = crate::tune_mode("ATTN_MIN_BLOCKS", 0);
+    if min_blocks > 0 {
+        b = b.set("min_blocks", min_blocks.min(16));
     }
     Some(
         b.input("q", q)
