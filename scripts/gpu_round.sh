@@ -18,7 +18,7 @@
 # NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
 # of prompts against each alone on the 2.7B shape, issue 12; BATCH_CHECK_KNOBS=K=V,.. its knobs). Knob variants take
 # several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16,
-# STATE=f16 with --state-dtype f16, KV=f16 with --kv-dtype f16 (DTYPE / STATE / KV in the
+# STATE=f32 with --state-dtype f32, KV=f16 with --kv-dtype f16 (DTYPE / STATE / KV in the
 # environment: the main 2.7B plan too).
 # Logs and JSON go to $OUT.
 set -uo pipefail
@@ -61,13 +61,13 @@ spec_dtype() {
   for k in "${kv[@]}"; do [ "${k%%=*}" = DTYPE ] && d=${k#*=}; done
   echo "$d"
 }
-# The SSM state dtype a variant spec asks for (STATE=f16 among its knobs: `compile
-# --state-dtype f16`), else $STATE (default f32).
+# The `compile --state-dtype` flags a variant spec asks for (STATE=f16 among its knobs), else
+# $STATE; none: the compile's default (f16 with 16-bit weights since the eighteenth session).
 spec_state() {
-  local kv k d=${STATE:-f32}
+  local kv k d=${STATE:-}
   IFS=, read -ra kv <<< "$1"
   for k in "${kv[@]}"; do [ "${k%%=*}" = STATE ] && d=${k#*=}; done
-  echo "$d"
+  [ -n "$d" ] && echo "--state-dtype $d"
 }
 # The `compile --kv-dtype` flags a variant spec asks for (KV=f16 among its knobs), else $KV;
 # none: the compile's default.
@@ -106,7 +106,7 @@ fi
 # memory beside it): what the memory figures of issue 11 are measured on.
 M=/tmp/mem27
 "$Z" compile examples/zamba2-2.7b-config -o "$M" --dummy-weights --dtype "${DTYPE:-bf16}" \
-  --state-dtype "${STATE:-f32}" $(spec_kv "") --arch sm_90 > /dev/null 2>&1 || rc=1
+  $(spec_state "") $(spec_kv "") --arch sm_90 > /dev/null 2>&1 || rc=1
 # Batched decode step per launch (BATCH_PROFILE=1, `bench --profile --batch B`, B from
 # PROFILE_BATCHES): the table the engine picks, its kernels, and the whole call's wall time.
 if [ "${BATCH_PROFILE:-0}" = 1 ]; then
@@ -168,7 +168,7 @@ variant_plan() {
   local knobs
   mapfile -t knobs < <(tune_env "$1")
   env X=1 "${knobs[@]}" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype "$(spec_dtype "$1")" \
-    --state-dtype "$(spec_state "$1")" $(spec_kv "$1") --arch sm_90 \
+    $(spec_state "$1") $(spec_kv "$1") --arch sm_90 \
     > /dev/null 2>&1 || { echo "variant $1: compile failed"; return 1; }
 }
 for v in ${VARIANTS:-}; do

@@ -9,7 +9,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 . "$(dirname "$0")/pack_out.sh"
 Z=$PWD/.gpu/bin/zamba2c
-comp() { env "$@" "$Z" compile examples/zamba2-2.7b-config -o "$D" --dummy-weights --dtype ${DTYPE:-bf16} --state-dtype ${STATE:-f32} ${KV:+--kv-dtype $KV} --arch sm_90 > /dev/null 2>&1 || echo "compile $D failed"; }
+comp() { env "$@" "$Z" compile examples/zamba2-2.7b-config -o "$D" --dummy-weights --dtype ${DTYPE:-bf16} ${STATE:+--state-dtype $STATE} ${KV:+--kv-dtype $KV} --arch sm_90 > /dev/null 2>&1 || echo "compile $D failed"; }
 # The two base plans only when something is profiled (PROBE_PROFILE=" ": variants alone).
 if [ -n "${PROBE_PROFILE:-64}" ] && [ -n "${PROBE_PROFILE// /}" ]; then
   D=/tmp/lib; comp X=1

@@ -146,7 +146,7 @@ fn every_fixture_matches_transformers_unoptimised() {
     }
 }
 
-/// f16 weights (`compile --dtype f16`, the cache kept f32 to isolate them). The CPU multiplies
+/// f16 weights (`compile --dtype f16`, the cache and the SSM state kept f32 to isolate them). The CPU multiplies
 /// the f32 activations as they are (the GPU's one f16 rounding of GEMM inputs is measured on
 /// the 2.7B shape, docs/KERNELS.md "GEMM inputs"), so this is the plan's weights against
 /// transformers'. A bf16 checkpoint converts to f16 exactly (bf16 has 8 significant bits, f16
@@ -160,7 +160,14 @@ fn every_fixture_with_f16_weights_stays_close() {
     for model in fixture_models() {
         let e = check_model_within(
             &model,
-            &["--dtype", "f16", "--kv-dtype", "f32"],
+            &[
+                "--dtype",
+                "f16",
+                "--kv-dtype",
+                "f32",
+                "--state-dtype",
+                "f32",
+            ],
             F16_TOL,
             false,
         );
@@ -226,7 +233,7 @@ fn every_fixture_with_a_16_bit_ssm_state_stays_close() {
 /// the default; docs/KERNELS.md "GEMM inputs"). A bf16 checkpoint's values are exact in both
 /// 16-bit types (bf16 has 8 significant bits, f16 11; values below 2^-17 aside), so on the CPU
 /// (which multiplies the f32 activations as they are) the bf16 fixture compiled so, with an f32
-/// cache to isolate the weights, stays within [`TOL`] of transformers f32, and so does
+/// cache and SSM state to isolate the weights, stays within [`TOL`] of transformers f32, and so does
 /// `--shared-dtype bf16`; `inspect` names the f16 shared blocks only in the first plan.
 #[test]
 fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
@@ -237,7 +244,14 @@ fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
     // On the GPU the GEMMs also round their inputs (one f16 plane in the shared blocks).
     let tol = if device() == "cpu" { TOL } else { F16_TOL };
     for (shared, named) in [(None, true), (Some("bf16"), false), (Some("f16"), true)] {
-        let mut args = vec!["--dtype", "bf16", "--kv-dtype", "f32"];
+        let mut args = vec![
+            "--dtype",
+            "bf16",
+            "--kv-dtype",
+            "f32",
+            "--state-dtype",
+            "f32",
+        ];
         if let Some(d) = shared {
             args.extend(["--shared-dtype", d]);
         }
@@ -259,5 +273,60 @@ fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
             named,
             "--shared-dtype {shared:?}: {first}"
         );
+    }
+}
+
+/// Plans with 16-bit weights keep an f16 SSM state unless `--state-dtype` says otherwise
+/// (docs/KERNELS.md "mamba_step"; the drift check in docs/PERFORMANCE.md, eighteenth session);
+/// f32 plans keep f32. `inspect` names a 16-bit state; the default bf16 plan with an f32 cache
+/// (to isolate the state) stays within [`STATE_F16_TOL`] of transformers on the bf16 fixture,
+/// prompt and decode paths.
+#[test]
+fn sixteen_bit_weights_default_to_an_f16_state() {
+    let model = fixture_models()
+        .into_iter()
+        .find(|m| m.ends_with("bf16_hub_style"))
+        .expect("the bf16 checkpoint fixture");
+    let tol = if device() == "cpu" {
+        STATE_F16_TOL
+    } else {
+        F16_TOL
+    };
+    check_model_within(
+        &model,
+        &["--dtype", "bf16", "--kv-dtype", "f32"],
+        tol,
+        false,
+    );
+    for (flags, state) in [
+        (&["--dtype", "bf16"][..], Some("f16")),
+        (&["--dtype", "f16"][..], Some("f16")),
+        (&["--dtype", "bf16", "--state-dtype", "f32"][..], None),
+        (
+            &["--dtype", "bf16", "--state-dtype", "bf16"][..],
+            Some("bf16"),
+        ),
+        (&["--dtype", "f32"][..], None),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = tmp.path().join("plan");
+        let mut compile = vec![
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            plan.to_str().unwrap(),
+        ];
+        compile.extend_from_slice(flags);
+        zamba2c_ok(&compile);
+        let out = zamba2c_ok(&["inspect", plan.to_str().unwrap()]);
+        let first = out.lines().next().unwrap_or_default();
+        match state {
+            Some(d) => assert!(
+                first.contains(&format!("SSM state {d},"))
+                    || first.ends_with(&format!("SSM state {d})")),
+                "{flags:?}: {first}"
+            ),
+            None => assert!(!first.contains("SSM state"), "{flags:?}: {first}"),
+        }
     }
 }

@@ -57,7 +57,8 @@ fn inspect_reports_the_gpu_memory_of_a_2p7b_plan() {
     let (layers, hybrid, d_inner, d_state, heads, kv_heads, hd) =
         (54u64, 9u64, 5120u64, 64u64, 80u64, 32u64, 160u64);
     let conv = (d_inner + 2 * d_state) * 4 * 4; // [channels, d_conv] f32
-    let ssm = heads * 64 * d_state * 4; // [heads, headdim, d_state] f32
+                                                // [heads, headdim, d_state] f16: a bf16 plan's default SSM state (compile --state-dtype).
+    let ssm = heads * 64 * d_state * 2;
     let round = |b: u64| b.div_ceil(256) * 256;
     let states = layers * (round(conv) + round(ssm));
     let kv_per_token = |es: u64| hybrid * 2 * kv_heads * hd * es;

@@ -270,7 +270,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
         .transpose()?;
     let text = match a.format {
         Format::Text => {
-            // Only a non-default SSM state is named (the line's other fields stay as they were).
+            // Only a 16-bit SSM state is named (the line's other fields stay as they were).
             let mut state = match m.ssm_state_dtype() {
                 zamba2c_ir::DType::F32 => String::new(),
                 d => format!(", SSM state {d}"),
