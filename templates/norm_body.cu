@@ -12,7 +12,7 @@
 {% endif %}#pragma unroll
   for (int i = 0; i < PT; ++i) {
     const int c = threadIdx.x + i * {{ block }};
-    xv[i] = c < {{ count }} ? to_f(src[src_off + c]) : 0.f;
+    xv[i] = c < {{ count }} ? {% if two is defined and two %}src_at(c){% else %}to_f(src[src_off + c]){% endif %} : 0.f;
 {% if gated %}    zv[i] = c < {{ count }} ? to_f(z[z_off + c]) : 0.f;
 {% endif %}  }
 {% if gated %}#pragma unroll
@@ -27,7 +27,7 @@
   for (int i = 0; i < PT; ++i) ss += xv[i] * xv[i];
 {% else %}  float ss = 0.f;
   for (int c = threadIdx.x; c < {{ count }}; c += blockDim.x) {
-    const float v = to_f(src[src_off + c]){% if gated %} * silu_f(to_f(z[z_off + c])){% endif %};
+    const float v = {% if two is defined and two %}src_at(c){% else %}to_f(src[src_off + c]){% endif %}{% if gated %} * silu_f(to_f(z[z_off + c])){% endif %};
     ss += v * v;
   }
 {% endif %}  ss = block_sum(ss, scratch);
@@ -42,7 +42,7 @@
     if (c >= {{ count }}) continue;
     const float v = xv[i], w = wv[i];
 {% else %}  for (int c = threadIdx.x; c < {{ count }}; c += blockDim.x) {
-    const float v = to_f(src[src_off + c]){% if gated %} * silu_f(to_f(z[z_off + c])){% endif %}, w = to_f(weight[c0 + c]);
+    const float v = {% if two is defined and two %}src_at(c){% else %}to_f(src[src_off + c]){% endif %}{% if gated %} * silu_f(to_f(z[z_off + c])){% endif %}, w = to_f(weight[c0 + c]);
 {% endif %}{% if split %}    store_gemm_input(o + c, {{ width }}, w * rnd<act_t>(v * inv));
 {% else %}    o[c] = from_f<act_t>(w * rnd<act_t>(v * inv));
 {% endif %}  }

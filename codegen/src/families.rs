@@ -242,8 +242,12 @@ pub fn specs(ctx: &NodeCtx, pos: usize) -> Result<Vec<KernelSpec>, CodegenError>
     let act = ctx.out.dtype;
     let ins = &ctx.inputs;
     let arity = ctx.op.arity();
+    // A norm may read its channels from two inputs, side by side: the norm of their
+    // concatenation without the concatenation (codegen/src/fused/prompt.rs, a shared block's
+    // split norm under `ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS=1`).
+    let two_part_norm = matches!(ctx.op, Op::RmsNorm { .. }) && ins.len() == 2;
     if let Some(a) = arity {
-        if ins.len() != a {
+        if ins.len() != a && !two_part_norm {
             return Err(ctx.err(pos, format!("{} operands, the op takes {a}", ins.len())));
         }
     }
@@ -300,16 +304,35 @@ fn base_specs(
                 .output(&out)
                 .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)]
         }
-        Op::RmsNorm { weight, eps } => vec![Builder::new("rms_norm", act)
-            .set("width", w)
-            .set("split", ctx.split_out)
-            .set("planes", out_planes(ctx))
-            .set("x_stride", ins[0].stride)
-            .set("eps", flit(*eps))
-            .input("x", &ins[0])
-            .weight("weight", ctx, weight)
-            .output(&out)
-            .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)],
+        Op::RmsNorm { weight, eps } => {
+            let mut b = Builder::new("rms_norm", act)
+                .set("width", w)
+                .set("split", ctx.split_out)
+                .set("planes", out_planes(ctx))
+                .set("x_stride", ins[0].stride)
+                .set("eps", flit(*eps))
+                .set("two", ins.len() == 2)
+                .input("x", &ins[0]);
+            if let Some(x2) = ins.get(1) {
+                if ins[0].width + x2.width != w {
+                    return Err(ctx.err(
+                        pos,
+                        format!(
+                            "a norm of two inputs of {} and {} channels writes {w}",
+                            ins[0].width, x2.width
+                        ),
+                    ));
+                }
+                b = b
+                    .set("half", ins[0].width)
+                    .set("x2_stride", x2.stride)
+                    .input("x2", x2);
+            }
+            vec![b
+                .weight("weight", ctx, weight)
+                .output(&out)
+                .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)]
+        }
         Op::Linear { weight } => vec![linear(ctx, pos, weight)?],
         Op::Add | Op::Mul | Op::Gelu | Op::Silu => {
             let (op, expr) = match ctx.op {

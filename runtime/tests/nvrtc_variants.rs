@@ -538,6 +538,40 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     }
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_RING");
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_MIN_BLOCKS");
+    // The shared blocks' split norm reading [hidden, embeddings] from both inputs
+    // (SPLIT_NORM_TWO_INPUTS=1): no `concat` launch in any table of the 2.7B plan (bf16 and f16
+    // weights: two bf16 planes or one f16 plane written) or of a small f32 one, and the norm
+    // kernels that read two inputs compile.
+    std::env::set_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS", "1");
+    for (weights, act, cfg, tag) in [
+        (DType::BF16, DType::F32, &big, "two-input-norm-bf16"),
+        (DType::F16, DType::F32, &big, "two-input-norm-f16"),
+        (
+            DType::F32,
+            DType::F32,
+            &config(heads[1].clone()),
+            "two-input-norm-f32",
+        ),
+    ] {
+        let p = program(cfg, weights, act, tag);
+        assert!(
+            p.kernels.values().all(|k| k.family != "concat"),
+            "{tag}: a concat kernel is left"
+        );
+        let two: Vec<_> = kernels_of(&p, "rms_norm", tag)
+            .into_iter()
+            .filter(|k| k.source.contains("src_at(c)"))
+            .collect();
+        assert!(!two.is_empty(), "{tag}: no norm reads two inputs");
+        for k in two {
+            jobs.push((
+                k.name.clone(),
+                k.source.clone(),
+                format!("{tag}/{}.cu", k.name),
+            ));
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
     // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
     // the cp.async attention.
