@@ -1334,7 +1334,28 @@ fn attention(
     let vcache = |ty| ("vcache", ty, Arg::State { id: cache, part: 1 });
     let (kn, kt, ka) = kcache(CType::Ptr(cd));
     let (vn, vt, va) = vcache(CType::Ptr(cd));
+    // `ZAMBA2C_TUNE_KV_APPEND_VEC=1` (not yet measured): four channels a thread in 16- or 8-byte
+    // pieces, a row's heads in one block; every piece must start aligned (no RoPE: its pairs
+    // are half a head apart).
+    let vec = crate::tune("KV_APPEND_VEC", 0) == 1
+        && rope_theta.is_none()
+        && [d, k.stride, v.stride, k.offset, v.offset]
+            .iter()
+            .all(|x| x.is_multiple_of(4));
+    let (append_grid, append_block) = if vec {
+        ([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)
+    } else {
+        (
+            [
+                one_per_row(),
+                Extent::Const(kv_heads as u32),
+                Extent::Const(1),
+            ],
+            128,
+        )
+    };
     let append = common("kv_append")
+        .set("vec", vec)
         .set("cache_t", CType::elem(cd))
         .set("k_stride", k.stride)
         .set("v_stride", v.stride)
@@ -1345,14 +1366,7 @@ fn attention(
         .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
         .scalar("seq", Arg::Seq)
         .scalar("cap", Arg::Capacity)
-        .finish(
-            [
-                one_per_row(),
-                Extent::Const(kv_heads as u32),
-                Extent::Const(1),
-            ],
-            128,
-        );
+        .finish(append_grid, append_block);
     // Both attention kernels take one parameter list: q, the caches, meta, out, seq, cap.
     let attend_params = |b: Builder| {
         let (kn, kt, ka) = kcache(CType::ConstPtr(cd));

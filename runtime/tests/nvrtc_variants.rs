@@ -572,6 +572,30 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS");
+    // The prompt's KV append four channels a thread (KV_APPEND_VEC=1) on bf16, f16 and f32
+    // caches under f32 and bf16 activations; a RoPE config keeps the scalar form.
+    std::env::set_var("ZAMBA2C_TUNE_KV_APPEND_VEC", "1");
+    let no_rope = json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "use_mem_rope": false});
+    for cache in [DType::BF16, DType::F16, DType::F32] {
+        for act in [DType::F32, DType::BF16] {
+            for (extra, vec) in [(no_rope.clone(), true), (heads[1].clone(), false)] {
+                let tag = format!("kv-append-vec-{cache:?}-{act:?}-{vec}");
+                let mut m = lower_with_kv(&config(extra), DType::BF16, act, cache);
+                zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+                let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+                for k in kernels_of(&p, "kv_append", &tag) {
+                    assert_eq!(k.source.contains("float x4[4];"), vec, "{tag}: {}", k.name);
+                    jobs.push((
+                        k.name.clone(),
+                        k.source.clone(),
+                        format!("{tag}/{}.cu", k.name),
+                    ));
+                }
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_KV_APPEND_VEC");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
     // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
     // the cp.async attention.
