@@ -411,8 +411,18 @@ fn base_specs(
                     },
                 )
             };
-            let (sn, st, sa) = state_arg(CType::ConstPtr(sd));
+            // `ZAMBA2C_TUNE_CONV_STATE_FUSED=1` (not yet measured): the first chunk's threads
+            // write the ring after reading it, no `conv_state_update` launch; only the first
+            // chunk reads the ring when a chunk spans at least k − 1 tokens.
+            let fused = crate::tune("CONV_STATE_FUSED", 0) == 1 && CONV_CHUNK + 1 >= k;
+            let (sn, st, sa) = state_arg(if fused {
+                CType::Ptr(sd)
+            } else {
+                CType::ConstPtr(sd)
+            });
             let conv = Builder::new("causal_conv1d", act)
+                .set("fused_state", fused)
+                .set("state_t", CType::elem(sd))
                 .set("silu", ctx.epilogue == Epilogue::Silu)
                 .set("channels", channels)
                 .set("k", k)
@@ -454,7 +464,11 @@ fn base_specs(
                     ],
                     BLOCK,
                 );
-            vec![conv, update]
+            if fused {
+                vec![conv]
+            } else {
+                vec![conv, update]
+            }
         }
         Op::SsmScan {
             dt_bias,

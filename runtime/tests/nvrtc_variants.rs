@@ -596,6 +596,31 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_KV_APPEND_VEC");
+    // The prompt conv writing the conv ring itself (CONV_STATE_FUSED=1): no conv_state_update
+    // launch, the conv kernel's ring pointer writable, under f32 and bf16 activations (the
+    // ring's dtype).
+    std::env::set_var("ZAMBA2C_TUNE_CONV_STATE_FUSED", "1");
+    for act in [DType::F32, DType::BF16] {
+        let tag = format!("conv-state-fused-{act:?}");
+        let p = program(&config(heads[1].clone()), DType::BF16, act, &tag);
+        assert!(
+            p.kernels.values().all(|k| k.family != "conv_state_update"),
+            "{tag}: a conv_state_update kernel is left"
+        );
+        for k in kernels_of(&p, "causal_conv1d", &tag) {
+            assert!(
+                k.source.contains("if (blockIdx.y == 0)"),
+                "{tag}: {}",
+                k.name
+            );
+            jobs.push((
+                k.name.clone(),
+                k.source.clone(),
+                format!("{tag}/{}.cu", k.name),
+            ));
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_CONV_STATE_FUSED");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
     // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
     // the cp.async attention.
