@@ -104,22 +104,19 @@ pub fn attention_decode(
     if let Some(f) = rope {
         b = b.set("inv_freq", f);
     }
+    // Each warp streams the cache through a cp.async ring of `ring` stages in shared memory
+    // (≥ 2; 0: one pass ahead in registers). A key row must be whole 16-byte chunks and the
+    // rings fit in 40 KiB of static shared memory (48 KiB a block, the rest for the block's
+    // other arrays): a large stage (an f32 cache) gets fewer stages, fewer than 2 none.
+    let ring = crate::tune_mode("ATTN_RING", if ctx.gemm { ATTN_ROWS_RING } else { 0 });
+    let stage_bytes = ATTN_WARPS * 2 * (32 / lpk) * d * cache_dtype.size();
+    let ring = match ring.min(8).min(40 * 1024 / stage_bytes) {
+        s if s >= 2 && (d * cache_dtype.size()).is_multiple_of(16) => s,
+        _ => 0,
+    };
+    b = b.set("ring", ring);
     // Blocks an SM must hold (`ZAMBA2C_TUNE_ATTN_MIN_BLOCKS`, 0: the compiler's choice; 6 on
     // the ring spilled and lost 0.3 ms of a 64-row step to the ring alone).
-    // Each warp streams the cache through a cp.async ring of `ring` stages in shared memory
-    // (≥ 2; 0: one pass ahead in registers); a key row must be whole 16-byte chunks.
-    let ring = crate::tune_mode("ATTN_RING", if ctx.gemm { ATTN_ROWS_RING } else { 0 });
-    // 16-byte chunks, and the rings in at most 40 KiB of static shared memory (48 KiB a block,
-    // the rest for the block's other arrays): fewer stages where a stage is large (an f32 cache).
-    let keys_per_warp = 32 / lpk;
-    let stage_bytes = ATTN_WARPS * 2 * keys_per_warp * d * cache_dtype.size();
-    let ring = if ring >= 2 && (d * cache_dtype.size()).is_multiple_of(16) {
-        ring.min(8).min(40 * 1024 / stage_bytes)
-    } else {
-        0
-    };
-    let ring = if ring >= 2 { ring } else { 0 };
-    b = b.set("ring", ring);
     let min_blocks = crate::tune_mode("ATTN_MIN_BLOCKS", 0);
     if min_blocks > 0 {
         b = b.set("min_blocks", min_blocks.min(16));
