@@ -229,6 +229,22 @@ fn every_fixture_with_a_16_bit_ssm_state_stays_close() {
     );
 }
 
+/// The first line `inspect` prints of `model` compiled with `flags` (its dtypes).
+fn inspect_line(model: &std::path::Path, flags: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan");
+    let mut compile = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ];
+    compile.extend_from_slice(flags);
+    zamba2c_ok(&compile);
+    let out = zamba2c_ok(&["inspect", plan.to_str().unwrap()]);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
 /// `compile --dtype bf16` stores the shared blocks' projections in f16 (`--shared-dtype f16`,
 /// the default; docs/KERNELS.md "GEMM inputs"). A bf16 checkpoint's values are exact in both
 /// 16-bit types (bf16 has 8 significant bits, f16 11; values below 2^-17 aside), so on the CPU
@@ -256,18 +272,7 @@ fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
             args.extend(["--shared-dtype", d]);
         }
         check_model_within(&model, &args, tol, false);
-        let tmp = tempfile::tempdir().unwrap();
-        let plan = tmp.path().join("plan");
-        let mut compile = vec![
-            "compile",
-            model.to_str().unwrap(),
-            "-o",
-            plan.to_str().unwrap(),
-        ];
-        compile.extend_from_slice(&args);
-        zamba2c_ok(&compile);
-        let first = zamba2c_ok(&["inspect", plan.to_str().unwrap()]);
-        let first = first.lines().next().unwrap_or_default();
+        let first = inspect_line(&model, &args);
         assert_eq!(
             first.contains("shared blocks' projections f16"),
             named,
@@ -308,18 +313,7 @@ fn sixteen_bit_weights_default_to_an_f16_state() {
         ),
         (&["--dtype", "f32"][..], None),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let plan = tmp.path().join("plan");
-        let mut compile = vec![
-            "compile",
-            model.to_str().unwrap(),
-            "-o",
-            plan.to_str().unwrap(),
-        ];
-        compile.extend_from_slice(flags);
-        zamba2c_ok(&compile);
-        let out = zamba2c_ok(&["inspect", plan.to_str().unwrap()]);
-        let first = out.lines().next().unwrap_or_default();
+        let first = inspect_line(&model, flags);
         match state {
             Some(d) => assert!(
                 first.contains(&format!("SSM state {d},"))

@@ -40,6 +40,15 @@ fn program(cfg: &Zamba2Config, weights: DType, act: DType, what: &str) -> Progra
     build_program(&m).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// The NVRTC job of kernel `k` of case `tag`: its name, source and the file name errors give.
+fn job(tag: impl std::fmt::Display, k: &Kernel) -> (String, String, String) {
+    (
+        k.name.clone(),
+        k.source.clone(),
+        format!("{tag}/{}.cu", k.name),
+    )
+}
+
 #[test]
 fn knob_variants_render_and_compile_with_nvrtc() {
     // The only test of this binary: nothing else reads the environment meanwhile.
@@ -467,11 +476,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                     "{tag}: {}",
                     k.name
                 );
-                jobs.push((
-                    k.name.clone(),
-                    k.source.clone(),
-                    format!("{tag}/{}.cu", k.name),
-                ));
+                jobs.push(job(&tag, k));
             }
         }
     }
@@ -501,11 +506,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                 "{tag}: ATTN_SPLIT=2 renders the same attention"
             );
             for k in flash {
-                jobs.push((
-                    k.name.clone(),
-                    k.source.clone(),
-                    format!("{tag}/{}.cu", k.name),
-                ));
+                jobs.push(job(&tag, k));
             }
         }
     }
@@ -528,11 +529,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                     "{tag}: {} is not the ring kernel",
                     k.name
                 );
-                jobs.push((
-                    k.name.clone(),
-                    k.source.clone(),
-                    format!("{tag}/{}.cu", k.name),
-                ));
+                jobs.push(job(&tag, k));
             }
         }
     }
@@ -564,11 +561,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             .collect();
         assert!(!two.is_empty(), "{tag}: no norm reads two inputs");
         for k in two {
-            jobs.push((
-                k.name.clone(),
-                k.source.clone(),
-                format!("{tag}/{}.cu", k.name),
-            ));
+            jobs.push(job(tag, k));
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS");
@@ -586,11 +579,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                 let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
                 for k in kernels_of(&p, "kv_append", &tag) {
                     assert_eq!(k.source.contains("float x4[4];"), vec, "{tag}: {}", k.name);
-                    jobs.push((
-                        k.name.clone(),
-                        k.source.clone(),
-                        format!("{tag}/{}.cu", k.name),
-                    ));
+                    jobs.push(job(&tag, k));
                 }
             }
         }
@@ -613,11 +602,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
                 "{tag}: {}",
                 k.name
             );
-            jobs.push((
-                k.name.clone(),
-                k.source.clone(),
-                format!("{tag}/{}.cu", k.name),
-            ));
+            jobs.push(job(&tag, k));
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_CONV_STATE_FUSED");
