@@ -229,6 +229,14 @@ fn every_fixture_with_a_16_bit_ssm_state_stays_close() {
     );
 }
 
+/// The fixture made from a bf16 checkpoint (`bf16_hub_style`).
+fn bf16_fixture() -> std::path::PathBuf {
+    fixture_models()
+        .into_iter()
+        .find(|m| m.ends_with("bf16_hub_style"))
+        .expect("the bf16 checkpoint fixture")
+}
+
 /// The first line `inspect` prints of `model` compiled with `flags` (its dtypes).
 fn inspect_line(model: &std::path::Path, flags: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
@@ -253,10 +261,7 @@ fn inspect_line(model: &std::path::Path, flags: &[&str]) -> String {
 /// `--shared-dtype bf16`; `inspect` names the f16 shared blocks only in the first plan.
 #[test]
 fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
-    let model = fixture_models()
-        .into_iter()
-        .find(|m| m.ends_with("bf16_hub_style"))
-        .expect("the bf16 checkpoint fixture");
+    let model = bf16_fixture();
     // On the GPU the GEMMs also round their inputs (one f16 plane in the shared blocks).
     let tol = if device() == "cpu" { TOL } else { F16_TOL };
     for (shared, named) in [(None, true), (Some("bf16"), false), (Some("f16"), true)] {
@@ -288,10 +293,7 @@ fn a_bf16_checkpoint_through_the_mixed_default_plan_stays_exact() {
 /// prompt and decode paths.
 #[test]
 fn sixteen_bit_weights_default_to_an_f16_state() {
-    let model = fixture_models()
-        .into_iter()
-        .find(|m| m.ends_with("bf16_hub_style"))
-        .expect("the bf16 checkpoint fixture");
+    let model = bf16_fixture();
     let tol = if device() == "cpu" {
         STATE_F16_TOL
     } else {

@@ -187,6 +187,11 @@ pub fn weight_ref(ctx: &NodeCtx, w: &str) -> Option<WeightRef> {
     })
 }
 
+/// [`weight_ref`], or the one-line reason a kernel builder gives when `w` is missing.
+pub(crate) fn required_weight(ctx: &NodeCtx, w: &str) -> Result<WeightRef, String> {
+    weight_ref(ctx, w).ok_or(format!("weight {w} is not in the table"))
+}
+
 /// A C float literal that reads back as exactly `x`.
 pub fn flit(x: f32) -> String {
     if x.is_finite() {
@@ -781,9 +786,7 @@ pub(crate) fn weights_planes<'w>(
 ) -> Result<(DType, usize), String> {
     let mut dtype = None;
     for w in weights {
-        let d = weight_ref(ctx, w)
-            .map(|r| r.dtype)
-            .ok_or(format!("weight {w} is not in the table"))?;
+        let d = required_weight(ctx, w)?.dtype;
         match dtype {
             None => dtype = Some(d),
             Some(first) if first != d => {

@@ -40,6 +40,17 @@ fn program(cfg: &Zamba2Config, weights: DType, act: DType, what: &str) -> Progra
     build_program(&m).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// How many launches of `p`'s `decode_rows` table run kernels of `family`.
+fn rows_launches(p: &Program, family: &str) -> usize {
+    p.decode_rows
+        .as_ref()
+        .expect("decode_rows")
+        .launches
+        .iter()
+        .filter(|l| p.kernels[&l.kernel].family == family)
+        .count()
+}
+
 /// The NVRTC job of kernel `k` of case `tag`: its name, source and the file name errors give.
 fn job(tag: impl std::fmt::Display, k: &Kernel) -> (String, String, String) {
     (
@@ -305,23 +316,19 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
         m
     };
-    let count = |p: &Program, f: &str| {
-        let rows = p.decode_rows.as_ref().expect("decode_rows");
-        rows.launches
-            .iter()
-            .filter(|l| p.kernels[&l.kernel].family == f)
-            .count()
-    };
     let before = build_program(&base).expect("pair-fold base");
     std::env::set_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD", "1");
     let p = build_program(&base).expect("pair-fold");
     std::env::remove_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD");
     assert_eq!(
-        count(&before, "pair_sum") - count(&p, "pair_sum"),
+        rows_launches(&before, "pair_sum") - rows_launches(&p, "pair_sum"),
         big.layers_block_type.len(),
         "pair-fold: one pair_sum fewer a mixer"
     );
-    assert_eq!(count(&before, "mamba_step"), count(&p, "mamba_step"));
+    assert_eq!(
+        rows_launches(&before, "mamba_step"),
+        rows_launches(&p, "mamba_step")
+    );
     let rows = p.decode_rows.as_ref().expect("decode_rows");
     let folded: std::collections::BTreeSet<&String> = rows
         .launches
@@ -676,30 +683,21 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // launches, the same GEMMs, a table that validates, kernels that compile.
     let mut fused = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
     zamba2c_passes::pipeline::run_pipeline(&mut fused, 1, None).expect("the passes run");
-    let rows_families = |p: &Program, family: &str| {
-        p.decode_rows
-            .as_ref()
-            .expect("decode_rows")
-            .launches
-            .iter()
-            .filter(|l| p.kernels[&l.kernel].family == family)
-            .count()
-    };
     let base = build_program(&fused).expect("2.7B program");
     std::env::set_var("ZAMBA2C_TUNE_SHARED_PAIR_SUM", "1");
     let shared = build_program(&fused).expect("2.7B program, shared pair_sum");
     std::env::remove_var("ZAMBA2C_TUNE_SHARED_PAIR_SUM");
     assert_eq!(shared.validate(&fused), Ok(()));
     let (before, after) = (
-        rows_families(&base, "pair_sum"),
-        rows_families(&shared, "pair_sum"),
+        rows_launches(&base, "pair_sum"),
+        rows_launches(&shared, "pair_sum"),
     );
     eprintln!("SHARED_PAIR_SUM=1: decode_rows pair_sum launches {before} -> {after}");
     // 9 hybrid layers' q/k/v (3 -> 1) and 2 shared blocks' embedding halves (3 -> 1).
     assert_eq!(after + 2 * 9 + 2 * 2, before);
     assert_eq!(
-        rows_families(&shared, "linear_mma_pipe"),
-        rows_families(&base, "linear_mma_pipe")
+        rows_launches(&shared, "linear_mma_pipe"),
+        rows_launches(&base, "linear_mma_pipe")
     );
     for (name, k) in &shared.kernels {
         if ["pair_sum", "linear_mma_pipe"].contains(&k.family.as_str()) {

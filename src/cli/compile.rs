@@ -112,11 +112,13 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
             a.act_dtype
         )
     })?;
+    // bf16 and f16 weights get the measured 16-bit defaults below (cache, state, shared blocks).
+    let sixteen_bit = matches!(dtype, DType::BF16 | DType::F16);
     let kv_dtype = match a.kv_dtype.as_deref() {
         // 16-bit weights: a bf16 cache by default (docs/PERFORMANCE.md: inside the fidelity
         // bar). With f16 weights an f16 cache keeps 3 more bits in the same bytes (emulated:
         // the f16 plan 6.0e-3 -> 4.1e-3); it becomes their default once the H200 has run it.
-        None if matches!(dtype, DType::BF16 | DType::F16) => DType::BF16,
+        None if sixteen_bit => DType::BF16,
         None => act_dtype,
         Some("f32") => DType::F32,
         Some("bf16") => DType::BF16,
@@ -126,7 +128,7 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
     let state_dtype = match a.state_dtype.as_deref() {
         // 16-bit weights: an f16 state by default (the measured trade in the doc comment above);
         // f32 weights keep the exact plan's f32 state.
-        None if matches!(dtype, DType::BF16 | DType::F16) => DType::F16,
+        None if sixteen_bit => DType::F16,
         None => DType::F32,
         Some(s) => DType::parse_float(s)
             .with_context(|| format!("--state-dtype: {s:?} is not one of f32, f16, bf16"))?,
@@ -135,9 +137,7 @@ pub fn main(mut a: CompileArgs) -> Result<()> {
         // The measured default of bf16 plans (the doc comment above).
         None if dtype == DType::BF16 => Some(DType::F16),
         None => None,
-        Some(s @ ("bf16" | "f16")) if matches!(dtype, DType::BF16 | DType::F16) => {
-            DType::parse_float(s)
-        }
+        Some(s @ ("bf16" | "f16")) if sixteen_bit => DType::parse_float(s),
         Some("bf16" | "f16") => bail!(
             "--shared-dtype: needs 16-bit weights (--dtype bf16 or f16), not --dtype {}",
             a.dtype

@@ -12,7 +12,7 @@ use zamba2c_ir::{DType, Op};
 use super::mixer::mamba_step;
 use super::prompt::{prompt_specs, Emit};
 use super::Temp;
-use crate::families::{self, flit, weight_ref, Builder, KernelSpec};
+use crate::families::{self, flit, Builder, KernelSpec};
 use crate::program::{Extent, NodeCtx, Operand};
 
 /// Threads of a `group_rms_norm` block (one block per row and norm group).
@@ -80,8 +80,7 @@ fn group_rms_norm(
     split: bool,
 ) -> Result<KernelSpec, String> {
     let w = x.width;
-    let wr = weight_ref(ctx, &norm.weight)
-        .ok_or(format!("weight {} is not in the table", norm.weight))?;
+    let wr = families::required_weight(ctx, &norm.weight)?;
     let (plane_dtype, count) = families::gemm_planes(out.dtype);
     let planes = if split { count } else { 1 };
     if wr.shape != [w]
