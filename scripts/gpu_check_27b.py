@@ -218,9 +218,11 @@ def main():
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
             res["run_prompt_cuda"] = json.loads(o.strip().splitlines()[-1])
-            if args.long_run:
-                res["long_run"] = long_run(z, plan, args.work, args.long_run, cfg.vocab_size)
-                print("long run", json.dumps(res["long_run"]), flush=True)
+        # The drift check on every plan of f32 activations without codegen knobs (a state dtype
+        # is a compile flag, not a knob: its control is the same check on --state-dtype f32).
+        if args.long_run and act == "f32" and not knobs and kv is None:
+            r["long_run"] = long_run(z, plan, args.work, args.long_run, cfg.vocab_size)
+            print("long run", key, json.dumps(r["long_run"]), flush=True)
         if dtype == "f32":
             shutil.rmtree(plan, ignore_errors=True)
     with open(os.path.join(args.out, "gpu_27b.json"), "w") as f:
@@ -232,6 +234,9 @@ def main():
             pooled = r.get("pooled")
             more = (f" pooled top1 {pooled['top1_agree']:.4f} ({pooled['flips']} flips in {pooled['positions']}"
                     f" positions, max rel {pooled['max_rel']:.3e})") if pooled else ""
+            lr = r.get("long_run")
+            if lr:
+                more += f" long_run {lr['decode_steps']} rel {lr['rel_last64']:.3e} top1 {lr['top1_agree_last64']:.4f}"
             print(f"FIDELITY {key} prompt_rel {r['prompt_rel']:.3e} top1 {r['prompt_top1_agree']:.4f} "
                   f"decode_rel {r['decode_rel']:.3e} top1 {r['decode_top1_agree']:.4f}{more}", flush=True)
 

@@ -192,6 +192,35 @@ __device__ __forceinline__ void st4(bf16_t* p, const float* v) {
   *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1])),
                                             pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3])));
 }
+// 16 bytes of T values (4 f32, or 8 16-bit) to f32 and back, rounding to nearest even: a
+// thread's chunk of an SSM state tile (templates/mamba_step_pipe.cu).
+template <typename T> __device__ __forceinline__ void unpack16(const uint4& r, float* o);
+template <> __device__ __forceinline__ void unpack16<float>(const uint4& r, float* o) {
+  o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y);
+  o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
+}
+template <> __device__ __forceinline__ void unpack16<half_t>(const uint4& r, float* o) {
+  unpack2_f16(r.x, o); unpack2_f16(r.y, o + 2); unpack2_f16(r.z, o + 4); unpack2_f16(r.w, o + 6);
+}
+template <> __device__ __forceinline__ void unpack16<bf16_t>(const uint4& r, float* o) {
+  unpack2(r.x, o); unpack2(r.y, o + 2); unpack2(r.z, o + 4); unpack2(r.w, o + 6);
+}
+template <typename T> __device__ __forceinline__ uint4 pack16(const float* v);
+template <> __device__ __forceinline__ uint4 pack16<float>(const float* v) {
+  return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
+}
+template <> __device__ __forceinline__ uint4 pack16<half_t>(const float* v) {
+  return make_uint4(pack_f16x2(from_f<half_t>(v[0]), from_f<half_t>(v[1])),
+                    pack_f16x2(from_f<half_t>(v[2]), from_f<half_t>(v[3])),
+                    pack_f16x2(from_f<half_t>(v[4]), from_f<half_t>(v[5])),
+                    pack_f16x2(from_f<half_t>(v[6]), from_f<half_t>(v[7])));
+}
+template <> __device__ __forceinline__ uint4 pack16<bf16_t>(const float* v) {
+  return make_uint4(pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1])),
+                    pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3])),
+                    pack_bf16x2(from_f<bf16_t>(v[4]), from_f<bf16_t>(v[5])),
+                    pack_bf16x2(from_f<bf16_t>(v[6]), from_f<bf16_t>(v[7])));
+}
 // One f32 value split by the same rule into its hi plane at o[0] and its lo plane at o[k]: a norm
 // that writes the planes its GEMMs read (templates/rms_norm.cu, `split`).
 __device__ __forceinline__ void store_split_bf16(bf16_t* o, int k, float x) {

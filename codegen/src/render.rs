@@ -125,6 +125,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "mamba_step.cu",
         include_str!("../../templates/mamba_step.cu"),
     ),
+    (
+        "mamba_step_pipe.cu",
+        include_str!("../../templates/mamba_step_pipe.cu"),
+    ),
     ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
     (
         "conv_state_update.cu",

@@ -331,6 +331,23 @@ fn modules() -> Vec<(String, Module)> {
     m.set_shared_projection_dtype(DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_shared_f16_batch_invariant_O1".into(), m));
+    // State rows of 16-byte chunks (d_state 64 with an f16 state, 16 with an f32 one, two
+    // groups): the shapes decode_rows' pipelined mamba_step takes (`ZAMBA2C_TUNE_STEP_PIPE`).
+    let wide = config(
+        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 64,
+        "intermediate_size": 128}),
+    );
+    let mut m = lower_with_kv(&wide, DType::BF16, DType::F32, DType::BF16);
+    m.set_ssm_state_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("dstate64_bf16_state_f16_O1".into(), m));
+    let groups = config(
+        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 16,
+        "mamba_ngroups": 2, "intermediate_size": 128}),
+    );
+    let mut m = lower_with_kv(&groups, DType::F32, DType::F32, DType::F32);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("dstate16_groups2_f32_O1".into(), m));
     out
 }
 

@@ -541,7 +541,7 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
     assert_eq!(p1.validate(&fused), Ok(()));
     // The decode_rows table (docs/KERNELS.md "decode_rows"): nothing decomposed, every
     // projection on the tensor-core GEMM (adapters included: rank 128 is aligned), the state
-    // kernels those of decode.
+    // kernels those of decode but the mixer's step, pipelined over whole heads.
     let rows = p1.decode_rows.as_ref().expect("decode_rows");
     let r = c1.decode_rows.as_ref().expect("decode_rows cost");
     eprintln!(
@@ -567,7 +567,7 @@ fn zamba2_2p7b_program_meets_the_fused_budget() {
                 "argmax_rows",
                 "elementwise",
                 "gelu_mul",
-                "mamba_step",
+                "mamba_step_pipe",
                 "group_rms_norm",
                 "attention_decode"
             ]

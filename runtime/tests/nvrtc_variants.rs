@@ -64,6 +64,9 @@ fn job(tag: impl std::fmt::Display, k: &Kernel) -> (String, String, String) {
 fn knob_variants_render_and_compile_with_nvrtc() {
     // The only test of this binary: nothing else reads the environment meanwhile.
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "1");
+    // decode_rows' `mamba_step` (its pipelined form is the default, compiled below): its
+    // whole-head and several-head shapes are the variants here.
+    std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "0");
     std::env::set_var("ZAMBA2C_TUNE_STEP_ROWS_BATCHED", "64");
     std::env::set_var("ZAMBA2C_TUNE_ROWS_GEMM", "2");
     // Head sizes 64 and 160 (the 2.7B's), GQA and RoPE, a bf16 KV cache under f32 and bf16
@@ -410,6 +413,39 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     std::env::remove_var("ZAMBA2C_TUNE_GEMV_PREFETCH");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_HEADS");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_MIN_BLOCKS");
+    // decode_rows' pipelined mamba_step (the default, STEP_PIPE=1) with 16-byte state chunks
+    // of f32, f16 and bf16 states through the cp.async ring, on the 2.7B shape and a small one
+    // of two groups (the block's heads within one group); the decode table keeps mamba_step.
+    std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "1");
+    let groups = config(
+        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_ngroups": 2,
+        "mamba_d_state": 16}),
+    );
+    for (shape, cfg) in [("big", &big), ("groups", &groups)] {
+        for state in [DType::F32, DType::F16, DType::BF16] {
+            let tag = format!("step-pipe-{shape}-{state:?}");
+            let mut m = lower_with_kv(cfg, DType::BF16, DType::F32, DType::BF16);
+            m.set_ssm_state_dtype(state);
+            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            assert!(
+                rows_launches(&p, "mamba_step_pipe") > 0,
+                "{tag}: no pipelined step"
+            );
+            assert!(
+                p.decode
+                    .launches
+                    .iter()
+                    .all(|l| p.kernels[&l.kernel].family != "mamba_step_pipe"),
+                "{tag}: the decode table took the pipelined step"
+            );
+            for k in kernels_of(&p, "mamba_step_pipe", &tag) {
+                assert!(k.source.contains("cp_async16(&ring"), "{tag}: {}", k.name);
+                jobs.push(job(&tag, k));
+            }
+        }
+    }
+    std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "0");
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
     // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every
     // projection family (norms, split norm, adapters, GELU·up, residual) and the batched
@@ -619,6 +655,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", "2");
     std::env::set_var("ZAMBA2C_TUNE_SMEM_CVTA", "0");
     std::env::remove_var("ZAMBA2C_TUNE_STEP_ROWS_BATCHED");
+    std::env::remove_var("ZAMBA2C_TUNE_STEP_PIPE");
     std::env::remove_var("ZAMBA2C_TUNE_ROWS_GEMM");
     let p = program(&big, DType::BF16, DType::F32, "smem-cvta");
     let mut cvta = 0;

@@ -111,64 +111,138 @@ pub(super) fn mamba_step(
         flops_per_row: (6 * din * d_state + 2 * channels * k) as u64,
         ..Default::default()
     };
+    // What both kernels take: the shapes, in_proj's output, the weights, both states, the rows'
+    // positions and slots, the gated output.
+    let common = |b: Builder| {
+        b.cost(cost)
+            .set("pdl_inside", true)
+            .set("n", *d_state)
+            .set("k", k)
+            .set("din", din)
+            .set("gn", gn)
+            .set("channels", channels)
+            .set("heads", *heads)
+            .set("head_dim", *head_dim)
+            .set("heads_per_group", heads / groups)
+            .set("zx_stride", zx.stride)
+            .set("zx_pair", if pair { width } else { 0 })
+            .set("ssm_t", CType::elem(sdt))
+            .input("zxbcdt", &zx)
+            .weight("conv_weight", ctx, conv_weight)
+            .weight("conv_bias", ctx, conv_bias)
+            .weight("dt_bias", ctx, dt_bias)
+            .weight("a_log", ctx, a_log)
+            .weight("d_skip", ctx, d)
+            .param(
+                "conv_state",
+                CType::Ptr(cdt),
+                Arg::State {
+                    id: *conv_state,
+                    part: 0,
+                },
+            )
+            .param(
+                "ssm_state",
+                CType::Ptr(sdt),
+                Arg::State {
+                    id: *ssm_state,
+                    part: 0,
+                },
+            )
+            .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
+            .output(&gated)
+    };
     // Blocks an SM must hold in decode_rows (`ZAMBA2C_TUNE_STEP_MIN_BLOCKS`, a measurement):
     // the 64-row step's blocks are latency-bound and 48 registers hold the SM to 5 of them (15.5
     // waves); ptxas fits 6 in 40 registers without spilling, 8 in 32 with 36 bytes spilled.
-    let mut b = Builder::new("mamba_step", zx.dtype);
     let min_blocks = crate::tune("STEP_MIN_BLOCKS", 0);
-    if ctx.gemm && min_blocks > 1 {
-        b = b.set("min_blocks", min_blocks.min(8));
+    let bounded = |b: Builder| {
+        if ctx.gemm && min_blocks > 1 {
+            b.set("min_blocks", min_blocks.min(8))
+        } else {
+            b
+        }
+    };
+    if let Some(pipe) = pipe_shape(ctx.gemm, *heads / *groups, *head_dim, *d_state, sdt) {
+        let b = bounded(common(Builder::new("mamba_step_pipe", zx.dtype)))
+            .set("hpb", pipe.heads)
+            .set("tpr", pipe.tpr)
+            .set("npt", pipe.npt)
+            .set("rpt", STEP_THREADS / pipe.tpr)
+            .set("stages", pipe.stages);
+        return Ok(b.finish(
+            [
+                Extent::Const((heads / pipe.heads) as u32),
+                Extent::Batch,
+                Extent::Const(1),
+            ],
+            STEP_THREADS,
+        ));
     }
-    Ok(b.cost(cost)
-        .set("pdl_inside", true)
+    let b = bounded(common(Builder::new("mamba_step", zx.dtype)))
         .set("pb", pb)
         .set("hpb", hpb)
         .set("passes", (hpb * pb).div_ceil(STEP_THREADS / tpr))
         .set("psplit", psplit)
         .set("tpr", tpr)
         .set("npt", d_state.div_ceil(tpr))
-        .set("vec4", d_state.is_multiple_of(4 * tpr))
-        .set("n", *d_state)
-        .set("k", k)
-        .set("din", din)
-        .set("gn", gn)
-        .set("channels", channels)
-        .set("heads", *heads)
-        .set("head_dim", *head_dim)
-        .set("heads_per_group", heads / groups)
-        .set("zx_stride", zx.stride)
-        .set("zx_pair", if pair { width } else { 0 })
-        .set("ssm_t", CType::elem(sdt))
-        .input("zxbcdt", &zx)
-        .weight("conv_weight", ctx, conv_weight)
-        .weight("conv_bias", ctx, conv_bias)
-        .weight("dt_bias", ctx, dt_bias)
-        .weight("a_log", ctx, a_log)
-        .weight("d_skip", ctx, d)
-        .param(
-            "conv_state",
-            CType::Ptr(cdt),
-            Arg::State {
-                id: *conv_state,
-                part: 0,
-            },
-        )
-        .param(
-            "ssm_state",
-            CType::Ptr(sdt),
-            Arg::State {
-                id: *ssm_state,
-                part: 0,
-            },
-        )
-        .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
-        .output(&gated)
-        .finish(
-            [
-                Extent::Const((heads / hpb * psplit) as u32),
-                Extent::Batch,
-                Extent::Const(1),
-            ],
-            STEP_THREADS,
-        ))
+        .set("vec4", d_state.is_multiple_of(4 * tpr));
+    Ok(b.finish(
+        [
+            Extent::Const((heads / hpb * psplit) as u32),
+            Extent::Batch,
+            Extent::Const(1),
+        ],
+        STEP_THREADS,
+    ))
+}
+
+/// How `mamba_step_pipe` (templates/mamba_step_pipe.cu) covers a `decode_rows` mixer: whole
+/// heads a block, threads a state row, state columns a thread, cp.async stages.
+struct PipeShape {
+    heads: usize,
+    tpr: usize,
+    npt: usize,
+    stages: usize,
+}
+
+/// Heads a `mamba_step_pipe` block streams (`ZAMBA2C_TUNE_STEP_PIPE_HEADS`; the largest divisor
+/// of a group's heads up to it). A 64-row step of the 2.7B shape: 7.596 ms with 4 (1,280
+/// blocks), 7.860 with 8 (640 blocks of 60 registers: 1.2 waves), 7.602 with 16
+/// (docs/PERFORMANCE.md, nineteenth session).
+const PIPE_HEADS: usize = 4;
+/// Its cp.async stages (`ZAMBA2C_TUNE_STEP_PIPE_STAGES`, 2..8): three tiles in flight behind the
+/// one being updated.
+const PIPE_STAGES: usize = 4;
+
+/// The pipelined step's shape in `decode_rows` (`gemm`), or None where it does not apply (then
+/// `mamba_step`, as `ZAMBA2C_TUNE_STEP_PIPE=0` asks): each thread's chunk of a state row must
+/// be 16 bytes (4 f32 or 8 16-bit columns) and a row's threads a power of two within a warp.
+/// The 2.7B's 64-row step: 8.19 -> 7.60 ms (docs/PERFORMANCE.md, nineteenth session).
+fn pipe_shape(
+    gemm: bool,
+    heads_per_group: usize,
+    head_dim: usize,
+    d_state: usize,
+    state: DType,
+) -> Option<PipeShape> {
+    if !gemm || crate::tune_mode("STEP_PIPE", 1) == 0 {
+        return None;
+    }
+    let npt = 16 / state.size();
+    let tpr = d_state / npt;
+    if !d_state.is_multiple_of(npt) || !tpr.is_power_of_two() || tpr > 32 || head_dim == 0 {
+        return None;
+    }
+    let want = crate::tune("STEP_PIPE_HEADS", PIPE_HEADS).max(1);
+    let heads = (1..=want.min(heads_per_group))
+        .rev()
+        .find(|h| heads_per_group.is_multiple_of(*h))?;
+    let stages = crate::tune("STEP_PIPE_STAGES", PIPE_STAGES).clamp(2, 8);
+    Some(PipeShape {
+        heads,
+        tpr,
+        npt,
+        stages,
+    })
 }
