@@ -21,18 +21,7 @@
     win[j] = q >= 0 ? to_f(x[((long)b * seq + q) * {{ x_stride }} + c])
                     : to_f(state[so + ((META_POS(b) + q) % {{ k }} + {{ k }}) % {{ k }}]);
   }
-{% if fused_state %}  // This call's newest {{ k }} inputs go into the ring here (one launch fewer than
-  // templates/conv_state_update.cu), by the threads of the first chunk, which have just read the
-  // entering ring above: no other chunk reads the ring (chunks of {{ tch }} ≥ {{ k }} - 1 tokens
-  // start inside this call), so no block reads a slot another writes.
-  if (blockIdx.y == 0) {
-#pragma unroll
-    for (int j = 0; j < {{ k }}; ++j) {
-      const int q = seq - {{ k }} + j;
-      if (q >= 0) state[so + (META_POS(b) + q) % {{ k }}] = from_f<{{ state_t }}>(to_f(x[((long)b * seq + q) * {{ x_stride }} + c]));
-    }
-  }
-{% endif %}  const float bc = to_f(bias[c]);
+  const float bc = to_f(bias[c]);
   // The chunk's inputs, all loaded before the first output is stored (a store could alias the
   // next input for the compiler, which then waited for each load in turn).
   float xin[{{ tch }}];

@@ -3,26 +3,7 @@
   // Appends k (after RoPE when enabled) and v of every new token to the KV cache
   // [slots, {{ kv_heads }}, cap, {{ d }}] of sequence b's slot at absolute position META_POS(b) + t (ZAMBA2.md §2.4, §4),
   // rounded to the activation dtype as the op's output, then stored as the cache's cache_t.
-{% if vec %}  // Four consecutive channels a thread, one 16- or 8-byte load and store each, every KV head
-  // of the row in one block (the scalar form below: one block per row and head, one channel a
-  // thread, 2-byte stores of a 16-bit cache); the same conversions (ld4/st4 round to nearest
-  // even as from_f does). No RoPE here (codegen/src/families.rs checks).
-  constexpr int Q = {{ d }} / 4;
   const long r = tile;
-  const int b = (int)(r / seq), t = (int)(r % seq);
-  const int pos = META_POS(b) + t;
-  if (pos >= cap) return;
-  const long base = (long)META_SLOT(b) * {{ kv_heads }} * cap;
-  for (int i = threadIdx.x; i < {{ kv_heads }} * Q; i += blockDim.x) {
-    const int kh = i / Q, c = (i % Q) * 4;
-    const long dst = ((base + (long)kh * cap) + pos) * {{ d }} + c;
-    float x4[4];
-    ld4(k + r * {{ k_stride }} + kh * {{ d }} + c, x4);
-    st4(kcache + dst, x4);
-    ld4(v + r * {{ v_stride }} + kh * {{ d }} + c, x4);
-    st4(vcache + dst, x4);
-  }
-{% else %}  const long r = tile;
   const int kh = blockIdx.y;
   const int b = (int)(r / seq), t = (int)(r % seq);
   const int pos = META_POS(b) + t;
@@ -40,4 +21,4 @@
     }
 {% else %}    kcache[dst + c] = from_f<cache_t>(to_f(k[ko + c]));
 {% endif %}  }
-{% endif %}}
+}

@@ -416,18 +416,8 @@ fn base_specs(
                     },
                 )
             };
-            // `ZAMBA2C_TUNE_CONV_STATE_FUSED=1` (not yet measured): the first chunk's threads
-            // write the ring after reading it, no `conv_state_update` launch; only the first
-            // chunk reads the ring when a chunk spans at least k − 1 tokens.
-            let fused = crate::tune("CONV_STATE_FUSED", 0) == 1 && CONV_CHUNK + 1 >= k;
-            let (sn, st, sa) = state_arg(if fused {
-                CType::Ptr(sd)
-            } else {
-                CType::ConstPtr(sd)
-            });
+            let (sn, st, sa) = state_arg(CType::ConstPtr(sd));
             let conv = Builder::new("causal_conv1d", act)
-                .set("fused_state", fused)
-                .set("state_t", CType::elem(sd))
                 .set("silu", ctx.epilogue == Epilogue::Silu)
                 .set("channels", channels)
                 .set("k", k)
@@ -469,11 +459,7 @@ fn base_specs(
                     ],
                     BLOCK,
                 );
-            if fused {
-                vec![conv]
-            } else {
-                vec![conv, update]
-            }
+            vec![conv, update]
         }
         Op::SsmScan {
             dt_bias,
@@ -1351,28 +1337,7 @@ fn attention(
     let vcache = |ty| ("vcache", ty, Arg::State { id: cache, part: 1 });
     let (kn, kt, ka) = kcache(CType::Ptr(cd));
     let (vn, vt, va) = vcache(CType::Ptr(cd));
-    // `ZAMBA2C_TUNE_KV_APPEND_VEC=1` (not yet measured): four channels a thread in 16- or 8-byte
-    // pieces, a row's heads in one block; every piece must start aligned (no RoPE: its pairs
-    // are half a head apart).
-    let vec = crate::tune("KV_APPEND_VEC", 0) == 1
-        && rope_theta.is_none()
-        && [d, k.stride, v.stride, k.offset, v.offset]
-            .iter()
-            .all(|x| x.is_multiple_of(4));
-    let (append_grid, append_block) = if vec {
-        ([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)
-    } else {
-        (
-            [
-                one_per_row(),
-                Extent::Const(kv_heads as u32),
-                Extent::Const(1),
-            ],
-            128,
-        )
-    };
     let append = common("kv_append")
-        .set("vec", vec)
         .set("cache_t", CType::elem(cd))
         .set("k_stride", k.stride)
         .set("v_stride", v.stride)
@@ -1383,7 +1348,14 @@ fn attention(
         .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
         .scalar("seq", Arg::Seq)
         .scalar("cap", Arg::Capacity)
-        .finish(append_grid, append_block);
+        .finish(
+            [
+                one_per_row(),
+                Extent::Const(kv_heads as u32),
+                Extent::Const(1),
+            ],
+            128,
+        );
     // Both attention kernels take one parameter list: q, the caches, meta, out, seq, cap.
     let attend_params = |b: Builder| {
         let (kn, kt, ka) = kcache(CType::ConstPtr(cd));

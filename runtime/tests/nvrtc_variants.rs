@@ -608,47 +608,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         }
     }
     std::env::remove_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS");
-    // The prompt's KV append four channels a thread (KV_APPEND_VEC=1) on bf16, f16 and f32
-    // caches under f32 and bf16 activations; a RoPE config keeps the scalar form.
-    std::env::set_var("ZAMBA2C_TUNE_KV_APPEND_VEC", "1");
-    let no_rope = json!({"hidden_size": 160, "n_mamba_heads": 4, "num_attention_heads": 2,
-        "num_key_value_heads": 2, "use_mem_rope": false});
-    for cache in [DType::BF16, DType::F16, DType::F32] {
-        for act in [DType::F32, DType::BF16] {
-            for (extra, vec) in [(no_rope.clone(), true), (heads[1].clone(), false)] {
-                let tag = format!("kv-append-vec-{cache:?}-{act:?}-{vec}");
-                let mut m = lower_with_kv(&config(extra), DType::BF16, act, cache);
-                zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-                let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
-                for k in kernels_of(&p, "kv_append", &tag) {
-                    assert_eq!(k.source.contains("float x4[4];"), vec, "{tag}: {}", k.name);
-                    jobs.push(job(&tag, k));
-                }
-            }
-        }
-    }
-    std::env::remove_var("ZAMBA2C_TUNE_KV_APPEND_VEC");
-    // The prompt conv writing the conv ring itself (CONV_STATE_FUSED=1): no conv_state_update
-    // launch, the conv kernel's ring pointer writable, under f32 and bf16 activations (the
-    // ring's dtype).
-    std::env::set_var("ZAMBA2C_TUNE_CONV_STATE_FUSED", "1");
-    for act in [DType::F32, DType::BF16] {
-        let tag = format!("conv-state-fused-{act:?}");
-        let p = program(&config(heads[1].clone()), DType::BF16, act, &tag);
-        assert!(
-            p.kernels.values().all(|k| k.family != "conv_state_update"),
-            "{tag}: a conv_state_update kernel is left"
-        );
-        for k in kernels_of(&p, "causal_conv1d", &tag) {
-            assert!(
-                k.source.contains("if (blockIdx.y == 0)"),
-                "{tag}: {}",
-                k.name
-            );
-            jobs.push(job(&tag, k));
-        }
-    }
-    std::env::remove_var("ZAMBA2C_TUNE_CONV_STATE_FUSED");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every
     // family of the 2.7B bf16 plan that converts shared addresses (cp.async, ldmatrix), with
     // the cp.async attention.
