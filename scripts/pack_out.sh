@@ -3,13 +3,17 @@
 # wrote more, every file goes into one $OUT/round.tar.gz (unpack here with `tar xzf`), so a
 # profile is never left behind. Sourced by gpu_round.sh, gpu_sanitize.sh and gpu_rows_probe.sh
 # as an EXIT trap.
+# Several scripts of one call each pack what they find: a later pack goes into round-2.tar.gz,
+# round-3.tar.gz, ..., never over an earlier one, and lines.txt (where a call tees its output,
+# docs/GPU.md) stays unpacked so the lines after a pack are not written into a deleted file.
 pack_out() {
-  local n
-  n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
-  if [ "$n" -gt 8 ]; then
-    (cd "$OUT" && find . -maxdepth 1 -type f ! -name round.tar.gz -printf '%P\n' | sort > /tmp/pack_list \
-      && tar czf round.tar.gz -T /tmp/pack_list && xargs rm -f < /tmp/pack_list)
-    echo "packed $n files into \$OUT/round.tar.gz"
+  local n tarball=round.tar.gz i=2
+  n=$(find "$OUT" -maxdepth 1 -type f ! -name 'round*.tar.gz' ! -name lines.txt | wc -l)
+  if [ "$n" -gt 6 ]; then
+    while [ -e "$OUT/$tarball" ]; do tarball=round-$i.tar.gz; i=$((i + 1)); done
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name 'round*.tar.gz' ! -name lines.txt -printf '%P\n' | sort > /tmp/pack_list \
+      && tar czf "$tarball" -T /tmp/pack_list && xargs rm -f < /tmp/pack_list)
+    echo "packed $n files into \$OUT/$tarball"
   fi
 }
 trap pack_out EXIT
