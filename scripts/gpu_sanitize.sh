@@ -36,7 +36,7 @@ done
 # The batched engine (slots, per-row meta, the several-row proj_gemv): `bench --batch 4` of
 # short prompts, eager, under both tools; then `bench --batch 16` with every prompt prefilled
 # first, so each step runs 16 rows through decode_rows (norms writing planes, the stacked
-# library GEMMs and pair_sum, 32-row mamba_step blocks, argmax_rows), and the same on a plan
+# library GEMMs and pair_sum, mamba_step_pipe (d_state 8: a thread a state row), argmax_rows), and the same on a plan
 # with decode_rows' split-K cluster GEMM (ZAMBA2C_TUNE_ROWS_GEMM=2), and an f16 plan with an f16
 # SSM state. BATCHED=0 skips them;
 # BATCHED=only runs nothing else.

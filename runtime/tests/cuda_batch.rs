@@ -307,7 +307,8 @@ fn modules() -> Vec<(String, Module)> {
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_f16_act_f32_kv_f16_O1".into(), m));
     // And an f16 SSM state (`compile --state-dtype f16`): decode_rows' 32-row mamba_step
-    // blocks reading and writing 16-bit state rows.
+    // blocks reading and writing 16-bit state rows (d_state 12 is no whole number of 16-byte
+    // chunks, so this module keeps `mamba_step` where others take `mamba_step_pipe`).
     let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::F16);
     m.set_ssm_state_dtype(DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
@@ -348,6 +349,15 @@ fn modules() -> Vec<(String, Module)> {
     let mut m = lower_with_kv(&groups, DType::F32, DType::F32, DType::F32);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("dstate16_groups2_f32_O1".into(), m));
+    // d_state 8 with an f16 state: a whole state row in one thread's 16 bytes (no shuffle).
+    let narrow = config(
+        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 8,
+        "intermediate_size": 128}),
+    );
+    let mut m = lower_with_kv(&narrow, DType::BF16, DType::F32, DType::BF16);
+    m.set_ssm_state_dtype(DType::F16);
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    out.push(("dstate8_bf16_state_f16_O1".into(), m));
     out
 }
 
