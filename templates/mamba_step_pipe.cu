@@ -114,7 +114,8 @@
     bq[j] = bs[q * NPT + j];
     cq[j] = cs[q * NPT + j];
   }
-  for (int i = 0; i < NT; ++i) {
+{% if fused_norm %}  float nss = 0.f;  // Σ v² of the gated outputs this thread stores, tile by tile
+{% endif %}  for (int i = 0; i < NT; ++i) {
     // Tiles 0..i have landed (S − 2 later ones may be in flight); this thread's own chunk.
     cp_async_wait<S - 2>();
     const uint4 raw = ring[i % S][t];
@@ -138,11 +139,42 @@
     for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
     if (live && q == 0) {
       const float yv = rnd<act_t>(y + dsks[hl] * xv);
-      out[(long)b * {{ din }} + h0 * {{ head_dim }} + vr] = yv * silu_f(zs[vr]);
-    }
+{% if fused_norm %}      const float v = yv * silu_f(zs[vr]);
+      out[(long)b * {{ din }} + h0 * {{ head_dim }} + vr] = v;
+      nss += v * v;
+{% else %}      out[(long)b * {{ din }} + h0 * {{ head_dim }} + vr] = yv * silu_f(zs[vr]);
+{% endif %}    }
     // The slot of tile i − 1 (this thread's read of it long done: __syncwarp orders it before
     // the copy) takes tile i + S − 1.
     __syncwarp();
     fetch(i + S - 1);
   }
-}
+{% if fused_norm %}  // The gated group norm (templates/group_rms_norm.cu's arithmetic, `ZAMBA2C_TUNE_STEP_PIPE_NORM=1`):
+  // each block leaves Σ v² of its heads in the workspace, and the last block of the row's group
+  // to finish ({{ nb }} blocks a group; an atomic counter it resets) adds them in block order,
+  // then writes the whole group as out_proj's input planes — one launch less a mixer.
+  __shared__ float scratch[32];
+  __shared__ bool last;
+  const float part = block_sum(nss, scratch);
+  const int gblk = (h0 % {{ heads_per_group }}) / HPB;
+  float* wsr = norm_ws + (long)b * {{ ws_stride }} + g * {{ nb }};
+  if (t == 0) wsr[gblk] = part;
+  __threadfence();
+  __syncthreads();
+  if (t == 0) {
+    int* ctr = norm_counters + (long)b * {{ cnt_stride }} + g;
+    last = atomicAdd(ctr, 1) == {{ nb }} - 1;
+    if (last) *ctr = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  float ss = 0.f;
+  for (int j = 0; j < {{ nb }}; ++j) ss += __ldcg(&wsr[j]);
+  const float inv = 1.f / sqrtf(ss / {{ group }}.f + {{ eps }});
+  const int c0 = g * {{ group }};
+  const float* src = out + (long)b * {{ din }} + c0;
+  auto* o = planes + (long)b * {{ planes_n * din }} + c0;
+  for (int c = t; c < {{ group }}; c += {{ block }})
+    store_gemm_input(o + c, {{ din }}, to_f(norm_weight[c0 + c]) * (__ldcg(&src[c]) * inv));
+{% endif %}}

@@ -546,7 +546,16 @@ impl GraphBuilder<'_> {
             split_out: false,
             pair_out,
         };
-        match crate::fused::fused_specs(&ctx, &mut |w, d| self.temp(w, d)) {
+        // An i32 temporary of a fused op is a counter its kernel expects at zero and leaves at
+        // zero (`mamba_step_pipe`'s folded norm), as attention_decode's counters below.
+        let mut temp = |w, d| {
+            let t = self.temp(w, d);
+            if d == DType::I32 {
+                self.zeroed.push(t.value);
+            }
+            t
+        };
+        match crate::fused::fused_specs(&ctx, &mut temp) {
             Ok(specs) => {
                 self.push_launches(specs, at)?;
                 Ok(Ok(v))

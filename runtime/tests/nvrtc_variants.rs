@@ -445,6 +445,28 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             }
         }
     }
+    // The gated group norm folded into it (STEP_PIPE_NORM=1): no group_rms_norm launch left in
+    // decode_rows, the step writing out_proj's planes (two bf16, or one f16 in an f16 plan).
+    std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE_NORM", "1");
+    for (shape, cfg) in [("big", &big), ("groups", &groups)] {
+        for weights in [DType::BF16, DType::F16] {
+            let tag = format!("step-pipe-norm-{shape}-{weights:?}");
+            let mut m = lower_with_kv(cfg, weights, DType::F32, DType::BF16);
+            m.set_ssm_state_dtype(DType::F16);
+            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            assert_eq!(rows_launches(&p, "group_rms_norm"), 0, "{tag}");
+            for k in kernels_of(&p, "mamba_step_pipe", &tag) {
+                assert!(
+                    k.source.contains("store_gemm_input(o + c"),
+                    "{tag}: {}",
+                    k.name
+                );
+                jobs.push(job(&tag, k));
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_STEP_PIPE_NORM");
     std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "0");
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
     // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every

@@ -16,13 +16,49 @@ const STEP_THREADS: usize = 256;
 /// why the whole-head block loses has not been profiled.
 const STEP_ROWS_BATCHED: usize = 32;
 
+/// The mixer's gated group norm taken into `mamba_step_pipe` (`ZAMBA2C_TUNE_STEP_PIPE_NORM=1`):
+/// its weight and eps, out_proj's input planes it writes, and the per-row workspace (a partial
+/// sum a block) and counters (one a group, zero between launches) it needs.
+pub(super) struct PipeNorm<'n> {
+    pub weight: &'n str,
+    pub eps: f32,
+    pub planes: Operand,
+    pub ws: Operand,
+    pub counters: Operand,
+}
+
+/// Whether `mamba_step` runs as `mamba_step_pipe` with the gated norm folded in for `op` in
+/// this context (`ZAMBA2C_TUNE_STEP_PIPE_NORM=1`, decode_rows, f32 activations, the pipelined
+/// shape); with it, the heads a block takes (its partial sums a row: heads / that).
+pub(super) fn pipe_norm_heads(ctx: &NodeCtx, op: &Op) -> Option<usize> {
+    let Op::MambaMixer {
+        heads,
+        head_dim,
+        d_state,
+        groups,
+        ssm_state,
+        ..
+    } = op
+    else {
+        return None;
+    };
+    let first = ctx.inputs.first()?;
+    if crate::tune("STEP_PIPE_NORM", 0) != 1 || first.dtype != DType::F32 || *groups == 0 {
+        return None;
+    }
+    let sdt = crate::families::ssm_state_dtype(ctx, *ssm_state).ok()?;
+    pipe_shape(ctx.gemm, heads / groups, *head_dim, *d_state, sdt).map(|p| p.heads)
+}
+
 /// The decode step of a mixer: conv + SiLU + SSM update + D skip + gate
-/// (templates/mamba_step.cu), writing the gated output into `gated` (f32).
+/// (templates/mamba_step.cu), writing the gated output into `gated` (f32); with `norm`, the
+/// pipelined kernel also writes the gated group norm as out_proj's input planes.
 pub(super) fn mamba_step(
     ctx: &NodeCtx,
     op: &Op,
     zx: Operand,
     gated: Operand,
+    norm: Option<PipeNorm>,
 ) -> Result<KernelSpec, String> {
     let Op::MambaMixer {
         conv_weight,
@@ -164,12 +200,44 @@ pub(super) fn mamba_step(
         }
     };
     if let Some(pipe) = pipe_shape(ctx.gemm, *heads / *groups, *head_dim, *d_state, sdt) {
-        let b = bounded(common(Builder::new("mamba_step_pipe", zx.dtype)))
+        let mut b = bounded(common(Builder::new("mamba_step_pipe", zx.dtype)))
             .set("hpb", pipe.heads)
             .set("tpr", pipe.tpr)
             .set("npt", pipe.npt)
             .set("rpt", STEP_THREADS / pipe.tpr)
-            .set("stages", pipe.stages);
+            .set("stages", pipe.stages)
+            .set("fused_norm", norm.is_some());
+        if let Some(n) = norm {
+            let nb = heads / groups / pipe.heads;
+            let (plane_dtype, planes) = crate::families::gemm_planes(n.planes.dtype);
+            if n.planes.dtype != plane_dtype
+                || n.planes.width != planes * din
+                || n.planes.stride != planes * din
+                || n.ws.width < groups * nb
+                || n.counters.width < *groups
+            {
+                return Err("the fused norm's planes, workspace or counters do not fit".into());
+            }
+            // The norm's traffic: the gated row read back, the planes written, its weight.
+            let planes_bytes = (n.planes.width * n.planes.dtype.size()) as u64;
+            b = b
+                .cost(zamba2c_ir::kernel::LaunchCost {
+                    weight_bytes: cost.weight_bytes + wsz(n.weight),
+                    bytes_per_row: cost.bytes_per_row + din as u64 * 4 + planes_bytes,
+                    flops_per_row: cost.flops_per_row + 4 * din as u64,
+                    ..cost
+                })
+                .set("nb", nb)
+                .set("group", din / groups)
+                .set("eps", crate::families::flit(n.eps))
+                .set("planes_n", planes)
+                .set("ws_stride", n.ws.stride)
+                .set("cnt_stride", n.counters.stride)
+                .weight("norm_weight", ctx, n.weight)
+                .param("planes", CType::Ptr(n.planes.dtype), n.planes.arg())
+                .param("norm_ws", CType::Ptr(DType::F32), n.ws.arg())
+                .param("norm_counters", CType::Ptr(DType::I32), n.counters.arg());
+        }
         return Ok(b.finish(
             [
                 Extent::Const((heads / pipe.heads) as u32),
@@ -178,6 +246,9 @@ pub(super) fn mamba_step(
             ],
             STEP_THREADS,
         ));
+    }
+    if norm.is_some() {
+        return Err("the gated norm folds only into mamba_step_pipe".into());
     }
     let b = bounded(common(Builder::new("mamba_step", zx.dtype)))
         .set("pb", pb)

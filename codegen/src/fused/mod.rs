@@ -209,7 +209,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
         } => {
             let din = heads * head_dim;
             let gated = temp(din, DType::F32);
-            let mut out = vec![mamba_step(ctx, op, x(0)?, gated)?];
+            let mut out = vec![mamba_step(ctx, op, x(0)?, gated, None)?];
             if *groups == 0 || !din.is_multiple_of(*groups) {
                 return Err(format!("{din} channels in {groups} norm groups"));
             }

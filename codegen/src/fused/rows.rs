@@ -9,7 +9,7 @@ use zamba2c_ir::fused::{Norm, Proj};
 use zamba2c_ir::kernel::LaunchCost;
 use zamba2c_ir::{DType, Op};
 
-use super::mixer::mamba_step;
+use super::mixer::{self, mamba_step};
 use super::prompt::{prompt_specs, Emit};
 use super::Temp;
 use crate::families::{self, flit, Builder, KernelSpec};
@@ -52,15 +52,35 @@ pub fn rows_specs(
         specs: Vec::new(),
     };
     let gated = (e.temp)(din, DType::F32);
-    e.specs.push(mamba_step(ctx, op, zx, gated)?);
     let p = [Proj {
         weight: out_proj.clone(),
         adapter: None,
     }];
-    // The gated group norm, as planes when out_proj's GEMM reads them (`Emit::norm_project`).
+    // The step, then the gated group norm, as planes when out_proj's GEMM reads them
+    // (`Emit::norm_project`); with `ZAMBA2C_TUNE_STEP_PIPE_NORM=1` the pipelined step writes
+    // the planes itself (its last block of each row and group: docs/KERNELS.md "mamba_step").
+    let fold = mixer::pipe_norm_heads(ctx, op);
     let emit_norm = |e: &mut Emit, dst: Operand, split: bool| {
-        e.specs
-            .push(group_rms_norm(ctx, norm, *groups, gated, dst, split)?);
+        match fold {
+            Some(hpb) if split => {
+                let ws = (e.temp)(heads / hpb, DType::F32);
+                // An i32 temporary of a fused op is a counter its kernel leaves at zero.
+                let counters = (e.temp)(*groups, DType::I32);
+                let n = mixer::PipeNorm {
+                    weight: &norm.weight,
+                    eps: norm.eps,
+                    planes: dst,
+                    ws,
+                    counters,
+                };
+                e.specs.push(mamba_step(ctx, op, zx, gated, Some(n))?);
+            }
+            _ => {
+                e.specs.push(mamba_step(ctx, op, zx, gated, None)?);
+                e.specs
+                    .push(group_rms_norm(ctx, norm, *groups, gated, dst, split)?);
+            }
+        }
         Ok(())
     };
     e.norm_project_with(din, emit_norm, &p, ctx.out, residual)?;
