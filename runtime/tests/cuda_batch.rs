@@ -266,6 +266,18 @@ fn schedule(vocab: usize) -> Vec<Seq> {
         .collect()
 }
 
+/// `m` through the -O1 passes.
+fn o1(mut m: Module) -> Module {
+    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
+    m
+}
+
+/// `m` with an f16 SSM state (`compile --state-dtype f16`).
+fn f16_state(mut m: Module) -> Module {
+    m.set_ssm_state_dtype(DType::F16);
+    m
+}
+
 fn modules() -> Vec<(String, Module)> {
     let mut out = Vec::new();
     for (name, extra, dtype) in [
@@ -298,21 +310,28 @@ fn modules() -> Vec<(String, Module)> {
         json!({"use_shared_attention_adapter": true, "use_mem_rope": true,
         "hidden_size": 64, "intermediate_size": 128, "n_mamba_heads": 4, "adapter_rank": 8}),
     );
-    let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::BF16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    out.push(("adapters_rope_f16_act_f32_kv_bf16_O1".into(), m));
+    out.push((
+        "adapters_rope_f16_act_f32_kv_bf16_O1".into(),
+        o1(lower_with_kv(&c, DType::F16, DType::F32, DType::BF16)),
+    ));
     // The same with an f16 cache (`compile --dtype f16`'s default): prompt attention on f16
     // tiles staged by cp.async, decode attention reading f16.
-    let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::F16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    out.push(("adapters_rope_f16_act_f32_kv_f16_O1".into(), m));
+    out.push((
+        "adapters_rope_f16_act_f32_kv_f16_O1".into(),
+        o1(lower_with_kv(&c, DType::F16, DType::F32, DType::F16)),
+    ));
     // And an f16 SSM state (`compile --state-dtype f16`): decode_rows' 32-row mamba_step
     // blocks reading and writing 16-bit state rows (d_state 12 is no whole number of 16-byte
     // chunks, so this module keeps `mamba_step` where others take `mamba_step_pipe`).
-    let mut m = lower_with_kv(&c, DType::F16, DType::F32, DType::F16);
-    m.set_ssm_state_dtype(DType::F16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    out.push(("adapters_rope_f16_act_f32_kv_f16_state_f16_O1".into(), m));
+    out.push((
+        "adapters_rope_f16_act_f32_kv_f16_state_f16_O1".into(),
+        o1(f16_state(lower_with_kv(
+            &c,
+            DType::F16,
+            DType::F32,
+            DType::F16,
+        ))),
+    ));
     // `compile --dtype bf16 --shared-dtype f16`: decode_rows with one f16 plane into the
     // shared blocks' GEMMs and two bf16 planes (stacked rows, pair_sum) into the mixers'.
     let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);
@@ -338,26 +357,37 @@ fn modules() -> Vec<(String, Module)> {
         json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 64,
         "intermediate_size": 128}),
     );
-    let mut m = lower_with_kv(&wide, DType::BF16, DType::F32, DType::BF16);
-    m.set_ssm_state_dtype(DType::F16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    out.push(("dstate64_bf16_state_f16_O1".into(), m));
+    out.push((
+        "dstate64_bf16_state_f16_O1".into(),
+        o1(f16_state(lower_with_kv(
+            &wide,
+            DType::BF16,
+            DType::F32,
+            DType::BF16,
+        ))),
+    ));
     let groups = config(
         json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 16,
         "mamba_ngroups": 2, "intermediate_size": 128}),
     );
-    let mut m = lower_with_kv(&groups, DType::F32, DType::F32, DType::F32);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    out.push(("dstate16_groups2_f32_O1".into(), m));
+    out.push((
+        "dstate16_groups2_f32_O1".into(),
+        o1(lower_with_kv(&groups, DType::F32, DType::F32, DType::F32)),
+    ));
     // d_state 8 with an f16 state: a whole state row in one thread's 16 bytes (no shuffle).
     let narrow = config(
         json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 8,
         "intermediate_size": 128}),
     );
-    let mut m = lower_with_kv(&narrow, DType::BF16, DType::F32, DType::BF16);
-    m.set_ssm_state_dtype(DType::F16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    out.push(("dstate8_bf16_state_f16_O1".into(), m));
+    out.push((
+        "dstate8_bf16_state_f16_O1".into(),
+        o1(f16_state(lower_with_kv(
+            &narrow,
+            DType::BF16,
+            DType::F32,
+            DType::BF16,
+        ))),
+    ));
     out
 }
 
