@@ -22,16 +22,6 @@
   const int p0 = part * {{ pb }};
   const int pos = META_POS(b), slot = META_SLOT(b);
   const act_t* zx = zxbcdt + (long)b * {{ zx_stride }};
-  // in_proj's value at column i; with a product pair (zx_pair > 0: the lo product zx_pair
-  // columns on) the two products summed as read, the f32 add `pair_sum` would have done.
-  auto zxv = [zx](int i) -> float {
-{%- if zx_pair %}
-    return to_f(zx[i]) + to_f(zx[i + {{ zx_pair }}]);
-{%- else %}
-    return to_f(zx[i]);
-{%- endif %}
-  };
-  act_t* cst = conv_state + (long)slot * {{ channels }} * {{ k }};
   // In pass r, thread t updates virtual row t / {{ tpr }} + r·RPP, state columns {{ npt }}·(t % {{ tpr }}) + j.
   const int t = threadIdx.x;
   const int pr = t / {{ tpr }}, q = t % {{ tpr }};
@@ -66,28 +56,9 @@
   // three values of in_proj's output a thread needs are asked for at once, so the work after
   // the wait waits for one memory round trip, not three: 2.50 -> 2.46 ms a token
   // (docs/KERNELS.md "mamba_step", docs/PERFORMANCE.md fourteenth session).
-  constexpr int CI = (VR + 2 * {{ n }} + {{ block }} - 1) / {{ block }}, CK = {{ k }};
-  int chan[CI];
-  float cb[CI], cw[CI][CK], old[CI][CK - 1];
-#pragma unroll
-  for (int ci = 0; ci < CI; ++ci) {
-    // Channel of xBC: this block's x rows (head by head), then its group's B, then its group's C.
-    const int i = threadIdx.x + ci * {{ block }};
-    int c = 0;
-    if (i < VR) c = (h0 + i / {{ pb }}) * {{ head_dim }} + p0 + i % {{ pb }};
-    else if (i < VR + {{ n }}) c = {{ din }} + g * {{ n }} + (i - VR);
-    else if (i < VR + 2 * {{ n }}) c = {{ din }} + {{ gn }} + g * {{ n }} + (i - VR - {{ n }});
-    chan[ci] = c;
-    cb[ci] = to_f(conv_bias[c]);
-#pragma unroll
-    for (int j = 0; j < CK; ++j) cw[ci][j] = to_f(conv_weight[c * CK + j]);
-#pragma unroll
-    for (int j = 0; j + 1 < CK; ++j) {
-      const int qq = pos - (CK - 1) + j;  // older positions, oldest first
-      old[ci][j] = to_f(cst[(long)c * CK + ((qq % CK) + CK) % CK]);
-    }
-  }
-  float a_neg[NP], dtb[NP], dsk[NP];
+  // This block's x rows, head by head.
+  auto x_channel = [&](int i) { return (h0 + i / {{ pb }}) * {{ head_dim }} + p0 + i % {{ pb }}; };
+{% include "mamba_conv_load.cu" %}  float a_neg[NP], dtb[NP], dsk[NP];
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
     a_neg[r] = -expf(to_f(a_log[head[r]]));
@@ -109,21 +80,7 @@
     zg[r] = zxv(head[r] * {{ head_dim }} + hrow[r]);
   }
   const bool writes_bc = (h0 % {{ heads_per_group }} == 0) && part == 0;
-#pragma unroll
-  for (int ci = 0; ci < CI; ++ci) {
-    const int i = threadIdx.x + ci * {{ block }};
-    if (i >= VR + 2 * {{ n }}) continue;
-    float acc = cb[ci];
-#pragma unroll
-    for (int j = 0; j + 1 < CK; ++j) acc += cw[ci][j] * old[ci][j];
-    acc += cw[ci][CK - 1] * cur[ci];
-    const float v = rnd<act_t>(silu_f(rnd<act_t>(acc)));
-    if (i < VR) xs[i] = v;
-    else if (i < VR + {{ n }}) bs[i - VR] = v;
-    else cs[i - VR - {{ n }}] = v;
-    if (i < VR || writes_bc) cst[(long)chan[ci] * CK + pos % CK] = from_f<act_t>(cur[ci]);
-  }
-  __syncthreads();
+{% include "mamba_conv_apply.cu" %}  __syncthreads();
 #pragma unroll
   for (int r = 0; r < NP; ++r) {
     const float dtv = softplus_f(dt_raw[r] + dtb[r]);

@@ -21,16 +21,6 @@
   const int g = h0 / {{ heads_per_group }};
   const int pos = META_POS(b), slot = META_SLOT(b);
   const act_t* zx = zxbcdt + (long)b * {{ zx_stride }};
-  // in_proj's value at column i; with a product pair (zx_pair > 0: the lo product zx_pair
-  // columns on) the two products summed as read, the f32 add `pair_sum` would have done.
-  auto zxv = [zx](int i) -> float {
-{%- if zx_pair %}
-    return to_f(zx[i]) + to_f(zx[i + {{ zx_pair }}]);
-{%- else %}
-    return to_f(zx[i]);
-{%- endif %}
-  };
-  act_t* cst = conv_state + (long)slot * {{ channels }} * {{ k }};
   const int t = threadIdx.x;
   // Thread t holds row t / tpr of every tile, columns q·NPT .. q·NPT + NPT − 1 (16 bytes): its
   // chunk of tile i starts NPT·t elements into the tile, so a warp's copies are contiguous.
@@ -45,27 +35,8 @@
   for (int i = 0; i < S - 1; ++i) fetch(i);
   // The conv channels of this block (its heads' x rows, then the group's B, then its C), and
   // everything else no launch of the step writes, before the wait as in mamba_step.
-  constexpr int CI = (VR + 2 * {{ n }} + {{ block }} - 1) / {{ block }}, CK = {{ k }};
-  int chan[CI];
-  float cb[CI], cw[CI][CK], old[CI][CK - 1];
-#pragma unroll
-  for (int ci = 0; ci < CI; ++ci) {
-    const int i = t + ci * {{ block }};
-    int c = 0;
-    if (i < VR) c = h0 * {{ head_dim }} + i;
-    else if (i < VR + {{ n }}) c = {{ din }} + g * {{ n }} + (i - VR);
-    else if (i < VR + 2 * {{ n }}) c = {{ din }} + {{ gn }} + g * {{ n }} + (i - VR - {{ n }});
-    chan[ci] = c;
-    cb[ci] = to_f(conv_bias[c]);
-#pragma unroll
-    for (int j = 0; j < CK; ++j) cw[ci][j] = to_f(conv_weight[c * CK + j]);
-#pragma unroll
-    for (int j = 0; j + 1 < CK; ++j) {
-      const int qq = pos - (CK - 1) + j;  // older positions, oldest first
-      old[ci][j] = to_f(cst[(long)c * CK + ((qq % CK) + CK) % CK]);
-    }
-  }
-  float a_neg = 0.f, dtb = 0.f, dsk = 0.f;
+  auto x_channel = [&](int i) { return h0 * {{ head_dim }} + i; };
+{% include "mamba_conv_load.cu" %}  float a_neg = 0.f, dtb = 0.f, dsk = 0.f;
   if (t < HPB) {
     a_neg = -expf(to_f(a_log[h0 + t]));
     dtb = to_f(dt_bias[h0 + t]);
@@ -83,21 +54,7 @@
   if (t < HPB) dt_raw = zxv({{ din }} + {{ channels }} + h0 + t);
   __shared__ float bs[{{ n }}], cs[{{ n }}];
   const bool writes_bc = h0 % {{ heads_per_group }} == 0;
-#pragma unroll
-  for (int ci = 0; ci < CI; ++ci) {
-    const int i = t + ci * {{ block }};
-    if (i >= VR + 2 * {{ n }}) continue;
-    float acc = cb[ci];
-#pragma unroll
-    for (int j = 0; j + 1 < CK; ++j) acc += cw[ci][j] * old[ci][j];
-    acc += cw[ci][CK - 1] * cur[ci];
-    const float v = rnd<act_t>(silu_f(rnd<act_t>(acc)));
-    if (i < VR) xs[i] = v;
-    else if (i < VR + {{ n }}) bs[i - VR] = v;
-    else cs[i - VR - {{ n }}] = v;
-    if (i < VR || writes_bc) cst[(long)chan[ci] * CK + pos % CK] = from_f<act_t>(cur[ci]);
-  }
-#pragma unroll
+{% include "mamba_conv_apply.cu" %}#pragma unroll
   for (int zi = 0; zi < ZI; ++zi)
     if (t + zi * {{ block }} < VR) zs[t + zi * {{ block }}] = zr[zi];
   if (t < HPB) {

@@ -129,6 +129,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "mamba_step_pipe.cu",
         include_str!("../../templates/mamba_step_pipe.cu"),
     ),
+    (
+        "mamba_conv_load.cu",
+        include_str!("../../templates/mamba_conv_load.cu"),
+    ),
+    (
+        "mamba_conv_apply.cu",
+        include_str!("../../templates/mamba_conv_apply.cu"),
+    ),
     ("wrapper.cu", include_str!("../../templates/wrapper.cu")),
     (
         "conv_state_update.cu",
