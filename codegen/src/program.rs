@@ -546,11 +546,9 @@ impl GraphBuilder<'_> {
             split_out: false,
             pair_out,
         };
-        // An i32 temporary of a fused op is a counter its kernel expects at zero and leaves at
-        // zero (`mamba_step_pipe`'s folded norm), as attention_decode's counters below.
-        let mut temp = |w, d| {
+        let mut temp = |w, d, init| {
             let t = self.temp(w, d);
-            if d == DType::I32 {
+            if init == crate::fused::Init::Zero {
                 self.zeroed.push(t.value);
             }
             t

@@ -6,7 +6,7 @@ use serde_json::json;
 use zamba2c_ir::fused::{Norm, Proj};
 use zamba2c_ir::DType;
 
-use super::Temp;
+use super::{Init, Temp};
 use crate::families::{flit, weight_ref, Builder, KernelSpec};
 use crate::program::{Arg, CType, Extent, NodeCtx, Operand};
 
@@ -152,7 +152,7 @@ pub(super) fn adapters_first(
             lora: None,
         });
     }
-    let a = temp(total, DType::F32);
+    let a = temp(total, DType::F32, Init::Any);
     let spec = gemv(
         ctx,
         input,

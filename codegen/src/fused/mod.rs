@@ -20,8 +20,18 @@ pub use attention::{attention_decode, attn_splits};
 use gemv::{adapters_first, gemv, projection, Epilogue, InSeg, Input};
 use mixer::mamba_step;
 
+/// What a kernel-internal temporary holds when its launch begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Whatever an earlier launch left.
+    Any,
+    /// Zeros, which the kernel using it leaves at zero again (counters, as attention_decode's:
+    /// `GraphProgram::zeroed`).
+    Zero,
+}
+
 /// Allocates a kernel-internal temporary `[rows, width]` of `dtype` (not an IR value).
-pub type Temp<'t> = dyn FnMut(usize, DType) -> Operand + 't;
+pub type Temp<'t> = dyn FnMut(usize, DType, Init) -> Operand + 't;
 
 /// The kernels of fused op `ctx.op`, or why it is decomposed instead.
 pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, String> {
@@ -144,7 +154,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
             )?;
             out.extend(a.specs);
             let act = ctx.out.dtype;
-            let f = temp(*inter, act);
+            let f = temp(*inter, act, Init::Any);
             out.push(gemv(
                 ctx,
                 &input,
@@ -172,7 +182,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
                     ctx.out,
                 )?),
                 Some(pw) => {
-                    let d = temp(ctx.out.width, act);
+                    let d = temp(ctx.out.width, act, Init::Any);
                     out.push(gemv(
                         ctx,
                         &Input::plain(f),
@@ -208,7 +218,7 @@ pub fn fused_specs(ctx: &NodeCtx, temp: &mut Temp) -> Result<Vec<KernelSpec>, St
             ..
         } => {
             let din = heads * head_dim;
-            let gated = temp(din, DType::F32);
+            let gated = temp(din, DType::F32, Init::Any);
             let mut out = vec![mamba_step(ctx, op, x(0)?, gated, None)?];
             if *groups == 0 || !din.is_multiple_of(*groups) {
                 return Err(format!("{din} channels in {groups} norm groups"));

@@ -7,7 +7,7 @@
 use zamba2c_ir::fused::{Norm, Proj};
 use zamba2c_ir::{DType, Op};
 
-use super::Temp;
+use super::{Init, Temp};
 use crate::families::{self, KernelSpec};
 use crate::program::{Epilogue, NodeCtx, Operand};
 
@@ -86,7 +86,7 @@ impl Emit<'_, '_, '_> {
 
     pub(super) fn new_temp(&mut self, width: usize) -> Operand {
         let d = self.act();
-        (self.temp)(width, d)
+        (self.temp)(width, d, Init::Any)
     }
 
     /// The shape a new temporary of `width` activations has (offset 0, rows `width` apart):
@@ -110,7 +110,7 @@ impl Emit<'_, '_, '_> {
         weights: impl IntoIterator<Item = &'w str>,
     ) -> Result<Operand, String> {
         let (dtype, count) = families::weights_planes(self.ctx, weights)?;
-        Ok((self.temp)(count * width, dtype))
+        Ok((self.temp)(count * width, dtype, Init::Any))
     }
 
     /// The linear of weight `w` on split planes (`planes`: the hi columns, lo `k` columns
@@ -151,7 +151,7 @@ impl Emit<'_, '_, '_> {
             };
             return self.base_as(lin, vec![planes], out, epilogue, form);
         }
-        let prod = (self.temp)(2 * n, DType::F32);
+        let prod = (self.temp)(2 * n, DType::F32, Init::Any);
         self.stacked_gemm(w, planes, prod, 0, n)?;
         self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
         Ok(())
@@ -226,7 +226,7 @@ impl Emit<'_, '_, '_> {
             return Ok(false);
         };
         let total = out.width;
-        let prod = (self.temp)(2 * total, DType::F32);
+        let prod = (self.temp)(2 * total, DType::F32, Init::Any);
         let mut col = 0;
         for p in projs {
             let n = self.out_features(&p.weight)?;
@@ -603,8 +603,8 @@ pub fn prompt_specs(
                     ..
                 } if super::ssd::fits(*head_dim, *d_state) => {
                     let (wdt, wchunks) = super::ssd::workspace_widths(*heads, *head_dim, *d_state);
-                    let ws = (e.temp)(wdt, DType::F32);
-                    let chunks = (e.temp)(wchunks, DType::F32);
+                    let ws = (e.temp)(wdt, DType::F32, Init::Any);
+                    let chunks = (e.temp)(wchunks, DType::F32, Init::Any);
                     let specs = super::ssd::ssd_specs(e.ctx, &scan, &scan_in, y, ws, chunks)?;
                     e.specs.extend(specs);
                 }

@@ -11,7 +11,7 @@ use zamba2c_ir::{DType, Op};
 
 use super::mixer::{self, mamba_step};
 use super::prompt::{prompt_specs, Emit};
-use super::Temp;
+use super::{Init, Temp};
 use crate::families::{self, flit, Builder, KernelSpec};
 use crate::program::{Extent, NodeCtx, Operand};
 
@@ -51,7 +51,7 @@ pub fn rows_specs(
         temp,
         specs: Vec::new(),
     };
-    let gated = (e.temp)(din, DType::F32);
+    let gated = (e.temp)(din, DType::F32, Init::Any);
     let p = [Proj {
         weight: out_proj.clone(),
         adapter: None,
@@ -63,9 +63,9 @@ pub fn rows_specs(
     let emit_norm = |e: &mut Emit, dst: Operand, split: bool| {
         match fold {
             Some(hpb) if split => {
-                let ws = (e.temp)(heads / hpb, DType::F32);
-                // An i32 temporary of a fused op is a counter its kernel leaves at zero.
-                let counters = (e.temp)(*groups, DType::I32);
+                let ws = (e.temp)(heads / hpb, DType::F32, Init::Any);
+                // Counters the kernel finds at zero and leaves at zero.
+                let counters = (e.temp)(*groups, DType::I32, Init::Zero);
                 let n = mixer::PipeNorm {
                     weight: &norm.weight,
                     eps: norm.eps,
