@@ -351,43 +351,24 @@ fn modules() -> Vec<(String, Module)> {
     m.set_shared_projection_dtype(DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_shared_f16_batch_invariant_O1".into(), m));
-    // State rows of 16-byte chunks (d_state 64 with an f16 state, 16 with an f32 one, two
-    // groups): the shapes decode_rows' pipelined mamba_step takes (`ZAMBA2C_TUNE_STEP_PIPE`).
-    let wide = config(
-        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 64,
-        "intermediate_size": 128}),
-    );
-    out.push((
-        "dstate64_bf16_state_f16_O1".into(),
-        o1(f16_state(lower_with_kv(
-            &wide,
-            DType::BF16,
-            DType::F32,
-            DType::BF16,
-        ))),
-    ));
-    let groups = config(
-        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 16,
-        "mamba_ngroups": 2, "intermediate_size": 128}),
-    );
-    out.push((
-        "dstate16_groups2_f32_O1".into(),
-        o1(lower_with_kv(&groups, DType::F32, DType::F32, DType::F32)),
-    ));
-    // d_state 8 with an f16 state: a whole state row in one thread's 16 bytes (no shuffle).
-    let narrow = config(
-        json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 8,
-        "intermediate_size": 128}),
-    );
-    out.push((
-        "dstate8_bf16_state_f16_O1".into(),
-        o1(f16_state(lower_with_kv(
-            &narrow,
-            DType::BF16,
-            DType::F32,
-            DType::BF16,
-        ))),
-    ));
+    // State rows of 16-byte chunks: the shapes decode_rows' pipelined mamba_step takes
+    // (`ZAMBA2C_TUNE_STEP_PIPE`): d_state 64 and 8 with an f16 state (8: a whole state row in
+    // one thread's 16 bytes, no shuffle), and 16 with an f32 one in two groups.
+    for (name, d_state, groups, weights) in [
+        ("dstate64_bf16_state_f16_O1", 64, 1, DType::BF16),
+        ("dstate16_groups2_f32_O1", 16, 2, DType::F32),
+        ("dstate8_bf16_state_f16_O1", 8, 1, DType::BF16),
+    ] {
+        let c = config(
+            json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": d_state,
+            "mamba_ngroups": groups, "intermediate_size": 128}),
+        );
+        let m = match weights {
+            DType::F32 => lower_with_kv(&c, weights, DType::F32, DType::F32),
+            _ => f16_state(lower_with_kv(&c, weights, DType::F32, DType::BF16)),
+        };
+        out.push((name.into(), o1(m)));
+    }
     out
 }
 

@@ -13,7 +13,7 @@ use common::config;
 use serde_json::json;
 use zamba2c_codegen::build_program;
 use zamba2c_ir::kernel::{Kernel, Program};
-use zamba2c_ir::{lower_with_kv, DType, Zamba2Config};
+use zamba2c_ir::{lower_with_kv, DType, Module, Zamba2Config};
 use zamba2c_runtime::cuda::nvrtc;
 
 /// `p`'s kernels of `family`, at least one (`what` names the case in the failure).
@@ -35,7 +35,11 @@ fn prompt_families(p: &Program) -> Vec<&str> {
 /// `cfg` lowered with `weights` and `act` dtypes and a bf16 KV cache, through the -O1 passes,
 /// built into a program with the knobs the environment holds now.
 fn program(cfg: &Zamba2Config, weights: DType, act: DType, what: &str) -> Program {
-    let mut m = lower_with_kv(cfg, weights, act, DType::BF16);
+    built(lower_with_kv(cfg, weights, act, DType::BF16), what)
+}
+
+/// `m` through the -O1 passes, built into a program with the knobs the environment holds now.
+fn built(mut m: Module, what: &str) -> Program {
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     build_program(&m).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
@@ -208,8 +212,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     for (tag, state) in [("pass-g32-f32", DType::F32), ("pass-g32-f16", DType::F16)] {
         let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
         m.set_ssm_state_dtype(state);
-        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-        let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        let p = built(m, tag);
         let k = p
             .kernels
             .iter()
@@ -285,8 +288,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     std::env::set_var("ZAMBA2C_TUNE_ROWS_OCC", "1");
     let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
     m.set_shared_projection_dtype(DType::F16);
-    zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-    let p = build_program(&m).unwrap_or_else(|e| panic!("rows-direct-shared-f16: {e}"));
+    let p = built(m, "rows-direct-shared-f16");
     let rows = p.decode_rows.as_ref().expect("decode_rows");
     let mut planes = std::collections::BTreeMap::new();
     for l in &rows.launches {
@@ -426,8 +428,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             let tag = format!("step-pipe-{shape}-{state:?}");
             let mut m = lower_with_kv(cfg, DType::BF16, DType::F32, DType::BF16);
             m.set_ssm_state_dtype(state);
-            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let p = built(m, &tag);
             assert!(
                 rows_launches(&p, "mamba_step_pipe") > 0,
                 "{tag}: no pipelined step"
@@ -453,8 +454,7 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             let tag = format!("step-pipe-norm-{shape}-{weights:?}");
             let mut m = lower_with_kv(cfg, weights, DType::F32, DType::BF16);
             m.set_ssm_state_dtype(DType::F16);
-            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let p = built(m, &tag);
             assert_eq!(rows_launches(&p, "group_rms_norm"), 0, "{tag}");
             for k in kernels_of(&p, "mamba_step_pipe", &tag) {
                 assert!(
@@ -526,9 +526,10 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         std::env::set_var("ZAMBA2C_TUNE_ATTN_KERNEL", kernel);
         for (i, extra) in heads.iter().enumerate() {
             let tag = format!("attn-ldsm-k{kernel}-{cache:?}-{i}");
-            let mut m = lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache);
-            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let p = built(
+                lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache),
+                &tag,
+            );
             for k in kernels_of(&p, "attention_flash", &tag) {
                 assert!(
                     !k.source.contains("Fragments by ldmatrix"),
@@ -584,9 +585,10 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     for cache in [DType::BF16, DType::F16, DType::F32] {
         for (i, extra) in heads.iter().enumerate() {
             let tag = format!("attn-ring-{cache:?}-{i}");
-            let mut m = lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache);
-            zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-            let p = build_program(&m).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let p = built(
+                lower_with_kv(&config(extra.clone()), DType::BF16, DType::F32, cache),
+                &tag,
+            );
             for k in kernels_of(&p, "attention_decode", &tag) {
                 assert!(
                     k.source.contains("cp_async16(st")
