@@ -105,33 +105,6 @@ pub(super) fn mamba_step(
         return Err("conv state dtype or in_proj width does not match".into());
     }
     let sdt = crate::families::ssm_state_dtype(ctx, *ssm_state)?;
-    // In decode_rows, the knob's rows where they split the head, 16 otherwise.
-    let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED) {
-        r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,
-        _ => STEP_ROWS,
-    };
-    // Heads a block updates in decode_rows (`ZAMBA2C_TUNE_STEP_HEADS`, a measurement): whole
-    // heads of one group, all their state loaded before the wait and the group's B/C conv
-    // computed once for them. Nsight Compute shows the 64-row step's 32-row blocks at 31% of
-    // DRAM bandwidth, 15.5 waves of ~3 µs; yet 2 and 4 heads a block were measured slower
-    // (f16 plan, 64 rows: 8.45 -> 8.57 / 8.78 ms a step; docs/PERFORMANCE.md, eleventh session).
-    let hpb = match crate::tune("STEP_HEADS", 1) {
-        hb if ctx.gemm && hb > 1 && (heads / groups).is_multiple_of(hb) => hb,
-        _ => 1,
-    };
-    let rows = if hpb > 1 { *head_dim } else { rows };
-    let pb = (*head_dim).min(rows.max(1));
-    let psplit = head_dim.div_ceil(pb);
-    if psplit * pb != *head_dim {
-        return Err(format!(
-            "head dim {head_dim} does not split into rows of {pb}"
-        ));
-    }
-    // Threads per state row: a power of two, so a row's threads are aligned lanes of one warp.
-    let mut tpr = 32;
-    while tpr > 1 && pb * tpr > STEP_THREADS {
-        tpr /= 2;
-    }
     let wsz = |w: &str| {
         weight_ref(ctx, w).map_or(0, |r| {
             (r.shape.iter().product::<usize>() * r.dtype.size()) as u64
@@ -249,6 +222,35 @@ pub(super) fn mamba_step(
     }
     if norm.is_some() {
         return Err("the gated norm folds only into mamba_step_pipe".into());
+    }
+    // `mamba_step`'s shape (the decode table, and decode_rows where the pipelined form does not
+    // fit or `ZAMBA2C_TUNE_STEP_PIPE=0`).
+    // In decode_rows, the knob's rows where they split the head, 16 otherwise.
+    let rows = match crate::tune("STEP_ROWS_BATCHED", STEP_ROWS_BATCHED) {
+        r if ctx.gemm && head_dim.is_multiple_of(r.min(*head_dim)) => r,
+        _ => STEP_ROWS,
+    };
+    // Heads a block updates in decode_rows (`ZAMBA2C_TUNE_STEP_HEADS`, a measurement): whole
+    // heads of one group, all their state loaded before the wait and the group's B/C conv
+    // computed once for them. Nsight Compute shows the 64-row step's 32-row blocks at 31% of
+    // DRAM bandwidth, 15.5 waves of ~3 µs; yet 2 and 4 heads a block were measured slower
+    // (f16 plan, 64 rows: 8.45 -> 8.57 / 8.78 ms a step; docs/PERFORMANCE.md, eleventh session).
+    let hpb = match crate::tune("STEP_HEADS", 1) {
+        hb if ctx.gemm && hb > 1 && (heads / groups).is_multiple_of(hb) => hb,
+        _ => 1,
+    };
+    let rows = if hpb > 1 { *head_dim } else { rows };
+    let pb = (*head_dim).min(rows.max(1));
+    let psplit = head_dim.div_ceil(pb);
+    if psplit * pb != *head_dim {
+        return Err(format!(
+            "head dim {head_dim} does not split into rows of {pb}"
+        ));
+    }
+    // Threads per state row: a power of two, so a row's threads are aligned lanes of one warp.
+    let mut tpr = 32;
+    while tpr > 1 && pb * tpr > STEP_THREADS {
+        tpr /= 2;
     }
     let b = bounded(common(Builder::new("mamba_step", zx.dtype)))
         .set("pb", pb)
