@@ -36,7 +36,10 @@
   // The conv channels of this block (its heads' x rows, then the group's B, then its C), and
   // everything else no launch of the step writes, before the wait as in mamba_step.
   auto x_channel = [&](int i) { return h0 * {{ head_dim }} + i; };
-{% include "mamba_conv_load.cu" %}  float a_neg = 0.f, dtb = 0.f, dsk = 0.f;
+{% include "mamba_conv_load.cu" %}{% if norm_after %}  // The norm weight of this block's channels (`norm_after`: out_proj's planes carry w ⊙ v).
+  __shared__ float normw[VR];
+  for (int i = t; i < VR; i += {{ block }}) normw[i] = to_f(norm_weight[h0 * {{ head_dim }} + i]);
+{% endif %}  float a_neg = 0.f, dtb = 0.f, dsk = 0.f;
   if (t < HPB) {
     a_neg = -expf(to_f(a_log[h0 + t]));
     dtb = to_f(dt_bias[h0 + t]);
@@ -71,7 +74,7 @@
     bq[j] = bs[q * NPT + j];
     cq[j] = cs[q * NPT + j];
   }
-{% if fused_norm %}  float nss = 0.f;  // Σ v² of the gated outputs this thread stores, tile by tile
+{% if norm_after %}  float nss = 0.f;  // Σ v² of the gated outputs this thread stores, tile by tile
 {% endif %}  for (int i = 0; i < NT; ++i) {
     // Tiles 0..i have landed (S − 2 later ones may be in flight); this thread's own chunk.
     cp_async_wait<S - 2>();
@@ -96,8 +99,10 @@
     for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
     if (live && q == 0) {
       const float yv = rnd<act_t>(y + dsks[hl] * xv);
-{% if fused_norm %}      const float v = yv * silu_f(zs[vr]);
-      out[(long)b * {{ din }} + h0 * {{ head_dim }} + vr] = v;
+{% if norm_after %}      // out_proj's input planes of w ⊙ v; the row's 1 / rms(v) scales its product afterwards
+      // (pair_sum's `scaled`), group_rms_norm's statistics from the same f32 values.
+      const float v = yv * silu_f(zs[vr]);
+      store_gemm_input(out + (long)b * {{ 2 * din }} + h0 * {{ head_dim }} + vr, {{ din }}, normw[vr] * v);
       nss += v * v;
 {% else %}      out[(long)b * {{ din }} + h0 * {{ head_dim }} + vr] = yv * silu_f(zs[vr]);
 {% endif %}    }
@@ -106,32 +111,9 @@
     __syncwarp();
     fetch(i + S - 1);
   }
-{% if fused_norm %}  // The gated group norm (templates/group_rms_norm.cu's arithmetic, `ZAMBA2C_TUNE_STEP_PIPE_NORM=1`):
-  // each block leaves Σ v² of its heads in the workspace, and the last block of the row's group
-  // to finish ({{ nb }} blocks a group; an atomic counter it resets) adds them in block order,
-  // then writes the whole group as out_proj's input planes — one launch less a mixer.
+{% if norm_after %}  // This block's Σ v² (its {{ hpb }} heads of the row's one norm group), for the pair_sum after
+  // out_proj to add in block order.
   __shared__ float scratch[32];
-  __shared__ bool last;
   const float part = block_sum(nss, scratch);
-  const int gblk = (h0 % {{ heads_per_group }}) / HPB;
-  float* wsr = norm_ws + (long)b * {{ ws_stride }} + g * {{ nb }};
-  if (t == 0) wsr[gblk] = part;
-  __threadfence();
-  __syncthreads();
-  if (t == 0) {
-    int* ctr = norm_counters + (long)b * {{ cnt_stride }} + g;
-    last = atomicAdd(ctr, 1) == {{ nb }} - 1;
-    if (last) *ctr = 0;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  float ss = 0.f;
-  for (int j = 0; j < {{ nb }}; ++j) ss += __ldcg(&wsr[j]);
-  const float inv = 1.f / sqrtf(ss / {{ group }}.f + {{ eps }});
-  const int c0 = g * {{ group }};
-  const float* src = out + (long)b * {{ din }} + c0;
-  auto* o = planes + (long)b * {{ planes_n * din }} + c0;
-  for (int c = t; c < {{ group }}; c += {{ block }})
-    store_gemm_input(o + c, {{ din }}, to_f(norm_weight[c0 + c]) * (__ldcg(&src[c]) * inv));
+  if (t == 0) norm_ws[(long)b * {{ ws_stride }} + tile] = part;
 {% endif %}}

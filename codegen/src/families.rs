@@ -1223,6 +1223,26 @@ pub(crate) fn pair_sum(
     out: &Operand,
     epilogue: Epilogue,
 ) -> Result<KernelSpec, String> {
+    pair_sum_scaled(prod, out, epilogue, None)
+}
+
+/// A row scale [`pair_sum_scaled`] applies to the summed products before the epilogue: `1 /
+/// sqrt(Σ ws[row][0..parts] / count + eps)`, a norm's statistics from partial sums
+/// (`decode_rows`: the mixer's gated norm after out_proj, mixer::NormAfter).
+pub(crate) struct RowScale {
+    pub ws: Operand,
+    pub parts: usize,
+    pub count: usize,
+    pub eps: f32,
+}
+
+/// [`pair_sum`], the sum scaled by `scale` where given.
+pub(crate) fn pair_sum_scaled(
+    prod: &Operand,
+    out: &Operand,
+    epilogue: Epilogue,
+    scale: Option<&RowScale>,
+) -> Result<KernelSpec, String> {
     let n = out.width;
     if prod.dtype != DType::F32 || prod.width != 2 * n {
         return Err(format!(
@@ -1230,20 +1250,38 @@ pub(crate) fn pair_sum(
             prod.dtype, prod.width
         ));
     }
-    let b = Builder::new("pair_sum", out.dtype)
+    let mut b = Builder::new("pair_sum", out.dtype)
         .set("width", n)
         .set("prod_stride", prod.stride)
         .set("out_stride", out.stride)
+        .set("scaled", scale.is_some())
         .input("prod", prod);
-    let (mut b, res) = linear_epilogue(b, epilogue)?;
-    let res_bytes = match (epilogue, res) {
-        (_, Some(r)) => {
-            b = b.input("res", &r);
-            n * r.dtype.size()
+    let mut scale_bytes = 0;
+    if let Some(s) = scale {
+        if s.ws.dtype != DType::F32 || s.ws.width < s.parts || s.parts == 0 || s.count == 0 {
+            return Err(format!(
+                "a row scale of {} partial sums from {} values of width {}",
+                s.parts, s.ws.dtype, s.ws.width
+            ));
         }
-        (Epilogue::Accumulate, _) => n * out.dtype.size(),
-        _ => 0,
-    };
+        scale_bytes = 4 * s.parts;
+        b = b
+            .set("parts", s.parts)
+            .set("count", s.count)
+            .set("eps", flit(s.eps))
+            .set("ws_stride", s.ws.stride)
+            .input("norm_ws", &s.ws);
+    }
+    let (mut b, res) = linear_epilogue(b, epilogue)?;
+    let res_bytes = scale_bytes
+        + match (epilogue, res) {
+            (_, Some(r)) => {
+                b = b.input("res", &r);
+                n * r.dtype.size()
+            }
+            (Epilogue::Accumulate, _) => n * out.dtype.size(),
+            _ => 0,
+        };
     Ok(b.output(out)
         .scalar("rows", Arg::Rows)
         .cost(LaunchCost {

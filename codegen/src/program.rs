@@ -144,7 +144,7 @@ pub struct NodeCtx<'a> {
     pub split_out: bool,
     /// The node's value is its projection's two products side by side, `[hi·Wᵀ | lo·Wᵀ]` (f32,
     /// twice the width), which its one consumer sums as it reads them instead of a `pair_sum`
-    /// launch (`decode_rows`, `ZAMBA2C_TUNE_ROWS_PAIR_FOLD=1`; [`pair_foldable`]).
+    /// launch (`decode_rows`; [`pair_foldable`]).
     pub pair_out: bool,
 }
 
@@ -647,13 +647,13 @@ impl GraphBuilder<'_> {
 }
 
 /// Whether node `n` of a `decode_rows` graph may leave its projection's two products side by
-/// side for its consumer to sum (`NodeCtx::pair_out`; `ZAMBA2C_TUNE_ROWS_PAIR_FOLD=1`, a
-/// measurement: 54 `pair_sum` launches fewer in a 2.7B step, docs/PERFORMANCE.md seventeenth
-/// session): a mixer's in_proj (a `NormLinear` of one projection) read by nothing but the mixer
+/// side for its consumer to sum (`NodeCtx::pair_out`; `ZAMBA2C_TUNE_ROWS_PAIR_FOLD=0` turns it
+/// off: 54 `pair_sum` launches fewer in a 2.7B step, whose 64 rows took 7.434 ms against 7.623
+/// with `mamba_step_pipe`, docs/PERFORMANCE.md twentieth session): a mixer's in_proj (a `NormLinear` of one projection) read by nothing but the mixer
 /// itself, as its first operand. Whether the kernels can is decided when they are built
 /// (two bf16 planes on stacked rows; the mixer's `mamba_step` reads either form).
 fn pair_foldable(graph: &Graph, n: NodeIndex) -> bool {
-    if crate::tune("ROWS_PAIR_FOLD", 0) != 1 || graph.outputs.contains(&n) {
+    if crate::tune_mode("ROWS_PAIR_FOLD", 1) != 1 || graph.outputs.contains(&n) {
         return false;
     }
     let Op::NormLinear { projs, .. } = &graph.g[n].op else {

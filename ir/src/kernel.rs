@@ -432,8 +432,10 @@ impl GraphProgram {
 /// Rows from which a decode step runs [`Program::decode_rows`] (the tensor-core GEMMs) rather
 /// than [`Program::decode`] (`proj_gemv`, rows in groups of 8): below it the GEMV's weight
 /// stream costs less than the GEMM's tiles (docs/KERNELS.md "decode_rows"). The runtime lets
-/// `ZAMBA2C_TUNE_ROWS_MMA_MIN` override it for measurements.
-pub const ROWS_MMA_MIN: usize = 16;
+/// `ZAMBA2C_TUNE_ROWS_MMA_MIN` override it for measurements. The 2.7B shape, ms a step on
+/// `decode` / `decode_rows`: 2 rows 6.46 / 3.90, 3 rows 6.86 / 3.88, 4 rows 7.22 / 4.04, 8
+/// rows 8.63 / 4.30; one row 2.38 on `decode` (docs/PERFORMANCE.md, twentieth session).
+pub const ROWS_MMA_MIN: usize = 2;
 
 /// Rows from which a step of `module`'s plan runs `decode_rows` when the plan fixes it: 1 for a
 /// `compile --batch-invariant` module (every step, so a sequence computes the same sums alone

@@ -227,7 +227,7 @@ fn run_schedule(name: &str, m: &Module, seqs: &[Seq], max_batch: usize, chunk: u
 
 /// Twenty sequences of 1 to 40 prompt tokens on twenty slots, most arriving at once: steps of
 /// up to twenty rows (at least `ROWS_MMA_MIN`: the `decode_rows` table), then fewer as they
-/// leave (the `decode` table again), in one run.
+/// leave (the last one alone: the `decode` table again), in one run.
 fn many_rows_schedule(vocab: usize) -> Vec<Seq> {
     (0..20)
         .map(|i| Seq {
@@ -390,10 +390,9 @@ fn batched_sequences_match_the_cpu_alone_as_they_join_and_leave() {
 /// the same run take `decode`.
 #[test]
 fn steps_of_many_rows_run_decode_rows_and_match_the_cpu_alone() {
-    assert_eq!(
-        zamba2c_ir::kernel::ROWS_MMA_MIN,
-        16,
-        "the schedule is made for 16"
+    assert!(
+        (2..=16).contains(&zamba2c_ir::kernel::ROWS_MMA_MIN),
+        "the schedule runs steps of 20 rows down to one"
     );
     for (name, m) in modules() {
         let seqs = many_rows_schedule(m.config.vocab_size);

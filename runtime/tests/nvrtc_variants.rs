@@ -312,19 +312,19 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         ));
     }
     std::env::remove_var("ZAMBA2C_TUNE_ROWS_GEMM");
-    // ROWS_PAIR_FOLD=1: each mixer's in_proj leaves its two stacked products for `mamba_step`
-    // to sum as it reads them (the 2.7B's 54 in_proj `pair_sum` launches gone; the default
-    // mixed plan, library GEMMs on stacked rows).
+    // The pair fold (the default; ROWS_PAIR_FOLD=0 turns it off): each mixer's in_proj leaves
+    // its two stacked products for `mamba_step` to sum as it reads them (the 2.7B's 54 in_proj
+    // `pair_sum` launches gone; the default mixed plan, library GEMMs on stacked rows).
     let base = {
         let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
         m.set_shared_projection_dtype(DType::F16);
         zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
         m
     };
-    let before = build_program(&base).expect("pair-fold base");
-    std::env::set_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD", "1");
-    let p = build_program(&base).expect("pair-fold");
+    std::env::set_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD", "0");
+    let before = build_program(&base).expect("pair-fold off");
     std::env::remove_var("ZAMBA2C_TUNE_ROWS_PAIR_FOLD");
+    let p = build_program(&base).expect("pair-fold");
     assert_eq!(
         rows_launches(&before, "pair_sum") - rows_launches(&p, "pair_sum"),
         big.layers_block_type.len(),
@@ -446,27 +446,50 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             }
         }
     }
-    // The gated group norm folded into it (STEP_PIPE_NORM=1): no group_rms_norm launch left in
-    // decode_rows, the step writing out_proj's planes (two bf16, or one f16 in an f16 plan).
-    std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE_NORM", "1");
+    // The gated group norm split around out_proj (the default; STEP_NORM_AFTER=0 turns it
+    // off, checked below): on the 2.7B shape with
+    // bf16 weights (one norm group, two bf16 planes) no group_rms_norm launch is left in
+    // decode_rows, the step writes out_proj's planes of w ⊙ v and the pair_sum after it scales
+    // the row; two groups, or f16 weights' one plane, keep group_rms_norm.
     for (shape, cfg) in [("big", &big), ("groups", &groups)] {
         for weights in [DType::BF16, DType::F16] {
-            let tag = format!("step-pipe-norm-{shape}-{weights:?}");
+            let tag = format!("step-norm-after-{shape}-{weights:?}");
             let mut m = lower_with_kv(cfg, weights, DType::F32, DType::BF16);
             m.set_ssm_state_dtype(DType::F16);
             let p = built(m, &tag);
-            assert_eq!(rows_launches(&p, "group_rms_norm"), 0, "{tag}");
+            let applies = shape == "big" && weights == DType::BF16;
+            assert_eq!(
+                rows_launches(&p, "group_rms_norm") == 0,
+                applies,
+                "{tag}: group_rms_norm launches"
+            );
+            if !applies {
+                continue;
+            }
             for k in kernels_of(&p, "mamba_step_pipe", &tag) {
-                assert!(
-                    k.source.contains("store_gemm_input(o + c"),
-                    "{tag}: {}",
-                    k.name
-                );
+                assert!(k.source.contains("normw[vr] * v"), "{tag}: {}", k.name);
+                jobs.push(job(&tag, k));
+            }
+            let scaled: Vec<_> = kernels_of(&p, "pair_sum", &tag)
+                .into_iter()
+                .filter(|k| k.source.contains("norm_ws + row"))
+                .collect();
+            assert!(!scaled.is_empty(), "{tag}: no scaled pair_sum");
+            for k in scaled {
                 jobs.push(job(&tag, k));
             }
         }
     }
-    std::env::remove_var("ZAMBA2C_TUNE_STEP_PIPE_NORM");
+    std::env::set_var("ZAMBA2C_TUNE_STEP_NORM_AFTER", "0");
+    let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
+    m.set_ssm_state_dtype(DType::F16);
+    let p = built(m, "step-norm-after-off");
+    assert_eq!(
+        rows_launches(&p, "group_rms_norm"),
+        big.layers_block_type.len(),
+        "step-norm-after-off: a group_rms_norm a mixer"
+    );
+    std::env::remove_var("ZAMBA2C_TUNE_STEP_NORM_AFTER");
     std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "0");
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
     // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every

@@ -16,21 +16,23 @@ const STEP_THREADS: usize = 256;
 /// why the whole-head block loses has not been profiled.
 const STEP_ROWS_BATCHED: usize = 32;
 
-/// The mixer's gated group norm taken into `mamba_step_pipe` (`ZAMBA2C_TUNE_STEP_PIPE_NORM=1`):
-/// its weight and eps, out_proj's input planes it writes, and the per-row workspace (a partial
-/// sum a block) and counters (one a group, zero between launches) it needs.
-pub(super) struct PipeNorm<'n> {
+/// The mixer's gated group norm split around out_proj (`decode_rows` with one norm group;
+/// `ZAMBA2C_TUNE_STEP_NORM_AFTER=0` turns it off): `mamba_step_pipe` writes out_proj's input planes of `w ⊙ v` (the gated output
+/// times the norm weight, not yet normalised) and each block's Σ v² into `ws` (a partial sum a
+/// block, `heads / hpb` a row); the `pair_sum` after out_proj multiplies the row's product by
+/// `1 / sqrt(Σ v² / channels + eps)`. With one group that scale is one number a row, so it
+/// commutes with the projection (docs/KERNELS.md "mamba_step").
+pub(super) struct NormAfter<'n> {
     pub weight: &'n str,
-    pub eps: f32,
-    pub planes: Operand,
     pub ws: Operand,
-    pub counters: Operand,
 }
 
-/// Whether `mamba_step` runs as `mamba_step_pipe` with the gated norm folded in for `op` in
-/// this context (`ZAMBA2C_TUNE_STEP_PIPE_NORM=1`, decode_rows, f32 activations, the pipelined
-/// shape); with it, the heads a block takes (its partial sums a row: heads / that).
-pub(super) fn pipe_norm_heads(ctx: &NodeCtx, op: &Op) -> Option<usize> {
+/// Whether `mamba_step` runs as `mamba_step_pipe` writing out_proj's planes unnormalised
+/// ([`NormAfter`]) for `op` in this context (decode_rows, f32 activations, one norm group, the
+/// pipelined shape; `ZAMBA2C_TUNE_STEP_NORM_AFTER=0` never): the heads a block takes (its
+/// partial sums a row: heads / that). The 2.7B's 64-row step: 7.431 -> 7.256 ms with 54
+/// group_rms_norm launches gone (docs/PERFORMANCE.md, twentieth session).
+pub(super) fn norm_after_heads(ctx: &NodeCtx, op: &Op) -> Option<usize> {
     let Op::MambaMixer {
         heads,
         head_dim,
@@ -43,22 +45,23 @@ pub(super) fn pipe_norm_heads(ctx: &NodeCtx, op: &Op) -> Option<usize> {
         return None;
     };
     let first = ctx.inputs.first()?;
-    if crate::tune("STEP_PIPE_NORM", 0) != 1 || first.dtype != DType::F32 || *groups == 0 {
+    if crate::tune_mode("STEP_NORM_AFTER", 1) != 1 || first.dtype != DType::F32 || *groups != 1 {
         return None;
     }
     let sdt = crate::families::ssm_state_dtype(ctx, *ssm_state).ok()?;
-    pipe_shape(ctx.gemm, heads / groups, *head_dim, *d_state, sdt).map(|p| p.heads)
+    pipe_shape(ctx.gemm, *heads, *head_dim, *d_state, sdt).map(|p| p.heads)
 }
 
 /// The decode step of a mixer: conv + SiLU + SSM update + D skip + gate
 /// (templates/mamba_step.cu), writing the gated output into `gated` (f32); with `norm`, the
-/// pipelined kernel also writes the gated group norm as out_proj's input planes.
+/// pipelined kernel writes `gated` as out_proj's bf16 input planes of `w ⊙ v` instead and the
+/// rows' partial Σ v² ([`NormAfter`]).
 pub(super) fn mamba_step(
     ctx: &NodeCtx,
     op: &Op,
     zx: Operand,
     gated: Operand,
-    norm: Option<PipeNorm>,
+    norm: Option<NormAfter>,
 ) -> Result<KernelSpec, String> {
     let Op::MambaMixer {
         conv_weight,
@@ -164,7 +167,16 @@ pub(super) fn mamba_step(
     // Blocks an SM must hold in decode_rows (`ZAMBA2C_TUNE_STEP_MIN_BLOCKS`, a measurement):
     // the 64-row step's blocks are latency-bound and 48 registers hold the SM to 5 of them (15.5
     // waves); ptxas fits 6 in 40 registers without spilling, 8 in 32 with 36 bytes spilled.
-    let min_blocks = crate::tune("STEP_MIN_BLOCKS", 0);
+    // The pipelined step writing out_proj's planes takes 59 registers unbounded (4 blocks an
+    // SM); held to 5 blocks it fits the 48 of the plain form without spilling, and the 2.7B's
+    // 64-row step took 7.256 ms against 7.329 (docs/PERFORMANCE.md, twentieth session).
+    let pipe = pipe_shape(ctx.gemm, *heads / *groups, *head_dim, *d_state, sdt);
+    let default_blocks = if pipe.is_some() && norm.is_some() {
+        5
+    } else {
+        0
+    };
+    let min_blocks = crate::tune("STEP_MIN_BLOCKS", default_blocks);
     let bounded = |b: Builder| {
         if ctx.gemm && min_blocks > 1 {
             b.set("min_blocks", min_blocks.min(8))
@@ -172,44 +184,34 @@ pub(super) fn mamba_step(
             b
         }
     };
-    if let Some(pipe) = pipe_shape(ctx.gemm, *heads / *groups, *head_dim, *d_state, sdt) {
+    if let Some(pipe) = pipe {
         let mut b = bounded(common(Builder::new("mamba_step_pipe", zx.dtype)))
             .set("hpb", pipe.heads)
             .set("tpr", pipe.tpr)
             .set("npt", pipe.npt)
             .set("rpt", STEP_THREADS / pipe.tpr)
             .set("stages", pipe.stages)
-            .set("fused_norm", norm.is_some());
+            .set("norm_after", norm.is_some());
         if let Some(n) = norm {
-            let nb = heads / groups / pipe.heads;
-            let (plane_dtype, planes) = crate::families::gemm_planes(n.planes.dtype);
-            if n.planes.dtype != plane_dtype
-                || n.planes.width != planes * din
-                || n.planes.stride != planes * din
-                || n.ws.width < groups * nb
-                || n.counters.width < *groups
+            let nb = heads / pipe.heads;
+            if *groups != 1
+                || gated.dtype != DType::BF16
+                || gated.width != 2 * din
+                || gated.stride != 2 * din
+                || n.ws.width < nb
             {
-                return Err("the fused norm's planes, workspace or counters do not fit".into());
+                return Err("the unnormalised planes need one group, two bf16 planes and a partial sum a block".into());
             }
-            // The norm's traffic: the gated row read back, the planes written, its weight.
-            let planes_bytes = (n.planes.width * n.planes.dtype.size()) as u64;
             b = b
                 .cost(zamba2c_ir::kernel::LaunchCost {
                     weight_bytes: cost.weight_bytes + wsz(n.weight),
-                    bytes_per_row: cost.bytes_per_row + din as u64 * 4 + planes_bytes,
-                    flops_per_row: cost.flops_per_row + 4 * din as u64,
+                    bytes_per_row: cost.bytes_per_row + 4 * nb as u64,
+                    flops_per_row: cost.flops_per_row + 3 * din as u64,
                     ..cost
                 })
-                .set("nb", nb)
-                .set("group", din / groups)
-                .set("eps", crate::families::flit(n.eps))
-                .set("planes_n", planes)
                 .set("ws_stride", n.ws.stride)
-                .set("cnt_stride", n.counters.stride)
                 .weight("norm_weight", ctx, n.weight)
-                .param("planes", CType::Ptr(n.planes.dtype), n.planes.arg())
-                .param("norm_ws", CType::Ptr(DType::F32), n.ws.arg())
-                .param("norm_counters", CType::Ptr(DType::I32), n.counters.arg());
+                .param("norm_ws", CType::Ptr(DType::F32), n.ws.arg());
         }
         return Ok(b.finish(
             [

@@ -104,7 +104,7 @@ impl Emit<'_, '_, '_> {
 
     /// A temporary for the GEMM input planes of `width` f32 activations read by the GEMMs of
     /// `weights` (`families::weights_planes`: two bf16 planes side by side, or one f16 plane).
-    fn planes_temp<'w>(
+    pub(super) fn planes_temp<'w>(
         &mut self,
         width: usize,
         weights: impl IntoIterator<Item = &'w str>,
@@ -154,6 +154,36 @@ impl Emit<'_, '_, '_> {
         let prod = (self.temp)(2 * n, DType::F32, Init::Any);
         self.stacked_gemm(w, planes, prod, 0, n)?;
         self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
+        Ok(())
+    }
+
+    /// Whether the linear of weight `w` on `width` f32 activations ([`Emit::split_linear`])
+    /// runs as one GEMM over two bf16 planes stacked as rows ([`stacked_planes`]), the form
+    /// [`Emit::scaled_linear`] takes.
+    pub(super) fn stacked_planes_for(&self, w: &str, width: usize) -> Result<bool, String> {
+        let (dtype, _) = families::weights_planes(self.ctx, [w])?;
+        let shape = self.temp_shape(width);
+        Ok(dtype == DType::BF16
+            && stacked_planes(self.ctx, dtype)
+            && families::presplit_eligible(self.ctx, &shape, w))
+    }
+
+    /// The linear of weight `w` on the two bf16 `planes` (hi columns, lo `k` later; a value of
+    /// width 2k) stacked as rows of one GEMM into an f32 product pair, summed by `pair_sum`
+    /// with `scale` applied before `epilogue` ([`families::RowScale`]).
+    pub(super) fn scaled_linear(
+        &mut self,
+        w: &str,
+        planes: Operand,
+        out: Operand,
+        epilogue: Epilogue,
+        scale: &families::RowScale,
+    ) -> Result<(), String> {
+        let n = out.width;
+        let prod = (self.temp)(2 * n, DType::F32, Init::Any);
+        self.stacked_gemm(w, cols(planes, 0, planes.width / 2), prod, 0, n)?;
+        let spec = families::pair_sum_scaled(&prod, &out, epilogue, Some(scale))?;
+        self.specs.push(spec);
         Ok(())
     }
 

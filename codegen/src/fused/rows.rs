@@ -13,7 +13,7 @@ use super::mixer::{self, mamba_step};
 use super::prompt::{prompt_specs, Emit};
 use super::{Init, Temp};
 use crate::families::{self, flit, Builder, KernelSpec};
-use crate::program::{Extent, NodeCtx, Operand};
+use crate::program::{Epilogue, Extent, NodeCtx, Operand};
 
 /// Threads of a `group_rms_norm` block (one block per row and norm group).
 const NORM_BLOCK: usize = 256;
@@ -51,36 +51,43 @@ pub fn rows_specs(
         temp,
         specs: Vec::new(),
     };
-    let gated = (e.temp)(din, DType::F32, Init::Any);
     let p = [Proj {
         weight: out_proj.clone(),
         adapter: None,
     }];
-    // The step, then the gated group norm, as planes when out_proj's GEMM reads them
-    // (`Emit::norm_project`); with `ZAMBA2C_TUNE_STEP_PIPE_NORM=1` the pipelined step writes
-    // the planes itself (its last block of each row and group: docs/KERNELS.md "mamba_step").
-    let fold = mixer::pipe_norm_heads(ctx, op);
-    let emit_norm = |e: &mut Emit, dst: Operand, split: bool| {
-        match fold {
-            Some(hpb) if split => {
-                let ws = (e.temp)(heads / hpb, DType::F32, Init::Any);
-                // Counters the kernel finds at zero and leaves at zero.
-                let counters = (e.temp)(*groups, DType::I32, Init::Zero);
-                let n = mixer::PipeNorm {
-                    weight: &norm.weight,
-                    eps: norm.eps,
-                    planes: dst,
-                    ws,
-                    counters,
-                };
-                e.specs.push(mamba_step(ctx, op, zx, gated, Some(n))?);
-            }
-            _ => {
-                e.specs.push(mamba_step(ctx, op, zx, gated, None)?);
-                e.specs
-                    .push(group_rms_norm(ctx, norm, *groups, gated, dst, split)?);
-            }
+    // With one norm group and two bf16 planes (`ZAMBA2C_TUNE_STEP_NORM_AFTER=0`: never), the pipelined
+    // step writes out_proj's planes of w ⊙ v and its partial Σ v², and the pair_sum after the
+    // stacked GEMM applies the row's 1 / rms (mixer::NormAfter): no group_rms_norm launch.
+    if let Some(hpb) = mixer::norm_after_heads(ctx, op) {
+        if e.stacked_planes_for(out_proj, din)? {
+            let ws = (e.temp)(heads / hpb, DType::F32, Init::Any);
+            let planes = e.planes_temp(din, [out_proj.as_str()])?;
+            let n = mixer::NormAfter {
+                weight: &norm.weight,
+                ws,
+            };
+            e.specs.push(mamba_step(ctx, op, zx, planes, Some(n))?);
+            let scale = families::RowScale {
+                ws,
+                parts: heads / hpb,
+                count: din,
+                eps: norm.eps,
+            };
+            let epilogue = match residual {
+                Some(r) => Epilogue::Residual(r),
+                None => Epilogue::None,
+            };
+            e.scaled_linear(out_proj, planes, ctx.out, epilogue, &scale)?;
+            return Ok(e.specs);
         }
+    }
+    // The step, then the gated group norm, as planes when out_proj's GEMM reads them
+    // (`Emit::norm_project`).
+    let gated = (e.temp)(din, DType::F32, Init::Any);
+    let emit_norm = |e: &mut Emit, dst: Operand, split: bool| {
+        e.specs.push(mamba_step(ctx, op, zx, gated, None)?);
+        e.specs
+            .push(group_rms_norm(ctx, norm, *groups, gated, dst, split)?);
         Ok(())
     };
     e.norm_project_with(din, emit_norm, &p, ctx.out, residual)?;
