@@ -490,6 +490,24 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         "step-norm-after-off: a group_rms_norm a mixer"
     );
     std::env::remove_var("ZAMBA2C_TUNE_STEP_NORM_AFTER");
+    // The conv's vector loads (STEP_CONV_VEC=1) in both step kernels, the decode table's
+    // mamba_step and decode_rows' mamba_step_pipe, on 16-bit and f32 weights and activations.
+    std::env::set_var("ZAMBA2C_TUNE_STEP_CONV_VEC", "1");
+    for (weights, act) in [
+        (DType::BF16, DType::F32),
+        (DType::F32, DType::F32),
+        (DType::BF16, DType::BF16),
+    ] {
+        let tag = format!("step-conv-vec-{weights:?}-{act:?}");
+        let p = built(lower_with_kv(&big, weights, act, DType::BF16), &tag);
+        for family in ["mamba_step", "mamba_step_pipe"] {
+            for k in kernels_of(&p, family, &tag) {
+                assert!(k.source.contains("ld4(cst"), "{tag}: {}", k.name);
+                jobs.push(job(&tag, k));
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_STEP_CONV_VEC");
     std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "0");
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
     // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every
