@@ -90,12 +90,13 @@ fn compiling_twice_gives_identical_plans_and_dumps() {
 
 /// `compile --batch-invariant` (docs/KERNELS.md "linear_rows"): module.json carries it, the
 /// program reads back, and `inspect` names it and reports every step on `decode_rows` (from 1
-/// row; 16 for the default plan).
+/// row; `ROWS_MMA_MIN` for the default plan).
 #[test]
 fn a_batch_invariant_plan_says_so() {
     let model = fixture_models().pop().expect("a fixture");
     let tmp = tempfile::tempdir().unwrap();
-    for (invariant, from) in [(true, 1), (false, 16)] {
+    let default_from = zamba2c_ir::kernel::ROWS_MMA_MIN;
+    for (invariant, from) in [(true, 1), (false, default_from)] {
         let plan_dir = tmp.path().join(format!("plan-{invariant}"));
         let p = plan_dir.to_str().unwrap();
         let mut args = vec![

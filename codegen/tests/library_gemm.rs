@@ -92,13 +92,19 @@ fn decode_rows_stacks_the_split_planes_and_sums_the_products() {
     for (i, l) in gp.launches.iter().enumerate() {
         let Some(g) = &l.library else { continue };
         stacked += 1;
-        // One GEMM of 2·B·T rows into an f32 temporary, then `pair_sum` reading exactly it.
+        // One GEMM of 2·B·T rows into an f32 temporary, then `pair_sum` reading exactly it, or
+        // (a mixer's in_proj: the pair fold) the mixer's step summing the pair as it reads it.
         assert_eq!(g.row_stack, 2);
         assert!(matches!(g.epilogue, LibraryEpilogue::None));
         assert!(l.args.contains(&Arg::RowsTimes(2)), "{}", l.kernel);
         let next = &gp.launches[i + 1];
-        assert_eq!(p.kernels[&next.kernel].family, "pair_sum");
-        assert_eq!(next.args[0], g.out, "pair_sum reads the products");
+        let family = p.kernels[&next.kernel].family.as_str();
+        assert!(
+            ["pair_sum", "mamba_step", "mamba_step_pipe"].contains(&family),
+            "{family} after {}",
+            l.kernel
+        );
+        assert_eq!(next.args[0], g.out, "{family} reads the products");
         let Arg::Value { value, offset } = g.out else {
             panic!("output is a value")
         };
