@@ -16,14 +16,7 @@
 #include <cstring>
 #include <vector>
 
-#define CK(x)                                                                      \
-  do {                                                                             \
-    auto e_ = (x);                                                                 \
-    if ((int)e_ != 0) {                                                            \
-      std::fprintf(stderr, "%s:%d %s -> %d\n", __FILE__, __LINE__, #x, (int)e_);   \
-      std::exit(1);                                                                \
-    }                                                                              \
-  } while (0)
+#include "lab_check.cuh"
 
 struct Shape {
   const char* name;

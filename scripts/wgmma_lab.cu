@@ -15,14 +15,7 @@
 
 #include "wgmma_lab_kernel.cuh"
 
-#define CK(x)                                                                    \
-  do {                                                                           \
-    auto e_ = (x);                                                               \
-    if ((int)e_ != 0) {                                                          \
-      std::fprintf(stderr, "%s:%d %s -> %d\n", __FILE__, __LINE__, #x, (int)e_); \
-      std::exit(1);                                                              \
-    }                                                                            \
-  } while (0)
+#include "lab_check.cuh"
 
 static const size_t WS = 32u << 20;
 
