@@ -20,7 +20,8 @@ const NORM_BLOCK: usize = 256;
 
 /// The `decode_rows` kernels of fused op `op` (`residual`: the `Residual` wrapper's operand).
 /// The mixer is the decode step (`mamba_step`) followed by its gated norm and `out_proj` on the
-/// GEMM; every other op is lowered as in a prompt (ir/src/fused.rs gives the same meaning).
+/// GEMM, or (one norm group) the step writing out_proj's planes and the norm's scale applied
+/// after it; every other op is lowered as in a prompt (ir/src/fused.rs gives the same meaning).
 pub fn rows_specs(
     ctx: &NodeCtx,
     temp: &mut Temp,
@@ -55,9 +56,10 @@ pub fn rows_specs(
         weight: out_proj.clone(),
         adapter: None,
     }];
-    // With one norm group and two bf16 planes (`ZAMBA2C_TUNE_STEP_NORM_AFTER=0`: never), the pipelined
-    // step writes out_proj's planes of w ⊙ v and its partial Σ v², and the pair_sum after the
-    // stacked GEMM applies the row's 1 / rms (mixer::NormAfter): no group_rms_norm launch.
+    // With one norm group and two bf16 planes (`ZAMBA2C_TUNE_STEP_NORM_AFTER=0`: never), the
+    // pipelined step writes out_proj's planes of w ⊙ v and its partial Σ v², and the pair_sum
+    // after the stacked GEMM applies the row's 1 / rms (mixer::NormAfter): no group_rms_norm
+    // launch. That pair_sum may be left to the next node's norm (`Emit::scaled_linear`).
     if let Some(hpb) = mixer::norm_after_heads(ctx, op) {
         if e.stacked_planes_for(out_proj, din)? {
             let ws = (e.temp)(heads / hpb, DType::F32, Init::Any);
