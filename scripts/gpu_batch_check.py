@@ -17,6 +17,13 @@ first difference, and how many prompts are identical. Issue 12's bar: the same g
 >= 99% of positions. At each first difference (up to --margin-prompts) it reports how near a
 tie the alone run's choice was, from that history's logits. The logits themselves are compared with the CPU interpreter by the
 `cuda_batch` tests (runtime/tests/cuda_batch.rs), not here.
+
+With --reference the weights are transformers' own random initialisation of the config (rounded
+to bf16 and saved, as scripts/gpu_check_27b.py makes them) instead of --dummy-weights, and at
+each first difference transformers in f32 scores the same history: which of the two tokens is
+its argmax, and the gap between them in its logits. Over many near-tie flips this says whether
+the batched path or the alone path is nearer the model's meaning where they part
+(docs/PERFORMANCE.md, twentieth session).
 """
 
 import argparse
@@ -40,19 +47,70 @@ WORDS = (
 ).split()
 
 
-def compile_plan(z: str, work: Path, config: Path, arch: list, dtype: str, kv: list = ()) -> Path:
+def compile_plan(z: str, work: Path, config: Path, arch: list, dtype: str, kv: list = (),
+                 reference=None) -> Path:
+    """The plan of `config`: from `reference`'s weights (a transformers model, saved into the
+    checkpoint) where given, else `--dummy-weights`."""
     model = work / "model"
-    model.mkdir()
-    shutil.copy(config, model / "config.json")
+    if reference is not None:
+        reference.save_pretrained(model)
+    else:
+        model.mkdir()
+        shutil.copy(config, model / "config.json")
     for f in TOKENIZER_FILES:
         if (TOKENIZER_DIR / f).exists():
             shutil.copy(TOKENIZER_DIR / f, model / f)
     plan = work / "plan"
+    weights = [] if reference is not None else ["--dummy-weights"]
     subprocess.run(
-        [z, "compile", str(model), "-o", str(plan), "--dummy-weights", "--dtype", dtype, *kv, *arch],
+        [z, "compile", str(model), "-o", str(plan), *weights, "--dtype", dtype, *kv, *arch],
         check=True, stdout=subprocess.DEVNULL,
     )
     return plan
+
+
+def reference_model(config: Path, device: str):
+    """transformers' random initialisation of `config` (seed 0) on `device`, rounded to bf16 as
+    a checkpoint stores it."""
+    import torch
+    from transformers import Zamba2Config, Zamba2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Zamba2Config.from_json_file(str(config))
+    with torch.device(device):
+        model = Zamba2ForCausalLM(cfg)
+    return model.to(torch.bfloat16).eval()
+
+
+def reference_verdicts(model, batched: list, alone: list, limit: int) -> list:
+    """At the first difference of up to `limit` prompts: transformers' f32 logits after the
+    common history (the prompt and the tokens both runs generated before it), its argmax against
+    each run's token, and the gap between the two tokens over the logits' largest magnitude
+    (positive: the alone run's token scores higher)."""
+    import torch
+
+    model = model.float()
+    dev = next(model.parameters()).device
+    out = []
+    for b, s in zip(batched, alone):
+        if len(out) >= limit:
+            break
+        gb, gs = b["generated_tokens"], s["generated_tokens"]
+        k = next((i for i in range(min(len(gb), len(gs))) if gb[i] != gs[i]), None)
+        if k is None:
+            continue
+        ids = torch.tensor([s["prompt_tokens"] + gs[:k]], device=dev)
+        with torch.no_grad():
+            last = model(ids, use_cache=False).logits[0, -1].float()
+        top = int(torch.argmax(last))
+        out.append({
+            "prompt": b.get("index"),
+            "position": k,
+            "reference_argmax_is_alone": top == gs[k],
+            "reference_argmax_is_batched": top == gb[k],
+            "reference_pair": float((last[gs[k]] - last[gb[k]]) / last.abs().max().clamp(min=1e-30)),
+        })
+    return out
 
 
 def run(z: str, plan: Path, prompts: Path, batch: int, gen: int, context: int, device: str) -> list:
@@ -132,6 +190,8 @@ def main() -> int:
     ap.add_argument("--batch-invariant", action="store_true")
     # Prompts whose first difference gets its near-tie measured (one `logits` run each).
     ap.add_argument("--margin-prompts", type=int, default=8)
+    # transformers' random weights, and its f32 verdict at every first difference.
+    ap.add_argument("--reference", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory() as d:
@@ -139,7 +199,8 @@ def main() -> int:
         arch = ["--arch", "sm_90"] if a.device == "cuda" else []
         kv = ["--kv-dtype", a.kv_dtype] if a.kv_dtype else []
         kv += ["--batch-invariant"] if a.batch_invariant else []
-        plan = compile_plan(a.zamba2c, work, a.config, arch, a.dtype, kv)
+        ref = reference_model(a.config, a.device) if a.reference else None
+        plan = compile_plan(a.zamba2c, work, a.config, arch, a.dtype, kv, ref)
         prompts = work / "prompts.txt"
         lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, a.max_words)))
                  for _ in range(a.prompts)]
@@ -151,6 +212,7 @@ def main() -> int:
             print(f"BATCH_CHECK failed: {len(batched)} batched and {len(alone)} alone results")
             return 1
         margins = first_difference_margins(a, plan, work, batched, alone, context)
+        verdicts = reference_verdicts(ref, batched, alone, a.prompts) if ref is not None else []
     same = total = prefix = identical = 0
     first_diff = []
     for b, s in zip(batched, alone):
@@ -176,6 +238,10 @@ def main() -> int:
         "first_differences": sorted(first_diff),
         "first_difference_margins": margins,
     }
+    if a.reference:
+        summary["reference_verdicts"] = verdicts
+        summary["reference_prefers_alone"] = sum(v["reference_argmax_is_alone"] for v in verdicts)
+        summary["reference_prefers_batched"] = sum(v["reference_argmax_is_batched"] for v in verdicts)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "batch_check.json").write_text(json.dumps(summary, indent=1) + "\n")
     ok = summary["positions_same"] >= 0.99
@@ -189,6 +255,14 @@ def main() -> int:
         print(f"BATCH_CHECK first difference: prompt {m['prompt']} position {m['position']} "
               f"top2 {m['top2']:.2e} pair {m['pair']:.2e} (median top2 {m['median_top2']:.2e}, "
               f"alone token is the argmax: {m['alone_is_argmax']})")
+    if a.reference:
+        print(f"BATCH_CHECK transformers f32 at the {len(verdicts)} first differences: its argmax "
+              f"is the alone run's token {summary['reference_prefers_alone']} times, the batched "
+              f"run's {summary['reference_prefers_batched']} times")
+        for v in verdicts:
+            print(f"BATCH_CHECK reference: prompt {v['prompt']} position {v['position']} "
+                  f"alone {v['reference_argmax_is_alone']} batched {v['reference_argmax_is_batched']} "
+                  f"pair {v['reference_pair']:.2e}")
     return 0 if ok else 1
 
 
