@@ -51,13 +51,14 @@ template <int SWZ> __device__ __forceinline__ unsigned long long smem_desc(unsig
 }
 template <int SWZ> __device__ __forceinline__ unsigned kstep_bytes() { return SWZ == 1 ? 32 : 256; }
 
-// WGS warpgroups (M = 64·WGS rows of X, one warpgroup a 64-row plane), BN output features a CTA
+// WGS warpgroups (M = 64·WGS rows of X, one warpgroup a 64-row plane; m ≤ M of them real), BN
+// output features a CTA
 // (blockIdx.x), K split SK ways (blockIdx.y; SK > 1: D zeroed before, partial sums added
 // atomically), S cp.async stages of one 64-wide K tile of X and of W each. One CTA an SM.
 template <int WGS, int BN, int S, int SK, int SWZ>
 __global__ void __launch_bounds__(WGS * 128, 1)
     gemm_wgmma(const unsigned short* __restrict__ X, const unsigned short* __restrict__ W,
-               float* __restrict__ D, int N, int K) {
+               float* __restrict__ D, int N, int K, int m) {
   extern __shared__ unsigned char smem_raw[];
   constexpr int M = WGS * 64, A_BYTES = M * 128, B_BYTES = BN * 128, STAGE = A_BYTES + B_BYTES;
   constexpr int THREADS = WGS * 128;
@@ -72,7 +73,8 @@ __global__ void __launch_bounds__(WGS * 128, 1)
       const int k0 = kbeg + it * 64;
       for (int q = t; q < M * 8; q += THREADS) {
         const int r = q >> 3, c = q & 7;
-        cp16(sa + tile_off<SWZ>(r, c), X + (long)r * K + k0 + c * 8, true);
+        // Rows past the m of X (a step of fewer rows than the tile) re-read row 0, never stored.
+        cp16(sa + tile_off<SWZ>(r, c), X + (long)(r < m ? r : 0) * K + k0 + c * 8, true);
       }
       for (int q = t; q < BN * 8; q += THREADS) {
         const int r = q >> 3, c = q & 7;
@@ -113,17 +115,20 @@ __global__ void __launch_bounds__(WGS * 128, 1)
 #pragma unroll
   for (int nb = 0; nb < BN / 8; ++nb) {
     const int col = n0 + nb * 8 + 2 * (lane & 3);
-    if (col >= N) continue;
+    if (col >= N || row >= m) continue;
     float* p0 = D + (long)row * N + col;
     float* p1 = p0 + 8L * N;
+    const bool second = row + 8 < m;
     if (SK == 1) {
       *reinterpret_cast<float2*>(p0) = make_float2(d[nb * 4], d[nb * 4 + 1]);
-      *reinterpret_cast<float2*>(p1) = make_float2(d[nb * 4 + 2], d[nb * 4 + 3]);
+      if (second) *reinterpret_cast<float2*>(p1) = make_float2(d[nb * 4 + 2], d[nb * 4 + 3]);
     } else {
       atomicAdd(p0, d[nb * 4]);
       atomicAdd(p0 + 1, d[nb * 4 + 1]);
-      atomicAdd(p1, d[nb * 4 + 2]);
-      atomicAdd(p1 + 1, d[nb * 4 + 3]);
+      if (second) {
+        atomicAdd(p1, d[nb * 4 + 2]);
+        atomicAdd(p1 + 1, d[nb * 4 + 3]);
+      }
     }
   }
 }

@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The configurations scripts/wgmma_lab.cu runs: (warpgroups, BN, stages, split-K, smem image).
 CONFIGS = [(2, 80, 6, 1, 1), (2, 80, 6, 1, 0), (2, 80, 6, 1, 2), (2, 80, 4, 1, 1), (2, 96, 6, 1, 1),
            (2, 128, 5, 1, 1), (2, 160, 5, 2, 1), (2, 80, 6, 4, 1), (2, 40, 6, 2, 1), (2, 160, 5, 8, 1),
-           (2, 80, 6, 4, 0), (1, 120, 8, 1, 1), (1, 240, 5, 2, 1)]
+           (2, 80, 6, 4, 0), (1, 120, 8, 1, 1), (1, 240, 5, 2, 1), (1, 80, 8, 1, 1), (1, 160, 6, 2, 1),
+           (1, 80, 8, 4, 1), (1, 40, 8, 2, 1)]
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
         src = src.replace("#pragma once", "")
         for c in CONFIGS:
             src += ("template __global__ void gemm_wgmma<%d, %d, %d, %d, %d>(const unsigned short*, "
-                    "const unsigned short*, float*, int, int);\n" % c)
+                    "const unsigned short*, float*, int, int, int);\n" % c)
         lib = ctypes.CDLL(os.path.join(cu, "lib", "libnvrtc.so.13"))
         prog = ctypes.c_void_p()
         if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"wgmma_lab.cu", 0, None, None):
