@@ -6,7 +6,7 @@
 Compiles the 2.7B config (examples/zamba2-2.7b-config, random weights: --dummy-weights) with
 the demo model's tokenizer (the same 32,000-token vocabulary), writes --prompts random prompts
 of 8 to 400 words, and runs them twice with greedy decoding and --ignore-eos: all at once
-(`run --prompts-file F --max-batch B`: steps of up to B rows, decode_rows from 16 rows, the
+(`run --prompts-file F --max-batch B`: steps of up to B rows, decode_rows from ROWS_MMA_MIN (2) rows, the
 device's greedy picks) and one at a time (`--max-batch 1`: the one-sequence decode table, or `decode_rows` too under
 ZAMBA2C_TUNE_ROWS_MMA_MIN=1). Both runs are the same plan on the same GPU, and the batch splits
 a prompt only where the run alone does (at the engine's prompt launch size), so the only

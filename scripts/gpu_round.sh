@@ -312,7 +312,7 @@ fi
 if [ "${BATCH_MMA:-0}" = 1 ]; then
   # Batched decode on the tensor-core table `decode_rows` (docs/KERNELS.md "decode_rows") against
   # the GEMV table: `bench --batch B` on the 2.7B plan above with the default threshold (steps of
-  # >= 16 rows on decode_rows) and with ZAMBA2C_TUNE_ROWS_MMA_MIN=1000 (every step on decode,
+  # >= ROWS_MMA_MIN rows on decode_rows) and with ZAMBA2C_TUNE_ROWS_MMA_MIN=1000 (every step on decode,
   # the path measured before). One line per run in batch_mma.txt, the JSON of every run in
   # batch_mma.json (two files: the device tool returns only a few).
   : > "$OUT/batch_mma.json"
