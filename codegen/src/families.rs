@@ -1237,6 +1237,29 @@ pub(crate) struct RowScale {
     pub eps: f32,
 }
 
+impl RowScale {
+    /// The template values and the workspace parameter a kernel applying this scale takes
+    /// (templates/pair_sum.cu, pair_sum_norm.cu: `parts`, `count`, the eps as `eps_name`,
+    /// `ws_stride`, `norm_ws`), or why the workspace does not hold the partial sums.
+    fn params(&self, b: Builder, eps_name: &str) -> Result<Builder, String> {
+        if self.ws.dtype != DType::F32
+            || self.ws.width < self.parts
+            || self.parts == 0
+            || self.count == 0
+        {
+            return Err(format!(
+                "a row scale of {} partial sums from {} values of width {}",
+                self.parts, self.ws.dtype, self.ws.width
+            ));
+        }
+        Ok(b.set("parts", self.parts)
+            .set("count", self.count)
+            .set(eps_name, flit(self.eps))
+            .set("ws_stride", self.ws.stride)
+            .input("norm_ws", &self.ws))
+    }
+}
+
 /// [`pair_sum`], the sum scaled by `scale` where given.
 pub(crate) fn pair_sum_scaled(
     prod: &Operand,
@@ -1259,19 +1282,8 @@ pub(crate) fn pair_sum_scaled(
         .input("prod", prod);
     let mut scale_bytes = 0;
     if let Some(s) = scale {
-        if s.ws.dtype != DType::F32 || s.ws.width < s.parts || s.parts == 0 || s.count == 0 {
-            return Err(format!(
-                "a row scale of {} partial sums from {} values of width {}",
-                s.parts, s.ws.dtype, s.ws.width
-            ));
-        }
+        b = s.params(b, "eps")?;
         scale_bytes = 4 * s.parts;
-        b = b
-            .set("parts", s.parts)
-            .set("count", s.count)
-            .set("eps", flit(s.eps))
-            .set("ws_stride", s.ws.stride)
-            .input("norm_ws", &s.ws);
     }
     let (mut b, res) = linear_epilogue(b, epilogue)?;
     let res_bytes = scale_bytes
@@ -1349,12 +1361,7 @@ pub(crate) fn pair_sum_norm(
         .input("prod", &sum.prod);
     let mut extra = 0;
     if let Some(s) = &sum.scale {
-        b = b
-            .set("parts", s.parts)
-            .set("count", s.count)
-            .set("scale_eps", flit(s.eps))
-            .set("ws_stride", s.ws.stride)
-            .input("norm_ws", &s.ws);
+        b = s.params(b, "scale_eps")?;
         extra += 4 * s.parts;
     }
     match sum.epilogue {
