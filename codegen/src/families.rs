@@ -116,6 +116,11 @@ impl Builder {
         };
         self.param(name, CType::ConstPtr(d), arg)
     }
+    /// A parameter pointing at part `part` of state `id` (its elements of `dtype`): the SSM
+    /// state, a conv ring, a KV cache's keys (0) or values (1).
+    pub(crate) fn state(self, name: &'static str, dtype: DType, id: usize, part: usize) -> Self {
+        self.param(name, CType::Ptr(dtype), Arg::State { id, part })
+    }
     pub(crate) fn scalar(self, name: &'static str, arg: Arg) -> Self {
         self.param(name, CType::I32, arg)
     }
@@ -503,14 +508,7 @@ fn base_specs(
                 .weight("dt_bias", ctx, dt_bias)
                 .weight("a_log", ctx, a_log)
                 .weight("d_skip", ctx, d)
-                .param(
-                    "state",
-                    CType::Ptr(sdt),
-                    Arg::State {
-                        id: *state,
-                        part: 0,
-                    },
-                )
+                .state("state", sdt, *state, 0)
                 .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
                 .output(&out)
                 .scalar("seq", Arg::Seq)

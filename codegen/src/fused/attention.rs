@@ -125,16 +125,8 @@ pub fn attention_decode(
         b.input("q", q)
             .input("k", k)
             .input("v", v)
-            .param(
-                "kcache",
-                CType::Ptr(cache_dtype),
-                Arg::State { id: cache, part: 0 },
-            )
-            .param(
-                "vcache",
-                CType::Ptr(cache_dtype),
-                Arg::State { id: cache, part: 1 },
-            )
+            .state("kcache", cache_dtype, cache, 0)
+            .state("vcache", cache_dtype, cache, 1)
             .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
             .param("workspace", CType::Ptr(DType::F32), workspace.arg())
             .param("counters", CType::Ptr(DType::I32), counters.arg())

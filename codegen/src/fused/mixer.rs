@@ -17,9 +17,9 @@ const STEP_THREADS: usize = 256;
 const STEP_ROWS_BATCHED: usize = 32;
 
 /// The mixer's gated group norm split around out_proj (`decode_rows` with one norm group;
-/// `ZAMBA2C_TUNE_STEP_NORM_AFTER=0` turns it off): `mamba_step_pipe` writes out_proj's input planes of `w ⊙ v` (the gated output
-/// times the norm weight, not yet normalised) and each block's Σ v² into `ws` (a partial sum a
-/// block, `heads / hpb` a row); the `pair_sum` after out_proj multiplies the row's product by
+/// `ZAMBA2C_TUNE_STEP_NORM_AFTER=0` turns it off): `mamba_step_pipe` writes out_proj's input
+/// planes of `w ⊙ v` (the gated output times the norm weight, not yet normalised) and each
+/// block's Σ v² into `ws` (a partial sum a block, `heads / hpb` a row); the `pair_sum` after out_proj multiplies the row's product by
 /// `1 / sqrt(Σ v² / channels + eps)`. With one group that scale is one number a row, so it
 /// commutes with the projection (docs/KERNELS.md "mamba_step").
 pub(super) struct NormAfter<'n> {
@@ -150,22 +150,8 @@ pub(super) fn mamba_step(
             .weight("dt_bias", ctx, dt_bias)
             .weight("a_log", ctx, a_log)
             .weight("d_skip", ctx, d)
-            .param(
-                "conv_state",
-                CType::Ptr(cdt),
-                Arg::State {
-                    id: *conv_state,
-                    part: 0,
-                },
-            )
-            .param(
-                "ssm_state",
-                CType::Ptr(sdt),
-                Arg::State {
-                    id: *ssm_state,
-                    part: 0,
-                },
-            )
+            .state("conv_state", cdt, *conv_state, 0)
+            .state("ssm_state", sdt, *ssm_state, 0)
             .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
             .output(&gated)
     };
