@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "lab_check.cuh"
+#include "lab_device.cuh"
 
 typedef unsigned short bf16_bits;
 
@@ -34,11 +35,6 @@ __device__ __forceinline__ void unpack8(uint4 v, float* o) {
     o[2 * i] = __uint_as_float(w[i] << 16);
     o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 // Eight f32 values of x̂ (shared memory) at p.
 __device__ __forceinline__ void load_x8(const float* p, float (&xv)[8]) {
@@ -60,13 +56,6 @@ __device__ __forceinline__ void fma_rows(float (&acc)[R], const uint4 (&wv)[R], 
 template <int R>
 __device__ __forceinline__ void store_rows(float (&acc)[R], int lane, int o0, int N, float inv, float* y) {
   store_rows(acc, lane, o0, N, inv, y);
-}
-__device__ __forceinline__ uint4 ldg_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
 }
 
 constexpr float EPS = 1e-5f;
@@ -222,19 +211,12 @@ __global__ void __launch_bounds__(256) gemv_batch(const bf16_bits* __restrict__ 
   store_rows(acc, lane, o0, N, inv, y);
 }
 
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
 // ---- ring: each lane's weight chunks go through a D-deep ring of its own 16-byte slots in
 // shared memory, filled with cp.async (no registers held while in flight, so the compiler cannot
 // sink the loads); one commit group a chunk (R rows), cp.async.wait_group D-1 before each use.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N_>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N_) : "memory"); }
 
 template <int K, int R, int D>
 __global__ void __launch_bounds__(256) gemv_ring(const bf16_bits* __restrict__ W, const float* x,

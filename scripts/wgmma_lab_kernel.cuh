@@ -8,18 +8,12 @@
 // tile) gets closer to the 14.5 µs the weight bytes allow.
 // No CUDA headers: NVRTC compiles it as it is (scripts/wgmma_lab.sh checks here first).
 #pragma once
+#include "lab_device.cuh"
 #include "wgmma_lab_ops.cuh"
 
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return (unsigned)__cvta_generic_to_shared(p);
-}
 // 16 bytes global -> shared; zero-filled where `ok` is false.
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // The shared-memory image of a 64-wide K tile (128 bytes a row, rows of the M or N side), in

@@ -26,7 +26,9 @@ def main() -> None:
         subprocess.run([sys.executable, os.path.join(HERE, "wgmma_lab_ops.py"), ops,
                         *sorted({str(c[1]) for c in CONFIGS})], check=True)
         kernel = open(os.path.join(HERE, "wgmma_lab_kernel.cuh")).read()
-        src = open(ops).read() + kernel.replace('#include "wgmma_lab_ops.cuh"', "")
+        device = open(os.path.join(HERE, "lab_device.cuh")).read()
+        kernel = kernel.replace('#include "wgmma_lab_ops.cuh"', "").replace('#include "lab_device.cuh"', "")
+        src = device + open(ops).read() + kernel
         src = src.replace("#pragma once", "")
         for c in CONFIGS:
             src += ("template __global__ void gemm_wgmma<%d, %d, %d, %d, %d>(const unsigned short*, "
