@@ -55,7 +55,11 @@ __device__ __forceinline__ void fma_rows(float (&acc)[R], const uint4 (&wv)[R], 
 // The warp's R sums reduced over its lanes; lane i stores row o0 + i.
 template <int R>
 __device__ __forceinline__ void store_rows(float (&acc)[R], int lane, int o0, int N, float inv, float* y) {
-  store_rows(acc, lane, o0, N, inv, y);
+#pragma unroll
+  for (int i = 0; i < R; ++i) acc[i] = warp_sum(acc[i]);
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+    if (lane == i && o0 + i < N) y[o0 + i] = acc[i] * inv;
 }
 
 constexpr float EPS = 1e-5f;
