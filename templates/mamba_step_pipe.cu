@@ -93,7 +93,7 @@
       sv[j] = sv[j] * dA + dx * bq[j];
       y += sv[j] * cq[j];
     }
-    if (live) *reinterpret_cast<uint4*>(chunk(i)) = pack16<ssm_t>(sv);
+    if (live) stg16(chunk(i), pack16<ssm_t>(sv));  // one vector store (z2c_common.cuh stg16)
     // A row's {{ tpr }} threads are aligned lanes of one warp: every lane takes part.
 #pragma unroll
     for (int o = {{ tpr }} / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);

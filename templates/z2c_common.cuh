@@ -184,13 +184,26 @@ __device__ __forceinline__ void ld4(const bf16_t* p, float* o) {
 __device__ __forceinline__ void st4(float* p, const float* v) {
   *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
 }
+// One 8- or 16-byte store to global memory as one vector instruction (p aligned to its size).
+// NVRTC 13.0 compiled `*reinterpret_cast<uint2*>(p) = ...` (and uint4) on a 16-bit element
+// pointer into 32-bit stores, so a warp writing a state tile touched 2–4× the L2 sectors it
+// wrote: Nsight Compute's source counters put 3.9M of mamba_step_pipe's 5.0M excessive sectors
+// on its four split stores (docs/PERFORMANCE.md, twenty-first session).
+__device__ __forceinline__ void stg8(void* p, const uint2& v) {
+  asm volatile("st.global.v2.u32 [%0], { %1, %2 };" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
+}
+__device__ __forceinline__ void stg16(void* p, const uint4& v) {
+  asm volatile("st.global.v4.u32 [%0], { %1, %2, %3, %4 };" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+// st4 on 16-bit types: global memory only (stg8).
 __device__ __forceinline__ void st4(half_t* p, const float* v) {
-  *reinterpret_cast<uint2*>(p) = make_uint2(pack_f16x2(from_f<half_t>(v[0]), from_f<half_t>(v[1])),
-                                            pack_f16x2(from_f<half_t>(v[2]), from_f<half_t>(v[3])));
+  stg8(p, make_uint2(pack_f16x2(from_f<half_t>(v[0]), from_f<half_t>(v[1])),
+                     pack_f16x2(from_f<half_t>(v[2]), from_f<half_t>(v[3]))));
 }
 __device__ __forceinline__ void st4(bf16_t* p, const float* v) {
-  *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1])),
-                                            pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3])));
+  stg8(p, make_uint2(pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1])),
+                     pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3]))));
 }
 // 16 bytes of T values (4 f32, or 8 16-bit) to f32 and back, rounding to nearest even: a
 // thread's chunk of an SSM state tile (templates/mamba_step_pipe.cu).

@@ -239,7 +239,7 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90() {
     }
     let info = nvrtc::info().expect("nvrtc version");
     eprintln!("NVRTC {}.{}", info.major, info.minor);
-    let mut total = 0;
+    let (mut total, mut pipe_steps) = (0, 0);
     for (name, m) in modules() {
         let p = build_program(&m).unwrap_or_else(|e| panic!("{name}: {e}"));
         let ks: Vec<&Kernel> = p.kernels.values().collect();
@@ -278,6 +278,17 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90() {
                 "{}: no grid dependency wait (templates/z2c_common.cuh z2c_grid_wait)",
                 k.name
             );
+            // The SSM state tile a thread updates goes back in one 16-byte store (stg16): NVRTC
+            // split the plain uint4 assignment into four 32-bit stores, 4x the L2 sectors
+            // (docs/PERFORMANCE.md, twenty-first session).
+            if k.family == "mamba_step_pipe" {
+                assert!(
+                    ptx.contains("st.global.v4.u32"),
+                    "{name}/{}: the state tile is not stored as one vector",
+                    k.name
+                );
+                pipe_steps += 1;
+            }
             // An f16 cache's prompt attention: f16 tiles staged by cp.async, f16 mma.
             if k.family == "attention_flash" && m.kv_dtype == DType::F16 {
                 assert!(
@@ -291,6 +302,7 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90() {
         }
         total += ks.len();
     }
+    assert!(pipe_steps > 0, "no module has a mamba_step_pipe kernel");
     eprintln!("compiled {total} kernels");
 }
 
