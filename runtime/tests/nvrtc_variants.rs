@@ -673,11 +673,10 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     }
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_RING");
     std::env::remove_var("ZAMBA2C_TUNE_ATTN_MIN_BLOCKS");
-    // The shared blocks' split norm reading [hidden, embeddings] from both inputs
-    // (SPLIT_NORM_TWO_INPUTS=1): no `concat` launch in any table of the 2.7B plan (bf16 and f16
-    // weights: two bf16 planes or one f16 plane written) or of a small f32 one, and the norm
-    // kernels that read two inputs compile.
-    std::env::set_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS", "1");
+    // The shared blocks' split norm reads [hidden, embeddings] from both inputs by default: no
+    // `concat` launch in any table of the 2.7B plan (bf16 and f16 weights: two bf16 planes or
+    // one f16 plane written) or of a small f32 one, and the norm kernels that read two inputs
+    // compile. SPLIT_NORM_TWO_INPUTS=0 (the concat, then a one-input norm) after.
     for (weights, act, cfg, tag) in [
         (DType::BF16, DType::F32, &big, "two-input-norm-bf16"),
         (DType::F16, DType::F32, &big, "two-input-norm-f16"),
@@ -701,6 +700,11 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         for k in two {
             jobs.push(job(tag, k));
         }
+    }
+    std::env::set_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS", "0");
+    let p = program(&big, DType::BF16, DType::F32, "concat-norm-bf16");
+    for k in kernels_of(&p, "concat", "SPLIT_NORM_TWO_INPUTS=0") {
+        jobs.push(job("concat-norm-bf16", k));
     }
     std::env::remove_var("ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS");
     // smem_addr by inline PTX (SMEM_CVTA=0; the compiler's builtin is the default): every

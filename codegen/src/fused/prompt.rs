@@ -557,14 +557,15 @@ pub fn prompt_specs(
             let projs: Vec<Proj> = steps.iter().filter_map(|s| Proj::of(&s.op)).collect();
             e.norm_project(norm.op.clone(), vec![xin], xin.width, &projs, out, residual)?
         }
-        // The embedding half is the decode path's saving; a prompt normalises the concat, or
-        // (`ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS=1`, not yet measured) reads both halves in its
-        // norm: one launch and a 2H-wide temporary fewer (the same values).
+        // The embedding half is the decode path's saving; a prompt's norm reads both halves
+        // itself: one launch and a 2H-wide temporary fewer, the same values in the same order
+        // (TTFT 59.56 -> 59.01 ms at 2048 tokens, docs/PERFORMANCE.md "nineteenth session").
+        // `ZAMBA2C_TUNE_SPLIT_NORM_TWO_INPUTS=0` normalises a concat instead.
         Op::SplitNormLinear {
             norm,
             projs,
             hidden,
-        } if crate::tune("SPLIT_NORM_TWO_INPUTS", 0) == 1 => {
+        } if crate::tune_mode("SPLIT_NORM_TWO_INPUTS", 1) == 1 => {
             let inputs = vec![x(0)?, x(1)?];
             e.norm_project(rms_norm(norm), inputs, 2 * hidden, projs, out, residual)?
         }
