@@ -121,7 +121,7 @@ def run(z: str, plan: Path, prompts: Path, batch: int, gen: int, context: int, d
          "--max-context", str(context), "--quiet"],
         check=True, capture_output=True, text=True,
     )
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    rows = [json.loads(line) for line in out.stdout.split("\n") if line.strip()]
     print(f"batch {batch}: {len(rows)} results in {time.time() - t:.1f} s", flush=True)
     return rows
 

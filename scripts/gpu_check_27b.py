@@ -206,18 +206,18 @@ def main():
         if dtype in ("bf16", "f16"):
             for pl, gl in [(512, 128), (2048, 32), (4064, 32)] if not knobs else [(512, 32), (2048, 8)]:
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
-                res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().splitlines()[-1])
+                res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().split("\n")[-1])
                 print(json.dumps(res[f"bench_{key}_{pl}_{gl}"]), flush=True)
         if dtype == "bf16" and not knobs:
             # The same decode without CUDA graphs, to measure what capture buys.
             os.environ["ZAMBA2C_NO_CUDA_GRAPH"] = "1"
             o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
             del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
-            res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().splitlines()[-1])
+            res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().split("\n")[-1])
         if dtype == "bf16" and act == "f32" and not knobs and kv is None:
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
-            res["run_prompt_cuda"] = json.loads(o.strip().splitlines()[-1])
+            res["run_prompt_cuda"] = json.loads(o.strip().split("\n")[-1])
         # The drift check on every plan of f32 activations without codegen knobs (a state dtype
         # is a compile flag, not a knob: its control is the same check on --state-dtype f32).
         if args.long_run and act == "f32" and not knobs and kv is None:

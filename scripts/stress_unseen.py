@@ -86,7 +86,7 @@ def main():
         prompt = ",".join(str(int(t)) for t in ref["greedy_prompt"])
         r = subprocess.run([z, "run", plan, "--tokens", prompt, "--max-new-tokens", str(len(ref["greedy_tokens"])),
                             "--ignore-eos", "--json"], check=True, capture_output=True, text=True)
-        got = json.loads(r.stdout.strip().splitlines()[-1])["generated_tokens"]
+        got = json.loads(r.stdout.strip().split("\n")[-1])["generated_tokens"]
         same = got == [int(t) for t in ref["greedy_tokens"]]
         worst = max(worst, e1, e2)
         print(f"{v['name']}: prompt {e1:.2e} decode(K={k}) {e2:.2e} greedy {'same' if same else 'DIFFERENT'} "
