@@ -181,9 +181,6 @@ __device__ __forceinline__ void ld4(const bf16_t* p, float* o) {
   const uint2 v = *reinterpret_cast<const uint2*>(p);
   unpack2(v.x, o); unpack2(v.y, o + 2);
 }
-__device__ __forceinline__ void st4(float* p, const float* v) {
-  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-}
 // One 8- or 16-byte store to global memory as one vector instruction (p aligned to its size).
 // NVRTC 13.0 compiled `*reinterpret_cast<uint2*>(p) = ...` (and uint4) on a 16-bit element
 // pointer into 32-bit stores, so a warp writing a state tile touched 2–4× the L2 sectors it
@@ -196,7 +193,10 @@ __device__ __forceinline__ void stg16(void* p, const uint4& v) {
   asm volatile("st.global.v4.u32 [%0], { %1, %2, %3, %4 };" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
                : "memory");
 }
-// st4 on 16-bit types: global memory only (stg8).
+// st4: four values to global memory in one store (stg16 / stg8; the f32 form was split too).
+__device__ __forceinline__ void st4(float* p, const float* v) {
+  stg16(p, make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3])));
+}
 __device__ __forceinline__ void st4(half_t* p, const float* v) {
   stg8(p, make_uint2(pack_f16x2(from_f<half_t>(v[0]), from_f<half_t>(v[1])),
                      pack_f16x2(from_f<half_t>(v[2]), from_f<half_t>(v[3]))));
