@@ -1227,7 +1227,6 @@ pub(crate) fn pair_sum(
 /// A row scale [`pair_sum_scaled`] applies to the summed products before the epilogue: `1 /
 /// sqrt(Σ ws[row][0..parts] / count + eps)`, a norm's statistics from partial sums
 /// (`decode_rows`: the mixer's gated norm after out_proj, mixer::NormAfter).
-#[derive(Debug, Clone, Copy)]
 pub(crate) struct RowScale {
     pub ws: Operand,
     pub parts: usize,
@@ -1301,91 +1300,6 @@ pub(crate) fn pair_sum_scaled(
             ..Default::default()
         })
         .finish(rows_grid(n, EW_BLOCK), EW_BLOCK))
-}
-
-/// A `pair_sum` not launched by the node that computed its products (`decode_rows`,
-/// `ZAMBA2C_TUNE_ROWS_SUM_NORM=1`: `NodeCtx::sum`): `out = scale · (prod[:, 0..n] +
-/// prod[:, n..2n])` with `epilogue`, left for the norm of the next node to compute as it reads
-/// `out` ([`pair_sum_norm`]).
-#[derive(Debug, Clone, Copy)]
-pub struct PendingSum {
-    pub(crate) prod: Operand,
-    pub(crate) out: Operand,
-    pub(crate) epilogue: Epilogue,
-    pub(crate) scale: Option<RowScale>,
-}
-
-impl PendingSum {
-    /// Its own `pair_sum` launch (where no norm takes it).
-    pub(crate) fn spec(&self) -> Result<KernelSpec, String> {
-        pair_sum_scaled(&self.prod, &self.out, self.epilogue, self.scale.as_ref())
-    }
-}
-
-/// `sum` computed, written into its value, and normalised into GEMM input planes in one launch
-/// (templates/pair_sum_norm.cu): the RMSNorm of weight `weight` over the summed row, as
-/// `rms_norm` with `split` writes it (`planes`: bf16 hi and lo, or one f16 plane).
-pub(crate) fn pair_sum_norm(
-    ctx: &NodeCtx,
-    sum: &PendingSum,
-    weight: &str,
-    eps: f32,
-    planes: &Operand,
-) -> Result<KernelSpec, String> {
-    let n = sum.out.width;
-    let (plane_dtype, count) = gemm_planes(planes.dtype);
-    let wr = required_weight(ctx, weight)?;
-    if sum.prod.dtype != DType::F32
-        || sum.prod.width != 2 * n
-        || planes.dtype != plane_dtype
-        || planes.width != count * n
-        || planes.stride != count * n
-        || wr.shape != [n]
-    {
-        return Err(format!(
-            "a sum of width {n} into planes of width {} normalised by {:?}",
-            planes.width, wr.shape
-        ));
-    }
-    let mut b = Builder::new("pair_sum_norm", DType::F32)
-        .set("width", n)
-        .set("prod_stride", sum.prod.stride)
-        .set("hidden_stride", sum.out.stride)
-        .set("hidden_t", CType::elem(sum.out.dtype))
-        .set("eps", flit(eps))
-        .set("split", true)
-        .set("planes", count)
-        .set("scaled", sum.scale.is_some())
-        .input("prod", &sum.prod);
-    let mut extra = 0;
-    if let Some(s) = &sum.scale {
-        b = s.params(b, "scale_eps")?;
-        extra += 4 * s.parts;
-    }
-    match sum.epilogue {
-        Epilogue::Residual(r) => {
-            b = b
-                .set("epi", "residual")
-                .set("res_stride", r.stride)
-                .input("res", &r);
-            extra += n * r.dtype.size();
-        }
-        Epilogue::None => b = b.set("epi", "none"),
-        e => return Err(format!("a deferred sum with the {e:?} epilogue")),
-    }
-    Ok(b.param("hidden", CType::Ptr(sum.out.dtype), sum.out.arg())
-        .weight("weight", ctx, weight)
-        .output(planes)
-        .cost(LaunchCost {
-            weight_bytes: (n * wr.dtype.size()) as u64,
-            bytes_per_row: (2 * n * 4
-                + extra
-                + n * sum.out.dtype.size()
-                + planes.width * planes.dtype.size()) as u64,
-            flops_per_row: 6 * n as u64,
-            ..Default::default()
-        })
-        .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], 256))
 }
 
 /// A linear's `epilogue` as templates/linear_epilogue.cu reads it (`epi`, `res_stride`), for

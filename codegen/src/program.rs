@@ -1,7 +1,6 @@
 //! The kernel program of a module: kernels (deduplicated, by name), and per graph the values
 //! (activation buffers and views) and the launches in execution order.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use petgraph::stable_graph::NodeIndex;
@@ -12,7 +11,7 @@ pub use zamba2c_ir::kernel::{
 };
 use zamba2c_ir::{DType, Dim, Graph, Module, Op, Phase};
 
-use crate::families::{self, KernelSpec, PendingSum};
+use crate::families::{self, KernelSpec};
 use crate::render::Renderer;
 use crate::CodegenError;
 
@@ -147,12 +146,6 @@ pub struct NodeCtx<'a> {
     /// twice the width), which its one consumer sums as it reads them instead of a `pair_sum`
     /// launch (`decode_rows`; [`pair_foldable`]).
     pub pair_out: bool,
-    /// The residual sum this node may leave for the next one (`defer_sum`: the node puts its
-    /// last `pair_sum` here instead of launching it) or that the node before left (the node's
-    /// norm may take it and compute it as it reads its input: `families::pair_sum_norm`);
-    /// `decode_rows` with `ZAMBA2C_TUNE_ROWS_SUM_NORM=1` ([`sum_deferrable`]).
-    pub sum: Option<&'a RefCell<Option<PendingSum>>>,
-    pub defer_sum: bool,
 }
 
 /// Work a base kernel does after its op, for fused ops built from base kernels.
@@ -205,8 +198,6 @@ fn build_graph(
         zeroed: Vec::new(),
         kernels,
         pair_out: false,
-        defer_sum: false,
-        pending: None,
     };
     let mut node_values = Vec::with_capacity(order.len());
     let mut tokens = None;
@@ -227,10 +218,8 @@ fn build_graph(
                 step: None,
             };
             b.pair_out = b.gemm && pair_foldable(graph, n);
-            b.defer_sum = b.gemm && sum_deferrable(graph, &order, pos);
             let v = b.emit(&node.op, ins, width_of(&node.shape), node.dtype, &at);
             b.pair_out = false;
-            b.defer_sum = false;
             v?
         };
         if b.values[v].node.is_none() {
@@ -238,12 +227,6 @@ fn build_graph(
         }
         node_values.push(v);
     }
-    let last = At {
-        pos: order.len().saturating_sub(1),
-        label: "",
-        step: None,
-    };
-    b.flush_pending(&last)?;
     let outputs: Vec<usize> = graph
         .outputs
         .iter()
@@ -310,11 +293,6 @@ struct GraphBuilder<'a> {
     kernels: &'a mut Kernels,
     /// The node being emitted may leave its projection's product pair ([`pair_foldable`]).
     pair_out: bool,
-    /// The node being emitted may leave its last residual sum to the next node
-    /// ([`sum_deferrable`], `NodeCtx::sum`).
-    defer_sum: bool,
-    /// A residual sum the last node left, for the next node's norm to compute.
-    pending: Option<PendingSum>,
 }
 
 impl GraphBuilder<'_> {
@@ -407,8 +385,6 @@ impl GraphBuilder<'_> {
                 }),
             }
         }
-        // Whatever did not take a sum the last node left launches it first.
-        self.flush_pending(at)?;
         if let Some(steps) = op.decompose() {
             let seq = zamba2c_ir::verify::seq_dim(self.phase);
             let mut outs: Vec<usize> = Vec::with_capacity(steps.len());
@@ -467,8 +443,6 @@ impl GraphBuilder<'_> {
             row_stack: 1,
             split_out: false,
             pair_out: false,
-            sum: None,
-            defer_sum: false,
         };
         let specs = families::specs(&ctx, at.pos).map_err(|e| match e {
             CodegenError::Node { msg, .. } => self.err(at, msg),
@@ -558,10 +532,6 @@ impl GraphBuilder<'_> {
         let mark = self.values.len();
         let v = self.push_value(None, width, dtype);
         let out = self.operand(v);
-        // The sum the last node left (this node's norm may take it), or a place for this node
-        // to leave its own.
-        let before = self.pending;
-        let cell = RefCell::new(self.pending.take());
         let ctx = NodeCtx {
             module: self.module,
             phase: self.phase,
@@ -575,8 +545,6 @@ impl GraphBuilder<'_> {
             row_stack: 1,
             split_out: false,
             pair_out,
-            sum: Some(&cell),
-            defer_sum: self.defer_sum && before.is_none(),
         };
         let mut temp = |w, d, init| {
             let t = self.temp(w, d);
@@ -585,37 +553,16 @@ impl GraphBuilder<'_> {
             }
             t
         };
-        let result = crate::fused::fused_specs(&ctx, &mut temp);
-        let defer = ctx.defer_sum;
-        drop(ctx);
-        let left = cell.into_inner();
-        match result {
-            Ok(mut specs) => {
-                match left {
-                    // This node's own sum, left for the next node.
-                    Some(p) if defer => self.pending = Some(p),
-                    // The last node's sum, not taken: launched before this node's kernels.
-                    Some(p) => specs.insert(0, p.spec().map_err(|e| self.err(at, e))?),
-                    None => {}
-                }
+        match crate::fused::fused_specs(&ctx, &mut temp) {
+            Ok(specs) => {
                 self.push_launches(specs, at)?;
                 Ok(Ok(v))
             }
             Err(reason) => {
                 self.drop_values_from(mark);
-                self.pending = before;
                 Ok(Err(reason))
             }
         }
-    }
-
-    /// Launches the residual sum the last node left, where nothing took it.
-    fn flush_pending(&mut self, at: &At) -> Result<(), CodegenError> {
-        if let Some(p) = self.pending.take() {
-            let spec = p.spec().map_err(|e| self.err(at, e))?;
-            self.push_launches(vec![spec], at)?;
-        }
-        Ok(())
     }
 
     /// Decode attention through `attention_decode` (split over the cache, append folded in),
@@ -682,8 +629,6 @@ impl GraphBuilder<'_> {
             row_stack: 1,
             split_out: false,
             pair_out: false,
-            sum: None,
-            defer_sum: false,
         };
         let spec = crate::fused::attention_decode(
             &ctx,
@@ -699,28 +644,6 @@ impl GraphBuilder<'_> {
         }
         Ok(spec)
     }
-}
-
-/// Whether the node at `pos` of a `decode_rows` graph's `order` may leave its last residual sum
-/// to the next node (`NodeCtx::defer_sum`; `ZAMBA2C_TUNE_ROWS_SUM_NORM=1`, a measurement: one
-/// launch fewer a mixer followed by a mixer): a mixer whose value is no output and whose next
-/// node is a `NormLinear` reading it, so every other reader comes after that node's norm has
-/// written it. Whether the kernels can is decided when they are built (crate::fused::rows).
-fn sum_deferrable(graph: &Graph, order: &[NodeIndex], pos: usize) -> bool {
-    if crate::tune("ROWS_SUM_NORM", 0) != 1 {
-        return false;
-    }
-    let (Some(&n), Some(&next)) = (order.get(pos), order.get(pos + 1)) else {
-        return false;
-    };
-    let mixer = match &graph.g[n].op {
-        Op::Residual { inner } => matches!(**inner, Op::MambaMixer { .. }),
-        _ => false,
-    };
-    mixer
-        && !graph.outputs.contains(&n)
-        && matches!(graph.g[next].op, Op::NormLinear { .. })
-        && graph.inputs(next).first() == Some(&n)
 }
 
 /// Whether node `n` of a `decode_rows` graph may leave its projection's two products side by

@@ -41,10 +41,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("round_f16.cu", include_str!("../../templates/round_f16.cu")),
     ("pair_sum.cu", include_str!("../../templates/pair_sum.cu")),
     (
-        "pair_sum_norm.cu",
-        include_str!("../../templates/pair_sum_norm.cu"),
-    ),
-    (
         "argmax_rows.cu",
         include_str!("../../templates/argmax_rows.cu"),
     ),

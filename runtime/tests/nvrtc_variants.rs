@@ -490,54 +490,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
         "step-norm-after-off: a group_rms_norm a mixer"
     );
     std::env::remove_var("ZAMBA2C_TUNE_STEP_NORM_AFTER");
-    // A mixer's last residual sum computed by the next in_proj's norm (ROWS_SUM_NORM=1): one
-    // pair_sum_norm launch where a pair_sum and an rms_norm were, on the 2.7B shape with bf16
-    // weights (the scaled sum of the split norm).
-    let sum_norm_base = {
-        let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
-        m.set_ssm_state_dtype(DType::F16);
-        zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
-        m
-    };
-    let before = build_program(&sum_norm_base).expect("sum-norm base");
-    std::env::set_var("ZAMBA2C_TUNE_ROWS_SUM_NORM", "1");
-    let p = build_program(&sum_norm_base).expect("sum-norm");
-    std::env::remove_var("ZAMBA2C_TUNE_ROWS_SUM_NORM");
-    let fused = rows_launches(&p, "pair_sum_norm");
-    assert!(fused > 0, "sum-norm: no pair_sum_norm launch");
-    assert_eq!(
-        rows_launches(&before, "pair_sum") - rows_launches(&p, "pair_sum"),
-        fused,
-        "sum-norm: a pair_sum fewer for each"
-    );
-    assert_eq!(
-        rows_launches(&before, "rms_norm") - rows_launches(&p, "rms_norm"),
-        fused,
-        "sum-norm: an rms_norm fewer for each"
-    );
-    assert_eq!(p.decode.launches.len(), before.decode.launches.len());
-    for k in kernels_of(&p, "pair_sum_norm", "sum-norm") {
-        assert!(k.source.contains("norm_ws + r *"), "sum-norm: {}", k.name);
-        jobs.push(job("sum-norm", k));
-    }
-    // The conv's vector loads (STEP_CONV_VEC=1) in both step kernels, the decode table's
-    // mamba_step and decode_rows' mamba_step_pipe, on 16-bit and f32 weights and activations.
-    std::env::set_var("ZAMBA2C_TUNE_STEP_CONV_VEC", "1");
-    for (weights, act) in [
-        (DType::BF16, DType::F32),
-        (DType::F32, DType::F32),
-        (DType::BF16, DType::BF16),
-    ] {
-        let tag = format!("step-conv-vec-{weights:?}-{act:?}");
-        let p = built(lower_with_kv(&big, weights, act, DType::BF16), &tag);
-        for family in ["mamba_step", "mamba_step_pipe"] {
-            for k in kernels_of(&p, family, &tag) {
-                assert!(k.source.contains("ld4(cst"), "{tag}: {}", k.name);
-                jobs.push(job(&tag, k));
-            }
-        }
-    }
-    std::env::remove_var("ZAMBA2C_TUNE_STEP_CONV_VEC");
     std::env::set_var("ZAMBA2C_TUNE_STEP_PIPE", "0");
     // proj_gemv with compile-time trip counts, unrolled whole, through plain pointers
     // (GEMV_PLAIN=1: every operand; =2: the input and norm weight), on both shapes: every

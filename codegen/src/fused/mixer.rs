@@ -130,11 +130,6 @@ pub(super) fn mamba_step(
             .set("pdl_inside", true)
             .set("n", *d_state)
             .set("k", k)
-            // A channel's conv weights and ring entries in one load each where K = 4
-            // (`ZAMBA2C_TUNE_STEP_CONV_VEC=1`, a measurement: Nsight Compute put the 64-row
-            // step's mamba_step_pipe at 79% of L2 throughput against 46% of DRAM, with 59% of
-            // its global sectors excessive; docs/PERFORMANCE.md, twentieth session).
-            .set("conv_vec", k == 4 && crate::tune("STEP_CONV_VEC", 0) == 1)
             .set("din", din)
             .set("gn", gn)
             .set("channels", channels)

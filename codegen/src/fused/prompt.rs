@@ -74,8 +74,6 @@ impl Emit<'_, '_, '_> {
             row_stack: form.row_stack.max(1),
             split_out: form.split_out,
             pair_out: false,
-            sum: None,
-            defer_sum: false,
         };
         let specs = families::specs(&sub, 0).map_err(|e| e.to_string())?;
         self.specs.extend(specs);
@@ -173,8 +171,6 @@ impl Emit<'_, '_, '_> {
     /// The linear of weight `w` on the two bf16 `planes` (hi columns, lo `k` later; a value of
     /// width 2k) stacked as rows of one GEMM into an f32 product pair, summed by `pair_sum`
     /// with `scale` applied before `epilogue` ([`families::RowScale`]).
-    /// Where the node may leave its last sum to the next one (`NodeCtx::defer_sum`), the sum
-    /// goes there instead of into a `pair_sum` launch.
     pub(super) fn scaled_linear(
         &mut self,
         w: &str,
@@ -186,31 +182,9 @@ impl Emit<'_, '_, '_> {
         let n = out.width;
         let prod = (self.temp)(2 * n, DType::F32, Init::Any);
         self.stacked_gemm(w, cols(planes, 0, planes.width / 2), prod, 0, n)?;
-        let sum = families::PendingSum {
-            prod,
-            out,
-            epilogue,
-            scale: Some(*scale),
-        };
-        match self.ctx.sum {
-            Some(cell) if self.ctx.defer_sum && out.dtype == DType::F32 => {
-                *cell.borrow_mut() = Some(sum);
-            }
-            _ => self.specs.push(sum.spec()?),
-        }
+        let spec = families::pair_sum_scaled(&prod, &out, epilogue, Some(scale))?;
+        self.specs.push(spec);
         Ok(())
-    }
-
-    /// The residual sum the node before left (`NodeCtx::sum`) where it is exactly `x`, taken
-    /// for this node's norm to compute.
-    fn take_sum(&self, x: &Operand) -> Option<families::PendingSum> {
-        let cell = self.ctx.sum?;
-        let mut slot = cell.borrow_mut();
-        let whole = |o: &Operand| o.value == o.root && o.offset == 0;
-        match *slot {
-            Some(p) if p.out.value == x.value && whole(x) && whole(&p.out) => slot.take(),
-            _ => None,
-        }
     }
 
     /// The output features of projection weight `w` (its first dimension).
@@ -524,26 +498,7 @@ pub fn prompt_specs(
         }
         Op::NormLinear { norm, projs } => {
             let xin = x(0)?;
-            match e.take_sum(&xin) {
-                // The sum the node before left, computed by this norm as it reads it, where
-                // the norm writes GEMM input planes; else launched first, then the norm.
-                Some(sum) => {
-                    let emit_norm = |e: &mut Emit, dst: Operand, split: bool| {
-                        if split {
-                            let spec =
-                                families::pair_sum_norm(ctx, &sum, &norm.weight, norm.eps, &dst)?;
-                            e.specs.push(spec);
-                            return Ok(());
-                        }
-                        e.specs.push(sum.spec()?);
-                        e.base(rms_norm(norm), vec![xin], dst, Epilogue::None)
-                    };
-                    e.norm_project_with(xin.width, emit_norm, projs, out, residual)?
-                }
-                None => {
-                    e.norm_project(rms_norm(norm), vec![xin], xin.width, projs, out, residual)?
-                }
-            }
+            e.norm_project(rms_norm(norm), vec![xin], xin.width, projs, out, residual)?
         }
         // The norm and projections of its own decomposition (ir/src/fused.rs: column views of
         // the norm weight and of each projection), written into slices instead of concatenated.
