@@ -111,20 +111,7 @@
     __syncwarp();
     fetch(i + S - 1);
   }
-{% if pf_lines is defined %}  // out_proj's weight asked into L2 while this step keeps DRAM half busy (codegen/src/fused/
-  // mixer.rs prefetch_out): this block's share of its {{ pf_lines }} lines{% if pf_late %}, the grid's
-  // second half only{% endif %}.
-  {
-    const long nb = (long)gridDim.x * gridDim.y, id = (long)blockIdx.y * gridDim.x + blockIdx.x;
-{% if pf_late %}    const long first = nb / 2, share = nb - first, mine = id - first;
-{% else %}    const long first = 0, share = nb, mine = id;
-{% endif %}    if (id >= first) {
-      const long lo = {{ pf_lines }}L * mine / share, hi = {{ pf_lines }}L * (mine + 1) / share;
-      for (long l = lo + t; l < hi; l += {{ block }})
-        prefetch_l2{% if pf_last %}_last{% endif %}(reinterpret_cast<const char*>(prefetch_w) + 128 * l);
-    }
-  }
-{% endif %}{% if norm_after %}  // This block's Σ v² (its {{ hpb }} heads of the row's one norm group), for the pair_sum after
+{% if norm_after %}  // This block's Σ v² (its {{ hpb }} heads of the row's one norm group), for the pair_sum after
   // out_proj to add in block order.
   __shared__ float scratch[32];
   const float part = block_sum(nss, scratch);

@@ -481,8 +481,3 @@ __device__ __forceinline__ void z2c_launch_dependents() {
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
-// The same at the last eviction priority (PTX `prefetch.global.L2::evict_last`): the line
-// outlasts normal-priority traffic that streams through L2 before its reader comes.
-__device__ __forceinline__ void prefetch_l2_last(const void* p) {
-  asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(p));
-}

@@ -480,36 +480,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             }
         }
     }
-    // out_proj's weight asked into L2 by the step (STEP_PREFETCH_OUT=1 normal priority, =2
-    // evict_last; STEP_PREFETCH_HALF=1 the grid's second half only): the step's source asks,
-    // and it compiles. Off by default: no prefetch in the default step.
-    for (mode, half, call) in [("1", "0", "prefetch_l2("), ("2", "1", "prefetch_l2_last(")] {
-        std::env::set_var("ZAMBA2C_TUNE_STEP_PREFETCH_OUT", mode);
-        std::env::set_var("ZAMBA2C_TUNE_STEP_PREFETCH_HALF", half);
-        let tag = format!("step-prefetch-out-{mode}-{half}");
-        let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
-        m.set_ssm_state_dtype(DType::F16);
-        let p = built(m, &tag);
-        for k in kernels_of(&p, "mamba_step_pipe", &tag) {
-            assert!(
-                k.source.contains(call) && k.source.contains("prefetch_w"),
-                "{tag}: {} does not prefetch",
-                k.name
-            );
-            jobs.push(job(&tag, k));
-        }
-    }
-    std::env::remove_var("ZAMBA2C_TUNE_STEP_PREFETCH_OUT");
-    std::env::remove_var("ZAMBA2C_TUNE_STEP_PREFETCH_HALF");
-    let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
-    m.set_ssm_state_dtype(DType::F16);
-    let p = built(m, "step-prefetch-default");
-    for k in kernels_of(&p, "mamba_step_pipe", "step-prefetch-default") {
-        assert!(
-            !k.source.contains("prefetch_w"),
-            "the default step prefetches"
-        );
-    }
     std::env::set_var("ZAMBA2C_TUNE_STEP_NORM_AFTER", "0");
     let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
     m.set_ssm_state_dtype(DType::F16);

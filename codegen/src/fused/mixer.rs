@@ -25,18 +25,6 @@ const STEP_ROWS_BATCHED: usize = 32;
 pub(super) struct NormAfter<'n> {
     pub weight: &'n str,
     pub ws: Operand,
-    /// out_proj's weight, asked into L2 by the step's blocks as they finish
-    /// (`ZAMBA2C_TUNE_STEP_PREFETCH_OUT`, a measurement; [`prefetch_out`]).
-    pub prefetch: Option<&'n str>,
-}
-
-/// Whether a `decode_rows` step asks out_proj's weight into L2 (`ZAMBA2C_TUNE_STEP_PREFETCH_OUT`:
-/// 1 at normal priority, 2 with `L2::evict_last`; off by default, not yet measured). The
-/// 64-row step's `mamba_step_pipe` keeps DRAM half busy (Nsight Compute: 49.6% after its stores
-/// were fixed, docs/PERFORMANCE.md twenty-first session) for ~31 µs while out_proj's 26 MB wait
-/// for it; read from L2, the GEMM after it (12–13 µs at ~2.0 TB/s) might not wait on DRAM.
-pub(super) fn prefetch_out() -> usize {
-    crate::tune("STEP_PREFETCH_OUT", 0).min(2)
 }
 
 /// Whether `mamba_step` runs as `mamba_step_pipe` writing out_proj's planes unnormalised
@@ -210,16 +198,6 @@ pub(super) fn mamba_step(
                 .set("ws_stride", n.ws.stride)
                 .weight("norm_weight", ctx, n.weight)
                 .param("norm_ws", CType::Ptr(DType::F32), n.ws.arg());
-            // The prefetch moves no byte the GEMM would not read: no cost of its own. Its
-            // blocks (`STEP_PREFETCH_HALF=1`: only the grid's second half, the last wave of a
-            // 64-row step, so the lines wait less) ask their share of the weight's lines.
-            if let Some(w) = n.prefetch {
-                b = b
-                    .set("pf_lines", wsz(w).div_ceil(128))
-                    .set("pf_last", prefetch_out() == 2)
-                    .set("pf_late", crate::tune("STEP_PREFETCH_HALF", 0) == 1)
-                    .weight("prefetch_w", ctx, w);
-            }
         }
         return Ok(b.finish(
             [

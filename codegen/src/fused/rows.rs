@@ -67,7 +67,6 @@ pub fn rows_specs(
             let n = mixer::NormAfter {
                 weight: &norm.weight,
                 ws,
-                prefetch: (mixer::prefetch_out() > 0).then_some(out_proj.as_str()),
             };
             e.specs.push(mamba_step(ctx, op, zx, planes, Some(n))?);
             let scale = families::RowScale {
