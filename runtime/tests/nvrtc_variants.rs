@@ -480,6 +480,28 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             }
         }
     }
+    // A prompt's KV append one block a token for every kv head (KV_APPEND_ROW=1): with and
+    // without RoPE, bf16 and f16 caches; the decode tables keep the block a (token, kv head).
+    std::env::set_var("ZAMBA2C_TUNE_KV_APPEND_ROW", "1");
+    for rope in [false, true] {
+        let cfg = config(json!({"use_mem_rope": rope}));
+        for kv in [DType::BF16, DType::F16] {
+            let tag = format!("kv-append-row-rope-{rope}-{kv:?}");
+            let p = built(lower_with_kv(&cfg, DType::BF16, DType::F32, kv), &tag);
+            for k in kernels_of(&p, "kv_append", &tag) {
+                let prompt = p.prompt.launches.iter().any(|l| l.kernel == k.name);
+                assert_eq!(
+                    k.source.contains("head0 + kh"),
+                    prompt,
+                    "{tag}: {} (prompt table: {prompt})",
+                    k.name
+                );
+                assert_eq!(k.source.contains("cosf(ang)"), rope, "{tag}: {}", k.name);
+                jobs.push(job(&tag, k));
+            }
+        }
+    }
+    std::env::remove_var("ZAMBA2C_TUNE_KV_APPEND_ROW");
     std::env::set_var("ZAMBA2C_TUNE_STEP_NORM_AFTER", "0");
     let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
     m.set_ssm_state_dtype(DType::F16);
