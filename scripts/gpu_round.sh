@@ -15,7 +15,8 @@
 # RUN_VARIANTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (`bench --batch 64` under a runtime setting; with
 # RUN_TTFT=1 its TTFT and decode too, the info log kept),
 # RUN_VARIANT_TESTS="ZAMBA2C_NO_DEVICE_ARGMAX=1" (the cuda_batch tests under a runtime setting),
-# NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), BATCH_CHECK=1 (a batch
+# NCU_ROWS=1 (Nsight Compute of decode_rows' GEMMs in a 64-row step), NCU_SOURCE=1 (per-instruction
+# sectors and stalls of a 64-row step's kernels; NCU_SOURCE_PROMPT_KERNELS a prompt's too), BATCH_CHECK=1 (a batch
 # of prompts against each alone on the 2.7B shape, issue 12; BATCH_CHECK_KNOBS=K=V,.. its knobs). Knob variants take
 # several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16,
 # STATE=f32 with --state-dtype f32, KV=f16 with --kv-dtype f16 (DTYPE / STATE / KV in the
@@ -229,6 +230,38 @@ if [ "${NCU_ROWS:-0}" = 1 ] && command -v ncu >/dev/null; then
     "$Z" bench "${NCU_ROWS_PLAN:-$M}" --device cuda --batch 64 --prompt-len 512 --gen-len 2 \
     --prefill-chunk 32768 --max-context 640 > "$OUT/ncu_rows.txt" 2>&1 || rc=1
   grep -E "z2c_|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Stall|stalled|Cluster|Block Limit|Waves Per SM|Grid Size|Shared Memory Config|Bank Conflicts" "$OUT/ncu_rows.txt" | head -${NCU_LINES:-160}
+fi
+# Nsight Compute's source counters per SASS instruction (NCU_SOURCE=1): where a kernel's
+# excessive L2 sectors and warp stalls sit (scripts/ncu_sectors.py), for the first launch of
+# each kernel named in NCU_SOURCE_KERNELS (regexes; names shared with the prompt table, like
+# rms_norm_p2, would catch a prompt launch first) in a 64-row step (NCU_SOURCE_ROWS_PLAN picks a
+# plan), of each in NCU_SOURCE_PROMPT_KERNELS in a 512-token prompt and of each in
+# NCU_SOURCE_DECODE_KERNELS in a one-sequence decode. One ncu run a kernel;
+# each report's CSV in ncu_source_<name>.csv.
+ncu_source() {  # regex, tag, command...
+  local re=$1 tag=$2; shift 2
+  timeout $(tmo 120) ncu --clock-control none --kernel-name regex:"$re" --launch-count 1 \
+    --section SpeedOfLight --section SourceCounters --import-source no -o "/tmp/ncu_source_$tag" -f \
+    "$@" > "$OUT/ncu_source_$tag.log" 2>&1 || { rc=1; echo "ncu_source $tag: ncu failed"; return; }
+  ncu --import "/tmp/ncu_source_$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source_$tag.csv" 2>/dev/null \
+    && python3 scripts/ncu_sectors.py "$OUT/ncu_source_$tag.csv" --top "${NCU_SOURCE_TOP:-6}"
+}
+if [ "${NCU_SOURCE:-0}" = 1 ] && command -v ncu >/dev/null; then
+  for k in ${NCU_SOURCE_KERNELS:-mamba_step_pipe attention_decode_r pair_sum_r}; do
+    ncu_source "$k" "rows_${k//[^A-Za-z0-9_]/-}" "$Z" bench "${NCU_SOURCE_ROWS_PLAN:-$M}" --device cuda --batch 64 \
+      --prompt-len 512 --gen-len 2 --prefill-chunk 32768 --max-context 640
+  done
+  toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
+  for k in ${NCU_SOURCE_PROMPT_KERNELS:-}; do
+    ncu_source "$k" "prompt_${k//[^A-Za-z0-9_]/-}" "$Z" logits "$M" --tokens "$toks" \
+      --out /tmp/ncu_source_prompt.safetensors --device cuda
+  done
+  # The one-sequence decode table's kernels (NCU_SOURCE_DECODE_KERNELS, e.g. "proj_gemv_d2
+  # mamba_step_d5 attention_decode_d"): names ending in _d<N> run only there.
+  for k in ${NCU_SOURCE_DECODE_KERNELS:-}; do
+    ncu_source "$k" "decode_${k//[^A-Za-z0-9_]/-}" "$Z" bench "$M" --device cuda --prompt-len 512 --gen-len 4 \
+      --max-context 640
+  done
 fi
 if [ "${NCU_PROMPT:-0}" = 1 ] && command -v ncu >/dev/null; then
   toks=$(python3 -c 'print(",".join(str((i*7919+11)%31990+5) for i in range(512)))')
