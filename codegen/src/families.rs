@@ -1213,18 +1213,7 @@ pub(crate) fn argmax_rows(logits: &Operand, ids: &Operand) -> KernelSpec {
         .finish([one_per_row(), Extent::Const(1), Extent::Const(1)], BLOCK)
 }
 
-/// `out = prod[:, 0..n] + prod[:, n..2n]` with `epilogue` (templates/pair_sum.cu): the hi and lo
-/// products of a split input, computed by one GEMM over stacked rows, added into a linear's
-/// output as `linear_mma_pipe` would have written it. `prod` is f32 of width 2n.
-pub(crate) fn pair_sum(
-    prod: &Operand,
-    out: &Operand,
-    epilogue: Epilogue,
-) -> Result<KernelSpec, String> {
-    pair_sum_scaled(prod, out, epilogue, None)
-}
-
-/// A row scale [`pair_sum_scaled`] applies to the summed products before the epilogue: `1 /
+/// A row scale [`pair_sum`] applies to the summed products before the epilogue: `1 /
 /// sqrt(Σ ws[row][0..parts] / count + eps)`, a norm's statistics from partial sums
 /// (`decode_rows`: the mixer's gated norm after out_proj, mixer::NormAfter).
 pub(crate) struct RowScale {
@@ -1235,10 +1224,10 @@ pub(crate) struct RowScale {
 }
 
 impl RowScale {
-    /// The template values and the workspace parameter a kernel applying this scale takes
-    /// (templates/pair_sum.cu, pair_sum_norm.cu: `parts`, `count`, the eps as `eps_name`,
-    /// `ws_stride`, `norm_ws`), or why the workspace does not hold the partial sums.
-    fn params(&self, b: Builder, eps_name: &str) -> Result<Builder, String> {
+    /// The template values and the workspace parameter `pair_sum` takes to apply this scale
+    /// (templates/pair_sum.cu: `parts`, `count`, `eps`, `ws_stride`, `norm_ws`), or why the
+    /// workspace does not hold the partial sums.
+    fn params(&self, b: Builder) -> Result<Builder, String> {
         if self.ws.dtype != DType::F32
             || self.ws.width < self.parts
             || self.parts == 0
@@ -1251,14 +1240,17 @@ impl RowScale {
         }
         Ok(b.set("parts", self.parts)
             .set("count", self.count)
-            .set(eps_name, flit(self.eps))
+            .set("eps", flit(self.eps))
             .set("ws_stride", self.ws.stride)
             .input("norm_ws", &self.ws))
     }
 }
 
-/// [`pair_sum`], the sum scaled by `scale` where given.
-pub(crate) fn pair_sum_scaled(
+/// `out = prod[:, 0..n] + prod[:, n..2n]` with `epilogue` (templates/pair_sum.cu): the hi and lo
+/// products of a split input, computed by one GEMM over stacked rows, added into a linear's
+/// output as `linear_mma_pipe` would have written it; the sum times `scale` where given. `prod`
+/// is f32 of width 2n.
+pub(crate) fn pair_sum(
     prod: &Operand,
     out: &Operand,
     epilogue: Epilogue,
@@ -1279,7 +1271,7 @@ pub(crate) fn pair_sum_scaled(
         .input("prod", prod);
     let mut scale_bytes = 0;
     if let Some(s) = scale {
-        b = s.params(b, "eps")?;
+        b = s.params(b)?;
         scale_bytes = 4 * s.parts;
     }
     let (mut b, res) = linear_epilogue(b, epilogue)?;

@@ -151,9 +151,25 @@ impl Emit<'_, '_, '_> {
             };
             return self.base_as(lin, vec![planes], out, epilogue, form);
         }
+        self.summed_stacked_gemm(w, planes, out, epilogue, None)
+    }
+
+    /// One GEMM of weight `w` over the two bf16 planes stacked as rows (`planes`: the hi
+    /// columns, lo `k` later) into an f32 product pair, which `pair_sum` adds (times `scale`
+    /// where given) into `out` with `epilogue`.
+    fn summed_stacked_gemm(
+        &mut self,
+        w: &str,
+        planes: Operand,
+        out: Operand,
+        epilogue: Epilogue,
+        scale: Option<&families::RowScale>,
+    ) -> Result<(), String> {
+        let n = out.width;
         let prod = (self.temp)(2 * n, DType::F32, Init::Any);
         self.stacked_gemm(w, planes, prod, 0, n)?;
-        self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
+        self.specs
+            .push(families::pair_sum(&prod, &out, epilogue, scale)?);
         Ok(())
     }
 
@@ -179,12 +195,8 @@ impl Emit<'_, '_, '_> {
         epilogue: Epilogue,
         scale: &families::RowScale,
     ) -> Result<(), String> {
-        let n = out.width;
-        let prod = (self.temp)(2 * n, DType::F32, Init::Any);
-        self.stacked_gemm(w, cols(planes, 0, planes.width / 2), prod, 0, n)?;
-        let spec = families::pair_sum_scaled(&prod, &out, epilogue, Some(scale))?;
-        self.specs.push(spec);
-        Ok(())
+        let hi = cols(planes, 0, planes.width / 2);
+        self.summed_stacked_gemm(w, hi, out, epilogue, Some(scale))
     }
 
     /// The output features of projection weight `w` (its first dimension).
@@ -273,7 +285,8 @@ impl Emit<'_, '_, '_> {
             Some(r) => Epilogue::Residual(cols(r, 0, total)),
             None => Epilogue::None,
         };
-        self.specs.push(families::pair_sum(&prod, &out, epilogue)?);
+        self.specs
+            .push(families::pair_sum(&prod, &out, epilogue, None)?);
         Ok(true)
     }
 

@@ -58,8 +58,8 @@ pub fn rows_specs(
     }];
     // With one norm group and two bf16 planes (`ZAMBA2C_TUNE_STEP_NORM_AFTER=0`: never), the
     // pipelined step writes out_proj's planes of w ⊙ v and its partial Σ v², and the pair_sum
-    // after the stacked GEMM applies the row's 1 / rms (mixer::NormAfter): no group_rms_norm
-    // launch. That pair_sum may be left to the next node's norm (`Emit::scaled_linear`).
+    // after the stacked GEMM applies the row's 1 / rms (mixer::NormAfter, `Emit::scaled_linear`):
+    // no group_rms_norm launch.
     if let Some(hpb) = mixer::norm_after_heads(ctx, op) {
         if e.stacked_planes_for(out_proj, din)? {
             let ws = (e.temp)(heads / hpb, DType::F32, Init::Any);
@@ -75,10 +75,7 @@ pub fn rows_specs(
                 count: din,
                 eps: norm.eps,
             };
-            let epilogue = match residual {
-                Some(r) => Epilogue::Residual(r),
-                None => Epilogue::None,
-            };
+            let epilogue = residual.map_or(Epilogue::None, Epilogue::Residual);
             e.scaled_linear(out_proj, planes, ctx.out, epilogue, &scale)?;
             return Ok(e.specs);
         }
