@@ -149,10 +149,13 @@ def main():
         # dtype:act[:kv][:KNOB=V...]: the KV-cache dtype, then codegen's ZAMBA2C_TUNE_<KNOB>
         # settings (variants of one round); STATE=<dtype> is `compile --state-dtype`,
         # SHARED=<dtype> `compile --shared-dtype` (a bf16 plan's default is f16 since the
-        # seventeenth session: SHARED=bf16 gives every GEMM two bf16 planes, the earlier plan).
+        # seventeenth session: SHARED=bf16 gives every GEMM two bf16 planes, the earlier plan);
+        # INVARIANT=1 `compile --batch-invariant` (every decode step on decode_rows' GEMMs with
+        # one algorithm at every row count: the arithmetic of `run --prompts-file`'s engine).
         dtype, act, *rest = spec.split(":")
         kv = rest[0] if rest and "=" not in rest[0] else None
-        flags = ("STATE=", "SHARED=")
+        flags = ("STATE=", "SHARED=", "INVARIANT=")
+        invariant = "INVARIANT=1" in rest
         knobs = [k for k in rest if "=" in k and not k.startswith(flags)]
         state = next((k.split("=")[1] for k in rest if k.startswith("STATE=")), None)
         shared = next((k.split("=")[1] for k in rest if k.startswith("SHARED=")), None)
@@ -168,6 +171,9 @@ def main():
         if shared is not None:
             key += f"_shared_{shared}"
             kv_flag += ["--shared-dtype", shared]
+        if invariant:
+            key += "_invariant"
+            kv_flag += ["--batch-invariant"]
         plan = os.path.join(args.work, f"plan-{key}")
         env = dict(os.environ)
         for k in knobs:
@@ -204,23 +210,24 @@ def main():
         res[key] = r
         print(key, json.dumps(r), flush=True)
         if dtype in ("bf16", "f16"):
-            for pl, gl in [(512, 128), (2048, 32), (4064, 32)] if not knobs else [(512, 32), (2048, 8)]:
+            short = knobs or invariant
+            for pl, gl in [(512, 128), (2048, 32), (4064, 32)] if not short else [(512, 32), (2048, 8)]:
                 o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", str(pl), "--gen-len", str(gl), "--json"])
                 res[f"bench_{key}_{pl}_{gl}"] = json.loads(o.strip().split("\n")[-1])
                 print(json.dumps(res[f"bench_{key}_{pl}_{gl}"]), flush=True)
-        if dtype == "bf16" and not knobs:
+        if dtype == "bf16" and not knobs and not invariant:
             # The same decode without CUDA graphs, to measure what capture buys.
             os.environ["ZAMBA2C_NO_CUDA_GRAPH"] = "1"
             o, _ = sh([z, "bench", plan, "--device", "cuda", "--prompt-len", "512", "--gen-len", "64", "--json"])
             del os.environ["ZAMBA2C_NO_CUDA_GRAPH"]
             res[f"bench_{key}_512_64_no_graph"] = json.loads(o.strip().split("\n")[-1])
-        if dtype == "bf16" and act == "f32" and not knobs and kv is None:
+        if dtype == "bf16" and act == "f32" and not knobs and kv is None and not invariant:
             o, _ = sh([z, "run", plan, "--prompt", "The capital of France is", "--max-new-tokens", "16",
                        "--device", "cuda", "--json"])
             res["run_prompt_cuda"] = json.loads(o.strip().split("\n")[-1])
         # The drift check on every plan of f32 activations without codegen knobs (a state dtype
         # is a compile flag, not a knob: its control is the same check on --state-dtype f32).
-        if args.long_run and act == "f32" and not knobs and kv is None:
+        if args.long_run and act == "f32" and not knobs and kv is None and not invariant:
             r["long_run"] = long_run(z, plan, args.work, args.long_run, cfg.vocab_size)
             print("long run", key, json.dumps(r["long_run"]), flush=True)
         if dtype == "f32":

@@ -20,7 +20,7 @@
 # of prompts against each alone on the 2.7B shape, issue 12; BATCH_CHECK_KNOBS=K=V,.. its knobs). Knob variants take
 # several knobs as KNOB=V,KNOB2=V2; DTYPE=f16 among them compiles that variant with --dtype f16,
 # STATE=f32 with --state-dtype f32, KV=f16 with --kv-dtype f16 (DTYPE / STATE / KV in the
-# environment: the main 2.7B plan too).
+# environment: the main 2.7B plan too), INVARIANT=1 with --batch-invariant.
 # Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -51,7 +51,7 @@ tune_env() {
   local kv k
   IFS=, read -ra kv <<< "$1"
   for k in "${kv[@]}"; do
-    case "${k%%=*}" in DTYPE|STATE|KV) ;; *) printf 'ZAMBA2C_TUNE_%s\n' "$k" ;; esac
+    case "${k%%=*}" in DTYPE|STATE|KV|INVARIANT) ;; *) printf 'ZAMBA2C_TUNE_%s\n' "$k" ;; esac
   done
 }
 # The weight dtype a variant spec asks for (DTYPE=f16 among its knobs: `compile --dtype f16`),
@@ -77,6 +77,12 @@ spec_kv() {
   IFS=, read -ra kv <<< "$1"
   for k in "${kv[@]}"; do [ "${k%%=*}" = KV ] && d=${k#*=}; done
   [ -n "$d" ] && echo "--kv-dtype $d"
+}
+# `compile --batch-invariant` where a variant spec holds INVARIANT=1.
+spec_invariant() {
+  local kv k
+  IFS=, read -ra kv <<< "$1"
+  for k in "${kv[@]}"; do [ "$k" = INVARIANT=1 ] && echo "--batch-invariant"; done
 }
 for v in ${VARIANT_TESTS:-}; do
   for t in .gpu/tests/cuda_kernels-* .gpu/tests/cuda_batch-*; do
@@ -169,7 +175,7 @@ variant_plan() {
   local knobs
   mapfile -t knobs < <(tune_env "$1")
   env X=1 "${knobs[@]}" "$Z" compile examples/zamba2-2.7b-config -o "$2" --dummy-weights --dtype "$(spec_dtype "$1")" \
-    $(spec_state "$1") $(spec_kv "$1") --arch sm_90 \
+    $(spec_state "$1") $(spec_kv "$1") $(spec_invariant "$1") --arch sm_90 \
     > /dev/null 2>&1 || { echo "variant $1: compile failed"; return 1; }
 }
 for v in ${VARIANTS:-}; do

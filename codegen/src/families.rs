@@ -826,9 +826,7 @@ const SKINNY_BM: usize = 64;
 /// 2.7B shape its 196 launches took 9.06 ms against 5.14 ms for the library's stacked GEMMs and
 /// their `pair_sum` (docs/PERFORMANCE.md, 2026-12-02 sixth session).
 pub(crate) fn rows_gemm(ctx: &NodeCtx) -> bool {
-    ctx.phase == Phase::Decode
-        && ctx.gemm
-        && (ctx.module.batch_invariant || matches!(crate::tune("ROWS_GEMM", 1), 2 | 3))
+    ctx.phase == Phase::Decode && ctx.gemm && matches!(crate::tune("ROWS_GEMM", 1), 2 | 3)
 }
 
 /// Warps of a `linear_rows` block, and 8-feature n-tiles per warp.
@@ -852,7 +850,7 @@ const ROWS_SMEM_MAX: usize = 227 * 1024;
 /// (A shape chosen by a waves × block-bytes model, clusters of any size, lost 5% at 64 rows:
 /// docs/PERFORMANCE.md, eleventh session.)
 fn rows_direct_shape(ctx: &NodeCtx, (n, k): (usize, usize)) -> Option<RowsShape> {
-    let direct = ctx.module.batch_invariant || crate::tune("ROWS_GEMM", 1) == 3;
+    let direct = crate::tune("ROWS_GEMM", 1) == 3;
     if !direct || ctx.row_stack != 1 {
         return None;
     }

@@ -84,12 +84,25 @@ fn exact_f32(m: &Module) -> bool {
 }
 
 fn load(m: &Module, max_batch: usize, ctx: usize, prompt_chunk: usize) -> CudaEngine {
+    load_with(m, max_batch, ctx, prompt_chunk, false)
+}
+
+/// [`load`], batch-invariant where `invariant` (`CudaOptions::batch_invariant`, what
+/// `run --prompts-file` loads).
+fn load_with(
+    m: &Module,
+    max_batch: usize,
+    ctx: usize,
+    prompt_chunk: usize,
+    invariant: bool,
+) -> CudaEngine {
     let store = WeightStore::dummy(SEED, m);
     let opts = CudaOptions {
         max_batch,
         prompt_chunk,
         ..CudaOptions::new(ctx)
-    };
+    }
+    .with_batch_invariance(invariant);
     let gpu = CudaEngine::from_program(m, &store, build_program(m).expect("program"), opts)
         .unwrap_or_else(|e| panic!("loading on the GPU: {e}"));
     assert_eq!(
@@ -338,14 +351,15 @@ fn modules() -> Vec<(String, Module)> {
     m.set_shared_projection_dtype(DType::F16);
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_shared_f16_act_f32_kv_bf16_O1".into(), m));
-    // `compile --batch-invariant`: every step, of one row too, on decode_rows' `linear_rows`;
-    // `batch_invariant` is then true and the tests hold rows to the sequence alone bitwise.
+    // `compile --batch-invariant`: every step, of one row too, on decode_rows, its library
+    // GEMMs on one algorithm at every row count; `batch_invariant` is then true and the tests
+    // hold rows to the sequence alone bitwise.
     let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);
     m.batch_invariant = true;
     zamba2c_passes::pipeline::run_pipeline(&mut m, 1, None).expect("the passes run");
     out.push(("adapters_rope_bf16_batch_invariant_O1".into(), m));
-    // The same as `compile --dtype bf16 --batch-invariant` gives it now: `linear_rows` on one
-    // f16 plane in the shared blocks and two bf16 planes in the mixers.
+    // The same as `compile --dtype bf16 --batch-invariant` gives it now: one f16 plane into the
+    // shared blocks' GEMMs and two bf16 planes (stacked rows, pair_sum) into the mixers'.
     let mut m = lower_with_kv(&c, DType::BF16, DType::F32, DType::BF16);
     m.batch_invariant = true;
     m.set_shared_projection_dtype(DType::F16);
@@ -506,12 +520,30 @@ fn one_sequence_in_any_slot_equals_the_single_sequence_engine_bitwise() {
 fn rows_of_a_step_match_the_same_sequences_alone_and_graphs_match_eager() {
     for (name, m) in modules() {
         for n in [9, 17] {
-            rows_of_a_step(&format!("{name}_{n}rows"), &m, n);
+            rows_of_a_step(&format!("{name}_{n}rows"), &m, n, false);
         }
     }
 }
 
-fn rows_of_a_step(name: &str, m: &Module, n: usize) {
+/// The engine `run --prompts-file` loads (`CudaOptions::batch_invariant`) on the default plan's
+/// modules: every step on `decode_rows`, one library algorithm at every row count, and every
+/// row of a step bitwise the sequence alone in a one-slot engine of the same options.
+#[test]
+fn an_invariant_engine_holds_every_row_to_the_sequence_alone_bitwise() {
+    let mut ran = 0;
+    for (name, m) in modules() {
+        if m.batch_invariant || !name.contains("shared_f16") {
+            continue;
+        }
+        for n in [2, 9] {
+            rows_of_a_step(&format!("{name}_{n}rows_invariant_engine"), &m, n, true);
+        }
+        ran += 1;
+    }
+    assert!(ran > 0, "no default-plan module to run");
+}
+
+fn rows_of_a_step(name: &str, m: &Module, n: usize, invariant_engine: bool) {
     {
         let v = m.config.vocab_size;
         let prompts: Vec<Vec<u32>> = (0..n).map(|i| prompt(3 + 2 * i, i, v)).collect();
@@ -520,7 +552,7 @@ fn rows_of_a_step(name: &str, m: &Module, n: usize) {
         let next = |i: usize, s: usize| ((i * 29 + s * 7 + 3) % v) as u32;
         // Each alone, in slot 0 of a one-slot engine.
         let mut alone_logits = Vec::new();
-        let mut single = load(m, 1, ctx, 16);
+        let mut single = load_with(m, 1, ctx, 16, invariant_engine);
         for (i, p) in prompts.iter().enumerate() {
             Engine::reset(&mut single);
             Engine::prefill(&mut single, p).expect("prefill");
@@ -533,7 +565,7 @@ fn rows_of_a_step(name: &str, m: &Module, n: usize) {
         // All together, eager then from graphs.
         let mut runs = Vec::new();
         for graphs in [false, true] {
-            let mut gpu = load(m, n, ctx, 16);
+            let mut gpu = load_with(m, n, ctx, 16, invariant_engine);
             gpu.set_cuda_graph(graphs);
             // Slots in reverse order of rows.
             for (i, p) in prompts.iter().enumerate() {
@@ -564,6 +596,10 @@ fn rows_of_a_step(name: &str, m: &Module, n: usize) {
             );
         }
         let invariant = batch_invariant(&single);
+        assert!(
+            invariant || !invariant_engine,
+            "{name}: the engine is not batch-invariant"
+        );
         let tol = if invariant {
             0.0
         } else if n >= zamba2c_ir::kernel::ROWS_MMA_MIN {
@@ -715,24 +751,24 @@ fn through_the_batcher(name: &str, m: &Module) {
 }
 
 /// Whether a row's decode logits cannot depend on the other rows of its step: every step, of
-/// one row too, runs `decode_rows` (a `--batch-invariant` plan, or `ZAMBA2C_TUNE_ROWS_MMA_MIN=1`),
-/// whose projections are all on `linear_rows` (a fixed summation order per row; the plan, or
-/// `ZAMBA2C_TUNE_ROWS_GEMM=3`; docs/KERNELS.md "linear_rows") and none on the library. Then a
-/// row must equal the sequence alone bitwise.
+/// one row too, runs `decode_rows` (a `--batch-invariant` plan, or `ZAMBA2C_TUNE_ROWS_MMA_MIN=1`)
+/// and its projections sum in an order fixed whatever the rows: a `--batch-invariant` plan's
+/// (library GEMMs on one algorithm at every row count, or their own kernels), or all on
+/// `linear_rows` and none on the library (`ZAMBA2C_TUNE_ROWS_GEMM=3`; docs/KERNELS.md
+/// "linear_rows"). Then a row must equal the sequence alone bitwise.
 fn batch_invariant(gpu: &CudaEngine) -> bool {
     let p = gpu.program();
     let Some(rows) = &p.decode_rows else {
         return false;
     };
-    gpu.rows_mma_min() == 1
-        && rows.launches.iter().all(|l| {
-            let f = p.kernels[&l.kernel].family.as_str();
-            l.library.is_none() && !matches!(f, "linear_mma_pipe" | "linear_gemm" | "pair_sum")
-        })
-        && rows
-            .launches
-            .iter()
-            .any(|l| p.kernels[&l.kernel].family == "linear_rows")
+    let on_linear_rows = rows.launches.iter().all(|l| {
+        let f = p.kernels[&l.kernel].family.as_str();
+        l.library.is_none() && !matches!(f, "linear_mma_pipe" | "linear_gemm" | "pair_sum")
+    }) && rows
+        .launches
+        .iter()
+        .any(|l| p.kernels[&l.kernel].family == "linear_rows");
+    gpu.rows_mma_min() == 1 && (gpu.batch_invariant() || on_linear_rows)
 }
 
 /// Bad calls of the slots API are refused with an error, not a crash or a corrupted state.

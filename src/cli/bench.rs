@@ -238,7 +238,8 @@ fn batch_bench(
     prompt_len: usize,
     ctx: usize,
 ) -> Result<serde_json::Value> {
-    let engine = open_batch_engine(plan, a.device, a.batch, ctx)?;
+    // The engine `run --prompts-file` drives (batch-invariant).
+    let engine = open_batch_engine(plan, a.device, a.batch, ctx, true)?;
     let report =
         zamba2c_runtime::batch::bench(engine, a.batch, prompt_len, a.gen_len, a.prefill_chunk)
             .context("bench --batch")?;

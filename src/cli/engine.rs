@@ -92,11 +92,14 @@ pub fn open_engine(plan: &Plan, device: Device, max_context: usize) -> Result<Bo
 /// Loads `plan` onto `device` with `max_batch` sequence slots of `max_context` tokens each.
 /// On CUDA the engine allocates every slot's states and KV cache up front (what
 /// `inspect --max-batch` prints); a batch that does not fit the GPU is refused in one line.
+/// `invariant`: a batch-invariant CUDA engine (`CudaOptions::batch_invariant`: a sequence's
+/// tokens do not depend on the batch it runs in, at the cost of one-row steps on the GEMMs).
 pub fn open_batch_engine(
     plan: &Plan,
     device: Device,
     max_batch: usize,
     max_context: usize,
+    invariant: bool,
 ) -> Result<Box<dyn BatchEngine>> {
     match device.resolve(plan) {
         Device::Cpu | Device::Auto => Ok(Box::new(CpuBatchEngine::from_parts(
@@ -106,7 +109,8 @@ pub fn open_batch_engine(
             max_context,
         )?)),
         Device::Cuda => {
-            let options = CudaOptions::batched(max_context, max_batch);
+            let options =
+                CudaOptions::batched(max_context, max_batch).with_batch_invariance(invariant);
             Ok(Box::new(
                 CudaEngine::with_options(plan, options)
                     .with_context(|| format!("--device cuda --max-batch {max_batch}"))?,

@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub prompts_file: Option<PathBuf>,
     /// With --prompts-file: run up to B prompts at once as one batch (each prompt's output is
-    /// the same as run alone; the objects are printed in input order).
+    /// the same whatever B and the other prompts; the objects are printed in input order).
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub max_batch: usize,
     /// The most tokens to generate (EOS included); --max-tokens is the same (vLLM's name).
@@ -201,7 +201,11 @@ pub fn main(mut a: RunArgs) -> Result<()> {
     if a.validate {
         return validate(&plan, &a, &jobs);
     }
-    if multi && a.max_batch > 1 {
+    // Every --prompts-file run goes through the batched engine, --max-batch 1 too: on CUDA it
+    // is batch-invariant, so a prompt's output does not depend on --max-batch or on the other
+    // prompts (docs/KERNELS.md "Batch invariance"). One prompt with --prompt runs the
+    // one-sequence engine (the one-row kernels, the fastest for a single sequence).
+    if multi {
         return super::run_batch::run_batched(&plan, &a, &jobs, &settings, tok.as_ref());
     }
     let mut engine = open_engine(&plan, a.device, max_context)?;
@@ -211,10 +215,10 @@ pub fn main(mut a: RunArgs) -> Result<()> {
     };
     let (mut total_prompt, mut total_gen, mut total_prompt_s, mut total_decode_s) =
         (0usize, 0usize, 0.0, 0.0);
-    for (index, job) in jobs.iter().enumerate() {
+    for job in &jobs {
         engine.reset();
         // With --json stdout is JSON only (issue 17): the text is in the object, not streamed.
-        let stream = !multi && !a.json && tok.is_some();
+        let stream = !a.json && tok.is_some();
         if stream && a.echo {
             if let Some(t) = &job.text {
                 sink.write(t)?;
@@ -239,12 +243,7 @@ pub fn main(mut a: RunArgs) -> Result<()> {
                 o.generated.len()
             );
         }
-        if multi {
-            let mut obj = result_json(job, &o, &settings);
-            obj["index"] = json!(index);
-            obj["prompt"] = json!(job.text);
-            sink.write(&format!("{obj}\n"))?;
-        } else if a.json {
+        if a.json {
             sink.write(&format!("{}\n", result_json(job, &o, &settings)))?;
         } else if stream {
             sink.write("\n")?;
@@ -260,12 +259,7 @@ pub fn main(mut a: RunArgs) -> Result<()> {
         // Not eprintln!: a closed stderr is no reason to panic.
         let _ = writeln!(
             std::io::stderr(),
-            "{}prompt: {} in {}{} | generated: {} in {}{}",
-            if multi {
-                format!("{} prompts | ", jobs.len())
-            } else {
-                String::new()
-            },
+            "prompt: {} in {}{} | generated: {} in {}{}",
             fmt_tokens(total_prompt),
             fmt_ms(total_prompt_s),
             fmt_rate(total_prompt, total_prompt_s),

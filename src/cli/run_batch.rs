@@ -25,7 +25,9 @@ pub(super) fn run_batched(
     settings: &Settings,
     tok: Option<&TextTokenizer>,
 ) -> Result<()> {
-    let engine = open_batch_engine(plan, a.device, a.max_batch, settings.max_context)?;
+    // Batch-invariant: each prompt's output is the one it gives alone (issue 12; docs/KERNELS.md
+    // "Batch invariance").
+    let engine = open_batch_engine(plan, a.device, a.max_batch, settings.max_context, true)?;
     let mut batch = Batcher::new(engine, DEFAULT_PREFILL_CHUNK);
     let mut sink = Sink {
         out: std::io::stdout(),

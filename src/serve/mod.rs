@@ -119,7 +119,9 @@ pub fn main(a: ServeArgs) -> Result<()> {
         std::thread::Builder::new()
             .name("zamba2c-scheduler".into())
             .spawn(
-                move || match open_batch_engine(&plan, device, max_batch, max_context) {
+                // Not batch-invariant: a lone request decodes on the one-row kernels (1.8x
+                // faster than the invariant engine's GEMMs; docs/KERNELS.md "Batch invariance").
+                move || match open_batch_engine(&plan, device, max_batch, max_context, false) {
                     Ok(engine) => {
                         let _ = ready_tx.send(Ok(()));
                         drop(plan);

@@ -99,6 +99,9 @@ pub struct Blas {
     tune: usize,
     /// The algorithm timing chose for each shape tuned so far.
     tuned: Mutex<HashMap<ShapeKey, sys::cublasLtMatmulAlgo_t>>,
+    /// `Some(r)`: `decode_rows`' GEMMs take, at every row count, the algorithm the heuristic
+    /// gives for `r` rows ([`Blas::fix_rows_algorithms`], a batch-invariant plan).
+    fixed_rows: Option<usize>,
 }
 
 // SAFETY: the cuBLASLt handle and descriptors are plain library handles, not bound to the
@@ -187,7 +190,18 @@ impl Blas {
             prepared: Mutex::new(HashMap::new()),
             tune,
             tuned: Mutex::new(HashMap::new()),
+            fixed_rows: None,
         })
+    }
+
+    /// Every GEMM of the `decode_rows` table takes, whatever a step's row count, the algorithm
+    /// the heuristic gives for `rows` rows (times the launch's stacked rows) and never a timed
+    /// one: a batch-invariant plan (`zamba2c_ir::kernel::INVARIANT_ALGORITHM_ROWS`). With a
+    /// split-K count fixed by the algorithm, each output element then sums its products in
+    /// the same order whatever the other rows, so a sequence gets the same bits alone and in
+    /// any batch (docs/KERNELS.md "Library GEMMs").
+    pub fn fix_rows_algorithms(&mut self, rows: usize) {
+        self.fixed_rows = Some(rows.max(1));
     }
 
     /// Descriptors and an algorithm for `g` over `m` rows: the heuristic's first, or with
@@ -196,6 +210,7 @@ impl Blas {
         &self,
         g: &LibraryGemm,
         m: usize,
+        algo_m: Option<usize>,
         ptrs: &GemmPtrs,
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<Prepared, RuntimeError> {
@@ -241,9 +256,11 @@ impl Blas {
             result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
                 .map_err(|e| lib_err("matrix layout", e))
         };
+        // The algorithm is asked for at `algo_m` rows where the rows fix it, and run at `m`.
+        let heuristic_m = algo_m.unwrap_or(m);
         p.a = layout(in_type, g.k, g.n, g.w_ld)?;
-        p.b = layout(in_type, g.k, m, g.x_ld)?;
-        p.d = layout(out_type, g.n, m, g.out_ld)?;
+        p.b = layout(in_type, g.k, heuristic_m, g.x_ld)?;
+        p.d = layout(out_type, g.n, heuristic_m, g.out_ld)?;
         let pref = result::create_matmul_pref().map_err(|e| lib_err("preference", e))?;
         let lo = if g.split { lo_plane(g, ptrs.x) } else { ptrs.x };
         // What cuBLASLt may assume of A (the weight), B (both input planes), C and D.
@@ -314,6 +331,9 @@ impl Blas {
         }
         chosen?;
         p.algo = candidates[0];
+        if algo_m.is_some() {
+            return self.at_rows(p, in_type, out_type, g, m);
+        }
         let known = self
             .tuned
             .lock()
@@ -328,6 +348,55 @@ impl Blas {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(shape, p.algo);
+        }
+        Ok(p)
+    }
+
+    /// `p` with its input and output laid out for `m` rows, keeping its algorithm (chosen for
+    /// other rows), or the library's refusal of that algorithm at `m` rows.
+    fn at_rows(
+        &self,
+        mut p: Prepared,
+        in_type: sys::cudaDataType,
+        out_type: sys::cudaDataType,
+        g: &LibraryGemm,
+        m: usize,
+    ) -> Result<Prepared, RuntimeError> {
+        for layout in [&mut p.b, &mut p.d] {
+            // SAFETY: made by `prepare`, replaced below and destroyed only once (here or in
+            // `Prepared::drop`).
+            let _ = unsafe { result::destroy_matrix_layout(*layout) };
+            *layout = std::ptr::null_mut();
+        }
+        let layout = |t, rows: usize, cols: usize, ld: usize| {
+            result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
+                .map_err(|e| lib_err("matrix layout", e))
+        };
+        p.b = layout(in_type, g.k, m, g.x_ld)?;
+        p.d = layout(out_type, g.n, m, g.out_ld)?;
+        // SAFETY: zeroed heuristic result is plain data the library overwrites.
+        let mut check: sys::cublasLtMatmulHeuristicResult_t = unsafe { std::mem::zeroed() };
+        // SAFETY: every descriptor is live (C laid out as D, as in `heuristics`), `algo` came
+        // from the heuristic for the same operation, and `check` is live.
+        unsafe {
+            sys::cublasLtMatmulAlgoCheck(
+                self.handle,
+                p.desc,
+                p.a,
+                p.b,
+                p.d,
+                p.d,
+                &p.algo,
+                &mut check,
+            )
+            .result()
+        }
+        .map_err(|e| lib_err(&format!("fixed algorithm at {m}×{}×{}", g.n, g.k), e))?;
+        if check.workspaceSize > self.workspace_bytes {
+            return Err(RuntimeError::Device(format!(
+                "cuBLASLt fixed algorithm at {m}×{}×{} needs {} bytes of workspace",
+                g.n, g.k, check.workspaceSize
+            )));
         }
         Ok(p)
     }
@@ -500,10 +569,14 @@ impl Blas {
             return Ok(());
         }
         let full = (key.0, key.1, m);
+        let algo_m = self
+            .fixed_rows
+            .filter(|_| key.0 == GraphId::DecodeRows)
+            .map(|r| r * g.row_stack);
         let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
         let p = match prepared.entry(full) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(self.prepare(g, m, ptrs, stream)?),
+            Entry::Vacant(e) => e.insert(self.prepare(g, m, algo_m, ptrs, stream)?),
         };
         let (one, zero) = (1.0f32, 0.0f32);
         let (c, beta) = match (&g.epilogue, ptrs.res) {

@@ -31,7 +31,7 @@ use zamba2c_ir::device::{
 };
 use zamba2c_ir::kernel::{
     plan_rows_mma_min, ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch,
-    LibraryEpilogue, Program, PROGRAM_PATH, ROWS_MMA_MIN,
+    LibraryEpilogue, Program, INVARIANT_ALGORITHM_ROWS, PROGRAM_PATH, ROWS_MMA_MIN,
 };
 
 use super::nvrtc;
@@ -74,6 +74,14 @@ pub struct CudaOptions {
     /// overrides it at load (for measurements: a value above `max_batch` keeps every step on
     /// `decode`).
     pub rows_mma_min: usize,
+    /// Batch invariance (docs/KERNELS.md "Batch invariance"): every decode step, of one row
+    /// too, runs `decode_rows`, whose library GEMMs keep the algorithm chosen for
+    /// [`zamba2c_ir::kernel::INVARIANT_ALGORITHM_ROWS`] rows at every row count, so a
+    /// sequence's logits do not depend on the other sequences of its steps. What a
+    /// `compile --batch-invariant` plan fixes for every engine; default false, true in
+    /// [`CudaOptions::batched`]'s engines for `run --prompts-file` (its outputs are each
+    /// prompt's alone). One row then costs `decode_rows`' GEMMs instead of `proj_gemv`.
+    pub batch_invariant: bool,
 }
 
 impl CudaOptions {
@@ -87,6 +95,7 @@ impl CudaOptions {
             cuda_graph: true,
             overlap_launches: true,
             rows_mma_min: ROWS_MMA_MIN,
+            batch_invariant: false,
         }
     }
 
@@ -100,6 +109,12 @@ impl CudaOptions {
             prompt_chunk: default_prompt_chunk(max_context, true),
             ..CudaOptions::new(max_context)
         }
+    }
+
+    /// These options with [`CudaOptions::batch_invariant`] set to `on`.
+    pub fn with_batch_invariance(mut self, on: bool) -> Self {
+        self.batch_invariant = on;
+        self
     }
 
     /// These options with prompt launches of up to `chunk` tokens when given (clamped as
@@ -233,6 +248,10 @@ pub struct CudaEngine {
     decode_rows: Option<GraphBufs>,
     /// Rows from which a decode step runs `decode_rows` (options and environment).
     rows_mma_min: usize,
+    /// Batch invariance ([`CudaOptions::batch_invariant`] or a `compile --batch-invariant`
+    /// plan): every step on `decode_rows`, whose library GEMMs keep one algorithm at every row
+    /// count.
+    batch_invariant: bool,
     /// The first launch of the prompt table's row-wise tail ([`prompt_row_wise_tail`]).
     prompt_tail: usize,
     /// A prompt's last chunk runs that tail on its last row only ([`LAST_ROW_ENV`]).
@@ -401,10 +420,14 @@ impl CudaEngine {
             _ => None,
         };
         debug_assert_eq!(allocated as u64, t.total);
+        let invariant = module.batch_invariant || options.batch_invariant;
         let blas = match layout.library_workspace {
             Some(at) => match Blas::new(wsbase + at as u64, LIBRARY_WORKSPACE_BYTES) {
-                Ok(b) => {
+                Ok(mut b) => {
                     tracing::info!("library GEMMs: cuBLASLt");
+                    if invariant {
+                        b.fix_rows_algorithms(INVARIANT_ALGORITHM_ROWS);
+                    }
                     Some(b)
                 }
                 Err(why) => {
@@ -416,8 +439,13 @@ impl CudaEngine {
         };
         let graphs = DecodeGraphs::new(options.cuda_graph && !super::graph::disabled_by_env());
         stream.synchronize().map_err(dev)?;
-        // A `compile --batch-invariant` plan fixes it (every step on `decode_rows`).
-        let rows_from = rows_mma_min(plan_rows_mma_min(module).unwrap_or(options.rows_mma_min));
+        // Batch invariance (a `compile --batch-invariant` plan, or the option) fixes it: every
+        // step on `decode_rows`.
+        let rows_from = rows_mma_min(
+            plan_rows_mma_min(module)
+                .or(options.batch_invariant.then_some(1))
+                .unwrap_or(options.rows_mma_min),
+        );
         let prompt_tail = prompt_row_wise_tail(&program);
         Ok(CudaEngine {
             state_specs: module.states.clone(),
@@ -437,6 +465,7 @@ impl CudaEngine {
             decode,
             decode_rows,
             rows_mma_min: rows_from,
+            batch_invariant: invariant,
             prompt_tail,
             last_row_logits: std::env::var_os(LAST_ROW_ENV).is_none_or(|v| v != "0"),
             rows_steps: 0,
@@ -529,6 +558,13 @@ impl CudaEngine {
     /// Rows from which a decode step runs the `decode_rows` table (when the plan has it).
     pub fn rows_mma_min(&self) -> usize {
         self.rows_mma_min
+    }
+
+    /// Whether the engine is batch-invariant ([`CudaOptions::batch_invariant`], or a plan
+    /// compiled `--batch-invariant`): a sequence's decode bits do not depend on the other rows
+    /// of its steps ([`Blas::fix_rows_algorithms`]).
+    pub fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
 
     /// Decode steps run through the `decode_rows` table so far.
