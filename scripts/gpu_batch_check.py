@@ -6,9 +6,12 @@
 Compiles the 2.7B config (examples/zamba2-2.7b-config, random weights: --dummy-weights) with
 the demo model's tokenizer (the same 32,000-token vocabulary), writes --prompts random prompts
 of 8 to 400 words, and runs them twice with greedy decoding and --ignore-eos: all at once
-(`run --prompts-file F --max-batch B`: steps of up to B rows, decode_rows from ROWS_MMA_MIN (2) rows, the
-device's greedy picks) and one at a time (`--max-batch 1`: the one-sequence decode table, or `decode_rows` too under
-ZAMBA2C_TUNE_ROWS_MMA_MIN=1). Both runs are the same plan on the same GPU, and the batch splits
+(`run --prompts-file F --max-batch B`: steps of up to B rows, the device's greedy picks) and one
+at a time (`--max-batch 1`). Both go through the batched engine, which is batch-invariant since
+the twenty-second session (every step on decode_rows, its library GEMMs on one algorithm at
+every row count; docs/KERNELS.md "Batch invariance"): the bar is then every token. (Before, a
+one-slot run took the one-sequence decode table, and steps of 2+ rows decode_rows with the
+library's algorithm for each row count.) Both runs are the same plan on the same GPU, and the batch splits
 a prompt only where the run alone does (at the engine's prompt launch size), so the only
 differences are the kernels a step of many rows takes (docs/KERNELS.md "decode_rows",
 "linear_rows"). Reports, over every generated position, the
@@ -186,7 +189,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
     # The KV cache dtype (`compile --kv-dtype`); the compile's default when not given.
     ap.add_argument("--kv-dtype", choices=["f32", "bf16", "f16"])
-    # `compile --batch-invariant`: every step on decode_rows' linear_rows (the bar is then 100%).
+    # `compile --batch-invariant`: every engine of the plan batch-invariant (the bar is 100%).
     ap.add_argument("--batch-invariant", action="store_true")
     # Prompts whose first difference gets its near-tie measured (one `logits` run each).
     ap.add_argument("--margin-prompts", type=int, default=8)
