@@ -107,9 +107,9 @@ static float library(cublasLtHandle_t h, cudaStream_t s, void* ws, Operands& o, 
 
 // One configuration: its error against the library and its µs (kernel alone; with SK > 1 also
 // with the output's memset, which a split product needs).
-template <int WGS, int BN, int S, int SK, int SWZ>
+template <int WGS, int BN, int S, int SK, int SWZ, int DEPTH = 1>
 static void config(cudaStream_t s, Operands& o, Timer& tm, int reps, float lib_us) {
-  auto kern = gemm_wgmma<WGS, BN, S, SK, SWZ>;
+  auto kern = gemm_wgmma<WGS, BN, S, SK, SWZ, DEPTH>;
   const int smem = S * (WGS * 64 * 128 + BN * 128) + 1024;
   CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid((o.n + BN - 1) / BN, SK);
@@ -143,8 +143,8 @@ static void config(cudaStream_t s, Operands& o, Timer& tm, int reps, float lib_u
       kern<<<grid, WGS * 128, smem, s>>>(o.x, o.w[i % o.copies], o.out, o.n, o.k, o.m);
     });
   const double bytes = (double)o.n * o.k * 2;
-  std::printf("  WGS %d BN %3d S %d SK %d SWZ %d: %4u CTAs, %6.2f us (%.2f TB/s, %.2fx the library)%s, rel err %.2e%s\n",
-              WGS, BN, S, SK, SWZ, grid.x * grid.y, us, bytes / us / 1e6, lib_us / us,
+  std::printf("  WGS %d BN %3d S %d SK %d SWZ %d DEPTH %d: %4u CTAs, %6.2f us (%.2f TB/s, %.2fx the library)%s, rel err %.2e%s\n",
+              WGS, BN, S, SK, SWZ, DEPTH, grid.x * grid.y, us, bytes / us / 1e6, lib_us / us,
               "", worst / scale, worst / scale < 1e-4 ? "" : "  WRONG");
   if (SK > 1) std::printf("      with the output's memset: %.2f us\n", with_memset);
   std::fflush(stdout);
@@ -185,8 +185,13 @@ int main(int argc, char** argv) {
       config<2, 96, 6, 1, 1>(s, o, tm, reps, lib);
       config<2, 128, 5, 1, 1>(s, o, tm, reps, lib);
       config<2, 160, 5, 2, 1>(s, o, tm, reps, lib);
+      // Two k-tiles' wgmma in flight (twenty-second session).
+      config<2, 80, 6, 1, 1, 2>(s, o, tm, reps, lib);
+      config<2, 80, 8, 1, 1, 2>(s, o, tm, reps, lib);
     } else if (sh.m == 128) {
       config<2, 80, 6, 4, 1>(s, o, tm, reps, lib);
+      config<2, 80, 6, 4, 1, 2>(s, o, tm, reps, lib);
+      config<2, 160, 5, 8, 1, 2>(s, o, tm, reps, lib);
       config<2, 40, 6, 2, 1>(s, o, tm, reps, lib);
       config<2, 160, 5, 8, 1>(s, o, tm, reps, lib);
       config<2, 80, 6, 4, 0>(s, o, tm, reps, lib);

@@ -49,7 +49,11 @@ template <int SWZ> __device__ __forceinline__ unsigned kstep_bytes() { return SW
 // output features a CTA
 // (blockIdx.x), K split SK ways (blockIdx.y; SK > 1: D zeroed before, partial sums added
 // atomically), S cp.async stages of one 64-wide K tile of X and of W each. One CTA an SM.
-template <int WGS, int BN, int S, int SK, int SWZ>
+// DEPTH k-tiles' wgmma groups in flight (1: each tile's products finish before the next
+// tile's loads are issued; 2: a tile's wgmma runs while the next one is issued and the loads
+// of tile it + S − 2 go into the slot of tile it − 2, which every warpgroup finished before
+// this iteration's barrier — the twenty-second session's question: does the wait bound it?).
+template <int WGS, int BN, int S, int SK, int SWZ, int DEPTH = 1>
 __global__ void __launch_bounds__(WGS * 128, 1)
     gemm_wgmma(const unsigned short* __restrict__ X, const unsigned short* __restrict__ W,
                float* __restrict__ D, int N, int K, int m) {
@@ -57,6 +61,9 @@ __global__ void __launch_bounds__(WGS * 128, 1)
   constexpr int M = WGS * 64, A_BYTES = M * 128, B_BYTES = BN * 128, STAGE = A_BYTES + B_BYTES;
   constexpr int THREADS = WGS * 128;
   static_assert(BN % 8 == 0 && STAGE % 1024 == 0, "tiles of whole 8-row groups");
+  static_assert(DEPTH == 1 || (DEPTH == 2 && S >= 3), "one or two groups in flight, ring of >= 3");
+  // Tiles the ring runs ahead of the one being multiplied.
+  constexpr int AHEAD = S - DEPTH;
   const unsigned base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const int n0 = blockIdx.x * BN;
   const int kper = K / SK, kbeg = blockIdx.y * kper, nk = kper / 64;
@@ -82,10 +89,10 @@ __global__ void __launch_bounds__(WGS * 128, 1)
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
 #pragma unroll
-  for (int s = 0; s < S - 1; ++s) load(s);
+  for (int s = 0; s < AHEAD; ++s) load(s);
   const int wg = t >> 7;
   for (int it = 0; it < nk; ++it) {
-    cp_wait<S - 2>();
+    cp_wait<AHEAD - 1>();
     // This thread's cp.async writes, made visible to the tensor cores' (async) proxy, then
     // every thread's.
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -96,11 +103,15 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     for (int kk = 0; kk < 4; ++kk)
       Wgmma<BN>::run(d, smem_desc<SWZ>(sa + kk * kstep_bytes<SWZ>()), smem_desc<SWZ>(sb + kk * kstep_bytes<SWZ>()));
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    // The slot of tile it − 1 (every warpgroup's wgmma on it finished before the barrier above)
-    // takes tile it + S − 1.
-    load(it + S - 1);
+    if (DEPTH == 1)
+      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    else
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    // The slot of tile it − DEPTH (every warpgroup's wgmma on it finished before the barrier
+    // above) takes tile it + S − DEPTH.
+    load(it + AHEAD);
   }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   cp_wait<0>();
   // The accumulator of an m64nN wgmma: thread (warp w, lane l) holds, for each 8-column block
   // nb, rows 16w + l/4 and +8 at columns 8nb + 2(l mod 4) and +1.

@@ -12,11 +12,14 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The configurations scripts/wgmma_lab.cu runs: (warpgroups, BN, stages, split-K, smem image).
+# The configurations scripts/wgmma_lab.cu runs: (warpgroups, BN, stages, split-K, smem image,
+# wgmma groups in flight).
 CONFIGS = [(2, 80, 6, 1, 1), (2, 80, 6, 1, 0), (2, 80, 6, 1, 2), (2, 80, 4, 1, 1), (2, 96, 6, 1, 1),
            (2, 128, 5, 1, 1), (2, 160, 5, 2, 1), (2, 80, 6, 4, 1), (2, 40, 6, 2, 1), (2, 160, 5, 8, 1),
            (2, 80, 6, 4, 0), (1, 120, 8, 1, 1), (1, 240, 5, 2, 1), (1, 80, 8, 1, 1), (1, 160, 6, 2, 1),
            (1, 80, 8, 4, 1), (1, 40, 8, 2, 1)]
+CONFIGS = [c + (1,) for c in CONFIGS] + [(2, 80, 6, 1, 1, 2), (2, 80, 8, 1, 1, 2), (2, 80, 6, 4, 1, 2),
+                                        (2, 160, 5, 8, 1, 2)]
 
 
 def main() -> None:
@@ -31,7 +34,7 @@ def main() -> None:
         src = device + open(ops).read() + kernel
         src = src.replace("#pragma once", "")
         for c in CONFIGS:
-            src += ("template __global__ void gemm_wgmma<%d, %d, %d, %d, %d>(const unsigned short*, "
+            src += ("template __global__ void gemm_wgmma<%d, %d, %d, %d, %d, %d>(const unsigned short*, "
                     "const unsigned short*, float*, int, int, int);\n" % c)
         lib = ctypes.CDLL(os.path.join(cu, "lib", "libnvrtc.so.13"))
         prog = ctypes.c_void_p()
