@@ -163,6 +163,17 @@ fn capturing(stream: cudarc::driver::sys::CUstream) -> bool {
     }
 }
 
+/// A column-major layout of `rows` × `cols` elements of `t`, columns `ld` apart.
+fn matrix_layout(
+    t: sys::cudaDataType,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<sys::cublasLtMatrixLayout_t, RuntimeError> {
+    result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
+        .map_err(|e| lib_err("matrix layout", e))
+}
+
 fn lib_err(what: &str, e: result::CublasError) -> RuntimeError {
     RuntimeError::Device(format!("cuBLASLt {what}: {e:?}"))
 }
@@ -252,15 +263,11 @@ impl Blas {
             )
         }
         .map_err(|e| lib_err("transpose attribute", e))?;
-        let layout = |t, rows: usize, cols: usize, ld: usize| {
-            result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
-                .map_err(|e| lib_err("matrix layout", e))
-        };
         // The algorithm is asked for at `algo_m` rows where the rows fix it, and run at `m`.
         let heuristic_m = algo_m.unwrap_or(m);
-        p.a = layout(in_type, g.k, g.n, g.w_ld)?;
-        p.b = layout(in_type, g.k, heuristic_m, g.x_ld)?;
-        p.d = layout(out_type, g.n, heuristic_m, g.out_ld)?;
+        p.a = matrix_layout(in_type, g.k, g.n, g.w_ld)?;
+        p.b = matrix_layout(in_type, g.k, heuristic_m, g.x_ld)?;
+        p.d = matrix_layout(out_type, g.n, heuristic_m, g.out_ld)?;
         let pref = result::create_matmul_pref().map_err(|e| lib_err("preference", e))?;
         let lo = if g.split { lo_plane(g, ptrs.x) } else { ptrs.x };
         // What cuBLASLt may assume of A (the weight), B (both input planes), C and D.
@@ -368,12 +375,8 @@ impl Blas {
             let _ = unsafe { result::destroy_matrix_layout(*layout) };
             *layout = std::ptr::null_mut();
         }
-        let layout = |t, rows: usize, cols: usize, ld: usize| {
-            result::create_matrix_layout(t, rows as u64, cols as u64, ld as i64)
-                .map_err(|e| lib_err("matrix layout", e))
-        };
-        p.b = layout(in_type, g.k, m, g.x_ld)?;
-        p.d = layout(out_type, g.n, m, g.out_ld)?;
+        p.b = matrix_layout(in_type, g.k, m, g.x_ld)?;
+        p.d = matrix_layout(out_type, g.n, m, g.out_ld)?;
         // SAFETY: zeroed heuristic result is plain data the library overwrites.
         let mut check: sys::cublasLtMatmulHeuristicResult_t = unsafe { std::mem::zeroed() };
         // SAFETY: every descriptor is live (C laid out as D, as in `heuristics`), `algo` came
