@@ -444,9 +444,9 @@ pub fn plan_rows_mma_min(module: &crate::Module) -> Option<usize> {
     module.batch_invariant.then_some(1)
 }
 
-/// Rows at which a `compile --batch-invariant` plan's `decode_rows` library GEMMs choose their
-/// algorithm, then used at every row count (the runtime's cuBLASLt, docs/KERNELS.md "Library
-/// GEMMs"): a constant, not an engine's slot count, so an engine of one slot and one of 64
+/// Rows at which a batch-invariant engine's `decode_rows` library GEMMs choose their algorithm,
+/// then used at every row count (a `compile --batch-invariant` plan's, or `run
+/// --prompts-file`'s; the runtime's cuBLASLt, docs/KERNELS.md "Batch invariance"): a constant, not an engine's slot count, so an engine of one slot and one of 64
 /// run the same algorithms. 64: the batch the library's choice is tuned for (issue 12).
 pub const INVARIANT_ALGORITHM_ROWS: usize = 64;
 

@@ -752,8 +752,9 @@ fn through_the_batcher(name: &str, m: &Module) {
 
 /// Whether a row's decode logits cannot depend on the other rows of its step: every step, of
 /// one row too, runs `decode_rows` (a `--batch-invariant` plan, or `ZAMBA2C_TUNE_ROWS_MMA_MIN=1`)
-/// and its projections sum in an order fixed whatever the rows: a `--batch-invariant` plan's
-/// (library GEMMs on one algorithm at every row count, or their own kernels), or all on
+/// and its projections sum in an order fixed whatever the rows: a batch-invariant engine's
+/// (the plan's or the option's: library GEMMs on one algorithm at every row count, or their
+/// own kernels), or all on
 /// `linear_rows` and none on the library (`ZAMBA2C_TUNE_ROWS_GEMM=3`; docs/KERNELS.md
 /// "linear_rows"). Then a row must equal the sequence alone bitwise.
 fn batch_invariant(gpu: &CudaEngine) -> bool {

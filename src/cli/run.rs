@@ -181,7 +181,6 @@ pub fn main(mut a: RunArgs) -> Result<()> {
     }
 
     let jobs = collect_jobs(&a, tok.as_ref(), vocab, max_context)?;
-    let multi = a.prompts_file.is_some();
     let eos = eos_ids(&plan)?;
     tracing::info!(?eos, "end-of-sequence ids");
     let seed = a.sampling.seed.unwrap_or_else(rand::random);
@@ -205,67 +204,60 @@ pub fn main(mut a: RunArgs) -> Result<()> {
     // is batch-invariant, so a prompt's output does not depend on --max-batch or on the other
     // prompts (docs/KERNELS.md "Batch invariance"). One prompt with --prompt runs the
     // one-sequence engine (the one-row kernels, the fastest for a single sequence).
-    if multi {
+    if a.prompts_file.is_some() {
         return super::run_batch::run_batched(&plan, &a, &jobs, &settings, tok.as_ref());
     }
+    // One prompt (--prompt, --prompt-file, --tokens or stdin): `collect_jobs` gives one job.
+    let [job] = jobs.as_slice() else {
+        bail!("one prompt expected, {} given", jobs.len());
+    };
     let mut engine = open_engine(&plan, a.device, max_context)?;
     let mut sink = Sink {
         out: std::io::stdout(),
         closed: false,
     };
-    let (mut total_prompt, mut total_gen, mut total_prompt_s, mut total_decode_s) =
-        (0usize, 0usize, 0.0, 0.0);
-    for job in &jobs {
-        engine.reset();
-        // With --json stdout is JSON only (issue 17): the text is in the object, not streamed.
-        let stream = !a.json && tok.is_some();
-        if stream && a.echo {
-            if let Some(t) = &job.text {
-                sink.write(t)?;
-            }
-        }
-        let o = generate(
-            engine.as_mut(),
-            &job.source,
-            &job.ids,
-            &settings,
-            tok.as_ref(),
-            stream.then_some(&mut sink),
-        )?;
-        total_prompt += job.ids.len();
-        total_gen += o.generated.len();
-        total_prompt_s += o.prompt_s;
-        total_decode_s += o.decode_s;
-        if o.reason == StopReason::Context {
-            tracing::warn!(
-                "{}: stopped after {} tokens: the context is full ({max_context} tokens: --max-context)",
-                job.source,
-                o.generated.len()
-            );
-        }
-        if a.json {
-            sink.write(&format!("{}\n", result_json(job, &o, &settings)))?;
-        } else if stream {
-            sink.write("\n")?;
-        } else {
-            let s: Vec<String> = o.generated.iter().map(u32::to_string).collect();
-            sink.write(&format!("{}\n", s.join(",")))?;
-        }
-        if sink.closed {
-            break;
+    // With --json stdout is JSON only (issue 17): the text is in the object, not streamed.
+    let stream = !a.json && tok.is_some();
+    if stream && a.echo {
+        if let Some(t) = &job.text {
+            sink.write(t)?;
         }
     }
+    let o = generate(
+        engine.as_mut(),
+        &job.source,
+        &job.ids,
+        &settings,
+        tok.as_ref(),
+        stream.then_some(&mut sink),
+    )?;
+    if o.reason == StopReason::Context {
+        tracing::warn!(
+            "{}: stopped after {} tokens: the context is full ({max_context} tokens: --max-context)",
+            job.source,
+            o.generated.len()
+        );
+    }
+    if a.json {
+        sink.write(&format!("{}\n", result_json(job, &o, &settings)))?;
+    } else if stream {
+        sink.write("\n")?;
+    } else {
+        let s: Vec<String> = o.generated.iter().map(u32::to_string).collect();
+        sink.write(&format!("{}\n", s.join(",")))?;
+    }
     if !a.quiet {
+        let (prompt, generated) = (job.ids.len(), o.generated.len());
         // Not eprintln!: a closed stderr is no reason to panic.
         let _ = writeln!(
             std::io::stderr(),
             "prompt: {} in {}{} | generated: {} in {}{}",
-            fmt_tokens(total_prompt),
-            fmt_ms(total_prompt_s),
-            fmt_rate(total_prompt, total_prompt_s),
-            fmt_tokens(total_gen),
-            fmt_ms(total_decode_s),
-            fmt_rate(total_gen, total_decode_s),
+            fmt_tokens(prompt),
+            fmt_ms(o.prompt_s),
+            fmt_rate(prompt, o.prompt_s),
+            fmt_tokens(generated),
+            fmt_ms(o.decode_s),
+            fmt_rate(generated, o.decode_s),
         );
     }
     Ok(())

@@ -100,7 +100,7 @@ pub struct Blas {
     /// The algorithm timing chose for each shape tuned so far.
     tuned: Mutex<HashMap<ShapeKey, sys::cublasLtMatmulAlgo_t>>,
     /// `Some(r)`: `decode_rows`' GEMMs take, at every row count, the algorithm the heuristic
-    /// gives for `r` rows ([`Blas::fix_rows_algorithms`], a batch-invariant plan).
+    /// gives for `r` rows ([`Blas::fix_rows_algorithms`], a batch-invariant engine).
     fixed_rows: Option<usize>,
 }
 
@@ -207,10 +207,10 @@ impl Blas {
 
     /// Every GEMM of the `decode_rows` table takes, whatever a step's row count, the algorithm
     /// the heuristic gives for `rows` rows (times the launch's stacked rows) and never a timed
-    /// one: a batch-invariant plan (`zamba2c_ir::kernel::INVARIANT_ALGORITHM_ROWS`). With a
+    /// one: a batch-invariant engine (`zamba2c_ir::kernel::INVARIANT_ALGORITHM_ROWS`). With a
     /// split-K count fixed by the algorithm, each output element then sums its products in
     /// the same order whatever the other rows, so a sequence gets the same bits alone and in
-    /// any batch (docs/KERNELS.md "Library GEMMs").
+    /// any batch (docs/KERNELS.md "Batch invariance").
     pub fn fix_rows_algorithms(&mut self, rows: usize) {
         self.fixed_rows = Some(rows.max(1));
     }

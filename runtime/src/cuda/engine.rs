@@ -30,8 +30,8 @@ use zamba2c_ir::device::{
     LIBRARY_WORKSPACE_BYTES, META_INTS_PER_ROW,
 };
 use zamba2c_ir::kernel::{
-    plan_rows_mma_min, ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch,
-    LibraryEpilogue, Program, INVARIANT_ALGORITHM_ROWS, PROGRAM_PATH, ROWS_MMA_MIN,
+    ptx_path, source_path, Arg, CType, GraphId, GraphProgram, Launch, LibraryEpilogue, Program,
+    INVARIANT_ALGORITHM_ROWS, PROGRAM_PATH, ROWS_MMA_MIN,
 };
 
 use super::nvrtc;
@@ -69,8 +69,9 @@ pub struct CudaOptions {
     pub overlap_launches: bool,
     /// Rows from which a decode step runs the tensor-core table `decode_rows` (when the plan
     /// has one) instead of `decode`'s `proj_gemv`. Default
-    /// [`zamba2c_ir::kernel::ROWS_MMA_MIN`]; a plan that fixes it
-    /// ([`zamba2c_ir::kernel::plan_rows_mma_min`], `compile --batch-invariant`) wins; `ZAMBA2C_TUNE_ROWS_MMA_MIN=N` in the environment
+    /// [`zamba2c_ir::kernel::ROWS_MMA_MIN`]; batch invariance (the option below, or a plan
+    /// compiled `--batch-invariant`: [`zamba2c_ir::kernel::plan_rows_mma_min`]) makes it 1;
+    /// `ZAMBA2C_TUNE_ROWS_MMA_MIN=N` in the environment
     /// overrides it at load (for measurements: a value above `max_batch` keeps every step on
     /// `decode`).
     pub rows_mma_min: usize,
@@ -441,11 +442,7 @@ impl CudaEngine {
         stream.synchronize().map_err(dev)?;
         // Batch invariance (a `compile --batch-invariant` plan, or the option) fixes it: every
         // step on `decode_rows`.
-        let rows_from = rows_mma_min(
-            plan_rows_mma_min(module)
-                .or(options.batch_invariant.then_some(1))
-                .unwrap_or(options.rows_mma_min),
-        );
+        let rows_from = rows_mma_min(if invariant { 1 } else { options.rows_mma_min });
         let prompt_tail = prompt_row_wise_tail(&program);
         Ok(CudaEngine {
             state_specs: module.states.clone(),
