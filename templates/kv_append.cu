@@ -4,8 +4,8 @@
   // [slots, {{ kv_heads }}, cap, {{ d }}] of sequence b's slot at absolute position META_POS(b) + t (ZAMBA2.md §2.4, §4),
   // rounded to the activation dtype as the op's output, then stored as the cache's cache_t.
   const long r = tile;
-{% if not row_form %}  const int kh = blockIdx.y;
-{% endif %}  const int b = (int)(r / seq), t = (int)(r % seq);
+  const int kh = blockIdx.y;
+  const int b = (int)(r / seq), t = (int)(r % seq);
   const int pos = META_POS(b) + t;
   if (pos >= cap) return;
 {% if rope %}  // Channels c and c + {{ half }} of the k head at ko, rotated to position pos, into the cache row at dst.
@@ -16,26 +16,11 @@
     kcache[dst + c] = from_f<cache_t>(rnd<act_t>(x1 * cs - x2 * sn));
     kcache[dst + c + {{ half }}] = from_f<cache_t>(rnd<act_t>(x2 * cs + x1 * sn));
   };
-{% endif %}{% if row_form %}  // One block for every kv head of token r (`row_form`, codegen/src/families.rs): v's and then
-  // k's {{ kv_heads }} heads as one contiguous run each, the same arithmetic per element.
-  const long head0 = (long)META_SLOT(b) * {{ kv_heads }};
-  for (int e = threadIdx.x; e < {{ kv_heads * d }}; e += blockDim.x) {
-    const int kh = e / {{ d }}, c = e % {{ d }};
-    vcache[((head0 + kh) * cap + pos) * {{ d }} + c] = from_f<cache_t>(to_f(v[r * {{ v_stride }} + e]));
-  }
-{% if rope %}  for (int e = threadIdx.x; e < {{ kv_heads * half }}; e += blockDim.x) {
-    const int kh = e / {{ half }};
-    rope_pair(((head0 + kh) * cap + pos) * {{ d }}, r * {{ k_stride }} + kh * {{ d }}, e % {{ half }});
-  }
-{% else %}  for (int e = threadIdx.x; e < {{ kv_heads * d }}; e += blockDim.x) {
-    const int kh = e / {{ d }}, c = e % {{ d }};
-    kcache[((head0 + kh) * cap + pos) * {{ d }} + c] = from_f<cache_t>(to_f(k[r * {{ k_stride }} + e]));
-  }
-{% endif %}{% else %}  const long dst = (((long)META_SLOT(b) * {{ kv_heads }} + kh) * cap + pos) * {{ d }};
+{% endif %}  const long dst = (((long)META_SLOT(b) * {{ kv_heads }} + kh) * cap + pos) * {{ d }};
   const long ko = r * {{ k_stride }} + kh * {{ d }}, vo = r * {{ v_stride }} + kh * {{ d }};
   for (int c = threadIdx.x; c < {{ d }}; c += blockDim.x) {
     vcache[dst + c] = from_f<cache_t>(to_f(v[vo + c]));
 {% if rope %}    if (c < {{ half }}) rope_pair(dst, ko, c);
 {% else %}    kcache[dst + c] = from_f<cache_t>(to_f(k[ko + c]));
 {% endif %}  }
-{% endif %}}
+}

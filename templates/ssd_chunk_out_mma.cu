@@ -91,7 +91,27 @@
   // x read before the first store (the compiler cannot tell `out` from `x`: each read would
   // otherwise wait for the store before it).
   const float Dh = to_f(d_skip[h]);
-  float xv[P / 16][4];
+{% if pair_io %}  // A thread's two adjacent columns p, p + 1 as one 8-byte (f32) or 4-byte access: Nsight
+  // Compute counted the scalar pair as two requests for one sector (docs/PERFORMANCE.md,
+  // twenty-second session, call D). `pair_io`: x and out start and stride on even elements.
+  float xv[P / 16][2][2];
+#pragma unroll
+  for (int j = 0; j < P / 16; ++j)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = mr + gq + 8 * r, p = p0 + 8 * j + 2 * tq;
+      xv[j][r][0] = xv[j][r][1] = 0.f;
+      if (t < lc) ld2(x + (row0 + t) * {{ x_stride }} + h * P + p, xv[j][r]);
+    }
+#pragma unroll
+  for (int j = 0; j < P / 16; ++j)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = mr + gq + 8 * r, p = p0 + 8 * j + 2 * tq;
+      const float v[2] = {acc[j][2 * r] + Dh * xv[j][r][0], acc[j][2 * r + 1] + Dh * xv[j][r][1]};
+      if (t < lc) st2(out + (row0 + t) * {{ out_stride }} + h * P + p, v);
+    }
+{% else %}  float xv[P / 16][4];
 #pragma unroll
   for (int j = 0; j < P / 16; ++j)
 #pragma unroll
@@ -106,4 +126,4 @@
       const int t = mr + gq + 8 * (i >> 1), p = p0 + 8 * j + 2 * tq + (i & 1);
       if (t < lc) out[(row0 + t) * {{ out_stride }} + h * P + p] = from_f<act_t>(acc[j][i] + Dh * xv[j][i]);
     }
-}
+{% endif %}}

@@ -205,6 +205,23 @@ __device__ __forceinline__ void st4(bf16_t* p, const float* v) {
   stg8(p, make_uint2(pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1])),
                      pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3]))));
 }
+// Two consecutive values (8- or 4-byte aligned) to f32 and back in one access: a thread's
+// pair of columns in an mma fragment (templates/ssd_chunk_out_mma.cu, `pair_io`).
+__device__ __forceinline__ void ld2(const float* p, float* o) {
+  const float2 v = *reinterpret_cast<const float2*>(p);
+  o[0] = v.x; o[1] = v.y;
+}
+__device__ __forceinline__ void ld2(const half_t* p, float* o) { unpack2_f16(*reinterpret_cast<const unsigned*>(p), o); }
+__device__ __forceinline__ void ld2(const bf16_t* p, float* o) { unpack2(*reinterpret_cast<const unsigned*>(p), o); }
+__device__ __forceinline__ void st2(float* p, const float* v) {
+  stg8(p, make_uint2(__float_as_uint(v[0]), __float_as_uint(v[1])));
+}
+__device__ __forceinline__ void st2(half_t* p, const float* v) {
+  *reinterpret_cast<unsigned*>(p) = pack_f16x2(from_f<half_t>(v[0]), from_f<half_t>(v[1]));
+}
+__device__ __forceinline__ void st2(bf16_t* p, const float* v) {
+  *reinterpret_cast<unsigned*>(p) = pack_bf16x2(from_f<bf16_t>(v[0]), from_f<bf16_t>(v[1]));
+}
 // 16 bytes of T values (4 f32, or 8 16-bit) to f32 and back, rounding to nearest even: a
 // thread's chunk of an SSM state tile (templates/mamba_step_pipe.cu).
 template <typename T> __device__ __forceinline__ void unpack16(const uint4& r, float* o);

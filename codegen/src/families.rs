@@ -1375,28 +1375,10 @@ fn attention(
     let vcache = |ty| ("vcache", ty, Arg::State { id: cache, part: 1 });
     let (kn, kt, ka) = kcache(CType::Ptr(cd));
     let (vn, vt, va) = vcache(CType::Ptr(cd));
-    // A prompt's append one block a token for every kv head (`ZAMBA2C_TUNE_KV_APPEND_ROW=1`, a
-    // measurement, not yet run): the default's block a (token, kv head) moves 1.3 KB of k and v,
-    // 65,536 blocks of 128 threads for a 2048-token chunk of the 2.7B, at 35% of its byte floor
-    // (docs/PERFORMANCE.md, seventeenth session's prompt profile). The same values.
-    let row_form = ctx.phase == Phase::Prompt && crate::tune("KV_APPEND_ROW", 0) == 1;
-    let (append_grid, append_block) = if row_form {
-        ([one_per_row(), Extent::Const(1), Extent::Const(1)], 256)
-    } else {
-        (
-            [
-                one_per_row(),
-                Extent::Const(kv_heads as u32),
-                Extent::Const(1),
-            ],
-            128,
-        )
-    };
     let append = common("kv_append")
         .set("cache_t", CType::elem(cd))
         .set("k_stride", k.stride)
         .set("v_stride", v.stride)
-        .set("row_form", row_form)
         .input("k", k)
         .input("v", v)
         .param(kn, kt, ka)
@@ -1404,7 +1386,14 @@ fn attention(
         .param("meta", CType::ConstPtr(DType::I32), Arg::Meta)
         .scalar("seq", Arg::Seq)
         .scalar("cap", Arg::Capacity)
-        .finish(append_grid, append_block);
+        .finish(
+            [
+                one_per_row(),
+                Extent::Const(kv_heads as u32),
+                Extent::Const(1),
+            ],
+            128,
+        );
     // Both attention kernels take one parameter list: q, the caches, meta, out, seq, cap.
     let attend_params = |b: Builder| {
         let (kn, kt, ka) = kcache(CType::ConstPtr(cd));

@@ -181,31 +181,40 @@ fn knob_variants_render_and_compile_with_nvrtc() {
     // (head_dim = d_state = 64) under f32 and bf16 activations, and on a small one (32 × 16).
     std::env::set_var("ZAMBA2C_TUNE_SSD_MMA", "1");
     let small = config(json!({"hidden_size": 64, "n_mamba_heads": 4, "mamba_d_state": 16}));
-    for (tag, cfg, act) in [
-        ("ssd-mma-f32", &big, DType::F32),
-        ("ssd-mma-bf16", &big, DType::BF16),
-        ("ssd-mma-small", &small, DType::F32),
-    ] {
-        let p = program(cfg, DType::BF16, act, tag);
-        let ssd: std::collections::BTreeSet<&str> = p
-            .prompt
-            .launches
-            .iter()
-            .map(|l| l.kernel.as_str())
-            .filter(|k| p.kernels[*k].family.starts_with("ssd_chunk"))
-            .collect();
-        assert_eq!(ssd.len(), 2, "{tag}: {ssd:?}");
-        for name in ssd {
-            let k = &p.kernels[name];
-            assert!(k.family.ends_with("_mma"), "{tag}: {name} is {}", k.family);
-            assert!(k.source.contains("warp_mma_3xbf16<"), "{tag}: {name}");
-            jobs.push((
-                name.to_string(),
-                k.source.clone(),
-                format!("{tag}/{name}.cu"),
-            ));
+    // SSD_OUT_PAIRS=1: the output step's x and y two adjacent columns an access.
+    for pairs in [false, true] {
+        std::env::set_var("ZAMBA2C_TUNE_SSD_OUT_PAIRS", if pairs { "1" } else { "0" });
+        for (tag, cfg, act) in [
+            ("ssd-mma-f32", &big, DType::F32),
+            ("ssd-mma-bf16", &big, DType::BF16),
+            ("ssd-mma-small", &small, DType::F32),
+        ] {
+            let tag = format!("{tag}-pairs-{pairs}");
+            let p = program(cfg, DType::BF16, act, &tag);
+            let ssd: std::collections::BTreeSet<&str> = p
+                .prompt
+                .launches
+                .iter()
+                .map(|l| l.kernel.as_str())
+                .filter(|k| p.kernels[*k].family.starts_with("ssd_chunk"))
+                .collect();
+            assert_eq!(ssd.len(), 2, "{tag}: {ssd:?}");
+            for name in ssd {
+                let k = &p.kernels[name];
+                assert!(k.family.ends_with("_mma"), "{tag}: {name} is {}", k.family);
+                assert!(k.source.contains("warp_mma_3xbf16<"), "{tag}: {name}");
+                if k.family == "ssd_chunk_out_mma" {
+                    assert_eq!(k.source.contains("st2(out"), pairs, "{tag}: {name}");
+                }
+                jobs.push((
+                    name.to_string(),
+                    k.source.clone(),
+                    format!("{tag}/{name}.cu"),
+                ));
+            }
         }
     }
+    std::env::remove_var("ZAMBA2C_TUNE_SSD_OUT_PAIRS");
     // The scan's state pass with every chunk of a 2048-token launch in one group of loads
     // (SSD_PASS_GROUP=32), on the 2.7B shape with an f32 and an f16 state.
     std::env::set_var("ZAMBA2C_TUNE_SSD_PASS_GROUP", "32");
@@ -480,28 +489,6 @@ fn knob_variants_render_and_compile_with_nvrtc() {
             }
         }
     }
-    // A prompt's KV append one block a token for every kv head (KV_APPEND_ROW=1): with and
-    // without RoPE, bf16 and f16 caches; the decode tables keep the block a (token, kv head).
-    std::env::set_var("ZAMBA2C_TUNE_KV_APPEND_ROW", "1");
-    for rope in [false, true] {
-        let cfg = config(json!({"use_mem_rope": rope}));
-        for kv in [DType::BF16, DType::F16] {
-            let tag = format!("kv-append-row-rope-{rope}-{kv:?}");
-            let p = built(lower_with_kv(&cfg, DType::BF16, DType::F32, kv), &tag);
-            for k in kernels_of(&p, "kv_append", &tag) {
-                let prompt = p.prompt.launches.iter().any(|l| l.kernel == k.name);
-                assert_eq!(
-                    k.source.contains("head0 + kh"),
-                    prompt,
-                    "{tag}: {} (prompt table: {prompt})",
-                    k.name
-                );
-                assert_eq!(k.source.contains("cosf(ang)"), rope, "{tag}: {}", k.name);
-                jobs.push(job(&tag, k));
-            }
-        }
-    }
-    std::env::remove_var("ZAMBA2C_TUNE_KV_APPEND_ROW");
     std::env::set_var("ZAMBA2C_TUNE_STEP_NORM_AFTER", "0");
     let mut m = lower_with_kv(&big, DType::BF16, DType::F32, DType::BF16);
     m.set_ssm_state_dtype(DType::F16);
