@@ -48,8 +48,9 @@ pub struct BenchArgs {
         value_name = "N[,N...]"
     )]
     pub prompt_len: Vec<usize>,
-    /// Runs per prompt length: the table gives the mean ± standard deviation over them, the
-    /// JSON the median run's fields plus the means and deviations.
+    /// Runs per prompt length (one sequence on CUDA: one engine, loaded once and reset between
+    /// runs): the table gives the mean ± standard deviation over them, the JSON the median
+    /// run's fields plus the means and deviations.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: usize,
     /// Decode steps after the prompt.
@@ -175,28 +176,30 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &prompt_len in &a.prompt_len {
         let mut runs = Vec::with_capacity(a.repeat);
-        for r in 0..a.repeat {
-            spinner.set_message(format!(
-                "benchmarking {} on {}: {} x prompt {prompt_len} tokens, {} decode steps (run {} of {})",
-                a.plan.display(),
-                a.device.name(),
-                a.batch,
-                a.gen_len,
-                r + 1,
-                a.repeat
-            ));
-            let report = match a.device {
-                _ if a.batch > 1 => batch_bench(&plan, &a, prompt_len, ctx_for(prompt_len))?,
-                Device::Cuda => {
-                    let options =
-                        CudaOptions::new(ctx_for(prompt_len)).with_prompt_chunk(a.prompt_chunk);
-                    serde_json::to_value(
-                        zamba2c_runtime::cuda::bench_with(&plan, prompt_len, a.gen_len, options)
-                            .context("bench --device cuda")?,
-                    )?
-                }
-                Device::Cpu | Device::Auto => {
-                    // One engine for every row and run: loading is not what is measured.
+        spinner.set_message(format!(
+            "benchmarking {} on {}: {} x prompt {prompt_len} tokens, {} decode steps ({} run{})",
+            a.plan.display(),
+            a.device.name(),
+            a.batch,
+            a.gen_len,
+            a.repeat,
+            if a.repeat == 1 { "" } else { "s" }
+        ));
+        if a.device == Device::Cuda && a.batch <= 1 {
+            // One engine for every run of a length: loaded and warmed up once, reset between runs.
+            let options = CudaOptions::new(ctx_for(prompt_len)).with_prompt_chunk(a.prompt_chunk);
+            for report in
+                zamba2c_runtime::cuda::bench_runs(&plan, prompt_len, a.gen_len, options, a.repeat)
+                    .context("bench --device cuda")?
+            {
+                runs.push(serde_json::to_value(report)?);
+            }
+        } else {
+            for _ in 0..a.repeat {
+                let report = if a.batch > 1 {
+                    batch_bench(&plan, &a, prompt_len, ctx_for(prompt_len))?
+                } else {
+                    // One CPU engine for every row and run: loading is not what is measured.
                     if cpu_engine.is_none() {
                         let ctx = a.prompt_len.iter().map(|&l| ctx_for(l)).max().unwrap_or(1);
                         cpu_engine = Some(open_engine(&plan, Device::Cpu, ctx)?);
@@ -205,9 +208,9 @@ pub fn main(mut a: BenchArgs) -> Result<()> {
                         Some(e) => cpu_bench(e.as_mut(), prompt_len, a.gen_len)?,
                         None => unreachable!("the CPU engine was opened above"),
                     }
-                }
-            };
-            runs.push(report);
+                };
+                runs.push(report);
+            }
         }
         rows.push(summarize(runs)?);
     }

@@ -76,6 +76,22 @@ pub fn bench_with(
     gen_len: usize,
     options: CudaOptions,
 ) -> Result<BenchReport, RuntimeError> {
+    let mut runs = bench_runs(plan, prompt_len, gen_len, options, 1)?;
+    runs.pop()
+        .ok_or_else(|| RuntimeError::Input("bench: no run".into()))
+}
+
+/// [`bench_with`] measured `runs` times on one engine: loaded and warmed up once, reset
+/// before each run (the same prompt and steps each time). `bench --repeat` on a 2.7B plan
+/// spent most of each run loading the weights again (docs/PERFORMANCE.md, twenty-third
+/// session).
+pub fn bench_runs(
+    plan: &Plan,
+    prompt_len: usize,
+    gen_len: usize,
+    options: CudaOptions,
+    runs: usize,
+) -> Result<Vec<BenchReport>, RuntimeError> {
     let max_context = options.max_context;
     let options_chunk = options.prompt_chunk;
     if prompt_len == 0 {
@@ -123,50 +139,57 @@ pub fn bench_with(
     let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     let start = cu.new_event(flags).map_err(dev)?;
     let end = cu.new_event(flags).map_err(dev)?;
-    let t0 = std::time::Instant::now();
-    start.record(e.stream()).map_err(dev)?;
-    e.prefill_last(&prompt)?;
-    end.record(e.stream()).map_err(dev)?;
-    let ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
-    end.synchronize().map_err(dev)?;
-    let prefill_gpu_ms = start.elapsed_ms(&end).map_err(dev)? as f64;
-    sample(&mut peak);
-
-    let mut times = Vec::with_capacity(gen_len);
-    let replays_before = e.cuda_graph_replays();
-    for &t in &steps {
+    let mut reports = Vec::with_capacity(runs);
+    for run in 0..runs {
+        if run > 0 {
+            e.reset();
+        }
+        let t0 = std::time::Instant::now();
         start.record(e.stream()).map_err(dev)?;
-        e.decode_step(t)?;
+        e.prefill_last(&prompt)?;
         end.record(e.stream()).map_err(dev)?;
+        let ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
         end.synchronize().map_err(dev)?;
-        times.push(start.elapsed_ms(&end).map_err(dev)? as f64);
+        let prefill_gpu_ms = start.elapsed_ms(&end).map_err(dev)? as f64;
+        sample(&mut peak);
+
+        let mut times = Vec::with_capacity(gen_len);
+        let replays_before = e.cuda_graph_replays();
+        for &t in &steps {
+            start.record(e.stream()).map_err(dev)?;
+            e.decode_step(t)?;
+            end.record(e.stream()).map_err(dev)?;
+            end.synchronize().map_err(dev)?;
+            times.push(start.elapsed_ms(&end).map_err(dev)? as f64);
+        }
+        sample(&mut peak);
+        let cuda_graph_replays = e.cuda_graph_replays() - replays_before;
+        times.sort_by(f64::total_cmp);
+        let median = if times.is_empty() {
+            0.0
+        } else {
+            times[times.len() / 2]
+        };
+        reports.push(BenchReport {
+            device: device.clone(),
+            prompt_len,
+            gen_len,
+            max_context,
+            prompt_chunk: options_chunk,
+            ttft_ms,
+            prefill_gpu_ms,
+            decode_ms_per_token: median,
+            decode_ms_min: times.first().copied().unwrap_or(0.0),
+            decode_ms_max: times.last().copied().unwrap_or(0.0),
+            predicted_bytes: memory.total,
+            memory,
+            engine_bytes: e.allocated_bytes(),
+            baseline_gpu_bytes: e.used_before_alloc(),
+            peak_gpu_bytes: peak,
+            cuda_graph: gen_len > 0 && cuda_graph_replays == gen_len as u64,
+            cuda_graph_replays,
+            cuda_graph_failure: e.cuda_graph_failure().map(str::to_owned),
+        });
     }
-    sample(&mut peak);
-    let cuda_graph_replays = e.cuda_graph_replays() - replays_before;
-    times.sort_by(f64::total_cmp);
-    let median = if times.is_empty() {
-        0.0
-    } else {
-        times[times.len() / 2]
-    };
-    Ok(BenchReport {
-        device,
-        prompt_len,
-        gen_len,
-        max_context,
-        prompt_chunk: options_chunk,
-        ttft_ms,
-        prefill_gpu_ms,
-        decode_ms_per_token: median,
-        decode_ms_min: times.first().copied().unwrap_or(0.0),
-        decode_ms_max: times.last().copied().unwrap_or(0.0),
-        predicted_bytes: memory.total,
-        memory,
-        engine_bytes: e.allocated_bytes(),
-        baseline_gpu_bytes: e.used_before_alloc(),
-        peak_gpu_bytes: peak,
-        cuda_graph: gen_len > 0 && cuda_graph_replays == gen_len as u64,
-        cuda_graph_replays,
-        cuda_graph_failure: e.cuda_graph_failure().map(str::to_owned),
-    })
+    Ok(reports)
 }

@@ -26,7 +26,7 @@ pub mod probe;
 pub mod profile;
 pub mod validate;
 
-pub use bench::{bench, bench_with, BenchReport};
+pub use bench::{bench, bench_runs, bench_with, BenchReport};
 pub use engine::{CudaEngine, CudaOptions};
 pub use probe::probe;
 pub use profile::{profile, profile_batch, BatchProfileReport, ProfileReport};
