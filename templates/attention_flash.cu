@@ -59,13 +59,6 @@
     if (split) *reinterpret_cast<unsigned*>(lo + o) = l;
   };
   auto ld32 = [](const unsigned short* p) { return *reinterpret_cast<const unsigned*>(p); };
-  // Two adjacent cache elements (an even index: rows of D, D even) in one load.
-  struct __align__(2 * sizeof(cache_t)) cache_pair { cache_t x, y; };
-  auto ld2 = [](const cache_t* p, float& a, float& b) {
-    const cache_pair v = *reinterpret_cast<const cache_pair*>(p);
-    a = to_f(v.x);
-    b = to_f(v.y);
-  };
 
   // q of the tile's rows, RoPE applied and rounded to the activation dtype as transformers does.
   for (int e = tid; e < QT * HALF; e += NT) {
@@ -156,11 +149,9 @@
     // K tile: one key row × 2 adjacent columns per thread (coalesced reads, 32-bit stores).
     for (int e = tid; e < KT * HALF; e += NT) {
       const int j = e / HALF, c = 2 * (e % HALF);
-      float x0 = 0.f, x1 = 0.f;
-      if (k0 + j < kend) {
-        ld2(kcache + kvo + (long)(k0 + j) * D + c, x0, x1);
-      }
-      put2(kh, kl, j * LDK + c, x0, x1, SPLIT_KV);
+      float x[2] = {0.f, 0.f};  // two adjacent cache elements (c even, D even) in one load
+      if (k0 + j < kend) ld2(kcache + kvo + (long)(k0 + j) * D + c, x);
+      put2(kh, kl, j * LDK + c, x[0], x[1], SPLIT_KV);
     }
     // V tile transposed (column-major B operand of P·V): a thread takes keys 2j, 2j + 1 of
     // columns c, c + 1 and stores two key pairs; 8 key pairs × 4 column pairs per warp keep
@@ -168,11 +159,11 @@
     for (int e = tid; e < (KT / 2) * HALF; e += NT) {
       const int jl = e & 7, cp = (e >> 3) & 3, rest = e >> 5;
       const int c = (rest % (D / 8)) * 8 + 2 * cp, j = 2 * ((rest / (D / 8)) * 8 + jl);
-      float v00 = 0.f, v01 = 0.f, v10 = 0.f, v11 = 0.f;  // v[key j + a][column c + b]
-      if (k0 + j < kend) ld2(vcache + kvo + (long)(k0 + j) * D + c, v00, v01);
-      if (k0 + j + 1 < kend) ld2(vcache + kvo + (long)(k0 + j + 1) * D + c, v10, v11);
-      put2(vh, vl, c * LDV + j, v00, v10, SPLIT_KV);
-      put2(vh, vl, (c + 1) * LDV + j, v01, v11, SPLIT_KV);
+      float v[2][2] = {};  // v[a][b]: key j + a, column c + b
+      if (k0 + j < kend) ld2(vcache + kvo + (long)(k0 + j) * D + c, v[0]);
+      if (k0 + j + 1 < kend) ld2(vcache + kvo + (long)(k0 + j + 1) * D + c, v[1]);
+      put2(vh, vl, c * LDV + j, v[0][0], v[1][0], SPLIT_KV);
+      put2(vh, vl, (c + 1) * LDV + j, v[0][1], v[1][1], SPLIT_KV);
     }
     __syncthreads();
     if (wr >= nq || k0 > wlast) continue;  // every key of the tile is in this warp's future

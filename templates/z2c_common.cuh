@@ -206,7 +206,8 @@ __device__ __forceinline__ void st4(bf16_t* p, const float* v) {
                      pack_bf16x2(from_f<bf16_t>(v[2]), from_f<bf16_t>(v[3]))));
 }
 // Two consecutive values (8- or 4-byte aligned) to f32 and back in one access: a thread's
-// pair of columns in an mma fragment (templates/ssd_chunk_out_mma.cu, `pair_io`).
+// pair of columns in an mma fragment (templates/ssd_chunk_out_mma.cu, `pair_io`), a key row's pair in
+// attention_flash's staged K and V tiles.
 __device__ __forceinline__ void ld2(const float* p, float* o) {
   const float2 v = *reinterpret_cast<const float2*>(p);
   o[0] = v.x; o[1] = v.y;

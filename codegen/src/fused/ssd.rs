@@ -207,9 +207,12 @@ pub fn ssd_specs(
         out_builder = out_builder.set("min_blocks", min_blocks.min(8));
     }
     // x read and y written two adjacent columns an access (`ZAMBA2C_TUNE_SSD_OUT_PAIRS=1`, a
-    // measurement): both must start and stride on even elements.
-    let even = |o: &Operand| o.offset.is_multiple_of(2) && o.stride.is_multiple_of(2);
-    let pair_io = mma && crate::tune("SSD_OUT_PAIRS", 0) == 1 && even(x) && even(&out);
+    // measurement): both must start and stride on even elements, which `use_mma` already asks
+    // of x (whole 4-value pieces).
+    let pair_io = mma
+        && crate::tune("SSD_OUT_PAIRS", 0) == 1
+        && out.offset.is_multiple_of(2)
+        && out.stride.is_multiple_of(2);
     out_builder = out_builder.set("pair_io", pair_io);
     let mut chunk_out = out_builder
         .input("x", x)
